@@ -1,0 +1,1 @@
+"""SIQ client package."""

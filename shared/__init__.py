@@ -1,0 +1,1 @@
+"""SIQ shared package."""
