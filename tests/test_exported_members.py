@@ -1,0 +1,31 @@
+"""Every shared/ module states its public API in `__all__`, and every name there exists
+(after httpx's tests/test_exported_members.py)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SHARED_MODULES = sorted(
+    f"shared.{path.stem}"
+    for path in (REPO_ROOT / "shared").glob("*.py")
+    if not path.name.startswith("_")
+)
+
+
+def test_shared_has_modules() -> None:
+    assert "shared.errors" in SHARED_MODULES
+
+
+@pytest.mark.parametrize("name", SHARED_MODULES)
+def test_module_declares_existing_all(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert isinstance(exported, list | tuple), f"{name} does not declare __all__"
+    assert exported, f"{name}.__all__ is empty"
+    assert len(set(exported)) == len(exported), f"{name}.__all__ has duplicates"
+    missing = [member for member in exported if not hasattr(module, member)]
+    assert not missing, f"{name}.__all__ names missing members: {missing}"
