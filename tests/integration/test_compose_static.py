@@ -1,0 +1,177 @@
+"""docker-compose.yml and the two Dockerfiles, checked without a Docker engine: the services,
+healthchecks, start order, volumes and ports are what the README promises, every COPY source
+exists, every CMD starts a real package, and the client image never pulls torch."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+DOCKERFILES = {"server": REPO_ROOT / "server/Dockerfile", "client": REPO_ROOT / "client/Dockerfile"}
+INTERPOLATED = ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY", "SIQ_BUNDLE")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
+    joined, current = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        joined.append(current + line)
+        current = ""
+    out = []
+    for line in joined:
+        instruction, _, args = line.partition(" ")
+        out.append((instruction.upper(), args.strip()))
+    return out
+
+
+def copy_sources(args: str) -> list[str]:
+    parts = [p for p in shlex.split(args) if not p.startswith("--")]
+    return parts[:-1]
+
+
+def service_env(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def test_services_and_images(compose: dict) -> None:
+    assert set(compose["services"]) == {"server", "client"}
+    for name, service in compose["services"].items():
+        build = service["build"]
+        assert (REPO_ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILES[name]
+
+
+@pytest.mark.parametrize("name,path", [("server", "/healthz"), ("client", "/healthz")])
+def test_healthchecks_use_python_urllib(compose: dict, name: str, path: str) -> None:
+    check = compose["services"][name]["healthcheck"]
+    test = check["test"]
+    command = " ".join(test) if isinstance(test, list) else test
+    if isinstance(test, list):
+        assert test[0] in {"CMD", "CMD-SHELL"}
+    assert "python" in command and "urllib" in command and "curl" not in command
+    assert re.search(r"/(healthz|readyz)", command), command
+    port = {"server": "8000", "client": "8001"}[name]
+    assert f":{port}/" in command
+    assert check.get("retries", 0) >= 1 and check.get("interval")
+
+
+def test_client_waits_for_healthy_server(compose: dict) -> None:
+    depends = compose["services"]["client"]["depends_on"]
+    assert depends["server"]["condition"] == "service_healthy"
+
+
+def test_server_state_on_named_volume_and_data_mounted(compose: dict) -> None:
+    server = compose["services"]["server"]
+    env = service_env(server)
+    mounts = {}
+    for volume in server["volumes"]:
+        spec = re.sub(r":(ro|rw)$", "", volume)
+        source, _, target = spec.rpartition(":")
+        mounts[target] = source
+    state_source = mounts[env["SIQ_STATE_DIR"]]
+    assert state_source in (compose.get("volumes") or {}), "state must be a declared named volume"
+    assert env["SIQ_DATA_DIR"] in mounts, "SIQ_DATA_DIR must be a mount"
+
+
+def test_settings_are_interpolated_with_defaults(compose: dict) -> None:
+    text = COMPOSE.read_text()
+    for var in INTERPOLATED:
+        assert re.search(r"\$\{" + var + r":-[^}]*\}", text), f"{var} lacks ${{{var}:-default}}"
+    client_env = service_env(compose["services"]["client"])
+    assert client_env["SIQ_SERVER_URL"] == "http://server:8000"
+    assert {"SIQ_BUNDLE", "SIQ_BUNDLE_HMAC_KEY"} <= set(client_env)
+    assert {"SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY"} <= set(
+        service_env(compose["services"]["server"])
+    )
+
+
+def test_client_has_no_fixed_host_port(compose: dict) -> None:
+    client = compose["services"]["client"]
+    assert "container_name" not in client, "a fixed container name prevents scaling"
+    for port in client.get("ports", []):
+        if isinstance(port, dict):
+            assert "published" not in port, port
+        else:
+            assert re.fullmatch(r"8001(/tcp)?", str(port)), f"fixed host port: {port}"
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_dockerfile_copies_and_cmd(name: str) -> None:
+    instructions = dockerfile_instructions(DOCKERFILES[name])
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    for instruction, args in instructions:
+        if instruction in {"COPY", "ADD"}:
+            for source in copy_sources(args):
+                assert (REPO_ROOT / source).exists(), f"{name}/Dockerfile copies missing {source}"
+    users = [args for instruction, args in instructions if instruction == "USER"]
+    assert users and users[-1] not in {"root", "0"}, "the service must not run as root"
+    cmd = json.loads([args for instruction, args in instructions if instruction == "CMD"][-1])
+    assert cmd[:3] == ["python", "-m", name]
+    assert (REPO_ROOT / cmd[2].replace(".", "/") / "__main__.py").is_file()
+    port = {"server": "8000", "client": "8001"}[name]
+    assert cmd[cmd.index("--port") + 1] == port and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+
+
+def test_client_image_never_pulls_torch() -> None:
+    instructions = dockerfile_instructions(DOCKERFILES["client"])
+    assert not any("torch" in args.lower() for _, args in instructions)
+    copied = {s for i, a in instructions if i == "COPY" for s in copy_sources(a)}
+    assert "server" not in copied, "the client image must not carry the server package"
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    client_deps = project["dependencies"] + project["optional-dependencies"]["client"]
+    assert not [d for d in client_deps if re.match(r"torch", d, re.IGNORECASE)]
+    assert any(d.startswith("torch==") for d in project["optional-dependencies"]["server"])
+
+
+def test_dockerignore_keeps_context_small() -> None:
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv"} <= set(ignored)
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker"):
+        ok = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        if ok.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_docker_compose_config_accepts_file(tmp_path: Path) -> None:
+    """`docker compose config` validates without an engine; skipped where the CLI is absent."""
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("docker compose CLI not installed")
+    done = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "--quiet"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
