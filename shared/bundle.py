@@ -1,0 +1,338 @@
+"""The bundle: one safetensors file holding a whole integer network (docs/ARCHITECTURE.md,
+"Bundle layout"). Its id is the SHA-256 of its bytes.
+
+`encode_bundle` and `decode_bundle` run the same `validate` so that no bundle that would be
+rejected on reading can be written, and nothing unchecked reaches the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from shared.bitpack import packed_size, unpack_codes
+from shared.errors import BundleError
+from shared.quant import MAX_ACCUMULATOR, accumulator_bound
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST_KEY",
+    "MAX_BUNDLE_BYTES",
+    "BUNDLE_SUFFIX",
+    "Bundle",
+    "bundle_id",
+    "encode_bundle",
+    "decode_bundle",
+    "read_bundle_file",
+    "write_bundle_atomic",
+    "weight_shape",
+    "layer_weights",
+    "validate",
+]
+
+FORMAT = "siq-bundle"
+FORMAT_VERSION = 1
+MANIFEST_KEY = "siq_manifest"
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+BUNDLE_SUFFIX = ".siq"
+WEIGHTED_OPS = ("conv2d", "linear")
+KNOWN_OPS = ("conv2d", "linear", "maxpool2d", "flatten")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A decoded, validated bundle. `tensors` maps names such as `conv1.codes` to arrays."""
+
+    id: str
+    manifest: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+    size: int
+
+    @property
+    def dataset(self) -> str | None:
+        return self.manifest.get("provenance", {}).get("dataset")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["input"]["class_names"])
+
+
+def bundle_id(data: bytes) -> str:
+    """The content address of a bundle: hex SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def weight_shape(layer: dict[str, Any]) -> tuple[int, ...]:
+    """Shape of a weighted layer's weight tensor, as torch lays it out."""
+    if layer["op"] == "conv2d":
+        k = layer["kernel_size"]
+        return (layer["out_channels"], layer["in_channels"], k, k)
+    return (layer["out_features"], layer["in_features"])
+
+
+def layer_weights(layer: dict[str, Any], tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """Integer weights `codebook[codes]` of a weighted layer, int64 in `weight_shape`."""
+    shape = weight_shape(layer)
+    name, bits = layer["name"], layer["weight_bits"]
+    codes = unpack_codes(tensors[f"{name}.codes"], bits, int(np.prod(shape)))
+    return tensors[f"{name}.codebook"].astype(np.int64)[codes].reshape(shape)
+
+
+def encode_bundle(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> bytes:
+    """Serialise a network into bundle bytes, after checking it as a reader would."""
+    manifest = json.loads(json.dumps(manifest))  # plain JSON types only
+    manifest.setdefault("format", FORMAT)
+    manifest.setdefault("format_version", FORMAT_VERSION)
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    validate(manifest, tensors)
+    return st_save(tensors, metadata={MANIFEST_KEY: json.dumps(manifest, sort_keys=True)})
+
+
+def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
+    """Parse and validate bundle bytes; BundleError says what is wrong with a bad one."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"bundle is {len(data)} bytes, more than the {MAX_BUNDLE_BYTES} limit")
+    digest = bundle_id(data)
+    if expected_id is not None and digest != expected_id.lower():
+        raise BundleError(f"bundle bytes hash to {digest}, not to the expected id {expected_id}")
+    manifest = _read_manifest(data)
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise BundleError(f"bundle tensors are unreadable: {exc}") from exc
+    validate(manifest, tensors)
+    return Bundle(id=digest, manifest=manifest, tensors=tensors, size=len(data))
+
+
+def read_bundle_file(path: str | os.PathLike[str], expected_id: str | None = None) -> Bundle:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BUNDLE_BYTES:
+            raise BundleError(f"{path}: {size} bytes is more than the {MAX_BUNDLE_BYTES} limit")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle file {path}: {exc.strerror or exc}") from exc
+    try:
+        return decode_bundle(data, expected_id)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+
+
+def write_bundle_atomic(directory: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` as `<directory>/<id>.siq` via a temporary file and a rename, so no reader
+    ever sees a partial file. Returns the final path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{bundle_id(data)}{BUNDLE_SUFFIX}"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=BUNDLE_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _read_manifest(data: bytes) -> dict[str, Any]:
+    if len(data) < 8:
+        raise BundleError(f"bundle is truncated: {len(data)} bytes")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+        raise BundleError("bundle header length is out of bounds (truncated or not a bundle)")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+        manifest = json.loads(header["__metadata__"][MANIFEST_KEY])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"bundle has no readable manifest ({exc.__class__.__name__})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError("bundle manifest is not a JSON object")
+    return manifest
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise BundleError(message)
+
+
+def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+    value = obj.get(key)
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+        f"{where}: '{key}' must be an integer in {lo}..{hi}, got {value!r}",
+    )
+    return value
+
+
+def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+    """Check everything the engine relies on: version, graph, shapes, code and constant
+    ranges, and the exactness bound. Raises BundleError."""
+    _require(
+        manifest.get("format") == FORMAT, f"not an SIQ bundle (format {manifest.get('format')!r})"
+    )
+    version = manifest.get("format_version")
+    _require(
+        version == FORMAT_VERSION,
+        f"bundle format version {version!r} is not supported (this reader knows {FORMAT_VERSION})",
+    )
+    a_bits = _int_field(manifest, "activation_bits", 2, 8, "manifest")
+    _int_field(manifest, "weight_bits", 1, 8, "manifest")
+    cb_bits = _int_field(manifest, "codebook_bits", 2, 16, "manifest")
+    logit_scale = manifest.get("logit_scale")
+    _require(isinstance(logit_scale, int | float) and logit_scale > 0, "manifest: bad logit_scale")
+    spec = manifest.get("input")
+    _require(isinstance(spec, dict), "manifest: missing 'input'")
+    channels = _int_field(spec, "channels", 1, 4, "input")
+    height = _int_field(spec, "height", 1, 4096, "input")
+    width = _int_field(spec, "width", 1, 4096, "input")
+    _require(spec.get("bits") == a_bits, "input: 'bits' must equal activation_bits")
+    scale = spec.get("scale")
+    _require(isinstance(scale, int | float) and scale > 0, "input: 'scale' must be positive")
+    _require(isinstance(spec.get("preprocess"), dict), "input: 'preprocess' must be an object")
+    names = spec.get("class_names")
+    _require(
+        isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2,
+        "input: 'class_names' must be a list of at least two strings",
+    )
+    graph = manifest.get("graph")
+    _require(isinstance(graph, list) and len(graph) > 0, "manifest: 'graph' must be a list")
+
+    shape: tuple[int, ...] = (channels, height, width)  # per-image activation shape
+    expected: set[str] = set()
+    weighted = [
+        layer for layer in graph if isinstance(layer, dict) and layer.get("op") in WEIGHTED_OPS
+    ]
+    _require(len(weighted) > 0, "graph has no weighted layer")
+    seen: set[str] = set()
+    for i, layer in enumerate(graph):
+        _require(isinstance(layer, dict), f"graph[{i}] is not an object")
+        op, name = layer.get("op"), layer.get("name")
+        _require(op in KNOWN_OPS, f"graph[{i}]: unknown op {op!r} (known: {', '.join(KNOWN_OPS)})")
+        _require(
+            isinstance(name, str) and name and name not in seen,
+            f"graph[{i}]: bad or duplicate name",
+        )
+        seen.add(name)
+        where = f"layer {name}"
+        if op == "flatten":
+            shape = (int(np.prod(shape)),)
+        elif op == "maxpool2d":
+            _require(len(shape) == 3, f"{where}: maxpool2d needs a (C, H, W) input")
+            k = _int_field(layer, "kernel_size", 1, 64, where)
+            s = _int_field(layer, "stride", 1, 64, where)
+            _require(shape[1] >= k and shape[2] >= k, f"{where}: input smaller than the kernel")
+            shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
+        else:
+            shape = _check_weighted(layer, shape, tensors, a_bits, cb_bits, where)
+            expected.update(f"{name}.{t}" for t in ("codes", "codebook", "bias"))
+            is_last = layer is weighted[-1]
+            _require(
+                layer.get("relu") is (not is_last),
+                f"{where}: every weighted layer but the last must have relu true, the last false",
+            )
+            if not is_last:
+                expected.update((f"{name}.multiplier", f"{name}.shift"))
+                _check_requant(layer, tensors, where)
+    _require(
+        shape == (len(names),), f"network output shape {shape} does not match {len(names)} classes"
+    )
+    extra = set(tensors) - expected
+    missing = expected - set(tensors)
+    _require(not missing, f"bundle lacks tensors: {', '.join(sorted(missing))}")
+    _require(not extra, f"bundle has unexpected tensors: {', '.join(sorted(extra))}")
+
+
+def _tensor(tensors: dict[str, np.ndarray], key: str, dtype: type, where: str) -> np.ndarray:
+    _require(key in tensors, f"{where}: missing tensor {key}")
+    t = tensors[key]
+    _require(
+        t.dtype == dtype, f"{where}: tensor {key} must be {np.dtype(dtype).name}, not {t.dtype}"
+    )
+    return t
+
+
+def _check_weighted(
+    layer: dict[str, Any],
+    shape: tuple[int, ...],
+    tensors: dict[str, np.ndarray],
+    a_bits: int,
+    cb_bits: int,
+    where: str,
+) -> tuple[int, ...]:
+    name = layer["name"]
+    bits = _int_field(layer, "weight_bits", 1, 8, where)
+    if layer["op"] == "conv2d":
+        _require(len(shape) == 3, f"{where}: conv2d needs a (C, H, W) input")
+        cin = _int_field(layer, "in_channels", 1, 1 << 16, where)
+        cout = _int_field(layer, "out_channels", 1, 1 << 16, where)
+        k = _int_field(layer, "kernel_size", 1, 64, where)
+        s = _int_field(layer, "stride", 1, 64, where)
+        p = _int_field(layer, "padding", 0, 64, where)
+        _require(cin == shape[0], f"{where}: in_channels {cin} != incoming {shape[0]}")
+        h, w = shape[1] + 2 * p, shape[2] + 2 * p
+        _require(h >= k and w >= k, f"{where}: input smaller than the kernel")
+        out_shape: tuple[int, ...] = (cout, (h - k) // s + 1, (w - k) // s + 1)
+    else:
+        _require(len(shape) == 1, f"{where}: linear needs a flat input (add a flatten)")
+        fin = _int_field(layer, "in_features", 1, 1 << 24, where)
+        cout = _int_field(layer, "out_features", 1, 1 << 16, where)
+        _require(fin == shape[0], f"{where}: in_features {fin} != incoming {shape[0]}")
+        out_shape = (cout,)
+    count = int(np.prod(weight_shape(layer)))
+    codes = _tensor(tensors, f"{name}.codes", np.uint8, where)
+    _require(
+        codes.ndim == 1 and codes.size == packed_size(count, bits),
+        f"{where}: codes hold {codes.size} bytes, {packed_size(count, bits)} expected for "
+        f"{count} {bits}-bit codes",
+    )
+    codebook = _tensor(tensors, f"{name}.codebook", np.int32, where)
+    _require(codebook.shape == (1 << bits,), f"{where}: codebook must have {1 << bits} entries")
+    limit = (1 << (cb_bits - 1)) - 1
+    _require(
+        int(np.abs(codebook.astype(np.int64)).max()) <= limit,
+        f"{where}: codebook values exceed the {cb_bits}-bit range ±{limit}",
+    )
+    bias = _tensor(tensors, f"{name}.bias", np.int32, where)
+    _require(bias.shape == (cout,), f"{where}: bias must have shape ({cout},)")
+    try:
+        weights = layer_weights(layer, tensors)
+    except ValueError as exc:
+        raise BundleError(f"{where}: {exc}") from exc
+    bound = int(accumulator_bound(weights, bias, a_bits).max())
+    _require(
+        bound < MAX_ACCUMULATOR,
+        f"{where}: accumulators may reach {bound}, beyond the exact bound 2^31",
+    )
+    return out_shape
+
+
+def _check_requant(layer: dict[str, Any], tensors: dict[str, np.ndarray], where: str) -> None:
+    name = layer["name"]
+    cout = layer.get("out_channels", layer.get("out_features"))
+    multiplier = _tensor(tensors, f"{name}.multiplier", np.int32, where)
+    shift = _tensor(tensors, f"{name}.shift", np.int32, where)
+    _require(
+        multiplier.shape in ((1,), (cout,)) and shift.shape == multiplier.shape,
+        f"{where}: multiplier and shift must both have shape (1,) or ({cout},)",
+    )
+    _require(bool((multiplier >= 1).all()), f"{where}: multiplier must be positive")
+    _require(bool(((shift >= 1) & (shift <= 62)).all()), f"{where}: shift must lie in 1..62")

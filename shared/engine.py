@@ -1,0 +1,192 @@
+"""The integer inference engine: runs a bundle with integer arithmetic only (numpy, no torch).
+
+Semantics are those of docs/ARCHITECTURE.md, "The integer network, precisely". For speed,
+integer values are carried in float32/float64 arrays so BLAS does the products, only where
+the accumulator bound proves every partial sum exact (|acc| < 2^24 resp. 2^53); otherwise a
+layer runs in int64. Requantisation uses the integer step thresholds of
+`shared.quant.requantize_thresholds`, which equal `(acc * multiplier + 2^(shift-1)) >> shift`
+clipped to [0, 2^a - 1] for every integer accumulator.
+
+Internally activations are NHWC so that im2col is a single reshape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from shared.bundle import Bundle, layer_weights
+from shared.quant import accumulator_bound, quantize_input, requantize, requantize_thresholds
+
+__all__ = ["IntegerNetwork", "carrier_dtype", "softmax"]
+
+FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+
+
+def carrier_dtype(bound: int) -> np.dtype:
+    """The cheapest dtype in which every accumulator with |acc| <= bound is exact."""
+    if bound < FLOAT32_EXACT:
+        return np.dtype(np.float32)
+    if bound < FLOAT64_EXACT:
+        return np.dtype(np.float64)
+    return np.dtype(np.int64)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class _Weighted:
+    name: str
+    op: str
+    matrix: np.ndarray  # (K, O) in the carrier dtype; K = C*k*k (conv) or in_features
+    bias: np.ndarray  # (O,) in the carrier dtype
+    dtype: np.dtype
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    # requantisation: either one threshold vector (per-layer constants) or per-channel ints
+    thresholds: np.ndarray | None = None
+    multiplier: np.ndarray | None = None
+    shift: np.ndarray | None = None
+
+
+@dataclass
+class _Pool:
+    kernel: int
+    stride: int
+
+
+class _Flatten:
+    pass
+
+
+class IntegerNetwork:
+    """A network rebuilt from a bundle alone.
+
+    >>> net = IntegerNetwork(bundle)
+    >>> labels, probs = net.predict(images)   # images: float (N, C, H, W) in [0, 1]
+    """
+
+    def __init__(self, bundle: Bundle):
+        m = bundle.manifest
+        self.bundle_id = bundle.id
+        self.activation_bits = int(m["activation_bits"])
+        self.input_scale = float(m["input"]["scale"])
+        self.logit_scale = float(m["logit_scale"])
+        self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
+        self.class_names = list(m["input"]["class_names"])
+        self._layers: list[Any] = [self._build(layer, bundle.tensors) for layer in m["graph"]]
+
+    def _build(self, layer: dict[str, Any], tensors: dict[str, np.ndarray]) -> Any:
+        op = layer["op"]
+        if op == "flatten":
+            return _Flatten()
+        if op == "maxpool2d":
+            return _Pool(layer["kernel_size"], layer["stride"])
+        name = layer["name"]
+        w = layer_weights(layer, tensors)  # (O, C, k, k) or (O, I), int64
+        bias = tensors[f"{name}.bias"].astype(np.int64)
+        dtype = carrier_dtype(int(accumulator_bound(w, bias, self.activation_bits).max()))
+        unit = _Weighted(
+            name=name,
+            op=op,
+            matrix=np.ascontiguousarray(w.reshape(len(w), -1).T.astype(dtype)),
+            bias=bias.astype(dtype),
+            dtype=dtype,
+        )
+        if op == "conv2d":
+            unit.kernel, unit.stride, unit.padding = (
+                layer["kernel_size"],
+                layer["stride"],
+                layer["padding"],
+            )
+        if layer["relu"]:
+            mult = tensors[f"{name}.multiplier"].astype(np.int64)
+            shift = tensors[f"{name}.shift"].astype(np.int64)
+            if mult.shape == (1,):
+                unit.thresholds = requantize_thresholds(
+                    int(mult[0]), int(shift[0]), self.activation_bits
+                )
+                if dtype != np.int64:
+                    unit.thresholds = unit.thresholds.astype(dtype)
+            else:
+                unit.multiplier, unit.shift = mult, shift
+        return unit
+
+    # --- inference ------------------------------------------------------------------------
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float images (N, C, H, W) in [0, 1] to a-bit integer codes (int64)."""
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[None]
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"expected images of shape (N, {self.input_shape}), got {x.shape}")
+        return quantize_input(x, self.input_scale, self.activation_bits)
+
+    def forward_int(self, q: np.ndarray) -> np.ndarray:
+        """Integer input codes (N, C, H, W) to integer logits (N, classes), int64."""
+        x = np.ascontiguousarray(np.asarray(q).transpose(0, 2, 3, 1))  # (N, H, W, C)
+        for layer in self._layers:
+            if isinstance(layer, _Flatten):
+                # torch flattens (C, H, W); we hold (H, W, C)
+                x = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+            elif isinstance(layer, _Pool):
+                x = _maxpool_nhwc(x, layer.kernel, layer.stride)
+            else:
+                x = self._weighted(layer, x)
+        return np.asarray(x).astype(np.int64)
+
+    def _weighted(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
+        x = x.astype(layer.dtype, copy=False)
+        if layer.op == "conv2d":
+            n = len(x)
+            cols, (ho, wo) = _im2col_nhwc(x, layer.kernel, layer.stride, layer.padding)
+            acc = (cols @ layer.matrix + layer.bias).reshape(n, ho, wo, -1)  # (N, Ho, Wo, O)
+        else:
+            acc = x @ layer.matrix + layer.bias  # (N, O)
+        if layer.thresholds is not None:
+            levels = np.searchsorted(layer.thresholds, acc.reshape(-1), side="right")
+            return levels.reshape(acc.shape).astype(layer.dtype)
+        if layer.multiplier is not None:
+            return requantize(
+                acc.astype(np.int64), layer.multiplier, layer.shift, self.activation_bits
+            )
+        return acc  # logits
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""
+        logits = self.forward_int(self.quantize_input(x))
+        probs = softmax(logits.astype(np.float64) * self.logit_scale)
+        return logits.argmax(axis=1), probs
+
+
+def _im2col_nhwc(
+    x: np.ndarray, k: int, stride: int, padding: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(N, H, W, C) -> patches (N*Ho*Wo, C*k*k) ordered like torch's (C, kh, kw) weights."""
+    if padding:
+        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    win = sliding_window_view(x, (k, k), axis=(1, 2))  # (N, Ho', Wo', C, k, k)
+    if stride > 1:
+        win = win[:, ::stride, ::stride]
+    n, ho, wo = win.shape[:3]
+    return win.reshape(n * ho * wo, -1), (ho, wo)
+
+
+def _maxpool_nhwc(x: np.ndarray, k: int, stride: int) -> np.ndarray:
+    n, h, w, c = x.shape
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    if k == stride:
+        x = x[:, : ho * k, : wo * k]
+        return x.reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
+    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    return win.max(axis=(4, 5))

@@ -1,0 +1,94 @@
+"""Pure quantisation primitives shared by the server (which chooses the constants) and the
+integer engine (which applies them). Semantics: docs/ARCHITECTURE.md, "The integer network".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "MAX_ACCUMULATOR",
+    "round_half_up",
+    "quantize_input",
+    "quantize_multiplier",
+    "requantize",
+    "requantize_thresholds",
+    "accumulator_bound",
+]
+
+# acc * multiplier (multiplier < 2^31) must fit in int64.
+MAX_ACCUMULATOR = 2**31
+
+
+def round_half_up(x: np.ndarray) -> np.ndarray:
+    """floor(x + 0.5): the one rounding rule of SIQ (ties go up, also for negatives)."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+def quantize_input(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
+    """Float image values (about [0, 1]) to unsigned `bits`-bit codes, int64, same shape."""
+    top = (1 << bits) - 1
+    q = round_half_up(np.asarray(x, dtype=np.float64) / scale)
+    return np.clip(q, 0, top).astype(np.int64)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Represent a positive real factor as `multiplier / 2^shift`.
+
+    `multiplier` is normalised into [2^30, 2^31) and `shift` lies in 1..62; factors too small
+    for that lose low multiplier bits (they are then tiny enough to round to zero anyway).
+    """
+    if not math.isfinite(real) or real <= 0:
+        raise ValueError(f"requantisation factor must be positive and finite, got {real!r}")
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
+    multiplier = round(mantissa * (1 << 31))
+    if multiplier == 1 << 31:
+        multiplier //= 2
+        exponent += 1
+    shift = 31 - exponent
+    if shift < 1:
+        raise ValueError(f"requantisation factor {real!r} is too large (>= 2^30)")
+    if shift > 62:
+        multiplier >>= shift - 62
+        shift = 62
+        multiplier = max(multiplier, 1)
+    return int(multiplier), int(shift)
+
+
+def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, bits: int) -> np.ndarray:
+    """clip((acc * multiplier + 2^(shift-1)) >> shift, 0, 2^bits - 1) in int64.
+
+    `multiplier` and `shift` broadcast against `acc` (per layer or per output channel).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    rounding = np.left_shift(np.int64(1), shift - 1)
+    out = np.right_shift(acc * multiplier + rounding, shift)
+    return np.clip(out, 0, (1 << bits) - 1)
+
+
+def requantize_thresholds(multiplier: int, shift: int, bits: int) -> np.ndarray:
+    """The integer accumulator values at which `requantize` steps up, one per output level.
+
+    `requantize(acc) == #{t in thresholds : t <= acc}` for every integer acc, so the engine can
+    requantise with a sorted search instead of 64-bit products. Returned as int64, ascending.
+    """
+    top = (1 << bits) - 1
+    half = 1 << (shift - 1)
+    # smallest acc with acc * m + half >= k * 2^shift, i.e. ceil((k * 2^shift - half) / m)
+    return np.array(
+        [-((half - (k << shift)) // multiplier) for k in range(1, top + 1)], dtype=np.int64
+    )
+
+
+def accumulator_bound(weights: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
+    """Per output channel, the largest |accumulator| any `bits`-bit input can produce.
+
+    `weights` has the output channel first (O, ...); the result is int64 of shape (O,).
+    """
+    w = np.abs(np.asarray(weights, dtype=np.int64)).reshape(len(weights), -1)
+    top = (1 << bits) - 1
+    return top * w.sum(axis=1) + np.abs(np.asarray(bias, dtype=np.int64))
