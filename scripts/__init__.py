@@ -1,0 +1,1 @@
+"""Developer scripts: `python -m scripts.run_local` is `make run`."""

@@ -1,0 +1,337 @@
+"""`make run`: the whole system on this machine, without Docker.
+
+Starts the training server and one recognition client on localhost (state and logs under
+./var/), trains a first bundle when the server has none for the data set (MNIST when it is
+under SIQ_DATA_DIR, else scikit-learn's bundled `digits`), prints the job's progress, waits
+until the client serves the bundle, recognises a sample digit and prints curl commands to
+try. Ctrl-C stops both services (terminate, wait, kill after a timeout).
+
+    python -m scripts.run_local [--dataset mnist] [--quick] [--once] [--server-port 8000] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["main", "pick_port", "Service", "choose_dataset", "job_request", "describe_progress"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline, anywhere
+
+
+class RunError(RuntimeError):
+    """Something the user has to fix; printed without a traceback."""
+
+
+def pick_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """`preferred` when it is free, else a free port the OS picks (0 always asks the OS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, preferred))
+        except OSError:
+            sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """One `python -m <module>` child in its own session, logging to a file."""
+
+    def __init__(self, module: str, host: str, port: int, env: dict[str, str], log: Path):
+        self.module, self.port = module, port
+        self.url = f"http://{host}:{port}"
+        self.log_path = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log.open("ab")
+        # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--host", host, "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RunError(
+                f"{self.module} exited with code {self.proc.returncode}; "
+                f"last lines of {self.log_path}:\n{tail}"
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                print(f"  {self.module} did not stop in {timeout:.0f} s; killing it", flush=True)
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def wait_for(http: httpx.Client, service: Service, path: str, timeout: float) -> httpx.Response:
+    """Poll `path` until it answers 200; fail early when the process dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        service.check_alive()
+        try:
+            response = http.get(service.url + path, timeout=5)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RunError(f"{service.module} {path} not ready after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def choose_dataset(requested: str | None, available: list[str]) -> str:
+    """The requested data set, else MNIST when the server sees it, else `digits`."""
+    if requested:
+        if requested not in available:
+            raise RunError(f"data set {requested!r} not found; the server has {available}")
+        return requested
+    if "mnist" in available:
+        return "mnist"
+    data_dir = os.environ.get("SIQ_DATA_DIR", "(unset)")
+    print(
+        f"! MNIST not found under SIQ_DATA_DIR={data_dir} (expected mnist/*-idx?-ubyte.gz).\n"
+        f"! Falling back to the `{FALLBACK_DATASET}` data set bundled with scikit-learn.",
+        flush=True,
+    )
+    return FALLBACK_DATASET
+
+
+def job_request(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "dataset": dataset,
+        "weight_bits": args.weight_bits,
+        "activation_bits": args.activation_bits,
+    }
+    if args.quick:
+        body.update(epochs=1, max_iterations=2, train_limit=10000)
+    for knob in ("epochs", "max_iterations", "train_limit"):
+        value = getattr(args, knob)
+        if value is not None:
+            body[knob] = value
+    return body
+
+
+def describe_progress(job: dict[str, Any]) -> str:
+    """One line for the terminal: stage, fraction and the latest iteration's metrics."""
+    progress = job.get("progress") or {}
+    line = f"  [{job.get('status', '?'):>9}] {progress.get('stage', '-'):<11}"
+    fraction = progress.get("fraction")
+    if isinstance(fraction, int | float):
+        bar = "#" * int(20 * fraction)
+        line += f" {bar:<20} {100 * fraction:5.1f}%"
+    if progress.get("message"):
+        line += f"  {progress['message']}"
+    iterations = job.get("iterations") or []
+    if iterations:
+        it = iterations[-1]
+        parts = [f"iteration {it.get('iteration', len(iterations))}"]
+        for key, label in (
+            ("accuracy_after_kmeans", "after k-means"),
+            ("accuracy_after_retrain", "after retrain"),
+            ("codebook_change", "codebook change"),
+        ):
+            if isinstance(it.get(key), int | float):
+                parts.append(f"{label} {it[key]:.4f}")
+        line += "  | " + ", ".join(parts)
+    return line
+
+
+def latest_bundle(http: httpx.Client, server: Service, dataset: str) -> dict | None:
+    response = http.get(f"{server.url}/bundles/latest", params={"dataset": dataset}, timeout=10)
+    return response.json() if response.status_code == 200 else None
+
+
+def run_job(http: httpx.Client, server: Service, body: dict, headers: dict) -> dict:
+    print(f"> POST /quantize-jobs {json.dumps(body)}", flush=True)
+    response = http.post(f"{server.url}/quantize-jobs", json=body, headers=headers, timeout=30)
+    if response.status_code != 202:
+        raise RunError(f"job refused: {response.status_code} {response.text}")
+    location = response.headers.get("location") or f"/quantize-jobs/{response.json()['id']}"
+    url = httpx.URL(server.url).join(location)
+    last = ""
+    while True:
+        server.check_alive()
+        job = http.get(url, timeout=10).json()
+        line = describe_progress(job)
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if job.get("status") in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(1.0)
+    if job["status"] != "succeeded":
+        raise RunError(f"job {job.get('id')} {job['status']}: {job.get('error')}")
+    result = job.get("result") or {}
+    print(
+        f"> job {job.get('id')} succeeded: float accuracy {result.get('float_accuracy')}, "
+        f"quantized accuracy {result.get('quantized_accuracy')}, bundle {result.get('bundle_id')} "
+        f"({result.get('bundle_bytes')} bytes vs {result.get('float_bytes')} float)",
+        flush=True,
+    )
+    return job
+
+
+def write_sample_image(dataset: str, data_dir: Path, out: Path) -> tuple[Path, int | str]:
+    """A test-set image of `dataset` as a PNG, and its true label."""
+    import numpy as np
+    from PIL import Image
+
+    from server.datasets import load_dataset
+
+    ds = load_dataset(dataset, data_dir, train_limit=1, test_limit=1)
+    image = ds.test_x[0]  # (C, H, W) uint8
+    array = image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(out)
+    return out, ds.class_names[int(ds.test_y[0])]
+
+
+def print_examples(server: Service, client: Service, sample: Path, token: str | None) -> None:
+    s, c, img = server.url, client.url, shlex.quote(str(sample))
+    auth = ' -H "Authorization: Bearer $SIQ_API_TOKEN"' if token else ""
+    print(
+        f"""
+Ready. Try:
+  curl -s -F file=@{img} {c}/recognize
+  curl -s -F files=@{img} -F files=@{img} {c}/recognize
+  curl -s -H 'Content-Type: image/png' --data-binary @{img} {c}/recognize
+  curl -s {c}/bundle
+  curl -s {c}/readyz ; curl -s {c}/metrics | head
+  curl -s {s}/datasets
+  curl -s {s}/bundles ; curl -s '{s}/bundles/latest?dataset=mnist'
+  curl -s {s}/quantize-jobs
+  curl -s -X POST{auth} -H 'Content-Type: application/json' \\
+       -d '{{"dataset": "digits", "weight_bits": 2, "activation_bits": 4}}' {s}/quantize-jobs
+Logs: {server.log_path}, {client.log_path}.  Ctrl-C stops both services.""",
+        flush=True,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scripts.run_local", description=__doc__)
+    p.add_argument("--dataset", help="data set to train (default: mnist, else digits)")
+    p.add_argument("--weight-bits", type=int, default=4)
+    p.add_argument("--activation-bits", type=int, default=4)
+    p.add_argument("--epochs", type=int, help="float training epochs (default: the data set's)")
+    p.add_argument("--max-iterations", type=int, help="SIQ iterations at most")
+    p.add_argument("--train-limit", type=int, help="train on the first N images only")
+    p.add_argument("--quick", action="store_true", help="1 epoch, 2 iterations, 10k images")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--server-port", type=int, default=int(os.environ.get("SIQ_SERVER_PORT", 8000)))
+    p.add_argument("--client-port", type=int, default=int(os.environ.get("SIQ_CLIENT_PORT", 8001)))
+    p.add_argument("--state-dir", type=Path, default=REPO_ROOT / "var")
+    p.add_argument("--once", action="store_true", help="exit after the first recognition")
+    p.add_argument("--start-timeout", type=float, default=120.0)
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace, services: list[Service]) -> None:
+    data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    state = args.state_dir.resolve()
+    token = os.environ.get("SIQ_API_TOKEN") or None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base_env = {**os.environ, "SIQ_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+
+    with httpx.Client() as http:
+        server_env = {**base_env, "SIQ_STATE_DIR": str(state / "server")}
+        server_port = pick_port(args.server_port, args.host)
+        print(f"> starting server on {args.host}:{server_port} (state {state / 'server'})")
+        server = Service("server", args.host, server_port, server_env, state / "logs/server.log")
+        services.append(server)
+        wait_for(http, server, "/healthz", args.start_timeout)
+
+        datasets = http.get(f"{server.url}/datasets", timeout=30).json()
+        items = datasets.get("datasets", datasets) if isinstance(datasets, dict) else datasets
+        names = [d["name"] if isinstance(d, dict) else str(d) for d in items]
+        dataset = choose_dataset(args.dataset, names)
+
+        client_env = {
+            **base_env,
+            "SIQ_SERVER_URL": server.url,
+            "SIQ_BUNDLE": f"latest:{dataset}",
+            "SIQ_STATE_DIR": str(state / "client"),
+            "SIQ_POLL_INTERVAL": os.environ.get("SIQ_POLL_INTERVAL", "2"),
+        }
+        client_port = pick_port(args.client_port, args.host)
+        print(f"> starting client on {args.host}:{client_port} (bundle latest:{dataset})")
+        client = Service("client", args.host, client_port, client_env, state / "logs/client.log")
+        services.append(client)
+        wait_for(http, client, "/healthz", args.start_timeout)
+
+        bundle = latest_bundle(http, server, dataset)
+        if bundle is None:
+            print(f"> no {dataset} bundle yet: training one (this takes a while on a CPU)")
+            run_job(http, server, job_request(args, dataset), headers)
+        else:
+            print(f"> using the existing {dataset} bundle {bundle.get('id', bundle)}")
+
+        print("> waiting for the client to load the bundle ...", flush=True)
+        wait_for(http, client, "/readyz", args.start_timeout)
+        sample, label = write_sample_image(dataset, data_dir, state / f"sample-{dataset}.png")
+        with sample.open("rb") as fh:
+            answer = http.post(f"{client.url}/recognize", files={"file": fh}, timeout=30)
+        if answer.status_code != 200:
+            raise RunError(f"/recognize answered {answer.status_code}: {answer.text}")
+        print(f"> recognised {sample} (true label {label}): {answer.text}")
+        print(f"> first recognition {time.monotonic() - started:.1f} s after start", flush=True)
+        print_examples(server, client, sample, token)
+
+    if not args.once:
+        while True:
+            for service in services:
+                service.check_alive()
+            time.sleep(1.0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    services: list[Service] = []
+    # SIGTERM (e.g. from a supervisor) stops the services like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    try:
+        run(args, services)
+    except KeyboardInterrupt:
+        print("\n> stopping ...", flush=True)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        # A second Ctrl-C must not orphan the children: stop() is bounded by its timeouts.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for service in reversed(services):
+            service.stop()
+        if services:
+            print("> server and client stopped", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
