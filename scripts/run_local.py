@@ -263,7 +263,9 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
         wait_for(http, server, "/healthz", args.start_timeout)
 
         datasets = http.get(f"{server.url}/datasets", timeout=30).json()
-        items = datasets.get("datasets", datasets) if isinstance(datasets, dict) else datasets
+        if isinstance(datasets, dict):  # {"items": [...]} or a bare list
+            datasets = datasets.get("items", datasets.get("datasets", []))
+        items = datasets
         names = [d["name"] if isinstance(d, dict) else str(d) for d in items]
         dataset = choose_dataset(args.dataset, names)
 
