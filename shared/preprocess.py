@@ -1,0 +1,244 @@
+"""Image decoding and the two preprocessing recipes a bundle can name (`input.preprocess`).
+
+This is the single source of truth: the client runs it on uploads and the server's data
+loaders run it on image files, so a network sees the same arrays in training and in service.
+
+    decode_image(bytes, max_pixels=...)  -> PIL image (first frame, fully loaded)
+    preprocess(image, spec)              -> float32 (C, H, W) in [0, 1]
+
+`digit` ({"kind": "digit"}) rebuilds MNIST's layout: gray, ink found on either polarity (dark
+on light or light on dark; transparent pixels are background), cropped to the ink's bounding
+box, scaled to fit 20x20 keeping the aspect ratio, placed in 28x28 with its centre of mass at
+pixel (14, 14), ink = 1.0. `photo` ({"kind": "photo", "resize": S, "crop": C}) is RGB with
+alpha composited on white, shorter side resized to S (bilinear), centre crop C x C, / 255.
+
+Every output value is a multiple of 1/255, so `round(x * 255)` stores it in uint8 losslessly.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shared.errors import ConfigError, ImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_FORMATS",
+    "UnsupportedImageError",
+    "ImageTooLargeError",
+    "decode_image",
+    "check_spec",
+    "output_shape",
+    "preprocess",
+    "preprocess_bytes",
+    "preprocess_digit",
+    "preprocess_photo",
+    "image_to_float",
+]
+
+DEFAULT_MAX_PIXELS = 16_000_000  # a 4000x4000 photo; larger uploads are refused
+# Pillow format names; PGM/PPM/PBM are all "PPM".
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM")
+
+DIGIT_SIZE, DIGIT_BOX, DIGIT_CENTRE = 28, 20, 14.0
+_BOX_INK = 0.1  # ink (relative to the strongest) that counts for the bounding box
+_WORK_SIDE = 1024  # digit images are shrunk to this side first; the result is 20x20 anyway
+
+
+class UnsupportedImageError(ImageError):
+    """The bytes are not an image in a supported format (HTTP 415)."""
+
+    code = "unsupported_image"
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than allowed, e.g. a decompression bomb (HTTP 413)."""
+
+    code = "image_too_large"
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `data` (first frame of animations) into a loaded PIL image.
+
+    Raises UnsupportedImageError (not an image / unsupported format), ImageTooLargeError
+    (more than `max_pixels` pixels, checked from the header before decoding) or ImageError
+    (empty, truncated or corrupt).
+    """
+    if not data:
+        raise ImageError("the upload is empty: no image bytes were received")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"the image is too large (decompression bomb): {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UnsupportedImageError(
+            "the data is not an image in a supported format "
+            f"({', '.join(SUPPORTED_FORMATS)}; PGM is read as PPM)"
+        ) from exc
+    except Exception as exc:  # a malformed header can raise anything from a decoder
+        raise ImageError(f"the image header cannot be read: {exc}") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    try:
+        image.seek(0)
+        image.load()
+    except Exception as exc:  # truncated data: OSError, SyntaxError, EOFError, ValueError...
+        raise ImageError(f"the image is truncated or corrupt: {exc}") from exc
+    return image
+
+
+def image_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any PIL mode -> (rgb float32 (H, W, 3) in [0, 1], alpha float32 (H, W) or None)."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        g = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or g.max(initial=0) > 255 else 255.0
+        if mode == "F" and g.max(initial=0) <= 1.0:
+            top = 1.0
+        g = np.clip(g / top, 0.0, 1.0).astype(np.float32)
+        return np.repeat(g[:, :, None], 3, axis=2), None
+    if mode == "P":
+        mode = "RGBA" if "transparency" in image.info else "RGB"
+        image = image.convert(mode)
+    elif mode in ("PA", "LA", "La"):
+        image, mode = image.convert("RGBA"), "RGBA"
+    elif mode not in ("RGB", "RGBA"):
+        image, mode = image.convert("RGB"), "RGB"
+    arr = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3 or 4)
+    if mode == "RGBA":
+        return arr[:, :, :3], arr[:, :, 3]
+    return arr, None
+
+
+def check_spec(spec: Any) -> dict:
+    """Validate a manifest `input.preprocess` spec; ConfigError when it cannot be used."""
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ConfigError(f"a preprocessing spec must be an object with a 'kind': {spec!r}")
+    kind = spec["kind"]
+    if kind == "digit":
+        return {"kind": "digit"}
+    if kind == "photo":
+        resize, crop = spec.get("resize"), spec.get("crop")
+        for name, value in (("resize", resize), ("crop", crop)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4096:
+                raise ConfigError(f"photo preprocessing needs an integer {name} in 1..4096")
+        if crop > resize:
+            raise ConfigError(f"photo crop ({crop}) cannot exceed resize ({resize})")
+        return {"kind": "photo", "resize": resize, "crop": crop}
+    raise ConfigError(f"unknown preprocessing kind {kind!r} (known: digit, photo)")
+
+
+def output_shape(spec: dict) -> tuple[int, int, int]:
+    """(C, H, W) that `preprocess(image, spec)` returns."""
+    spec = check_spec(spec)
+    if spec["kind"] == "digit":
+        return (1, DIGIT_SIZE, DIGIT_SIZE)
+    return (3, spec["crop"], spec["crop"])
+
+
+def preprocess(image: Image.Image, spec: dict) -> np.ndarray:
+    """Apply the bundle's preprocessing; float32 (C, H, W) in [0, 1]."""
+    spec = check_spec(spec)
+    if spec["kind"] == "digit":
+        return preprocess_digit(image)
+    return preprocess_photo(image, resize=spec["resize"], crop=spec["crop"])
+
+
+def preprocess_bytes(data: bytes, spec: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """decode_image + preprocess, for data loaders reading image files."""
+    return preprocess(decode_image(data, max_pixels=max_pixels), spec)
+
+
+def _to_255ths(x: np.ndarray) -> np.ndarray:
+    return (np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    # ITU-R 601-2, the weights of PIL's "L" conversion
+    return rgb[:, :, 0] * 0.299 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.114
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """(H, W) gray -> (H, W) ink >= 0, whichever polarity; the border is background."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    # Ink pulls the mean away from the background: below it for dark ink on light paper.
+    ink = background - gray if float(gray.mean()) < background else gray - background
+    ink = np.clip(ink, 0.0, None)
+    # Paper texture / sensor noise: the ink the border shows is not ink.
+    edge = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
+    q25, q50, q75 = np.percentile(edge, [25, 50, 75])  # robust to a digit touching the border
+    floor = min(float(q50 + 6.0 * (q75 - q25)), 0.5 * float(ink.max()))
+    return np.clip(ink - floor, 0.0, None)
+
+
+def preprocess_digit(image: Image.Image) -> np.ndarray:
+    """MNIST layout: float32 (1, 28, 28), ink = 1, centre of mass at (14, 14)."""
+    if max(image.size) > _WORK_SIDE:
+        image = image.copy()
+        image.thumbnail((_WORK_SIDE, _WORK_SIDE), Image.Resampling.BILINEAR)
+    rgb, alpha = image_to_float(image)
+    gray = _luma(rgb)  # (H, W)
+    if alpha is not None and float(alpha.min()) < 0.99:
+        opaque = gray[alpha > 0.5]
+        if opaque.size == 0:
+            raise ImageError("the image is fully transparent: no digit found")
+        if float(opaque.std()) < 0.05:
+            ink = alpha  # one colour drawn on transparency: the opacity is the ink
+        else:  # transparent pixels take the colour of the opaque background
+            ink = _ink(alpha * gray + (1.0 - alpha) * float(np.median(opaque)))
+    else:
+        ink = _ink(gray)
+    top = float(ink.max())
+    if top < 1e-3:
+        raise ImageError("the image is blank: no digit (ink) found")
+    ink = ink / top  # (H, W) in [0, 1]
+    strong = ink >= _BOX_INK  # stray faint specks do not stretch the bounding box
+    rows, cols = np.nonzero(strong.any(axis=1))[0], np.nonzero(strong.any(axis=0))[0]
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # crop to the ink's bounding box
+    h, w = ink.shape
+    scale = DIGIT_BOX / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        resized = Image.fromarray(ink.astype(np.float32), mode="F").resize(
+            (new_w, new_h), Image.Resampling.BILINEAR
+        )
+        ink = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    mass = float(ink.sum())
+    ys, xs = np.indices(ink.shape)
+    cy, cx = float((ink * ys).sum()) / mass, float((ink * xs).sum()) / mass
+    # Integer shift putting the centre of mass at (14, 14), kept inside the 28x28 field.
+    top_y = int(np.clip(round(DIGIT_CENTRE - cy), 0, DIGIT_SIZE - new_h))
+    left_x = int(np.clip(round(DIGIT_CENTRE - cx), 0, DIGIT_SIZE - new_w))
+    out = np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32)
+    out[top_y : top_y + new_h, left_x : left_x + new_w] = ink
+    return _to_255ths(out)[None]  # (1, 28, 28)
+
+
+def preprocess_photo(image: Image.Image, *, resize: int, crop: int) -> np.ndarray:
+    """RGB on white, shorter side -> `resize` (bilinear), centre crop -> float32 (3, crop, crop)."""
+    rgb, alpha = image_to_float(image)
+    if alpha is not None:
+        rgb = rgb * alpha[:, :, None] + (1.0 - alpha[:, :, None])
+    if alpha is not None or image.mode != "RGB":
+        image = Image.fromarray(np.round(rgb * 255.0).astype(np.uint8), mode="RGB")
+    w, h = image.size
+    short = min(w, h)
+    new_w, new_h = max(resize, round(w * resize / short)), max(resize, round(h * resize / short))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
+    arr = np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.float32)
+    return (arr / 255.0).transpose(2, 0, 1).copy()  # (3, crop, crop)
