@@ -175,7 +175,7 @@ def _require(cond: bool, message: str) -> None:
 
 
 def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int, where: str) -> int:
-    value = obj.get(key)
+    value: Any = obj.get(key)
     _require(
         isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
         f"{where}: '{key}' must be an integer in {lo}..{hi}, got {value!r}",
@@ -199,7 +199,7 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     cb_bits = _int_field(manifest, "codebook_bits", 2, 16, "manifest")
     logit_scale = manifest.get("logit_scale")
     _require(isinstance(logit_scale, int | float) and logit_scale > 0, "manifest: bad logit_scale")
-    spec = manifest.get("input")
+    spec: Any = manifest.get("input")
     _require(isinstance(spec, dict), "manifest: missing 'input'")
     channels = _int_field(spec, "channels", 1, 4, "input")
     height = _int_field(spec, "height", 1, 4096, "input")
@@ -208,12 +208,12 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     scale = spec.get("scale")
     _require(isinstance(scale, int | float) and scale > 0, "input: 'scale' must be positive")
     _require(isinstance(spec.get("preprocess"), dict), "input: 'preprocess' must be an object")
-    names = spec.get("class_names")
+    names: Any = spec.get("class_names")
     _require(
         isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2,
         "input: 'class_names' must be a list of at least two strings",
     )
-    graph = manifest.get("graph")
+    graph: Any = manifest.get("graph")
     _require(isinstance(graph, list) and len(graph) > 0, "manifest: 'graph' must be a list")
 
     shape: tuple[int, ...] = (channels, height, width)  # per-image activation shape
@@ -228,7 +228,7 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         op, name = layer.get("op"), layer.get("name")
         _require(op in KNOWN_OPS, f"graph[{i}]: unknown op {op!r} (known: {', '.join(KNOWN_OPS)})")
         _require(
-            isinstance(name, str) and name and name not in seen,
+            isinstance(name, str) and bool(name) and name not in seen,
             f"graph[{i}]: bad or duplicate name",
         )
         seen.add(name)

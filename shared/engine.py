@@ -3,9 +3,11 @@
 Semantics are those of docs/ARCHITECTURE.md, "The integer network, precisely". For speed,
 integer values are carried in float32/float64 arrays so BLAS does the products, only where
 the accumulator bound proves every partial sum exact (|acc| < 2^24 resp. 2^53); otherwise a
-layer runs in int64. Requantisation uses the integer step thresholds of
-`shared.quant.requantize_thresholds`, which equal `(acc * multiplier + 2^(shift-1)) >> shift`
-clipped to [0, 2^a - 1] for every integer accumulator.
+layer runs in int64. Requantisation is `(acc * multiplier + 2^(shift-1)) >> shift` in int64.
+
+A max-pool that directly follows a weighted layer is applied to the accumulators before
+requantisation: requantisation is monotonic, so `pool(requant(acc)) == requant(pool(acc))`
+exactly, and pooling first requantises a quarter of the values.
 
 Internally activations are NHWC so that im2col is a single reshape.
 """
@@ -19,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from shared.bundle import Bundle, layer_weights
-from shared.quant import accumulator_bound, quantize_input, requantize, requantize_thresholds
+from shared.quant import accumulator_bound, quantize_input
 
 __all__ = ["IntegerNetwork", "carrier_dtype", "softmax"]
 
@@ -43,6 +45,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Pool:
+    kernel: int
+    stride: int
+
+
+@dataclass
 class _Weighted:
     name: str
     op: str
@@ -52,16 +60,11 @@ class _Weighted:
     kernel: int = 1
     stride: int = 1
     padding: int = 0
-    # requantisation: either one threshold vector (per-layer constants) or per-channel ints
-    thresholds: np.ndarray | None = None
-    multiplier: np.ndarray | None = None
+    relu: bool = True
+    multiplier: np.ndarray | None = None  # (O,) int64, broadcast over the channel axis
     shift: np.ndarray | None = None
-
-
-@dataclass
-class _Pool:
-    kernel: int
-    stride: int
+    rounding: np.ndarray | None = None  # 2^(shift-1)
+    pool: _Pool | None = None  # a max-pool fused in front of requantisation
 
 
 class _Flatten:
@@ -83,7 +86,19 @@ class IntegerNetwork:
         self.logit_scale = float(m["logit_scale"])
         self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
         self.class_names = list(m["input"]["class_names"])
-        self._layers: list[Any] = [self._build(layer, bundle.tensors) for layer in m["graph"]]
+        self._layers: list[Any] = []
+        for layer in m["graph"]:
+            unit = self._build(layer, bundle.tensors)
+            prev = self._layers[-1] if self._layers else None
+            if (
+                isinstance(unit, _Pool)
+                and isinstance(prev, _Weighted)
+                and prev.relu
+                and not prev.pool
+            ):
+                prev.pool = unit
+            else:
+                self._layers.append(unit)
 
     def _build(self, layer: dict[str, Any], tensors: dict[str, np.ndarray]) -> Any:
         op = layer["op"]
@@ -108,17 +123,11 @@ class IntegerNetwork:
                 layer["stride"],
                 layer["padding"],
             )
-        if layer["relu"]:
-            mult = tensors[f"{name}.multiplier"].astype(np.int64)
-            shift = tensors[f"{name}.shift"].astype(np.int64)
-            if mult.shape == (1,):
-                unit.thresholds = requantize_thresholds(
-                    int(mult[0]), int(shift[0]), self.activation_bits
-                )
-                if dtype != np.int64:
-                    unit.thresholds = unit.thresholds.astype(dtype)
-            else:
-                unit.multiplier, unit.shift = mult, shift
+        unit.relu = bool(layer["relu"])
+        if unit.relu:
+            unit.multiplier = tensors[f"{name}.multiplier"].astype(np.int64)
+            unit.shift = tensors[f"{name}.shift"].astype(np.int64)
+            unit.rounding = np.left_shift(np.int64(1), unit.shift - 1)
         return unit
 
     # --- inference ------------------------------------------------------------------------
@@ -153,14 +162,17 @@ class IntegerNetwork:
             acc = (cols @ layer.matrix + layer.bias).reshape(n, ho, wo, -1)  # (N, Ho, Wo, O)
         else:
             acc = x @ layer.matrix + layer.bias  # (N, O)
-        if layer.thresholds is not None:
-            levels = np.searchsorted(layer.thresholds, acc.reshape(-1), side="right")
-            return levels.reshape(acc.shape).astype(layer.dtype)
-        if layer.multiplier is not None:
-            return requantize(
-                acc.astype(np.int64), layer.multiplier, layer.shift, self.activation_bits
-            )
-        return acc  # logits
+        if not layer.relu:
+            return acc  # logits
+        if layer.pool is not None:
+            acc = _maxpool_nhwc(acc, layer.pool.kernel, layer.pool.stride)
+        # requantise in place: clip((acc * m + 2^(s-1)) >> s, 0, 2^a - 1); the clip at 0 is the ReLU
+        q = acc.astype(np.int64)
+        q *= layer.multiplier
+        q += layer.rounding
+        q >>= layer.shift
+        np.clip(q, 0, (1 << self.activation_bits) - 1, out=q)
+        return q
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""

@@ -14,7 +14,6 @@ __all__ = [
     "quantize_input",
     "quantize_multiplier",
     "requantize",
-    "requantize_thresholds",
     "accumulator_bound",
 ]
 
@@ -68,20 +67,6 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, bits:
     rounding = np.left_shift(np.int64(1), shift - 1)
     out = np.right_shift(acc * multiplier + rounding, shift)
     return np.clip(out, 0, (1 << bits) - 1)
-
-
-def requantize_thresholds(multiplier: int, shift: int, bits: int) -> np.ndarray:
-    """The integer accumulator values at which `requantize` steps up, one per output level.
-
-    `requantize(acc) == #{t in thresholds : t <= acc}` for every integer acc, so the engine can
-    requantise with a sorted search instead of 64-bit products. Returned as int64, ascending.
-    """
-    top = (1 << bits) - 1
-    half = 1 << (shift - 1)
-    # smallest acc with acc * m + half >= k * 2^shift, i.e. ceil((k * 2^shift - half) / m)
-    return np.array(
-        [-((half - (k << shift)) // multiplier) for k in range(1, top + 1)], dtype=np.int64
-    )
 
 
 def accumulator_bound(weights: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
