@@ -1,0 +1,90 @@
+"""Routes of /bundles.
+
+GET /bundles                       published bundles, newest first (`dataset` filter)
+GET /bundles/{id}                  the file; headers X-SIQ-Bundle-SHA256, ETag "<id>",
+                                   X-SIQ-Signature (when SIQ_BUNDLE_HMAC_KEY is set);
+                                   If-None-Match with the ETag gives 304
+GET /bundles/latest?dataset=NAME   the newest bundle for NAME, served directly (no redirect,
+                                   so clients need not follow one); X-SIQ-Bundle-Id and
+                                   Content-Location name the id it resolved to
+GET /bundles/{id}/manifest         the manifest JSON (`latest` works here too)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from server.api.deps import BundleStoreDep, SettingsDep, require_reader
+from server.api.errors import ERROR_RESPONSES
+from shared.schemas import BundleInfo, BundleList
+from shared.signing import sign
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/bundles",
+    tags=["bundles"],
+    responses=ERROR_RESPONSES,
+    dependencies=[Depends(require_reader)],
+)
+DatasetQuery = Annotated[
+    str | None, Query(max_length=100, description="with `latest`: newest for this data set")
+]
+BUNDLE_FILE = {
+    200: {"content": {"application/octet-stream": {}}, "description": "the bundle file"},
+    304: {"description": "not modified (If-None-Match matched the ETag)"},
+}
+
+
+@router.get("", response_model=BundleList, summary="Published bundles, newest first")
+def list_bundles(bundles: BundleStoreDep, dataset: DatasetQuery = None) -> BundleList:
+    return BundleList(items=[BundleInfo(**r.as_dict()) for r in bundles.list(dataset)])
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags or etag.strip('"') in tags
+
+
+@router.get(
+    "/{bundle_id}",
+    response_class=Response,
+    responses=BUNDLE_FILE,  # type: ignore[arg-type]
+    summary="Download a bundle (`latest` with ?dataset= resolves to the newest)",
+)
+def download_bundle(
+    bundle_id: str,
+    bundles: BundleStoreDep,
+    settings: SettingsDep,
+    dataset: DatasetQuery = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    record = bundles.resolve(bundle_id, dataset)
+    etag = f'"{record.id}"'
+    latest = bundle_id == "latest"
+    headers = {
+        "ETag": etag,
+        "X-SIQ-Bundle-Id": record.id,
+        "X-SIQ-Bundle-SHA256": record.id,
+        "Content-Location": f"/bundles/{record.id}",
+        # an id names fixed bytes forever; `latest` moves
+        "Cache-Control": "no-cache" if latest else "public, max-age=31536000, immutable",
+    }
+    if _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    data = bundles.read(record)
+    if settings.bundle_hmac_key:
+        headers["X-SIQ-Signature"] = sign(data, settings.bundle_hmac_key)
+    headers["Content-Disposition"] = f'attachment; filename="{record.id}.siq"'
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/{bundle_id}/manifest", summary="A bundle's manifest (JSON)")
+def bundle_manifest(
+    bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None
+) -> dict[str, Any]:
+    return bundles.manifest(bundles.resolve(bundle_id, dataset))

@@ -1,0 +1,104 @@
+"""Dependencies the routes take through `Annotated` aliases: the server's context (settings,
+stores, runner, metrics) and the bearer-token checks."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from server.bundles import BundleStore
+from server.jobs import JobStore
+from server.metrics import ServerMetrics
+from server.settings import ServerSettings
+from server.worker import JobRunner
+from shared.errors import SIQError
+
+__all__ = [
+    "ServerContext",
+    "AuthError",
+    "ContextDep",
+    "SettingsDep",
+    "JobStoreDep",
+    "BundleStoreDep",
+    "RunnerDep",
+    "require_writer",
+    "require_reader",
+]
+
+
+class AuthError(SIQError):
+    """Missing (401) or wrong (403) bearer token."""
+
+    code = "unauthorized"
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = "unauthorized" if status_code == 401 else "forbidden"
+
+
+@dataclass
+class ServerContext:
+    settings: ServerSettings
+    jobs: JobStore
+    bundles: BundleStore
+    runner: JobRunner
+    metrics: ServerMetrics
+
+
+def get_context(request: Request) -> ServerContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+ContextDep = Annotated[ServerContext, Depends(get_context)]
+
+
+def get_settings(ctx: ContextDep) -> ServerSettings:
+    return ctx.settings
+
+
+def get_jobs(ctx: ContextDep) -> JobStore:
+    return ctx.jobs
+
+
+def get_bundles(ctx: ContextDep) -> BundleStore:
+    return ctx.bundles
+
+
+def get_runner(ctx: ContextDep) -> JobRunner:
+    return ctx.runner
+
+
+SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+JobStoreDep = Annotated[JobStore, Depends(get_jobs)]
+BundleStoreDep = Annotated[BundleStore, Depends(get_bundles)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+
+_bearer = HTTPBearer(auto_error=False, description="SIQ_API_TOKEN, when the server has one")
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _check_token(
+    settings: ServerSettings, credentials: HTTPAuthorizationCredentials | None
+) -> None:
+    if settings.api_token is None:
+        return
+    if credentials is None or not credentials.credentials:
+        raise AuthError("this server needs 'Authorization: Bearer <SIQ_API_TOKEN>'", 401)
+    if not hmac.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
+        raise AuthError("the bearer token is not this server's SIQ_API_TOKEN", 403)
+
+
+def require_writer(settings: SettingsDep, credentials: CredentialsDep) -> None:
+    """Every write needs the token when SIQ_API_TOKEN is set."""
+    _check_token(settings, credentials)
+
+
+def require_reader(settings: SettingsDep, credentials: CredentialsDep) -> None:
+    """Reads need the token only when SIQ_PROTECT_READS is true."""
+    if settings.protect_reads:
+        _check_token(settings, credentials)

@@ -1,0 +1,100 @@
+"""The one place domain errors become HTTP responses. Every error body has the shape
+`{"error": {"code": str, "message": str, "field": str | null}}` (shared.schemas.ErrorResponse).
+
+    JobNotFound, BundleNotFound  404 not_found
+    JobConflict                  409 conflict
+    AuthError                    401 unauthorized / 403 forbidden
+    ConfigError, DatasetError,
+    ImageError, UnknownDataset   422 (their own code)
+    request validation           422 invalid_request, `field` names the first bad field
+    BundleError                  500 bad_bundle (a stored file is corrupt: not the caller's fault)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.api.deps import AuthError
+from server.bundles import BundleNotFound
+from server.jobs import JobConflict, JobNotFound
+from shared.errors import BundleError, SIQError
+from shared.schemas import ErrorResponse
+
+__all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
+
+log = logging.getLogger(__name__)
+
+# For the OpenAPI description of routes.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing bearer token"},
+    403: {"model": ErrorResponse, "description": "wrong bearer token"},
+    404: {"model": ErrorResponse, "description": "no such job or bundle"},
+    409: {"model": ErrorResponse, "description": "conflicts with the job's state"},
+    422: {"model": ErrorResponse, "description": "invalid request; `field` names the culprit"},
+}
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _status_of(exc: SIQError) -> int:
+    if isinstance(exc, JobNotFound | BundleNotFound):
+        return 404
+    if isinstance(exc, JobConflict):
+        return 409
+    if isinstance(exc, AuthError):
+        return exc.status_code
+    if isinstance(exc, BundleError):
+        return 500
+    return 422
+
+
+async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SIQError)
+    status = _status_of(exc)
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, exc.code, str(exc), getattr(exc, "field", None), headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems, first_field = [], None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        name = ".".join(loc) or "body"
+        first_field = first_field or name
+        message = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            message = "unknown field (not a job parameter)"
+        problems.append(f"{name}: {message}")
+    return error_response(422, "invalid_request", "; ".join(problems), first_field)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SIQError, _siq_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,126 @@
+"""Routes of /quantize-jobs.
+
+POST /quantize-jobs              submit (202 + Location); `Idempotency-Key` makes retries safe
+GET  /quantize-jobs              newest first; `limit` (1..100, default 20) and `offset` paging,
+                                 optional `status` filter; `next_offset` is null on the last page
+GET  /quantize-jobs/{id}         status, progress, iterations, result or error
+POST /quantize-jobs/{id}/cancel  queued: cancelled at once; running: stops within ~3 s;
+                                 finished: 409
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from server.api.deps import JobStoreDep, RunnerDep, SettingsDep, require_reader, require_writer
+from server.api.errors import ERROR_RESPONSES
+from server.jobs import JobRecord, check_dataset
+from shared.schemas import JobStatus, QuantizeJobCreate, QuantizeJobList, QuantizeJobPublic
+
+__all__ = ["router", "to_public"]
+
+router = APIRouter(prefix="/quantize-jobs", tags=["quantize jobs"], responses=ERROR_RESPONSES)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="retrying a POST with the same key returns the same job",
+    ),
+]
+
+
+def to_public(job: JobRecord) -> QuantizeJobPublic:
+    links = {"self": f"/quantize-jobs/{job.id}", "cancel": f"/quantize-jobs/{job.id}/cancel"}
+    if job.result and job.result.get("bundle_id"):
+        links["bundle"] = f"/bundles/{job.result['bundle_id']}"
+    return QuantizeJobPublic(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        dataset=job.config.get("dataset", ""),
+        weight_bits=job.config.get("weight_bits", 0),
+        activation_bits=job.config.get("activation_bits", 0),
+        config=job.config,
+        created=job.created,  # type: ignore[arg-type]
+        started=job.started,  # type: ignore[arg-type]
+        finished=job.finished,  # type: ignore[arg-type]
+        cancel_requested=job.cancel_requested,
+        progress=job.progress,  # type: ignore[arg-type]
+        iterations=job.iterations,  # type: ignore[arg-type]
+        result=job.result,  # type: ignore[arg-type]
+        error=job.error,  # type: ignore[arg-type]
+        links=links,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=QuantizeJobPublic,
+    dependencies=[Depends(require_writer)],
+    summary="Submit a quantize job",
+)
+def submit_job(
+    body: QuantizeJobCreate,
+    response: Response,
+    settings: SettingsDep,
+    jobs: JobStoreDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> QuantizeJobPublic:
+    check_dataset(body.dataset, settings.data_dir)
+    job, created = jobs.create(body.to_config(), idempotency_key)
+    if created:
+        runner.wake()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/quantize-jobs/{job.id}"
+    return to_public(job)
+
+
+@router.get(
+    "",
+    response_model=QuantizeJobList,
+    dependencies=[Depends(require_reader)],
+    summary="List jobs, newest first",
+)
+def list_jobs(
+    jobs: JobStoreDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: JobStatus | None = None,
+) -> QuantizeJobList:
+    page, total = jobs.page(limit, offset, status)
+    next_offset = offset + len(page) if offset + len(page) < total else None
+    return QuantizeJobList(
+        items=[to_public(j) for j in page],
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=next_offset,
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=QuantizeJobPublic,
+    dependencies=[Depends(require_reader)],
+    summary="A job's status, progress, iterations and result",
+)
+def get_job(job_id: str, jobs: JobStoreDep) -> QuantizeJobPublic:
+    return to_public(jobs.get(job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=QuantizeJobPublic,
+    dependencies=[Depends(require_writer)],
+    summary="Cancel a queued or running job (409 when it already ended)",
+)
+def cancel_job(job_id: str, jobs: JobStoreDep, runner: RunnerDep) -> QuantizeJobPublic:
+    job = jobs.cancel(job_id)
+    runner.wake()
+    return to_public(job)

@@ -1,0 +1,128 @@
+"""The training server: `create_app(settings)` builds the FastAPI app, `serve_main(argv)` runs
+it (`python -m server [--host H] [--port P]`).
+
+The app's lifespan owns the job runner: it takes an exclusive lock on the state directory (one
+server per state directory), fails jobs a dead server left `running`, registers bundle files
+it does not know yet, starts the runner, and on shutdown stops the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import IO
+
+from fastapi import FastAPI
+
+from server.api import bundles, jobs, system
+from server.api.deps import ServerContext
+from server.api.errors import install_error_handlers
+from server.bundles import BundleStore
+from server.jobs import JobStore
+from server.metrics import ServerMetrics
+from server.settings import ServerSettings, load_settings, prepare_state_dir
+from server.worker import JobRunner
+from shared.errors import ConfigError
+
+__all__ = ["create_app", "serve_main"]
+
+log = logging.getLogger("server")
+
+DESCRIPTION = """Trains a CNN, quantises its weights with supervised iterative quantization
+(per-layer k-means + retraining) and publishes integer-only bundles for the SIQ client.
+
+Writes need `Authorization: Bearer <SIQ_API_TOKEN>` when the server has a token.
+Every error answers `{"error": {"code", "message", "field"}}`."""
+
+
+def _lock_state_dir(settings: ServerSettings) -> IO[str]:
+    lock = open(settings.state_dir / "server.lock", "a+")  # noqa: SIM115 - held for the lifespan
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ConfigError(
+            f"another server is using SIQ_STATE_DIR={settings.state_dir}; "
+            "stop it or give this one its own state directory"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The app; ConfigError when the settings cannot work (checked now, not at first use)."""
+    settings = settings or load_settings()
+    prepare_state_dir(settings)
+    store = JobStore(settings.db_path)
+    store.init_schema()
+    bundle_store = BundleStore(settings.db_path, settings.bundle_dir)
+    bundle_store.init_schema()
+    metrics = ServerMetrics(store)
+    runner = JobRunner(
+        store,
+        pipeline=settings.pipeline,
+        data_dir=settings.data_dir,
+        bundle_dir=settings.bundle_dir,
+        max_concurrent=settings.max_concurrent_jobs,
+        cancel_grace_s=settings.cancel_grace_s,
+        poll_interval_s=settings.poll_interval_s,
+        on_job_end=metrics.job_ended,
+    )
+    ctx = ServerContext(settings, store, bundle_store, runner, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lock = _lock_state_dir(settings)
+        try:
+            added = bundle_store.scan()
+            if added:
+                log.info("registered %d bundle file(s) found in %s", added, settings.bundle_dir)
+            runner.start()
+            try:
+                yield
+            finally:
+                runner.stop()
+        finally:
+            lock.close()
+
+    app = FastAPI(
+        title="SIQ training server",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.middleware("http")(metrics.middleware)
+    app.include_router(jobs.router)
+    app.include_router(bundles.router)
+    app.include_router(system.router)
+    return app
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """`python -m server [--host H] [--port P]`; exit 2 with a message on a bad configuration."""
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--host", help="bind address (SIQ_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (SIQ_PORT, default 8000)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = load_settings(**overrides)
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"siq server: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,328 @@
+"""Quantisation jobs in SQLite: the one record both the API process and the worker processes
+read and write (WAL mode, short transactions, a fresh connection per operation).
+
+States: queued -> running -> succeeded | failed | cancelled. A worker only finishes a job it
+still owns: every claim bumps `attempt`, and terminal writes are conditional on it, so a
+straggler process can never overwrite the verdict of a restarted server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError, SIQError
+
+__all__ = [
+    "JobStore",
+    "JobRecord",
+    "JobNotFound",
+    "JobConflict",
+    "UnknownDataset",
+    "check_dataset",
+    "connect",
+    "utcnow",
+]
+
+
+class JobNotFound(SIQError):
+    code = "not_found"
+
+
+class JobConflict(SIQError):
+    """The request contradicts the job's state or an earlier request (HTTP 409)."""
+
+    code = "conflict"
+
+
+class UnknownDataset(ConfigError):
+    code = "unknown_dataset"
+    field = "dataset"
+
+
+# Built in: always accepted at submission. mnist may still fail in the worker when its files
+# are missing, with a dataset_error that says where to put them.
+BUILTIN_DATASETS = ("digits", "mnist")
+
+
+def check_dataset(name: str, data_dir: Path | None) -> None:
+    """UnknownDataset (naming the available ones) unless `name` can be asked for."""
+    from server.datasets import list_datasets
+
+    available = sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
+    if name not in available:
+        raise UnknownDataset(
+            f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"
+        )
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def connect(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """One short-lived connection; commits on success, rolls back on error."""
+    conn = sqlite3.connect(db_path, timeout=15.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA busy_timeout = 15000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT,
+    created TEXT NOT NULL,
+    started TEXT,
+    finished TEXT,
+    progress TEXT,
+    iterations TEXT NOT NULL DEFAULT '[]',
+    result TEXT,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    status: str
+    config: dict[str, Any]
+    created: str
+    started: str | None = None
+    finished: str | None = None
+    progress: dict[str, Any] | None = None
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    attempt: int = 0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+        def load(name: str) -> Any:
+            return json.loads(row[name]) if row[name] is not None else None
+
+        return cls(
+            id=row["id"],
+            status=row["status"],
+            config=load("config"),
+            created=row["created"],
+            started=row["started"],
+            finished=row["finished"],
+            progress=load("progress"),
+            iterations=load("iterations") or [],
+            result=load("result"),
+            error=load("error"),
+            cancel_requested=bool(row["cancel_requested"]),
+            attempt=row["attempt"],
+        )
+
+    def seconds(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        delta = datetime.fromisoformat(self.finished) - datetime.fromisoformat(self.started)
+        return delta.total_seconds()
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+class JobStore:
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+
+    def init_schema(self) -> None:
+        conn = sqlite3.connect(self.db_path, timeout=15.0)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------ API side
+
+    def create(
+        self, config: dict[str, Any], idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """A new queued job, or (with a known idempotency key) the job it made before.
+        Returns (job, created)."""
+        request_hash = hashlib.sha256(_dumps(config).encode()).hexdigest()  # type: ignore[union-attr]
+        with connect(self.db_path) as conn:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    if row["request_hash"] != request_hash:
+                        raise JobConflict(
+                            f"Idempotency-Key {idempotency_key!r} was already used for job "
+                            f"{row['id']} with different parameters; use a new key"
+                        )
+                    return JobRecord.from_row(row), False
+            job_id = uuid.uuid4().hex
+            conn.execute(
+                "INSERT INTO jobs (id, status, config, idempotency_key, request_hash, created)"
+                " VALUES (?, 'queued', ?, ?, ?, ?)",
+                (job_id, _dumps(config), idempotency_key, request_hash, utcnow()),
+            )
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return JobRecord.from_row(row), True
+
+    def get(self, job_id: str) -> JobRecord:
+        with connect(self.db_path) as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no quantize job with id {job_id!r}")
+        return JobRecord.from_row(row)
+
+    def page(
+        self, limit: int, offset: int, status: str | None = None
+    ) -> tuple[list[JobRecord], int]:
+        """A page of jobs, newest first, and the total count."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        with connect(self.db_path) as conn:
+            total = conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+        return [JobRecord.from_row(r) for r in rows], total
+
+    def counts_by_status(self) -> dict[str, int]:
+        with connect(self.db_path) as conn:
+            rows = conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job at once; ask a running one to stop (the runner enforces it)."""
+        with connect(self.db_path) as conn:
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no quantize job with id {job_id!r}")
+            if row["status"] == "queued":
+                conn.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished = ?, cancel_requested = 1"
+                    " WHERE id = ?",
+                    (utcnow(), job_id),
+                )
+            elif row["status"] == "running":
+                conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            else:
+                raise JobConflict(f"job {job_id} already {row['status']}; nothing to cancel")
+        return self.get(job_id)
+
+    # ------------------------------------------------------------ runner side
+
+    def claim_next(self) -> JobRecord | None:
+        """The oldest queued job, now marked running under a new attempt number."""
+        with connect(self.db_path) as conn:
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET status = 'running', started = ?, attempt = attempt + 1,"
+                " progress = ? WHERE id = ?",
+                (utcnow(), _dumps({"stage": "starting", "fraction": 0.0, "message": ""}), row[0]),
+            )
+            claimed = conn.execute("SELECT * FROM jobs WHERE id = ?", (row[0],)).fetchone()
+        return JobRecord.from_row(claimed)
+
+    def running_with_cancel_request(self) -> set[str]:
+        with connect(self.db_path) as conn:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE status = 'running' AND cancel_requested = 1"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with connect(self.db_path) as conn:
+            row = conn.execute(
+                "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def set_progress(
+        self, job_id: str, attempt: int, progress: dict[str, Any], iteration: dict | None = None
+    ) -> None:
+        with connect(self.db_path) as conn:
+            if iteration is not None:
+                row = conn.execute("SELECT iterations FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                iterations = json.loads(row[0]) if row else []
+                iterations.append(iteration)
+                conn.execute(
+                    "UPDATE jobs SET iterations = ? WHERE id = ? AND status = 'running'"
+                    " AND attempt = ?",
+                    (_dumps(iterations), job_id, attempt),
+                )
+            conn.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running' AND attempt = ?",
+                (_dumps(progress), job_id, attempt),
+            )
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int | None,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move a running job to a terminal state; False if it is no longer ours to finish.
+        `attempt=None` finishes whichever attempt is running (the runner's verdict)."""
+        sets = "status = ?, finished = ?, result = ?, error = ?"
+        args: list[Any] = [status, utcnow(), _dumps(result), _dumps(error)]
+        if result is not None and isinstance(result.get("iterations"), list):
+            sets += ", iterations = ?"
+            args.append(_dumps(result["iterations"]))
+        query = f"UPDATE jobs SET {sets} WHERE id = ? AND status = 'running'"
+        args.append(job_id)
+        if attempt is not None:
+            query += " AND attempt = ?"
+            args.append(attempt)
+        with connect(self.db_path) as conn:
+            return conn.execute(query, args).rowcount == 1
+
+    def interrupt_running(self, message: str) -> list[str]:
+        """Fail every job still marked running (its process is gone): error `interrupted`."""
+        error = _dumps({"code": "interrupted", "message": message})
+        with connect(self.db_path) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'running'")]
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE status = 'running'",
+                (utcnow(), error),
+            )
+        return ids
+
+    def ping(self) -> None:
+        with connect(self.db_path) as conn:
+            conn.execute("SELECT COUNT(*) FROM jobs").fetchone()

@@ -1,0 +1,89 @@
+"""The training server's one settings class, read from `SIQ_*` environment variables.
+
+Unusable values are refused loudly (a `ConfigError` naming the variable) instead of guessed
+around: an empty token, a state directory that cannot be written, fewer than one worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+__all__ = ["ServerSettings", "load_settings", "prepare_state_dir"]
+
+REAL_PIPELINE = "server.worker:run_real_pipeline"
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIQ_", extra="ignore")
+
+    state_dir: Path = Field(Path("state"), description="SQLite database and bundles live here")
+    data_dir: Path | None = Field(None, description="data sets (mnist/, image folders)")
+    api_token: str | None = Field(None, description="when set, writes need 'Bearer <token>'")
+    protect_reads: bool = Field(False, description="reads need the token too (not health)")
+    bundle_hmac_key: str | None = Field(None, description="signs bundle downloads")
+    max_concurrent_jobs: int = Field(1, ge=1, le=64)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    pipeline: str = Field(REAL_PIPELINE, description="'module:function' that runs a job")
+    cancel_grace_s: float = Field(3.0, gt=0, description="then a cancelled worker is killed")
+    poll_interval_s: float = Field(0.1, gt=0, le=5)
+
+    @field_validator("api_token", "bundle_hmac_key")
+    @classmethod
+    def _no_blank_secret(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is set but empty; unset it to disable the feature or give a value")
+        return value
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline_ref(cls, value: str) -> str:
+        module, _, attr = value.partition(":")
+        if not module or not attr:
+            raise ValueError("must look like 'package.module:function'")
+        return value
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "siq.db"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.state_dir / "bundles"
+
+
+def load_settings(**overrides: object) -> ServerSettings:
+    """Settings from the environment (and overrides), or a ConfigError naming the variable."""
+    try:
+        return ServerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SIQ_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"unusable server configuration: {problems}") from None
+
+
+def prepare_state_dir(settings: ServerSettings) -> None:
+    """Create the state and bundle directories and prove they can be written."""
+    data_dir = settings.data_dir
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"SIQ_DATA_DIR={settings.data_dir} is not a directory")
+    try:
+        settings.bundle_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.state_dir, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"SIQ_STATE_DIR={settings.state_dir} is not a writable directory ({exc.strerror}); "
+            "point it at a directory this user can write"
+        ) from None
+    if not os.access(settings.bundle_dir, os.W_OK):
+        raise ConfigError(f"{settings.bundle_dir} is not writable")

@@ -1,0 +1,293 @@
+"""Runs quantize jobs in worker processes, at most `max_concurrent_jobs` at a time.
+
+`JobRunner` lives in the API process: one thread claims queued jobs from SQLite, starts a
+`spawn`ed process per job, enforces cancellation (the pipeline polls `should_cancel`; a
+worker that has not stopped `cancel_grace_s` later is terminated) and notices workers that
+died without a verdict. `job_main` is the worker process: it runs the pipeline and writes
+progress, iterations and the outcome to SQLite itself, so the API only ever reads the DB.
+
+Restarts: a job still `running` when the server starts belonged to a process that is gone;
+it is failed with error code `interrupted` (resubmit it). Queued jobs survive and run.
+A graceful shutdown terminates the workers and fails their jobs the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.bundles import BundleStore
+from server.jobs import JobStore
+from shared.errors import ConfigError, DatasetError, SIQError
+
+__all__ = ["JobRunner", "job_main", "run_real_pipeline", "error_from_exception"]
+
+log = logging.getLogger(__name__)
+PipelineFn = Callable[..., dict[str, Any]]
+INTERRUPTED = "the server stopped while this job was running, so the job was lost; submit it again"
+
+
+def run_real_pipeline(
+    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
+) -> dict[str, Any]:
+    """The production pipeline behind the dict-in, dict-out interface the worker calls."""
+    from server.pipeline import QuantizeConfig, run_pipeline
+
+    result = run_pipeline(QuantizeConfig.from_dict(config), data_dir, out_dir, **hooks)
+    return result.to_dict()
+
+
+def resolve_pipeline(ref: str) -> PipelineFn:
+    module, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"pipeline {ref!r} cannot be loaded: {exc}") from exc
+
+
+def error_from_exception(exc: BaseException) -> dict[str, str]:
+    """An error record a person can act on."""
+    if isinstance(exc, DatasetError):
+        return {"code": "dataset_error", "message": str(exc)}
+    if isinstance(exc, ConfigError):
+        return {"code": "bad_config", "message": str(exc)}
+    if isinstance(exc, SIQError):
+        return {"code": exc.code, "message": str(exc)}
+    if isinstance(exc, MemoryError):
+        return {"code": "internal_error", "message": "the worker ran out of memory"}
+    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+
+
+class _Reporter:
+    """The pipeline's progress and should_cancel hooks, writing to / reading from SQLite."""
+
+    def __init__(self, store: JobStore, job_id: str, attempt: int) -> None:
+        self.store, self.job_id, self.attempt = store, job_id, attempt
+        self._last_write = 0.0
+        self._last_stage: str | None = None
+        self._last_poll = 0.0
+        self._cancel = False
+
+    def progress(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        iteration = event.get("iteration")
+        stage = event.get("stage")
+        if iteration is None and stage == self._last_stage and now - self._last_write < 0.2:
+            return  # throttle: progress is polled by people, not streamed
+        self._last_write, self._last_stage = now, stage
+        progress = {
+            "stage": str(stage or "running"),
+            "fraction": min(1.0, max(0.0, float(event.get("fraction") or 0.0))),
+            "message": str(event.get("message") or ""),
+        }
+        self.store.set_progress(self.job_id, self.attempt, progress, iteration)
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if not self._cancel and now - self._last_poll >= 0.2:
+            self._last_poll = now
+            self._cancel = self.store.cancel_requested(self.job_id)
+        return self._cancel
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker never outlives the server that started it (e.g. after a SIGKILL)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(3)
+
+
+def job_main(
+    db_path: str,
+    job_id: str,
+    attempt: int,
+    pipeline_ref: str,
+    data_dir: str | None,
+    bundle_dir: str,
+) -> None:
+    """Worker process entry point: run one job and record its outcome."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
+    store = JobStore(Path(db_path))
+    job = store.get(job_id)
+    reporter = _Reporter(store, job_id, attempt)
+    try:
+        run = resolve_pipeline(pipeline_ref)
+        result = run(
+            job.config,
+            Path(data_dir) if data_dir else None,
+            Path(bundle_dir),
+            progress=reporter.progress,
+            should_cancel=reporter.should_cancel,
+            job_id=job_id,
+        )
+        bundle_path = Path(bundle_dir) / f"{result['bundle_id']}.siq"
+        BundleStore(Path(db_path), Path(bundle_dir)).register(bundle_path, job_id=job_id)
+        store.finish(job_id, attempt, "succeeded", result=result)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's verdict
+        if store.cancel_requested(job_id):
+            store.finish(job_id, attempt, "cancelled")
+        else:
+            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            store.finish(job_id, attempt, "failed", error=error_from_exception(exc))
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing.context.SpawnProcess
+    attempt: int
+    kill_at: float | None = None  # set when a cancel was seen
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        pipeline: str,
+        data_dir: Path | None,
+        bundle_dir: Path,
+        max_concurrent: int = 1,
+        cancel_grace_s: float = 3.0,
+        poll_interval_s: float = 0.1,
+        on_job_end: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.pipeline, self.data_dir, self.bundle_dir = pipeline, data_dir, bundle_dir
+        self.max_concurrent, self.cancel_grace_s = max_concurrent, cancel_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.on_job_end = on_job_end or (lambda job_id: None)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: dict[str, _Worker] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        lost = self.store.interrupt_running(INTERRUPTED)
+        if lost:
+            log.warning("marked %d job(s) left running by a dead server as interrupted", len(lost))
+        self._thread = threading.Thread(target=self._loop, name="siq-job-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for job_id, worker in list(self._workers.items()):
+            self._terminate(worker.process)
+            self.store.finish(
+                job_id,
+                worker.attempt,
+                "failed",
+                error={"code": "interrupted", "message": INTERRUPTED},
+            )
+            self.on_job_end(job_id)
+        self._workers.clear()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def active(self) -> int:
+        return len(self._workers)
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - the runner must outlive a bad tick (e.g. DB busy)
+                log.exception("job runner tick failed")
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        self._reap()
+        self._enforce_cancels()
+        while len(self._workers) < self.max_concurrent and not self._stop.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                break
+            self._spawn(job.id, job.attempt)
+
+    def _spawn(self, job_id: str, attempt: int) -> None:
+        args = (
+            str(self.store.db_path),
+            job_id,
+            attempt,
+            self.pipeline,
+            str(self.data_dir) if self.data_dir else None,
+            str(self.bundle_dir),
+        )
+        process = self._ctx.Process(target=job_main, args=args, name=f"siq-job-{job_id[:8]}")
+        try:
+            process.start()
+        except Exception as exc:  # noqa: BLE001
+            self.store.finish(job_id, attempt, "failed", error=error_from_exception(exc))
+            return
+        self._workers[job_id] = _Worker(process, attempt)
+        log.info("job %s started in process %s", job_id, process.pid)
+
+    def _reap(self) -> None:
+        for job_id, worker in list(self._workers.items()):
+            if worker.process.is_alive():
+                continue
+            worker.process.join()
+            code = worker.process.exitcode
+            # The worker records its own verdict; this only catches a crash before it could.
+            if self.store.finish(
+                job_id,
+                worker.attempt,
+                "failed",
+                error={
+                    "code": "worker_crashed",
+                    "message": f"the worker process exited with code {code} before finishing "
+                    "(out of memory or killed?); see the server log",
+                },
+            ):
+                log.error("job %s: worker exited with %s without a verdict", job_id, code)
+            del self._workers[job_id]
+            self.on_job_end(job_id)
+
+    def _enforce_cancels(self) -> None:
+        wanted = self.store.running_with_cancel_request() & set(self._workers)
+        now = time.monotonic()
+        for job_id in wanted:
+            worker = self._workers[job_id]
+            if worker.kill_at is None:
+                worker.kill_at = now + self.cancel_grace_s
+            elif now >= worker.kill_at:
+                log.warning("job %s did not stop after a cancel; terminating it", job_id)
+                self._terminate(worker.process)
+                self.store.finish(job_id, worker.attempt, "cancelled")
+                del self._workers[job_id]
+                self.on_job_end(job_id)
+
+    @staticmethod
+    def _terminate(process: Any) -> None:
+        if process.is_alive():
+            process.terminate()
+            process.join(3.0)
+        if process.is_alive():
+            process.kill()
+            process.join(3.0)

@@ -1,0 +1,168 @@
+"""Pydantic schemas of the HTTP APIs, shared by the server, the client and the tests.
+
+Layered like the FastAPI template: `*Base` holds the fields a caller sends, `*Create` is the
+request body, `*Public` what the API returns. Every error response of both services has the
+shape of `ErrorResponse`: `{"error": {"code": "...", "message": "...", "field": ...}}`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "JobStatus",
+    "TERMINAL_STATUSES",
+    "QuantizeJobBase",
+    "QuantizeJobCreate",
+    "Progress",
+    "IterationMetrics",
+    "JobResult",
+    "ErrorInfo",
+    "ErrorResponse",
+    "QuantizeJobPublic",
+    "QuantizeJobList",
+    "BundleInfo",
+    "BundleList",
+    "DatasetInfo",
+    "HealthStatus",
+]
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class QuantizeJobBase(BaseModel):
+    """A quantisation job's parameters. Optional knobs left out (or null) take the pipeline's
+    default for the data set (docs/ARCHITECTURE.md, "Server-side interfaces")."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dataset: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="data set name, one of GET /datasets",
+        examples=["mnist"],
+    )
+    weight_bits: int = Field(ge=1, le=8, description="bits per weight code (2^b codebook)")
+    activation_bits: int = Field(ge=2, le=8, description="bits per activation")
+    epochs: int | None = Field(None, ge=1, le=500, description="float training epochs")
+    retrain_epochs: float | None = Field(
+        None, gt=0, le=100, description="retraining epochs per SIQ iteration"
+    )
+    max_iterations: int | None = Field(None, ge=1, le=50, description="SIQ iterations at most")
+    tolerance: float | None = Field(None, ge=0, le=1, description="convergence tolerance")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    kmeans: Literal["optimal", "lloyd"] | None = None
+    weight_quantizer: Literal["kmeans", "uniform"] | None = None
+    train_limit: int | None = Field(None, ge=1, description="use only N training images")
+    test_limit: int | None = Field(None, ge=1, description="use only N test images")
+
+    def to_config(self) -> dict[str, Any]:
+        """The pipeline's config dict: only what the caller set."""
+        return self.model_dump(exclude_none=True)
+
+
+class QuantizeJobCreate(QuantizeJobBase):
+    """Body of POST /quantize-jobs."""
+
+
+class Progress(BaseModel):
+    stage: str = Field(description="loading, training, quantizing, retraining, ...")
+    fraction: float = Field(ge=0, le=1)
+    message: str = ""
+
+
+class IterationMetrics(BaseModel):
+    """One SIQ iteration: validation accuracy after k-means and after retraining."""
+
+    model_config = ConfigDict(extra="allow")
+
+    iteration: int
+    accuracy_after_kmeans: float | None = None
+    accuracy_after_retrain: float | None = None
+    codebook_change: float | None = None
+
+
+class JobResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    float_accuracy: float
+    quantized_accuracy: float
+    bundle_id: str
+    bundle_bytes: int
+    float_bytes: int
+    seconds: float
+    converged: bool | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. dataset_error")
+    message: str = Field(description="what went wrong and what to do about it")
+    field: str | None = Field(None, description="the request field at fault, if any")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class QuantizeJobPublic(BaseModel):
+    id: str
+    status: JobStatus
+    dataset: str
+    weight_bits: int
+    activation_bits: int
+    config: dict[str, Any] = Field(description="the parameters as submitted")
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+    cancel_requested: bool = False
+    progress: Progress | None = None
+    iterations: list[IterationMetrics] = Field(default_factory=list)
+    result: JobResult | None = None
+    error: ErrorInfo | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class QuantizeJobList(BaseModel):
+    """A page of jobs, newest first. `next_offset` is null on the last page."""
+
+    items: list[QuantizeJobPublic]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = None
+
+
+class BundleInfo(BaseModel):
+    id: str = Field(description="SHA-256 (hex) of the bundle file")
+    dataset: str
+    weight_bits: int
+    activation_bits: int
+    quantized_accuracy: float | None = None
+    float_accuracy: float | None = None
+    bytes: int
+    created: datetime
+    job_id: str | None = None
+
+
+class BundleList(BaseModel):
+    items: list[BundleInfo]
+
+
+class DatasetInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    classes: list[str]
+    train_count: int
+    test_count: int
+    image_size: list[int]
+
+
+class HealthStatus(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,47 @@
+"""Helpers for the server API tests: settings on a temporary state dir and polling."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from server.settings import ServerSettings
+
+FAKE = "tests.server.fake_pipelines"
+TINY_JOB = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def make_settings(tmp_path: Path, pipeline: str = "succeed", **overrides: Any) -> ServerSettings:
+    """Settings isolated from the environment; `pipeline` names a fake or a full reference."""
+    ref = pipeline if ":" in pipeline else f"{FAKE}:{pipeline}"
+    values: dict[str, Any] = {
+        "state_dir": tmp_path / "state",
+        "data_dir": tmp_path / "data",
+        "pipeline": ref,
+        "poll_interval_s": 0.05,
+        "cancel_grace_s": 1.0,
+        "api_token": None,
+        "bundle_hmac_key": None,
+    }
+    values.update(overrides)
+    return ServerSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def wait_job(
+    client: TestClient, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 60.0
+) -> dict:
+    """Poll GET /quantize-jobs/{id} until its status is in `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = client.get(f"/quantize-jobs/{job_id}")
+        assert resp.status_code == 200, resp.text
+        job = resp.json()
+        if job["status"] in statuses:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
+        time.sleep(0.05)

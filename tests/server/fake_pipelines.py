@@ -1,0 +1,78 @@
+"""Stand-ins for server.pipeline that the job runner loads by dotted path
+(`SIQ_PIPELINE=tests.server.fake_pipelines:<name>`) in its worker processes: fast, slow,
+deaf to cancellation, or failing. Same dict-in, dict-out interface as
+server.worker.run_real_pipeline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.bundle import bundle_id, encode_bundle, write_bundle_atomic
+from shared.errors import ConfigError
+from tests.factories import make_random_network
+
+
+class FakeCancelled(Exception):
+    pass
+
+
+def succeed(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+    """Two fake SIQ iterations, then a random (valid) bundle for the job's data set."""
+    progress = hooks["progress"]
+    progress({"stage": "training", "fraction": 0.2, "message": "epoch 1/1"})
+    iterations = []
+    for i in (1, 2):
+        it = {
+            "iteration": i,
+            "accuracy_after_kmeans": 0.5,
+            "accuracy_after_retrain": 0.6,
+            "codebook_change": 0.1 / i,
+        }
+        iterations.append(it)
+        progress({"stage": "retraining", "fraction": 0.4 * i, "message": "", "iteration": it})
+    manifest, tensors = make_random_network(
+        config.get("seed", 0),
+        weight_bits=config["weight_bits"],
+        activation_bits=config["activation_bits"],
+    )
+    manifest["provenance"] = {"dataset": config["dataset"], "job_id": hooks.get("job_id")}
+    manifest["metrics"] = {"float_accuracy": 0.9, "quantized_accuracy": 0.8}
+    data = encode_bundle(manifest, tensors)
+    path = write_bundle_atomic(out_dir, data)
+    return {
+        "float_accuracy": 0.9,
+        "quantized_accuracy": 0.8,
+        "bundle_id": bundle_id(data),
+        "bundle_path": str(path),
+        "bundle_bytes": len(data),
+        "float_bytes": 4 * len(data),
+        "iterations": iterations,
+        "converged": True,
+        "seconds": 0.1,
+    }
+
+
+def slow(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+    """Trains 'forever' (60 s), polling should_cancel like the real pipeline."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        hooks["progress"]({"stage": "training", "fraction": 0.1, "message": "slow"})
+        if hooks["should_cancel"]():
+            raise FakeCancelled()
+        time.sleep(0.05)
+    raise AssertionError("the slow fake was never cancelled")
+
+
+def deaf(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+    """Never polls should_cancel: only terminating the process stops it."""
+    hooks["progress"]({"stage": "training", "fraction": 0.1, "message": "deaf"})
+    time.sleep(60)
+    raise AssertionError("the deaf fake was never killed")
+
+
+def fail(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+    if config.get("seed") == 7:
+        raise ConfigError("seed 7 is cursed")
+    raise RuntimeError("boom")

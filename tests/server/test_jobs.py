@@ -1,0 +1,103 @@
+"""JobStore without HTTP: idempotency, claiming, cancellation, conditional finishing, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.jobs import JobConflict, JobNotFound, JobStore, UnknownDataset, check_dataset
+
+CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    s = JobStore(tmp_path / "siq.db")
+    s.init_schema()
+    return s
+
+
+def test_create_get_and_page_newest_first(store: JobStore) -> None:
+    ids = [store.create({**CONFIG, "seed": i})[0].id for i in range(5)]
+    assert store.get(ids[0]).status == "queued"
+    page, total = store.page(limit=2, offset=0)
+    assert total == 5
+    assert [j.id for j in page] == [ids[4], ids[3]]
+    page, _ = store.page(limit=10, offset=4)
+    assert [j.id for j in page] == [ids[0]]
+    with pytest.raises(JobNotFound):
+        store.get("nope")
+
+
+def test_idempotency_key_returns_same_job_and_rejects_other_params(store: JobStore) -> None:
+    first, created = store.create(CONFIG, "key-1")
+    again, created_again = store.create(dict(CONFIG), "key-1")
+    assert created and not created_again
+    assert again.id == first.id
+    with pytest.raises(JobConflict, match="different parameters"):
+        store.create({**CONFIG, "weight_bits": 2}, "key-1")
+    other, created_other = store.create(CONFIG, "key-2")
+    assert created_other and other.id != first.id
+
+
+def test_claim_runs_oldest_first_and_finish_needs_current_attempt(store: JobStore) -> None:
+    a, _ = store.create(CONFIG)
+    b, _ = store.create(CONFIG)
+    claimed = store.claim_next()
+    assert claimed is not None and claimed.id == a.id and claimed.status == "running"
+    assert not store.finish(a.id, claimed.attempt + 1, "succeeded", result={"x": 1})
+    assert store.finish(a.id, claimed.attempt, "succeeded", result={"x": 1})
+    assert store.get(a.id).status == "succeeded"
+    # a terminal job is never finished twice
+    assert not store.finish(a.id, None, "failed", error={"code": "x", "message": "y"})
+    nxt = store.claim_next()
+    assert nxt is not None and nxt.id == b.id
+    assert store.claim_next() is None
+
+
+def test_cancel_queued_now_running_on_request_finished_conflict(store: JobStore) -> None:
+    queued, _ = store.create(CONFIG)
+    running, _ = store.create(CONFIG)
+    store.cancel(queued.id)  # still queued: the oldest
+    assert store.get(queued.id).status == "cancelled"
+    claimed = store.claim_next()
+    assert claimed is not None and claimed.id == running.id
+    job = store.cancel(running.id)
+    assert job.status == "running" and job.cancel_requested
+    assert store.running_with_cancel_request() == {running.id}
+    assert store.cancel_requested(running.id)
+    store.finish(running.id, claimed.attempt, "cancelled")
+    with pytest.raises(JobConflict, match="already cancelled"):
+        store.cancel(running.id)
+
+
+def test_progress_and_iterations_are_recorded(store: JobStore) -> None:
+    job, _ = store.create(CONFIG)
+    claimed = store.claim_next()
+    assert claimed is not None
+    it = {"iteration": 1, "accuracy_after_kmeans": 0.5}
+    store.set_progress(job.id, claimed.attempt, {"stage": "training", "fraction": 0.5}, it)
+    store.set_progress(job.id, claimed.attempt, {"stage": "quantizing", "fraction": 0.6})
+    got = store.get(job.id)
+    assert got.progress == {"stage": "quantizing", "fraction": 0.6}
+    assert got.iterations == [it]
+
+
+def test_interrupt_running_fails_only_running_jobs(store: JobStore) -> None:
+    a, _ = store.create(CONFIG)
+    b, _ = store.create(CONFIG)
+    store.claim_next()
+    assert store.interrupt_running("gone") == [a.id]
+    failed = store.get(a.id)
+    assert failed.status == "failed"
+    assert failed.error == {"code": "interrupted", "message": "gone"}
+    assert store.get(b.id).status == "queued"
+    assert store.counts_by_status() == {"failed": 1, "queued": 1}
+
+
+def test_check_dataset_names_the_available_ones(tmp_path: Path) -> None:
+    check_dataset("digits", tmp_path)
+    check_dataset("mnist", tmp_path)  # built in; a missing copy fails in the worker instead
+    with pytest.raises(UnknownDataset, match="available: digits, mnist"):
+        check_dataset("imagenet", tmp_path)
