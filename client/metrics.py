@@ -1,0 +1,79 @@
+"""Prometheus metrics of one client app, in a registry of its own (several apps can live in one
+test process without clashing), plus a pure ASGI middleware that counts and times requests."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["ClientMetrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
+
+_ENDPOINTS = {"/recognize", "/bundle", "/healthz", "/readyz", "/metrics"}
+
+
+class ClientMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "siq_client_requests_total",
+            "HTTP requests by endpoint and status code",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "siq_client_request_seconds",
+            "HTTP request latency by endpoint",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "siq_client_images_total", "images recognised", registry=self.registry
+        )
+        self.swaps = Counter(
+            "siq_client_bundle_swaps_total",
+            "bundles put into service (first load included)",
+            registry=self.registry,
+        )
+        self.fetch_failures = Counter(
+            "siq_client_bundle_fetch_failures_total",
+            "failed bundle fetches, by reason (unreachable, refused)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.loaded = Gauge(
+            "siq_client_bundle_loaded", "1 when a bundle is serving", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by endpoint and status and observes its latency."""
+
+    def __init__(self, app, metrics: ClientMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in _ENDPOINTS else "other"
+        status = {"code": 500}
+        start = time.perf_counter()
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()

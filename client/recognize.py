@@ -1,0 +1,144 @@
+"""Turning a /recognize request into images, and images into answers.
+
+`read_uploads` reads the body under the byte limit (Content-Length first, then while reading)
+and returns (name, bytes) per image: the `file` / `files` multipart fields, or one raw body of
+an `image/*` content type. `recognize` decodes, preprocesses (the bundle's own recipe) and runs
+all images as one batch through the network of the `LoadedBundle` it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from client.manager import LoadedBundle
+from shared.errors import ImageError
+from shared.preprocess import (
+    ImageTooLargeError,
+    UnsupportedImageError,
+    decode_image,
+    preprocess,
+)
+
+__all__ = ["UploadError", "read_uploads", "recognize"]
+
+IMAGE_FIELDS = ("file", "files")
+
+
+class UploadError(ImageError):
+    """The request does not carry images the way /recognize takes them (HTTP 422)."""
+
+    code = "bad_upload"
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise ImageTooLargeError(f"the request body is {length} bytes; the limit is {max_bytes}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise ImageTooLargeError(f"the request body is over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_uploads(
+    request: Request, *, max_bytes: int, max_images: int
+) -> list[tuple[str, bytes]]:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("image/"):
+        body = await read_body(request, max_bytes)
+        if not body:
+            raise ImageError("the upload is empty: no image bytes were received")
+        return [("body", body)]
+    if media != "multipart/form-data":
+        raise UnsupportedImageError(
+            f"send images as multipart/form-data (fields 'file' or 'files') or as a raw body "
+            f"with an image/* content type, not {media or 'no content type'!r}"
+        )
+    body = await read_body(request, max_bytes)
+
+    async def stream():
+        yield body
+        yield b""
+
+    parser = MultiPartParser(
+        request.headers, stream(), max_files=max_images + 1, max_fields=max_images + 16
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if "Too many files" in exc.message:
+            raise ImageTooLargeError(f"too many images: at most {max_images} per request") from exc
+        raise UploadError(f"malformed multipart body: {exc.message}") from exc
+    try:
+        uploads: list[tuple[str, bytes]] = []
+        for key, value in form.multi_items():
+            if key not in IMAGE_FIELDS:
+                raise UploadError(f"unexpected field {key!r}: send images in 'file' or 'files'")
+            if not isinstance(value, UploadFile):
+                raise UploadError(f"field {key!r} must be a file upload, not a text value")
+            uploads.append((value.filename or key, await value.read()))
+    finally:
+        await form.close()
+    if not uploads:
+        raise UploadError("no image: send one in the 'file' field or several in 'files'")
+    if len(uploads) > max_images:
+        raise ImageTooLargeError(f"too many images: {len(uploads)}, at most {max_images}")
+    return uploads
+
+
+def recognize(
+    loaded: LoadedBundle, uploads: list[tuple[str, bytes]], *, max_pixels: int
+) -> dict[str, Any]:
+    """Labels and probabilities for every upload, by the network of `loaded` alone."""
+    t0 = time.perf_counter()
+    images = []
+    for index, (name, data) in enumerate(uploads):
+        try:
+            images.append(decode_image(data, max_pixels=max_pixels))
+        except ImageError as exc:
+            raise type(exc)(f"image {index} ({name}): {exc}") from exc
+    t1 = time.perf_counter()
+    arrays = []
+    for index, ((name, _), image) in enumerate(zip(uploads, images, strict=True)):
+        try:
+            arrays.append(preprocess(image, loaded.preprocess))
+        except ImageError as exc:
+            raise type(exc)(f"image {index} ({name}): {exc}") from exc
+    batch = np.stack(arrays)  # (N, C, H, W)
+    t2 = time.perf_counter()
+    labels, probs = loaded.network.predict(batch)
+    t3 = time.perf_counter()
+    names = loaded.network.class_names
+    bundle = loaded.bundle.id
+    results = [
+        {
+            "index": i,
+            "filename": uploads[i][0],
+            "label": int(label),
+            "class_name": names[int(label)],
+            "confidence": float(probs[i, label]),
+            "probabilities": [round(float(p), 6) for p in probs[i]],
+            "bundle_id": bundle,
+        }
+        for i, label in enumerate(labels)
+    ]
+    return {
+        "bundle_id": bundle,
+        "class_names": names,
+        "results": results,
+        "timings_ms": {
+            "decode": round((t1 - t0) * 1e3, 3),
+            "preprocess": round((t2 - t1) * 1e3, 3),
+            "inference": round((t3 - t2) * 1e3, 3),
+        },
+    }

@@ -1,0 +1,108 @@
+"""The client's one settings class, read from `SIQ_*` environment variables.
+
+`SIQ_BUNDLE` names where the network comes from:
+
+    <64 hex digits>     that bundle, fetched from SIQ_SERVER_URL (and cached in SIQ_STATE_DIR)
+    latest:<dataset>    the server's newest bundle for the data set, polled every
+                        SIQ_POLL_INTERVAL_S seconds and swapped in live
+    <path>              a bundle file on disk (no server needed)
+
+`load_settings()` refuses a configuration it cannot serve with (ConfigError, one clear line).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+__all__ = ["ClientSettings", "BundleSource", "parse_bundle_source", "load_settings"]
+
+BUNDLE_ID = re.compile(r"^[0-9a-fA-F]{64}$")
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIQ_", extra="ignore")
+
+    server_url: str | None = Field(None, description="training server, e.g. http://server:8000")
+    bundle: str | None = Field(None, description="bundle id, latest:<dataset>, or a file path")
+    poll_interval_s: float = Field(30.0, gt=0, le=86400, description="latest: poll period")
+    retry_interval_s: float = Field(5.0, gt=0, le=3600, description="retry while none loaded")
+    fetch_timeout_s: float = Field(30.0, gt=0, le=600)
+    state_dir: Path = Field(Path("var/client"), description="cache of the last good bundle")
+    bundle_hmac_key: SecretStr | None = Field(None, description="refuse unsigned bundles")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit")
+    max_images: int = Field(64, ge=1, le=4096, description="images per /recognize request")
+    max_pixels: int = Field(16_000_000, ge=1, description="pixels per image (bomb guard)")
+
+    @property
+    def hmac_key(self) -> str | None:
+        """The signing key, or None when unset or empty (signatures then are not checked)."""
+        key = self.bundle_hmac_key.get_secret_value() if self.bundle_hmac_key else ""
+        return key or None
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    kind: Literal["id", "latest", "file"]
+    value: str  # the id (lower case), the data set name, or the file path
+
+    def describe(self) -> str:
+        return {"id": "bundle {}", "latest": "latest:{}", "file": "file {}"}[self.kind].format(
+            self.value
+        )
+
+
+def parse_bundle_source(bundle: str | None, server_url: str | None) -> BundleSource:
+    """Interpret SIQ_BUNDLE; ConfigError when it cannot be used with SIQ_SERVER_URL."""
+    if not bundle or not bundle.strip():
+        raise ConfigError(
+            "SIQ_BUNDLE is not set: give a bundle id (64 hex digits), latest:<dataset>, "
+            "or the path of a bundle file"
+        )
+    bundle = bundle.strip()
+    if BUNDLE_ID.match(bundle):
+        source = BundleSource("id", bundle.lower())
+    elif bundle.startswith("latest:"):
+        dataset = bundle[len("latest:") :]
+        if not DATASET_NAME.match(dataset):
+            raise ConfigError(f"SIQ_BUNDLE={bundle!r}: {dataset!r} is not a data set name")
+        source = BundleSource("latest", dataset)
+    else:
+        path = Path(bundle).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"SIQ_BUNDLE={bundle!r} is neither a bundle id (64 hex digits), "
+                "latest:<dataset>, nor an existing bundle file"
+            )
+        return BundleSource("file", str(path))
+    if not server_url:
+        raise ConfigError(
+            f"SIQ_BUNDLE={bundle!r} needs SIQ_SERVER_URL (e.g. http://server:8000) to fetch from"
+        )
+    if not re.match(r"^https?://[^/\s]+", server_url):
+        raise ConfigError(f"SIQ_SERVER_URL={server_url!r} is not an http(s) URL")
+    return source
+
+
+def load_settings(**overrides) -> tuple[ClientSettings, BundleSource]:
+    """Settings from the environment (plus overrides) and the parsed bundle source."""
+    try:
+        settings = ClientSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SIQ_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        raise ConfigError(f"{name}: {first['msg']}") from exc
+    source = parse_bundle_source(settings.bundle, settings.server_url)
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"SIQ_STATE_DIR={settings.state_dir}: cannot create it ({exc})") from exc
+    return settings, source
