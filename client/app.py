@@ -71,7 +71,9 @@ def create_app(
     metrics = ClientMetrics()
     own_http = http is None and source.kind != "file"
     if own_http:
-        http = httpx.Client(timeout=settings.fetch_timeout_s)
+        token = settings.api_token.get_secret_value() if settings.api_token else ""
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        http = httpx.Client(timeout=settings.fetch_timeout_s, headers=auth)
     fetcher = (
         BundleFetcher(http, settings.server_url, settings.hmac_key)
         if http is not None and settings.server_url

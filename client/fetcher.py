@@ -34,12 +34,17 @@ class FetchedBundle:
 
 
 def id_from_headers(headers: httpx.Headers, location: str | None = None) -> str | None:
-    """The bundle id the server claims: from the redirect Location, X-SIQ-Bundle-SHA256 or ETag.
+    """The bundle id the server claims: redirect Location, X-SIQ-Bundle-Id / -SHA256, ETag.
 
     Every place that names one must name the same; BundleError when they disagree.
     """
     claims = set()
-    for text in (location, headers.get("x-siq-bundle-sha256"), headers.get("etag")):
+    for text in (
+        location,
+        headers.get("x-siq-bundle-id"),
+        headers.get("x-siq-bundle-sha256"),
+        headers.get("etag"),
+    ):
         if text:
             match = _ID_IN_TEXT.search(text)
             if match:
@@ -55,24 +60,38 @@ class BundleFetcher:
         self.server_url = server_url.rstrip("/")
         self.hmac_key = hmac_key
 
-    def latest_id(self, dataset: str) -> str | None:
-        """The id of the server's newest bundle for `dataset`, or None when it has none yet."""
+    def fetch_latest(self, dataset: str, current_id: str | None) -> FetchedBundle | None:
+        """The server's newest bundle for `dataset`, verified; None when it has none yet or
+        it is `current_id` (asked with If-None-Match, so an unchanged bundle costs no body).
+
+        The server may answer 200 with the file (naming its id in X-SIQ-Bundle-Id /
+        X-SIQ-Bundle-SHA256 / ETag), 304, or a redirect to /bundles/{id}.
+        """
         url = f"{self.server_url}/bundles/latest"
+        headers = {"If-None-Match": f'"{current_id}"'} if current_id else {}
         try:
-            response = self.http.get(url, params={"dataset": dataset}, follow_redirects=False)
+            with self.http.stream(
+                "GET", url, params={"dataset": dataset}, headers=headers, follow_redirects=False
+            ) as response:
+                status = response.status_code
+                if status in (304, 404):
+                    return None
+                if response.is_redirect:
+                    wanted = id_from_headers(response.headers, response.headers.get("location"))
+                    if wanted is None:
+                        raise FetchError(f"GET {url}: the redirect names no bundle id")
+                    return None if wanted == current_id else self.fetch(wanted)
+                if status != 200:
+                    raise FetchError(f"GET {url}: HTTP {status}")
+                wanted = id_from_headers(response.headers)
+                if wanted is None:
+                    raise BundleError(f"GET {url}: the answer names no bundle id to verify")
+                if wanted == current_id:
+                    return None
+                data = self._read_limited(response, url)
+                return self._verified(data, wanted, response.headers)
         except httpx.HTTPError as exc:
             raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code == 404:
-            return None
-        if response.is_redirect:
-            found = id_from_headers(response.headers, response.headers.get("location"))
-        elif response.status_code == 200:
-            found = id_from_headers(response.headers)
-        else:
-            raise FetchError(f"GET {url}: HTTP {response.status_code}")
-        if found is None:
-            raise FetchError(f"GET {url}: the answer names no bundle id")
-        return found
 
     def fetch(self, expected_id: str) -> FetchedBundle:
         """Download, verify and decode bundle `expected_id`.
@@ -89,6 +108,9 @@ class BundleFetcher:
                 headers = response.headers
         except httpx.HTTPError as exc:
             raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        return self._verified(data, expected_id, headers)
+
+    def _verified(self, data: bytes, expected_id: str, headers: httpx.Headers) -> FetchedBundle:
         claimed = id_from_headers(headers)
         if claimed is not None and claimed != expected_id:
             raise BundleError(f"asked for bundle {expected_id}, the server sent {claimed}")

@@ -126,15 +126,13 @@ class BundleManager:
         current_id = self.current.bundle.id if self.current else None
         try:
             if self.source.kind == "latest":
-                wanted = self.fetcher.latest_id(self.source.value)
-                if wanted is None:
-                    log.info("the server has no bundle for %s yet", self.source.value)
+                fetched = self.fetcher.fetch_latest(self.source.value, current_id)
+                if fetched is None:
                     return False
-            else:
-                wanted = self.source.value
-            if wanted == current_id:
+            elif self.source.value == current_id:
                 return False
-            fetched = self.fetcher.fetch(wanted)
+            else:
+                fetched = self.fetcher.fetch(self.source.value)
             loaded = load_network(fetched.bundle, "server")
         except FetchError as exc:
             self.metrics.fetch_failures.labels("unreachable").inc()

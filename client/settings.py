@@ -38,6 +38,7 @@ class ClientSettings(BaseSettings):
     fetch_timeout_s: float = Field(30.0, gt=0, le=600)
     state_dir: Path = Field(Path("var/client"), description="cache of the last good bundle")
     bundle_hmac_key: SecretStr | None = Field(None, description="refuse unsigned bundles")
+    api_token: SecretStr | None = Field(None, description="sent as Bearer when reads need it")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit")
     max_images: int = Field(64, ge=1, le=4096, description="images per /recognize request")
     max_pixels: int = Field(16_000_000, ge=1, description="pixels per image (bomb guard)")
