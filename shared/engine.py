@@ -159,13 +159,15 @@ class IntegerNetwork:
         if layer.op == "conv2d":
             n = len(x)
             cols, (ho, wo) = _im2col_nhwc(x, layer.kernel, layer.stride, layer.padding)
-            acc = (cols @ layer.matrix + layer.bias).reshape(n, ho, wo, -1)  # (N, Ho, Wo, O)
+            acc = (cols @ layer.matrix).reshape(n, ho, wo, -1)  # (N, Ho, Wo, O), bias not yet
         else:
-            acc = x @ layer.matrix + layer.bias  # (N, O)
+            acc = x @ layer.matrix  # (N, O)
         if not layer.relu:
-            return acc  # logits
+            return acc + layer.bias  # logits
         if layer.pool is not None:
+            # the bias is constant over a window, so it can follow the max
             acc = _maxpool_nhwc(acc, layer.pool.kernel, layer.pool.stride)
+        acc += layer.bias
         # requantise in place: clip((acc * m + 2^(s-1)) >> s, 0, 2^a - 1); the clip at 0 is the ReLU
         q = acc.astype(np.int64)
         q *= layer.multiplier
@@ -195,10 +197,13 @@ def _im2col_nhwc(
 
 
 def _maxpool_nhwc(x: np.ndarray, k: int, stride: int) -> np.ndarray:
-    n, h, w, c = x.shape
+    """Max over k x k windows (floor mode) of (N, H, W, C), as k*k strided slices."""
+    _, h, w, _ = x.shape
     ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
-    if k == stride:
-        x = x[:, : ho * k, : wo * k]
-        return x.reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
-    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
-    return win.max(axis=(4, 5))
+    rows, cols = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    out = x[:, :rows:stride, :cols:stride].copy()
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                np.maximum(out, x[:, i : i + rows : stride, j : j + cols : stride], out=out)
+    return out
