@@ -158,8 +158,10 @@ def describe_progress(job: dict[str, Any]) -> str:
 
 
 def latest_bundle(http: httpx.Client, server: Service, dataset: str) -> dict | None:
-    response = http.get(f"{server.url}/bundles/latest", params={"dataset": dataset}, timeout=10)
-    return response.json() if response.status_code == 200 else None
+    # /bundles/latest serves the file itself; the list (newest first) has the info
+    response = http.get(f"{server.url}/bundles", params={"dataset": dataset}, timeout=10)
+    items = response.json().get("items", []) if response.status_code == 200 else []
+    return items[0] if items else None
 
 
 def run_job(http: httpx.Client, server: Service, body: dict, headers: dict) -> dict:
