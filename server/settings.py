@@ -1,11 +1,16 @@
 """The training server's one settings class, read from `SIQ_*` environment variables.
 
 Unusable values are refused loudly (a `ConfigError` naming the variable) instead of guessed
-around: an empty token, a state directory that cannot be written, fewer than one worker.
+around: a blank token or key, a state directory that cannot be written, fewer than one worker.
+
+An *empty* environment variable counts as unset (docker compose passes `${SIQ_API_TOKEN:-}`
+when the host has none); an empty SIQ_API_TOKEN is logged as a warning, because it leaves
+writes open. A whitespace-only value, or an empty one given in code, is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -17,11 +22,12 @@ from shared.errors import ConfigError
 
 __all__ = ["ServerSettings", "load_settings", "prepare_state_dir"]
 
+log = logging.getLogger(__name__)
 REAL_PIPELINE = "server.worker:run_real_pipeline"
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SIQ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SIQ_", extra="ignore", env_ignore_empty=True)
 
     state_dir: Path = Field(Path("state"), description="SQLite database and bundles live here")
     data_dir: Path | None = Field(None, description="data sets (mnist/, image folders)")
@@ -61,6 +67,9 @@ class ServerSettings(BaseSettings):
 
 def load_settings(**overrides: object) -> ServerSettings:
     """Settings from the environment (and overrides), or a ConfigError naming the variable."""
+    for name in ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY"):
+        if os.environ.get(name) == "":
+            log.warning("%s is set but empty: treated as unset (feature off)", name)
     try:
         return ServerSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
