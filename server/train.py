@@ -23,11 +23,13 @@ __all__ = [
     "to_float",
     "random_shift",
     "train_model",
+    "augment_from_defaults",
     "predict_logits",
     "evaluate",
 ]
 
 ProgressFn = Callable[[float, str], None]  # (fraction in [0, 1], message)
+AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (B,C,H,W) -> same
 
 
 class JobCancelled(Exception):
@@ -94,9 +96,11 @@ def train_model(
     progress: ProgressFn | None = None,
     cancel: CancelCheck | None = None,
     params: list[nn.Parameter] | None = None,
+    augment: AugmentFn | None = None,
 ) -> float:
     """Train `model` in place for `epochs` (fractions allowed) epochs; returns the mean loss
-    of the last 50 batches. `params` restricts what is optimised (default: all)."""
+    of the last 50 batches. `params` restricts what is optimised (default: all); `augment`
+    transforms each float batch after the random shifts."""
     n = len(y)
     steps = max(1, math.ceil(epochs * n / batch_size))
     gen = torch.Generator().manual_seed(seed)
@@ -125,6 +129,8 @@ def train_model(
         idx = order[pos : pos + batch_size]
         pos += batch_size
         xb = random_shift(to_float(xs[idx]), augment_shift, gen)  # (B, C, H, W)
+        if augment is not None:
+            xb = augment(xb, gen)
         loss = nn.functional.cross_entropy(model(xb), ys[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,6 +146,19 @@ def train_model(
             )
     model.eval()
     return float(np.mean(losses[-50:]))
+
+
+def augment_from_defaults(defaults: dict) -> AugmentFn | None:
+    """The batch augmentation a data set asks for in `Dataset.defaults` ("augment")."""
+    kind = defaults.get("augment")
+    if kind in (None, "", "none", "shift"):
+        return None
+    if kind == "photo":
+        from server.augment import augment_photos
+
+        params = dict(defaults.get("augment_params") or {})
+        return lambda x, gen: augment_photos(x, generator=gen, **params)
+    raise ValueError(f"unknown augmentation {kind!r}")
 
 
 @torch.no_grad()
