@@ -1,0 +1,349 @@
+"""Client benchmark: the integer engine (shared.engine) against PyTorch float32 eager inference
+of the equivalent float network, at batch 1 and batch 64, on the same preprocessed images;
+then HTTP /recognize of a real `python -m client` process under 16 concurrent clients.
+
+    python -m bench.bench_client [--bundle FILE] [--requests 480] [--concurrency 16]
+
+The network: `--bundle FILE` (e.g. from `python -m server quantize`), else a quick
+`server.pipeline.run_pipeline` on `digits` when the pipeline exists, else a random bundle of
+the server's LeNet shape (16/32 channels, 128 hidden). The float network has the bundle's graph
+with the dequantised weights (codebook value x weight scale), so both do the same arithmetic
+work. Writes bench/results/client.json and client.md. Torch is fine here, never in client/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from shared.bundle import decode_bundle, layer_weights
+from shared.engine import IntegerNetwork
+from shared.preprocess import decode_image, preprocess
+
+__all__ = ["main", "float_model", "time_per_batch"]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
+    if path:
+        return Path(path).read_bytes(), f"file {path}"
+    try:
+        from server.pipeline import QuantizeConfig, run_pipeline
+    except ImportError:
+        run_pipeline = None
+    if run_pipeline is not None:
+        config = QuantizeConfig(dataset="digits", epochs=3, max_iterations=1, seed=0)
+        data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+        result = run_pipeline(config, data_dir, work)
+        return Path(result.bundle_path).read_bytes(), "run_pipeline(digits, 3 epochs, 1 iter)"
+    from tests import factories
+
+    arch = dict(factories.ARCHS["lenet"])
+    arch["graph"] = [dict(g) for g in arch["graph"]]
+    for layer, size in zip(arch["graph"], (16, None, 32, None, None, 128), strict=False):
+        if size and layer["op"] == "conv2d":
+            layer["out_channels"] = size
+        elif size:
+            layer["out_features"] = size
+    factories.ARCHS["lenet-server"] = arch
+    return factories.make_random_bundle(0, arch="lenet-server"), "random, server LeNet shape"
+
+
+def float_model(bundle):
+    """The bundle's graph as a torch float32 network with dequantised weights."""
+    import torch
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    scales = bundle.manifest.get("layers", {})
+    for layer in bundle.manifest["graph"]:
+        op = layer["op"]
+        if op == "maxpool2d":
+            layers.append(nn.MaxPool2d(layer["kernel_size"], layer["stride"]))
+        elif op == "flatten":
+            layers.append(nn.Flatten())
+        else:
+            w = layer_weights(layer, bundle.tensors).astype(np.float32)
+            info = scales.get(layer["name"], {})
+            scale = float(info.get("weight_scale", 1.0))
+            # real bias = integer bias x accumulator scale (input scale x weight scale)
+            acc_scale = scale * float(info.get("input_scale", 0.0))
+            bias = bundle.tensors[f"{layer['name']}.bias"].astype(np.float32) * acc_scale
+            if op == "conv2d":
+                m = nn.Conv2d(
+                    layer["in_channels"],
+                    layer["out_channels"],
+                    layer["kernel_size"],
+                    layer["stride"],
+                    layer["padding"],
+                )
+            else:
+                m = nn.Linear(layer["in_features"], layer["out_features"])
+            with torch.no_grad():
+                m.weight.copy_(torch.from_numpy(w * scale))
+                m.bias.copy_(torch.from_numpy(bias))
+            layers.append(m)
+            if layer["relu"]:
+                layers.append(nn.ReLU())
+    return nn.Sequential(*layers).eval()
+
+
+def time_per_batch(fn, batches: list, min_seconds: float = 1.0) -> dict[str, float]:
+    """Run fn over the batches (round robin) for at least min_seconds; per-batch stats."""
+    fn(batches[0])  # warm up
+    times: list[float] = []
+    images = 0
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < min_seconds or len(times) < 5:
+        b = batches[i % len(batches)]
+        t = time.perf_counter()
+        fn(b)
+        times.append(time.perf_counter() - t)
+        images += len(b)
+        i += 1
+    total = sum(times)
+    return {
+        "images_per_s": images / total,
+        "ms_per_batch_p50": float(np.median(times) * 1e3),
+        "batches": len(times),
+    }
+
+
+def load_images(count: int) -> list[bytes]:
+    """PNG bytes of MNIST test digits (or scikit-learn digits when MNIST is absent)."""
+    import gzip
+
+    from PIL import Image
+
+    data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+    path = data_dir / "mnist" / "t10k-images-idx3-ubyte.gz"
+    if path.exists():
+        with gzip.open(path) as f:
+            raw = f.read(16 + count * 784)[16:]
+        arrays = np.frombuffer(raw, np.uint8).reshape(count, 28, 28)
+    else:
+        from sklearn.datasets import load_digits
+
+        arrays = (load_digits().images[:count] * 255 / 16).astype(np.uint8)
+    out = []
+    for a in arrays:
+        buf = io.BytesIO()
+        Image.fromarray(255 - a).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def bench_engine(bundle, x: np.ndarray) -> dict[str, Any]:
+    import torch
+
+    net = IntegerNetwork(bundle)
+    model = float_model(bundle)
+
+    def run_torch(b):
+        with torch.inference_mode():
+            return torch.softmax(model(torch.from_numpy(b)), dim=1)
+
+    rows = {}
+    for batch in (1, 64):
+        batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
+        rows[f"engine_b{batch}"] = time_per_batch(net.predict, batches)
+        rows[f"torch_b{batch}"] = time_per_batch(run_torch, batches)
+    labels, _ = net.predict(x)
+    agree = float((run_torch(x).argmax(1).numpy() == labels).mean())
+    profile = None
+    if rows["engine_b64"]["images_per_s"] < rows["torch_b64"]["images_per_s"] or (
+        rows["engine_b1"]["images_per_s"] < rows["torch_b1"]["images_per_s"]
+    ):
+        profile = {f"b{b}": profile_engine(net, x[:b]) for b in (1, 64)}
+    return {
+        "rows": rows,
+        "label_agreement_engine_vs_float": agree,
+        "torch_threads": torch.get_num_threads(),
+        "profile": profile,
+    }
+
+
+def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> str:
+    """Top functions by own time. `_weighted`'s own time includes the BLAS product (`@` is
+    not a Python call); `reshape` of the strided window view is the im2col copy."""
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.enable()
+    while time.perf_counter() - start < seconds:
+        net.predict(x)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(12)
+    lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
+    return "\n".join(lines[-14:])
+
+
+async def _load(url: str, images: list[bytes], requests: int, concurrency: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+
+        async def worker():
+            nonlocal errors
+            for i in counter:
+                files = {"file": (f"{i}.png", images[i % len(images)], "image/png")}
+                t = time.perf_counter()
+                answer = await http.post("/recognize", files=files)
+                latencies.append(time.perf_counter() - t)
+                errors += answer.status_code != 200
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1e3
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "errors": errors,
+        "requests_per_s": requests / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def bench_http(bundle_path: Path, work: Path, images, requests: int, concurrency: int) -> dict:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
+    env.update(SIQ_BUNDLE=str(bundle_path), SIQ_STATE_DIR=str(work / "client-state"))
+    log = (work / "client.log").open("wb")
+    cmd = [sys.executable, "-m", "client", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the client did not start; see {work / 'client.log'}")
+            time.sleep(0.2)
+        asyncio.run(_load(url, images, min(64, requests), concurrency))  # warm up
+        return asyncio.run(_load(url, images, requests, concurrency))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def write_report(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "client.json").write_text(json.dumps(result, indent=2) + "\n")
+    rows = result["engine"]["rows"]
+    lines = [
+        "# Client benchmark",
+        "",
+        f"Bundle: {result['bundle']['source']} ({result['bundle']['bytes']} bytes, "
+        f"{result['bundle']['weight_bits']}-bit weights, "
+        f"{result['bundle']['activation_bits']}-bit activations). Machine: {result['machine']}.",
+        f"{result['note']}",
+        "",
+        "| inference | batch | images/s | ms per batch (p50) |",
+        "|---|---|---|---|",
+    ]
+    for key, row in rows.items():
+        who, batch = key.split("_b")
+        name = "shared.engine (integer)" if who == "engine" else "PyTorch float32 eager"
+        lines.append(
+            f"| {name} | {batch} | {row['images_per_s']:.0f} | {row['ms_per_batch_p50']:.3f} |"
+        )
+    agreement = result["engine"]["label_agreement_engine_vs_float"]
+    lines += ["", f"Engine vs float labels agree on {agreement:.1%} of the images.", ""]
+    h = result["http"]
+    lines += [
+        "| HTTP /recognize (1 PNG per request) | requests | concurrency | req/s | p50 ms | p99 ms "
+        "| errors |",
+        "|---|---|---|---|---|---|---|",
+        f"| `python -m client`, loopback | {h['requests']} | {h['concurrency']} | "
+        f"{h['requests_per_s']:.0f} | {h['p50_ms']:.1f} | {h['p99_ms']:.1f} | {h['errors']} |",
+    ]
+    if result["engine"]["profile"]:
+        lines += [
+            "",
+            "## Where the engine's time goes (cProfile, by own time)",
+            "",
+            "`_weighted`'s own time includes the BLAS matrix product (`@` is not a Python call);",
+            "`reshape` of the strided window view is the im2col copy.",
+            "",
+        ]
+        for name, text in result["engine"]["profile"].items():
+            lines += [f"Batch {name[1:]}:", "", "```", text, "```", ""]
+    (out / "client.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_client")
+    p.add_argument("--bundle", help="bundle file to benchmark (default: train or build one)")
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--requests", type=int, default=480)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data, source = get_bundle(args.bundle, work)
+        bundle = decode_bundle(data)
+        bundle_path = work / "bench.siq"
+        bundle_path.write_bytes(data)
+        images = load_images(args.images)
+        spec = bundle.manifest["input"]["preprocess"]
+        x = np.stack([preprocess(decode_image(b), spec) for b in images])  # (N, C, H, W)
+        engine = bench_engine(bundle, x)
+        http = bench_http(bundle_path, work, images, args.requests, args.concurrency)
+    m = bundle.manifest
+    result = {
+        "bundle": {
+            "id": bundle.id,
+            "source": source,
+            "bytes": len(data),
+            "weight_bits": m["weight_bits"],
+            "activation_bits": m["activation_bits"],
+        },
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "note": "Measured on a shared, contended 2-core machine unless re-run on a quiet one; "
+        "the HTTP load generator runs on the same cores as the client.",
+        "engine": engine,
+        "http": http,
+    }
+    write_report(result, args.out)
+    print((args.out / "client.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
