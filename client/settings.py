@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -29,11 +29,19 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class ClientSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SIQ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SIQ_", extra="ignore", populate_by_name=True)
 
     server_url: str | None = Field(None, description="training server, e.g. http://server:8000")
     bundle: str | None = Field(None, description="bundle id, latest:<dataset>, or a file path")
-    poll_interval_s: float = Field(30.0, gt=0, le=86400, description="latest: poll period")
+    poll_interval_s: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="latest: poll period",
+        validation_alias=AliasChoices(
+            "SIQ_POLL_INTERVAL_S", "SIQ_POLL_INTERVAL", "poll_interval_s"
+        ),
+    )
     retry_interval_s: float = Field(5.0, gt=0, le=3600, description="retry while none loaded")
     fetch_timeout_s: float = Field(30.0, gt=0, le=600)
     state_dir: Path = Field(Path("var/client"), description="cache of the last good bundle")
@@ -99,7 +107,8 @@ def load_settings(**overrides) -> tuple[ClientSettings, BundleSource]:
         settings = ClientSettings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "SIQ_" + str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        loc = str(first["loc"][0]).upper() if first["loc"] else ""
+        name = (loc if loc.startswith("SIQ_") else "SIQ_" + loc) if loc else "a setting"
         raise ConfigError(f"{name}: {first['msg']}") from exc
     source = parse_bundle_source(settings.bundle, settings.server_url)
     try:
