@@ -1,0 +1,250 @@
+"""`python -m bench.report`: the combined results report from the benchmarks' JSON files.
+
+Reads bench/results/mnist.json (bench_mnist) and bench/results/office10.json (bench_office10),
+whichever exist, and writes
+
+- bench/results/report.md: float vs integer-engine accuracy for both data sets, k-means vs
+  uniform weight quantisation, mean over the seeds each configuration ran with;
+- bench/results/accuracy_vs_bits.png: integer accuracy against weight bits, one panel per
+  data set, a line per (quantiser, activation bits), float accuracy dashed;
+- bench/results/<dataset>_weights.png: each layer's float weight histogram with the k-means
+  codebook's centroids on it;
+- bench/results/<dataset>_iterations.png: validation accuracy after k-means and after
+  retraining over the SIQ iterations of one job.
+
+Result files hold a list of runs, each a dict with at least `weight_bits`,
+`activation_bits`, `float_accuracy`, `quantized_accuracy` (and optionally `seed`,
+`weight_quantizer`, `iterations`); optional `layers` (name, hist_edges, hist_counts,
+centroids) and `iteration_trace` feed the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = ("mnist", "office10")
+
+
+def load_results(results_dir: Path) -> dict[str, dict]:
+    out = {}
+    for name in DATASETS:
+        path = results_dir / f"{name}.json"
+        if path.is_file():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def runs_of(result: dict) -> list[dict]:
+    """The quantisation runs of a result file, whatever list it keeps them in."""
+    for key in ("runs", "results", "grid"):
+        runs = result.get(key)
+        if isinstance(runs, list) and runs and isinstance(runs[0], dict):
+            return [
+                r for r in runs if "quantized_accuracy" in r and r.get("weight_bits") is not None
+            ]
+    return []
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean float / integer accuracy per (weight bits, activation bits, quantiser)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        key = (
+            int(r["weight_bits"]),
+            int(r["activation_bits"]),
+            r.get("weight_quantizer", "kmeans"),
+        )
+        groups[key].append(r)
+    rows = []
+    for (wb, ab, wq), rs in sorted(groups.items()):
+        fl = [r["float_accuracy"] for r in rs if r.get("float_accuracy") is not None]
+        q = [r["quantized_accuracy"] for r in rs]
+        rows.append(
+            {
+                "weight_bits": wb,
+                "activation_bits": ab,
+                "weight_quantizer": wq,
+                "float_accuracy": _mean(fl) if fl else None,
+                "quantized_accuracy": _mean(q),
+                "seeds": len(rs),
+            }
+        )
+    return rows
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    lines = [
+        "| data set | W bits | A bits | weights | float % | integer % | Δ points | seeds |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, result in results.items():
+        for row in summarise(runs_of(result)):
+            fl, q = row["float_accuracy"], row["quantized_accuracy"]
+            delta = "–" if fl is None else f"{100 * (q - fl):+.2f}"
+            lines.append(
+                f"| {name} | {row['weight_bits']} | {row['activation_bits']} | "
+                f"{row['weight_quantizer']} | {_pct(fl)} | {_pct(q)} | {delta} | {row['seeds']} |"
+            )
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_bits(results: dict[str, dict], path: Path) -> bool:
+    panels = [(n, summarise(runs_of(r))) for n, r in results.items() if runs_of(r)]
+    if not panels:
+        return False
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], panels, strict=True):
+        lines: dict[tuple, list[dict]] = defaultdict(list)
+        for row in rows:
+            lines[(row["weight_quantizer"], row["activation_bits"])].append(row)
+        for (wq, ab), rs in sorted(lines.items()):
+            if len(rs) < 2:
+                continue
+            rs.sort(key=lambda r: r["weight_bits"])
+            style = "-o" if wq == "kmeans" else "--s"
+            ax.plot(
+                [r["weight_bits"] for r in rs],
+                [100 * r["quantized_accuracy"] for r in rs],
+                style,
+                label=f"{wq}, A{ab}",
+            )
+        floats = [r["float_accuracy"] for r in rows if r["float_accuracy"] is not None]
+        if floats:
+            ax.axhline(100 * _mean(floats), color="k", ls=":", lw=1, label="float")
+        ax.set_title(f"{name}: integer-engine accuracy")
+        ax.set_xlabel("weight bits")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_weight_histograms(name: str, layers: list[dict[str, Any]], path: Path) -> bool:
+    if not layers:
+        return False
+    plt = _plt()
+    cols = min(3, len(layers))
+    rows = (len(layers) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3 * rows), squeeze=False)
+    for ax in axes.flat[len(layers) :]:
+        ax.axis("off")
+    for ax, layer in zip(axes.flat, layers, strict=False):
+        edges, counts = layer["hist_edges"], layer["hist_counts"]
+        ax.stairs(counts, edges, fill=True, alpha=0.6)
+        for c in layer.get("centroids", []):
+            ax.axvline(c, color="C3", lw=0.9)
+        bits = layer.get("weight_bits")
+        ax.set_title(f"{layer['name']}" + (f" ({bits}-bit codebook)" if bits else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{name}: float weights and k-means centroids (red)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_iterations(name: str, trace: list[dict], path: Path, title: str = "") -> bool:
+    if not trace:
+        return False
+    plt = _plt()
+    it = [t["iteration"] for t in trace]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(it, [100 * t["accuracy_after_kmeans"] for t in trace], "-o", label="after k-means")
+    ax.plot(it, [100 * t["accuracy_after_retrain"] for t in trace], "-s", label="after retrain")
+    ax.set_xlabel("SIQ iteration")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_xticks(it)
+    ax.set_title(f"{name}: SIQ iterations {title}".strip(), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _trace_of(result: dict) -> tuple[list[dict], str]:
+    """The iteration trace to plot: an explicit one, else the first k-means run that has one."""
+    trace = result.get("iteration_trace")
+    if isinstance(trace, dict):
+        return trace.get("iterations", []), trace.get("label", "")
+    for r in runs_of(result):
+        if r.get("iterations") and r.get("weight_quantizer", "kmeans") == "kmeans":
+            return r["iterations"], f"(W{r['weight_bits']}A{r['activation_bits']})"
+    return [], ""
+
+
+def write_report(results_dir: Path = RESULTS) -> list[Path]:
+    results = load_results(results_dir)
+    if not results:
+        raise SystemExit(f"no results in {results_dir}: run bench_mnist / bench_office10 first")
+    written = []
+    md = [
+        "# SIQ results",
+        "",
+        "Generated by `python -m bench.report` from "
+        + ", ".join(f"`{n}.json`" for n in results)
+        + ". Accuracies are on each data set's test set; `integer` is the bundle run by "
+        "`shared.engine` (what the client delivers); means over the seeds listed.",
+        "",
+        markdown_table(results),
+        "",
+    ]
+    if plot_accuracy_vs_bits(results, results_dir / "accuracy_vs_bits.png"):
+        written.append(results_dir / "accuracy_vs_bits.png")
+        md += ["![accuracy vs bits](accuracy_vs_bits.png)", ""]
+    for name, result in results.items():
+        hist = results_dir / f"{name}_weights.png"
+        if plot_weight_histograms(name, result.get("layers") or [], hist):
+            written.append(hist)
+            md += [f"![{name} weights]({hist.name})", ""]
+        trace, label = _trace_of(result)
+        its = results_dir / f"{name}_iterations.png"
+        if plot_iterations(name, trace, its, label):
+            written.append(its)
+            md += [f"![{name} iterations]({its.name})", ""]
+    (results_dir / "report.md").write_text("\n".join(md))
+    return [results_dir / "report.md", *written]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    for path in write_report(args.results):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
