@@ -134,6 +134,7 @@ def check_spec(spec: Any) -> dict:
         for name, value in (("resize", resize), ("crop", crop)):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4096:
                 raise ConfigError(f"photo preprocessing needs an integer {name} in 1..4096")
+        assert isinstance(resize, int) and isinstance(crop, int)
         if crop > resize:
             raise ConfigError(f"photo crop ({crop}) cannot exceed resize ({resize})")
         return {"kind": "photo", "resize": resize, "crop": crop}
