@@ -150,8 +150,15 @@ class JobRecord:
         return delta.total_seconds()
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars / arrays and paths as JSON values (the pipeline reports numpy numbers)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+    return None if value is None else json.dumps(value, default=_plain, sort_keys=True)
 
 
 class JobStore:

@@ -50,7 +50,7 @@ def run_real_pipeline(
 def resolve_pipeline(ref: str) -> PipelineFn:
     module, _, attr = ref.partition(":")
     try:
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"pipeline {ref!r} cannot be loaded: {exc}") from exc
 

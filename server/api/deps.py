@@ -51,7 +51,7 @@ class ServerContext:
 
 
 def get_context(request: Request) -> ServerContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return request.app.state.ctx
 
 
 ContextDep = Annotated[ServerContext, Depends(get_context)]

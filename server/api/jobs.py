@@ -32,6 +32,13 @@ IdempotencyKey = Annotated[
 ]
 
 
+def _public_result(result: dict | None) -> dict | None:
+    """The result without server paths and without the iterations (shown beside it)."""
+    if result is None:
+        return None
+    return {k: v for k, v in result.items() if k not in ("bundle_path", "iterations")}
+
+
 def to_public(job: JobRecord) -> QuantizeJobPublic:
     links = {"self": f"/quantize-jobs/{job.id}", "cancel": f"/quantize-jobs/{job.id}/cancel"}
     if job.result and job.result.get("bundle_id"):
@@ -49,7 +56,7 @@ def to_public(job: JobRecord) -> QuantizeJobPublic:
         cancel_requested=job.cancel_requested,
         progress=job.progress,  # type: ignore[arg-type]
         iterations=job.iterations,  # type: ignore[arg-type]
-        result=job.result,  # type: ignore[arg-type]
+        result=_public_result(job.result),  # type: ignore[arg-type]
         error=job.error,  # type: ignore[arg-type]
         links=links,
     )

@@ -26,6 +26,7 @@ def test_submit_poll_succeeded_with_iterations_and_links(tmp_path: Path) -> None
         assert done["status"] == "succeeded", done
         assert [it["iteration"] for it in done["iterations"]] == [1, 2]
         assert done["result"]["quantized_accuracy"] == 0.8
+        assert "bundle_path" not in done["result"]  # no server paths in the API
         assert done["links"]["bundle"] == f"/bundles/{done['result']['bundle_id']}"
         assert done["started"] is not None and done["finished"] is not None
         listed = client.get("/quantize-jobs").json()
