@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,13 @@ def test_metrics_count_jobs_and_requests(tmp_path: Path) -> None:
         job_id = client.post("/quantize-jobs", json=TINY_JOB).json()["id"]
         wait_job(client, job_id)
         client.get("/quantize-jobs/nope")
-        text = client.get("/metrics").text
-        assert 'siq_jobs{status="succeeded"} 1.0' in text
-        assert 'siq_job_duration_seconds_count{status="succeeded"} 1.0' in text
+        assert 'siq_jobs{status="succeeded"} 1.0' in client.get("/metrics").text
+        # the duration is observed when the runner reaps the worker, a moment later
+        duration = 'siq_job_duration_seconds_count{status="succeeded"} 1.0'
+        deadline = time.monotonic() + 10
+        while duration not in (text := client.get("/metrics").text):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
         assert (
             'siq_http_requests_total{method="GET",route="/quantize-jobs/{job_id}",status="404"} 1.0'
             in text
