@@ -1,0 +1,83 @@
+"""A bundle trained by the real pipeline recognises MNIST digits through /recognize however they
+are drawn: the original, inverted (light on dark vs dark on light), RGBA on transparency, and
+off-centre on a larger page. Trains a small MNIST model (a few thousand images, one SIQ pass)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.shared.test_preprocess import mnist_test_digits
+
+pipeline = pytest.importorskip("server.pipeline")
+
+N = 60
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory, mnist_dir) -> bytes:
+    config = pipeline.QuantizeConfig(
+        dataset="mnist",
+        weight_bits=4,
+        activation_bits=4,
+        epochs=1,
+        max_iterations=1,
+        seed=0,
+        train_limit=6000,
+        test_limit=500,
+    )
+    out = tmp_path_factory.mktemp("bundles")
+    result = pipeline.run_pipeline(config, mnist_dir.parent, out)
+    return (out / f"{result.bundle_id}.siq").read_bytes()
+
+
+def labels_of_test_digits(mnist_dir) -> np.ndarray:
+    import gzip
+
+    with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as f:
+        return np.frombuffer(f.read(8 + N)[8:], np.uint8).astype(np.int64)
+
+
+def variant_png(a: np.ndarray, variant: str, rng: np.random.Generator) -> bytes:
+    if variant == "original":
+        image = Image.fromarray(a)
+    elif variant == "inverted":
+        image = Image.fromarray(255 - a)
+    elif variant == "rgba":
+        rgba = np.zeros((28, 28, 4), np.uint8)
+        rgba[..., 3] = a  # black ink, opacity = ink
+        image = Image.fromarray(rgba, "RGBA")
+    else:  # off-centre, dark ink on a 120x90 light page
+        page = np.full((120, 90), 235, np.uint8)
+        y, x = rng.integers(0, 92), rng.integers(0, 62)
+        page[y : y + 28, x : x + 28] -= (a * 0.85).astype(np.uint8)
+        image = Image.fromarray(page)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_variants_are_recognised_like_the_original(make_app, tmp_path, trained_bundle, mnist_dir):
+    path = tmp_path / "trained.siq"
+    path.write_bytes(trained_bundle)
+    http = TestClient(make_app(str(path)))
+    digits, truth = mnist_test_digits(N), labels_of_test_digits(mnist_dir)
+    rng = np.random.default_rng(0)
+    predicted = {}
+    for variant in ("original", "inverted", "rgba", "off_centre"):
+        files = [
+            ("files", (f"{i}.png", variant_png(a, variant, rng))) for i, a in enumerate(digits)
+        ]
+        answer = http.post("/recognize", files=files)
+        assert answer.status_code == 200, answer.text
+        predicted[variant] = np.array([r["label"] for r in answer.json()["results"]])
+    accuracy = {v: float((p == truth).mean()) for v, p in predicted.items()}
+    assert accuracy["original"] >= 0.85, accuracy
+    for variant in ("inverted", "rgba", "off_centre"):
+        assert accuracy[variant] >= accuracy["original"] - 0.05, accuracy
+        assert (predicted[variant] == predicted["original"]).mean() >= 0.9, accuracy
