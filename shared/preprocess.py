@@ -47,7 +47,15 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM")
 
 DIGIT_SIZE, DIGIT_BOX, DIGIT_CENTRE = 28, 20, 14.0
 _BOX_INK = 0.1  # ink (relative to the strongest) that counts for the bounding box
-_WORK_SIDE = 1024  # digit images are shrunk to this side first; the result is 20x20 anyway
+_WORK_SIDE = 1024
+_HIGH_DEPTH = (
+    "I;16",
+    "I;16L",
+    "I;16B",
+    "I;16N",
+    "I",
+    "F",
+)  # digit images are shrunk to this side first; the result is 20x20 anyway
 
 
 class UnsupportedImageError(ImageError):
@@ -102,7 +110,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
 def image_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any PIL mode -> (rgb float32 (H, W, 3) in [0, 1], alpha float32 (H, W) or None)."""
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if mode in _HIGH_DEPTH:
         g = np.asarray(image, dtype=np.float64)
         top = 65535.0 if mode.startswith("I;16") or g.max(initial=0) > 255 else 255.0
         if mode == "F" and g.max(initial=0) <= 1.0:
@@ -228,13 +236,24 @@ def preprocess_digit(image: Image.Image) -> np.ndarray:
     return _to_255ths(out)[None]  # (1, 28, 28)
 
 
+def _rgb_on_white(image: Image.Image) -> Image.Image:
+    """Any mode -> 8-bit RGB, transparency composited on white (integer math, no float copy
+    of a large photo)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _HIGH_DEPTH:
+        rgb, _ = image_to_float(image)
+        return Image.fromarray(np.round(rgb[:, :, 0] * 255.0).astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
 def preprocess_photo(image: Image.Image, *, resize: int, crop: int) -> np.ndarray:
     """RGB on white, shorter side -> `resize` (bilinear), centre crop -> float32 (3, crop, crop)."""
-    rgb, alpha = image_to_float(image)
-    if alpha is not None:
-        rgb = rgb * alpha[:, :, None] + (1.0 - alpha[:, :, None])
-    if alpha is not None or image.mode != "RGB":
-        image = Image.fromarray(np.round(rgb * 255.0).astype(np.uint8), mode="RGB")
+    image = _rgb_on_white(image)
     w, h = image.size
     short = min(w, h)
     new_w, new_h = max(resize, round(w * resize / short)), max(resize, round(h * resize / short))

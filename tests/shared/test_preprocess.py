@@ -197,3 +197,17 @@ def test_preprocess_bytes_matches_decode_then_preprocess(digits):
     data = encode(Image.fromarray(digits[2]))
     expected = preprocess(decode_image(data), {"kind": "digit"})
     np.testing.assert_array_equal(preprocess_bytes(data, {"kind": "digit"}), expected)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "I;16", "CMYK"])
+def test_photo_accepts_every_mode(mode):
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, (20, 30), np.uint8)
+    if mode == "I;16":
+        image = Image.fromarray(gray.astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(gray).convert(mode)
+    out = preprocess_photo(image, resize=10, crop=10)
+    ref = preprocess_photo(Image.fromarray(gray).convert("RGB"), resize=10, crop=10)
+    assert out.shape == (3, 10, 10)
+    assert np.abs(out - ref).max() <= (0.6 if mode == "P" else 2 / 255)
