@@ -137,6 +137,10 @@ def test_content_length_over_the_limit_is_refused_before_reading(http):
         headers={"content-type": "image/png", "content-length": "100000000"},
     )
     assert answer.status_code == 413
+    chunked = http.post(  # no Content-Length: counted while reading
+        "/recognize", content=iter([b"\0" * 10000] * 7), headers={"content-type": "image/png"}
+    )
+    assert chunked.status_code == 413 and "limit" in chunked.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "I;16", "RGB"])
