@@ -105,7 +105,7 @@ class BundleStore:
 
     def scan(self) -> int:
         """Register every bundle file in the directory that has no row yet; returns how many."""
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             known = {r[0] for r in conn.execute("SELECT id FROM bundles")}
         added = 0
         for path in sorted(self.bundle_dir.glob(f"*{BUNDLE_SUFFIX}")):
@@ -120,7 +120,7 @@ class BundleStore:
 
     def get(self, bundle_id: str) -> BundleRecord:
         self.path(bundle_id)  # validates the id's shape
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM bundles WHERE id = ?", (bundle_id,)
             ).fetchone()
@@ -131,7 +131,7 @@ class BundleStore:
     def latest(self, dataset: str | None) -> BundleRecord:
         """The newest bundle (for `dataset`, when given)."""
         where, args = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM bundles {where} ORDER BY seq DESC LIMIT 1", args
             ).fetchone()
@@ -146,7 +146,7 @@ class BundleStore:
 
     def list(self, dataset: str | None = None) -> list[BundleRecord]:
         where, args = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM bundles {where} ORDER BY seq DESC", args
             ).fetchall()

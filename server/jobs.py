@@ -69,13 +69,15 @@ def utcnow() -> str:
 
 
 @contextmanager
-def connect(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """One short-lived connection; commits on success, rolls back on error."""
+def connect(db_path: Path, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """One short-lived connection in one transaction; commits on success, rolls back on
+    error. Writers take the write lock up front (no upgrade deadlocks); readers never wait
+    for a writer (WAL)."""
     conn = sqlite3.connect(db_path, timeout=15.0, isolation_level=None)
     conn.row_factory = sqlite3.Row
     try:
         conn.execute("PRAGMA busy_timeout = 15000")
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield conn
         except BaseException:
@@ -203,7 +205,7 @@ class JobStore:
         return JobRecord.from_row(row), True
 
     def get(self, job_id: str) -> JobRecord:
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no quantize job with id {job_id!r}")
@@ -214,7 +216,7 @@ class JobStore:
     ) -> tuple[list[JobRecord], int]:
         """A page of jobs, newest first, and the total count."""
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             total = conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
             rows = conn.execute(
                 f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
@@ -223,7 +225,7 @@ class JobStore:
         return [JobRecord.from_row(r) for r in rows], total
 
     def counts_by_status(self) -> dict[str, int]:
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             rows = conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {r[0]: r[1] for r in rows}
 
@@ -264,14 +266,14 @@ class JobStore:
         return JobRecord.from_row(claimed)
 
     def running_with_cancel_request(self) -> set[str]:
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             rows = conn.execute(
                 "SELECT id FROM jobs WHERE status = 'running' AND cancel_requested = 1"
             ).fetchall()
         return {r[0] for r in rows}
 
     def cancel_requested(self, job_id: str) -> bool:
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             row = conn.execute(
                 "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
@@ -331,5 +333,5 @@ class JobStore:
         return ids
 
     def ping(self) -> None:
-        with connect(self.db_path) as conn:
+        with connect(self.db_path, write=False) as conn:
             conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
