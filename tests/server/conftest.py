@@ -1,0 +1,45 @@
+"""Server test fixtures: torch on one thread (the machine is shared), seeded, and one tiny
+real pipeline run (digits, a few hundred images) that several tests inspect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread() -> Iterator[None]:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real end-to-end pipeline on 500 digits: float training, 2 SIQ iterations, export,
+    integer-engine evaluation. Returns the result, the bundle dir and the progress events."""
+    import torch
+
+    from server.pipeline import QuantizeConfig, run_pipeline
+
+    torch.set_num_threads(1)
+    out_dir: Path = tmp_path_factory.mktemp("bundles")
+    events: list[dict] = []
+    config = QuantizeConfig(
+        dataset="digits",
+        weight_bits=3,
+        activation_bits=4,
+        epochs=3,
+        retrain_epochs=0.5,
+        max_iterations=2,
+        train_limit=500,
+        test_limit=200,
+        seed=1,
+    )
+    result = run_pipeline(config, None, out_dir, progress=events.append, job_id="job-test")
+    return {"config": config, "result": result, "out_dir": out_dir, "events": events}

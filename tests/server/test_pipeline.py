@@ -1,0 +1,176 @@
+"""Pipeline: config validation, the model graph, and one tiny real run whose bundle decodes
+and whose reported accuracy is the integer engine's, recomputed from the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from server.cli import quantize_main
+from server.datasets import load_dataset
+from server.export import engine_predictions
+from server.models import build_model, graph_of
+from server.pipeline import JobCancelled, QuantizeConfig, run_pipeline
+from server.siq import QuantSimNet, calibrate, choose_activation_scale
+from shared.bundle import read_bundle_file
+from shared.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("weight_bits", 0),
+        ("weight_bits", 9),
+        ("weight_bits", "4"),
+        ("activation_bits", 1),
+        ("max_iterations", 0),
+        ("tolerance", -0.1),
+        ("epochs", 0),
+        ("kmeans", "median"),
+        ("weight_quantizer", "log"),
+        ("train_limit", 0),
+        ("version", 2),
+    ],
+)
+def test_bad_config_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field) as info:
+        QuantizeConfig.from_dict({"dataset": "digits", field: value})
+    assert getattr(info.value, "field", None) == field
+
+
+def test_config_round_trip_and_unknown_keys() -> None:
+    cfg = QuantizeConfig(dataset="mnist", weight_bits=2, epochs=3, kmeans="lloyd")
+    assert QuantizeConfig.from_dict(cfg.to_dict()) == cfg
+    assert QuantizeConfig.from_dict({"dataset": "digits", "seed": None}).seed == 0
+    with pytest.raises(ConfigError, match="colour"):
+        QuantizeConfig.from_dict({"dataset": "digits", "colour": "red"})
+    with pytest.raises(ConfigError, match="dataset"):
+        QuantizeConfig.from_dict({"weight_bits": 4})
+
+
+def test_lenet_graph_uses_only_engine_ops() -> None:
+    model = build_model("lenet", 1, 10, 28)
+    graph = graph_of(model, 4)
+    assert [g["op"] for g in graph] == [
+        "conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten", "linear", "linear",
+    ]  # fmt: skip
+    assert [g["relu"] for g in graph if "relu" in g] == [True, True, True, False]
+    assert graph[5]["in_features"] == 512
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError):
+        build_model("resnet", 1, 10, 28)
+
+
+def test_activation_scale_clips_outliers() -> None:
+    acc = torch.cat([torch.rand(10000), torch.tensor([50.0])])
+    s = choose_activation_scale(acc, 4)
+    assert 0.5 / 15 < s < 50.0 / 15  # clips the outlier instead of wasting levels on it
+
+
+def test_tiny_run_bundle_matches_engine(tiny_run: dict) -> None:
+    result, out_dir = tiny_run["result"], tiny_run["out_dir"]
+    path = Path(result.bundle_path)
+    assert path.parent == out_dir and path.name == f"{result.bundle_id}.siq"
+    assert result.bundle_bytes == path.stat().st_size
+    bundle = read_bundle_file(path, expected_id=result.bundle_id)
+    m = bundle.manifest
+    assert m["weight_bits"] == 3 and m["activation_bits"] == 4 and m["codebook_bits"] == 8
+    assert m["provenance"]["dataset"] == "digits" and m["provenance"]["job_id"] == "job-test"
+    assert m["provenance"]["config"]["weight_bits"] == 3
+    assert m["metrics"]["quantized_accuracy"] == result.quantized_accuracy
+    assert m["input"]["preprocess"] == {"kind": "digit"}
+    assert len(bundle.tensors["conv1.codebook"]) == 8
+    ds = load_dataset("digits", None, train_limit=500, test_limit=200)
+    recomputed = float((engine_predictions(bundle, ds.test_x) == ds.test_y).mean())
+    assert recomputed == result.quantized_accuracy
+    assert result.quantized_accuracy > 0.6 and result.float_accuracy > 0.6
+    assert result.float_bytes > 7 * result.bundle_bytes / 1.2
+
+
+def test_tiny_run_reports_iterations_and_progress(tiny_run: dict) -> None:
+    result, events = tiny_run["result"], tiny_run["events"]
+    assert 1 <= len(result.iterations) <= 2
+    first = result.iterations[0]
+    assert set(first) >= {
+        "iteration", "accuracy_after_kmeans", "accuracy_after_retrain", "codebook_change",
+    }  # fmt: skip
+    stages = {e["stage"] for e in events}
+    assert {"loading", "training", "quantizing", "retraining", "evaluating", "packaging"} <= stages
+    fractions = [e["fraction"] for e in events]
+    assert all(0.0 <= f <= 1.0 for f in fractions) and fractions == sorted(fractions)
+    assert [e["iteration"]["iteration"] for e in events if "iteration" in e] == [
+        it["iteration"] for it in result.iterations
+    ]
+    json.dumps(result.to_dict())  # JSON-clean (no NaN objects, numpy types)
+
+
+def test_simulation_agrees_with_integer_engine(tiny_run: dict) -> None:
+    """The float simulation used for retraining predicts what the integer engine predicts."""
+    result = tiny_run["result"]
+    bundle = read_bundle_file(result.bundle_path)
+    ds = load_dataset("digits", None, train_limit=500, test_limit=200)
+    agree = result.simulated_accuracy - result.quantized_accuracy
+    assert abs(agree) <= 0.01
+    labels = engine_predictions(bundle, ds.test_x)
+    assert labels.shape == (200,)
+
+
+def test_cancellation_stops_the_job(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def should_cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    cfg = QuantizeConfig(dataset="digits", epochs=50, train_limit=300, test_limit=50)
+    with pytest.raises(JobCancelled):
+        run_pipeline(cfg, None, tmp_path, should_cancel=should_cancel)
+    assert not list(tmp_path.glob("*.siq"))
+
+
+def test_calibration_gives_every_relu_layer_a_scale() -> None:
+    from server.siq import SIQSettings, quantize_layers
+
+    model = build_model("lenet", 1, 10, 28)
+    layers = quantize_layers(model, SIQSettings(weight_bits=2))
+    sim = QuantSimNet(model, layers, activation_bits=4)
+    calibrate(sim, np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8))
+    assert all((lq.output_scale or 0) > 0 for lq in layers.values() if lq.relu)
+    assert all(len(np.unique(lq.codebook_int)) <= 4 for lq in layers.values())
+
+
+def test_cli_prints_one_json_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = quantize_main(
+        ["--dataset", "digits", "--weight-bits", "2", "--activation-bits", "3", "--out",
+         str(tmp_path), "--epochs", "1", "--retrain-epochs", "0.2", "--max-iterations", "1",
+         "--train-limit", "200", "--test-limit", "50"]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out.out.strip().splitlines()[-1])
+    for key in ("float_accuracy", "quantized_accuracy", "bundle_path", "bundle_bytes",
+                "float_bytes", "iterations", "seconds", "bundle_id", "converged"):  # fmt: skip
+        assert key in result
+    assert Path(result["bundle_path"]).is_file()
+    assert "training" in out.err
+
+
+def test_cli_bad_input_exits_nonzero(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server import datasets
+
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    assert (
+        quantize_main(["--dataset", "digits", "--weight-bits", "12", "--out", str(tmp_path)]) == 2
+    )
+    assert "weight_bits" in capsys.readouterr().err
+    code = quantize_main(
+        ["--dataset", "mnist", "--out", str(tmp_path), "--data-dir", str(tmp_path)]
+    )
+    assert code == 2
+    assert "mnist" in capsys.readouterr().err
