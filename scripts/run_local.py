@@ -276,7 +276,8 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
             "SIQ_SERVER_URL": server.url,
             "SIQ_BUNDLE": f"latest:{dataset}",
             "SIQ_STATE_DIR": str(state / "client"),
-            "SIQ_POLL_INTERVAL": os.environ.get("SIQ_POLL_INTERVAL", "2"),
+            "SIQ_POLL_INTERVAL_S": os.environ.get("SIQ_POLL_INTERVAL_S", "2"),
+            "SIQ_RETRY_INTERVAL_S": os.environ.get("SIQ_RETRY_INTERVAL_S", "1"),
         }
         client_port = pick_port(args.client_port, args.host)
         print(f"> starting client on {args.host}:{client_port} (bundle latest:{dataset})")
