@@ -49,16 +49,16 @@ class QuantizeJobBase(BaseModel):
     )
     weight_bits: int = Field(ge=1, le=8, description="bits per weight code (2^b codebook)")
     activation_bits: int = Field(ge=2, le=8, description="bits per activation")
-    epochs: int | None = Field(None, ge=1, le=500, description="float training epochs")
+    epochs: float | None = Field(None, gt=0, le=1000, description="float training epochs")
     retrain_epochs: float | None = Field(
-        None, gt=0, le=100, description="retraining epochs per SIQ iteration"
+        None, ge=0, le=1000, description="retraining epochs per SIQ iteration"
     )
     max_iterations: int | None = Field(None, ge=1, le=50, description="SIQ iterations at most")
     tolerance: float | None = Field(None, ge=0, le=1, description="convergence tolerance")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     kmeans: Literal["optimal", "lloyd"] | None = None
     weight_quantizer: Literal["kmeans", "uniform"] | None = None
-    train_limit: int | None = Field(None, ge=1, description="use only N training images")
+    train_limit: int | None = Field(None, ge=2, description="use only N training images")
     test_limit: int | None = Field(None, ge=1, description="use only N test images")
 
     def to_config(self) -> dict[str, Any]:

@@ -24,6 +24,8 @@ TINY_REAL_JOB = {
     "activation_bits": 4,
     "epochs": 1,
     "max_iterations": 1,
+    "retrain_epochs": 0.5,
+    "kmeans": "lloyd",
     "train_limit": 300,
     "test_limit": 100,
 }
