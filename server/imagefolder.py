@@ -50,7 +50,7 @@ MAX_PIXELS = 40_000_000  # a decompression-bomb guard, far above any real photo
 # Training defaults for photo data sets (the pipeline's config overrides them).
 PHOTO_DEFAULTS: dict[str, Any] = {
     "epochs": 40,
-    "retrain_epochs": 6.0,
+    "retrain_epochs": 3.0,
     "lr": 2e-3,
     "retrain_lr": 5e-4,
     "batch_size": 32,
