@@ -224,6 +224,13 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         "the server in one uvicorn process, the job in a separate worker process.",
         "",
     ]
+    if machine["loadavg_1m"] > (machine["cpus"] or 1):
+        md[-1:] = [
+            "",
+            "The machine was busy (load above its CPU count), so these figures are "
+            "pessimistic; rerun on a quiet machine for the record.",
+            "",
+        ]
     (out_dir / "api_latency.md").write_text("\n".join(md))
 
 
