@@ -21,11 +21,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["main", "pick_port", "Service", "choose_dataset", "job_request", "describe_progress"]
+__all__ = [
+    "main",
+    "pick_port",
+    "Service",
+    "choose_dataset",
+    "job_request",
+    "describe_progress",
+    "ProgressReporter",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline, anywhere
@@ -157,6 +165,40 @@ def describe_progress(job: dict[str, Any]) -> str:
     return line
 
 
+class ProgressReporter:
+    """Job progress on a terminal: one line redrawn in place, a new line when the stage or
+    the SIQ iteration changes. Into a file or pipe: only those changes, plus every 10 s."""
+
+    def __init__(self, stream: TextIO, every_s: float = 10.0):
+        self.stream, self.every_s = stream, every_s
+        self.tty = stream.isatty()
+        self.key: tuple = ()
+        self.last_print = 0.0
+        self.width = 0
+
+    def update(self, job: dict[str, Any]) -> None:
+        line = describe_progress(job)
+        progress = job.get("progress") or {}
+        key = (job.get("status"), progress.get("stage"), len(job.get("iterations") or []))
+        changed, now = key != self.key, time.monotonic()
+        if self.tty:
+            if changed and self.key:
+                self.stream.write("\n")
+                self.width = 0
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        elif changed or now - self.last_print >= self.every_s:
+            self.stream.write(line + "\n")
+            self.last_print = now
+        self.key = key
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.key:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def latest_bundle(http: httpx.Client, server: Service, dataset: str) -> dict | None:
     # /bundles/latest serves the file itself; the list (newest first) has the info
     response = http.get(f"{server.url}/bundles", params={"dataset": dataset}, timeout=10)
@@ -171,17 +213,15 @@ def run_job(http: httpx.Client, server: Service, body: dict, headers: dict) -> d
         raise RunError(f"job refused: {response.status_code} {response.text}")
     location = response.headers.get("location") or f"/quantize-jobs/{response.json()['id']}"
     url = httpx.URL(server.url).join(location)
-    last = ""
+    reporter = ProgressReporter(sys.stdout)
     while True:
         server.check_alive()
         job = http.get(url, timeout=10).json()
-        line = describe_progress(job)
-        if line != last:
-            print(line, flush=True)
-            last = line
+        reporter.update(job)
         if job.get("status") in {"succeeded", "failed", "cancelled"}:
             break
         time.sleep(1.0)
+    reporter.close()
     if job["status"] != "succeeded":
         raise RunError(f"job {job.get('id')} {job['status']}: {job.get('error')}")
     result = job.get("result") or {}

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from scripts.run_local import (
+    ProgressReporter,
     RunError,
     choose_dataset,
     describe_progress,
@@ -56,3 +57,18 @@ def test_describe_progress_shows_stage_fraction_and_iteration_metrics() -> None:
     for part in ("running", "retraining", "50.0%", "epoch 1/2", "iteration 2", "0.9700"):
         assert part in line
     assert "queued" in describe_progress({"status": "queued"})
+
+
+def test_progress_reporter_prints_changes_not_every_step() -> None:
+    import io
+
+    out = io.StringIO()
+    reporter = ProgressReporter(out)
+    step = {"status": "running", "progress": {"stage": "training", "fraction": 0.1}}
+    for fraction in (0.1, 0.2, 0.3):
+        reporter.update({**step, "progress": {"stage": "training", "fraction": fraction}})
+    reporter.update({"status": "running", "progress": {"stage": "quantizing", "fraction": 0.5}})
+    reporter.update({"status": "succeeded", "progress": {"stage": "packaging", "fraction": 1.0}})
+    reporter.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["training", "quantizing", "packaging"]
