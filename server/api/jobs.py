@@ -68,6 +68,18 @@ def to_public(job: JobRecord) -> QuantizeJobPublic:
     response_model=QuantizeJobPublic,
     dependencies=[Depends(require_writer)],
     summary="Submit a quantize job",
+    responses={
+        202: {
+            "description": "queued (or, with a known Idempotency-Key, the job made before)",
+            "headers": {
+                "Location": {"description": "the job's URL", "schema": {"type": "string"}},
+                "Idempotent-Replayed": {
+                    "description": "`true` when an Idempotency-Key matched an earlier job",
+                    "schema": {"type": "string"},
+                },
+            },
+        }
+    },
 )
 def submit_job(
     body: QuantizeJobCreate,

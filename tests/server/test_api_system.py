@@ -119,3 +119,18 @@ def test_empty_env_token_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert load_settings().api_token is None
     monkeypatch.setenv("SIQ_API_TOKEN", "tok")
     assert load_settings().api_token == "tok"
+
+
+def test_serve_main_exits_2_with_a_message_on_bad_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.app import serve_main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SIQ_STATE_DIR", str(blocker))
+    assert serve_main(["--port", "8123"]) == 2
+    assert "SIQ_STATE_DIR" in capsys.readouterr().err
+    monkeypatch.setenv("SIQ_STATE_DIR", str(tmp_path / "ok"))
+    assert serve_main(["--port", "0"]) == 2
+    assert "SIQ_PORT" in capsys.readouterr().err
