@@ -3,6 +3,7 @@ validate, idempotency, cancel (cooperative and by termination), failures, restar
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,10 @@ def test_shutdown_stops_workers_and_start_fails_orphaned_running_jobs(tmp_path: 
     with TestClient(app) as client:
         job_id = client.post("/quantize-jobs", json=TINY_JOB).json()["id"]
         wait_job(client, job_id, {"running"}, timeout=20)
+        deadline = time.monotonic() + 20  # until the worker itself reports
+        while client.get(f"/quantize-jobs/{job_id}").json()["progress"]["message"] != "deaf":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         processes = [w.process for w in app.state.ctx.runner._workers.values()]
         assert len(processes) == 1 and processes[0].is_alive()
     assert not processes[0].is_alive()  # the lifespan's end stopped the worker
