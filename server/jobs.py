@@ -251,6 +251,12 @@ class JobStore:
 
     def claim_next(self) -> JobRecord | None:
         """The oldest queued job, now marked running under a new attempt number."""
+        with connect(self.db_path, write=False) as conn:  # cheap check first: the runner polls
+            if (
+                conn.execute("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1").fetchone()
+                is None
+            ):
+                return None
         with connect(self.db_path) as conn:
             row = conn.execute(
                 "SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"

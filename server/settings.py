@@ -39,7 +39,7 @@ class ServerSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     pipeline: str = Field(REAL_PIPELINE, description="'module:function' that runs a job")
     cancel_grace_s: float = Field(3.0, gt=0, description="then a cancelled worker is killed")
-    poll_interval_s: float = Field(0.1, gt=0, le=5)
+    poll_interval_s: float = Field(0.25, gt=0, le=5, description="job runner's DB poll")
 
     @field_validator("api_token", "bundle_hmac_key")
     @classmethod

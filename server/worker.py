@@ -270,6 +270,8 @@ class JobRunner:
             self.on_job_end(job_id)
 
     def _enforce_cancels(self) -> None:
+        if not self._workers:
+            return
         wanted = self.store.running_with_cancel_request() & set(self._workers)
         now = time.monotonic()
         for job_id in wanted:
