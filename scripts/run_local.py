@@ -249,7 +249,9 @@ def write_sample_image(dataset: str, data_dir: Path, out: Path) -> tuple[Path, i
     return out, ds.class_names[int(ds.test_y[0])]
 
 
-def print_examples(server: Service, client: Service, sample: Path, token: str | None) -> None:
+def print_examples(
+    server: Service, client: Service, sample: Path, dataset: str, token: str | None
+) -> None:
     s, c, img = server.url, client.url, shlex.quote(str(sample))
     auth = ' -H "Authorization: Bearer $SIQ_API_TOKEN"' if token else ""
     print(
@@ -261,10 +263,11 @@ Ready. Try:
   curl -s {c}/bundle
   curl -s {c}/readyz ; curl -s {c}/metrics | head
   curl -s {s}/datasets
-  curl -s {s}/bundles ; curl -s '{s}/bundles/latest?dataset=mnist'
-  curl -s {s}/quantize-jobs
+  curl -s {s}/bundles ; curl -s '{s}/bundles/latest/manifest?dataset={dataset}'
+  curl -s -o latest.siq '{s}/bundles/latest?dataset={dataset}'
+  curl -s {s}/quantize-jobs ; curl -s {s}/healthz ; curl -s {s}/metrics | head
   curl -s -X POST{auth} -H 'Content-Type: application/json' \\
-       -d '{{"dataset": "digits", "weight_bits": 2, "activation_bits": 4}}' {s}/quantize-jobs
+       -d '{{"dataset": "{dataset}", "weight_bits": 2, "activation_bits": 4}}' {s}/quantize-jobs
 Logs: {server.log_path}, {client.log_path}.  Ctrl-C stops both services.""",
         flush=True,
     )
@@ -327,7 +330,8 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
 
         bundle = latest_bundle(http, server, dataset)
         if bundle is None:
-            print(f"> no {dataset} bundle yet: training one (this takes a while on a CPU)")
+            hint = "" if args.quick else " (for a 1-epoch demo: make run RUN_ARGS=--quick)"
+            print(f"> no {dataset} bundle yet: training one, minutes on a CPU{hint}")
             run_job(http, server, job_request(args, dataset), headers)
         else:
             print(f"> using the existing {dataset} bundle {bundle.get('id', bundle)}")
@@ -341,7 +345,7 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
             raise RunError(f"/recognize answered {answer.status_code}: {answer.text}")
         print(f"> recognised {sample} (true label {label}): {answer.text}")
         print(f"> first recognition {time.monotonic() - started:.1f} s after start", flush=True)
-        print_examples(server, client, sample, token)
+        print_examples(server, client, sample, dataset, token)
 
     if not args.once:
         while True:
