@@ -41,14 +41,17 @@ def load_results(results_dir: Path) -> dict[str, dict]:
 
 
 def runs_of(result: dict) -> list[dict]:
-    """The quantisation runs of a result file, whatever list it keeps them in."""
-    for key in ("runs", "results", "grid"):
-        runs = result.get(key)
-        if isinstance(runs, list) and runs and isinstance(runs[0], dict):
-            return [
-                r for r in runs if "quantized_accuracy" in r and r.get("weight_bits") is not None
-            ]
-    return []
+    """The quantisation runs of a result file: `runs` (bench_office10) or `main` + `grid`
+    (bench_mnist, whose rows name the quantiser `kind`; its grid runs a shorter SIQ, so
+    those rows are marked `siq: "short"` and kept apart in the table)."""
+    rows: list[dict] = []
+    if isinstance(result.get("runs"), list):
+        rows = [dict(r) for r in result["runs"]]
+    else:
+        for key, siq in (("main", "full"), ("grid", "short")):
+            for r in result.get(key) or []:
+                rows.append({"weight_quantizer": r.get("kind", "kmeans"), "siq": siq, **r})
+    return [r for r in rows if "quantized_accuracy" in r and r.get("weight_bits") is not None]
 
 
 def _mean(values: list[float]) -> float:
@@ -63,10 +66,11 @@ def summarise(runs: list[dict]) -> list[dict]:
             int(r["weight_bits"]),
             int(r["activation_bits"]),
             r.get("weight_quantizer", "kmeans"),
+            r.get("siq", "full"),
         )
         groups[key].append(r)
     rows = []
-    for (wb, ab, wq), rs in sorted(groups.items()):
+    for (wb, ab, wq, siq), rs in sorted(groups.items()):
         fl = [r["float_accuracy"] for r in rs if r.get("float_accuracy") is not None]
         q = [r["quantized_accuracy"] for r in rs]
         rows.append(
@@ -74,6 +78,7 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "weight_bits": wb,
                 "activation_bits": ab,
                 "weight_quantizer": wq,
+                "siq": siq,
                 "float_accuracy": _mean(fl) if fl else None,
                 "quantized_accuracy": _mean(q),
                 "seeds": len(rs),
@@ -87,17 +92,29 @@ def _pct(v: float | None) -> str:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
+    """One row per (data set, weight bits, activation bits, SIQ length): float accuracy and
+    the integer engine's with k-means and with uniform weights, side by side."""
     lines = [
-        "| data set | W bits | A bits | weights | float % | integer % | Δ points | seeds |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| data set | W bits | A bits | SIQ | float % | integer, k-means % | integer, uniform % "
+        "| k-means − float (points) | seeds |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for name, result in results.items():
+        cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
         for row in summarise(runs_of(result)):
-            fl, q = row["float_accuracy"], row["quantized_accuracy"]
-            delta = "–" if fl is None else f"{100 * (q - fl):+.2f}"
+            key = (row["weight_bits"], row["activation_bits"], row["siq"])
+            cells[key][row["weight_quantizer"]] = row
+        for (wb, ab, siq), by_q in sorted(cells.items()):
+            km, un = by_q.get("kmeans"), by_q.get("uniform")
+            fl = (km or un or {}).get("float_accuracy")  # k-means ran on the most seeds
+            delta = (
+                "–" if km is None or fl is None else f"{100 * (km['quantized_accuracy'] - fl):+.2f}"
+            )
+            seeds = "/".join(str(r["seeds"]) for r in (km, un) if r is not None)
             lines.append(
-                f"| {name} | {row['weight_bits']} | {row['activation_bits']} | "
-                f"{row['weight_quantizer']} | {_pct(fl)} | {_pct(q)} | {delta} | {row['seeds']} |"
+                f"| {name} | {wb} | {ab} | {siq} | {_pct(fl)} | "
+                f"{_pct(km['quantized_accuracy'] if km else None)} | "
+                f"{_pct(un['quantized_accuracy'] if un else None)} | {delta} | {seeds} |"
             )
     return "\n".join(lines)
 
@@ -122,8 +139,8 @@ def plot_accuracy_vs_bits(results: dict[str, dict], path: Path) -> bool:
     for ax, (name, rows) in zip(axes[0], panels, strict=True):
         lines: dict[tuple, list[dict]] = defaultdict(list)
         for row in rows:
-            lines[(row["weight_quantizer"], row["activation_bits"])].append(row)
-        for (wq, ab), rs in sorted(lines.items()):
+            lines[(row["weight_quantizer"], row["activation_bits"], row["siq"])].append(row)
+        for (wq, ab, siq), rs in sorted(lines.items()):
             if len(rs) < 2:
                 continue
             rs.sort(key=lambda r: r["weight_bits"])
@@ -132,7 +149,7 @@ def plot_accuracy_vs_bits(results: dict[str, dict], path: Path) -> bool:
                 [r["weight_bits"] for r in rs],
                 [100 * r["quantized_accuracy"] for r in rs],
                 style,
-                label=f"{wq}, A{ab}",
+                label=f"{wq}, A{ab}" + ("" if siq == "full" else f" ({siq} SIQ)"),
             )
         floats = [r["float_accuracy"] for r in rows if r["float_accuracy"] is not None]
         if floats:
