@@ -42,6 +42,17 @@ def siq_version() -> str:
         return "0.1.0"
 
 
+def _rounded(obj: Any, digits: int = 6) -> Any:
+    """Metrics with floats rounded (they are for people; the manifest stays small)."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
 def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, dict], float]:
     """Tensors per the bundle layout, per-layer scales for the manifest, and the logit scale."""
     tensors: dict[str, np.ndarray] = {}
@@ -109,7 +120,7 @@ def build_manifest(
         "codebook_bits": codebook_bits,
         "logit_scale": logit_scale,
         "layers": scales,
-        "metrics": metrics,
+        "metrics": _rounded(metrics),
         "provenance": {
             "job_id": job_id,
             "dataset": dataset.name,

@@ -264,9 +264,11 @@ def quantize_model(
     job_id: str | None = None,
     lo: float = 0.0,
     hi: float = 1.0,
+    siq_overrides: dict[str, Any] | None = None,
 ) -> PipelineResult:
     """SIQ on a copy of the float model, export, evaluate with shared.engine, write the bundle
-    to `out_dir/<id>.siq` (not written when out_dir is None)."""
+    to `out_dir/<id>.siq` (not written when out_dir is None). `siq_overrides` sets
+    SIQSettings fields a job cannot (benchmarks: e.g. {"retrain": "centroids"})."""
     started = time.perf_counter()
     h = _hparams(ds, config)
     span = hi - lo
@@ -283,6 +285,8 @@ def quantize_model(
         augment=augment_from_defaults(h),
         seed=config.seed,
     )
+    if siq_overrides:
+        settings = dataclasses.replace(settings, **siq_overrides)
 
     def siq_report(stage: str, frac: float, msg: str, iteration: dict | None) -> None:
         _stage(progress, stage, lo, lo + 0.85 * span)(frac, msg, iteration)

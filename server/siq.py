@@ -67,6 +67,7 @@ class SIQSettings:
     retrain_epochs: float = 1.0
     retrain_lr: float = 5e-4
     lr_decay: float = 0.5  # retraining learning rate multiplier per iteration
+    retrain: str = "ste"  # "ste": shadow weights; "centroids": frozen codes, trained codebook
     batch_size: int = 128
     weight_decay: float = 0.0
     augment_shift: int = 0
@@ -156,6 +157,34 @@ class QuantSimNet(nn.Module):
         self.top = (1 << activation_bits) - 1
         self.input_scale = input_scale if input_scale is not None else 1.0 / self.top
         self.calibrating = False
+        self.centroids = nn.ParameterDict()  # only while training shared centroids
+        self.frozen_codes: dict[str, torch.Tensor] = {}
+
+    def share_centroids(self, codebook_bits: int) -> None:
+        """Deep Compression-style retraining: freeze each layer's codes and make its
+        codebook the trainable parameter (the shadow weights then get no gradient)."""
+        self.codebook_limit = (1 << (codebook_bits - 1)) - 1
+        for m in self.model:
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                lq = self.layers[m.siq_name]
+                self.frozen_codes[lq.name] = self.codes_of(m)
+                self.centroids[lq.name] = nn.Parameter(torch.tensor(lq.centroids.copy()).float())
+
+    def unshare_centroids(self) -> None:
+        """Write the trained codebooks back: sorted centroids, integer grid, weights on them."""
+        for m in self.model:
+            if not isinstance(m, nn.Conv2d | nn.Linear):
+                continue
+            lq = self.layers[m.siq_name]
+            c = self.centroids[lq.name].detach().double().numpy()  # (k,)
+            s_w = float(np.abs(c).max()) / self.codebook_limit
+            with torch.no_grad():
+                m.weight.copy_(torch.as_tensor(c)[self.frozen_codes[lq.name]].float())
+            lq.centroids = np.sort(c)
+            lq.weight_scale = s_w
+            lq.codebook_int = np.floor(lq.centroids / s_w + 0.5).astype(np.int64)
+        self.centroids = nn.ParameterDict()
+        self.frozen_codes = {}
 
     def codes_of(self, m: nn.Module) -> torch.Tensor:
         """Nearest-centroid codes of the shadow weights, same shape as the weight."""
@@ -163,8 +192,17 @@ class QuantSimNet(nn.Module):
         mids = torch.as_tensor((lq.centroids[1:] + lq.centroids[:-1]) / 2.0)  # (k-1,)
         return torch.bucketize(m.weight.detach().double(), mids)
 
+    def weight_scale(self, m: nn.Module) -> float | torch.Tensor:
+        if m.siq_name in self.centroids:
+            return self.centroids[m.siq_name].abs().max().detach() / self.codebook_limit
+        return self.layers[m.siq_name].weight_scale
+
     def quantized_weight(self, m: nn.Module) -> torch.Tensor:
         lq = self.layers[m.siq_name]
+        if m.siq_name in self.centroids:
+            c = self.centroids[m.siq_name]  # (k,) trainable
+            s_w = self.weight_scale(m)
+            return _ste(c, _round_half_up(c / s_w) * s_w)[self.frozen_codes[m.siq_name]]
         table = torch.as_tensor(lq.codebook_real, dtype=m.weight.dtype)  # (k,)
         return _ste(m.weight, table[self.codes_of(m)])
 
@@ -178,7 +216,7 @@ class QuantSimNet(nn.Module):
                 h = m(h)  # maxpool2d / flatten commute with the (monotone) quantiser
                 continue
             lq = self.layers[m.siq_name]
-            s_acc = s_x * lq.weight_scale  # accumulator scale
+            s_acc = s_x * self.weight_scale(m)  # accumulator scale
             bias = _ste(m.bias, _round_half_up(m.bias / s_acc) * s_acc)  # (O,)
             w = self.quantized_weight(m)
             if isinstance(m, nn.Conv2d):
@@ -263,6 +301,8 @@ def run_siq(
         def progress(frac: float, msg: str, t: int = t, base: float = base) -> None:
             say("retraining", base + (0.1 + 0.85 * frac) / T, f"iteration {t}/{T}: {msg}", None)
 
+        if settings.retrain == "centroids":
+            sim.share_centroids(settings.codebook_bits)
         if settings.retrain_epochs > 0:
             train_model(
                 sim,
@@ -277,6 +317,8 @@ def run_siq(
                 cancel=cancel,
                 augment=settings.augment,
             )
+        if settings.retrain == "centroids":
+            sim.unshare_centroids()
         # 5. accuracy after retraining, convergence
         acc_retrain = evaluate(sim, *val)
         change = None if prev_layers is None else _max_codebook_change(prev_layers, layers)
