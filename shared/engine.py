@@ -113,7 +113,12 @@ class IntegerNetwork:
         unit = _Weighted(
             name=name,
             op=op,
-            matrix=np.ascontiguousarray(w.reshape(len(w), -1).T.astype(dtype)),
+            # rows in the (kh, kw, C) order of `_im2col_nhwc`'s patches
+            matrix=np.ascontiguousarray(
+                (w.transpose(0, 2, 3, 1) if op == "conv2d" else w)
+                .reshape(len(w), -1)
+                .T.astype(dtype)
+            ),
             bias=bias.astype(dtype),
             dtype=dtype,
         )
@@ -186,14 +191,18 @@ class IntegerNetwork:
 def _im2col_nhwc(
     x: np.ndarray, k: int, stride: int, padding: int
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(N, H, W, C) -> patches (N*Ho*Wo, C*k*k) ordered like torch's (C, kh, kw) weights."""
+    """(N, H, W, C) -> patches (N*Ho*Wo, k*k*C), each patch in (kh, kw, C) order.
+
+    Keeping C innermost makes the one copy run over contiguous memory (measured 3-6x faster
+    than the (C, kh, kw) order of torch's weights, which the weight matrix is permuted to).
+    """
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    win = sliding_window_view(x, (k, k), axis=(1, 2))  # (N, Ho', Wo', C, k, k)
+    win = sliding_window_view(x, (k, k), axis=(1, 2))  # (N, Ho', Wo', C, k, k), a view
     if stride > 1:
         win = win[:, ::stride, ::stride]
     n, ho, wo = win.shape[:3]
-    return win.reshape(n * ho * wo, -1), (ho, wo)
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, -1), (ho, wo)
 
 
 def _maxpool_nhwc(x: np.ndarray, k: int, stride: int) -> np.ndarray:
