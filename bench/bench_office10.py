@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.report import layer_histograms
 from server.datasets import load_dataset
 from server.pipeline import FloatModel, QuantizeConfig, quantize_model, train_float
-from shared.bundle import layer_weights, read_bundle_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = ((4, 5, 0.02), (5, 5, 0.01))  # (weight bits, activation bits, allowed mean drop)
@@ -39,32 +39,6 @@ QUANTIZERS = ("kmeans", "uniform")
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
-
-
-def layer_histograms(model: torch.nn.Module, bundle_path: Path, bins: int = 60) -> list[dict]:
-    """Each weighted layer's float weight histogram and the bundle's codebook in real units."""
-    bundle = read_bundle_file(bundle_path)
-    manifest = bundle.manifest
-    out = []
-    for m in model:
-        name = getattr(m, "siq_name", None)
-        if name is None or not isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
-            continue
-        w = m.weight.detach().numpy().ravel()
-        counts, edges = np.histogram(w, bins=bins)
-        scale = manifest["layers"][name]["weight_scale"]
-        layer = next(g for g in manifest["graph"] if g["name"] == name)
-        used = np.unique(layer_weights(layer, bundle.tensors))  # the codebook values in use
-        out.append(
-            {
-                "name": name,
-                "weight_bits": manifest["weight_bits"],
-                "hist_edges": edges.tolist(),
-                "hist_counts": counts.tolist(),
-                "centroids": (used * scale).tolist(),
-            }
-        )
-    return out
 
 
 def plan(wbits: list[int], abits: list[int]) -> list[tuple]:

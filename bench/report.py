@@ -119,6 +119,38 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def layer_histograms(model: Any, bundle_path: Path, bins: int = 60) -> list[dict]:
+    """For the weight plot: each weighted layer's float weight histogram (from the float
+    `model`, an nn.Sequential) and the codebook values the bundle uses, in real units.
+    Benchmarks call it and store the result as `layers` in their JSON."""
+    import numpy as np
+    from torch import nn
+
+    from shared.bundle import layer_weights, read_bundle_file
+
+    bundle = read_bundle_file(bundle_path)
+    manifest = bundle.manifest
+    out = []
+    for m in model:
+        name = getattr(m, "siq_name", None)
+        if name is None or not isinstance(m, nn.Conv2d | nn.Linear):
+            continue
+        counts, edges = np.histogram(m.weight.detach().numpy().ravel(), bins=bins)
+        scale = manifest["layers"][name]["weight_scale"]
+        layer = next(g for g in manifest["graph"] if g["name"] == name)
+        used = np.unique(layer_weights(layer, bundle.tensors))  # codebook values in use
+        out.append(
+            {
+                "name": name,
+                "weight_bits": manifest["weight_bits"],
+                "hist_edges": edges.tolist(),
+                "hist_counts": counts.tolist(),
+                "centroids": (used * scale).tolist(),
+            }
+        )
+    return out
+
+
 def _plt():
     import matplotlib
 
