@@ -17,12 +17,14 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.report import layer_histograms
 from server.datasets import load_dataset
 from server.kmeans import fit_codebook, within_cluster_sse
 from server.models import weighted_layers
@@ -123,7 +125,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     for b in sorted(TARGETS, reverse=True):  # main configurations: the pipeline's defaults
         cfg = _config(args, weight_bits=b, activation_bits=4, max_iterations=args.max_iterations)
-        r = quantize_model(fm, ds, cfg)
+        with tempfile.TemporaryDirectory() as tmp:  # the bundle feeds the report's weight plot
+            r = quantize_model(fm, ds, cfg, Path(tmp))
+            if b == 4:
+                out["layers"] = layer_histograms(fm.model, Path(r.bundle_path))
         row = _row(r, "kmeans")
         row["pipeline_seconds"] = fm.seconds + r.siq_seconds
         row["target_drop"] = TARGETS[b]
