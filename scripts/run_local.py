@@ -361,7 +361,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     services: list[Service] = []
-    # SIGTERM (e.g. from a supervisor) stops the services like Ctrl-C does.
+    # Ctrl-C, and SIGTERM from a supervisor, stop the services. Installed explicitly: a shell
+    # that starts us in the background leaves SIGINT ignored otherwise.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     code = 0
     try:
