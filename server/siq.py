@@ -14,7 +14,8 @@
                       weights (which may move to another centroid); the learning rate halves
                       every iteration so the loop settles
         5. acc_retrain <- validation accuracy; converged when |acc_retrain_t - acc_retrain_t-1|
-                      < tolerance and the relative codebook change < tolerance
+                      < tolerance and the relative codebook change < tolerance (all layers'
+                      centroids, each weighted by the number of weights that use it)
 
 Why STE with shadow weights rather than fine-tuning shared centroids with frozen assignments
 (Deep Compression): the latter leaves the weights exactly on their codebook, so the next
@@ -50,6 +51,7 @@ __all__ = [
     "quantize_layers",
     "calibrate",
     "choose_activation_scale",
+    "network_codebook_change",
     "run_siq",
 ]
 
@@ -86,6 +88,7 @@ class LayerQuant:
     codebook_int: np.ndarray  # (k,) int64, |v| <= 2^(codebook_bits-1) - 1
     relu: bool
     output_scale: float | None = None  # s_y of the requantised output (relu layers)
+    counts: np.ndarray | None = None  # (k,) weights per centroid at k-means time
 
     @property
     def codebook_real(self) -> np.ndarray:
@@ -130,12 +133,14 @@ def quantize_layers(model: nn.Sequential, settings: SIQSettings) -> dict[str, La
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
         w = m.weight.detach().double().numpy().ravel()  # (n,)
-        centroids, _ = fit_codebook(w, k, settings.method, seed=settings.seed)
+        centroids, codes = fit_codebook(w, k, settings.method, seed=settings.seed)
         cmax = float(np.abs(centroids).max())
         s_w = cmax / limit if cmax > 0 else 1.0
         codebook_int = np.floor(centroids / s_w + 0.5).astype(np.int64)  # (k,)
         relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-        layers[m.siq_name] = LayerQuant(m.siq_name, centroids, s_w, codebook_int, relu)
+        layers[m.siq_name] = LayerQuant(
+            m.siq_name, centroids, s_w, codebook_int, relu, counts=np.bincount(codes, minlength=k)
+        )
     return layers
 
 
@@ -261,8 +266,17 @@ class SIQResult:
     seconds: float = 0.0
 
 
-def _max_codebook_change(old: dict[str, LayerQuant], new: dict[str, LayerQuant]) -> float:
-    return max(codebook_change(old[n].centroids, new[n].centroids) for n in new)
+def network_codebook_change(old: dict[str, LayerQuant], new: dict[str, LayerQuant]) -> float:
+    """Relative change of all layers' codebooks, each centroid weighted by how many weights
+    use it: sqrt(sum n_i (c_i - c'_i)^2 / sum n_i c'_i^2) over every layer's centroids i.
+    (Unweighted, a 2-bit codebook's sparsely used outer centroid can swing by 10% between
+    equally good k-means optima while hardly any weight changes.)"""
+    num = den = 0.0
+    for name, lq in new.items():
+        n = lq.counts if lq.counts is not None else np.ones(len(lq.centroids))
+        num += float((n * (lq.centroids - old[name].centroids) ** 2).sum())
+        den += float((n * old[name].centroids ** 2).sum())
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
 def run_siq(
@@ -321,12 +335,18 @@ def run_siq(
             sim.unshare_centroids()
         # 5. accuracy after retraining, convergence
         acc_retrain = evaluate(sim, *val)
-        change = None if prev_layers is None else _max_codebook_change(prev_layers, layers)
+        change = None if prev_layers is None else network_codebook_change(prev_layers, layers)
+        per_layer = (
+            None
+            if prev_layers is None
+            else {n: codebook_change(prev_layers[n].centroids, layers[n].centroids) for n in layers}
+        )
         record = {
             "iteration": t,
             "accuracy_after_kmeans": acc_kmeans,
             "accuracy_after_retrain": acc_retrain,
             "codebook_change": change,
+            "layer_codebook_change": per_layer,  # unweighted, per layer
             "retrain_lr": lr,
         }
         result.iterations.append(record)
