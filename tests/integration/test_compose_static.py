@@ -5,6 +5,7 @@ exists, every CMD starts a real package, and the client image never pulls torch.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -19,7 +20,7 @@ from tests.conftest import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILES = {"server": REPO_ROOT / "server/Dockerfile", "client": REPO_ROOT / "client/Dockerfile"}
-INTERPOLATED = ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY", "SIQ_BUNDLE")
+SECRETS = ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY")
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +98,26 @@ def test_server_state_on_named_volume_and_data_mounted(compose: dict) -> None:
     assert env["SIQ_DATA_DIR"] in mounts, "SIQ_DATA_DIR must be a mount"
 
 
-def test_settings_are_interpolated_with_defaults(compose: dict) -> None:
+def test_settings_are_interpolated_or_passed_through(compose: dict) -> None:
     text = COMPOSE.read_text()
-    for var in INTERPOLATED:
-        assert re.search(r"\$\{" + var + r":-[^}]*\}", text), f"{var} lacks ${{{var}:-default}}"
-    client_env = service_env(compose["services"]["client"])
+    assert re.search(r"\$\{SIQ_BUNDLE:-latest:[a-z0-9]+\}", text), "SIQ_BUNDLE needs a default"
+    server_env = _raw_env(compose["services"]["server"])
+    client_env = _raw_env(compose["services"]["client"])
+    for env in (server_env, client_env):
+        for secret in SECRETS:
+            assert secret in env, f"{secret} is not passed to the container"
+            # Pass-through (no value) or a ${VAR:-x} with a non-empty x: never "" by default,
+            # which the server refuses ("set but empty").
+            value = env[secret]
+            assert value is None or not re.search(r"\$\{" + secret + r":-\}", str(value)), value
     assert client_env["SIQ_SERVER_URL"] == "http://server:8000"
-    assert {"SIQ_BUNDLE", "SIQ_BUNDLE_HMAC_KEY"} <= set(client_env)
-    assert {"SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY"} <= set(
-        service_env(compose["services"]["server"])
-    )
+
+
+def _raw_env(service: dict) -> dict[str, object]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = {item.partition("=")[0]: item.partition("=")[2] or None for item in env}
+    return dict(env)
 
 
 def test_client_has_no_fixed_host_port(compose: dict) -> None:
@@ -175,3 +186,36 @@ def test_docker_compose_config_accepts_file(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _container_env(service: dict, state_dir: Path) -> dict[str, str]:
+    """The environment a container gets with nothing set in the host shell."""
+    env = {}
+    for key, value in _raw_env(service).items():
+        if value is None:
+            continue  # pass-through of an unset variable: unset in the container
+        env[key] = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+    env["SIQ_STATE_DIR"] = str(state_dir)  # the volume's path does not exist here
+    return env
+
+
+@pytest.mark.parametrize("name", ["server", "client"])
+def test_compose_defaults_are_accepted_by_the_settings(
+    compose: dict, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no secrets set on the host, each service's own settings class accepts the
+    environment compose gives it (a blank token, say, would stop the server at start)."""
+    for key in [k for k in os.environ if k.startswith("SIQ_")]:
+        monkeypatch.delenv(key)
+    for key, value in _container_env(compose["services"][name], tmp_path).items():
+        monkeypatch.setenv(key, value)
+    if name == "server":
+        from server.settings import load_settings as load_server_settings
+
+        settings = load_server_settings()
+        assert settings.api_token is None and settings.bundle_hmac_key is None
+    else:
+        from client.settings import load_settings as load_client_settings
+
+        settings, source = load_client_settings()
+        assert source.kind == "latest" and settings.server_url == "http://server:8000"
