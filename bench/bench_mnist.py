@@ -27,7 +27,7 @@ import torch
 from bench.report import layer_histograms
 from server.datasets import load_dataset
 from server.kmeans import fit_codebook, within_cluster_sse
-from server.models import weighted_layers
+from server.models import layer_name, weighted_layers
 from server.pipeline import QuantizeConfig, quantize_model, train_float
 
 __all__ = ["main", "TARGETS"]
@@ -93,7 +93,7 @@ def kmeans_comparison(model: torch.nn.Module, bits: list[int]) -> list[dict[str,
     for b in bits:
         for m in weighted_layers(model):
             w = m.weight.detach().double().numpy().ravel()
-            row: dict[str, Any] = {"bits": b, "layer": m.siq_name, "weights": int(w.size)}
+            row: dict[str, Any] = {"bits": b, "layer": layer_name(m), "weights": int(w.size)}
             for method in ("optimal", "lloyd"):
                 t = time.perf_counter()
                 c, codes = fit_codebook(w, 1 << b, method)
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:  # the bundle feeds the report's weight plot
             r = quantize_model(fm, ds, cfg, Path(tmp))
             if b == 4:
-                out["layers"] = layer_histograms(fm.model, Path(r.bundle_path))
+                out["layers"] = layer_histograms(fm.model, Path(str(r.bundle_path)))
         row = _row(r, "kmeans")
         row["pipeline_seconds"] = fm.seconds + r.siq_seconds
         row["target_drop"] = TARGETS[b]

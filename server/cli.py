@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from shared.errors import SIQError
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _printer(started: float):
-    last = {"stage": None, "t": 0.0}
+    last: dict[str, Any] = {"stage": None, "t": 0.0}
 
     def progress(event: dict) -> None:
         now = time.monotonic()

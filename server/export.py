@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from server.datasets import Dataset
-from server.models import graph_of
+from server.models import graph_of, layer_name
 from server.siq import QuantSimNet
 from shared.bitpack import pack_codes
 from shared.bundle import Bundle, decode_bundle, encode_bundle
@@ -62,11 +62,13 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
     for m in sim.model:
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
-        lq = sim.layers[m.siq_name]
+        lq = sim.layers[layer_name(m)]
         bits = int(np.log2(len(lq.codebook_int)))
         s_acc = s_x * lq.weight_scale
         codes = sim.codes_of(m).numpy().reshape(-1)  # (n,) C order of the weight
-        bias_real = m.bias.detach().double().numpy()  # (O,)
+        bias_real = (  # (O,)
+            m.bias.detach().double().numpy() if m.bias is not None else np.zeros(len(m.weight))
+        )
         tensors[f"{lq.name}.codes"] = pack_codes(codes, bits)
         tensors[f"{lq.name}.codebook"] = lq.codebook_int.astype(np.int32)
         tensors[f"{lq.name}.bias"] = np.floor(bias_real / s_acc + 0.5).astype(np.int32)

@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "graph_of",
     "weighted_layers",
+    "layer_name",
     "float_param_bytes",
     "build_lenet",
 ]
@@ -89,8 +90,16 @@ def _int_pair(v: int | tuple[int, ...], what: str) -> int:
     return int(v)
 
 
-def weighted_layers(model: nn.Sequential) -> list[nn.Module]:
-    return [m for m in model if isinstance(m, nn.Conv2d | nn.Linear)]
+def layer_name(m: nn.Module) -> str:
+    """The manifest name `build_model` gave a layer (conv1, fc2, ...)."""
+    name = m.__dict__.get("siq_name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{type(m).__name__} has no layer name (build it with build_model)")
+    return name
+
+
+def weighted_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
+    return [m for m in model.children() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
 def graph_of(model: nn.Sequential, weight_bits: int | None = None) -> list[dict]:

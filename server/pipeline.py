@@ -318,20 +318,26 @@ def quantize_model(
             {k: it[k] for k in _ITERATION_KEYS} for it in siq.iterations
         ],
     }
-    encode = dict(
-        weight_bits=config.weight_bits,
-        weight_quantizer=config.weight_quantizer,
-        config=config.to_dict(),
-        job_id=job_id,
-    )
+
+    def encode(metrics: dict[str, Any]) -> bytes:
+        return encode_quantized(
+            siq.sim,
+            ds,
+            weight_bits=config.weight_bits,
+            weight_quantizer=config.weight_quantizer,
+            metrics=metrics,
+            config=config.to_dict(),
+            job_id=job_id,
+        )
+
     # The accuracy goes into the manifest, so measure it on a first encoding whose tensors
     # are identical to the final one's.
-    draft = encode_quantized(siq.sim, ds, metrics=metrics, **encode)
+    draft = encode(metrics)
     evaluating(0.3, "integer-engine accuracy on the test set")
     quantized = engine_accuracy(draft, ds.test_x, ds.test_y)
     _stage(progress, "packaging", lo + 0.97 * span, hi)(0.0, "writing the bundle")
     metrics["quantized_accuracy"] = quantized
-    data = encode_quantized(siq.sim, ds, metrics=metrics, **encode)
+    data = encode(metrics)
     path = write_bundle_atomic(out_dir, data) if out_dir is not None else None
     _stage(progress, "packaging", lo + 0.97 * span, hi)(1.0, "done")
     return PipelineResult(

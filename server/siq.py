@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from server.kmeans import codebook_change, fit_codebook
+from server.models import layer_name
 from server.train import AugmentFn, CancelCheck, evaluate, to_float, train_model
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "run_siq",
 ]
 
+Weighted = nn.Conv2d | nn.Linear
 ReportFn = Callable[[str, float, str, dict | None], None]  # (stage, fraction, message, iteration)
 
 
@@ -138,8 +140,13 @@ def quantize_layers(model: nn.Sequential, settings: SIQSettings) -> dict[str, La
         s_w = cmax / limit if cmax > 0 else 1.0
         codebook_int = np.floor(centroids / s_w + 0.5).astype(np.int64)  # (k,)
         relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-        layers[m.siq_name] = LayerQuant(
-            m.siq_name, centroids, s_w, codebook_int, relu, counts=np.bincount(codes, minlength=k)
+        layers[layer_name(m)] = LayerQuant(
+            layer_name(m),
+            centroids,
+            s_w,
+            codebook_int,
+            relu,
+            counts=np.bincount(codes, minlength=k),
         )
     return layers
 
@@ -171,7 +178,7 @@ class QuantSimNet(nn.Module):
         self.codebook_limit = (1 << (codebook_bits - 1)) - 1
         for m in self.model:
             if isinstance(m, nn.Conv2d | nn.Linear):
-                lq = self.layers[m.siq_name]
+                lq = self.layers[layer_name(m)]
                 self.frozen_codes[lq.name] = self.codes_of(m)
                 self.centroids[lq.name] = nn.Parameter(torch.tensor(lq.centroids.copy()).float())
 
@@ -180,7 +187,7 @@ class QuantSimNet(nn.Module):
         for m in self.model:
             if not isinstance(m, nn.Conv2d | nn.Linear):
                 continue
-            lq = self.layers[m.siq_name]
+            lq = self.layers[layer_name(m)]
             c = self.centroids[lq.name].detach().double().numpy()  # (k,)
             s_w = float(np.abs(c).max()) / self.codebook_limit
             with torch.no_grad():
@@ -191,23 +198,23 @@ class QuantSimNet(nn.Module):
         self.centroids = nn.ParameterDict()
         self.frozen_codes = {}
 
-    def codes_of(self, m: nn.Module) -> torch.Tensor:
+    def codes_of(self, m: Weighted) -> torch.Tensor:
         """Nearest-centroid codes of the shadow weights, same shape as the weight."""
-        lq = self.layers[m.siq_name]
+        lq = self.layers[layer_name(m)]
         mids = torch.as_tensor((lq.centroids[1:] + lq.centroids[:-1]) / 2.0)  # (k-1,)
         return torch.bucketize(m.weight.detach().double(), mids)
 
-    def weight_scale(self, m: nn.Module) -> float | torch.Tensor:
-        if m.siq_name in self.centroids:
-            return self.centroids[m.siq_name].abs().max().detach() / self.codebook_limit
-        return self.layers[m.siq_name].weight_scale
+    def weight_scale(self, m: Weighted) -> float | torch.Tensor:
+        if layer_name(m) in self.centroids:
+            return self.centroids[layer_name(m)].abs().max().detach() / self.codebook_limit
+        return self.layers[layer_name(m)].weight_scale
 
-    def quantized_weight(self, m: nn.Module) -> torch.Tensor:
-        lq = self.layers[m.siq_name]
-        if m.siq_name in self.centroids:
-            c = self.centroids[m.siq_name]  # (k,) trainable
+    def quantized_weight(self, m: Weighted) -> torch.Tensor:
+        lq = self.layers[layer_name(m)]
+        if layer_name(m) in self.centroids:
+            c = self.centroids[layer_name(m)]  # (k,) trainable
             s_w = self.weight_scale(m)
-            return _ste(c, _round_half_up(c / s_w) * s_w)[self.frozen_codes[m.siq_name]]
+            return _ste(c, _round_half_up(c / s_w) * s_w)[self.frozen_codes[layer_name(m)]]
         table = torch.as_tensor(lq.codebook_real, dtype=m.weight.dtype)  # (k,)
         return _ste(m.weight, table[self.codes_of(m)])
 
@@ -220,9 +227,10 @@ class QuantSimNet(nn.Module):
             if not isinstance(m, nn.Conv2d | nn.Linear):
                 h = m(h)  # maxpool2d / flatten commute with the (monotone) quantiser
                 continue
-            lq = self.layers[m.siq_name]
+            lq = self.layers[layer_name(m)]
             s_acc = s_x * self.weight_scale(m)  # accumulator scale
-            bias = _ste(m.bias, _round_half_up(m.bias / s_acc) * s_acc)  # (O,)
+            b_real = m.bias if m.bias is not None else torch.zeros(m.weight.shape[0])
+            bias = _ste(b_real, _round_half_up(b_real / s_acc) * s_acc)  # (O,)
             w = self.quantized_weight(m)
             if isinstance(m, nn.Conv2d):
                 acc = F.conv2d(h, w, bias, m.stride, m.padding)  # (N, O, H', W')
