@@ -10,7 +10,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 # Data for tests, benchmarks and `make run`; the product reads SIQ_DATA_DIR.
 SIQ_DATA_DIR ?= $(abspath $(ROOT)/../shared/data)
 export SIQ_DATA_DIR
-MYPY_PATHS ?= shared client
+MYPY_PATHS ?= shared client server scripts
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
