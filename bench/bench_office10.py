@@ -105,7 +105,8 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         "## Targets (mean over seeds)",
         "",
-        "| config | weights | seeds | float % | integer % | drop (points) | target | met |",
+        "| config | weights | seeds | float % | integer % | integer − float (points) | "
+        "allowed drop | met |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
     for t in result["targets"]:
@@ -113,10 +114,14 @@ def write_markdown(result: dict, path: Path) -> None:
         lines.append(
             f"| W{t['weight_bits']}A{t['activation_bits']} | {t['weight_quantizer']} | "
             f"{','.join(map(str, t['seeds']))} | {_pct(t['float_mean'])} | "
-            f"{_pct(t['quantized_mean'])} | {t['drop_points']:+.2f} | "
+            f"{_pct(t['quantized_mean'])} | {-round(t['drop_points'], 2) + 0.0:+.2f} | "
             f"≤ {t['limit_points']:.0f} | {met} |"
         )
     lines += [
+        "",
+        "147 test photos: one photo is 0.68 points, so single-seed differences of a few points "
+        "are noise; the targets are judged on the mean over seeds. The uniform baseline and "
+        "the grid run on one seed only.",
         "",
         "## Every run",
         "",
@@ -160,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iterations", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render", action="store_true", help="only rewrite office10.md from the JSON")
     args = p.parse_args(argv)
+    if args.render:
+        save(json.loads((args.out / "office10.json").read_text()), args.out)
+        return 0
     data_env = os.environ.get("SIQ_DATA_DIR")
     if not data_env:
         print("set SIQ_DATA_DIR to the folder holding office10/", file=sys.stderr)
