@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,18 @@ def _plt():
     return plt
 
 
+def _one_seed(runs: list[dict]) -> list[dict]:
+    """The runs of the seed with the most configurations (the grid's seed), so a line never
+    mixes single-seed points with means over seeds."""
+    seeds = Counter(r.get("seed") for r in runs)
+    if len(seeds) <= 1:
+        return runs
+    seed = seeds.most_common(1)[0][0]
+    return [r for r in runs if r.get("seed") == seed]
+
+
 def plot_accuracy_vs_bits(results: dict[str, dict], path: Path) -> bool:
-    panels = [(n, summarise(runs_of(r))) for n, r in results.items() if runs_of(r)]
+    panels = [(n, summarise(_one_seed(runs_of(r)))) for n, r in results.items() if runs_of(r)]
     if not panels:
         return False
     plt = _plt()
@@ -186,7 +196,9 @@ def plot_accuracy_vs_bits(results: dict[str, dict], path: Path) -> bool:
         floats = [r["float_accuracy"] for r in rows if r["float_accuracy"] is not None]
         if floats:
             ax.axhline(100 * _mean(floats), color="k", ls=":", lw=1, label="float")
-        ax.set_title(f"{name}: integer-engine accuracy")
+        seeds = {r.get("seed") for r in _one_seed(runs_of(results[name]))} - {None}
+        seed = f" (seed {seeds.pop()})" if len(seeds) == 1 else ""
+        ax.set_title(f"{name}: integer-engine accuracy{seed}")
         ax.set_xlabel("weight bits")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("test accuracy (%)")
