@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iterations", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--resume", action="store_true", help="keep the runs already in the JSON")
     p.add_argument("--render", action="store_true", help="only rewrite office10.md from the JSON")
     args = p.parse_args(argv)
     if args.render:
@@ -189,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         "layers": [],
         "iteration_trace": None,
     }
+    stored = args.out / "office10.json"
+    if args.resume and stored.is_file():  # keep earlier runs; compute only what is missing
+        old = json.loads(stored.read_text())
+        for key in ("floats", "runs", "layers", "iteration_trace"):
+            result[key] = old.get(key, result[key])
+        result["command"] = f"{old.get('command', '?')}; then {result['command']}"
     started = time.perf_counter()
     floats: dict[int, FloatModel] = {}
 
@@ -202,12 +209,6 @@ def main(argv: list[str] | None = None) -> int:
                 "weight_quantizer": q,
             }
         )
-        if any(
-            (r["seed"], r["weight_bits"], r["activation_bits"], r["weight_quantizer"])
-            == (seed, wb, ab, q)
-            for r in result["runs"]
-        ):
-            return
         r = quantize_model(fm, ds, cfg, tmp)
         entry = {"seed": seed, "weight_quantizer": q, **r.to_dict()}
         entry.pop("bundle_path")
@@ -235,34 +236,52 @@ def main(argv: list[str] | None = None) -> int:
             max_iterations=args.max_iterations,
         )
 
-    with tempfile.TemporaryDirectory(prefix="siq-office10-") as tmp:
-        # 1. the targets with k-means on every seed (the figures that must exist first)
-        for seed in args.seeds:
+    def done(seed: int, wb: int, ab: int, q: str) -> bool:
+        key = (seed, wb, ab, q)
+        return any(
+            (r["seed"], r["weight_bits"], r["activation_bits"], r["weight_quantizer"]) == key
+            for r in result["runs"]
+        )
+
+    def float_model(seed: int) -> FloatModel:
+        if seed not in floats:
             fm = floats[seed] = train_float(ds, base(seed))
-            result["floats"].append(
-                {
-                    "seed": seed,
-                    "float_accuracy": fm.float_accuracy,
-                    "val_accuracy": fm.val_accuracy,
-                    "seconds": fm.seconds,
-                }
-            )
+            old = [f for f in result["floats"] if f["seed"] == seed]
+            if old and abs(old[0]["float_accuracy"] - fm.float_accuracy) > 1e-9:
+                raise SystemExit(
+                    f"--resume: seed {seed} retrained to {fm.float_accuracy:.4f}, not the stored "
+                    f"{old[0]['float_accuracy']:.4f}; run without --resume"
+                )
+            if not old:
+                result["floats"].append(
+                    {
+                        "seed": seed,
+                        "float_accuracy": fm.float_accuracy,
+                        "val_accuracy": fm.val_accuracy,
+                        "seconds": fm.seconds,
+                    }
+                )
             print(f"[office10] seed {seed}: float {_pct(fm.float_accuracy)}%", flush=True)
-            for wb, ab, _ in TARGETS:
-                run(seed, wb, ab, "kmeans", Path(tmp))
-        # 2. the bits grid, k-means vs uniform, on one seed
-        if not args.no_grid:
-            if args.grid_seed not in floats:
-                raise SystemExit(f"--grid-seed {args.grid_seed} is not among --seeds")
-            for wb, ab, q in plan(args.grid_weight_bits, args.grid_activation_bits):
-                run(args.grid_seed, wb, ab, q, Path(tmp))
+        return floats[seed]
+
+    todo = [(seed, wb, ab, "kmeans") for seed in args.seeds for wb, ab, _ in TARGETS]
+    if not args.no_grid:
+        grid = plan(args.grid_weight_bits, args.grid_activation_bits)
+        todo += [(args.grid_seed, wb, ab, q) for wb, ab, q in grid]
+    with tempfile.TemporaryDirectory(prefix="siq-office10-") as tmp:
+        # the k-means targets on every seed first, then the bits grid on one seed
+        for seed, wb, ab, q in todo:
+            if not done(seed, wb, ab, q):
+                float_model(seed)
+                run(seed, wb, ab, q, Path(tmp))
+    save(result, args.out)
     for t in result["targets"]:
         print(
             f"[office10] W{t['weight_bits']}A{t['activation_bits']} {t['weight_quantizer']}: "
             f"float {_pct(t['float_mean'])}% integer {_pct(t['quantized_mean'])}% "
             f"drop {t['drop_points']:+.2f} points (met: {t['met']})"
         )
-    print(f"[office10] wrote {args.out / 'office10.md'} in {result['seconds']:.0f} s")
+    print(f"[office10] wrote {args.out / 'office10.md'} in {result.get('seconds', 0):.0f} s")
     return 0
 
 
