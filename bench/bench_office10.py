@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--grid-seed", type=int, default=0)
     p.add_argument("--no-grid", action="store_true")
-    p.add_argument("--grid-weight-bits", type=int, nargs="+", default=[2, 3, 4, 5])
+    p.add_argument("--grid-weight-bits", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--grid-activation-bits", type=int, nargs="+", default=[5, 8])
     p.add_argument("--epochs", type=float, default=None, help="float epochs (data-set default)")
     p.add_argument("--retrain-epochs", type=float, default=None)
