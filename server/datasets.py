@@ -9,6 +9,7 @@ the pipeline divides by 255. The validation split is always carved from the trai
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import os
@@ -32,7 +33,7 @@ __all__ = [
     "load_digits",
     "read_idx",
     "split_validation",
-    "fit_digit_image",
+    "digit_to_mnist",
 ]
 
 # The published MD5s of the four MNIST files (LeCun, Cortes, Burges).
@@ -211,38 +212,43 @@ def load_mnist(
 # ---------------------------------------------------------------- digits
 
 
-def fit_digit_image(img: np.ndarray) -> np.ndarray:
-    """(h, w) float ink in [0, 1] -> (28, 28) uint8: fit into 20x20 keeping the aspect ratio,
-    centred (by bounding box) in 28x28, like MNIST's layout."""
+def digit_to_mnist(img: np.ndarray) -> np.ndarray:
+    """(h, w) ink in [0, 1] -> (28, 28) uint8 in MNIST layout, through the very
+    `shared.preprocess.preprocess_digit` the client applies to an upload (crop to the ink,
+    fit into 20x20, centre of mass at (14, 14)), so a digits image posted to the client is
+    preprocessed into what the network was trained on."""
     from PIL import Image
 
-    h, w = img.shape
-    scale = 20.0 / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    pil = Image.fromarray(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    small = np.asarray(pil.resize((nw, nh), Image.Resampling.BILINEAR))
-    out = np.zeros((28, 28), dtype=np.uint8)
-    top, left = (28 - nh) // 2, (28 - nw) // 2
-    out[top : top + nh, left : left + nw] = small
-    return out
+    from shared.preprocess import preprocess_digit
+
+    padded = np.pad(img, 4)  # a clean background border for the polarity check
+    pil = Image.fromarray(np.clip(padded * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    x = preprocess_digit(pil)  # float32 (1, 28, 28), multiples of 1/255
+    return np.rint(x[0].astype(np.float64) * 255.0).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = bunch.images.astype(np.float64) / 16.0  # (1797, 8, 8) in [0, 1]
+    x = np.stack([digit_to_mnist(im) for im in images])[:, None]  # (1797, 1, 28, 28)
+    x.setflags(write=False)
+    return x, bunch.target.astype(np.int64)
 
 
 def load_digits(
     *, train_limit: int | None = None, test_limit: int | None = None, test_fraction: float = 0.2
 ) -> Dataset:
     """scikit-learn's 1797 8x8 digits (values 0..16) in MNIST layout, seeded 80/20 split."""
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    bunch = sk_load_digits()
-    images = bunch.images.astype(np.float64) / 16.0  # (1797, 8, 8) in [0, 1]
-    labels = bunch.target.astype(np.int64)
-    x = np.stack([fit_digit_image(im) for im in images])[:, None]  # (1797, 1, 28, 28)
+    x, labels = _digits_arrays()
     order = np.random.default_rng(0).permutation(len(labels))
     n_test = int(round(len(labels) * test_fraction))
     test_idx, train_idx = order[:n_test], order[n_test:]
     return Dataset(
         name="digits",
-        train_x=x[train_idx][:train_limit],
+        train_x=x[train_idx][:train_limit],  # fancy indexing copies: writable
         train_y=labels[train_idx][:train_limit],
         test_x=x[test_idx][:test_limit],
         test_y=labels[test_idx][:test_limit],

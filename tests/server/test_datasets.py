@@ -107,9 +107,12 @@ def test_digits_in_mnist_layout() -> None:
     assert ds.train_x.shape == (1438, 1, 28, 28) and ds.train_x.dtype == np.uint8
     assert ds.test_x.shape == (359, 1, 28, 28)
     assert sorted(set(ds.train_y.tolist())) == list(range(10))
-    ink = ds.train_x.max(axis=0)[0] > 0  # union of all digits' ink
-    rows, cols = np.nonzero(ink)
-    assert rows.min() >= 4 and rows.max() <= 23 and cols.min() >= 4 and cols.max() <= 23
+    for img in ds.train_x[:50, 0]:  # ink fits 20x20, centre of mass near (14, 14)
+        rows, cols = np.nonzero(img)
+        assert np.ptp(rows) < 21 and np.ptp(cols) < 21
+        ys, xs = np.indices(img.shape)
+        mass = img.astype(float).sum()
+        assert abs((img * ys).sum() / mass - 14) <= 1 and abs((img * xs).sum() / mass - 14) <= 1
     assert ds.train_x.max() == 255
 
 
