@@ -32,9 +32,10 @@ JOB = {
     "retrain_epochs": 1.0,
     "max_iterations": 1,
     "train_limit": 600,
+    "test_limit": 40,
     "seed": 0,
 }
-N_IMAGES = 40
+N_IMAGES = 40  # the job's test set: the client sees the very images the server evaluated
 JOB_TIMEOUT_S = 120.0
 
 
@@ -173,7 +174,11 @@ def test_client_picks_up_the_bundle_and_recognises_digits(
     assert [p["class_name"] for p in predictions] == [str(label) for label in predicted]
     assert set(predicted.tolist()) <= set(range(10))
     accuracy = float(np.mean(predicted == labels))
-    assert accuracy >= 0.5, f"accuracy {accuracy:.2f} on {len(pngs)} digits (chance is 0.1)"
+    assert accuracy >= 0.7, f"accuracy {accuracy:.2f} on {len(pngs)} digits (chance is 0.1)"
+    # The server measured its accuracy with the engine the client runs, on these images: the
+    # PNG round trip through the client's preprocessing may move at most an image or two.
+    reported = finished_job["result"]["quantized_accuracy"]
+    assert abs(accuracy - reported) <= 2 / len(pngs), (accuracy, reported)
 
     # The single-file field and a raw image body give the same answer as the batch.
     one = system.http.post(
