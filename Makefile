@@ -3,6 +3,7 @@
 #   make test    install (if needed) and run the whole test suite
 #   make lint    ruff format --check, ruff check, mypy
 #   make bench   regenerate bench/results/
+#   make clean   remove .venv and caches (distclean: also ./var, make run's state)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ MYPY_PATHS ?= shared client server scripts
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: help install test lint format run bench clean
+.PHONY: help install test lint format run bench clean distclean
 
 help:
 	@grep -E '^#   make ' $(lastword $(MAKEFILE_LIST)) | sed 's/^#   //'
@@ -47,5 +48,10 @@ run: install
 bench: install
 	$(PY) -m bench.run_all
 
+# `clean` keeps ./var (make run's trained bundles); `distclean` removes it too.
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+
+distclean: clean
+	rm -rf var
