@@ -132,7 +132,7 @@ def job_request(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
         "activation_bits": args.activation_bits,
     }
     if args.quick:
-        body.update(epochs=1, max_iterations=2, train_limit=10000)
+        body.update(epochs=1, retrain_epochs=1.0, max_iterations=2, train_limit=10000)
     for knob in ("epochs", "max_iterations", "train_limit"):
         value = getattr(args, knob)
         if value is not None:
@@ -281,7 +281,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="float training epochs (default: the data set's)")
     p.add_argument("--max-iterations", type=int, help="SIQ iterations at most")
     p.add_argument("--train-limit", type=int, help="train on the first N images only")
-    p.add_argument("--quick", action="store_true", help="1 epoch, 2 iterations, 10k images")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 epoch, 2 iterations of 1 retraining epoch, 10k images",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--server-port", type=int, default=int(os.environ.get("SIQ_SERVER_PORT", 8000)))
     p.add_argument("--client-port", type=int, default=int(os.environ.get("SIQ_CLIENT_PORT", 8001)))
