@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,11 +101,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "co
         time.sleep(interval)
 
 
-@pytest.fixture
-def service_env(tmp_path: Path, data_dir: Path) -> Iterator[dict[str, str]]:
-    """A child-process environment with SIQ_* settings cleared and the data dir set."""
+def child_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """An environment for a service child process: this one minus every SIQ_* variable (so a
+    developer's shell cannot leak in), plus SIQ_DATA_DIR and the given settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
-    env["SIQ_DATA_DIR"] = str(data_dir)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    yield env
+    env.update(SIQ_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(settings)
+    return env

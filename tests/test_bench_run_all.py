@@ -21,7 +21,12 @@ def test_runs_all_in_order_skips_missing_and_reports_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls: list[str] = []
-    _fake(monkeypatch, "bench.fake_ok", lambda argv=None: calls.append(f"ok {argv}") or 0)
+
+    def ok_main(argv: list[str] | None = None) -> int:
+        calls.append(f"ok {argv}")
+        return 0
+
+    _fake(monkeypatch, "bench.fake_ok", ok_main)
     _fake(monkeypatch, "bench.fake_boom", lambda argv=None: 1 / 0)
     _fake(monkeypatch, "bench.fake_report", lambda: calls.append("report"))
     monkeypatch.setattr(
@@ -40,8 +45,13 @@ def test_runs_all_in_order_skips_missing_and_reports_failure(
 
 def test_filter_words_select_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[str] = []
+
+    def run_one(name: str) -> str:
+        ran.append(name)
+        return "ok"
+
     monkeypatch.setattr(run_all, "report_modules", lambda: [])
-    monkeypatch.setattr(run_all, "_run_one", lambda name: ran.append(name) or "ok")
+    monkeypatch.setattr(run_all, "_run_one", run_one)
     assert run_all.main(["client"]) == 0
     assert ran == ["bench.bench_client"]
 

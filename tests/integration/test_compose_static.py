@@ -212,10 +212,10 @@ def test_compose_defaults_are_accepted_by_the_settings(
     if name == "server":
         from server.settings import load_settings as load_server_settings
 
-        settings = load_server_settings()
-        assert settings.api_token is None and settings.bundle_hmac_key is None
+        server_settings = load_server_settings()
+        assert server_settings.api_token is None and server_settings.bundle_hmac_key is None
     else:
         from client.settings import load_settings as load_client_settings
 
-        settings, source = load_client_settings()
-        assert source.kind == "latest" and settings.server_url == "http://server:8000"
+        client_settings, source = load_client_settings()
+        assert source.kind == "latest" and client_settings.server_url == "http://server:8000"

@@ -7,7 +7,6 @@ Both processes are stopped in the fixture's teardown, whatever the test's outcom
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ServiceProcess, start_service, wait_until
+from tests.conftest import ServiceProcess, child_env, start_service, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +51,6 @@ class System:
         )
 
 
-def _base_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
-    env.update(SIQ_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return env
-
-
 def _answers(service: ServiceProcess, http: httpx.Client, path: str) -> bool:
     if not service.alive():
         pytest.fail(f"{service.module} exited early:\n{service.log_tail()}")
@@ -70,7 +63,7 @@ def _answers(service: ServiceProcess, http: httpx.Client, path: str) -> bool:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[System]:
     root = tmp_path_factory.mktemp("e2e")
-    base = _base_env(data_dir)
+    base = child_env(data_dir)
     server_env = {
         **base,
         "SIQ_STATE_DIR": str(root / "server"),

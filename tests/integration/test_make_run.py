@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, child_env
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,8 +46,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_run_local_serves_a_digit_and_stops_on_ctrl_c(tmp_path: Path, data_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
-    env.update(SIQ_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = child_env(data_dir)
     args = ["--dataset", "digits", "--epochs", "2", "--max-iterations", "1"]
     args += ["--train-limit", "300", "--server-port", "0", "--client-port", "0"]
     log = tmp_path / "run_local.out"
