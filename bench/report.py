@@ -91,31 +91,44 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
+def _pivot(name: str, rows: list[dict], label: str) -> list[str]:
+    """Markdown rows: float, k-means and uniform integer accuracy side by side per bits."""
+    cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        cells[(row["weight_bits"], row["activation_bits"], row["siq"])][row["weight_quantizer"]] = (
+            row
+        )
+    out = []
+    for (wb, ab, siq), by_q in sorted(cells.items()):
+        km, un = by_q.get("kmeans"), by_q.get("uniform")
+        fl = (km or un or {}).get("float_accuracy")
+        delta = "–" if km is None or fl is None else f"{100 * (km['quantized_accuracy'] - fl):+.2f}"
+        out.append(
+            f"| {name} | {wb} | {ab} | {siq} | {_pct(fl)} | "
+            f"{_pct(km['quantized_accuracy'] if km else None)} | "
+            f"{_pct(un['quantized_accuracy'] if un else None)} | {delta} | {label} |"
+        )
+    return out
+
+
 def markdown_table(results: dict[str, dict]) -> str:
-    """One row per (data set, weight bits, activation bits, SIQ length): float accuracy and
-    the integer engine's with k-means and with uniform weights, side by side."""
+    """Per data set: every configuration on one seed (the grid's), k-means and uniform side by
+    side against the same float model; then the configurations that ran on several seeds, as
+    means over those seeds."""
     lines = [
         "| data set | W bits | A bits | SIQ | float % | integer, k-means % | integer, uniform % "
-        "| k-means − float (points) | seeds |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| k-means − float (points) | runs |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for name, result in results.items():
-        cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
-        for row in summarise(runs_of(result)):
-            key = (row["weight_bits"], row["activation_bits"], row["siq"])
-            cells[key][row["weight_quantizer"]] = row
-        for (wb, ab, siq), by_q in sorted(cells.items()):
-            km, un = by_q.get("kmeans"), by_q.get("uniform")
-            fl = (km or un or {}).get("float_accuracy")  # k-means ran on the most seeds
-            delta = (
-                "–" if km is None or fl is None else f"{100 * (km['quantized_accuracy'] - fl):+.2f}"
-            )
-            seeds = "/".join(str(r["seeds"]) for r in (km, un) if r is not None)
-            lines.append(
-                f"| {name} | {wb} | {ab} | {siq} | {_pct(fl)} | "
-                f"{_pct(km['quantized_accuracy'] if km else None)} | "
-                f"{_pct(un['quantized_accuracy'] if un else None)} | {delta} | {seeds} |"
-            )
+        runs = runs_of(result)
+        single = _one_seed(runs)
+        seeds = {r.get("seed") for r in single} - {None}
+        lines += _pivot(name, summarise(single), f"seed {seeds.pop()}" if len(seeds) == 1 else "1")
+        multi = [row for row in summarise(runs) if row["seeds"] > 1]
+        for n in sorted({row["seeds"] for row in multi}):
+            group = [row for row in multi if row["seeds"] == n]
+            lines += _pivot(name, group, f"mean of {n} seeds")
     return "\n".join(lines)
 
 
