@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--render-only", action="store_true", help="rewrite mnist.md from mnist.json, no runs"
+    )
     return p
 
 
@@ -175,12 +178,12 @@ def render(res: dict[str, Any], command: str) -> str:
         "",
         "## SIQ at 4-bit activations (pipeline defaults)",
         "",
-        "| config | quantised % | drop (pts) | target drop | met | SIQ iterations | converged "
+        "| config | quantised % | vs float (pts) | allowed drop | met | SIQ iterations | converged "
         "| float s | SIQ s | pipeline s | bundle bytes | float32 bytes | ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["main"]:
-        drop = 100 * (fa - r["quantized_accuracy"])
+        drop = 100 * (r["quantized_accuracy"] - fa)
         lines.append(
             f"| W{r['weight_bits']}A{r['activation_bits']} | {_pct(r['quantized_accuracy'])} | "
             f"{drop:+.2f} | ≤ {r['target_drop']} | {'yes' if r['meets_target'] else 'NO'} | "
@@ -195,7 +198,11 @@ def render(res: dict[str, Any], command: str) -> str:
         "float32 parameter bytes, counting every byte of the bundle file (header, manifest, "
         "biases, codebooks, requantisation constants).",
         "",
-        "Per-iteration validation accuracy (after k-means → after retraining, codebook change):",
+        "Per-iteration validation accuracy (after k-means → after retraining; Δc = relative "
+        "codebook change, all layers, centroids weighted by use). Retraining moves the float "
+        "shadow weights (straight-through estimator), so the re-fitted codebook keeps moving by "
+        "a few percent and the default tolerance 0.002 is rarely met: the loop runs to "
+        "max_iterations and exports the best validation iteration.",
         "",
     ]
     for r in res["main"]:
@@ -266,7 +273,10 @@ def render(res: dict[str, Any], command: str) -> str:
                 )
         lines += [
             "",
-            "The exact DP is the default (`kmeans=optimal`): its SSE is never above Lloyd's.",
+            "The exact DP is the default (`kmeans=optimal`): its within-cluster SSE is never "
+            "above Lloyd's (up to 14% lower on small layers at 4 bits) at a similar cost. The "
+            "accuracy rows use the short grid SIQ and one seed; differences of a few hundredths "
+            "of a point there are within run-to-run noise.",
         ]
     lines += ["", f"Total benchmark time: {res['seconds']:.0f} s.", ""]
     return "\n".join(lines)
@@ -277,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.bench_mnist" + ("" if not argv else " " + " ".join(argv))
     if argv is None and sys.argv[1:]:
         command = "python -m bench.bench_mnist " + " ".join(sys.argv[1:])
+    if args.render_only:
+        res = json.loads((args.out / "mnist.json").read_text())
+        (args.out / "mnist.md").write_text(render(res, res.get("command", command)))
+        return 0
     res = run(args)
     res["environment"] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
