@@ -108,3 +108,9 @@ def child_env(data_dir: Path, **settings: str) -> dict[str, str]:
     env.update(SIQ_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     env.update(settings)
     return env
+
+
+@pytest.fixture
+def service_env(data_dir: Path) -> dict[str, str]:
+    """`child_env(data_dir)` as a fixture: SIQ_* settings cleared, the data dir set."""
+    return child_env(data_dir)
