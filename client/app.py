@@ -29,8 +29,15 @@ from client.manager import BundleManager
 from client.metrics import CONTENT_TYPE_LATEST, ClientMetrics, MetricsMiddleware
 from client.recognize import read_uploads, recognize
 from client.settings import BundleSource, ClientSettings, load_settings
-from shared.errors import BundleError, ConfigError, ImageError, SIQError
-from shared.preprocess import ImageTooLargeError, UnsupportedImageError
+from shared.errors import (
+    BundleError,
+    ConfigError,
+    ImageError,
+    ImageTooLargeError,
+    NotReadyError,
+    SIQError,
+    UnsupportedImageError,
+)
 
 __all__ = ["create_app", "serve_main"]
 
@@ -43,10 +50,6 @@ _STATUS: list[tuple[type[SIQError], int]] = [
     (BundleError, 422),
     (ConfigError, 422),
 ]
-
-
-class NotReadyError(SIQError):
-    code = "not_ready"
 
 
 def _error_response(exc: SIQError) -> JSONResponse:

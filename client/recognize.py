@@ -17,23 +17,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from client.manager import LoadedBundle
-from shared.errors import ImageError
-from shared.preprocess import (
-    ImageTooLargeError,
-    UnsupportedImageError,
-    decode_image,
-    preprocess,
-)
+from shared.errors import ImageError, ImageTooLargeError, UnsupportedImageError, UploadError
+from shared.preprocess import decode_image, preprocess
 
-__all__ = ["UploadError", "read_uploads", "recognize"]
+__all__ = ["read_uploads", "recognize"]
 
 IMAGE_FIELDS = ("file", "files")
-
-
-class UploadError(ImageError):
-    """The request does not carry images the way /recognize takes them (HTTP 422)."""
-
-    code = "bad_upload"
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

@@ -16,9 +16,9 @@ from typing import Any
 
 from server.jobs import connect, utcnow
 from shared.bundle import BUNDLE_SUFFIX, read_bundle_file
-from shared.errors import BundleError, SIQError
+from shared.errors import BundleError, NotFoundError
 
-__all__ = ["BundleStore", "BundleRecord", "BundleNotFound"]
+__all__ = ["BundleStore", "BundleRecord", "NotFoundError"]
 
 log = logging.getLogger(__name__)
 BUNDLE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -39,10 +39,6 @@ CREATE TABLE IF NOT EXISTS bundles (
 CREATE INDEX IF NOT EXISTS bundles_by_dataset ON bundles (dataset, seq);
 """
 _COLUMNS = "id, dataset, weight_bits, activation_bits, quantized_accuracy, float_accuracy, bytes, created, job_id"
-
-
-class BundleNotFound(SIQError):
-    code = "not_found"
 
 
 @dataclass
@@ -73,7 +69,7 @@ class BundleStore:
 
     def path(self, bundle_id: str) -> Path:
         if not BUNDLE_ID.match(bundle_id):
-            raise BundleNotFound(f"no bundle with id {bundle_id!r} (ids are 64 hex digits)")
+            raise NotFoundError(f"no bundle with id {bundle_id!r} (ids are 64 hex digits)")
         return self.bundle_dir / f"{bundle_id}{BUNDLE_SUFFIX}"
 
     def register(self, path: Path, job_id: str | None = None) -> BundleRecord:
@@ -125,7 +121,7 @@ class BundleStore:
                 f"SELECT {_COLUMNS} FROM bundles WHERE id = ?", (bundle_id,)
             ).fetchone()
         if row is None:
-            raise BundleNotFound(f"no bundle with id {bundle_id}")
+            raise NotFoundError(f"no bundle with id {bundle_id}")
         return BundleRecord(*row)
 
     def latest(self, dataset: str | None) -> BundleRecord:
@@ -137,7 +133,7 @@ class BundleStore:
             ).fetchone()
         if row is None:
             scope = f"for data set {dataset!r}" if dataset else "at all"
-            raise BundleNotFound(f"no bundle {scope} yet; run a quantize job first")
+            raise NotFoundError(f"no bundle {scope} yet; run a quantize job first")
         return BundleRecord(*row)
 
     def resolve(self, bundle_id: str, dataset: str | None) -> BundleRecord:
@@ -156,7 +152,7 @@ class BundleStore:
         try:
             return self.path(record.id).read_bytes()
         except FileNotFoundError:
-            raise BundleNotFound(
+            raise NotFoundError(
                 f"bundle {record.id} is recorded but its file is gone from the bundle directory"
             ) from None
 

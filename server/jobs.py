@@ -19,33 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigError, SIQError
+from shared.errors import ConflictError, NotFoundError, UnknownDatasetError
 
 __all__ = [
     "JobStore",
     "JobRecord",
-    "JobNotFound",
-    "JobConflict",
-    "UnknownDataset",
     "check_dataset",
     "connect",
     "utcnow",
 ]
-
-
-class JobNotFound(SIQError):
-    code = "not_found"
-
-
-class JobConflict(SIQError):
-    """The request contradicts the job's state or an earlier request (HTTP 409)."""
-
-    code = "conflict"
-
-
-class UnknownDataset(ConfigError):
-    code = "unknown_dataset"
-    field = "dataset"
 
 
 # Built in: always accepted at submission. mnist may still fail in the worker when its files
@@ -54,12 +36,12 @@ BUILTIN_DATASETS = ("digits", "mnist")
 
 
 def check_dataset(name: str, data_dir: Path | None) -> None:
-    """UnknownDataset (naming the available ones) unless `name` can be asked for."""
+    """UnknownDatasetError (naming the available ones) unless `name` can be asked for."""
     from server.datasets import list_datasets
 
     available = sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
     if name not in available:
-        raise UnknownDataset(
+        raise UnknownDatasetError(
             f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"
         )
 
@@ -190,7 +172,7 @@ class JobStore:
                 ).fetchone()
                 if row is not None:
                     if row["request_hash"] != request_hash:
-                        raise JobConflict(
+                        raise ConflictError(
                             f"Idempotency-Key {idempotency_key!r} was already used for job "
                             f"{row['id']} with different parameters; use a new key"
                         )
@@ -208,7 +190,7 @@ class JobStore:
         with connect(self.db_path, write=False) as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobNotFound(f"no quantize job with id {job_id!r}")
+            raise NotFoundError(f"no quantize job with id {job_id!r}")
         return JobRecord.from_row(row)
 
     def page(
@@ -234,7 +216,7 @@ class JobStore:
         with connect(self.db_path) as conn:
             row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise JobNotFound(f"no quantize job with id {job_id!r}")
+                raise NotFoundError(f"no quantize job with id {job_id!r}")
             if row["status"] == "queued":
                 conn.execute(
                     "UPDATE jobs SET status = 'cancelled', finished = ?, cancel_requested = 1"
@@ -244,7 +226,7 @@ class JobStore:
             elif row["status"] == "running":
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             else:
-                raise JobConflict(f"job {job_id} already {row['status']}; nothing to cancel")
+                raise ConflictError(f"job {job_id} already {row['status']}; nothing to cancel")
         return self.get(job_id)
 
     # ------------------------------------------------------------ runner side

@@ -24,13 +24,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.errors import ConfigError, ImageError
+from shared.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_FORMATS",
-    "UnsupportedImageError",
-    "ImageTooLargeError",
     "decode_image",
     "check_spec",
     "output_shape",
@@ -56,18 +54,6 @@ _HIGH_DEPTH = (
     "I",
     "F",
 )  # digit images are shrunk to this side first; the result is 20x20 anyway
-
-
-class UnsupportedImageError(ImageError):
-    """The bytes are not an image in a supported format (HTTP 415)."""
-
-    code = "unsupported_image"
-
-
-class ImageTooLargeError(ImageError):
-    """The image has more pixels than allowed, e.g. a decompression bomb (HTTP 413)."""
-
-    code = "image_too_large"
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

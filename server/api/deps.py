@@ -15,11 +15,10 @@ from server.jobs import JobStore
 from server.metrics import ServerMetrics
 from server.settings import ServerSettings
 from server.worker import JobRunner
-from shared.errors import SIQError
+from shared.errors import AuthError
 
 __all__ = [
     "ServerContext",
-    "AuthError",
     "ContextDep",
     "SettingsDep",
     "JobStoreDep",
@@ -28,17 +27,6 @@ __all__ = [
     "require_writer",
     "require_reader",
 ]
-
-
-class AuthError(SIQError):
-    """Missing (401) or wrong (403) bearer token."""
-
-    code = "unauthorized"
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = "unauthorized" if status_code == 401 else "forbidden"
 
 
 @dataclass

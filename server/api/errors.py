@@ -1,11 +1,11 @@
 """The one place domain errors become HTTP responses. Every error body has the shape
 `{"error": {"code": str, "message": str, "field": str | null}}` (shared.schemas.ErrorResponse).
 
-    JobNotFound, BundleNotFound  404 not_found
-    JobConflict                  409 conflict
+    NotFoundError                404 not_found (job or bundle)
+    ConflictError                409 conflict
     AuthError                    401 unauthorized / 403 forbidden
     ConfigError, DatasetError,
-    ImageError, UnknownDataset   422 (their own code)
+    ImageError, UnknownDatasetError 422 (their own code)
     request validation           422 invalid_request, `field` names the first bad field
     BundleError                  500 bad_bundle (a stored file is corrupt: not the caller's fault)
 """
@@ -21,10 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api.deps import AuthError
-from server.bundles import BundleNotFound
-from server.jobs import JobConflict, JobNotFound
-from shared.errors import BundleError, SIQError
+from shared.errors import AuthError, BundleError, ConflictError, NotFoundError, SIQError
 from shared.schemas import ErrorResponse
 
 __all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
@@ -53,9 +50,9 @@ def error_response(
 
 
 def _status_of(exc: SIQError) -> int:
-    if isinstance(exc, JobNotFound | BundleNotFound):
+    if isinstance(exc, NotFoundError):
         return 404
-    if isinstance(exc, JobConflict):
+    if isinstance(exc, ConflictError):
         return 409
     if isinstance(exc, AuthError):
         return exc.status_code

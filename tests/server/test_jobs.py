@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.jobs import JobConflict, JobNotFound, JobStore, UnknownDataset, check_dataset
+from server.jobs import JobStore, check_dataset
+from shared.errors import ConflictError, NotFoundError, UnknownDatasetError
 
 CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
 
@@ -26,7 +27,7 @@ def test_create_get_and_page_newest_first(store: JobStore) -> None:
     assert [j.id for j in page] == [ids[4], ids[3]]
     page, _ = store.page(limit=10, offset=4)
     assert [j.id for j in page] == [ids[0]]
-    with pytest.raises(JobNotFound):
+    with pytest.raises(NotFoundError):
         store.get("nope")
 
 
@@ -35,7 +36,7 @@ def test_idempotency_key_returns_same_job_and_rejects_other_params(store: JobSto
     again, created_again = store.create(dict(CONFIG), "key-1")
     assert created and not created_again
     assert again.id == first.id
-    with pytest.raises(JobConflict, match="different parameters"):
+    with pytest.raises(ConflictError, match="different parameters"):
         store.create({**CONFIG, "weight_bits": 2}, "key-1")
     other, created_other = store.create(CONFIG, "key-2")
     assert created_other and other.id != first.id
@@ -68,7 +69,7 @@ def test_cancel_queued_now_running_on_request_finished_conflict(store: JobStore)
     assert store.running_with_cancel_request() == {running.id}
     assert store.cancel_requested(running.id)
     store.finish(running.id, claimed.attempt, "cancelled")
-    with pytest.raises(JobConflict, match="already cancelled"):
+    with pytest.raises(ConflictError, match="already cancelled"):
         store.cancel(running.id)
 
 
@@ -99,5 +100,5 @@ def test_interrupt_running_fails_only_running_jobs(store: JobStore) -> None:
 def test_check_dataset_names_the_available_ones(tmp_path: Path) -> None:
     check_dataset("digits", tmp_path)
     check_dataset("mnist", tmp_path)  # built in; a missing copy fails in the worker instead
-    with pytest.raises(UnknownDataset, match="available: digits, mnist"):
+    with pytest.raises(UnknownDatasetError, match="available: digits, mnist"):
         check_dataset("imagenet", tmp_path)

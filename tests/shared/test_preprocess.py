@@ -10,10 +10,8 @@ import pytest
 from PIL import Image
 
 import shared.preprocess as pp
-from shared.errors import ConfigError, ImageError
+from shared.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
 from shared.preprocess import (
-    ImageTooLargeError,
-    UnsupportedImageError,
     check_spec,
     decode_image,
     output_shape,
