@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None, help="float training epochs")
     p.add_argument("--retrain-epochs", type=float, default=None, help="per SIQ iteration")
     p.add_argument("--max-iterations", type=int, default=5)
-    p.add_argument("--tolerance", type=float, default=0.002)
+    p.add_argument(
+        "--tolerance", type=float, default=0.002, help="converged: val accuracy changes less"
+    )
+    p.add_argument(
+        "--codebook-tolerance", type=float, default=None, help="... and the codebooks change less"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kmeans", default="optimal", help="optimal (exact DP) or lloyd")
     p.add_argument("--weight-quantizer", default="kmeans", help="kmeans or uniform")
@@ -88,6 +93,7 @@ def quantize_main(argv: list[str]) -> int:
             retrain_epochs=args.retrain_epochs,
             max_iterations=args.max_iterations,
             tolerance=args.tolerance,
+            codebook_tolerance=args.codebook_tolerance,
             seed=args.seed,
             kmeans=args.kmeans,
             weight_quantizer=args.weight_quantizer,

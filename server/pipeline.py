@@ -95,7 +95,8 @@ class QuantizeConfig:
     epochs: float | None = None  # float training epochs (None: the data set's default)
     retrain_epochs: float | None = None  # retraining epochs per SIQ iteration
     max_iterations: int = 5
-    tolerance: float = 0.002
+    tolerance: float = 0.002  # converged: validation accuracy changes less than this
+    codebook_tolerance: float | None = None  # ... and, if set, the codebook change too
     seed: int = 0
     kmeans: str = "optimal"  # "optimal" (exact 1-D DP) | "lloyd"
     weight_quantizer: str = "kmeans"  # "kmeans" | "uniform" (the baseline)
@@ -114,6 +115,7 @@ class QuantizeConfig:
         _check_num("tolerance", self.tolerance, 0, 1)
         if self.tolerance is None:
             raise _bad("tolerance", "must be a number")
+        _check_num("codebook_tolerance", self.codebook_tolerance, 0, 1, lo_open=True)
         _check_int("seed", self.seed, 0, 2**31 - 1)
         if self.kmeans not in ("optimal", "lloyd"):
             raise _bad("kmeans", f"must be 'optimal' or 'lloyd', got {self.kmeans!r}")
@@ -284,6 +286,7 @@ def quantize_model(
         method="uniform" if config.weight_quantizer == "uniform" else config.kmeans,
         max_iterations=config.max_iterations,
         tolerance=config.tolerance,
+        codebook_tolerance=config.codebook_tolerance,
         retrain_epochs=float(h["retrain_epochs"]),
         retrain_lr=float(h["retrain_lr"]),
         batch_size=int(h["batch_size"]),

@@ -13,9 +13,15 @@
                       activations; the straight-through estimator updates the float shadow
                       weights (which may move to another centroid); the learning rate halves
                       every iteration so the loop settles
-        5. acc_retrain <- validation accuracy; converged when |acc_retrain_t - acc_retrain_t-1|
-                      < tolerance and the relative codebook change < tolerance (all layers'
-                      centroids, each weighted by the number of weights that use it)
+        5. acc_retrain <- validation accuracy; converged when the validation accuracy has
+                      settled, |acc_retrain_t - acc_retrain_t-1| < tolerance, and, when a
+                      codebook_tolerance is set, the relative codebook change (all layers'
+                      centroids, each weighted by the number of weights that use it) is below
+                      it too. The codebook change is always reported; it is not required by
+                      default because Adam's steps keep moving the shadow weights by a few
+                      percent of their scale at any learning rate, so the re-fitted codebooks
+                      keep shifting 3-10% while the accuracy no longer changes (measured on
+                      MNIST, see bench/results/mnist.md).
 
 Why STE with shadow weights rather than fine-tuning shared centroids with frozen assignments
 (Deep Compression): the latter leaves the weights exactly on their codebook, so the next
@@ -68,6 +74,7 @@ class SIQSettings:
     method: str = "optimal"  # codebook fit: optimal | lloyd | uniform
     max_iterations: int = 5
     tolerance: float = 0.002
+    codebook_tolerance: float | None = None
     retrain_epochs: float = 1.0
     retrain_lr: float = 5e-4
     lr_decay: float = 0.5  # retraining learning rate multiplier per iteration
@@ -366,7 +373,7 @@ def run_siq(
             prev_acc is not None
             and change is not None
             and abs(acc_retrain - prev_acc) < settings.tolerance
-            and change < settings.tolerance
+            and (settings.codebook_tolerance is None or change < settings.codebook_tolerance)
         ):
             result.converged = True
             break

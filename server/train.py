@@ -110,11 +110,11 @@ def train_model(
         params if params is not None else list(model.parameters()), lr=lr, weight_decay=weight_decay
     )
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
-    if schedule == "onecycle":
+    if schedule == "onecycle" and steps >= 4:  # OneCycleLR cannot plan fewer steps
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=steps, pct_start=0.25 if steps > 20 else 0.5
         )
-    elif schedule == "cosine":
+    elif schedule in ("onecycle", "cosine"):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     model.train()
     losses: list[float] = []

@@ -54,7 +54,15 @@ class QuantizeJobBase(BaseModel):
         None, ge=0, le=1000, description="retraining epochs per SIQ iteration"
     )
     max_iterations: int | None = Field(None, ge=1, le=50, description="SIQ iterations at most")
-    tolerance: float | None = Field(None, ge=0, le=1, description="convergence tolerance")
+    tolerance: float | None = Field(
+        None, ge=0, le=1, description="converged when validation accuracy changes less than this"
+    )
+    codebook_tolerance: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="... and the relative codebook change is below this (optional)",
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     kmeans: Literal["optimal", "lloyd"] | None = None
     weight_quantizer: Literal["kmeans", "uniform"] | None = None

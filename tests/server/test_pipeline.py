@@ -29,6 +29,7 @@ from shared.errors import ConfigError
         ("activation_bits", 1),
         ("max_iterations", 0),
         ("tolerance", -0.1),
+        ("codebook_tolerance", 0),
         ("epochs", 0),
         ("kmeans", "median"),
         ("weight_quantizer", "log"),
