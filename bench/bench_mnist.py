@@ -201,8 +201,9 @@ def render(res: dict[str, Any], command: str) -> str:
         "Per-iteration validation accuracy (after k-means → after retraining; Δc = relative "
         "codebook change, all layers, centroids weighted by use). Retraining moves the float "
         "shadow weights (straight-through estimator), so the re-fitted codebook keeps moving by "
-        "a few percent and the default tolerance 0.002 is rarely met: the loop runs to "
-        "max_iterations and exports the best validation iteration.",
+        "a few percent even when accuracy has settled; the loop therefore stops when the "
+        "validation accuracy changes by less than `tolerance` (0.002) between iterations, "
+        "reports Δc, and exports the iteration with the best validation accuracy.",
         "",
     ]
     for r in res["main"]:

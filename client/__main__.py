@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Requests run in a thread pool, each with its own batch; a multi-threaded BLAS under several
+# concurrent callers oversubscribes the cores. One BLAS thread per request is the default
+# (SIQ_BLAS_THREADS changes it); it must be set before numpy is first imported.
+_BLAS_THREADS = os.environ.get("SIQ_BLAS_THREADS", "1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _BLAS_THREADS)
 
 
 def main(argv: list[str] | None = None) -> int:
