@@ -14,6 +14,7 @@ Internally activations are NHWC so that im2col is a single reshape.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ class _Weighted:
     name: str
     op: str
     matrix: np.ndarray  # (K, O) in the carrier dtype; K = C*k*k (conv) or in_features
+    matrix_t: np.ndarray  # (O, K): the same weights, rows in torch's (C, kh, kw) order
     bias: np.ndarray  # (O,) in the carrier dtype
     dtype: np.dtype
     kernel: int = 1
@@ -78,8 +80,11 @@ class IntegerNetwork:
     >>> labels, probs = net.predict(images)   # images: float (N, C, H, W) in [0, 1]
     """
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, *, threads: int = 1):
+        """`threads` > 1 splits a batch across that many threads (numpy and BLAS release the
+        GIL); keep 1 where requests already run in parallel, as in the client."""
         m = bundle.manifest
+        self.threads = max(1, int(threads))
         self.bundle_id = bundle.id
         self.activation_bits = int(m["activation_bits"])
         self.input_scale = float(m["input"]["scale"])
@@ -119,6 +124,8 @@ class IntegerNetwork:
                 .reshape(len(w), -1)
                 .T.astype(dtype)
             ),
+            # single-channel convolutions take transposed patches: (O, k*k) @ (k*k, N*Ho*Wo)
+            matrix_t=np.ascontiguousarray(w.reshape(len(w), -1).astype(dtype)),
             bias=bias.astype(dtype),
             dtype=dtype,
         )
@@ -148,6 +155,13 @@ class IntegerNetwork:
 
     def forward_int(self, q: np.ndarray) -> np.ndarray:
         """Integer input codes (N, C, H, W) to integer logits (N, classes), int64."""
+        q = np.asarray(q)
+        if self.threads > 1 and len(q) >= 8 * self.threads:
+            parts = _pool(self.threads).map(self._forward, np.array_split(q, self.threads))
+            return np.concatenate(list(parts))
+        return self._forward(q)
+
+    def _forward(self, q: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(q).transpose(0, 2, 3, 1))  # (N, H, W, C)
         for layer in self._layers:
             if isinstance(layer, _Flatten):
@@ -161,6 +175,8 @@ class IntegerNetwork:
 
     def _weighted(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
         x = x.astype(layer.dtype, copy=False)
+        if layer.op == "conv2d" and x.shape[3] == 1:
+            return self._conv_single_channel(layer, x)
         if layer.op == "conv2d":
             n = len(x)
             cols, (ho, wo) = _im2col_nhwc(x, layer.kernel, layer.stride, layer.padding)
@@ -172,6 +188,33 @@ class IntegerNetwork:
         if layer.pool is not None:
             # the bias is constant over a window, so it can follow the max
             acc = _maxpool_nhwc(acc, layer.pool.kernel, layer.pool.stride)
+        return self._requantize(layer, acc)
+
+    def _conv_single_channel(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
+        """A one-channel input (the first layer of a grayscale net) has patches of only k*k
+        values, too short to copy fast one by one; its transposed patch matrix is k*k
+        contiguous slices instead (measured ~4x faster on 28x28 digits)."""
+        k, s, p = layer.kernel, layer.stride, layer.padding
+        img = x[..., 0]  # (N, H, W)
+        if p:
+            img = np.pad(img, ((0, 0), (p, p), (p, p)))
+        n, h, w = img.shape
+        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        cols = np.empty((k * k, n, ho, wo), dtype=layer.dtype)  # (k*k, N, Ho, Wo)
+        for i in range(k):
+            for j in range(k):
+                cols[i * k + j] = img[:, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
+        acc = (layer.matrix_t @ cols.reshape(k * k, -1)).reshape(-1, n, ho, wo)  # (O, N, Ho, Wo)
+        if layer.pool is not None:  # pool while the windows are contiguous, then go NHWC
+            acc = _maxpool(acc, layer.pool.kernel, layer.pool.stride, axes=(2, 3))
+        acc = np.ascontiguousarray(acc.transpose(1, 2, 3, 0))  # (N, Ho, Wo, O)
+        if not layer.relu:
+            return acc + layer.bias
+        return self._requantize(layer, acc)
+
+    def _requantize(self, layer: _Weighted, acc: np.ndarray) -> np.ndarray:
+        assert layer.multiplier is not None and layer.shift is not None
+        assert layer.rounding is not None
         acc += layer.bias
         # requantise in place: clip((acc * m + 2^(s-1)) >> s, 0, 2^a - 1); the clip at 0 is the ReLU
         q = acc.astype(np.int64)
@@ -186,6 +229,16 @@ class IntegerNetwork:
         logits = self.forward_int(self.quantize_input(x))
         probs = softmax(logits.astype(np.float64) * self.logit_scale)
         return logits.argmax(axis=1), probs
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: starting threads per call cost ~1 ms a batch."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="siq-engine")
+    return _POOLS[threads]
 
 
 def _im2col_nhwc(
@@ -206,13 +259,24 @@ def _im2col_nhwc(
 
 
 def _maxpool_nhwc(x: np.ndarray, k: int, stride: int) -> np.ndarray:
-    """Max over k x k windows (floor mode) of (N, H, W, C), as k*k strided slices."""
-    _, h, w, _ = x.shape
+    return _maxpool(x, k, stride, axes=(1, 2))
+
+
+def _maxpool(x: np.ndarray, k: int, stride: int, axes: tuple[int, int]) -> np.ndarray:
+    """Max over k x k windows (floor mode) on two axes of `x`, as k*k strided slices."""
+    h, w = x.shape[axes[0]], x.shape[axes[1]]
     ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
     rows, cols = stride * (ho - 1) + 1, stride * (wo - 1) + 1
-    out = x[:, :rows:stride, :cols:stride].copy()
+
+    def window(i: int, j: int) -> np.ndarray:
+        index = [slice(None)] * x.ndim
+        index[axes[0]] = slice(i, i + rows, stride)
+        index[axes[1]] = slice(j, j + cols, stride)
+        return x[tuple(index)]
+
+    out = window(0, 0).copy()
     for i in range(k):
         for j in range(k):
             if i or j:
-                np.maximum(out, x[:, i : i + rows : stride, j : j + cols : stride], out=out)
+                np.maximum(out, window(i, j), out=out)
     return out

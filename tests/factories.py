@@ -39,6 +39,32 @@ ARCHS: dict[str, dict[str, Any]] = {
         ],
         "preprocess": {"kind": "digit"},
     },
+    # grayscale with a padded, strided first convolution and a pool that follows no layer
+    "gray_strided": {
+        "input": (1, 17, 17),
+        "graph": [
+            {
+                "op": "conv2d",
+                "name": "conv1",
+                "out_channels": 4,
+                "kernel_size": 3,
+                "stride": 2,
+                "padding": 1,
+            },
+            {
+                "op": "conv2d",
+                "name": "conv2",
+                "out_channels": 6,
+                "kernel_size": 3,
+                "stride": 1,
+                "padding": 0,
+            },
+            {"op": "maxpool2d", "name": "pool1", "kernel_size": 2, "stride": 2},
+            {"op": "flatten", "name": "flatten"},
+            {"op": "linear", "name": "fc1", "out_features": 3},
+        ],
+        "preprocess": {"kind": "digit"},
+    },
     # small RGB net with padding, stride and an overlapping pool
     "photo": {
         "input": (3, 16, 16),

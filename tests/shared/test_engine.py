@@ -12,7 +12,7 @@ def _random_codes(net: IntegerNetwork, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, top + 1, size=(n, *net.input_shape))
 
 
-@pytest.mark.parametrize("arch", ["lenet", "photo"])
+@pytest.mark.parametrize("arch", ["lenet", "photo", "gray_strided"])
 @pytest.mark.parametrize("wbits,abits", [(1, 2), (2, 4), (4, 4), (5, 5), (8, 8)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_engine_equals_reference_bit_for_bit(arch, wbits, abits, seed):
@@ -67,3 +67,12 @@ def test_predict_returns_labels_and_probabilities():
     np.testing.assert_array_equal(labels, probs.argmax(axis=1))
     with pytest.raises(ValueError, match="shape"):
         net.quantize_input(np.zeros((1, 3, 28, 28)))
+
+
+@pytest.mark.parametrize("arch", ["lenet", "photo"])
+def test_batch_split_across_threads_gives_the_same_logits(arch):
+    bundle = decode_bundle(make_random_bundle(4, arch=arch))
+    serial, threaded = IntegerNetwork(bundle), IntegerNetwork(bundle, threads=3)
+    q = _random_codes(serial, 50, 4)
+    np.testing.assert_array_equal(threaded.forward_int(q), serial.forward_int(q))
+    np.testing.assert_array_equal(threaded.forward_int(q), reference_logits(bundle, q))
