@@ -221,8 +221,9 @@ class IntegerNetwork:
         q *= layer.multiplier
         q += layer.rounding
         q >>= layer.shift
-        np.clip(q, 0, (1 << self.activation_bits) - 1, out=q)
-        return q
+        np.maximum(q, 0, out=q)
+        # the codes go back into acc's buffer, already in the carrier dtype (exact: < 2^8)
+        return np.minimum(q, (1 << self.activation_bits) - 1, out=acc, casting="unsafe")
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""
