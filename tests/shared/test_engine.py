@@ -76,3 +76,6 @@ def test_batch_split_across_threads_gives_the_same_logits(arch):
     q = _random_codes(serial, 50, 4)
     np.testing.assert_array_equal(threaded.forward_int(q), serial.forward_int(q))
     np.testing.assert_array_equal(threaded.forward_int(q), reference_logits(bundle, q))
+    x = np.random.default_rng(5).random((40, *serial.input_shape))
+    for got, want in zip(threaded.predict(x), serial.predict(x), strict=True):
+        np.testing.assert_array_equal(got, want)
