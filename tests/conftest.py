@@ -39,6 +39,15 @@ def mnist_dir(data_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def office10_dir(data_dir: Path) -> Path:
+    """The office10 image folder; skips the test when it is not there."""
+    path = data_dir / "office10"
+    if not (path / "test").is_dir():
+        pytest.skip(f"office10 not found under {data_dir} (set SIQ_DATA_DIR)")
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

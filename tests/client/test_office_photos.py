@@ -25,15 +25,7 @@ CLASSES = ("cup", "lamp", "watch")
 
 
 @pytest.fixture(scope="module")
-def office10(data_dir: Path) -> Path:
-    path = data_dir / "office10"
-    if not (path / "test").is_dir():
-        pytest.skip(f"office10 not found under {data_dir} (set SIQ_DATA_DIR)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def photonet_bundle(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photonet_bundle(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny photonet trained on 40 office10 photos (a few optimiser steps)."""
     torch.set_num_threads(1)
     config = QuantizeConfig(
@@ -48,7 +40,7 @@ def photonet_bundle(office10: Path, tmp_path_factory: pytest.TempPathFactory) ->
         seed=0,
     )
     out = tmp_path_factory.mktemp("bundles")
-    result = run_pipeline(config, office10.parent, out)
+    result = run_pipeline(config, office10_dir.parent, out)
     return Path(result.bundle_path)
 
 
@@ -70,11 +62,11 @@ def _odd_variants(src: Path, dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def photo_folder(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo_folder(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small image folder of real office10 test photos (plus odd sizes/modes)."""
     root = tmp_path_factory.mktemp("photos") / "office_small"
     for cls in CLASSES:
-        files = sorted((office10 / "test" / cls).iterdir())[:3]
+        files = sorted((office10_dir / "test" / cls).iterdir())[:3]
         for split in ("train", "test"):
             (root / split / cls).mkdir(parents=True)
             for f in files:
