@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from shared.bundle import Bundle, layer_weights
-from shared.quant import accumulator_bound, quantize_input
+from shared.quant import accumulator_bound, quantize_input, requantize
 
 __all__ = ["IntegerNetwork", "carrier_dtype", "softmax"]
 
@@ -65,7 +65,6 @@ class _Weighted:
     relu: bool = True
     multiplier: np.ndarray | None = None  # (O,) int64, broadcast over the channel axis
     shift: np.ndarray | None = None
-    rounding: np.ndarray | None = None  # 2^(shift-1)
     pool: _Pool | None = None  # a max-pool fused in front of requantisation
 
 
@@ -139,7 +138,6 @@ class IntegerNetwork:
         if unit.relu:
             unit.multiplier = tensors[f"{name}.multiplier"].astype(np.int64)
             unit.shift = tensors[f"{name}.shift"].astype(np.int64)
-            unit.rounding = np.left_shift(np.int64(1), unit.shift - 1)
         return unit
 
     # --- inference ------------------------------------------------------------------------
@@ -155,11 +153,14 @@ class IntegerNetwork:
 
     def forward_int(self, q: np.ndarray) -> np.ndarray:
         """Integer input codes (N, C, H, W) to integer logits (N, classes), int64."""
-        q = np.asarray(q)
-        if self.threads > 1 and len(q) >= 8 * self.threads:
-            parts = _pool(self.threads).map(self._forward, np.array_split(q, self.threads))
+        return self._over_threads(self._forward, np.asarray(q))
+
+    def _over_threads(self, fn: Any, batch: np.ndarray) -> np.ndarray:
+        """fn(batch), with the batch split across the thread pool when `threads` > 1."""
+        if self.threads > 1 and len(batch) >= 8 * self.threads:
+            parts = _pool(self.threads).map(fn, np.array_split(batch, self.threads))
             return np.concatenate(list(parts))
-        return self._forward(q)
+        return fn(batch)
 
     def _forward(self, q: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(q).transpose(0, 2, 3, 1))  # (N, H, W, C)
@@ -198,9 +199,8 @@ class IntegerNetwork:
         img = x[..., 0]  # (N, H, W)
         if p:
             img = np.pad(img, ((0, 0), (p, p), (p, p)))
-        n, h, w = img.shape
-        ho, wo = (h - k) // s + 1, (w - k) // s + 1
         win = sliding_window_view(img, (k, k), axis=(1, 2))[:, ::s, ::s]  # (N, Ho, Wo, k, k)
+        n, ho, wo = win.shape[:3]
         # one C-level copy (a Python loop of k*k slice copies holds the GIL and does not
         # scale across threads); Wo stays innermost and contiguous
         cols = np.ascontiguousarray(win.transpose(3, 4, 0, 1, 2), dtype=layer.dtype)
@@ -214,28 +214,17 @@ class IntegerNetwork:
 
     def _requantize(self, layer: _Weighted, acc: np.ndarray) -> np.ndarray:
         assert layer.multiplier is not None and layer.shift is not None
-        assert layer.rounding is not None
         acc += layer.bias
-        # requantise in place: clip((acc * m + 2^(s-1)) >> s, 0, 2^a - 1); the clip at 0 is the ReLU
-        q = acc.astype(np.int64)
-        q *= layer.multiplier
-        q += layer.rounding
-        q >>= layer.shift
-        np.maximum(q, 0, out=q)
-        # the codes go back into acc's buffer, already in the carrier dtype (exact: < 2^8)
-        return np.minimum(q, (1 << self.activation_bits) - 1, out=acc, casting="unsafe")
+        # the clip at 0 is the ReLU; the codes go back into acc's buffer, in the carrier dtype
+        return requantize(acc, layer.multiplier, layer.shift, self.activation_bits, out=acc)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""
         x = np.asarray(x)
-        if self.threads > 1 and x.ndim == 4 and len(x) >= 8 * self.threads:
-            # quantise inside the threads too: serial float work would not scale
-            parts = _pool(self.threads).map(
-                lambda c: self._forward(self.quantize_input(c)), np.array_split(x, self.threads)
-            )
-            logits = np.concatenate(list(parts))
-        else:
-            logits = self.forward_int(self.quantize_input(x))
+        if x.ndim == 3:
+            x = x[None]
+        # quantise inside the threads too: serial float work would not scale
+        logits = self._over_threads(lambda c: self._forward(self.quantize_input(c)), x)
         probs = softmax(logits.astype(np.float64) * self.logit_scale)
         return logits.argmax(axis=1), probs
 

@@ -56,17 +56,26 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return int(multiplier), int(shift)
 
 
-def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, bits: int) -> np.ndarray:
-    """clip((acc * multiplier + 2^(shift-1)) >> shift, 0, 2^bits - 1) in int64.
+def requantize(
+    acc: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    bits: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """clip((acc * multiplier + 2^(shift-1)) >> shift, 0, 2^bits - 1), computed in int64.
 
-    `multiplier` and `shift` broadcast against `acc` (per layer or per output channel).
+    `multiplier` and `shift` broadcast against `acc` (per layer or per output channel). The
+    codes (< 2^8, exact in any dtype) go into `out` when given, e.g. acc's own float buffer,
+    else into a new int64 array.
     """
-    acc = np.asarray(acc, dtype=np.int64)
-    multiplier = np.asarray(multiplier, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    rounding = np.left_shift(np.int64(1), shift - 1)
-    out = np.right_shift(acc * multiplier + rounding, shift)
-    return np.clip(out, 0, (1 << bits) - 1)
+    q = np.array(acc, dtype=np.int64)  # a copy: the products need 64 bits
+    q *= np.asarray(multiplier, dtype=np.int64)
+    q += np.left_shift(np.int64(1), shift - 1)
+    q >>= shift
+    np.maximum(q, 0, out=q)
+    return np.minimum(q, (1 << bits) - 1, out=q if out is None else out, casting="unsafe")
 
 
 def accumulator_bound(weights: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
