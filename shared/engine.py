@@ -1,33 +1,55 @@
 """The integer inference engine: runs a bundle with integer arithmetic only (numpy, no torch).
 
-Semantics are those of docs/ARCHITECTURE.md, "The integer network, precisely". For speed,
-integer values are carried in float32/float64 arrays so BLAS does the products, only where
-the accumulator bound proves every partial sum exact (|acc| < 2^24 resp. 2^53); otherwise a
-layer runs in int64. Requantisation is `(acc * multiplier + 2^(shift-1)) >> shift` in int64.
+Semantics are those of docs/ARCHITECTURE.md, "The integer network, precisely". How the engine
+gets there fast, and why each shortcut is exact:
 
-A max-pool that directly follows a weighted layer is applied to the accumulators before
-requantisation: requantisation is monotonic, so `pool(requant(acc)) == requant(pool(acc))`
-exactly, and pooling first requantises a quarter of the values.
-
-Internally activations are NHWC so that im2col is a single reshape.
+- Integer values are carried in float32/float64 arrays so BLAS does the products, only where
+  the accumulator bound proves every partial sum exact (|acc| < 2^24 resp. 2^53); otherwise a
+  layer runs in int64.
+- Requantisation `(acc * multiplier + 2^(shift-1)) >> shift` is applied as
+  `floor(acc * scale + offset)` in the carrier's float type, with per-channel constants
+  (bias folded in) that `shared.quant.fit_affine_requant` proved equal on every accumulator
+  the layer can produce; a layer where no such constants are found requantises in int64.
+- A max-pool that directly follows a weighted layer is applied to the accumulators before
+  requantisation: requantisation is monotonic, so `pool(requant(acc)) == requant(pool(acc))`.
+- Activations are NHWC, so a convolution's patches are runs of `k*C` contiguous values, and
+  the linear layer after a flatten takes its weight rows in (H, W, C) order, so the flatten is
+  a free reshape.
+- Each batch size runs a prepared `_Plan`: scratch arrays allocated and views taken once,
+  then reused. Fresh multi-megabyte arrays per layer cost page faults (measured as up to half
+  the time of a threaded batch), and Python glue between numpy calls holds the GIL, which
+  the threads of a split batch wait on.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from shared.bundle import Bundle, layer_weights
-from shared.quant import accumulator_bound, quantize_input, requantize
+from shared.quant import (
+    accumulator_bound,
+    affine_requantize,
+    fit_affine_requant,
+    quantize_input,
+    requantize,
+)
 
 __all__ = ["IntegerNetwork", "carrier_dtype", "softmax"]
 
 FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
+# Scratch memory of one prepared batch (an estimate); larger batches run in pieces this size.
+WORKSPACE_BYTES = 16 * 2**20
 
 
 def carrier_dtype(bound: int) -> np.dtype:
@@ -47,6 +69,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Pool:
+    name: str
     kernel: int
     stride: int
 
@@ -55,21 +78,48 @@ class _Pool:
 class _Weighted:
     name: str
     op: str
-    matrix: np.ndarray  # (K, O) in the carrier dtype; K = C*k*k (conv) or in_features
-    matrix_t: np.ndarray  # (O, K): the same weights, rows in torch's (C, kh, kw) order
+    matrix: np.ndarray  # (K, O) in the carrier dtype; K = k*k*C (conv, NHWC order) or inputs
     bias: np.ndarray  # (O,) in the carrier dtype
     dtype: np.dtype
     kernel: int = 1
     stride: int = 1
     padding: int = 0
     relu: bool = True
-    multiplier: np.ndarray | None = None  # (O,) int64, broadcast over the channel axis
+    # requantisation: verified float constants, or the int64 formula's multiplier and shift
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    multiplier: np.ndarray | None = None
     shift: np.ndarray | None = None
     pool: _Pool | None = None  # a max-pool fused in front of requantisation
 
 
+@dataclass
 class _Flatten:
-    pass
+    source: tuple[int, ...]  # the (C, H, W) maps it flattens
+    to_chw: bool  # True when no linear layer follows to take them in (H, W, C) order
+
+
+class _Plans:
+    """Prepared forward passes (`_Plan`), in caches that one thread at a time checks out; at
+    most `keep` caches of at most `per_cache` batch sizes stay alive between calls."""
+
+    def __init__(self, keep: int, per_cache: int = 2) -> None:
+        self._free: list[OrderedDict[tuple[int, bool], _Plan]] = []
+        self._lock = threading.Lock()
+        self._keep, self._per_cache = keep, per_cache
+
+    @contextmanager
+    def take(self) -> Iterator[OrderedDict[tuple[int, bool], _Plan]]:
+        with self._lock:
+            cache = self._free.pop() if self._free else OrderedDict()
+        try:
+            yield cache
+        finally:
+            while len(cache) > self._per_cache:
+                cache.popitem(last=False)  # the least recently used batch size
+            with self._lock:
+                if len(self._free) < self._keep:
+                    self._free.append(cache)
 
 
 class IntegerNetwork:
@@ -91,8 +141,11 @@ class IntegerNetwork:
         self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
         self.class_names = list(m["input"]["class_names"])
         self._layers: list[Any] = []
-        for layer in m["graph"]:
-            unit = self._build(layer, bundle.tensors)
+        shape: tuple[int, ...] = self.input_shape  # (C, H, W), or (features,) after a flatten
+        scratch = 12 * int(np.prod(shape))  # plan bytes per image: float64 + carrier input
+        graph = m["graph"]
+        for i, layer in enumerate(graph):
+            unit = self._build(layer, bundle.tensors, shape, graph[i + 1 :])
             prev = self._layers[-1] if self._layers else None
             if (
                 isinstance(unit, _Pool)
@@ -103,30 +156,48 @@ class IntegerNetwork:
                 prev.pool = unit
             else:
                 self._layers.append(unit)
+            shape, nbytes = _output_shape(layer, shape)
+            scratch += nbytes
+        self._first_dtype = next(x.dtype for x in self._layers if isinstance(x, _Weighted))
+        self._chunk = max(1, WORKSPACE_BYTES // max(1, scratch))
+        self._plans = _Plans(keep=self.threads + 1)
 
-    def _build(self, layer: dict[str, Any], tensors: dict[str, np.ndarray]) -> Any:
+    def _build(
+        self,
+        layer: dict[str, Any],
+        tensors: dict[str, np.ndarray],
+        shape: tuple[int, ...],
+        rest: list[dict[str, Any]],
+    ) -> Any:
         op = layer["op"]
         if op == "flatten":
-            return _Flatten()
+            return _Flatten(shape, to_chw=not (rest and rest[0]["op"] == "linear"))
         if op == "maxpool2d":
-            return _Pool(layer["kernel_size"], layer["stride"])
+            return _Pool(layer["name"], layer["kernel_size"], layer["stride"])
         name = layer["name"]
         w = layer_weights(layer, tensors)  # (O, C, k, k) or (O, I), int64
         bias = tensors[f"{name}.bias"].astype(np.int64)
-        dtype = carrier_dtype(int(accumulator_bound(w, bias, self.activation_bits).max()))
+        bits = self.activation_bits
+        dtype = carrier_dtype(int(accumulator_bound(w, bias, bits).max()))
+        if op == "conv2d":
+            rows = w.transpose(0, 2, 3, 1)  # (O, kh, kw, C): the order of the patches
+        elif (
+            self._layers
+            and isinstance(self._layers[-1], _Flatten)
+            and len(self._layers[-1].source) == 3
+        ):
+            # after a flatten of NHWC maps: torch's (C, H, W) input order -> (H, W, C)
+            c, h, wd = self._layers[-1].source
+            rows = w.reshape(len(w), c, h, wd).transpose(0, 2, 3, 1)
+        else:
+            rows = w
         unit = _Weighted(
             name=name,
             op=op,
-            # rows in the (kh, kw, C) order of `_im2col_nhwc`'s patches
-            matrix=np.ascontiguousarray(
-                (w.transpose(0, 2, 3, 1) if op == "conv2d" else w)
-                .reshape(len(w), -1)
-                .T.astype(dtype)
-            ),
-            # single-channel convolutions take transposed patches: (O, k*k) @ (k*k, N*Ho*Wo)
-            matrix_t=np.ascontiguousarray(w.reshape(len(w), -1).astype(dtype)),
+            matrix=np.ascontiguousarray(rows.reshape(len(w), -1).T.astype(dtype)),
             bias=bias.astype(dtype),
             dtype=dtype,
+            relu=bool(layer["relu"]),
         )
         if op == "conv2d":
             unit.kernel, unit.stride, unit.padding = (
@@ -134,99 +205,209 @@ class IntegerNetwork:
                 layer["stride"],
                 layer["padding"],
             )
-        unit.relu = bool(layer["relu"])
         if unit.relu:
-            unit.multiplier = tensors[f"{name}.multiplier"].astype(np.int64)
-            unit.shift = tensors[f"{name}.shift"].astype(np.int64)
+            multiplier = tensors[f"{name}.multiplier"].astype(np.int64)
+            shift = tensors[f"{name}.shift"].astype(np.int64)
+            fitted = None
+            if dtype != np.int64:
+                bound = accumulator_bound(w, np.zeros_like(bias), bits)
+                for kind in dict.fromkeys((dtype, np.dtype(np.float64))):
+                    fitted = fit_affine_requant(bias, multiplier, shift, bits, bound, kind)
+                    if fitted:
+                        break
+            if fitted:
+                unit.scale, unit.offset = fitted
+            else:
+                unit.multiplier, unit.shift = multiplier, shift
         return unit
 
     # --- inference ------------------------------------------------------------------------
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float images (N, C, H, W) in [0, 1] to a-bit integer codes (int64)."""
+        x = self._check_images(x)
+        return quantize_input(x, self.input_scale, self.activation_bits)
+
+    def forward_int(self, q: np.ndarray) -> np.ndarray:
+        """Integer input codes (N, C, H, W) to integer logits (N, classes), int64."""
+        q = self._check_images(q)
+        return self._over_threads(lambda part: self._forward(part, quantized=True), q)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""
+        x = self._check_images(x)
+        # quantised inside the threads too: serial float work would not scale
+        logits = self._over_threads(lambda part: self._forward(part, quantized=False), x)
+        probs = softmax(logits.astype(np.float64) * self.logit_scale)
+        return logits.argmax(axis=1), probs
+
+    def _check_images(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim == 3:
             x = x[None]
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"expected images of shape (N, {self.input_shape}), got {x.shape}")
-        return quantize_input(x, self.input_scale, self.activation_bits)
+        return x
 
-    def forward_int(self, q: np.ndarray) -> np.ndarray:
-        """Integer input codes (N, C, H, W) to integer logits (N, classes), int64."""
-        return self._over_threads(self._forward, np.asarray(q))
+    def _over_threads(
+        self, fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray
+    ) -> np.ndarray:
+        """fn(batch) in pieces that fit WORKSPACE_BYTES, across the thread pool when `threads` > 1."""
+        n = len(batch)
+        pieces = -(-n // self._chunk)
+        if self.threads > 1 and n >= 8 * self.threads:
+            pieces = -(-max(pieces, self.threads) // self.threads) * self.threads
+        if pieces <= 1:
+            return fn(batch)
+        parts = np.array_split(batch, pieces)
+        if self.threads == 1:
+            return np.concatenate([fn(p) for p in parts])
+        # the calling thread takes a share itself: one thread fewer to wake and wait for
+        helpers = _pool(self.threads - 1)
+        share = len(parts) // self.threads
+        futures = [helpers.submit(fn, p) for p in parts[share:]]
+        mine = [fn(p) for p in parts[:share]]
+        return np.concatenate(mine + [f.result() for f in futures])
 
-    def _over_threads(self, fn: Any, batch: np.ndarray) -> np.ndarray:
-        """fn(batch), with the batch split across the thread pool when `threads` > 1."""
-        if self.threads > 1 and len(batch) >= 8 * self.threads:
-            parts = _pool(self.threads).map(fn, np.array_split(batch, self.threads))
-            return np.concatenate(list(parts))
-        return fn(batch)
+    def _forward(self, x: np.ndarray, *, quantized: bool) -> np.ndarray:
+        """Images (N, C, H, W) (codes, or floats to quantise) to int64 logits."""
+        key = (len(x), quantized)
+        with self._plans.take() as plans:
+            plan = plans.pop(key, None) or _Plan(self, *key)
+            plans[key] = plan  # now the most recently used
+            return plan.run(x)
 
-    def _forward(self, q: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(np.asarray(q).transpose(0, 2, 3, 1))  # (N, H, W, C)
-        for layer in self._layers:
+
+Step = Callable[[], object]
+
+
+class _Plan:
+    """The forward pass for one batch size, prepared: every scratch array allocated and every
+    view taken once, so a call is the input's quantisation and a flat list of numpy calls
+    on fixed arrays. (Python glue between numpy calls holds the GIL; in threaded batches
+    each extra microsecond of it is paid again as threads wait for each other.)"""
+
+    def __init__(self, net: IntegerNetwork, n: int, quantized: bool):
+        self.net = net
+        self.steps: list[Step] = []
+        c, h, w = net.input_shape
+        self.codes = np.empty((n, h, w, c), net._first_dtype)  # NHWC
+        self.floats = None if quantized else np.empty((n, c, h, w), np.float64)
+        y = self.codes
+        for layer in net._layers:
             if isinstance(layer, _Flatten):
-                # torch flattens (C, H, W); we hold (H, W, C)
-                x = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+                y = self._flatten(layer, y)
             elif isinstance(layer, _Pool):
-                x = _maxpool_nhwc(x, layer.kernel, layer.stride)
+                y = self._maxpool(y, layer.kernel, layer.stride)
+            elif layer.op == "conv2d":
+                y = self._activate(layer, self._conv(layer, y))
             else:
-                x = self._weighted(layer, x)
-        return np.asarray(x).astype(np.int64)
+                y = self._activate(layer, self._linear(layer, y))
+        self.logits = y
 
-    def _weighted(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
-        x = x.astype(layer.dtype, copy=False)
-        if layer.op == "conv2d" and x.shape[3] == 1:
-            return self._conv_single_channel(layer, x)
-        if layer.op == "conv2d":
-            n = len(x)
-            cols, (ho, wo) = _im2col_nhwc(x, layer.kernel, layer.stride, layer.padding)
-            acc = (cols @ layer.matrix).reshape(n, ho, wo, -1)  # (N, Ho, Wo, O), bias not yet
+    def run(self, x: np.ndarray) -> np.ndarray:
+        nhwc = (0, 2, 3, 1)
+        if self.floats is None:
+            np.copyto(self.codes, x.transpose(nhwc), casting="unsafe")
         else:
-            acc = x @ layer.matrix  # (N, O)
-        if not layer.relu:
-            return acc + layer.bias  # logits
-        if layer.pool is not None:
-            # the bias is constant over a window, so it can follow the max
-            acc = _maxpool_nhwc(acc, layer.pool.kernel, layer.pool.stride)
-        return self._requantize(layer, acc)
+            quantize_input(x, self.net.input_scale, self.net.activation_bits, out=self.floats)
+            np.copyto(self.codes, self.floats.transpose(nhwc), casting="unsafe")
+        for step in self.steps:
+            step()
+        return self.logits.astype(np.int64)  # a copy: the plan's arrays are reused
 
-    def _conv_single_channel(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
-        """A one-channel input (the first layer of a grayscale net) has patches of only k*k
-        values, too short to copy fast one by one; its transposed patch matrix (k*k rows of
-        N*Ho*Wo) copies contiguous image rows instead (measured ~4x faster on 28x28 digits)."""
-        k, s, p = layer.kernel, layer.stride, layer.padding
-        img = x[..., 0]  # (N, H, W)
-        if p:
-            img = np.pad(img, ((0, 0), (p, p), (p, p)))
-        win = sliding_window_view(img, (k, k), axis=(1, 2))[:, ::s, ::s]  # (N, Ho, Wo, k, k)
-        n, ho, wo = win.shape[:3]
-        # one C-level copy (a Python loop of k*k slice copies holds the GIL and does not
-        # scale across threads); Wo stays innermost and contiguous
-        cols = np.ascontiguousarray(win.transpose(3, 4, 0, 1, 2), dtype=layer.dtype)
-        acc = (layer.matrix_t @ cols.reshape(k * k, -1)).reshape(-1, n, ho, wo)  # (O, N, Ho, Wo)
-        if layer.pool is not None:  # pool while the windows are contiguous, then go NHWC
-            acc = _maxpool(acc, layer.pool.kernel, layer.pool.stride, axes=(2, 3))
-        acc = np.ascontiguousarray(acc.transpose(1, 2, 3, 0))  # (N, Ho, Wo, O)
-        if not layer.relu:
-            return acc + layer.bias
-        return self._requantize(layer, acc)
+    def _flatten(self, layer: _Flatten, y: np.ndarray) -> np.ndarray:
+        if not layer.to_chw:  # the next linear layer takes (H, W, C) order: a free reshape
+            return y.reshape(len(y), -1)
+        out = np.empty((len(y), y.shape[3], y.shape[1], y.shape[2]), y.dtype)
+        self.steps.append(partial(np.copyto, out, y.transpose(0, 3, 1, 2)))
+        return out.reshape(len(y), -1)
 
-    def _requantize(self, layer: _Weighted, acc: np.ndarray) -> np.ndarray:
+    def _conv(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
+        """NHWC codes (N, H, W, C) to accumulators (N, Ho, Wo, O), bias not added.
+
+        The patches are copied into a (N*Ho*Wo, k*k*C) matrix in (kh, kw, C) order: for a
+        fixed kh, the k*C values of a patch are one contiguous run of the input. A
+        single-channel input (a grayscale first layer) has runs too short to copy fast; its
+        patches are copied transposed, (k*k, N*Ho*Wo), where the runs are image rows.
+        """
+        k, s, p, dtype = layer.kernel, layer.stride, layer.padding, layer.dtype
+        n, h, w, c = x.shape
+        if p:  # the borders are zeroed once here and never written again
+            padded = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype)
+            self.steps.append(partial(np.copyto, padded[:, p:-p, p:-p], x, casting="unsafe"))
+            x = padded
+        h, w = x.shape[1:3]
+        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        sn, sh, sw, sc = x.strides
+        acc = np.empty((n * ho * wo, layer.matrix.shape[1]), dtype)
+        if c == 1:
+            cols = np.empty((k, k, n, ho, wo), dtype)
+            windows = as_strided(x, cols.shape, (sh, sw, sn, s * sh, s * sw), writeable=False)
+            patches = cols.reshape(k * k, -1).T
+        else:
+            cols = np.empty((n, ho, wo, k, k * c), dtype)
+            windows = as_strided(x, cols.shape, (sn, s * sh, s * sw, sh, sc), writeable=False)
+            patches = cols.reshape(n * ho * wo, -1)
+        self.steps.append(partial(np.copyto, cols, windows, casting="unsafe"))
+        self.steps.append(partial(np.matmul, patches, layer.matrix, out=acc))
+        return acc.reshape(n, ho, wo, -1)
+
+    def _linear(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
+        if x.dtype != layer.dtype:
+            cast = np.empty(x.shape, layer.dtype)
+            self.steps.append(partial(np.copyto, cast, x, casting="unsafe"))
+            x = cast
+        acc = np.empty((len(x), layer.matrix.shape[1]), layer.dtype)
+        self.steps.append(partial(np.matmul, x, layer.matrix, out=acc))
+        return acc
+
+    def _activate(self, layer: _Weighted, acc: np.ndarray) -> np.ndarray:
+        """Accumulators (bias not yet added) to the next layer's codes, or to the logits."""
+        if not layer.relu:
+            self.steps.append(partial(np.add, acc, layer.bias, out=acc))
+            return acc
+        if layer.pool is not None:  # the bias is constant over a window: it can follow the max
+            acc = self._maxpool(acc, layer.pool.kernel, layer.pool.stride)
+        bits = self.net.activation_bits
+        if layer.scale is not None and layer.offset is not None:
+            out = acc if acc.dtype == layer.scale.dtype else np.empty(acc.shape, layer.scale.dtype)
+            self.steps.append(
+                partial(affine_requantize, acc, layer.scale, layer.offset, bits, out=out)
+            )
+            return out
         assert layer.multiplier is not None and layer.shift is not None
-        acc += layer.bias
-        # the clip at 0 is the ReLU; the codes go back into acc's buffer, in the carrier dtype
-        return requantize(acc, layer.multiplier, layer.shift, self.activation_bits, out=acc)
+        self.steps.append(
+            partial(_requantize_int, acc, layer.bias, layer.multiplier, layer.shift, bits)
+        )
+        return acc
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""
-        x = np.asarray(x)
-        if x.ndim == 3:
-            x = x[None]
-        # quantise inside the threads too: serial float work would not scale
-        logits = self._over_threads(lambda c: self._forward(self.quantize_input(c)), x)
-        probs = softmax(logits.astype(np.float64) * self.logit_scale)
-        return logits.argmax(axis=1), probs
+    def _maxpool(self, x: np.ndarray, k: int, stride: int) -> np.ndarray:
+        """Max over k x k windows (floor mode) of NHWC maps: first over the k rows of a window
+        (strided slices whose W*C values are contiguous), then over its k columns; 2(k-1)
+        passes instead of k*k - 1, and the first ones on contiguous runs."""
+        n, h, w, c = x.shape
+        ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+        rows = np.empty((n, ho, w, c), x.dtype)
+        self._max_of(rows, [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(k)])
+        out = np.empty((n, ho, wo, c), x.dtype)
+        self._max_of(out, [rows[:, :, j : j + stride * (wo - 1) + 1 : stride] for j in range(k)])
+        return out
+
+    def _max_of(self, out: np.ndarray, arrays: list[np.ndarray]) -> None:
+        if len(arrays) == 1:
+            self.steps.append(partial(np.copyto, out, arrays[0]))
+            return
+        self.steps.append(partial(np.maximum, arrays[0], arrays[1], out=out))
+        self.steps += [partial(np.maximum, out, a, out=out) for a in arrays[2:]]
+
+
+def _requantize_int(
+    acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, bits: int
+) -> None:
+    """The int64 formula, in place: for layers without proved float constants."""
+    acc += bias  # exact: the carrier's bound includes the bias
+    requantize(acc, multiplier, shift, bits, out=acc)
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -239,42 +420,20 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOLS[threads]
 
 
-def _im2col_nhwc(
-    x: np.ndarray, k: int, stride: int, padding: int
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """(N, H, W, C) -> patches (N*Ho*Wo, k*k*C), each patch in (kh, kw, C) order.
-
-    Keeping C innermost makes the one copy run over contiguous memory (measured 3-6x faster
-    than the (C, kh, kw) order of torch's weights, which the weight matrix is permuted to).
-    """
-    if padding:
-        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    win = sliding_window_view(x, (k, k), axis=(1, 2))  # (N, Ho', Wo', C, k, k), a view
-    if stride > 1:
-        win = win[:, ::stride, ::stride]
-    n, ho, wo = win.shape[:3]
-    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, -1), (ho, wo)
-
-
-def _maxpool_nhwc(x: np.ndarray, k: int, stride: int) -> np.ndarray:
-    return _maxpool(x, k, stride, axes=(1, 2))
-
-
-def _maxpool(x: np.ndarray, k: int, stride: int, axes: tuple[int, int]) -> np.ndarray:
-    """Max over k x k windows (floor mode) on two axes of `x`, as k*k strided slices."""
-    h, w = x.shape[axes[0]], x.shape[axes[1]]
-    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
-    rows, cols = stride * (ho - 1) + 1, stride * (wo - 1) + 1
-
-    def window(i: int, j: int) -> np.ndarray:
-        index = [slice(None)] * x.ndim
-        index[axes[0]] = slice(i, i + rows, stride)
-        index[axes[1]] = slice(j, j + cols, stride)
-        return x[tuple(index)]
-
-    out = window(0, 0).copy()
-    for i in range(k):
-        for j in range(k):
-            if i or j:
-                np.maximum(out, window(i, j), out=out)
-    return out
+def _output_shape(layer: dict[str, Any], shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    """A graph node's output shape per image, and the scratch bytes per image it needs (a
+    generous estimate: patches, accumulators and pooled maps, 8 bytes a value)."""
+    op = layer["op"]
+    if op == "flatten":
+        return (int(np.prod(shape)),), 0
+    if op == "linear":
+        return (layer["out_features"],), 8 * 2 * layer["out_features"]
+    c, h, w = shape
+    k, s = layer["kernel_size"], layer["stride"]
+    p = layer.get("padding", 0)
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if op == "maxpool2d":
+        return (c, ho, wo), 8 * c * ho * wo
+    o = layer["out_channels"]
+    padded = c * (h + 2 * p) * (w + 2 * p) if p else 0
+    return (o, ho, wo), 8 * (ho * wo * (k * k * c + 2 * o) + padded)

@@ -14,6 +14,9 @@ __all__ = [
     "quantize_input",
     "quantize_multiplier",
     "requantize",
+    "requant_thresholds",
+    "fit_affine_requant",
+    "affine_requantize",
     "accumulator_bound",
 ]
 
@@ -26,11 +29,17 @@ def round_half_up(x: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
 
 
-def quantize_input(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
-    """Float image values (about [0, 1]) to unsigned `bits`-bit codes, int64, same shape."""
+def quantize_input(
+    x: np.ndarray, scale: float, bits: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Float image values (about [0, 1]) to unsigned `bits`-bit codes: clip(round_half_up(x /
+    scale), 0, 2^bits - 1), computed in float64. Int64 of x's shape, or into `out` (float64)."""
     top = (1 << bits) - 1
-    q = round_half_up(np.asarray(x, dtype=np.float64) / scale)
-    return np.clip(q, 0, top).astype(np.int64)
+    q = np.divide(x, scale, dtype=np.float64, out=out)
+    q += 0.5  # round_half_up, in place
+    np.floor(q, out=q)
+    np.clip(q, 0, top, out=q)
+    return q if out is not None else q.astype(np.int64)
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -76,6 +85,110 @@ def requantize(
     q >>= shift
     np.maximum(q, 0, out=q)
     return np.minimum(q, (1 << bits) - 1, out=q if out is None else out, casting="unsafe")
+
+
+def requant_thresholds(
+    bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, bits: int
+) -> np.ndarray:
+    """Where `requantize(acc + bias, ...)` steps: t[o, k-1] is the smallest integer `acc` whose
+    code is >= k, for k = 1 .. 2^bits - 1; int64 (O, 2^bits - 1), saturated at +-2^61.
+
+    code >= k  <=>  (acc + b) * m + 2^(s-1) >= k * 2^s  <=>  acc >= ceil((2k - 1) 2^(s-1) / m) - b,
+    evaluated with Python integers (the numerator reaches 2^70).
+    """
+    bias = np.asarray(bias, dtype=np.int64).reshape(-1)
+    m = np.broadcast_to(np.asarray(multiplier, dtype=np.int64).reshape(-1), bias.shape)
+    s = np.broadcast_to(np.asarray(shift, dtype=np.int64).reshape(-1), bias.shape)
+    top = (1 << bits) - 1
+    cap = 1 << 61
+    steps: dict[tuple[int, int], np.ndarray] = {}
+    out = np.empty((len(bias), top), dtype=np.int64)
+    for o, (mo, so) in enumerate(zip(m.tolist(), s.tolist(), strict=True)):
+        if (mo, so) not in steps:
+            steps[(mo, so)] = np.array(
+                [min(-((-(2 * k - 1) << (so - 1)) // mo), cap) for k in range(1, top + 1)],
+                dtype=np.int64,
+            )
+        out[o] = steps[(mo, so)] - bias[o]
+    return out
+
+
+def affine_requantize(
+    acc: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    bits: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """clip(floor(acc * scale + offset), 0, 2^bits - 1), each step rounded in scale's dtype.
+
+    With constants from `fit_affine_requant` this equals `requantize(acc + bias, ...)` exactly, in
+    four passes over a float array instead of seven over int64. `out` (e.g. acc itself) must have
+    scale's dtype: a wider intermediate would round differently from what was verified.
+    """
+    if out is not None and out.dtype != scale.dtype:
+        raise TypeError(f"out is {out.dtype}, the constants are {scale.dtype}")
+    y = np.multiply(acc, scale, out=out, dtype=scale.dtype)
+    y += offset
+    np.floor(y, out=y)
+    np.clip(y, 0, (1 << bits) - 1, out=y)
+    return y
+
+
+def fit_affine_requant(
+    bias: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    bits: int,
+    bound: np.ndarray,
+    dtype: np.dtype | type,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel `(scale, offset)` in `dtype` with which `affine_requantize(acc, ...)` equals
+    `requantize(acc + bias, multiplier, shift, bits)` for every integer |acc| <= bound[o]
+    (acc without the bias), or None when no such pair is found in `dtype`.
+
+    The equality is checked, not assumed. Both sides are non-decreasing in acc (every float
+    step is monotonic for a positive scale), so they agree on the whole range as soon as they
+    agree on both sides of each threshold of `requant_thresholds` that lies in the range; the
+    check evaluates `affine_requantize` itself on those points.
+    """
+    dtype = np.dtype(dtype)
+    top = (1 << bits) - 1
+    t = requant_thresholds(bias, multiplier, shift, bits)  # (O, top)
+    o = len(t)
+    b = np.broadcast_to(np.asarray(bound, dtype=np.int64).reshape(-1), (o,))[:, None]
+    if b.max() >= 2 ** (np.finfo(dtype).nmant + 1):
+        return None  # the accumulators themselves are not exact in dtype
+    k = np.arange(1, top + 1, dtype=np.int64)[None, :]
+    # code < k at the last integer below t (if in range), code >= k at t (if in range)
+    below_ok = t - 1 >= -b
+    below = np.minimum(t - 1, b)
+    above_ok = t <= b
+    above = np.maximum(t, -b)
+    m = np.broadcast_to(np.asarray(multiplier, dtype=np.int64).reshape(-1), (o,))
+    s = np.broadcast_to(np.asarray(shift, dtype=np.int64).reshape(-1), (o,))
+    scale = (m.astype(np.float64) * np.exp2(-s.astype(np.float64))).astype(dtype)[:, None]
+    # the offset window left by the thresholds for this scale (float64 is only the guess;
+    # the check below is what decides)
+    a = scale.astype(np.float64)
+    lo = np.where(above_ok, k - a * above, -np.inf).max(axis=1, initial=-np.inf)
+    hi = np.where(below_ok, k - a * below, np.inf).min(axis=1, initial=np.inf)
+    offset = np.where(
+        np.isfinite(lo) & np.isfinite(hi),
+        (lo + hi) / 2,
+        np.where(np.isfinite(lo), lo + 0.5, np.where(np.isfinite(hi), hi - 0.5, 0.0)),
+    )
+    scale, offset = scale[:, 0], offset.astype(dtype)
+    if np.all(scale == scale[0]):
+        scale = scale[:1]  # one factor per layer: a broadcast scalar multiplies faster
+    if not (np.all(lo < hi) and np.all(scale > 0) and np.all(np.isfinite(offset))):
+        return None
+    # broadcast along the channel axis, as the engine applies them
+    code_below = affine_requantize(below.T.astype(dtype), scale, offset, bits).T
+    code_above = affine_requantize(above.T.astype(dtype), scale, offset, bits).T
+    if np.any(below_ok & (code_below > k - 1)) or np.any(above_ok & (code_above < k)):
+        return None
+    return scale, offset
 
 
 def accumulator_bound(weights: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from shared import engine
 from shared.bundle import decode_bundle
 from shared.engine import IntegerNetwork, carrier_dtype
 from tests.factories import make_random_bundle
@@ -79,3 +80,27 @@ def test_batch_split_across_threads_gives_the_same_logits(arch):
     x = np.random.default_rng(5).random((40, *serial.input_shape))
     for got, want in zip(threaded.predict(x), serial.predict(x), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_float_requantisation_is_used_and_int64_fallback_agrees(monkeypatch):
+    bundle = decode_bundle(make_random_bundle(6, weight_bits=4, activation_bits=4))
+    fast = IntegerNetwork(bundle)
+    weighted = [x for x in fast._layers if getattr(x, "relu", False)]
+    assert weighted and all(x.scale is not None for x in weighted)
+    # where no float constants can be proved, the engine requantises with the int64 formula
+    monkeypatch.setattr(engine, "fit_affine_requant", lambda *args, **kwargs: None)
+    slow = IntegerNetwork(bundle)
+    assert all(x.scale is None for x in slow._layers if getattr(x, "relu", False))
+    q = _random_codes(fast, 12, 6)
+    want = reference_logits(bundle, q)
+    np.testing.assert_array_equal(fast.forward_int(q), want)
+    np.testing.assert_array_equal(slow.forward_int(q), want)
+
+
+def test_large_batches_run_in_pieces_with_the_same_logits(monkeypatch):
+    bundle = decode_bundle(make_random_bundle(7, arch="photo"))
+    monkeypatch.setattr(engine, "WORKSPACE_BYTES", 1)  # one image per piece
+    net = IntegerNetwork(bundle)
+    assert net._chunk == 1
+    q = _random_codes(net, 5, 7)
+    np.testing.assert_array_equal(net.forward_int(q), reference_logits(bundle, q))

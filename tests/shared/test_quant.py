@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 
 from shared.quant import (
+    affine_requantize,
+    fit_affine_requant,
     quantize_input,
     quantize_multiplier,
+    requant_thresholds,
     requantize,
     round_half_up,
 )
@@ -40,3 +43,73 @@ def test_requantize_rounds_half_up_and_clips(bits):
     top = (1 << bits) - 1
     expected = np.clip(np.floor(acc / 2 + 0.5), 0, top)
     np.testing.assert_array_equal(requantize(acc, np.int64(m), np.int64(s), bits), expected)
+
+
+def _random_layer(rng: np.random.Generator, channels: int, bits: int, per_channel: bool):
+    """Constants like the server's: a factor that maps the accumulator range onto the codes."""
+    bound = rng.integers(50, 3000, size=channels)
+    reals = (1 << bits) / (bound * rng.uniform(0.3, 1.5, size=channels))
+    if not per_channel:
+        reals[:] = reals[0]
+    pairs = [quantize_multiplier(float(r)) for r in reals]
+    multiplier = np.array([m for m, _ in pairs], dtype=np.int64)
+    shift = np.array([s for _, s in pairs], dtype=np.int64)
+    bias = rng.integers(-bound // 2, bound // 2 + 1)
+    return bias, multiplier, shift, bound
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 5, 8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_affine_requantize_equals_requantize_on_every_accumulator(bits, dtype, per_channel):
+    rng = np.random.default_rng(bits * 10 + per_channel)
+    bias, multiplier, shift, bound = _random_layer(rng, 6, bits, per_channel)
+    fitted = fit_affine_requant(bias, multiplier, shift, bits, bound, dtype)
+    assert fitted is not None  # these layers are the common case: the fast path must exist
+    scale, offset = fitted
+    assert scale.dtype == offset.dtype == np.dtype(dtype)
+    top = int(bound.max())
+    acc = np.arange(-top, top + 1)[:, None].repeat(len(bias), axis=1)  # every accumulator
+    want = requantize(acc + bias, multiplier, shift, bits)
+    got = affine_requantize(acc.astype(dtype), scale, offset, bits)
+    inside = np.abs(acc) <= bound  # the range the constants were proved for
+    np.testing.assert_array_equal(got[inside], want[inside])
+
+
+def test_affine_requantize_handles_exact_ties():
+    # factor 1/2: every odd accumulator lands exactly on a .5 tie, which must round up
+    m, s = 1 << 30, 31
+    bias = np.array([0, 1, -7])
+    fitted = fit_affine_requant(bias, np.int64(m), np.int64(s), 4, np.int64(40), np.float32)
+    assert fitted is not None
+    acc = np.arange(-40, 41)[:, None].repeat(3, axis=1)
+    np.testing.assert_array_equal(
+        affine_requantize(acc.astype(np.float32), *fitted, 4),
+        requantize(acc + bias, np.int64(m), np.int64(s), 4),
+    )
+
+
+def test_requant_thresholds_are_where_the_code_steps():
+    rng = np.random.default_rng(7)
+    bias, multiplier, shift, _ = _random_layer(rng, 4, 4, per_channel=True)
+    t = requant_thresholds(bias, multiplier, shift, 4)
+    k = np.arange(1, 16)
+    at = requantize(t + bias[:, None], multiplier[:, None], shift[:, None], 4)
+    below = requantize(t - 1 + bias[:, None], multiplier[:, None], shift[:, None], 4)
+    assert np.all(at >= k) and np.all(below < k)
+
+
+def test_fit_affine_requant_refuses_accumulators_a_dtype_cannot_hold():
+    assert (
+        fit_affine_requant(
+            np.array([0]), np.int64(1 << 30), np.int64(40), 4, np.int64(2**24), np.float32
+        )
+        is None
+    )
+
+
+def test_quantize_input_into_a_float_buffer_gives_the_same_codes():
+    x = np.random.default_rng(0).random((3, 1, 5, 5)).astype(np.float32)
+    out = np.empty(x.shape)
+    quantize_input(x, 1 / 15, 4, out=out)
+    np.testing.assert_array_equal(out, quantize_input(x, 1 / 15, 4))
