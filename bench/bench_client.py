@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import io
 import json
 import os
 import platform
-import pstats
 import subprocess
 import sys
 import tempfile
@@ -145,6 +143,32 @@ def time_per_batch(fn, batches: list, min_seconds: float = 1.0) -> dict[str, flo
     }
 
 
+def compare(fns: dict[str, Any], batches: list, rounds: int = 6, seconds: float = 0.4) -> dict:
+    """Time several functions on the same batches in interleaved rounds (A, B, A, B, ...):
+    this machine's speed drifts by up to 2x over seconds, so timing one function after the
+    other would compare machine states. Per function: the median over rounds of each round's
+    median batch time, and the spread of the round medians."""
+    for fn in fns.values():
+        time_per_batch(fn, batches, min_seconds=0.2)  # warm up (plans, caches, threads)
+    per_round: dict[str, list[dict[str, float]]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per_round[name].append(time_per_batch(fn, batches, min_seconds=seconds))
+    out = {}
+    for name, rows in per_round.items():
+        ms = [r["ms_per_batch_p50"] for r in rows]
+        median = float(np.median(ms))
+        out[name] = {
+            "images_per_s": len(batches[0]) / median * 1e3,
+            "ms_per_batch_p50": median,
+            "round_ms_min": min(ms),
+            "round_ms_max": max(ms),
+            "rounds": rounds,
+            "batches": sum(int(r["batches"]) for r in rows),
+        }
+    return out
+
+
 def load_images(count: int) -> list[bytes]:
     """PNG bytes of MNIST test digits (or scikit-learn digits when MNIST is absent)."""
     import gzip
@@ -170,6 +194,10 @@ def load_images(count: int) -> list[bytes]:
 
 
 def bench_engine(bundle, x: np.ndarray) -> dict[str, Any]:
+    """Engine vs PyTorch at batch 1 and 64, first with all cores (torch's default intra-op
+    threads; the engine splits a batch across as many threads, one BLAS thread each), then
+    with one core each (what one request gets in the client, which serves requests in
+    parallel)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -177,51 +205,55 @@ def bench_engine(bundle, x: np.ndarray) -> dict[str, Any]:
     blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
     if blas_threads:  # the same thread budget for both
         torch.set_num_threads(int(blas_threads))
-    # The same core budget: torch runs `threads` intra-op threads; the engine splits a batch
-    # across `threads` Python threads, each with a single-threaded BLAS.
-    threads = torch.get_num_threads()
-    net = IntegerNetwork(bundle, threads=threads)
+    cores = torch.get_num_threads()
     threadpool_limits(1, user_api="blas")
 
     def run_torch(b):
         with torch.inference_mode():
             return torch.softmax(model(torch.from_numpy(b)), dim=1)
 
-    rows = {}
-    for batch in (1, 64):
-        batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
-        rows[f"engine_b{batch}"] = time_per_batch(net.predict, batches)
-        rows[f"torch_b{batch}"] = time_per_batch(run_torch, batches)
+    rows: dict[str, dict[str, float]] = {}
+    for threads in dict.fromkeys((cores, 1)):
+        torch.set_num_threads(threads)
+        net = IntegerNetwork(bundle, threads=threads)
+        for batch in (1, 64):
+            batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
+            timed = compare({"engine": net.predict, "torch": run_torch}, batches)
+            for who, row in timed.items():
+                rows[f"{who}_b{batch}_t{threads}"] = row | {"threads": threads, "batch": batch}
+    torch.set_num_threads(cores)
+    net = IntegerNetwork(bundle)
     labels, _ = net.predict(x)
     agree = float((run_torch(x).argmax(1).numpy() == labels).mean())
-    profile = None
-    if rows["engine_b64"]["images_per_s"] < rows["torch_b64"]["images_per_s"] or (
-        rows["engine_b1"]["images_per_s"] < rows["torch_b1"]["images_per_s"]
-    ):
-        profile = {f"b{b}": profile_engine(net, x[:b]) for b in (1, 64)}
     return {
         "rows": rows,
         "label_agreement_engine_vs_float": agree,
-        "torch_threads": torch.get_num_threads(),
-        "engine_threads": threads,
+        "torch_threads": cores,
+        "engine_threads": cores,
         "blas_threads_env": blas_threads or "default",
-        "profile": profile,
+        "profile": {f"b{b}": profile_engine(net, x[:b]) for b in (1, 32)},
     }
 
 
-def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> str:
-    """Top functions by own time. `_weighted`'s own time includes the BLAS product (`@` is
-    not a Python call); `reshape` of the strided window view is the im2col copy."""
-    prof = cProfile.Profile()
+def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> list[list]:
+    """Where one thread's time goes: the engine's prepared pass for this batch size, timed
+    step by step (input quantisation, patch copies, matmuls, pools, requantisation)."""
+    from shared.engine import _Plan  # the engine's internals, on purpose: this is a profile
+
+    plan = _Plan(net, len(x), quantized=False)
+    totals: dict[str, float] = {}
+    runs = 0
     start = time.perf_counter()
-    prof.enable()
-    while time.perf_counter() - start < seconds:
-        net.predict(x)
-    prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(12)
-    lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
-    return "\n".join(lines[-14:])
+    while time.perf_counter() - start < seconds or runs < 20:
+        t = time.perf_counter()
+        plan.load(x)
+        totals["input quantise"] = totals.get("input quantise", 0.0) + time.perf_counter() - t
+        for label, step in plan.steps:
+            t = time.perf_counter()
+            step()
+            totals[label] = totals.get(label, 0.0) + time.perf_counter() - t
+        runs += 1
+    return [[label, 1e6 * total / runs] for label, total in totals.items()]
 
 
 async def _load(url: str, images: list[bytes], requests: int, concurrency: int) -> dict:
@@ -301,22 +333,32 @@ def write_report(result: dict, out: Path) -> None:
         f"{result['bundle']['activation_bits']}-bit activations). Machine: {result['machine']}.",
         f"{result['note']}",
         "",
-        "| inference | batch | images/s (from p50) | ms per batch (p50) |",
-        "|---|---|---|---|",
+        "Engine and PyTorch are timed in interleaved rounds (engine, torch, engine, ...; "
+        f"{next(iter(rows.values()))['rounds']} rounds of 0.4 s each): images/s comes from the "
+        "median over rounds of each round's median batch time; the last column is the "
+        "spread of the round medians.",
+        "",
+        "| threads (cores) | batch | shared.engine images/s | PyTorch float32 images/s "
+        "| engine / torch | engine ms (rounds) | torch ms (rounds) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for key, row in rows.items():
-        who, batch = key.split("_b")
-        name = "shared.engine (integer)" if who == "engine" else "PyTorch float32 eager"
+    for key, e in rows.items():
+        if not key.startswith("engine_"):
+            continue
+        t = rows["torch_" + key.removeprefix("engine_")]
         lines.append(
-            f"| {name} | {batch} | {row['images_per_s']:.0f} | {row['ms_per_batch_p50']:.3f} |"
+            f"| {e['threads']} | {e['batch']} | {e['images_per_s']:.0f} | "
+            f"{t['images_per_s']:.0f} | {e['images_per_s'] / t['images_per_s']:.2f}x | "
+            f"{e['ms_per_batch_p50']:.3f} ({e['round_ms_min']:.3f}-{e['round_ms_max']:.3f}) | "
+            f"{t['ms_per_batch_p50']:.3f} ({t['round_ms_min']:.3f}-{t['round_ms_max']:.3f}) |"
         )
     agreement = result["engine"]["label_agreement_engine_vs_float"]
-    lines.insert(
-        4,
-        f"Threads: torch {result['engine']['torch_threads']} intra-op; the engine splits a "
-        f"batch across {result['engine'].get('engine_threads', 1)} threads with one BLAS "
-        "thread each (the same core budget; OMP_NUM_THREADS sets it).",
-    )
+    lines += [
+        "",
+        f"With {result['engine']['torch_threads']} threads, torch runs its intra-op threads; "
+        "the engine splits a batch across as many threads with one BLAS thread each (the "
+        "same core budget; OMP_NUM_THREADS sets it). With 1 thread both use one core.",
+    ]
     lines += ["", f"Engine vs float labels agree on {agreement:.1%} of the images.", ""]
     h = result["http"]
     lines += [
@@ -326,17 +368,20 @@ def write_report(result: dict, out: Path) -> None:
         f"| `python -m client`, loopback | {h['requests']} | {h['concurrency']} | "
         f"{h['requests_per_s']:.0f} | {h['p50_ms']:.1f} | {h['p99_ms']:.1f} | {h['errors']} |",
     ]
-    if result["engine"]["profile"]:
-        lines += [
-            "",
-            "## Where the engine's time goes (cProfile, by own time)",
-            "",
-            "`_weighted`'s own time includes the BLAS matrix product (`@` is not a Python call);",
-            "`reshape` of the strided window view is the im2col copy.",
-            "",
-        ]
-        for name, text in result["engine"]["profile"].items():
-            lines += [f"Batch {name[1:]}:", "", "```", text, "```", ""]
+    lines += [
+        "",
+        "## Where the engine's time goes (one thread, microseconds per batch)",
+        "",
+        "Each step of the engine's prepared pass, timed alone (`bench_client.profile_engine`).",
+        "",
+    ]
+    profile = result["engine"]["profile"]
+    lines += ["| step | " + " | ".join(f"batch {k[1:]}" for k in profile) + " |"]
+    lines += ["|---|" + "---|" * len(profile)]
+    tables = [dict(steps) for steps in profile.values()]
+    for label in tables[-1]:
+        lines.append(f"| {label} | " + " | ".join(f"{t.get(label, 0):.1f}" for t in tables) + " |")
+    lines.append("| **total** | " + " | ".join(f"{sum(t.values()):.1f}" for t in tables) + " |")
     (out / "client.md").write_text("\n".join(lines) + "\n")
 
 

@@ -23,6 +23,7 @@ gets there fast, and why each shortcut is exact:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -48,8 +49,8 @@ __all__ = ["IntegerNetwork", "carrier_dtype", "softmax"]
 
 FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
-# Scratch memory of one prepared batch (an estimate); larger batches run in pieces this size.
-WORKSPACE_BYTES = 16 * 2**20
+# Memory of one prepared batch; larger batches run in pieces of at most this size.
+WORKSPACE_BYTES = 32 * 2**20
 
 
 def carrier_dtype(bound: int) -> np.dtype:
@@ -142,7 +143,6 @@ class IntegerNetwork:
         self.class_names = list(m["input"]["class_names"])
         self._layers: list[Any] = []
         shape: tuple[int, ...] = self.input_shape  # (C, H, W), or (features,) after a flatten
-        scratch = 12 * int(np.prod(shape))  # plan bytes per image: float64 + carrier input
         graph = m["graph"]
         for i, layer in enumerate(graph):
             unit = self._build(layer, bundle.tensors, shape, graph[i + 1 :])
@@ -156,10 +156,10 @@ class IntegerNetwork:
                 prev.pool = unit
             else:
                 self._layers.append(unit)
-            shape, nbytes = _output_shape(layer, shape)
-            scratch += nbytes
+            shape = _output_shape(layer, shape)
         self._first_dtype = next(x.dtype for x in self._layers if isinstance(x, _Weighted))
-        self._chunk = max(1, WORKSPACE_BYTES // max(1, scratch))
+        # batch pieces of at most WORKSPACE_BYTES of prepared arrays
+        self._chunk = max(1, WORKSPACE_BYTES // _Plan(self, 1, quantized=False).nbytes)
         self._plans = _Plans(keep=self.threads + 1)
 
     def _build(
@@ -289,16 +289,17 @@ class _Plan:
 
     def __init__(self, net: IntegerNetwork, n: int, quantized: bool):
         self.net = net
-        self.steps: list[Step] = []
+        self.steps: list[tuple[str, Step]] = []  # (what it does, the call)
         c, h, w = net.input_shape
-        self.codes = np.empty((n, h, w, c), net._first_dtype)  # NHWC
-        self.floats = None if quantized else np.empty((n, c, h, w), np.float64)
+        self.nbytes = 0  # of the arrays allocated for this plan
+        self.codes = self._array((n, h, w, c), net._first_dtype)  # NHWC
+        self.floats = None if quantized else self._array((n, c, h, w), np.dtype(np.float64))
         y = self.codes
         for layer in net._layers:
             if isinstance(layer, _Flatten):
                 y = self._flatten(layer, y)
             elif isinstance(layer, _Pool):
-                y = self._maxpool(y, layer.kernel, layer.stride)
+                y = self._maxpool(layer.name, y, layer.kernel, layer.stride)
             elif layer.op == "conv2d":
                 y = self._activate(layer, self._conv(layer, y))
             else:
@@ -306,21 +307,25 @@ class _Plan:
         self.logits = y
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        self.load(x)
+        for _, step in self.steps:
+            step()
+        return self.logits.astype(np.int64)  # a copy: the plan's arrays are reused
+
+    def load(self, x: np.ndarray) -> None:
+        """The images (N, C, H, W) into the first layer's NHWC codes, quantised if floats."""
         nhwc = (0, 2, 3, 1)
         if self.floats is None:
             np.copyto(self.codes, x.transpose(nhwc), casting="unsafe")
         else:
             quantize_input(x, self.net.input_scale, self.net.activation_bits, out=self.floats)
             np.copyto(self.codes, self.floats.transpose(nhwc), casting="unsafe")
-        for step in self.steps:
-            step()
-        return self.logits.astype(np.int64)  # a copy: the plan's arrays are reused
 
     def _flatten(self, layer: _Flatten, y: np.ndarray) -> np.ndarray:
         if not layer.to_chw:  # the next linear layer takes (H, W, C) order: a free reshape
             return y.reshape(len(y), -1)
-        out = np.empty((len(y), y.shape[3], y.shape[1], y.shape[2]), y.dtype)
-        self.steps.append(partial(np.copyto, out, y.transpose(0, 3, 1, 2)))
+        out = self._array((len(y), y.shape[3], y.shape[1], y.shape[2]), y.dtype)
+        self._emit("flatten", np.copyto, out, y.transpose(0, 3, 1, 2))
         return out.reshape(len(y), -1)
 
     def _conv(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
@@ -334,72 +339,81 @@ class _Plan:
         k, s, p, dtype = layer.kernel, layer.stride, layer.padding, layer.dtype
         n, h, w, c = x.shape
         if p:  # the borders are zeroed once here and never written again
-            padded = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype)
-            self.steps.append(partial(np.copyto, padded[:, p:-p, p:-p], x, casting="unsafe"))
+            padded = self._array((n, h + 2 * p, w + 2 * p, c), dtype)
+            padded.fill(0)
+            self._emit(f"{layer.name} pad", np.copyto, padded[:, p:-p, p:-p], x, casting="unsafe")
             x = padded
         h, w = x.shape[1:3]
         ho, wo = (h - k) // s + 1, (w - k) // s + 1
         sn, sh, sw, sc = x.strides
-        acc = np.empty((n * ho * wo, layer.matrix.shape[1]), dtype)
+        acc = self._array((n * ho * wo, layer.matrix.shape[1]), dtype)
         if c == 1:
-            cols = np.empty((k, k, n, ho, wo), dtype)
+            cols = self._array((k, k, n, ho, wo), dtype)
             windows = as_strided(x, cols.shape, (sh, sw, sn, s * sh, s * sw), writeable=False)
             patches = cols.reshape(k * k, -1).T
         else:
-            cols = np.empty((n, ho, wo, k, k * c), dtype)
+            cols = self._array((n, ho, wo, k, k * c), dtype)
             windows = as_strided(x, cols.shape, (sn, s * sh, s * sw, sh, sc), writeable=False)
             patches = cols.reshape(n * ho * wo, -1)
-        self.steps.append(partial(np.copyto, cols, windows, casting="unsafe"))
-        self.steps.append(partial(np.matmul, patches, layer.matrix, out=acc))
+        self._emit(f"{layer.name} patches", np.copyto, cols, windows, casting="unsafe")
+        self._emit(f"{layer.name} matmul", np.matmul, patches, layer.matrix, out=acc)
         return acc.reshape(n, ho, wo, -1)
 
     def _linear(self, layer: _Weighted, x: np.ndarray) -> np.ndarray:
         if x.dtype != layer.dtype:
-            cast = np.empty(x.shape, layer.dtype)
-            self.steps.append(partial(np.copyto, cast, x, casting="unsafe"))
+            cast = self._array(x.shape, layer.dtype)
+            self._emit(f"{layer.name} cast", np.copyto, cast, x, casting="unsafe")
             x = cast
-        acc = np.empty((len(x), layer.matrix.shape[1]), layer.dtype)
-        self.steps.append(partial(np.matmul, x, layer.matrix, out=acc))
+        acc = self._array((len(x), layer.matrix.shape[1]), layer.dtype)
+        self._emit(f"{layer.name} matmul", np.matmul, x, layer.matrix, out=acc)
         return acc
 
     def _activate(self, layer: _Weighted, acc: np.ndarray) -> np.ndarray:
         """Accumulators (bias not yet added) to the next layer's codes, or to the logits."""
         if not layer.relu:
-            self.steps.append(partial(np.add, acc, layer.bias, out=acc))
+            self._emit(f"{layer.name} bias", np.add, acc, layer.bias, out=acc)
             return acc
         if layer.pool is not None:  # the bias is constant over a window: it can follow the max
-            acc = self._maxpool(acc, layer.pool.kernel, layer.pool.stride)
-        bits = self.net.activation_bits
+            acc = self._maxpool(layer.pool.name, acc, layer.pool.kernel, layer.pool.stride)
+        bits, label = self.net.activation_bits, f"{layer.name} requantise"
         if layer.scale is not None and layer.offset is not None:
-            out = acc if acc.dtype == layer.scale.dtype else np.empty(acc.shape, layer.scale.dtype)
-            self.steps.append(
-                partial(affine_requantize, acc, layer.scale, layer.offset, bits, out=out)
+            out = (
+                acc if acc.dtype == layer.scale.dtype else self._array(acc.shape, layer.scale.dtype)
             )
+            self._emit(label, affine_requantize, acc, layer.scale, layer.offset, bits, out=out)
             return out
         assert layer.multiplier is not None and layer.shift is not None
-        self.steps.append(
-            partial(_requantize_int, acc, layer.bias, layer.multiplier, layer.shift, bits)
-        )
+        self._emit(label, _requantize_int, acc, layer.bias, layer.multiplier, layer.shift, bits)
         return acc
 
-    def _maxpool(self, x: np.ndarray, k: int, stride: int) -> np.ndarray:
+    def _maxpool(self, name: str, x: np.ndarray, k: int, stride: int) -> np.ndarray:
         """Max over k x k windows (floor mode) of NHWC maps: first over the k rows of a window
         (strided slices whose W*C values are contiguous), then over its k columns; 2(k-1)
         passes instead of k*k - 1, and the first ones on contiguous runs."""
         n, h, w, c = x.shape
         ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
-        rows = np.empty((n, ho, w, c), x.dtype)
-        self._max_of(rows, [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(k)])
-        out = np.empty((n, ho, wo, c), x.dtype)
-        self._max_of(out, [rows[:, :, j : j + stride * (wo - 1) + 1 : stride] for j in range(k)])
+        rows = self._array((n, ho, w, c), x.dtype)
+        windows = [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(k)]
+        self._max_of(f"{name} rows", rows, windows)
+        out = self._array((n, ho, wo, c), x.dtype)
+        windows = [rows[:, :, j : j + stride * (wo - 1) + 1 : stride] for j in range(k)]
+        self._max_of(f"{name} columns", out, windows)
         return out
 
-    def _max_of(self, out: np.ndarray, arrays: list[np.ndarray]) -> None:
+    def _max_of(self, label: str, out: np.ndarray, arrays: list[np.ndarray]) -> None:
         if len(arrays) == 1:
-            self.steps.append(partial(np.copyto, out, arrays[0]))
+            self._emit(label, np.copyto, out, arrays[0])
             return
-        self.steps.append(partial(np.maximum, arrays[0], arrays[1], out=out))
-        self.steps += [partial(np.maximum, out, a, out=out) for a in arrays[2:]]
+        self._emit(label, np.maximum, arrays[0], arrays[1], out=out)
+        for a in arrays[2:]:
+            self._emit(label, np.maximum, out, a, out=out)
+
+    def _array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        self.nbytes += math.prod(shape) * dtype.itemsize
+        return np.empty(shape, dtype)
+
+    def _emit(self, label: str, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        self.steps.append((label, partial(fn, *args, **kwargs)))
 
 
 def _requantize_int(
@@ -420,20 +434,15 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOLS[threads]
 
 
-def _output_shape(layer: dict[str, Any], shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
-    """A graph node's output shape per image, and the scratch bytes per image it needs (a
-    generous estimate: patches, accumulators and pooled maps, 8 bytes a value)."""
+def _output_shape(layer: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A graph node's output shape per image: (C, H, W), or (features,)."""
     op = layer["op"]
     if op == "flatten":
-        return (int(np.prod(shape)),), 0
+        return (math.prod(shape),)
     if op == "linear":
-        return (layer["out_features"],), 8 * 2 * layer["out_features"]
+        return (layer["out_features"],)
     c, h, w = shape
     k, s = layer["kernel_size"], layer["stride"]
     p = layer.get("padding", 0)
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    if op == "maxpool2d":
-        return (c, ho, wo), 8 * c * ho * wo
-    o = layer["out_channels"]
-    padded = c * (h + 2 * p) * (w + 2 * p) if p else 0
-    return (o, ho, wo), 8 * (ho * wo * (k * k * c + 2 * o) + padded)
+    return (c if op == "maxpool2d" else layer["out_channels"], ho, wo)
