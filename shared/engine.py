@@ -259,13 +259,17 @@ class IntegerNetwork:
             pieces = -(-max(pieces, self.threads) // self.threads) * self.threads
         if pieces <= 1:
             return fn(batch)
-        parts = np.array_split(batch, pieces)
+        size, extra = divmod(n, pieces)
+        parts, start = [], 0
+        for i in range(pieces):  # slices: np.array_split takes ~25 us
+            end = start + size + (i < extra)
+            parts.append(batch[start:end])
+            start = end
         if self.threads == 1:
             return np.concatenate([fn(p) for p in parts])
         # the calling thread takes a share itself: one thread fewer to wake and wait for
-        helpers = _pool(self.threads - 1)
         share = len(parts) // self.threads
-        futures = [helpers.submit(fn, p) for p in parts[share:]]
+        futures = [_pool(self.threads - 1).submit(fn, p) for p in parts[share:]]
         mine = [fn(p) for p in parts[:share]]
         return np.concatenate(mine + [f.result() for f in futures])
 
@@ -318,8 +322,9 @@ class _Plan:
         if self.floats is None:
             np.copyto(self.codes, x.transpose(nhwc), casting="unsafe")
         else:
-            quantize_input(x, self.net.input_scale, self.net.activation_bits, out=self.floats)
-            np.copyto(self.codes, self.floats.transpose(nhwc), casting="unsafe")
+            # the codes land in the NHWC buffer directly, through a transposed view
+            codes = self.codes.transpose(0, 3, 1, 2)
+            quantize_input(x, self.net.input_scale, self.net.activation_bits, codes, self.floats)
 
     def _flatten(self, layer: _Flatten, y: np.ndarray) -> np.ndarray:
         if not layer.to_chw:  # the next linear layer takes (H, W, C) order: a free reshape
@@ -425,13 +430,15 @@ def _requantize_int(
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """One long-lived pool per size: starting threads per call cost ~1 ms a batch."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="siq-engine")
-    return _POOLS[threads]
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="siq-engine")
+        return _POOLS[threads]
 
 
 def _output_shape(layer: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, ...]:

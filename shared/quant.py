@@ -30,16 +30,22 @@ def round_half_up(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_input(
-    x: np.ndarray, scale: float, bits: int, out: np.ndarray | None = None
+    x: np.ndarray,
+    scale: float,
+    bits: int,
+    out: np.ndarray | None = None,
+    work: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float image values (about [0, 1]) to unsigned `bits`-bit codes: clip(round_half_up(x /
-    scale), 0, 2^bits - 1), computed in float64. Int64 of x's shape, or into `out` (float64)."""
+    scale), 0, 2^bits - 1), computed in float64 (in `work`, float64 of x's shape, if given).
+    Returns int64 codes of x's shape, or writes them into `out` (any dtype, e.g. a view)."""
     top = (1 << bits) - 1
-    q = np.divide(x, scale, dtype=np.float64, out=out)
+    q = np.divide(x, scale, dtype=np.float64, out=work)
     q += 0.5  # round_half_up, in place
     np.floor(q, out=q)
-    np.clip(q, 0, top, out=q)
-    return q if out is not None else q.astype(np.int64)
+    if out is None:
+        return np.clip(q, 0, top, out=q).astype(np.int64)
+    return np.clip(q, 0, top, out=out, casting="unsafe")  # integers: exact in any dtype
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:

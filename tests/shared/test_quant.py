@@ -108,8 +108,10 @@ def test_fit_affine_requant_refuses_accumulators_a_dtype_cannot_hold():
     )
 
 
-def test_quantize_input_into_a_float_buffer_gives_the_same_codes():
-    x = np.random.default_rng(0).random((3, 1, 5, 5)).astype(np.float32)
-    out = np.empty(x.shape)
-    quantize_input(x, 1 / 15, 4, out=out)
-    np.testing.assert_array_equal(out, quantize_input(x, 1 / 15, 4))
+def test_quantize_input_into_buffers_gives_the_same_codes():
+    x = np.random.default_rng(0).random((3, 2, 5, 5)).astype(np.float32)
+    want = quantize_input(x, 1 / 15, 4)
+    work = np.empty(x.shape)
+    nhwc = np.empty((3, 5, 5, 2), np.float32)
+    quantize_input(x, 1 / 15, 4, out=nhwc.transpose(0, 3, 1, 2), work=work)
+    np.testing.assert_array_equal(nhwc.transpose(0, 3, 1, 2), want)
