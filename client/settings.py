@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,12 @@ class ClientSettings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit")
     max_images: int = Field(64, ge=1, le=4096, description="images per /recognize request")
     max_pixels: int = Field(16_000_000, ge=1, description="pixels per image (bomb guard)")
+    inference_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="requests recognised at once, the others wait in line (default: CPUs)",
+    )
 
     @property
     def hmac_key(self) -> str | None:

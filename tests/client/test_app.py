@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -12,8 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from client.settings import load_settings
 from shared.bundle import bundle_id, decode_bundle
 from shared.engine import IntegerNetwork
+from shared.errors import ConfigError
 from shared.preprocess import decode_image, preprocess
 from tests.client.conftest import png_bytes
 from tests.shared.test_preprocess import mnist_test_digits
@@ -166,3 +170,49 @@ def test_no_bundle_yet_is_503_not_500(make_app, server):
     assert http.get("/readyz").status_code == 503
     assert http.get("/bundle").status_code == 503
     assert http.get("/healthz").status_code == 200
+
+
+def test_requests_beyond_the_inference_workers_wait_in_line(
+    make_app, bundle_file, digits, monkeypatch
+):
+    import client.app as client_app
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    original = client_app.recognize
+
+    def tracked(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # long enough for the other requests to arrive meanwhile
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(client_app, "recognize", tracked)
+    image = png_bytes(digits[0])
+    codes: list[int] = []
+    # the limiter lives in the serving event loop: started by the lifespan, as in production
+    with TestClient(make_app(str(bundle_file), inference_workers=1)) as http:
+
+        def post():
+            answer = http.post("/recognize", files={"file": ("d.png", image)})
+            codes.append(answer.status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert codes == [200] * 6  # nobody is turned away ...
+    assert most[0] == 1  # ... and only one at a time ran
+
+
+def test_inference_workers_must_be_positive(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIQ_BUNDLE", str(tmp_path / "x.siq"))
+    monkeypatch.setenv("SIQ_INFERENCE_WORKERS", "0")
+    with pytest.raises(ConfigError, match="SIQ_INFERENCE_WORKERS"):
+        load_settings()
