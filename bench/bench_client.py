@@ -401,6 +401,11 @@ def write_report(result: dict, out: Path) -> None:
     lines += ["", f"Engine vs float labels agree on {agreement:.1%} of the images.", ""]
     h = result["http"]
     lines += [
+        f"HTTP: a real `python -m client` process; the load generator ({h['load_generator']}) "
+        "runs on the same two cores.",
+        "",
+    ]
+    lines += [
         "| HTTP /recognize (1 PNG per request) | requests | concurrency | req/s | p50 ms | p99 ms "
         "| errors |",
         "|---|---|---|---|---|---|---|",
@@ -453,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             "activation_bits": m["activation_bits"],
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "note": "Measured on a shared, contended 2-core machine unless re-run on a quiet one; "
-        "the HTTP load generator runs on the same cores as the client.",
+        "note": "Measured with nothing else running on the machine; its speed still drifts "
+        "between runs, hence the interleaved rounds below.",
         "engine": engine,
         "http": http,
     }
