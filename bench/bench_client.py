@@ -2,7 +2,7 @@
 of the equivalent float network, at batch 1 and batch 64, on the same preprocessed images;
 then HTTP /recognize of a real `python -m client` process under 16 concurrent clients.
 
-    python -m bench.bench_client [--bundle FILE] [--requests 480] [--concurrency 16]
+    python -m bench.bench_client [--bundle FILE] [--requests 480] [--concurrency 16] [--name client]
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m bench.bench_client   # one thread each
 
 The network: `--bundle FILE` (e.g. from `python -m server quantize`), else a quick
@@ -42,7 +42,14 @@ RESULTS = REPO / "bench" / "results"
 
 def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     if path:
-        return Path(path).read_bytes(), f"file {path}"
+        data = Path(path).read_bytes()
+        config = decode_bundle(data).manifest.get("provenance", {}).get("config", {})
+        made = ", ".join(
+            f"{k} {config[k]}"
+            for k in ("dataset", "epochs", "retrain_epochs", "max_iterations", "train_limit")
+            if config.get(k) is not None
+        )
+        return data, f"file {Path(path).name} ({made})"
     try:
         from server.pipeline import QuantizeConfig, run_pipeline
     except ImportError:
@@ -169,13 +176,20 @@ def compare(fns: dict[str, Any], batches: list, rounds: int = 6, seconds: float 
     return out
 
 
-def load_images(count: int) -> list[bytes]:
-    """PNG bytes of MNIST test digits (or scikit-learn digits when MNIST is absent)."""
+def load_images(count: int, dataset: str | None = None) -> list[bytes]:
+    """Encoded test images: the bundle's own image-folder data set when it is one (its
+    photos' bytes as they are, class folders in turn), else PNGs of MNIST test digits (or of
+    scikit-learn digits when MNIST is absent)."""
     import gzip
 
     from PIL import Image
 
     data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+    folder = data_dir / dataset / "test" if dataset else None
+    if folder is not None and folder.is_dir():
+        classes = [sorted(p for p in c.iterdir() if p.is_file()) for c in sorted(folder.iterdir())]
+        files = [f for group in zip(*classes, strict=False) for f in group][:count]
+        return [f.read_bytes() for f in files]
     path = data_dir / "mnist" / "t10k-images-idx3-ubyte.gz"
     if path.exists():
         with gzip.open(path) as f:
@@ -256,15 +270,20 @@ def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> 
     return [[label, 1e6 * total / runs] for label, total in totals.items()]
 
 
-def multipart_request(host: str, port: int, name: str, png: bytes) -> bytes:
-    """The bytes of one keep-alive `POST /recognize` with the PNG in a multipart `file` field."""
+def _media_type(image: bytes) -> str:
+    return "image/jpeg" if image[:2] == b"\xff\xd8" else "image/png"
+
+
+def multipart_request(host: str, port: int, name: str, image: bytes) -> bytes:
+    """The bytes of one keep-alive `POST /recognize` with the image in a multipart `file`
+    field."""
     boundary = "siqbenchboundary"
     body = (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f"Content-Type: image/png\r\n\r\n"
+            f"Content-Type: {_media_type(image)}\r\n\r\n"
         ).encode()
-        + png
+        + image
         + f"\r\n--{boundary}--\r\n".encode()
     )
     head = (
@@ -281,7 +300,7 @@ async def _load(host: str, port: int, images: list[bytes], requests: int, concur
     are read by Content-Length only: a full HTTP client (httpx) costs ~5 ms of CPU a request
     and, sharing this machine's two cores with the service, was the bottleneck (its own
     queueing showed up as 100-600 ms p99 latency, measured)."""
-    payloads = [multipart_request(host, port, f"{i}.png", png) for i, png in enumerate(images)]
+    payloads = [multipart_request(host, port, f"{i}", image) for i, image in enumerate(images)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(requests))
@@ -344,7 +363,7 @@ def bench_http(bundle_path: Path, work: Path, images, requests: int, concurrency
                 raise RuntimeError(f"the client did not start; see {work / 'client.log'}")
             time.sleep(0.2)
         # one real client call checks the answer's shape before the load
-        files = {"file": ("0.png", images[0], "image/png")}
+        files = {"file": ("0", images[0], _media_type(images[0]))}
         answer = httpx.post(f"{url}/recognize", files=files, timeout=30)
         answer.raise_for_status()
         assert answer.json()["results"][0]["label"] >= 0
@@ -360,9 +379,9 @@ def bench_http(bundle_path: Path, work: Path, images, requests: int, concurrency
         log.close()
 
 
-def write_report(result: dict, out: Path) -> None:
+def write_report(result: dict, out: Path, name: str = "client") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "client.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = result["engine"]["rows"]
     lines = [
         "# Client benchmark",
@@ -406,7 +425,7 @@ def write_report(result: dict, out: Path) -> None:
         "",
     ]
     lines += [
-        "| HTTP /recognize (1 PNG per request) | requests | concurrency | req/s | p50 ms | p99 ms "
+        "| HTTP /recognize (1 image per request) | requests | concurrency | req/s | p50 ms | p99 ms "
         "| errors |",
         "|---|---|---|---|---|---|---|",
         f"| `python -m client`, loopback | {h['requests']} | {h['concurrency']} | "
@@ -426,7 +445,7 @@ def write_report(result: dict, out: Path) -> None:
     for label in tables[-1]:
         lines.append(f"| {label} | " + " | ".join(f"{t.get(label, 0):.1f}" for t in tables) + " |")
     lines.append("| **total** | " + " | ".join(f"{sum(t.values()):.1f}" for t in tables) + " |")
-    (out / "client.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=480)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="client", help="result file stem: <out>/<name>.md, .json")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -443,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = decode_bundle(data)
         bundle_path = work / "bench.siq"
         bundle_path.write_bytes(data)
-        images = load_images(args.images)
+        dataset = bundle.manifest.get("provenance", {}).get("config", {}).get("dataset")
+        images = load_images(args.images, dataset)
         spec = bundle.manifest["input"]["preprocess"]
         x = np.stack([preprocess(decode_image(b), spec) for b in images])  # (N, C, H, W)
         engine = bench_engine(bundle, x)
@@ -463,8 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         "engine": engine,
         "http": http,
     }
-    write_report(result, args.out)
-    print((args.out / "client.md").read_text())
+    write_report(result, args.out, args.name)
+    print((args.out / f"{args.name}.md").read_text())
     return 0
 
 

@@ -104,3 +104,24 @@ def test_large_batches_run_in_pieces_with_the_same_logits(monkeypatch):
     assert net._chunk == 1
     q = _random_codes(net, 5, 7)
     np.testing.assert_array_equal(net.forward_int(q), reference_logits(bundle, q))
+
+
+def test_small_batches_of_big_images_are_split_too(monkeypatch):
+    bundle = decode_bundle(make_random_bundle(8, arch="photo"))
+    net = IntegerNetwork(bundle, threads=2)
+    calls: list[int] = []
+    forward = net._forward
+
+    def counted(x, quantized):
+        calls.append(len(x))
+        return forward(x, quantized)
+
+    monkeypatch.setattr(net, "_forward", counted)
+    q = _random_codes(net, 4, 8)
+    monkeypatch.setattr(engine, "SPLIT_MACS", net._macs * 2)  # two images' worth per thread
+    np.testing.assert_array_equal(net.forward_int(q), reference_logits(bundle, q))
+    assert calls == [2, 2]
+    calls.clear()
+    monkeypatch.setattr(engine, "SPLIT_MACS", net._macs * 3)  # too little work to split
+    net.forward_int(q)
+    assert calls == [4]
