@@ -56,7 +56,8 @@ def _printer(started: float):
     def progress(event: dict) -> None:
         now = time.monotonic()
         it = event.get("iteration")
-        if it is None and event["stage"] == last["stage"] and now - last["t"] < 2.0:
+        final = event["fraction"] >= 1.0
+        if it is None and not final and event["stage"] == last["stage"] and now - last["t"] < 2.0:
             return
         last.update(stage=event["stage"], t=now)
         line = f"[{now - started:7.1f}s {event['fraction'] * 100:5.1f}%] {event['stage']}: "

@@ -82,7 +82,13 @@ class _Reporter:
         now = time.monotonic()
         iteration = event.get("iteration")
         stage = event.get("stage")
-        if iteration is None and stage == self._last_stage and now - self._last_write < 0.2:
+        final = float(event.get("fraction") or 0.0) >= 1.0  # never dropped: the last word
+        if (
+            iteration is None
+            and not final
+            and stage == self._last_stage
+            and now - self._last_write < 0.2
+        ):
             return  # throttle: progress is polled by people, not streamed
         self._last_write, self._last_stage = now, stage
         progress = {

@@ -102,3 +102,17 @@ def test_check_dataset_names_the_available_ones(tmp_path: Path) -> None:
     check_dataset("mnist", tmp_path)  # built in; a missing copy fails in the worker instead
     with pytest.raises(UnknownDatasetError, match="available: digits, mnist"):
         check_dataset("imagenet", tmp_path)
+
+
+def test_progress_is_throttled_but_the_final_event_always_lands(store: JobStore) -> None:
+    from server.worker import _Reporter
+
+    job, _ = store.create(CONFIG)
+    claimed = store.claim_next()
+    assert claimed is not None
+    reporter = _Reporter(store, job.id, claimed.attempt)
+    reporter.progress({"stage": "packaging", "fraction": 0.97, "message": "writing"})
+    reporter.progress({"stage": "packaging", "fraction": 0.98, "message": "still writing"})
+    assert store.get(job.id).progress["fraction"] == 0.97  # throttled: same stage, too soon
+    reporter.progress({"stage": "packaging", "fraction": 1.0, "message": "done"})
+    assert store.get(job.id).progress == {"stage": "packaging", "fraction": 1.0, "message": "done"}
