@@ -24,6 +24,7 @@ gets there fast, and why each shortcut is exact:
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -166,7 +167,9 @@ class IntegerNetwork:
         one = _Plan(self, 1, quantized=False)
         self._chunk = max(1, WORKSPACE_BYTES // one.nbytes)  # images per piece, at most
         self._macs = one.macs  # multiply-adds per image
-        self._plans = _Plans(keep=self.threads + 1)
+        # as many plan caches as threads may run passes at once (a split batch: `threads`;
+        # a server's request threads: about one per CPU); more are made on demand, not kept
+        self._plans = _Plans(keep=max(self.threads + 1, os.cpu_count() or 1))
 
     def _build(
         self,
