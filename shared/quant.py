@@ -24,9 +24,11 @@ __all__ = [
 MAX_ACCUMULATOR = 2**31
 
 
-def round_half_up(x: np.ndarray) -> np.ndarray:
-    """floor(x + 0.5): the one rounding rule of SIQ (ties go up, also for negatives)."""
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+def round_half_up(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """floor(x + 0.5) in float64: the one rounding rule of SIQ (ties go up, also for
+    negatives); into `out` (float64, may be x itself) when given."""
+    y = np.add(x, 0.5, out=out, dtype=np.float64)
+    return np.floor(y, out=y)
 
 
 def quantize_input(
@@ -41,8 +43,7 @@ def quantize_input(
     Returns int64 codes of x's shape, or writes them into `out` (any dtype, e.g. a view)."""
     top = (1 << bits) - 1
     q = np.divide(x, scale, dtype=np.float64, out=work)
-    q += 0.5  # round_half_up, in place
-    np.floor(q, out=q)
+    round_half_up(q, out=q)
     if out is None:
         return np.clip(q, 0, top, out=q).astype(np.int64)
     return np.clip(q, 0, top, out=out, casting="unsafe")  # integers: exact in any dtype
@@ -103,8 +104,7 @@ def requant_thresholds(
     evaluated with Python integers (the numerator reaches 2^70).
     """
     bias = np.asarray(bias, dtype=np.int64).reshape(-1)
-    m = np.broadcast_to(np.asarray(multiplier, dtype=np.int64).reshape(-1), bias.shape)
-    s = np.broadcast_to(np.asarray(shift, dtype=np.int64).reshape(-1), bias.shape)
+    m, s = _per_channel(multiplier, len(bias)), _per_channel(shift, len(bias))
     top = (1 << bits) - 1
     cap = 1 << 61
     steps: dict[tuple[int, int], np.ndarray] = {}
@@ -117,6 +117,11 @@ def requant_thresholds(
             )
         out[o] = steps[(mo, so)] - bias[o]
     return out
+
+
+def _per_channel(values: np.ndarray, channels: int) -> np.ndarray:
+    """A per-layer (1,) or per-channel (O,) integer constant as int64 of shape (O,)."""
+    return np.broadcast_to(np.asarray(values, dtype=np.int64).reshape(-1), (channels,))
 
 
 def affine_requantize(
@@ -162,7 +167,7 @@ def fit_affine_requant(
     top = (1 << bits) - 1
     t = requant_thresholds(bias, multiplier, shift, bits)  # (O, top)
     o = len(t)
-    b = np.broadcast_to(np.asarray(bound, dtype=np.int64).reshape(-1), (o,))[:, None]
+    b = _per_channel(bound, o)[:, None]
     if b.max() >= 2 ** (np.finfo(dtype).nmant + 1):
         return None  # the accumulators themselves are not exact in dtype
     k = np.arange(1, top + 1, dtype=np.int64)[None, :]
@@ -171,8 +176,7 @@ def fit_affine_requant(
     below = np.minimum(t - 1, b)
     above_ok = t <= b
     above = np.maximum(t, -b)
-    m = np.broadcast_to(np.asarray(multiplier, dtype=np.int64).reshape(-1), (o,))
-    s = np.broadcast_to(np.asarray(shift, dtype=np.int64).reshape(-1), (o,))
+    m, s = _per_channel(multiplier, o), _per_channel(shift, o)
     scale = (m.astype(np.float64) * np.exp2(-s.astype(np.float64))).astype(dtype)[:, None]
     # the offset window left by the thresholds for this scale (float64 is only the guess;
     # the check below is what decides)
