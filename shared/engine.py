@@ -358,8 +358,7 @@ class _Plan:
             padded.fill(0)
             self._emit(f"{layer.name} pad", np.copyto, padded[:, p:-p, p:-p], x, casting="unsafe")
             x = padded
-        h, w = x.shape[1:3]
-        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        ho, wo = _windows(x.shape[1], k, s), _windows(x.shape[2], k, s)
         sn, sh, sw, sc = x.strides
         acc = self._array((n * ho * wo, layer.matrix.shape[1]), dtype)
         if c == 1:
@@ -406,7 +405,7 @@ class _Plan:
         (strided slices whose W*C values are contiguous), then over its k columns; 2(k-1)
         passes instead of k*k - 1, and the first ones on contiguous runs."""
         n, h, w, c = x.shape
-        ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+        ho, wo = _windows(h, k, stride), _windows(w, k, stride)
         rows = self._array((n, ho, w, c), x.dtype)
         windows = [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(k)]
         self._max_of(f"{name} rows", rows, windows)
@@ -465,5 +464,10 @@ def _output_shape(layer: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, .
     c, h, w = shape
     k, s = layer["kernel_size"], layer["stride"]
     p = layer.get("padding", 0)
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    ho, wo = _windows(h + 2 * p, k, s), _windows(w + 2 * p, k, s)
     return (c if op == "maxpool2d" else layer["out_channels"], ho, wo)
+
+
+def _windows(size: int, kernel: int, stride: int) -> int:
+    """How many kernel-wide windows at this stride fit in `size` (floor mode, no padding)."""
+    return (size - kernel) // stride + 1
