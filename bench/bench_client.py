@@ -40,6 +40,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 
+def _data_dir() -> Path:
+    """$SIQ_DATA_DIR, else ../shared/data beside the checkout (as `make bench` sets it)."""
+    return Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
 def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     if path:
         data = Path(path).read_bytes()
@@ -55,7 +60,7 @@ def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     except ImportError:
         run_pipeline = None
     if run_pipeline is not None:
-        data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+        data_dir = _data_dir()
         dataset = "mnist" if (data_dir / "mnist").is_dir() else "digits"
         # a quick model: the benchmark measures speed, which does not depend on accuracy
         config = QuantizeConfig(
@@ -184,7 +189,7 @@ def load_images(count: int, dataset: str | None = None) -> list[bytes]:
 
     from PIL import Image
 
-    data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+    data_dir = _data_dir()
     folder = data_dir / dataset / "test" if dataset else None
     if folder is not None and folder.is_dir():
         classes = [sorted(p for p in c.iterdir() if p.is_file()) for c in sorted(folder.iterdir())]
