@@ -5,8 +5,9 @@
     GET  /healthz     the process is up;  GET /readyz  200 only while a bundle is loaded
     GET  /metrics     Prometheus
 
-Errors are mapped to HTTP in one place (`_error_response`): every SIQError is a 4xx with
-`{"error": {"code", "message"}}`; nothing a caller sends produces a 500.
+Errors become HTTP in one place (`_error_response`, by shared.errors' mapping): every SIQError a
+caller can cause is a 4xx with `{"error": {"code", "message", "field"}}`; nothing a caller sends
+produces a 500.
 """
 
 from __future__ import annotations
@@ -30,36 +31,15 @@ from client.manager import BundleManager
 from client.metrics import CONTENT_TYPE_LATEST, ClientMetrics, MetricsMiddleware
 from client.recognize import read_uploads, recognize
 from client.settings import BundleSource, ClientSettings, load_settings
-from shared.errors import (
-    BundleError,
-    ConfigError,
-    ImageError,
-    ImageTooLargeError,
-    NotReadyError,
-    SIQError,
-    UnsupportedImageError,
-)
+from shared.errors import ConfigError, NotReadyError, SIQError, error_body
 
 __all__ = ["create_app", "serve_main"]
 
 log = logging.getLogger("client")
 
-_STATUS: list[tuple[type[SIQError], int]] = [
-    (ImageTooLargeError, 413),
-    (UnsupportedImageError, 415),
-    (ImageError, 422),
-    (BundleError, 422),
-    (ConfigError, 422),
-]
-
 
 def _error_response(exc: SIQError) -> JSONResponse:
-    status = 503 if isinstance(exc, NotReadyError) else 400
-    for cls, code in _STATUS:
-        if isinstance(exc, cls):
-            status = code
-            break
-    return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=status)
+    return JSONResponse(error_body(exc), status_code=exc.http_status)
 
 
 def create_app(

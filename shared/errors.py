@@ -1,13 +1,15 @@
-"""The one exception hierarchy of SIQ. Everything below the HTTP edge raises these; each app
-maps them to status codes in one place (server/api/errors.py, client/app.py).
+"""The one exception hierarchy of SIQ, and the one mapping of it to HTTP. Everything below the
+HTTP edge raises these; each app's error handler answers `error_body(exc)` with status
+`exc.http_status` (the number on the right; the class's own unless it says otherwise).
 
-    SIQError
+    SIQError                    anything else the caller's request cannot be served for   (400)
     ├── BundleError             a bundle is malformed, tampered, unsigned or of an unknown version
+    │                           (500: a stored or fetched file is bad, not the caller's fault)
     ├── ImageError              an uploaded image cannot be used                          (422)
     │   ├── UnsupportedImageError   not an image in a supported format                    (415)
     │   ├── ImageTooLargeError      too many pixels (decompression bomb) or too many bytes (413)
     │   └── UploadError             the request does not carry images the way /recognize takes them
-    ├── DatasetError            a data set is missing, corrupt, or empty
+    ├── DatasetError            a data set is missing, corrupt, or empty                  (422)
     ├── ConfigError             a setting or a job parameter cannot be used               (422)
     │   └── UnknownDatasetError     a job names a data set the server does not have
     ├── NotFoundError           no such job or bundle                                     (404)
@@ -15,12 +17,14 @@ maps them to status codes in one place (server/api/errors.py, client/app.py).
     ├── AuthError               missing (401) or wrong (403) bearer token
     └── NotReadyError           the client has no bundle loaded yet                       (503)
 
-`code` is the machine-readable error code that API error bodies carry.
+`code` is the machine-readable error code that API error bodies carry; `field`, where a class
+or an instance sets it, names the request field at fault.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "error_body",
     "SIQError",
     "BundleError",
     "ImageError",
@@ -38,25 +42,31 @@ __all__ = [
 
 
 class SIQError(Exception):
-    """Base class of every error SIQ raises on purpose."""
+    """Base class of every error SIQ raises on purpose. `http_status` is the status an HTTP
+    edge answers it with; a subclass that forgets to set one is a plain 400."""
 
     code = "siq_error"
+    http_status: int = 400
 
 
 class BundleError(SIQError):
     code = "bad_bundle"
+    http_status = 500
 
 
 class ImageError(SIQError):
     code = "bad_image"
+    http_status = 422
 
 
 class UnsupportedImageError(ImageError):
     code = "unsupported_image"
+    http_status = 415
 
 
 class ImageTooLargeError(ImageError):
     code = "image_too_large"
+    http_status = 413
 
 
 class UploadError(ImageError):
@@ -65,10 +75,12 @@ class UploadError(ImageError):
 
 class DatasetError(SIQError):
     code = "dataset_error"
+    http_status = 422
 
 
 class ConfigError(SIQError):
     code = "bad_config"
+    http_status = 422
 
 
 class UnknownDatasetError(ConfigError):
@@ -78,22 +90,32 @@ class UnknownDatasetError(ConfigError):
 
 class NotFoundError(SIQError):
     code = "not_found"
+    http_status = 404
 
 
 class ConflictError(SIQError):
     code = "conflict"
+    http_status = 409
 
 
 class AuthError(SIQError):
     """`status_code` is 401 for a missing token and 403 for a wrong one."""
 
     code = "unauthorized"
+    http_status = 401
 
     def __init__(self, message: str, status_code: int = 401) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        self.status_code = self.http_status = status_code
         self.code = "unauthorized" if status_code == 401 else "forbidden"
 
 
 class NotReadyError(SIQError):
     code = "not_ready"
+    http_status = 503
+
+
+def error_body(exc: SIQError) -> dict[str, dict[str, str | None]]:
+    """The JSON body of an error answer, `shared.schemas.ErrorResponse`'s shape:
+    `{"error": {"code", "message", "field"}}`; send it with status `exc.http_status`."""
+    return {"error": {"code": exc.code, "message": str(exc), "field": getattr(exc, "field", None)}}

@@ -1,0 +1,69 @@
+"""The one error -> HTTP status mapping (shared.errors) gives the statuses the apps answered
+with before it moved there, and `error_body` has shared.schemas.ErrorResponse's shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import (
+    AuthError,
+    BundleError,
+    ConfigError,
+    ConflictError,
+    DatasetError,
+    ImageError,
+    ImageTooLargeError,
+    NotFoundError,
+    NotReadyError,
+    SIQError,
+    UnknownDatasetError,
+    UnsupportedImageError,
+    UploadError,
+    error_body,
+)
+from shared.schemas import ErrorResponse
+
+# Every class of shared.errors with the status the app that raises it answered before.
+STATUSES: list[tuple[type[SIQError], int]] = [
+    (SIQError, 400),  # the client's fallback (the server never raised a bare SIQError)
+    (BundleError, 500),  # the server's: a stored file is corrupt (no client route raises it)
+    (ImageError, 422),
+    (UnsupportedImageError, 415),
+    (ImageTooLargeError, 413),
+    (UploadError, 422),
+    (DatasetError, 422),
+    (ConfigError, 422),
+    (UnknownDatasetError, 422),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (AuthError, 401),
+    (NotReadyError, 503),
+]
+
+
+@pytest.mark.parametrize(("cls", "status"), STATUSES, ids=[c.__name__ for c, _ in STATUSES])
+def test_each_class_maps_to_its_status(cls: type[SIQError], status: int) -> None:
+    assert cls("x").http_status == status
+
+
+def test_every_class_is_in_the_table() -> None:
+    import shared.errors
+
+    classes = {getattr(shared.errors, n) for n in shared.errors.__all__}
+    classes = {c for c in classes if isinstance(c, type) and issubclass(c, SIQError)}
+    assert classes == {cls for cls, _ in STATUSES}
+
+
+def test_a_wrong_token_is_403_and_forbidden() -> None:
+    wrong = AuthError("bad token", 403)
+    assert (wrong.http_status, wrong.status_code, wrong.code) == (403, 403, "forbidden")
+    assert AuthError("no token").code == "unauthorized"
+
+
+def test_error_body_has_the_schema_shape() -> None:
+    body = error_body(UnknownDatasetError("no data set 'nope'"))
+    assert body == {
+        "error": {"code": "unknown_dataset", "message": "no data set 'nope'", "field": "dataset"}
+    }
+    ErrorResponse.model_validate(body)
+    assert error_body(ImageTooLargeError("big"))["error"]["field"] is None
