@@ -1,11 +1,9 @@
-"""The recognition client's HTTP app: thin routes over `client.manager` and `client.recognize`.
+"""The recognition client's app: `create_app` wires the bundle manager, the metrics, the
+lifespan (bundle polling, the inference limiter) and the error handlers, and mounts the routers
+of client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics).
+`serve_main` is `python -m client`.
 
-    POST /recognize   one image (`file`), several (`files`), or a raw image/* body
-    GET  /bundle      what is serving: id, data set, bits, class names, loaded_at, source
-    GET  /healthz     the process is up;  GET /readyz  200 only while a bundle is loaded
-    GET  /metrics     Prometheus
-
-Errors become HTTP in one place (`_error_response`, by shared.errors' mapping): every SIQError a
+Errors become HTTP in one place (`_siq_error`, by shared.errors' mapping): every SIQError a
 caller can cause is a 4xx with `{"error": {"code", "message", "field"}}`; nothing a caller sends
 produces a 500.
 """
@@ -15,31 +13,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator
 
 import anyio
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
+from client.api import recognize, system
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
-from client.metrics import CONTENT_TYPE_LATEST, ClientMetrics, MetricsMiddleware
-from client.recognize import read_uploads, recognize
+from client.metrics import ClientMetrics, MetricsMiddleware
 from client.settings import BundleSource, ClientSettings, load_settings
-from shared.errors import ConfigError, NotReadyError, SIQError, error_body
+from shared.errors import ConfigError, SIQError, error_body
 
 __all__ = ["create_app", "serve_main"]
 
 log = logging.getLogger("client")
 
+_DESCRIPTION = "The SIQ recognition client: serves POST /recognize from a bundle, integers only."
 
-def _error_response(exc: SIQError) -> JSONResponse:
+
+async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SIQError)
     return JSONResponse(error_body(exc), status_code=exc.http_status)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    body = {"error": {"code": "internal", "message": "internal error; see the client log"}}
+    return JSONResponse(body, status_code=500)
 
 
 def create_app(
@@ -91,63 +96,16 @@ def create_app(
     app = FastAPI(title="SIQ recognition client", version="0.1.0", lifespan=lifespan)
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-
-    @app.exception_handler(SIQError)
-    async def siq_error(request: Request, exc: SIQError) -> JSONResponse:
-        return _error_response(exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        body = {"error": {"code": "internal", "message": "internal error; see the client log"}}
-        return JSONResponse(body, status_code=500)
-
-    @app.post("/recognize")
-    async def recognize_route(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        loaded = manager.current  # this request's network, whatever swaps happen meanwhile
-        if loaded is None:
-            raise NotReadyError(f"no bundle is loaded yet ({source.describe()}); try again shortly")
-        uploads = await read_uploads(
-            request, max_bytes=settings.max_upload_bytes, max_images=settings.max_images
-        )
-        work = functools.partial(recognize, loaded, uploads, max_pixels=settings.max_pixels)
-        # the app's limiter once the lifespan has started it, else anyio's default one
-        limiter = getattr(request.app.state, "inference", None)
-        answer = await anyio.to_thread.run_sync(work, limiter=limiter)
-        metrics.images.inc(len(uploads))
-        answer["timings_ms"]["total"] = round((time.perf_counter() - start) * 1e3, 3)
-        return JSONResponse(answer)
-
-    @app.get("/bundle")
-    def bundle_route() -> JSONResponse:
-        loaded = manager.current
-        if loaded is None:
-            raise NotReadyError(f"no bundle is loaded yet ({source.describe()})")
-        return JSONResponse(loaded.describe())
-
-    @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        loaded = manager.current
-        if loaded is None:
-            body = {"status": "not ready", "checks": {"bundle": f"none ({source.describe()})"}}
-            return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ready", "checks": {"bundle": loaded.bundle.id}})
-
-    @app.get("/metrics")
-    def metrics_route() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
+    app.add_exception_handler(SIQError, _siq_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(recognize.router)
+    app.include_router(system.router)
     return app
 
 
 def serve_main(argv: list[str]) -> int:
     """`python -m client [--host H] [--port P]`; exit status 2 on an unusable configuration."""
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m client", description=_DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--log-level", default="info")

@@ -175,11 +175,11 @@ def test_no_bundle_yet_is_503_not_500(make_app, server):
 def test_requests_beyond_the_inference_workers_wait_in_line(
     make_app, bundle_file, digits, monkeypatch
 ):
-    import client.app as client_app
+    import client.api.recognize as recognize_api
 
     running, most = [0], [0]
     lock = threading.Lock()
-    original = client_app.recognize
+    original = recognize_api.recognize
 
     def tracked(*args, **kwargs):
         with lock:
@@ -192,7 +192,7 @@ def test_requests_beyond_the_inference_workers_wait_in_line(
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(client_app, "recognize", tracked)
+    monkeypatch.setattr(recognize_api, "recognize", tracked)
     image = png_bytes(digits[0])
     codes: list[int] = []
     # the limiter lives in the serving event loop: started by the lifespan, as in production

@@ -1,0 +1,54 @@
+"""Dependencies the client's routes take through `Annotated` aliases. `create_app` puts the
+settings, the bundle manager and the metrics on `app.state`; the lifespan adds the inference
+limiter. The getters are `async def` so FastAPI calls them in the event loop instead of handing
+each to a worker thread (the client answers hundreds of requests a second)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+
+from client.manager import BundleManager, LoadedBundle
+from client.metrics import ClientMetrics
+from client.settings import ClientSettings
+from shared.errors import NotReadyError
+
+__all__ = ["SettingsDep", "ManagerDep", "MetricsDep", "LimiterDep", "LoadedDep"]
+
+
+async def get_settings(request: Request) -> ClientSettings:
+    return request.app.state.settings
+
+
+async def get_manager(request: Request) -> BundleManager:
+    return request.app.state.manager
+
+
+async def get_metrics(request: Request) -> ClientMetrics:
+    return request.app.state.metrics
+
+
+async def get_limiter(request: Request) -> anyio.CapacityLimiter | None:
+    # the app's limiter once the lifespan has started it, else None (anyio's default one)
+    return getattr(request.app.state, "inference", None)
+
+
+SettingsDep = Annotated[ClientSettings, Depends(get_settings)]
+ManagerDep = Annotated[BundleManager, Depends(get_manager)]
+MetricsDep = Annotated[ClientMetrics, Depends(get_metrics)]
+LimiterDep = Annotated[anyio.CapacityLimiter | None, Depends(get_limiter)]
+
+
+async def get_loaded(manager: ManagerDep) -> LoadedBundle:
+    """The bundle serving this request, whatever swaps happen meanwhile; 503 before the first."""
+    loaded = manager.current
+    if loaded is None:
+        raise NotReadyError(
+            f"no bundle is loaded yet ({manager.source.describe()}); try again shortly"
+        )
+    return loaded
+
+
+LoadedDep = Annotated[LoadedBundle, Depends(get_loaded)]
