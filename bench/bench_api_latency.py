@@ -17,10 +17,7 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,17 +26,12 @@ from typing import Any
 
 import httpx
 
+from scripts.processes import start_service
+
 __all__ = ["main", "measure"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REPO = Path(__file__).resolve().parents[1]
 TARGET_MEDIAN_MS = 50.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _job_body(dataset: str) -> dict[str, Any]:
@@ -100,54 +92,24 @@ def run(requests: int, dataset: str | None) -> dict[str, Any]:
         has_mnist = data_dir and (Path(data_dir) / "mnist/train-images-idx3-ubyte.gz").is_file()
         dataset = "mnist" if has_mnist else "digits"
     body = _job_body(dataset)
-    port = _free_port()
     with tempfile.TemporaryDirectory(prefix="siq-bench-api-") as state:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
         env.update(SIQ_STATE_DIR=state, PYTHONUNBUFFERED="1")
         if data_dir:
             env["SIQ_DATA_DIR"] = data_dir
         log_path = Path(state) / "server.log"
-        with log_path.open("wb") as log:
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        args = ["--log-level", "warning"]
+        with start_service("server", env=env, log_path=log_path, args=args) as server:
             try:
-                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                server.wait_ready("/healthz", timeout=60)
+                with httpx.Client(base_url=server.url, timeout=10) as http:
                     return _bench(http, body, requests)
             except Exception:
-                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+                print(server.log_tail(3000), file=sys.stderr)
                 raise
-            finally:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait(timeout=10)
 
 
 def _bench(http: httpx.Client, body: dict[str, Any], requests: int) -> dict[str, Any]:
-    def up() -> bool:
-        try:
-            return http.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    _wait(up, 60, "the server to start")
     job_id = http.post("/quantize-jobs", json=body).raise_for_status().json()["id"]
     path = f"/quantize-jobs/{job_id}"
 

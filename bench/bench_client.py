@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from scripts.processes import start_service
 from shared.bundle import decode_bundle, layer_weights
 from shared.engine import IntegerNetwork
 from shared.preprocess import decode_image, preprocess
@@ -345,43 +346,19 @@ async def _load(host: str, port: int, images: list[bytes], requests: int, concur
 
 
 def bench_http(bundle_path: Path, work: Path, images, requests: int, concurrency: int) -> dict:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
     env.update(SIQ_BUNDLE=str(bundle_path), SIQ_STATE_DIR=str(work / "client-state"))
-    log = (work / "client.log").open("wb")
-    cmd = [sys.executable, "-m", "client", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the client did not start; see {work / 'client.log'}")
-            time.sleep(0.2)
+    args = ["--log-level", "warning"]
+    with start_service("client", env=env, log_path=work / "client.log", args=args) as client:
+        client.wait_ready("/readyz", timeout=60)
         # one real client call checks the answer's shape before the load
         files = {"file": ("0", images[0], _media_type(images[0]))}
-        answer = httpx.post(f"{url}/recognize", files=files, timeout=30)
+        answer = httpx.post(f"{client.url}/recognize", files=files, timeout=30)
         answer.raise_for_status()
         assert answer.json()["results"][0]["label"] >= 0
-        asyncio.run(_load("127.0.0.1", port, images, min(64, requests), concurrency))  # warm up
-        return asyncio.run(_load("127.0.0.1", port, images, requests, concurrency))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        load = functools.partial(_load, client.host, client.port, images)
+        asyncio.run(load(min(64, requests), concurrency))  # warm up
+        return asyncio.run(load(requests, concurrency))
 
 
 def write_report(result: dict, out: Path, name: str = "client") -> None:

@@ -16,8 +16,6 @@ import json
 import os
 import shlex
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,10 +23,10 @@ from typing import Any, TextIO
 
 import httpx
 
+from scripts.processes import ServiceError, ServiceProcess, start_service
+
 __all__ = [
     "main",
-    "pick_port",
-    "Service",
     "choose_dataset",
     "job_request",
     "describe_progress",
@@ -41,71 +39,6 @@ FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline, anywher
 
 class RunError(RuntimeError):
     """Something the user has to fix; printed without a traceback."""
-
-
-def pick_port(preferred: int, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free, else a free port the OS picks (0 always asks the OS)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, preferred))
-        except OSError:
-            sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-class Service:
-    """One `python -m <module>` child in its own session, logging to a file."""
-
-    def __init__(self, module: str, host: str, port: int, env: dict[str, str], log: Path):
-        self.module, self.port = module, port
-        self.url = f"http://{host}:{port}"
-        self.log_path = log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log.open("ab")
-        # A session of its own: Ctrl-C reaches only us, and we stop the children in order.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--host", host, "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise RunError(
-                f"{self.module} exited with code {self.proc.returncode}; "
-                f"last lines of {self.log_path}:\n{tail}"
-            )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  {self.module} did not stop in {timeout:.0f} s; killing it", flush=True)
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def wait_for(http: httpx.Client, service: Service, path: str, timeout: float) -> httpx.Response:
-    """Poll `path` until it answers 200; fail early when the process dies."""
-    deadline = time.monotonic() + timeout
-    while True:
-        service.check_alive()
-        try:
-            response = http.get(service.url + path, timeout=5)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RunError(f"{service.module} {path} not ready after {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 def choose_dataset(requested: str | None, available: list[str]) -> str:
@@ -199,14 +132,14 @@ class ProgressReporter:
             self.stream.flush()
 
 
-def latest_bundle(http: httpx.Client, server: Service, dataset: str) -> dict | None:
+def latest_bundle(http: httpx.Client, server: ServiceProcess, dataset: str) -> dict | None:
     # /bundles/latest serves the file itself; the list (newest first) has the info
     response = http.get(f"{server.url}/bundles", params={"dataset": dataset}, timeout=10)
     items = response.json().get("items", []) if response.status_code == 200 else []
     return items[0] if items else None
 
 
-def run_job(http: httpx.Client, server: Service, body: dict, headers: dict) -> dict:
+def run_job(http: httpx.Client, server: ServiceProcess, body: dict, headers: dict) -> dict:
     print(f"> POST /quantize-jobs {json.dumps(body)}", flush=True)
     response = http.post(f"{server.url}/quantize-jobs", json=body, headers=headers, timeout=30)
     if response.status_code != 202:
@@ -250,7 +183,11 @@ def write_sample_image(dataset: str, data_dir: Path, out: Path) -> tuple[Path, i
 
 
 def print_examples(
-    server: Service, client: Service, sample: Path, dataset: str, token: str | None
+    server: ServiceProcess,
+    client: ServiceProcess,
+    sample: Path,
+    dataset: str,
+    token: str | None,
 ) -> None:
     s, c, img = server.url, client.url, shlex.quote(str(sample))
     auth = ' -H "Authorization: Bearer $SIQ_API_TOKEN"' if token else ""
@@ -295,7 +232,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace, services: list[Service]) -> None:
+def _start(
+    module: str, args: argparse.Namespace, port: int, env: dict[str, str], log: Path
+) -> ServiceProcess:
+    # its own session: Ctrl-C reaches only us, and we stop the children in order
+    return start_service(
+        module, env=env, log_path=log, host=args.host, port=port, append_log=True, own_session=True
+    )
+
+
+def run(args: argparse.Namespace, services: list[ServiceProcess]) -> None:
     data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
     state = args.state_dir.resolve()
     token = os.environ.get("SIQ_API_TOKEN") or None
@@ -305,11 +251,10 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
 
     with httpx.Client() as http:
         server_env = {**base_env, "SIQ_STATE_DIR": str(state / "server")}
-        server_port = pick_port(args.server_port, args.host)
-        print(f"> starting server on {args.host}:{server_port} (state {state / 'server'})")
-        server = Service("server", args.host, server_port, server_env, state / "logs/server.log")
+        server = _start("server", args, args.server_port, server_env, state / "logs/server.log")
         services.append(server)
-        wait_for(http, server, "/healthz", args.start_timeout)
+        print(f"> server on {server.url} (state {state / 'server'})")
+        server.wait_ready("/healthz", args.start_timeout)
 
         datasets = http.get(f"{server.url}/datasets", timeout=30).json()
         if isinstance(datasets, dict):  # {"items": [...]} or a bare list
@@ -326,11 +271,10 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
             "SIQ_POLL_INTERVAL_S": os.environ.get("SIQ_POLL_INTERVAL_S", "2"),
             "SIQ_RETRY_INTERVAL_S": os.environ.get("SIQ_RETRY_INTERVAL_S", "1"),
         }
-        client_port = pick_port(args.client_port, args.host)
-        print(f"> starting client on {args.host}:{client_port} (bundle latest:{dataset})")
-        client = Service("client", args.host, client_port, client_env, state / "logs/client.log")
+        client = _start("client", args, args.client_port, client_env, state / "logs/client.log")
         services.append(client)
-        wait_for(http, client, "/healthz", args.start_timeout)
+        print(f"> client on {client.url} (bundle latest:{dataset})")
+        client.wait_ready("/healthz", args.start_timeout)
 
         bundle = latest_bundle(http, server, dataset)
         if bundle is None:
@@ -341,7 +285,7 @@ def run(args: argparse.Namespace, services: list[Service]) -> None:
             print(f"> using the existing {dataset} bundle {bundle.get('id', bundle)}")
 
         print("> waiting for the client to load the bundle ...", flush=True)
-        wait_for(http, client, "/readyz", args.start_timeout)
+        client.wait_ready("/readyz", args.start_timeout)
         sample, label = write_sample_image(dataset, data_dir, state / f"sample-{dataset}.png")
         with sample.open("rb") as fh:
             answer = http.post(f"{client.url}/recognize", files={"file": fh}, timeout=30)
@@ -364,7 +308,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    services: list[Service] = []
+    services: list[ServiceProcess] = []
     # Ctrl-C, and SIGTERM from a supervisor, stop the services. Installed explicitly: a shell
     # that starts us in the background leaves SIGINT ignored otherwise.
     signal.signal(signal.SIGINT, _interrupt)
@@ -374,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         run(args, services)
     except KeyboardInterrupt:
         print("\n> stopping ...", flush=True)
-    except RunError as exc:
+    except (RunError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:

@@ -1,17 +1,16 @@
-"""Fixtures every test package can use: where the data lives, free loopback ports, and
-service processes that are always stopped, even when a test fails."""
+"""Fixtures every test package can use: where the data lives, and service processes
+(scripts/processes.py) with a clean environment."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from scripts.processes import ServiceProcess
+from scripts.processes import start_service as _start_service
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,54 +47,9 @@ def office10_dir(data_dir: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServiceProcess:
-    """A `python -m <module>` child with its output in a log file; `stop()` is idempotent."""
-
-    def __init__(self, module: str, port: int, env: dict[str, str], log_path: Path):
-        self.module = module
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        self._log.flush()
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait, then SIGKILL: a child never outlives its test."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-        self._log.close()
-
-
 def start_service(module: str, env: dict[str, str], log_path: Path) -> ServiceProcess:
-    return ServiceProcess(module, free_port(), env, log_path)
+    """`python -m module` on a free loopback port (scripts/processes.py); the caller stops it."""
+    return _start_service(module, env=env, log_path=log_path)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):

@@ -3,8 +3,6 @@ tests/integration/test_end_to_end.py's services and by running `make run` itself
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from scripts.run_local import (
@@ -14,19 +12,7 @@ from scripts.run_local import (
     describe_progress,
     job_request,
     parse_args,
-    pick_port,
 )
-
-
-def test_pick_port_prefers_the_configured_port_and_falls_back_when_busy() -> None:
-    free = pick_port(0)
-    assert pick_port(free) == free
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = busy.getsockname()[1]
-        other = pick_port(taken)
-    assert other != taken and other > 0
 
 
 def test_choose_dataset_falls_back_to_digits_with_a_message(capsys) -> None:

@@ -12,14 +12,7 @@ import pytest
 
 from shared.bundle import bundle_id
 from tests.client.conftest import png_bytes
-from tests.conftest import REPO_ROOT, start_service, wait_until
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+from tests.conftest import REPO_ROOT, start_service
 
 
 @pytest.mark.slow
@@ -29,8 +22,7 @@ def test_client_process_serves_a_bundle_file(tmp_path, service_env, bundle_a):
     env = dict(service_env, SIQ_BUNDLE=str(path), SIQ_STATE_DIR=str(tmp_path / "state"))
     service = start_service("client", env, tmp_path / "client.log")
     try:
-        wait_until(lambda: _ready(service.url) or not service.alive(), 60, what="client ready")
-        assert service.alive(), service.log_tail()
+        service.wait_ready("/readyz", timeout=60)  # ServiceError with the log tail if not
         digit = png_bytes(np.pad(np.zeros((14, 8), np.uint8), 7, constant_values=255))
         answer = httpx.post(service.url + "/recognize", files={"file": ("d.png", digit)})
         assert answer.status_code == 200 and answer.json()["bundle_id"] == bundle_id(bundle_a)
