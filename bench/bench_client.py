@@ -6,10 +6,9 @@ then HTTP /recognize of a real `python -m client` process under 16 concurrent cl
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m bench.bench_client   # one thread each
 
 The network: `--bundle FILE` (e.g. from `python -m server quantize`), else a quick
-`server.pipeline.run_pipeline` (MNIST, or `digits` without it) when the pipeline exists, else a random bundle of
-the server's LeNet shape (16/32 channels, 128 hidden). The float network has the bundle's graph
-with the dequantised weights (codebook value x weight scale), so both do the same arithmetic
-work. Writes bench/results/client.json and client.md. Torch is fine here, never in client/.
+`server.pipeline.run_pipeline` (MNIST, or `digits` without it). The float network has the
+bundle's graph with the dequantised weights (codebook value x weight scale), so both do the same
+arithmetic work. Writes bench/results/client.json and client.md. Torch is fine here, never in client/.
 """
 
 from __future__ import annotations
@@ -56,39 +55,25 @@ def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
             if config.get(k) is not None
         )
         return data, f"file {Path(path).name} ({made})"
-    try:
-        from server.pipeline import QuantizeConfig, run_pipeline
-    except ImportError:
-        run_pipeline = None
-    if run_pipeline is not None:
-        data_dir = _data_dir()
-        dataset = "mnist" if (data_dir / "mnist").is_dir() else "digits"
-        # a quick model: the benchmark measures speed, which does not depend on accuracy
-        config = QuantizeConfig(
-            dataset=dataset,
-            epochs=1,
-            retrain_epochs=0.25,
-            max_iterations=1,
-            seed=0,
-            train_limit=5000,
-            test_limit=500,
-        )
-        result = run_pipeline(config, data_dir, work)
-        return Path(result.bundle_path).read_bytes(), (
-            f"run_pipeline({dataset}, 5000 images, 1 epoch, 1 SIQ iteration; "
-            f"integer accuracy {result.quantized_accuracy:.3f} on 500 test images)"
-        )
-    from tests import factories
+    from server.pipeline import QuantizeConfig, run_pipeline
 
-    arch = dict(factories.ARCHS["lenet"])
-    arch["graph"] = [dict(g) for g in arch["graph"]]
-    for layer, size in zip(arch["graph"], (16, None, 32, None, None, 128), strict=False):
-        if size and layer["op"] == "conv2d":
-            layer["out_channels"] = size
-        elif size:
-            layer["out_features"] = size
-    factories.ARCHS["lenet-server"] = arch
-    return factories.make_random_bundle(0, arch="lenet-server"), "random, server LeNet shape"
+    data_dir = _data_dir()
+    dataset = "mnist" if (data_dir / "mnist").is_dir() else "digits"
+    # a quick model: the benchmark measures speed, which does not depend on accuracy
+    config = QuantizeConfig(
+        dataset=dataset,
+        epochs=1,
+        retrain_epochs=0.25,
+        max_iterations=1,
+        seed=0,
+        train_limit=5000,
+        test_limit=500,
+    )
+    result = run_pipeline(config, data_dir, work)
+    return Path(result.bundle_path).read_bytes(), (
+        f"run_pipeline({dataset}, 5000 images, 1 epoch, 1 SIQ iteration; "
+        f"integer accuracy {result.quantized_accuracy:.3f} on 500 test images)"
+    )
 
 
 def float_model(bundle):
