@@ -256,11 +256,10 @@ def run(args: argparse.Namespace, services: list[ServiceProcess]) -> None:
         print(f"> server on {server.url} (state {state / 'server'})")
         server.wait_ready("/healthz", args.start_timeout)
 
-        datasets = http.get(f"{server.url}/datasets", timeout=30).json()
-        if isinstance(datasets, dict):  # {"items": [...]} or a bare list
-            datasets = datasets.get("items", datasets.get("datasets", []))
-        items = datasets
-        names = [d["name"] if isinstance(d, dict) else str(d) for d in items]
+        answer = http.get(f"{server.url}/datasets", headers=headers, timeout=30)
+        if answer.status_code != 200:
+            raise RunError(f"GET /datasets answered {answer.status_code}: {answer.text}")
+        names = [d["name"] for d in answer.json()]  # a list of shared.schemas.DatasetInfo
         dataset = choose_dataset(args.dataset, names)
 
         client_env = {
