@@ -53,6 +53,19 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONUNBUFFERED": "1"}
 
 
+def _answering(url: str, timeout: float = 30.0) -> None:
+    """Wait until the stand-in answers HTTP at all (any status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url + "/readyz", timeout=1.0)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,6 +109,7 @@ def test_a_child_that_dies_is_reported_with_its_log(env: dict[str, str], tmp_pat
 def test_never_ready_times_out_with_the_log(env: dict[str, str], tmp_path: Path) -> None:
     args = ["--delay", "3600"]
     with start_service("fakesvc", env=env, log_path=tmp_path / "svc.log", args=args) as svc:
+        _answering(svc.url)  # a loaded machine may take over 1 s just to start Python
         with pytest.raises(ServiceError, match=r"not 200 after 1 s \(last answer 503\)") as err:
             svc.wait_ready("/readyz", timeout=1, interval=0.05)
         assert "fakesvc starting" in str(err.value)
