@@ -19,14 +19,14 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.api import bundles, jobs, system
-from server.api.deps import ServerContext
-from server.api.errors import install_error_handlers
-from server.bundles import BundleStore
-from server.jobs import JobStore
-from server.metrics import ServerMetrics
-from server.settings import ServerSettings, load_settings, prepare_state_dir
-from server.worker import JobRunner
+from server.service.api import bundles, jobs, system
+from server.service.api.deps import ServerContext
+from server.service.api.errors import install_error_handlers
+from server.service.bundles import BundleStore
+from server.service.jobs import JobStore
+from server.service.metrics import ServerMetrics
+from server.service.runner import JobRunner
+from server.service.settings import ServerSettings, load_settings, prepare_state_dir
 from shared.errors import ConfigError
 
 __all__ = ["create_app", "serve_main"]

@@ -14,10 +14,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from server.api.deps import JobStoreDep, RunnerDep, SettingsDep, require_reader, require_writer
-from server.api.errors import ERROR_RESPONSES
-from server.jobs import JobRecord, check_dataset
-from shared.schemas import JobStatus, QuantizeJobCreate, QuantizeJobList, QuantizeJobPublic
+from server.data import check_dataset
+from server.params import QuantizeJobCreate
+from server.service.api.deps import (
+    JobStoreDep,
+    RunnerDep,
+    SettingsDep,
+    require_reader,
+    require_writer,
+)
+from server.service.api.errors import ERROR_RESPONSES
+from server.service.jobs import JobRecord
+from shared.schemas import JobStatus, QuantizeJobList, QuantizeJobPublic
 
 __all__ = ["router", "to_public"]
 
