@@ -143,7 +143,7 @@ def quantize_model(
     to `out_dir/<id>.siq` (not written when out_dir is None)."""
     started = time.perf_counter()
     report = report or Reporter(None)
-    settings = SIQSettings.for_job(config, ds.recipe.for_job(config))
+    settings = SIQSettings.for_job(config, ds.recipe)
     siq = run_siq(
         copy.deepcopy(fm.model),
         fm.train,

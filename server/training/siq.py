@@ -78,7 +78,9 @@ class SIQSettings:
 
     @classmethod
     def for_job(cls, config: QuantizeConfig, recipe: Recipe) -> SIQSettings:
-        """A job's settings; `recipe` already carries the job's epoch overrides."""
+        """A job's settings: its parameters, and its data set's recipe with the job's
+        retrain_epochs where set."""
+        recipe = recipe.for_job(config)
         return cls(
             weight_bits=config.weight_bits,
             activation_bits=config.activation_bits,

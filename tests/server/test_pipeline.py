@@ -109,17 +109,6 @@ def test_tiny_run_reports_iterations_and_progress(tiny_run: dict) -> None:
     json.dumps(result.to_dict())  # JSON-clean (no NaN objects, numpy types)
 
 
-def test_simulation_agrees_with_integer_engine(tiny_run: dict) -> None:
-    """The float simulation used for retraining predicts what the integer engine predicts."""
-    result = tiny_run["result"]
-    bundle = read_bundle_file(result.bundle_path)
-    ds = load_dataset("digits", None, train_limit=500, test_limit=200)
-    agree = result.simulated_accuracy - result.quantized_accuracy
-    assert abs(agree) <= 0.01
-    labels = engine_predictions(bundle, ds.test_x)
-    assert labels.shape == (200,)
-
-
 def test_cancellation_stops_the_job(tmp_path: Path) -> None:
     calls = {"n": 0}
 
