@@ -65,16 +65,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     bundle_store = BundleStore(settings.db_path, settings.bundle_dir)
     bundle_store.init_schema()
     metrics = ServerMetrics(store)
-    runner = JobRunner(
-        store,
-        pipeline=settings.pipeline,
-        data_dir=settings.data_dir,
-        bundle_dir=settings.bundle_dir,
-        max_concurrent=settings.max_concurrent_jobs,
-        cancel_grace_s=settings.cancel_grace_s,
-        poll_interval_s=settings.poll_interval_s,
-        on_job_end=metrics.job_ended,
-    )
+    runner = JobRunner(store, settings, on_job_end=metrics.job_ended)
     ctx = ServerContext(settings, store, bundle_store, runner, metrics)
 
     @asynccontextmanager

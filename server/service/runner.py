@@ -29,6 +29,7 @@ from typing import Any
 from server.progress import ProgressEvent, Throttle
 from server.service.bundles import BundleStore
 from server.service.jobs import JobStore
+from server.service.settings import ServerSettings
 from shared.errors import ConfigError, SIQError, error_body
 
 __all__ = ["JobRunner", "job_main", "resolve_pipeline", "error_record"]
@@ -142,19 +143,17 @@ class JobRunner:
     def __init__(
         self,
         store: JobStore,
-        *,
-        pipeline: str,
-        data_dir: Path | None,
-        bundle_dir: Path,
-        max_concurrent: int = 1,
-        cancel_grace_s: float = 3.0,
-        poll_interval_s: float = 0.1,
+        settings: ServerSettings,
         on_job_end: Callable[[str], None] | None = None,
     ) -> None:
+        """Runs `settings.pipeline` for the jobs of `store`, at most
+        `settings.max_concurrent_jobs` at once; `on_job_end(job_id)` after each."""
         self.store = store
-        self.pipeline, self.data_dir, self.bundle_dir = pipeline, data_dir, bundle_dir
-        self.max_concurrent, self.cancel_grace_s = max_concurrent, cancel_grace_s
-        self.poll_interval_s = poll_interval_s
+        self.pipeline, self.data_dir = settings.pipeline, settings.data_dir
+        self.bundle_dir = settings.bundle_dir
+        self.max_concurrent = settings.max_concurrent_jobs
+        self.cancel_grace_s = settings.cancel_grace_s
+        self.poll_interval_s = settings.poll_interval_s
         self.on_job_end = on_job_end or (lambda job_id: None)
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Worker] = {}

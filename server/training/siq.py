@@ -81,19 +81,14 @@ class SIQSettings:
         """A job's settings: its parameters, and its data set's recipe with the job's
         retrain_epochs where set."""
         recipe = recipe.for_job(config)
+        knobs = ("weight_bits", "activation_bits", "max_iterations", "tolerance", "seed")
+        training = ("retrain_epochs", "retrain_lr", "batch_size", "augment_shift")
         return cls(
-            weight_bits=config.weight_bits,
-            activation_bits=config.activation_bits,
             method="uniform" if config.weight_quantizer == "uniform" else config.kmeans,
-            max_iterations=config.max_iterations,
-            tolerance=config.tolerance,
             codebook_tolerance=config.codebook_tolerance,
-            retrain_epochs=recipe.retrain_epochs,
-            retrain_lr=recipe.retrain_lr,
-            batch_size=recipe.batch_size,
-            augment_shift=recipe.augment_shift,
             augment=augment_for(recipe),
-            seed=config.seed,
+            **{k: getattr(config, k) for k in knobs},
+            **{k: getattr(recipe, k) for k in training},
         )
 
 

@@ -10,7 +10,7 @@ POST /quantize-jobs/{id}/cancel  queued: cancelled at once; running: stops withi
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
@@ -70,11 +70,17 @@ def to_public(job: JobRecord) -> QuantizeJobPublic:
     )
 
 
+# what both write routes (submit, cancel) answer: 202 and the job, behind the write token
+_WRITE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": QuantizeJobPublic,
+    "dependencies": [Depends(require_writer)],
+}
+
+
 @router.post(
     "",
-    status_code=202,
-    response_model=QuantizeJobPublic,
-    dependencies=[Depends(require_writer)],
+    **_WRITE,
     summary="Submit a quantize job",
     responses={
         202: {
@@ -142,9 +148,7 @@ def get_job(job_id: str, jobs: JobStoreDep) -> QuantizeJobPublic:
 
 @router.post(
     "/{job_id}/cancel",
-    status_code=202,
-    response_model=QuantizeJobPublic,
-    dependencies=[Depends(require_writer)],
+    **_WRITE,
     summary="Cancel a queued or running job (409 when it already ended)",
 )
 def cancel_job(job_id: str, jobs: JobStoreDep, runner: RunnerDep) -> QuantizeJobPublic:
