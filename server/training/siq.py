@@ -134,6 +134,40 @@ def network_codebook_change(old: dict[str, LayerQuant], new: dict[str, LayerQuan
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
+def _record(
+    t: int,
+    acc_kmeans: float,
+    acc_retrain: float,
+    prev: dict[str, LayerQuant] | None,
+    layers: dict[str, LayerQuant],
+    lr: float,
+) -> dict:
+    """One iteration's report: the validation accuracies and how far the codebooks moved."""
+    return {
+        "iteration": t,
+        "accuracy_after_kmeans": acc_kmeans,
+        "accuracy_after_retrain": acc_retrain,
+        "codebook_change": None if prev is None else network_codebook_change(prev, layers),
+        "layer_codebook_change": (  # unweighted, per layer
+            None
+            if prev is None
+            else {n: codebook_change(prev[n].centroids, layers[n].centroids) for n in layers}
+        ),
+        "retrain_lr": lr,
+    }
+
+
+def _converged(settings: SIQSettings, prev_acc: float | None, record: dict) -> bool:
+    """Step 5's rule: the accuracy settled, and the codebooks too when a tolerance asks."""
+    change = record["codebook_change"]
+    return (
+        prev_acc is not None
+        and change is not None
+        and abs(record["accuracy_after_retrain"] - prev_acc) < settings.tolerance
+        and (settings.codebook_tolerance is None or change < settings.codebook_tolerance)
+    )
+
+
 def run_siq(
     float_model: nn.Sequential,
     train: tuple[np.ndarray, np.ndarray],  # uint8 (N, C, H, W), int64 (N,)
@@ -187,31 +221,13 @@ def run_siq(
             )
         # 5. accuracy after retraining, convergence
         acc_retrain = evaluate(sim, *val)
-        change = None if prev_layers is None else network_codebook_change(prev_layers, layers)
-        per_layer = (
-            None
-            if prev_layers is None
-            else {n: codebook_change(prev_layers[n].centroids, layers[n].centroids) for n in layers}
-        )
-        record = {
-            "iteration": t,
-            "accuracy_after_kmeans": acc_kmeans,
-            "accuracy_after_retrain": acc_retrain,
-            "codebook_change": change,
-            "layer_codebook_change": per_layer,  # unweighted, per layer
-            "retrain_lr": lr,
-        }
+        record = _record(t, acc_kmeans, acc_retrain, prev_layers, layers, lr)
         result.iterations.append(record)
         say(t / T, f"iteration {t}/{T} done", record, stage="retraining")
         if acc_retrain >= best_acc:  # keep the best iteration (ties: the later one)
             best_acc, result.best_iteration = acc_retrain, t
             result.sim = copy.deepcopy(sim)
-        if (
-            prev_acc is not None
-            and change is not None
-            and abs(acc_retrain - prev_acc) < settings.tolerance
-            and (settings.codebook_tolerance is None or change < settings.codebook_tolerance)
-        ):
+        if _converged(settings, prev_acc, record):
             result.converged = True
             break
         prev_layers, prev_acc = layers, acc_retrain
