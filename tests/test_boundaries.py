@@ -161,7 +161,7 @@ def test_serving_process_never_loads_torch(tmp_path: Path, data_dir: Path) -> No
 
 def _list_check_and_run(http: httpx.Client, server: Any) -> None:
     """GET /datasets, a refused and an accepted POST /quantize-jobs, the job to its end."""
-    wait_until(lambda: _ready(http), 60, what=f"the server to start:\n{server.log_tail()}")
+    server.wait_ready("/readyz", timeout=60)
     listed = http.get("/datasets")
     assert listed.status_code == 200 and "digits" in {d["name"] for d in listed.json()}
     bad = http.post(
@@ -188,13 +188,6 @@ def _list_check_and_run(http: httpx.Client, server: Any) -> None:
 
     done = wait_until(finished, 240, what=f"the job:\n{server.log_tail()}")
     assert done["status"] == "succeeded", done
-
-
-def _ready(http: httpx.Client) -> bool:
-    try:
-        return http.get("/readyz").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _own_pid() -> int:
