@@ -55,7 +55,7 @@ def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
             if config.get(k) is not None
         )
         return data, f"file {Path(path).name} ({made})"
-    from server.pipeline import QuantizeConfig, run_pipeline
+    from server.training.pipeline import QuantizeConfig, run_pipeline
 
     data_dir = _data_dir()
     dataset = "mnist" if (data_dir / "mnist").is_dir() else "digits"

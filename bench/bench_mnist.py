@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from bench.report import layer_histograms
-from server.datasets import load_dataset
-from server.kmeans import fit_codebook, within_cluster_sse
-from server.models import layer_name, weighted_layers
-from server.pipeline import QuantizeConfig, quantize_model, train_float
+from server.data import load_dataset
+from server.training.codebook import fit_codebook, within_cluster_sse
+from server.training.models import layer_name, weighted_layers
+from server.training.pipeline import QuantizeConfig, quantize_model, train_float
 
 __all__ = ["main", "TARGETS"]
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from bench.report import layer_histograms
-from server.datasets import load_dataset
-from server.pipeline import FloatModel, QuantizeConfig, quantize_model, train_float
+from server.data import load_dataset
+from server.training.pipeline import FloatModel, QuantizeConfig, quantize_model, train_float
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = ((4, 5, 0.02), (5, 5, 0.01))  # (weight bits, activation bits, allowed mean drop)

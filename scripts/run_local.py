@@ -172,7 +172,7 @@ def write_sample_image(dataset: str, data_dir: Path, out: Path) -> tuple[Path, i
     import numpy as np
     from PIL import Image
 
-    from server.datasets import load_dataset
+    from server.data import load_dataset
 
     ds = load_dataset(dataset, data_dir, train_limit=1, test_limit=1)
     image = ds.test_x[0]  # (C, H, W) uint8

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
         from server.cli import quantize_main
 
         return quantize_main(argv[1:])
-    from server.app import serve_main
+    from server.service.app import serve_main
 
     return serve_main(argv)
 

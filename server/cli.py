@@ -12,37 +12,49 @@ import json
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
+from server.params import JobParams, QuantizeConfig
+from server.progress import ProgressEvent, ProgressFn, Throttle
 from shared.errors import SIQError
 
 __all__ = ["build_parser", "quantize_main"]
 
 
+def _flag_type(annotation: Any) -> type:
+    """int / float / str for a field's annotation (Optional and Literal unwrapped)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0])
+    if args:
+        return _flag_type(args[0])
+    return annotation
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per job parameter (`--weight-bits` for `weight_bits`, with its help), then
+    the CLI's own. Values are checked by the parameter model, not by argparse, so a bad one
+    is the same ConfigError an HTTP caller would see as a 422."""
     p = argparse.ArgumentParser(
         prog="python -m server quantize",
         description="Train, quantise with SIQ and write a bundle; prints one JSON line.",
     )
-    p.add_argument("--dataset", required=True, help="mnist, digits or an image-folder name")
-    p.add_argument("--weight-bits", type=int, default=4)
-    p.add_argument("--activation-bits", type=int, default=4)
+    for name, info in JobParams.model_fields.items():
+        help_text = info.description or ""
+        annotation = info.annotation
+        if not info.is_required() and info.default is not None:
+            help_text += f" (default {info.default})"
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_flag_type(annotation),
+            required=info.is_required(),
+            default=None,
+            help=help_text,
+        )
     p.add_argument("--out", required=True, type=Path, help="directory for <id>.siq")
-    p.add_argument("--epochs", type=float, default=None, help="float training epochs")
-    p.add_argument("--retrain-epochs", type=float, default=None, help="per SIQ iteration")
-    p.add_argument("--max-iterations", type=int, default=5)
-    p.add_argument(
-        "--tolerance", type=float, default=0.002, help="converged: val accuracy changes less"
-    )
-    p.add_argument(
-        "--codebook-tolerance", type=float, default=None, help="... and the codebooks change less"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kmeans", default="optimal", help="optimal (exact DP) or lloyd")
-    p.add_argument("--weight-quantizer", default="kmeans", help="kmeans or uniform")
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--test-limit", type=int, default=None)
     p.add_argument(
         "--data-dir", type=Path, default=None, help="data directory (default: $SIQ_DATA_DIR)"
     )
@@ -50,16 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _printer(started: float):
-    last: dict[str, Any] = {"stage": None, "t": 0.0}
+def _printer(started: float) -> ProgressFn:
+    throttle = Throttle(2.0)
 
-    def progress(event: dict) -> None:
+    def progress(event: ProgressEvent) -> None:
+        if not throttle.passes(event):
+            return
         now = time.monotonic()
         it = event.get("iteration")
-        final = event["fraction"] >= 1.0
-        if it is None and not final and event["stage"] == last["stage"] and now - last["t"] < 2.0:
-            return
-        last.update(stage=event["stage"], t=now)
         line = f"[{now - started:7.1f}s {event['fraction'] * 100:5.1f}%] {event['stage']}: "
         line += event["message"]
         if it is not None:
@@ -82,25 +92,11 @@ def quantize_main(argv: list[str]) -> int:
     try:
         import torch
 
-        from server.pipeline import QuantizeConfig, run_pipeline
+        from server.training.pipeline import run_pipeline
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        config = QuantizeConfig(
-            dataset=args.dataset,
-            weight_bits=args.weight_bits,
-            activation_bits=args.activation_bits,
-            epochs=args.epochs,
-            retrain_epochs=args.retrain_epochs,
-            max_iterations=args.max_iterations,
-            tolerance=args.tolerance,
-            codebook_tolerance=args.codebook_tolerance,
-            seed=args.seed,
-            kmeans=args.kmeans,
-            weight_quantizer=args.weight_quantizer,
-            train_limit=args.train_limit,
-            test_limit=args.test_limit,
-        )
+        config = QuantizeConfig.from_dict({k: getattr(args, k) for k in JobParams.model_fields})
         result = run_pipeline(config, data_dir, args.out, progress=_printer(time.monotonic()))
     except SIQError as exc:
         print(f"error ({exc.code}): {exc}", file=sys.stderr)

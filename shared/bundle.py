@@ -22,6 +22,14 @@ from safetensors.numpy import save as st_save
 
 from shared.bitpack import packed_size, unpack_codes
 from shared.errors import BundleError
+from shared.graph import (
+    KNOWN_OPS,
+    WEIGHTED_OPS,
+    carries_relu,
+    codebook_size,
+    output_shape,
+    weight_shape,
+)
 from shared.quant import MAX_ACCUMULATOR, accumulator_bound
 
 __all__ = [
@@ -36,7 +44,6 @@ __all__ = [
     "decode_bundle",
     "read_bundle_file",
     "write_bundle_atomic",
-    "weight_shape",
     "layer_weights",
     "validate",
 ]
@@ -47,8 +54,6 @@ MANIFEST_KEY = "siq_manifest"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 BUNDLE_SUFFIX = ".siq"
-WEIGHTED_OPS = ("conv2d", "linear")
-KNOWN_OPS = ("conv2d", "linear", "maxpool2d", "flatten")
 
 
 @dataclass(frozen=True)
@@ -72,14 +77,6 @@ class Bundle:
 def bundle_id(data: bytes) -> str:
     """The content address of a bundle: hex SHA-256 of its bytes."""
     return hashlib.sha256(data).hexdigest()
-
-
-def weight_shape(layer: dict[str, Any]) -> tuple[int, ...]:
-    """Shape of a weighted layer's weight tensor, as torch lays it out."""
-    if layer["op"] == "conv2d":
-        k = layer["kernel_size"]
-        return (layer["out_channels"], layer["in_channels"], k, k)
-    return (layer["out_features"], layer["in_features"])
 
 
 def layer_weights(layer: dict[str, Any], tensors: dict[str, np.ndarray]) -> np.ndarray:
@@ -223,6 +220,7 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     ]
     _require(len(weighted) > 0, "graph has no weighted layer")
     seen: set[str] = set()
+    done = 0  # weighted layers checked
     for i, layer in enumerate(graph):
         _require(isinstance(layer, dict), f"graph[{i}] is not an object")
         op, name = layer.get("op"), layer.get("name")
@@ -238,18 +236,19 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         elif op == "maxpool2d":
             _require(len(shape) == 3, f"{where}: maxpool2d needs a (C, H, W) input")
             k = _int_field(layer, "kernel_size", 1, 64, where)
-            s = _int_field(layer, "stride", 1, 64, where)
+            _int_field(layer, "stride", 1, 64, where)
             _require(shape[1] >= k and shape[2] >= k, f"{where}: input smaller than the kernel")
-            shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
+            shape = output_shape(layer, shape)
         else:
             shape = _check_weighted(layer, shape, tensors, a_bits, cb_bits, where)
             expected.update(f"{name}.{t}" for t in ("codes", "codebook", "bias"))
-            is_last = layer is weighted[-1]
+            relu = carries_relu(done, len(weighted))
+            done += 1
             _require(
-                layer.get("relu") is (not is_last),
+                layer.get("relu") is relu,
                 f"{where}: every weighted layer but the last must have relu true, the last false",
             )
-            if not is_last:
+            if relu:
                 expected.update((f"{name}.multiplier", f"{name}.shift"))
                 _check_requant(layer, tensors, where)
     _require(
@@ -285,18 +284,18 @@ def _check_weighted(
         cin = _int_field(layer, "in_channels", 1, 1 << 16, where)
         cout = _int_field(layer, "out_channels", 1, 1 << 16, where)
         k = _int_field(layer, "kernel_size", 1, 64, where)
-        s = _int_field(layer, "stride", 1, 64, where)
+        _int_field(layer, "stride", 1, 64, where)
         p = _int_field(layer, "padding", 0, 64, where)
         _require(cin == shape[0], f"{where}: in_channels {cin} != incoming {shape[0]}")
         h, w = shape[1] + 2 * p, shape[2] + 2 * p
         _require(h >= k and w >= k, f"{where}: input smaller than the kernel")
-        out_shape: tuple[int, ...] = (cout, (h - k) // s + 1, (w - k) // s + 1)
+        out_shape = output_shape(layer, shape)
     else:
         _require(len(shape) == 1, f"{where}: linear needs a flat input (add a flatten)")
         fin = _int_field(layer, "in_features", 1, 1 << 24, where)
         cout = _int_field(layer, "out_features", 1, 1 << 16, where)
         _require(fin == shape[0], f"{where}: in_features {fin} != incoming {shape[0]}")
-        out_shape = (cout,)
+        out_shape = output_shape(layer, shape)
     count = int(np.prod(weight_shape(layer)))
     codes = _tensor(tensors, f"{name}.codes", np.uint8, where)
     _require(
@@ -305,7 +304,8 @@ def _check_weighted(
         f"{count} {bits}-bit codes",
     )
     codebook = _tensor(tensors, f"{name}.codebook", np.int32, where)
-    _require(codebook.shape == (1 << bits,), f"{where}: codebook must have {1 << bits} entries")
+    size = codebook_size(bits)
+    _require(codebook.shape == (size,), f"{where}: codebook must have {size} entries")
     limit = (1 << (cb_bits - 1)) - 1
     _require(
         int(np.abs(codebook.astype(np.int64)).max()) <= limit,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from shared import graph
 from shared.bundle import Bundle, layer_weights
 from shared.quant import (
     accumulator_bound,
@@ -149,9 +150,9 @@ class IntegerNetwork:
         self.class_names = list(m["input"]["class_names"])
         self._layers: list[Any] = []
         shape: tuple[int, ...] = self.input_shape  # (C, H, W), or (features,) after a flatten
-        graph = m["graph"]
-        for i, layer in enumerate(graph):
-            unit = self._build(layer, bundle.tensors, shape, graph[i + 1 :])
+        layers = m["graph"]
+        for i, layer in enumerate(layers):
+            unit = self._build(layer, bundle.tensors, shape, layers[i + 1 :])
             prev = self._layers[-1] if self._layers else None
             if (
                 isinstance(unit, _Pool)
@@ -162,7 +163,7 @@ class IntegerNetwork:
                 prev.pool = unit
             else:
                 self._layers.append(unit)
-            shape = _output_shape(layer, shape)
+            shape = graph.output_shape(layer, shape)
         self._first_dtype = next(x.dtype for x in self._layers if isinstance(x, _Weighted))
         one = _Plan(self, 1, quantized=False)
         self._chunk = max(1, WORKSPACE_BYTES // one.nbytes)  # images per piece, at most
@@ -358,7 +359,7 @@ class _Plan:
             padded.fill(0)
             self._emit(f"{layer.name} pad", np.copyto, padded[:, p:-p, p:-p], x, casting="unsafe")
             x = padded
-        ho, wo = _windows(x.shape[1], k, s), _windows(x.shape[2], k, s)
+        ho, wo = graph.windows(x.shape[1], k, s), graph.windows(x.shape[2], k, s)
         sn, sh, sw, sc = x.strides
         acc = self._array((n * ho * wo, layer.matrix.shape[1]), dtype)
         if c == 1:
@@ -405,7 +406,7 @@ class _Plan:
         (strided slices whose W*C values are contiguous), then over its k columns; 2(k-1)
         passes instead of k*k - 1, and the first ones on contiguous runs."""
         n, h, w, c = x.shape
-        ho, wo = _windows(h, k, stride), _windows(w, k, stride)
+        ho, wo = graph.windows(h, k, stride), graph.windows(w, k, stride)
         rows = self._array((n, ho, w, c), x.dtype)
         windows = [x[:, i : i + stride * (ho - 1) + 1 : stride] for i in range(k)]
         self._max_of(f"{name} rows", rows, windows)
@@ -452,22 +453,3 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         if threads not in _POOLS:
             _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="siq-engine")
         return _POOLS[threads]
-
-
-def _output_shape(layer: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A graph node's output shape per image: (C, H, W), or (features,)."""
-    op = layer["op"]
-    if op == "flatten":
-        return (math.prod(shape),)
-    if op == "linear":
-        return (layer["out_features"],)
-    c, h, w = shape
-    k, s = layer["kernel_size"], layer["stride"]
-    p = layer.get("padding", 0)
-    ho, wo = _windows(h + 2 * p, k, s), _windows(w + 2 * p, k, s)
-    return (c if op == "maxpool2d" else layer["out_channels"], ho, wo)
-
-
-def _windows(size: int, kernel: int, stride: int) -> int:
-    """How many kernel-wide windows at this stride fit in `size` (floor mode, no padding)."""
-    return (size - kernel) // stride + 1

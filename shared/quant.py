@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 
+from shared.graph import round_half_up
+
 __all__ = [
     "MAX_ACCUMULATOR",
-    "round_half_up",
     "quantize_input",
     "quantize_multiplier",
     "requantize",
@@ -22,13 +23,6 @@ __all__ = [
 
 # acc * multiplier (multiplier < 2^31) must fit in int64.
 MAX_ACCUMULATOR = 2**31
-
-
-def round_half_up(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """floor(x + 0.5) in float64: the one rounding rule of SIQ (ties go up, also for
-    negatives); into `out` (float64, may be x itself) when given."""
-    y = np.add(x, 0.5, out=out, dtype=np.float64)
-    return np.floor(y, out=y)
 
 
 def quantize_input(

@@ -1,7 +1,6 @@
-"""Pydantic schemas of the HTTP APIs, shared by the server, the client and the tests.
-
-Layered like the FastAPI template: `*Base` holds the fields a caller sends, `*Create` is the
-request body, `*Public` what the API returns. Every error response of both services has the
+"""Pydantic schemas of what the HTTP APIs answer, shared by the server, the client and the
+tests (`*Public` is what the API returns). The body of POST /quantize-jobs is the server's
+job-parameter model, server/params.py. Every error response of both services has the
 shape of `ErrorResponse`: `{"error": {"code": "...", "message": "...", "field": ...}}`.
 """
 
@@ -15,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "JobStatus",
     "TERMINAL_STATUSES",
-    "QuantizeJobBase",
-    "QuantizeJobCreate",
     "Progress",
     "IterationMetrics",
     "JobResult",
@@ -32,50 +29,6 @@ __all__ = [
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class QuantizeJobBase(BaseModel):
-    """A quantisation job's parameters. Optional knobs left out (or null) take the pipeline's
-    default for the data set (docs/ARCHITECTURE.md, "Server-side interfaces")."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    dataset: str = Field(
-        min_length=1,
-        max_length=100,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="data set name, one of GET /datasets",
-        examples=["mnist"],
-    )
-    weight_bits: int = Field(ge=1, le=8, description="bits per weight code (2^b codebook)")
-    activation_bits: int = Field(ge=2, le=8, description="bits per activation")
-    epochs: float | None = Field(None, gt=0, le=1000, description="float training epochs")
-    retrain_epochs: float | None = Field(
-        None, ge=0, le=1000, description="retraining epochs per SIQ iteration"
-    )
-    max_iterations: int | None = Field(None, ge=1, le=50, description="SIQ iterations at most")
-    tolerance: float | None = Field(
-        None, ge=0, le=1, description="converged when validation accuracy changes less than this"
-    )
-    codebook_tolerance: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="... and the relative codebook change is below this (optional)",
-    )
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    kmeans: Literal["optimal", "lloyd"] | None = None
-    weight_quantizer: Literal["kmeans", "uniform"] | None = None
-    train_limit: int | None = Field(None, ge=2, description="use only N training images")
-    test_limit: int | None = Field(None, ge=1, description="use only N test images")
-
-    def to_config(self) -> dict[str, Any]:
-        """The pipeline's config dict: only what the caller set."""
-        return self.model_dump(exclude_none=True)
-
-
-class QuantizeJobCreate(QuantizeJobBase):
-    """Body of POST /quantize-jobs."""
 
 
 class Progress(BaseModel):

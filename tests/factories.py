@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from shared.bitpack import pack_codes
-from shared.bundle import encode_bundle, weight_shape
+from shared.bundle import encode_bundle
+from shared.graph import weight_shape
 from shared.quant import quantize_multiplier
 
 ARCHS: dict[str, dict[str, Any]] = {

@@ -14,8 +14,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from server.imagefolder import load_imagefolder
-from server.pipeline import QuantizeConfig, run_pipeline
+from server.data.imagefolder import load_imagefolder
+from server.training.pipeline import QuantizeConfig, run_pipeline
 from shared.bundle import read_bundle_file
 from shared.engine import IntegerNetwork
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.shared.test_preprocess import mnist_test_digits
 
-pipeline = pytest.importorskip("server.pipeline")
+pipeline = pytest.importorskip("server.training.pipeline")
 
 N = 60
 

@@ -210,7 +210,7 @@ def test_compose_defaults_are_accepted_by_the_settings(
     for key, value in _container_env(compose["services"][name], tmp_path).items():
         monkeypatch.setenv(key, value)
     if name == "server":
-        from server.settings import load_settings as load_server_settings
+        from server.service.settings import load_settings as load_server_settings
 
         server_settings = load_server_settings()
         assert server_settings.api_token is None and server_settings.bundle_hmac_key is None

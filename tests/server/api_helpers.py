@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from server.settings import ServerSettings
+from server.service.settings import ServerSettings
 
 FAKE = "tests.server.fake_pipelines"
 TINY_JOB = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}

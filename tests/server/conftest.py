@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     integer-engine evaluation. Returns the result, the bundle dir and the progress events."""
     import torch
 
-    from server.pipeline import QuantizeConfig, run_pipeline
+    from server.training.pipeline import QuantizeConfig, run_pipeline
 
     torch.set_num_threads(1)
     out_dir: Path = tmp_path_factory.mktemp("bundles")

@@ -1,7 +1,7 @@
-"""Stand-ins for server.pipeline that the job runner loads by dotted path
+"""Stand-ins for server.training.pipeline that the job runner loads by dotted path
 (`SIQ_PIPELINE=tests.server.fake_pipelines:<name>`) in its worker processes: fast, slow,
 deaf to cancellation, or failing. Same dict-in, dict-out interface as
-server.worker.run_real_pipeline."""
+server.training.pipeline.run_job."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from server.app import create_app
+from server.service.app import create_app
 from tests.server.api_helpers import TINY_JOB, make_settings
 
 TOKEN = "s3cret-token-for-tests"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
+from server.service.app import create_app
 from shared.bundle import write_bundle_atomic
 from tests.factories import make_random_bundle
 from tests.server.api_helpers import TINY_JOB, make_settings, wait_job

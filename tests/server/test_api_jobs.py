@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
+from server.service.app import create_app
 from tests.server.api_helpers import TINY_JOB, make_settings, wait_job
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The API with the REAL pipeline (server.pipeline) in worker processes: a tiny digits job
+"""The API with the REAL pipeline (server.training.pipeline) in worker processes: a tiny digits job
 to `succeeded` and its bundle, and mnist with missing/corrupt files to `failed`."""
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
+from server.service.app import create_app
 from shared.bundle import decode_bundle
 from tests.server.api_helpers import make_settings, wait_job
 
-pytest.importorskip("server.pipeline", reason="server.pipeline has not landed yet")
+pytest.importorskip(
+    "server.training.pipeline", reason="server.training.pipeline has not landed yet"
+)
 pytestmark = pytest.mark.slow
 
-REAL = "server.worker:run_real_pipeline"
+REAL = "server.training.pipeline:run_job"
 TINY_REAL_JOB = {
     "dataset": "digits",
     "weight_bits": 4,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import load_settings
+from server.service.app import create_app
+from server.service.settings import load_settings
 from shared.errors import ConfigError
 from tests.server.api_helpers import TINY_JOB, make_settings, wait_job
 
@@ -124,7 +124,7 @@ def test_empty_env_token_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_serve_main_exits_2_with_a_message_on_bad_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.app import serve_main
+    from server.service.app import serve_main
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server import datasets
-from server.datasets import (
-    MNIST_FILES,
-    list_datasets,
-    load_dataset,
-    load_digits,
-    load_mnist,
-    read_idx,
-    split_validation,
-)
+from server.data import list_datasets, load_dataset, split_validation
+from server.data import mnist as mnist_source
+from server.data.digits import load_digits
+from server.data.mnist import MNIST_FILES, load_mnist, read_idx
 from shared.errors import DatasetError
 
 
@@ -47,8 +41,8 @@ def fake_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         data = gzip.compress(_idx_bytes(arr), mtime=0)
         (folder / name).write_bytes(data)
         md5s[name] = hashlib.md5(data).hexdigest()
-    monkeypatch.setattr(datasets, "MNIST_FILES", md5s)
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr(mnist_source, "MNIST_FILES", md5s)
+    monkeypatch.setattr(mnist_source, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
     return tmp_path
 
 
@@ -82,7 +76,7 @@ def test_truncated_file_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_files_say_where_to_put_them(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr(mnist_source, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
     with pytest.raises(DatasetError) as info:
         load_mnist(tmp_path, download=True, timeout=1.0)
     message = str(info.value)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from server.augment import augment_photos, color_jitter, random_resized_crop
-from server.datasets import list_datasets, load_dataset
-from server.imagefolder import INPUT_SIZE, find_imagefolders, load_imagefolder
+from server.data import list_datasets, load_dataset
+from server.data.imagefolder import INPUT_SIZE, find_imagefolders, load_imagefolder
+from server.training.augment import augment_photos, color_jitter, random_resized_crop
 from shared.errors import DatasetError
 from shared.preprocess import decode_image, preprocess
 
@@ -73,7 +73,7 @@ def test_non_image_and_corrupt_files_are_skipped_and_named(
     _make_folder(root, {"x": 4, "y": 4})
     (root / "x" / "notes.txt").write_text("not a photo")
     (root / "y" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    with caplog.at_level(logging.WARNING, logger="server.imagefolder"):
+    with caplog.at_level(logging.WARNING, logger="server.data.imagefolder"):
         ds = load_imagefolder(root)
     text = caplog.text
     assert "notes.txt" in text and "broken.jpg" in text

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.jobs import JobStore, check_dataset
+from server.data import check_dataset
+from server.service.jobs import JobStore
 from shared.errors import ConflictError, NotFoundError, UnknownDatasetError
 
 CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
@@ -105,7 +106,7 @@ def test_check_dataset_names_the_available_ones(tmp_path: Path) -> None:
 
 
 def test_progress_is_throttled_but_the_final_event_always_lands(store: JobStore) -> None:
-    from server.worker import _Reporter
+    from server.service.runner import _Reporter
 
     job, _ = store.create(CONFIG)
     claimed = store.claim_next()

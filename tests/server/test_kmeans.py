@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.kmeans import (
+from server.training.codebook import (
     assign_codes,
     codebook_change,
     fit_codebook,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
-from server.models import build_model
-from server.siq import SIQSettings, run_siq
-from server.train import train_model
+from server.params import QuantizeConfig, Recipe
+from server.training.models import build_model
+from server.training.siq import SIQSettings, run_siq
+from server.training.train import train_model
 
 
 def _tiny_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -29,14 +33,14 @@ def test_training_with_very_few_steps_runs(n: int) -> None:
     assert np.isfinite(loss)
 
 
-def _siq(**kw: object) -> object:
+def _siq(**kw: Any) -> Any:
     torch.manual_seed(0)
     model = build_model("lenet", 1, 10, 28)
     x, y = _tiny_data(256)
     train_model(model, x, y, epochs=2, lr=3e-3, batch_size=64)
-    settings = SIQSettings(
-        weight_bits=3, retrain_epochs=0.25, batch_size=64, calibration_images=64, **kw
-    )
+    config = QuantizeConfig(dataset="digits", weight_bits=3, **kw)
+    recipe = Recipe(epochs=2, retrain_epochs=0.25, batch_size=64)
+    settings = dataclasses.replace(SIQSettings.for_job(config, recipe), calibration_images=64)
     return run_siq(model, (x, y), _tiny_data(128, seed=1), settings)
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from shared.graph import round_half_up
 from shared.quant import (
     affine_requantize,
     fit_affine_requant,
@@ -8,7 +9,6 @@ from shared.quant import (
     quantize_multiplier,
     requant_thresholds,
     requantize,
-    round_half_up,
 )
 
 

@@ -7,8 +7,9 @@ Layouts:
 Every image, train and test, goes through `shared.preprocess` with the data set's
 `{"kind": "photo", "resize": RESIZE, "crop": INPUT_SIZE}` spec, the very code the client runs
 on an upload, so the accuracy the server measures is the one the client delivers. Training
-images then get random crops, flips and colour jitter on the fly (server/augment.py), which
-is what makes a few hundred photos enough.
+images then get random crops, flips and colour jitter on the fly (the `imagefolder` recipe's
+`photo_augment`, applied by server/training/augment.py), which is what makes a few hundred
+photos enough.
 
 Files that are not images, or do not decode, are skipped and named in a log warning;
 a class folder left without images, or a data set without classes, is a `DatasetError`.
@@ -19,12 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from server.augment import PHOTO_AUGMENT
-from server.datasets import Dataset
+from server.data.dataset import Dataset, DatasetInfo
+from server.params import RECIPES
 from shared.errors import DatasetError, ImageError
 
 __all__ = [
@@ -32,10 +32,11 @@ __all__ = [
     "INPUT_SIZE",
     "RESIZE",
     "TEST_FRACTION",
-    "PHOTO_DEFAULTS",
     "photo_spec",
     "find_imagefolders",
     "load_imagefolder",
+    "available",
+    "load",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,19 +47,6 @@ RESIZE = 64  # shorter side before the centre crop
 TEST_FRACTION = 0.25  # for folders without train/ and test/
 SPLIT_SEED = 0
 MAX_PIXELS = 40_000_000  # a decompression-bomb guard, far above any real photo
-
-# Training defaults for photo data sets (the pipeline's config overrides them).
-PHOTO_DEFAULTS: dict[str, Any] = {
-    "epochs": 40,
-    "retrain_epochs": 3.0,
-    "lr": 2e-3,
-    "retrain_lr": 5e-4,
-    "batch_size": 32,
-    "weight_decay": 5e-4,
-    "augment_shift": 0,
-    "augment": "photo",
-    "augment_params": dict(PHOTO_AUGMENT),
-}
 
 
 def photo_spec(size: int = INPUT_SIZE, resize: int = RESIZE) -> dict:
@@ -146,10 +134,10 @@ def _scan(path: Path, report: bool = True) -> _Layout:
     return _Layout(classes, train, test)
 
 
-def find_imagefolders(data_dir: Path) -> list[dict]:
+def find_imagefolders(data_dir: Path) -> list[DatasetInfo]:
     """Every image-folder data set under `data_dir`, for `GET /datasets`. Counts are of
     image files (not yet decoded); folders that are not data sets are left out."""
-    out: list[dict] = []
+    out: list[DatasetInfo] = []
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         return out
@@ -229,5 +217,22 @@ def load_imagefolder(
         class_names=list(layout.classes),
         preprocess=spec,
         arch="photonet",
-        defaults={**PHOTO_DEFAULTS, "augment_params": dict(PHOTO_AUGMENT)},
+        recipe=RECIPES["imagefolder"],
     )
+
+
+def available(data_dir: Path | None) -> list[DatasetInfo]:
+    return find_imagefolders(Path(data_dir)) if data_dir is not None else []
+
+
+def load(
+    name: str, data_dir: Path | None, train_limit: int | None, test_limit: int | None
+) -> Dataset:
+    """The image folder `data_dir/name`; DatasetError for a name that is not one."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise DatasetError(f"unknown data set {name!r}")
+    path = Path(data_dir) / name if data_dir is not None else None
+    if path is None or not path.is_dir():
+        where = f" (no folder {path})" if path is not None else ""
+        raise DatasetError(f"unknown data set {name!r}{where}; known: mnist, digits, image folders")
+    return load_imagefolder(path, name, train_limit, test_limit)

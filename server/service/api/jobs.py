@@ -10,14 +10,22 @@ POST /quantize-jobs/{id}/cancel  queued: cancelled at once; running: stops withi
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from server.api.deps import JobStoreDep, RunnerDep, SettingsDep, require_reader, require_writer
-from server.api.errors import ERROR_RESPONSES
-from server.jobs import JobRecord, check_dataset
-from shared.schemas import JobStatus, QuantizeJobCreate, QuantizeJobList, QuantizeJobPublic
+from server.data import check_dataset
+from server.params import QuantizeJobCreate
+from server.service.api.deps import (
+    JobStoreDep,
+    RunnerDep,
+    SettingsDep,
+    require_reader,
+    require_writer,
+)
+from server.service.api.errors import ERROR_RESPONSES
+from server.service.jobs import JobRecord
+from shared.schemas import JobStatus, QuantizeJobList, QuantizeJobPublic
 
 __all__ = ["router", "to_public"]
 
@@ -62,11 +70,17 @@ def to_public(job: JobRecord) -> QuantizeJobPublic:
     )
 
 
+# what both write routes (submit, cancel) answer: 202 and the job, behind the write token
+_WRITE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": QuantizeJobPublic,
+    "dependencies": [Depends(require_writer)],
+}
+
+
 @router.post(
     "",
-    status_code=202,
-    response_model=QuantizeJobPublic,
-    dependencies=[Depends(require_writer)],
+    **_WRITE,
     summary="Submit a quantize job",
     responses={
         202: {
@@ -134,9 +148,7 @@ def get_job(job_id: str, jobs: JobStoreDep) -> QuantizeJobPublic:
 
 @router.post(
     "/{job_id}/cancel",
-    status_code=202,
-    response_model=QuantizeJobPublic,
-    dependencies=[Depends(require_writer)],
+    **_WRITE,
     summary="Cancel a queued or running job (409 when it already ended)",
 )
 def cancel_job(job_id: str, jobs: JobStoreDep, runner: RunnerDep) -> QuantizeJobPublic:

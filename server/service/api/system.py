@@ -7,9 +7,9 @@ import tempfile
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from server.api.deps import ContextDep, SettingsDep, require_reader
-from server.datasets import list_datasets
-from server.metrics import CONTENT_TYPE_LATEST
+from server.data import list_datasets
+from server.service.api.deps import ContextDep, SettingsDep, require_reader
+from server.service.metrics import CONTENT_TYPE_LATEST
 from shared.schemas import DatasetInfo, HealthStatus
 
 __all__ = ["router"]

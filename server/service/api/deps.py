@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from server.bundles import BundleStore
-from server.jobs import JobStore
-from server.metrics import ServerMetrics
-from server.settings import ServerSettings
-from server.worker import JobRunner
+from server.service.bundles import BundleStore
+from server.service.jobs import JobStore
+from server.service.metrics import ServerMetrics
+from server.service.runner import JobRunner
+from server.service.settings import ServerSettings
 from shared.errors import AuthError
 
 __all__ = [

@@ -26,25 +26,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.bundles import BundleStore
-from server.jobs import JobStore
-from shared.errors import ConfigError, DatasetError, SIQError
+from server.progress import ProgressEvent, Throttle
+from server.service.bundles import BundleStore
+from server.service.jobs import JobStore
+from server.service.settings import ServerSettings
+from shared.errors import ConfigError, SIQError, error_body
 
-__all__ = ["JobRunner", "job_main", "run_real_pipeline", "error_from_exception"]
+__all__ = ["JobRunner", "job_main", "resolve_pipeline", "error_record"]
 
 log = logging.getLogger(__name__)
+# `SIQ_PIPELINE` names a 'module:function' (config dict, data_dir, out_dir, progress=,
+# should_cancel=, job_id=) -> result dict; the worker process imports it, never this one
+# (server.training.pipeline:run_job imports torch).
 PipelineFn = Callable[..., dict[str, Any]]
 INTERRUPTED = "the server stopped while this job was running, so the job was lost; submit it again"
 
 
-def run_real_pipeline(
-    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
-) -> dict[str, Any]:
-    """The production pipeline behind the dict-in, dict-out interface the worker calls."""
-    from server.pipeline import QuantizeConfig, run_pipeline
-
-    result = run_pipeline(QuantizeConfig.from_dict(config), data_dir, out_dir, **hooks)
-    return result.to_dict()
+def error_record(exc: BaseException) -> dict[str, str | None]:
+    """A failed job's `error`, one a person can act on: an SIQError's own body (the shared
+    mapping), anything else an internal error."""
+    if isinstance(exc, SIQError):
+        return error_body(exc)["error"]
+    if isinstance(exc, MemoryError):
+        return {"code": "internal_error", "message": "the worker ran out of memory"}
+    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
 
 
 def resolve_pipeline(ref: str) -> PipelineFn:
@@ -55,44 +60,21 @@ def resolve_pipeline(ref: str) -> PipelineFn:
         raise ConfigError(f"pipeline {ref!r} cannot be loaded: {exc}") from exc
 
 
-def error_from_exception(exc: BaseException) -> dict[str, str]:
-    """An error record a person can act on."""
-    if isinstance(exc, DatasetError):
-        return {"code": "dataset_error", "message": str(exc)}
-    if isinstance(exc, ConfigError):
-        return {"code": "bad_config", "message": str(exc)}
-    if isinstance(exc, SIQError):
-        return {"code": exc.code, "message": str(exc)}
-    if isinstance(exc, MemoryError):
-        return {"code": "internal_error", "message": "the worker ran out of memory"}
-    return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-
-
 class _Reporter:
     """The pipeline's progress and should_cancel hooks, writing to / reading from SQLite."""
 
     def __init__(self, store: JobStore, job_id: str, attempt: int) -> None:
         self.store, self.job_id, self.attempt = store, job_id, attempt
-        self._last_write = 0.0
-        self._last_stage: str | None = None
+        self._throttle = Throttle(0.2)  # progress is polled by people, not streamed
         self._last_poll = 0.0
         self._cancel = False
 
-    def progress(self, event: dict[str, Any]) -> None:
-        now = time.monotonic()
+    def progress(self, event: ProgressEvent) -> None:
+        if not self._throttle.passes(event):
+            return
         iteration = event.get("iteration")
-        stage = event.get("stage")
-        final = float(event.get("fraction") or 0.0) >= 1.0  # never dropped: the last word
-        if (
-            iteration is None
-            and not final
-            and stage == self._last_stage
-            and now - self._last_write < 0.2
-        ):
-            return  # throttle: progress is polled by people, not streamed
-        self._last_write, self._last_stage = now, stage
         progress = {
-            "stage": str(stage or "running"),
+            "stage": str(event.get("stage") or "running"),
             "fraction": min(1.0, max(0.0, float(event.get("fraction") or 0.0))),
             "message": str(event.get("message") or ""),
         }
@@ -147,7 +129,7 @@ def job_main(
             store.finish(job_id, attempt, "cancelled")
         else:
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            store.finish(job_id, attempt, "failed", error=error_from_exception(exc))
+            store.finish(job_id, attempt, "failed", error=error_record(exc))
 
 
 @dataclass
@@ -161,19 +143,17 @@ class JobRunner:
     def __init__(
         self,
         store: JobStore,
-        *,
-        pipeline: str,
-        data_dir: Path | None,
-        bundle_dir: Path,
-        max_concurrent: int = 1,
-        cancel_grace_s: float = 3.0,
-        poll_interval_s: float = 0.1,
+        settings: ServerSettings,
         on_job_end: Callable[[str], None] | None = None,
     ) -> None:
+        """Runs `settings.pipeline` for the jobs of `store`, at most
+        `settings.max_concurrent_jobs` at once; `on_job_end(job_id)` after each."""
         self.store = store
-        self.pipeline, self.data_dir, self.bundle_dir = pipeline, data_dir, bundle_dir
-        self.max_concurrent, self.cancel_grace_s = max_concurrent, cancel_grace_s
-        self.poll_interval_s = poll_interval_s
+        self.pipeline, self.data_dir = settings.pipeline, settings.data_dir
+        self.bundle_dir = settings.bundle_dir
+        self.max_concurrent = settings.max_concurrent_jobs
+        self.cancel_grace_s = settings.cancel_grace_s
+        self.poll_interval_s = settings.poll_interval_s
         self.on_job_end = on_job_end or (lambda job_id: None)
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Worker] = {}
@@ -212,10 +192,6 @@ class JobRunner:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def active(self) -> int:
-        return len(self._workers)
-
     # ------------------------------------------------------------ the loop
 
     def _loop(self) -> None:
@@ -249,7 +225,7 @@ class JobRunner:
         try:
             process.start()
         except Exception as exc:  # noqa: BLE001
-            self.store.finish(job_id, attempt, "failed", error=error_from_exception(exc))
+            self.store.finish(job_id, attempt, "failed", error=error_record(exc))
             return
         self._workers[job_id] = _Worker(process, attempt)
         log.info("job %s started in process %s", job_id, process.pid)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from server.training.augment import AugmentFn
+
 __all__ = [
     "JobCancelled",
     "CancelCheck",
@@ -23,13 +25,11 @@ __all__ = [
     "to_float",
     "random_shift",
     "train_model",
-    "augment_from_defaults",
     "predict_logits",
     "evaluate",
 ]
 
-ProgressFn = Callable[[float, str], None]  # (fraction in [0, 1], message)
-AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (B,C,H,W) -> same
+SubProgress = Callable[[float, str], None]  # (own fraction in [0, 1], message): a Reporter
 
 
 class JobCancelled(Exception):
@@ -92,29 +92,24 @@ def train_model(
     weight_decay: float = 1e-4,
     augment_shift: int = 0,
     seed: int = 0,
-    schedule: str = "onecycle",
-    progress: ProgressFn | None = None,
+    progress: SubProgress | None = None,
     cancel: CancelCheck | None = None,
-    params: list[nn.Parameter] | None = None,
     augment: AugmentFn | None = None,
 ) -> float:
     """Train `model` in place for `epochs` (fractions allowed) epochs; returns the mean loss
-    of the last 50 batches. `params` restricts what is optimised (default: all); `augment`
-    transforms each float batch after the random shifts."""
+    of the last 50 batches. `augment` transforms each float batch after the random shifts."""
     n = len(y)
     steps = max(1, math.ceil(epochs * n / batch_size))
     gen = torch.Generator().manual_seed(seed)
     xs = torch.from_numpy(np.ascontiguousarray(x_u8))  # (N, C, H, W) uint8
     ys = torch.from_numpy(np.ascontiguousarray(y)).long()  # (N,)
-    opt = torch.optim.AdamW(
-        params if params is not None else list(model.parameters()), lr=lr, weight_decay=weight_decay
-    )
-    sched: torch.optim.lr_scheduler.LRScheduler | None = None
-    if schedule == "onecycle" and steps >= 4:  # OneCycleLR cannot plan fewer steps
+    opt = torch.optim.AdamW(list(model.parameters()), lr=lr, weight_decay=weight_decay)
+    sched: torch.optim.lr_scheduler.LRScheduler
+    if steps >= 4:
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=steps, pct_start=0.25 if steps > 20 else 0.5
         )
-    elif schedule in ("onecycle", "cosine"):
+    else:  # OneCycleLR cannot plan fewer steps
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     model.train()
     losses: list[float] = []
@@ -135,8 +130,7 @@ def train_model(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if sched is not None:
-            sched.step()
+        sched.step()
         losses.append(float(loss.detach()))
         now = time.monotonic()
         if progress is not None and (now - last_report >= 0.5 or step == steps - 1):
@@ -146,19 +140,6 @@ def train_model(
             )
     model.eval()
     return float(np.mean(losses[-50:]))
-
-
-def augment_from_defaults(defaults: dict) -> AugmentFn | None:
-    """The batch augmentation a data set asks for in `Dataset.defaults` ("augment")."""
-    kind = defaults.get("augment")
-    if kind in (None, "", "none", "shift"):
-        return None
-    if kind == "photo":
-        from server.augment import augment_photos
-
-        params = dict(defaults.get("augment_params") or {})
-        return lambda x, gen: augment_photos(x, generator=gen, **params)
-    raise ValueError(f"unknown augmentation {kind!r}")
 
 
 @torch.no_grad()

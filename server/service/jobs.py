@@ -19,31 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConflictError, NotFoundError, UnknownDatasetError
+from shared.errors import ConflictError, NotFoundError
 
 __all__ = [
     "JobStore",
     "JobRecord",
-    "check_dataset",
     "connect",
     "utcnow",
 ]
-
-
-# Built in: always accepted at submission. mnist may still fail in the worker when its files
-# are missing, with a dataset_error that says where to put them.
-BUILTIN_DATASETS = ("digits", "mnist")
-
-
-def check_dataset(name: str, data_dir: Path | None) -> None:
-    """UnknownDatasetError (naming the available ones) unless `name` can be asked for."""
-    from server.datasets import list_datasets
-
-    available = sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
-    if name not in available:
-        raise UnknownDatasetError(
-            f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"
-        )
 
 
 def utcnow() -> str:

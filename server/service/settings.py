@@ -23,7 +23,7 @@ from shared.errors import ConfigError
 __all__ = ["ServerSettings", "load_settings", "prepare_state_dir"]
 
 log = logging.getLogger(__name__)
-REAL_PIPELINE = "server.worker:run_real_pipeline"
+REAL_PIPELINE = "server.training.pipeline:run_job"
 
 
 class ServerSettings(BaseSettings):

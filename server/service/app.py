@@ -19,14 +19,14 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.api import bundles, jobs, system
-from server.api.deps import ServerContext
-from server.api.errors import install_error_handlers
-from server.bundles import BundleStore
-from server.jobs import JobStore
-from server.metrics import ServerMetrics
-from server.settings import ServerSettings, load_settings, prepare_state_dir
-from server.worker import JobRunner
+from server.service.api import bundles, jobs, system
+from server.service.api.deps import ServerContext
+from server.service.api.errors import install_error_handlers
+from server.service.bundles import BundleStore
+from server.service.jobs import JobStore
+from server.service.metrics import ServerMetrics
+from server.service.runner import JobRunner
+from server.service.settings import ServerSettings, load_settings, prepare_state_dir
 from shared.errors import ConfigError
 
 __all__ = ["create_app", "serve_main"]
@@ -65,16 +65,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     bundle_store = BundleStore(settings.db_path, settings.bundle_dir)
     bundle_store.init_schema()
     metrics = ServerMetrics(store)
-    runner = JobRunner(
-        store,
-        pipeline=settings.pipeline,
-        data_dir=settings.data_dir,
-        bundle_dir=settings.bundle_dir,
-        max_concurrent=settings.max_concurrent_jobs,
-        cancel_grace_s=settings.cancel_grace_s,
-        poll_interval_s=settings.poll_interval_s,
-        on_job_end=metrics.job_ended,
-    )
+    runner = JobRunner(store, settings, on_job_end=metrics.job_ended)
     ctx = ServerContext(settings, store, bundle_store, runner, metrics)
 
     @asynccontextmanager

@@ -1,13 +1,13 @@
-"""The one place domain errors become HTTP responses. Every error body has the shape
+"""Where errors become HTTP responses. Every error body has the shape
 `{"error": {"code": str, "message": str, "field": str | null}}` (shared.schemas.ErrorResponse).
 
-    NotFoundError                404 not_found (job or bundle)
-    ConflictError                409 conflict
-    AuthError                    401 unauthorized / 403 forbidden
-    ConfigError, DatasetError,
-    ImageError, UnknownDatasetError 422 (their own code)
+Domain errors (SIQError) answer with the one mapping of shared/errors.py: `exc.http_status`
+and `error_body(exc)` (404 not found, 409 conflict, 401/403 auth, 422 bad config or data
+set, 500 bad_bundle: a stored file is corrupt, not the caller's fault). Besides those:
+
     request validation           422 invalid_request, `field` names the first bad field
-    BundleError                  500 bad_bundle (a stored file is corrupt: not the caller's fault)
+    unknown route / method       404 not_found / 405 method_not_allowed
+    anything else                500 internal_error
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import AuthError, BundleError, ConflictError, NotFoundError, SIQError
+from shared.errors import SIQError, error_body
 from shared.schemas import ErrorResponse
 
 __all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
@@ -49,25 +49,13 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _status_of(exc: SIQError) -> int:
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, ConflictError):
-        return 409
-    if isinstance(exc, AuthError):
-        return exc.status_code
-    if isinstance(exc, BundleError):
-        return 500
-    return 422
-
-
 async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SIQError)
-    status = _status_of(exc)
+    status = exc.http_status
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, exc.code, str(exc), getattr(exc, "field", None), headers)
+    return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

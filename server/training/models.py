@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import nn
 
 from shared.errors import ConfigError
+from shared.graph import WEIGHTED_OPS, is_relu_chain, windows
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -53,7 +54,9 @@ def build_lenet(in_channels: int, num_classes: int, input_size: int) -> nn.Seque
     Channels 16/32 keep the convolutions (most of the compute) cheap; the 512-unit hidden
     layer holds most weights, so the fixed bundle overhead (header, biases) stays small
     next to the packed codes (a W4 bundle is ~1/7.8 of the float32 parameters)."""
-    side = ((input_size - 4) // 2 - 4) // 2  # 28 -> 24 -> 12 -> 8 -> 4
+    side = input_size
+    for _ in range(2):
+        side = windows(windows(side, 5, 1), 2, 2)  # 28 -> 24 -> 12 -> 8 -> 4
     if side < 1:
         raise ConfigError(f"lenet needs input_size >= 16, got {input_size}")
     return nn.Sequential(
@@ -157,8 +160,7 @@ def graph_of(model: nn.Sequential, weight_bits: int | None = None) -> list[dict]
                 raise ConfigError("ReLU must directly follow a conv2d or linear layer")
         else:
             raise ConfigError(f"module {type(m).__name__} is not supported by the integer engine")
-    weighted = [g for g in graph if g["op"] in ("conv2d", "linear")]
-    if not weighted or weighted[-1]["relu"] or any(not g["relu"] for g in weighted[:-1]):
+    if not is_relu_chain([g["relu"] for g in graph if g["op"] in WEIGHTED_OPS]):
         raise ConfigError("every weighted layer but the last must be followed by a ReLU")
     return graph
 
@@ -174,7 +176,9 @@ def build_photonet(in_channels: int, num_classes: int, input_size: int) -> nn.Se
     blocks of 32/64/128/128 channels, then a 128-unit hidden layer. No BatchNorm or dropout:
     neither is an integer-engine op; augmentation and weight decay regularise instead.
     ~74% float on office10 (442 training photos) in 40 epochs, about 2 s/epoch on one core."""
-    side = input_size // 16  # 64 -> 32 -> 16 -> 8 -> 4
+    side = input_size
+    for _ in range(4):
+        side = windows(windows(side + 2, 3, 1), 2, 2)  # 64 -> 32 -> 16 -> 8 -> 4
     if side < 1:
         raise ConfigError(f"photonet needs input_size >= 16, got {input_size}")
     layers: list[nn.Module] = []

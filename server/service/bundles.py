@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.jobs import connect, utcnow
+from server.service.jobs import connect, utcnow
 from shared.bundle import BUNDLE_SUFFIX, read_bundle_file
 from shared.errors import BundleError, NotFoundError
 

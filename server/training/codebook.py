@@ -1,34 +1,69 @@
-"""Weight codebooks: k-means in one dimension (exact or Lloyd) and the uniform baseline.
+"""A layer's weight codebook, all its verbs in one place:
 
-All functions are pure: a 1-D float array of a layer's weights in, a sorted codebook of
-`k` centroids and one code per weight out. `k` centroids are always returned, even when the
-layer has fewer distinct values (the extra centroids are unused), because the bundle stores
-exactly 2^b codebook entries.
+- fit:          k-means in one dimension (exact or Lloyd) or the uniform baseline grid:
+                a 1-D float array of a layer's weights in, a sorted codebook of `k` centroids
+                and one code per weight out (`fit_codebook`);
+- snap to grid: the centroids as the integers the bundle stores, c_int = round_half_up(c / s_w)
+                with s_w = max|c| / (2^(codebook_bits-1) - 1) (`snap_to_grid`);
+- assign:       each weight's nearest centroid (`assign_codes`, `assign_codes_tensor` for the
+                training forward pass);
+- dequantise:   the real values the integer codebook stands for (`dequantize`).
+
+`k` centroids are always returned, even when the layer has fewer distinct values (the
+extra centroids are unused), because the bundle stores exactly 2^b codebook entries.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from shared.graph import round_half_up
 
 __all__ = [
     "fit_codebook",
     "optimal_kmeans",
     "lloyd_kmeans",
     "uniform_codebook",
+    "snap_to_grid",
+    "dequantize",
     "assign_codes",
+    "assign_codes_tensor",
     "within_cluster_sse",
     "codebook_change",
 ]
 
 
-def assign_codes(weights: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Nearest centroid for each weight. `centroids` sorted ascending, (k,) -> codes (n,)."""
-    w = np.asarray(weights, dtype=np.float64).ravel()
+def _midpoints(centroids: np.ndarray) -> np.ndarray:
     c = np.asarray(centroids, dtype=np.float64)
-    if len(c) == 1:
-        return np.zeros(len(w), dtype=np.int64)
-    mids = (c[1:] + c[:-1]) / 2.0  # (k-1,) decision boundaries
-    return np.searchsorted(mids, w, side="left").astype(np.int64)
+    return (c[1:] + c[:-1]) / 2.0  # (k-1,) decision boundaries
+
+
+def assign_codes(weights: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid for each weight (ties to the lower one). `centroids` sorted
+    ascending, (k,) -> codes (n,) int64."""
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    return np.searchsorted(_midpoints(centroids), w, side="left").astype(np.int64)
+
+
+def assign_codes_tensor(weight: torch.Tensor, centroids: np.ndarray) -> torch.Tensor:
+    """`assign_codes` on a weight tensor, keeping its shape (torch.bucketize is
+    searchsorted side="left"); used on every retraining step."""
+    return torch.bucketize(weight.detach().double(), torch.as_tensor(_midpoints(centroids)))
+
+
+def snap_to_grid(centroids: np.ndarray, codebook_bits: int) -> tuple[float, np.ndarray]:
+    """(s_w, codebook_int): the centroids on the signed `codebook_bits`-bit integer grid the
+    bundle stores, real value = codebook_int * s_w."""
+    limit = (1 << (codebook_bits - 1)) - 1
+    cmax = float(np.abs(centroids).max())
+    scale = cmax / limit if cmax > 0 else 1.0
+    return scale, round_half_up(np.asarray(centroids) / scale).astype(np.int64)  # (k,)
+
+
+def dequantize(codebook_int: np.ndarray, scale: float) -> np.ndarray:
+    """The real values of an integer codebook: codebook_int * s_w, (k,) float64."""
+    return np.asarray(codebook_int) * scale
 
 
 def within_cluster_sse(weights: np.ndarray, centroids: np.ndarray, codes: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.jobs import JobStore
+from server.service.jobs import JobStore
 
 __all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST"]
 

@@ -8,26 +8,24 @@ from the `torch.Generator` passed in, which keeps training seeded and reproducib
   resampled back to H x W with one `affine_grid` + `grid_sample` for the whole batch;
   the same affine map also does the horizontal flip.
 - `color_jitter`: per-image brightness (multiplicative) and contrast (around the image mean).
-- `augment_photos`: both, with the defaults the photo data sets train with.
+- `augment_photos`: both, with a recipe's `PhotoAugment` settings (server/params.py holds
+  the defaults); `augment_for(recipe)` is the batch hook training calls, or None.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
-__all__ = ["random_resized_crop", "color_jitter", "augment_photos", "PHOTO_AUGMENT"]
+from server.params import PhotoAugment, Recipe
 
-# Defaults used by photo data sets (server/imagefolder.py puts them in Dataset.defaults).
-PHOTO_AUGMENT: dict[str, float] = {
-    "min_area": 0.55,
-    "max_aspect": 1.33,
-    "flip": 0.5,
-    "brightness": 0.25,
-    "contrast": 0.25,
-}
+__all__ = ["AugmentFn", "random_resized_crop", "color_jitter", "augment_photos", "augment_for"]
+
+AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (B,C,H,W) -> same
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None) -> torch.Tensor:
@@ -37,9 +35,9 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None) -> torch
 def random_resized_crop(
     x: torch.Tensor,
     *,
-    min_area: float = 0.55,
-    max_aspect: float = 1.33,
-    flip: float = 0.5,
+    min_area: float,
+    max_aspect: float,
+    flip: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Crop a random window of `min_area..1` of the image's area (aspect ratio within
@@ -68,8 +66,8 @@ def random_resized_crop(
 def color_jitter(
     x: torch.Tensor,
     *,
-    brightness: float = 0.25,
-    contrast: float = 0.25,
+    brightness: float,
+    contrast: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Scale each image by `1 ± brightness` and stretch its contrast by `1 ± contrast` around
@@ -85,16 +83,21 @@ def color_jitter(
 def augment_photos(
     x: torch.Tensor, generator: torch.Generator | None = None, **params: float
 ) -> torch.Tensor:
-    """Random resized crop + flip, then colour jitter; `params` override `PHOTO_AUGMENT`."""
-    unknown = set(params) - set(PHOTO_AUGMENT)
-    if unknown:
-        raise ValueError(f"unknown augmentation parameters: {sorted(unknown)}")
-    p = {**PHOTO_AUGMENT, **params}
+    """Random resized crop + flip, then colour jitter; `params` override `PhotoAugment`'s
+    defaults (ValueError for an unknown one)."""
+    try:
+        p = PhotoAugment(**params)
+    except ValidationError as exc:
+        raise ValueError(f"bad augmentation parameters: {exc}") from None
     x = random_resized_crop(
-        x,
-        min_area=p["min_area"],
-        max_aspect=p["max_aspect"],
-        flip=p["flip"],
-        generator=generator,
+        x, min_area=p.min_area, max_aspect=p.max_aspect, flip=p.flip, generator=generator
     )
-    return color_jitter(x, brightness=p["brightness"], contrast=p["contrast"], generator=generator)
+    return color_jitter(x, brightness=p.brightness, contrast=p.contrast, generator=generator)
+
+
+def augment_for(recipe: Recipe) -> AugmentFn | None:
+    """The batch augmentation a recipe asks for (after the random shifts), or None."""
+    if recipe.photo_augment is None:
+        return None
+    params = recipe.photo_augment.model_dump()
+    return lambda x, gen: augment_photos(x, generator=gen, **params)

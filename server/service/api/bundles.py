@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from server.api.deps import BundleStoreDep, SettingsDep, require_reader
-from server.api.errors import ERROR_RESPONSES
+from server.service.api.deps import BundleStoreDep, SettingsDep, require_reader
+from server.service.api.errors import ERROR_RESPONSES
 from shared.schemas import BundleInfo, BundleList
 from shared.signing import sign
 

@@ -15,14 +15,14 @@ from importlib import metadata
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from server.datasets import Dataset
-from server.models import graph_of, layer_name
-from server.siq import QuantSimNet
+from server.data import Dataset
+from server.training.models import graph_of, layer_name, weighted_layers
+from server.training.quantsim import QuantSimNet
 from shared.bitpack import pack_codes
 from shared.bundle import Bundle, decode_bundle, encode_bundle
 from shared.engine import IntegerNetwork
+from shared.graph import bits_of_codebook, round_half_up
 from shared.quant import quantize_multiplier
 
 __all__ = [
@@ -59,11 +59,9 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
     scales: dict[str, dict] = {}
     s_x = sim.input_scale
     logit_scale = 0.0
-    for m in sim.model:
-        if not isinstance(m, nn.Conv2d | nn.Linear):
-            continue
+    for m in weighted_layers(sim.model):
         lq = sim.layers[layer_name(m)]
-        bits = int(np.log2(len(lq.codebook_int)))
+        bits = bits_of_codebook(len(lq.codebook_int))
         s_acc = s_x * lq.weight_scale
         codes = sim.codes_of(m).numpy().reshape(-1)  # (n,) C order of the weight
         bias_real = (  # (O,)
@@ -71,7 +69,7 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
         )
         tensors[f"{lq.name}.codes"] = pack_codes(codes, bits)
         tensors[f"{lq.name}.codebook"] = lq.codebook_int.astype(np.int32)
-        tensors[f"{lq.name}.bias"] = np.floor(bias_real / s_acc + 0.5).astype(np.int32)
+        tensors[f"{lq.name}.bias"] = round_half_up(bias_real / s_acc).astype(np.int32)
         scales[lq.name] = {
             "input_scale": s_x,
             "weight_scale": lq.weight_scale,

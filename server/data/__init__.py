@@ -1,0 +1,66 @@
+"""Data sources the server trains on, one module each: `mnist` (the original IDX files),
+`digits` (scikit-learn's bundled digits, works offline) and image folders
+(`$SIQ_DATA_DIR/<name>/<class>/*.jpg`). The sources never import each other, and nothing
+here imports torch: the HTTP service lists data sets and checks job submissions with it.
+
+Every loader returns a `Dataset` (server/data/dataset.py) carrying its family's recipe of
+training defaults (server.params.RECIPES).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.data import digits, imagefolder, mnist
+from server.data.dataset import Dataset, DatasetInfo, split_validation
+from shared.errors import DatasetError, UnknownDatasetError
+
+__all__ = [
+    "Dataset",
+    "DatasetInfo",
+    "BUILTIN_DATASETS",
+    "split_validation",
+    "list_datasets",
+    "load_dataset",
+    "check_dataset",
+]
+
+# The named sources; every other name is an image folder. Both are always accepted at
+# submission: mnist may still fail in the worker when its files are missing, with a
+# dataset_error that says where to put them.
+_NAMED = {mnist.NAME: mnist, digits.NAME: digits}
+BUILTIN_DATASETS = tuple(sorted(_NAMED))
+
+
+def list_datasets(data_dir: Path | None) -> list[DatasetInfo]:
+    """{name, classes, train_count, test_count, image_size} for every data set available."""
+    out = mnist.available(data_dir) + digits.available(data_dir)
+    names = {d["name"] for d in out}
+    out.extend(d for d in imagefolder.available(data_dir) if d["name"] not in names)
+    return out
+
+
+def check_dataset(name: str, data_dir: Path | None) -> None:
+    """UnknownDatasetError (naming the available ones) unless `name` can be asked for."""
+    available = sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
+    if name not in available:
+        raise UnknownDatasetError(
+            f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: Path | None,
+    *,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> Dataset:
+    for lim_name, lim in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if lim is not None and lim < 1:
+            raise DatasetError(f"{lim_name} must be >= 1, got {lim}")
+    source = _NAMED.get(name, imagefolder)
+    ds = source.load(name, data_dir, train_limit, test_limit)
+    if len(ds.train_y) == 0 or len(ds.test_y) == 0:
+        raise DatasetError(f"data set {name!r} has no training or no test images")
+    return ds

@@ -1,0 +1,174 @@
+"""The `mnist` source: the four original IDX files under `$SIQ_DATA_DIR/mnist`, checked
+against their published MD5s (downloaded from the public mirrors when missing)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import struct
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from server.data.dataset import DIGIT_CLASSES, Dataset, DatasetInfo
+from server.params import RECIPES
+from shared.errors import DatasetError
+
+__all__ = ["NAME", "MNIST_FILES", "MNIST_MIRRORS", "read_idx", "load_mnist", "available", "load"]
+
+NAME = "mnist"
+# The published MD5s of the four MNIST files (LeCun, Cortes, Burges).
+MNIST_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse a gzip'ed IDX file (uint8 payload) into an array; DatasetError naming the file."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable gzip IDX file ({exc})") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    count = int(np.prod(shape))
+    if len(raw) - header != count:
+        raise DatasetError(f"{path}: expected {count} bytes of data, found {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _download(url: str, dest: Path, md5: str, timeout: float) -> bool:
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+            data = resp.read()
+    except Exception:
+        return False
+    if hashlib.md5(data).hexdigest() != md5:
+        return False
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    except OSError:
+        return False
+    return True
+
+
+def _ensure_mnist_files(mnist_dir: Path, *, download: bool, timeout: float) -> None:
+    missing = [name for name in MNIST_FILES if not (mnist_dir / name).is_file()]
+    if missing and download:
+        with contextlib.suppress(OSError):
+            mnist_dir.mkdir(parents=True, exist_ok=True)
+        for name in list(missing):
+            for mirror in MNIST_MIRRORS:
+                if _download(mirror + name, mnist_dir / name, MNIST_FILES[name], timeout):
+                    missing.remove(name)
+                    break
+            else:
+                break  # no mirror answers: don't wait on the other files too
+        missing = [name for name in MNIST_FILES if not (mnist_dir / name).is_file()]
+    if missing:
+        raise DatasetError(
+            f"MNIST files missing: {', '.join(missing)}. Put the four original files "
+            f"({', '.join(MNIST_FILES)}) in {mnist_dir} (set SIQ_DATA_DIR to the folder that "
+            f"holds mnist/); downloading them from the public mirrors failed."
+        )
+
+
+def load_mnist(
+    data_dir: Path,
+    *,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    download: bool = True,
+    timeout: float = 10.0,
+) -> Dataset:
+    mnist_dir = Path(data_dir) / "mnist"
+    _ensure_mnist_files(mnist_dir, download=download, timeout=timeout)
+    for name, md5 in MNIST_FILES.items():
+        got = _md5(mnist_dir / name)
+        if got != md5:
+            raise DatasetError(
+                f"{mnist_dir / name}: MD5 {got} does not match the published {md5} "
+                "(corrupt or truncated copy; replace it with the original file)"
+            )
+    train_x = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
+    train_y = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    test_x = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
+    test_y = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    ds = Dataset(
+        name=NAME,
+        train_x=train_x[:train_limit, None].copy(),  # (N, 1, 28, 28)
+        train_y=train_y[:train_limit].astype(np.int64),
+        test_x=test_x[:test_limit, None].copy(),
+        test_y=test_y[:test_limit].astype(np.int64),
+        class_names=list(DIGIT_CLASSES),
+        preprocess={"kind": "digit"},
+        arch="lenet",
+        recipe=RECIPES["mnist"],
+    )
+    return ds
+
+
+def _counts(mnist_dir: Path) -> tuple[int, int] | None:
+    """Counts from the IDX headers only (cheap; no MD5), None when files are missing/bad."""
+    counts = []
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        try:
+            with gzip.open(mnist_dir / name, "rb") as f:
+                head = f.read(8)
+            counts.append(struct.unpack(">I", head[4:8])[0])
+        except (OSError, EOFError, struct.error):
+            return None
+    if not all((mnist_dir / n).is_file() for n in MNIST_FILES):
+        return None
+    return counts[0], counts[1]
+
+
+def available(data_dir: Path | None) -> list[DatasetInfo]:
+    """[mnist's info] when its files are under `data_dir`, else []."""
+    counts = _counts(Path(data_dir) / "mnist") if data_dir is not None else None
+    if counts is None:
+        return []
+    return [
+        {
+            "name": NAME,
+            "classes": list(DIGIT_CLASSES),
+            "train_count": counts[0],
+            "test_count": counts[1],
+            "image_size": [1, 28, 28],
+        }
+    ]
+
+
+def load(
+    name: str, data_dir: Path | None, train_limit: int | None, test_limit: int | None
+) -> Dataset:
+    if data_dir is None:
+        raise DatasetError("mnist needs a data directory (set SIQ_DATA_DIR)")
+    return load_mnist(Path(data_dir), train_limit=train_limit, test_limit=test_limit)

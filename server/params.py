@@ -1,0 +1,197 @@
+"""A quantize job's parameters and the per-data-set recipes of training defaults: the one
+place both are written down (torch-free: the HTTP service imports it).
+
+- `JobParams` holds every knob a caller may set, with its type, bounds, default and help.
+  `QuantizeJobCreate` (the body of POST /quantize-jobs) is the same fields with
+  `weight_bits` and `activation_bits` required; `QuantizeConfig` (what the pipeline runs)
+  adds the config `version`. `python -m server quantize` builds its flags from these fields
+  (server/cli.py), so the names, bounds and help agree everywhere.
+- `Recipe` is a data-set family's training defaults (epochs, learning rates, batch size,
+  augmentation); `RECIPES` has one per family (mnist, digits, imagefolder). A job's
+  `epochs` / `retrain_epochs` override the recipe's (`Recipe.for_job`).
+
+A null knob means "the default": dropped before validation, so a stored job config lists
+only what the caller set.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import ConfigError
+
+__all__ = [
+    "CONFIG_VERSION",
+    "MAX_LIMIT",
+    "JobParams",
+    "QuantizeJobCreate",
+    "QuantizeConfig",
+    "PhotoAugment",
+    "Recipe",
+    "RECIPES",
+]
+
+CONFIG_VERSION = 1
+MAX_LIMIT = 10_000_000  # train_limit / test_limit: far above any data set here
+
+WeightBits = Annotated[
+    int, Field(ge=1, le=8, description="bits per weight code: each layer's codebook has 2^b values")
+]
+ActivationBits = Annotated[
+    int, Field(ge=2, le=8, description="bits per activation: unsigned a-bit feature maps")
+]
+
+
+class JobParams(BaseModel):
+    """Every knob of a quantize job (README, "Job parameters")."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    dataset: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="data set: mnist, digits, or an image folder listed by GET /datasets",
+        examples=["mnist"],
+    )
+    weight_bits: WeightBits = 4
+    activation_bits: ActivationBits = 4
+    epochs: float | None = Field(
+        None, gt=0, le=1000, description="float training epochs (default: the data set's)"
+    )
+    retrain_epochs: float | None = Field(
+        None, ge=0, le=1000, description="retraining epochs per SIQ iteration (data set's)"
+    )
+    max_iterations: int = Field(5, ge=1, le=50, description="SIQ iterations at most")
+    tolerance: float = Field(
+        0.002, ge=0, le=1, description="converged when validation accuracy changes less than this"
+    )
+    codebook_tolerance: float | None = Field(
+        None, gt=0, le=1, description="... and the relative codebook change is below this"
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="seeds data order, initialisation, validation split"
+    )
+    kmeans: Literal["optimal", "lloyd"] = Field(
+        "optimal", description="codebook fit: optimal (exact 1-D dynamic programming) or lloyd"
+    )
+    weight_quantizer: Literal["kmeans", "uniform"] = Field(
+        "kmeans", description="kmeans (SIQ) or uniform (the baseline grid)"
+    )
+    train_limit: int | None = Field(
+        None, ge=2, le=MAX_LIMIT, description="use only the first N training images"
+    )
+    test_limit: int | None = Field(
+        None, ge=1, le=MAX_LIMIT, description="use only the first N test images"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
+
+class QuantizeJobCreate(JobParams):
+    """Body of POST /quantize-jobs: the bit widths have no default over HTTP."""
+
+    weight_bits: WeightBits
+    activation_bits: ActivationBits
+
+    def to_config(self) -> dict[str, Any]:
+        """The job's stored config: only what the caller set."""
+        return self.model_dump(exclude_unset=True)
+
+
+class QuantizeConfig(JobParams):
+    """What the pipeline runs: the parameters plus the config version (ConfigError names the
+    field of a bad one, through `from_dict`)."""
+
+    version: int = CONFIG_VERSION
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != CONFIG_VERSION:
+            raise ValueError(f"config version {value!r} is not {CONFIG_VERSION}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, d: Any) -> QuantizeConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be an object, got {type(d).__name__}")
+        try:
+            return cls.model_validate(d)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first problem as a ConfigError whose `field` names the parameter."""
+    first = exc.errors()[0]
+    name = ".".join(str(p) for p in first.get("loc", ())) or "config"
+    message = first.get("msg", "invalid")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown parameter (not a job parameter)"
+    err = ConfigError(f"{name}: {message}")
+    err.field = name  # type: ignore[attr-defined]
+    return err
+
+
+class PhotoAugment(BaseModel):
+    """Random resized crop + flip, then colour jitter (server/training/augment.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_area: float = 0.55  # the crop keeps min_area..1 of the image's area
+    max_aspect: float = 1.33  # aspect ratio within 1/max_aspect..max_aspect
+    flip: float = 0.5  # probability of a horizontal flip
+    brightness: float = 0.25  # gain 1 +- brightness
+    contrast: float = 0.25  # contrast stretch 1 +- contrast around the image mean
+
+
+class Recipe(BaseModel):
+    """A data-set family's training defaults. Float training uses `lr` and `weight_decay`;
+    SIQ retraining `retrain_lr` (halved each iteration) and no weight decay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: float
+    retrain_epochs: float
+    lr: float = 3e-3
+    retrain_lr: float = 5e-4
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    augment_shift: int = 0  # random shifts of up to this many pixels
+    photo_augment: PhotoAugment | None = None
+
+    def for_job(self, params: JobParams) -> Recipe:
+        """This recipe with the job's epochs / retrain_epochs where it sets them."""
+        update = {
+            k: float(v)
+            for k, v in (("epochs", params.epochs), ("retrain_epochs", params.retrain_epochs))
+            if v is not None
+        }
+        return self.model_copy(update=update)
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnist": Recipe(epochs=6, retrain_epochs=1.0, augment_shift=2),
+    "digits": Recipe(
+        epochs=20, retrain_epochs=4.0, retrain_lr=1e-3, batch_size=64, augment_shift=2
+    ),
+    "imagefolder": Recipe(
+        epochs=40,
+        retrain_epochs=3.0,
+        lr=2e-3,
+        batch_size=32,
+        weight_decay=5e-4,
+        photo_augment=PhotoAugment(),
+    ),
+}
