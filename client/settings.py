@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -51,12 +51,24 @@ class ClientSettings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="request body limit")
     max_images: int = Field(64, ge=1, le=4096, description="images per /recognize request")
     max_pixels: int = Field(16_000_000, ge=1, description="pixels per image (bomb guard)")
+    max_request_pixels: int = Field(
+        16_000_000, ge=1, description="decoded pixels per /recognize request, all images summed"
+    )
     inference_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         le=256,
         description="requests recognised at once, the others wait in line (default: CPUs)",
     )
+
+    @model_validator(mode="after")
+    def _request_holds_one_image(self) -> ClientSettings:
+        if self.max_pixels > self.max_request_pixels:
+            raise ValueError(
+                f"SIQ_MAX_PIXELS ({self.max_pixels}) must not exceed SIQ_MAX_REQUEST_PIXELS "
+                f"({self.max_request_pixels}): an image that large could never be recognised"
+            )
+        return self
 
     @property
     def hmac_key(self) -> str | None:

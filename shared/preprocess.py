@@ -4,6 +4,7 @@ This is the single source of truth: the client runs it on uploads and the server
 loaders run it on image files, so a network sees the same arrays in training and in service.
 
     decode_image(bytes, max_pixels=...)  -> PIL image (first frame, fully loaded)
+    open_image / load_image              the same in two steps: header (size checked), pixels
     preprocess(image, spec)              -> float32 (C, H, W) in [0, 1]
 
 `digit` ({"kind": "digit"}) rebuilds MNIST's layout: gray, ink found on either polarity (dark
@@ -30,6 +31,8 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_FORMATS",
     "decode_image",
+    "open_image",
+    "load_image",
     "check_spec",
     "output_shape",
     "preprocess",
@@ -56,12 +59,13 @@ _HIGH_DEPTH = (
 )  # digit images are shrunk to this side first; the result is 20x20 anyway
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `data` (first frame of animations) into a loaded PIL image.
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read only the header of `data`: a lazy PIL image whose pixels are not decoded yet, its
+    size checked against `max_pixels`. A caller holding several uploads can so learn what all
+    of them would cost before it decodes any.
 
     Raises UnsupportedImageError (not an image / unsupported format), ImageTooLargeError
-    (more than `max_pixels` pixels, checked from the header before decoding) or ImageError
-    (empty, truncated or corrupt).
+    (more than `max_pixels` pixels) or ImageError (empty, or a header that cannot be read).
     """
     if not data:
         raise ImageError("the upload is empty: no image bytes were received")
@@ -85,12 +89,23 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise ImageTooLargeError(
             f"the image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """Decode the pixels of an `open_image` result (first frame); ImageError when corrupt."""
     try:
         image.seek(0)
         image.load()
     except Exception as exc:  # truncated data: OSError, SyntaxError, EOFError, ValueError...
         raise ImageError(f"the image is truncated or corrupt: {exc}") from exc
     return image
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `data` (first frame of animations) into a loaded PIL image: `open_image` (the
+    size checked from the header before decoding) then `load_image`."""
+    return load_image(open_image(data, max_pixels=max_pixels))
 
 
 def image_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -29,7 +29,13 @@ async def recognize_route(
     uploads = await read_uploads(
         request, max_bytes=settings.max_upload_bytes, max_images=settings.max_images
     )
-    work = functools.partial(recognize, loaded, uploads, max_pixels=settings.max_pixels)
+    work = functools.partial(
+        recognize,
+        loaded,
+        uploads,
+        max_pixels=settings.max_pixels,
+        max_request_pixels=settings.max_request_pixels,
+    )
     answer = await anyio.to_thread.run_sync(work, limiter=limiter)
     metrics.images.inc(len(uploads))
     answer["timings_ms"]["total"] = round((time.perf_counter() - start) * 1e3, 3)
