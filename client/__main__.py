@@ -1,4 +1,5 @@
-"""`python -m client` starts the recognition client."""
+"""`python -m client` starts the recognition client; `python -m client sign-bundle FILE`
+writes the detached signature a bundle file needs while SIQ_BUNDLE_HMAC_KEY is set."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sign-bundle"]:
+        from client.sign_bundle import sign_main
+
+        return sign_main(argv[1:])
     from client.app import serve_main
 
-    return serve_main(sys.argv[1:] if argv is None else argv)
+    return serve_main(argv)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,19 @@ from typing import Any
 from client.fetcher import BundleFetcher, FetchError
 from client.metrics import ClientMetrics
 from client.settings import BundleSource
-from shared.bundle import BUNDLE_SUFFIX, Bundle, bundle_id, read_bundle_file, write_bundle_atomic
+from shared.bundle import (
+    BUNDLE_SUFFIX,
+    TEMP_PREFIX,
+    Bundle,
+    bundle_id,
+    read_bundle_file,
+    remove_temp_files,
+    write_bundle_atomic,
+)
 from shared.engine import IntegerNetwork
 from shared.errors import BundleError, ConfigError
 from shared.preprocess import check_spec, output_shape
-from shared.signing import verify
+from shared.signing import read_signature, signature_path, verify, write_signature
 
 __all__ = ["LoadedBundle", "BundleManager", "load_network"]
 
@@ -105,9 +113,12 @@ class BundleManager:
 
     def load_initial(self) -> None:
         """At start: a file source is loaded or the start fails; otherwise serve the cache."""
+        remove_temp_files(self.state_dir)
+        remove_temp_files(self._cache_dir)
         if self.source.kind == "file":
             try:
                 bundle = read_bundle_file(self.source.value)
+                self._check_file_signature(Path(self.source.value))
                 self.install(load_network(bundle, "file"))
             except BundleError as exc:
                 raise ConfigError(f"SIQ_BUNDLE={self.source.value}: {exc}") from exc
@@ -115,6 +126,19 @@ class BundleManager:
         cached = self._read_cache()
         if cached is not None:
             self.install(cached)
+
+    def _check_file_signature(self, path: Path) -> None:
+        """With a key set, a bundle file needs a valid detached signature `<file>.sig`."""
+        if self.hmac_key is None:
+            return
+        signature = read_signature(path)
+        if signature is None:
+            raise BundleError(
+                f"SIQ_BUNDLE_HMAC_KEY is set and {signature_path(path)} is missing: sign the "
+                "file with `python -m client sign-bundle FILE`"
+            )
+        if not verify(path.read_bytes(), self.hmac_key, signature):
+            raise BundleError(f"{signature_path(path)} does not verify with the current key")
 
     def refresh(self) -> bool:
         """One attempt to bring the configured bundle from the server. True when swapped.
@@ -178,18 +202,21 @@ class BundleManager:
     def _write_cache(self, data: bytes, signature: str | None) -> None:
         try:
             path = write_bundle_atomic(self._cache_dir, data)
+            if signature:  # so the cached file can serve as a SIQ_BUNDLE path too
+                write_signature(path, signature)
             record = {
                 "id": bundle_id(data),
                 "source": self.source.describe(),
                 "signature": signature,
             }
-            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".tmp-", suffix=".json")
+            fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=TEMP_PREFIX, suffix=".json")
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
             os.replace(tmp, self._pointer())
             for old in self._cache_dir.glob(f"*{BUNDLE_SUFFIX}"):
                 if old != path:
                     old.unlink(missing_ok=True)
+                    signature_path(old).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot cache the bundle under %s: %s", self.state_dir, exc)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from shared.bitpack import packed_size, unpack_codes
+from shared.bundle_checksum import check_content, with_checksum
 from shared.errors import BundleError
 from shared.graph import (
     KNOWN_OPS,
@@ -44,6 +46,8 @@ __all__ = [
     "decode_bundle",
     "read_bundle_file",
     "write_bundle_atomic",
+    "remove_temp_files",
+    "TEMP_PREFIX",
     "layer_weights",
     "validate",
 ]
@@ -54,6 +58,8 @@ MANIFEST_KEY = "siq_manifest"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 BUNDLE_SUFFIX = ".siq"
+TEMP_PREFIX = ".tmp-"  # files being written; a killed writer leaves them behind
+_HEX_ID = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def encode_bundle(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> b
     manifest.setdefault("format_version", FORMAT_VERSION)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     validate(manifest, tensors)
-    return st_save(tensors, metadata={MANIFEST_KEY: json.dumps(manifest, sort_keys=True)})
+    return st_save(tensors, metadata={MANIFEST_KEY: with_checksum(manifest, tensors)})
 
 
 def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
@@ -109,12 +115,16 @@ def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
         tensors = st_load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise BundleError(f"bundle tensors are unreadable: {exc}") from exc
+    check_content(_stored_manifest(data), tensors, id_verified=expected_id is not None)
     validate(manifest, tensors)
     return Bundle(id=digest, manifest=manifest, tensors=tensors, size=len(data))
 
 
 def read_bundle_file(path: str | os.PathLike[str], expected_id: str | None = None) -> Bundle:
+    """Read and decode a bundle file. A file named `<id>.siq` is checked against that id."""
     path = Path(path)
+    if expected_id is None and path.suffix == BUNDLE_SUFFIX and _HEX_ID.match(path.stem):
+        expected_id = path.stem
     try:
         size = path.stat().st_size
         if size > MAX_BUNDLE_BYTES:
@@ -134,7 +144,7 @@ def write_bundle_atomic(directory: str | os.PathLike[str], data: bytes) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{bundle_id(data)}{BUNDLE_SUFFIX}"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=BUNDLE_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=BUNDLE_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -147,7 +157,27 @@ def write_bundle_atomic(directory: str | os.PathLike[str], data: bytes) -> Path:
     return final
 
 
+def remove_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the `.tmp-*` files a killed writer left in `directory` (a process that owns the
+    directory calls this at start, before it writes). Returns what it removed."""
+    removed = []
+    for path in Path(directory).glob(f"{TEMP_PREFIX}*"):
+        try:
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass  # not ours to remove, or gone already
+    return removed
+
+
 # --- validation ---------------------------------------------------------------------------
+
+
+def _stored_manifest(data: bytes) -> str:
+    """The manifest's JSON text as stored in the header (after `_read_manifest` passed)."""
+    (header_len,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + header_len])["__metadata__"][MANIFEST_KEY]
 
 
 def _read_manifest(data: bytes) -> dict[str, Any]:
