@@ -17,17 +17,17 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
-import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from client.admission import Admission, Lanes
 from client.api import recognize, system
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
 from client.settings import BundleSource, ClientSettings, load_settings
-from shared.errors import ConfigError, SIQError, error_body
+from shared.errors import ConfigError, SIQError, error_body, error_headers
 
 __all__ = ["create_app", "serve_main"]
 
@@ -38,7 +38,7 @@ _DESCRIPTION = "The SIQ recognition client: serves POST /recognize from a bundle
 
 async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SIQError)
-    return JSONResponse(error_body(exc), status_code=exc.http_status)
+    return JSONResponse(error_body(exc), status_code=exc.http_status, headers=error_headers(exc))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -77,7 +77,7 @@ def create_app(
         # more threads than cores only contend for the GIL (16 concurrent requests on 2
         # cores: 40 threads ~510 req/s and p99 60 ms, 2 threads ~630 and 30 ms, measured).
         # Made here, in the serving event loop, which an anyio limiter belongs to.
-        app.state.inference = anyio.CapacityLimiter(settings.inference_workers)
+        app.state.lanes = Lanes(settings.inference_workers)
         stop = asyncio.Event()
         poller = asyncio.create_task(
             manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s)
@@ -95,6 +95,7 @@ def create_app(
 
     app = FastAPI(title="SIQ recognition client", version="0.1.0", lifespan=lifespan)
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
+    app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -2,17 +2,21 @@
 
 `read_uploads` reads the body under the byte limit (Content-Length first, then while reading)
 and returns (name, bytes) per image: the `file` / `files` multipart fields, or one raw body of
-an `image/*` content type. `recognize` decodes, preprocesses (the bundle's own recipe) and runs
-all images as one batch through the network of the `LoadedBundle` it is given.
+an `image/*` content type. `open_uploads` reads only their headers and refuses a request whose
+images would decode to more than the pixel budget. `recognize` decodes them one at a time,
+preprocesses each (the bundle's own recipe) and runs them as one batch through the network of
+the `LoadedBundle` it is given.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -21,7 +25,7 @@ from client.manager import LoadedBundle
 from shared.errors import ImageError, ImageTooLargeError, UnsupportedImageError, UploadError
 from shared.preprocess import load_image, open_image, preprocess
 
-__all__ = ["read_uploads", "recognize"]
+__all__ = ["read_uploads", "open_uploads", "recognize", "OpenedUploads"]
 
 IMAGE_FIELDS = ("file", "files")
 T = TypeVar("T")
@@ -87,44 +91,67 @@ async def read_uploads(
     return uploads
 
 
-def recognize(
-    loaded: LoadedBundle,
-    uploads: list[tuple[str, bytes]],
-    *,
-    max_pixels: int,
-    max_request_pixels: int | None = None,
-) -> dict[str, Any]:
-    """Labels and probabilities for every upload, by the network of `loaded` alone.
+@dataclass
+class OpenedUploads:
+    """A request's images with only their headers read: what decoding them will cost."""
 
-    What a request may cost is known before any pixel is decoded: every image's header is
-    read first (each under `max_pixels`), and the request is refused (413) when their sum
-    exceeds `max_request_pixels`. Then one image at a time is decoded, preprocessed to the
-    network's small input and dropped, so a request holds at most one decoded image.
-    """
-    t0 = time.perf_counter()
-    opened = [
-        _labelled(index, name, open_image, data, max_pixels=max_pixels)
-        for index, (name, data) in enumerate(uploads)
-    ]
-    total = sum(image.size[0] * image.size[1] for image in opened)
-    if max_request_pixels is not None and total > max_request_pixels:
-        for image in opened:
+    names: list[str]
+    images: list[Image.Image]  # lazy: pixels not decoded yet
+    header_s: float
+
+    @property
+    def pixels(self) -> int:
+        return sum(image.size[0] * image.size[1] for image in self.images)
+
+    def close(self) -> None:
+        for image in self.images:
             image.close()
+
+
+def open_uploads(
+    uploads: list[tuple[str, bytes]], *, max_pixels: int, max_request_pixels: int | None = None
+) -> OpenedUploads:
+    """Read every image's header (each under `max_pixels`) and refuse the request (413) when
+    their pixels together exceed `max_request_pixels`: what a request may cost is known
+    before any pixel is decoded. Cheap (no pixel is decoded), so the event loop may call it."""
+    t0 = time.perf_counter()
+    images: list[Image.Image] = []
+    try:
+        for index, (name, data) in enumerate(uploads):
+            images.append(_labelled(index, name, open_image, data, max_pixels=max_pixels))
+    except ImageError:
+        for image in images:
+            image.close()
+        raise
+    opened = OpenedUploads([name for name, _ in uploads], images, time.perf_counter() - t0)
+    if max_request_pixels is not None and opened.pixels > max_request_pixels:
+        opened.close()
         raise ImageTooLargeError(
-            f"the {len(opened)} images have {total} pixels in all; the limit per request is "
-            f"{max_request_pixels} (send fewer or smaller images per request)"
+            f"the {len(images)} images have {opened.pixels} pixels in all; the limit per "
+            f"request is {max_request_pixels} (send fewer or smaller images per request)"
         )
+    return opened
+
+
+def recognize(loaded: LoadedBundle, opened: OpenedUploads) -> dict[str, Any]:
+    """Labels and probabilities for every image of `opened`, by the network of `loaded`.
+
+    One image at a time is decoded, preprocessed to the network's small input and closed, so
+    a request holds at most one decoded image (a 4000x4000 RGBA one is 64 MB).
+    """
     arrays = []
-    decode_s = time.perf_counter() - t0  # the headers; then each image's pixels
-    for index, ((name, _), image) in enumerate(zip(uploads, opened, strict=True)):
-        try:
-            start = time.perf_counter()
+    decode_s = opened.header_s
+    start = time.perf_counter()
+    try:
+        for index, (name, image) in enumerate(zip(opened.names, opened.images, strict=True)):
+            t = time.perf_counter()
             _labelled(index, name, load_image, image)
-            decode_s += time.perf_counter() - start
+            decode_s += time.perf_counter() - t
             arrays.append(_labelled(index, name, preprocess, image, loaded.preprocess))
-        finally:
             image.close()  # frees the decoded pixels now, not when the request ends
-    opened.clear()
+    finally:
+        opened.close()
+    t0 = start - opened.header_s
     t1 = t0 + decode_s
     batch = np.stack(arrays)  # (N, C, H, W)
     t2 = time.perf_counter()
@@ -135,7 +162,7 @@ def recognize(
     results = [
         {
             "index": i,
-            "filename": uploads[i][0],
+            "filename": opened.names[i],
             "label": int(label),
             "class_name": names[int(label)],
             "confidence": float(probs[i, label]),

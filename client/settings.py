@@ -54,6 +54,12 @@ class ClientSettings(BaseSettings):
     max_request_pixels: int = Field(
         16_000_000, ge=1, description="decoded pixels per /recognize request, all images summed"
     )
+    max_queued_requests: int = Field(
+        64,
+        ge=0,
+        le=100_000,
+        description="/recognize requests that may wait for a worker; more get 503 at once",
+    )
     inference_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

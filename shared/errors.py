@@ -15,7 +15,8 @@ HTTP edge raises these; each app's error handler answers `error_body(exc)` with 
     ├── NotFoundError           no such job or bundle                                     (404)
     ├── ConflictError           contradicts a job's state or an earlier request           (409)
     ├── AuthError               missing (401) or wrong (403) bearer token
-    └── NotReadyError           the client has no bundle loaded yet                       (503)
+    ├── NotReadyError           the client has no bundle loaded yet                       (503)
+    └── OverloadedError         too many requests waiting already; `retry_after` s   (503 + Retry-After)
 
 `code` is the machine-readable error code that API error bodies carry; `field`, where a class
 or an instance sets it, names the request field at fault.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "error_body",
+    "error_headers",
     "SIQError",
     "BundleError",
     "ImageError",
@@ -38,6 +40,7 @@ __all__ = [
     "ConflictError",
     "AuthError",
     "NotReadyError",
+    "OverloadedError",
 ]
 
 
@@ -115,7 +118,24 @@ class NotReadyError(SIQError):
     http_status = 503
 
 
+class OverloadedError(SIQError):
+    """Refused to keep latency bounded; the answer carries `Retry-After: retry_after` (s)."""
+
+    code = "overloaded"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def error_body(exc: SIQError) -> dict[str, dict[str, str | None]]:
     """The JSON body of an error answer, `shared.schemas.ErrorResponse`'s shape:
     `{"error": {"code", "message", "field"}}`; send it with status `exc.http_status`."""
     return {"error": {"code": exc.code, "message": str(exc), "field": getattr(exc, "field", None)}}
+
+
+def error_headers(exc: SIQError) -> dict[str, str] | None:
+    """Headers an error answer carries: `Retry-After` when the error says when to retry."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after is not None else None

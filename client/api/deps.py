@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 from fastapi import Depends, Request
 
+from client.admission import Admission, Lanes
 from client.manager import BundleManager, LoadedBundle
 from client.metrics import ClientMetrics
 from client.settings import ClientSettings
 from shared.errors import NotReadyError
 
-__all__ = ["SettingsDep", "ManagerDep", "MetricsDep", "LimiterDep", "LoadedDep"]
+__all__ = ["SettingsDep", "ManagerDep", "MetricsDep", "LanesDep", "AdmissionDep", "LoadedDep"]
 
 
 async def get_settings(request: Request) -> ClientSettings:
@@ -30,15 +30,20 @@ async def get_metrics(request: Request) -> ClientMetrics:
     return request.app.state.metrics
 
 
-async def get_limiter(request: Request) -> anyio.CapacityLimiter | None:
-    # the app's limiter once the lifespan has started it, else None (anyio's default one)
-    return getattr(request.app.state, "inference", None)
+async def get_lanes(request: Request) -> Lanes | None:
+    # the app's limiters once the lifespan has started them, else None (anyio's default one)
+    return getattr(request.app.state, "lanes", None)
+
+
+async def get_admission(request: Request) -> Admission:
+    return request.app.state.admission
 
 
 SettingsDep = Annotated[ClientSettings, Depends(get_settings)]
 ManagerDep = Annotated[BundleManager, Depends(get_manager)]
 MetricsDep = Annotated[ClientMetrics, Depends(get_metrics)]
-LimiterDep = Annotated[anyio.CapacityLimiter | None, Depends(get_limiter)]
+LanesDep = Annotated[Lanes | None, Depends(get_lanes)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
 
 
 async def get_loaded(manager: ManagerDep) -> LoadedBundle:

@@ -9,8 +9,8 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from client.api.deps import LimiterDep, LoadedDep, MetricsDep, SettingsDep
-from client.recognize import read_uploads, recognize
+from client.api.deps import AdmissionDep, LanesDep, LoadedDep, MetricsDep, SettingsDep
+from client.recognize import open_uploads, read_uploads, recognize
 
 __all__ = ["router"]
 
@@ -23,20 +23,26 @@ async def recognize_route(
     loaded: LoadedDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    limiter: LimiterDep,
+    lanes: LanesDep,
+    admission: AdmissionDep,
 ) -> JSONResponse:
     start = time.perf_counter()
-    uploads = await read_uploads(
-        request, max_bytes=settings.max_upload_bytes, max_images=settings.max_images
-    )
-    work = functools.partial(
-        recognize,
-        loaded,
-        uploads,
-        max_pixels=settings.max_pixels,
-        max_request_pixels=settings.max_request_pixels,
-    )
-    answer = await anyio.to_thread.run_sync(work, limiter=limiter)
+    admission.admit()  # 503 + Retry-After at once when the line is full
+    try:
+        uploads = await read_uploads(
+            request, max_bytes=settings.max_upload_bytes, max_images=settings.max_images
+        )
+        opened = open_uploads(
+            uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels
+        )
+        work = functools.partial(recognize, loaded, opened)
+        if lanes is None:  # before the lifespan started: anyio's default limiter
+            answer = await anyio.to_thread.run_sync(work)
+        else:
+            async with lanes.lane(opened.pixels):
+                answer = await anyio.to_thread.run_sync(work, limiter=lanes.inference)
+    finally:
+        admission.release()
     metrics.images.inc(len(uploads))
     answer["timings_ms"]["total"] = round((time.perf_counter() - start) * 1e3, 3)
     return JSONResponse(answer)
