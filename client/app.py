@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
 from client.api import recognize, system
@@ -27,7 +28,7 @@ from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
 from client.settings import BundleSource, ClientSettings, load_settings
-from shared.errors import ConfigError, SIQError, error_body, error_headers
+from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
 __all__ = ["create_app", "serve_main"]
 
@@ -38,7 +39,22 @@ _DESCRIPTION = "The SIQ recognition client: serves POST /recognize from a bundle
 
 async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SIQError)
-    return JSONResponse(error_body(exc), status_code=exc.http_status, headers=error_headers(exc))
+    headers = error_headers(exc) or {}
+    if isinstance(exc, BodyTimeoutError):  # the rest of the body is not worth waiting for
+        headers["Connection"] = "close"
+    return JSONResponse(error_body(exc), status_code=exc.http_status, headers=headers or None)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own answers (no such route, wrong method) in the one error shape, not
+    its `{"detail": ...}`; headers such as 405's Allow are kept."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    body = {"error": {"code": code, "message": str(exc.detail), "field": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -98,6 +114,7 @@ def create_app(
     app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(recognize.router)
     app.include_router(system.router)

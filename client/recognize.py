@@ -10,6 +10,7 @@ the `LoadedBundle` it is given.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,16 @@ import numpy as np
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from client.manager import LoadedBundle
-from shared.errors import ImageError, ImageTooLargeError, UnsupportedImageError, UploadError
+from shared.errors import (
+    BodyTimeoutError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    UploadError,
+)
 from shared.preprocess import load_image, open_image, preprocess
 
 __all__ = ["read_uploads", "open_uploads", "recognize", "OpenedUploads"]
@@ -31,26 +38,36 @@ IMAGE_FIELDS = ("file", "files")
 T = TypeVar("T")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
+    """The body, under `max_bytes`, arrived within `timeout_s` (uvicorn has no read timeout:
+    a caller that stops sending would hold its connection and place in line for ever)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise ImageTooLargeError(f"the request body is {length} bytes; the limit is {max_bytes}")
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
-            raise ImageTooLargeError(f"the request body is over the {max_bytes}-byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise ImageTooLargeError(f"the request body is over the {max_bytes}-byte limit")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise BodyTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s ({total} bytes came)"
+        ) from exc
+    except ClientDisconnect as exc:  # nobody reads the answer; no traceback in the log
+        raise UploadError("the caller disconnected before its request body arrived") from exc
     return b"".join(chunks)
 
 
 async def read_uploads(
-    request: Request, *, max_bytes: int, max_images: int
+    request: Request, *, max_bytes: int, max_images: int, timeout_s: float | None = None
 ) -> list[tuple[str, bytes]]:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media.startswith("image/"):
-        body = await read_body(request, max_bytes)
+        body = await read_body(request, max_bytes, timeout_s)
         if not body:
             raise ImageError("the upload is empty: no image bytes were received")
         return [("body", body)]
@@ -59,7 +76,7 @@ async def read_uploads(
             f"send images as multipart/form-data (fields 'file' or 'files') or as a raw body "
             f"with an image/* content type, not {media or 'no content type'!r}"
         )
-    body = await read_body(request, max_bytes)
+    body = await read_body(request, max_bytes, timeout_s)
 
     async def stream():
         yield body

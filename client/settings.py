@@ -54,6 +54,9 @@ class ClientSettings(BaseSettings):
     max_request_pixels: int = Field(
         16_000_000, ge=1, description="decoded pixels per /recognize request, all images summed"
     )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a /recognize body must arrive within this (408)"
+    )
     max_queued_requests: int = Field(
         64,
         ge=0,

@@ -9,6 +9,7 @@ HTTP edge raises these; each app's error handler answers `error_body(exc)` with 
     │   ├── UnsupportedImageError   not an image in a supported format                    (415)
     │   ├── ImageTooLargeError      too many pixels (decompression bomb) or too many bytes (413)
     │   └── UploadError             the request does not carry images the way /recognize takes them
+    │       └── BodyTimeoutError        the request body did not arrive in time               (408)
     ├── DatasetError            a data set is missing, corrupt, or empty                  (422)
     ├── ConfigError             a setting or a job parameter cannot be used               (422)
     │   └── UnknownDatasetError     a job names a data set the server does not have
@@ -33,6 +34,7 @@ __all__ = [
     "UnsupportedImageError",
     "ImageTooLargeError",
     "UploadError",
+    "BodyTimeoutError",
     "DatasetError",
     "ConfigError",
     "UnknownDatasetError",
@@ -74,6 +76,11 @@ class ImageTooLargeError(ImageError):
 
 class UploadError(ImageError):
     code = "bad_upload"
+
+
+class BodyTimeoutError(UploadError):
+    code = "body_timeout"
+    http_status = 408
 
 
 class DatasetError(SIQError):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from client.api.deps import AdmissionDep, LanesDep, LoadedDep, MetricsDep, SettingsDep
+from client.openapi import RECOGNIZE
 from client.recognize import open_uploads, read_uploads, recognize
 
 __all__ = ["router"]
@@ -17,7 +18,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["recognition"])
 
 
-@router.post("/recognize")
+@router.post("/recognize", **RECOGNIZE)
 async def recognize_route(
     request: Request,
     loaded: LoadedDep,
@@ -30,7 +31,10 @@ async def recognize_route(
     admission.admit()  # 503 + Retry-After at once when the line is full
     try:
         uploads = await read_uploads(
-            request, max_bytes=settings.max_upload_bytes, max_images=settings.max_images
+            request,
+            max_bytes=settings.max_upload_bytes,
+            max_images=settings.max_images,
+            timeout_s=settings.body_timeout_s,
         )
         opened = open_uploads(
             uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels

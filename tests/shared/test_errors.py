@@ -7,6 +7,7 @@ import pytest
 
 from shared.errors import (
     AuthError,
+    BodyTimeoutError,
     BundleError,
     ConfigError,
     ConflictError,
@@ -15,11 +16,13 @@ from shared.errors import (
     ImageTooLargeError,
     NotFoundError,
     NotReadyError,
+    OverloadedError,
     SIQError,
     UnknownDatasetError,
     UnsupportedImageError,
     UploadError,
     error_body,
+    error_headers,
 )
 from shared.schemas import ErrorResponse
 
@@ -38,6 +41,8 @@ STATUSES: list[tuple[type[SIQError], int]] = [
     (ConflictError, 409),
     (AuthError, 401),
     (NotReadyError, 503),
+    (BodyTimeoutError, 408),  # the client's, for a body that stops arriving (issue 11)
+    (OverloadedError, 503),  # the client's load shedding, with Retry-After (issue 11)
 ]
 
 
@@ -67,3 +72,8 @@ def test_error_body_has_the_schema_shape() -> None:
     }
     ErrorResponse.model_validate(body)
     assert error_body(ImageTooLargeError("big"))["error"]["field"] is None
+
+
+def test_an_error_that_says_when_to_retry_carries_retry_after() -> None:
+    assert error_headers(OverloadedError("busy", retry_after=3)) == {"Retry-After": "3"}
+    assert error_headers(NotReadyError("no bundle")) is None

@@ -1,0 +1,49 @@
+"""Run schemathesis (the `st` CLI of the dev extra) against a running service's OpenAPI,
+bounded in examples and time; the client's test uses it and the server's can. What counts
+as a failure: any 5xx (not_a_server_error), any status or content type the spec does not
+document, answers that do not match their schema, schema-invalid requests accepted,
+unsupported methods not answered 405. Left out: positive_data_acceptance, because a schema
+cannot say "bytes that decode to an image": schema-valid random bytes are rightly refused."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["EXCLUDED_CHECKS", "schemathesis_cli", "run_schemathesis"]
+
+EXCLUDED_CHECKS = ("positive_data_acceptance",)
+
+
+def schemathesis_cli() -> str | None:
+    """The `st` executable beside this interpreter (the venv's), or on PATH, or None."""
+    beside = Path(sys.executable).with_name("st")
+    return str(beside) if beside.is_file() else shutil.which("st")
+
+
+def run_schemathesis(
+    base_url: str,
+    *,
+    max_examples: int = 25,
+    timeout_s: float = 240,
+    exclude_checks: tuple[str, ...] = EXCLUDED_CHECKS,
+    headers: tuple[str, ...] = (),
+    seed: int = 1,
+) -> subprocess.CompletedProcess[str]:
+    """`st run <base_url>/openapi.json` with every check but `exclude_checks`; returns the
+    finished process (returncode 0 when nothing failed; its output says what did)."""
+    cli = schemathesis_cli()
+    if cli is None:
+        raise FileNotFoundError("schemathesis is not installed (the dev extra has it)")
+    command = [
+        cli, "run", f"{base_url}/openapi.json",
+        "--checks", "all", "--exclude-checks", ",".join(exclude_checks),
+        "--max-examples", str(max_examples), "--phases", "examples,coverage,fuzzing",
+        "--request-timeout", "20", "--seed", str(seed), "--generation-deterministic",
+        "--no-color", "--output-truncate", "true", "--workers", "1",
+    ]  # fmt: skip
+    for header in headers:
+        command += ["--header", header]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
