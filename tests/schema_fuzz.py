@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["EXCLUDED_CHECKS", "schemathesis_cli", "run_schemathesis"]
@@ -46,4 +47,5 @@ def run_schemathesis(
     ]  # fmt: skip
     for header in headers:
         command += ["--header", header]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    with tempfile.TemporaryDirectory() as cwd:  # st keeps a .schemathesis/ folder where it runs
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
