@@ -34,7 +34,7 @@ from shared.bundle import decode_bundle, layer_weights
 from shared.engine import IntegerNetwork
 from shared.preprocess import decode_image, preprocess
 
-__all__ = ["main", "float_model", "time_per_batch"]
+__all__ = ["main", "float_model", "time_per_batch", "http_load", "multipart_request", "load_images"]
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -285,15 +285,19 @@ def multipart_request(host: str, port: int, name: str, image: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _load(host: str, port: int, images: list[bytes], requests: int, concurrency: int):
+async def http_load(host: str, port: int, images: list[bytes], requests: int, concurrency: int):
     """`concurrency` keep-alive connections, each sending its next request when the last
     answer is in, until `requests` are done. The requests are encoded beforehand and answers
     are read by Content-Length only: a full HTTP client (httpx) costs ~5 ms of CPU a request
     and, sharing this machine's two cores with the service, was the bottleneck (its own
-    queueing showed up as 100-600 ms p99 latency, measured)."""
+    queueing showed up as 100-600 ms p99 latency, measured).
+
+    A connection that breaks (reset, closed mid-answer) counts one transport error and is
+    opened again; so does one the service closes (`Connection: close`), without an error."""
     payloads = [multipart_request(host, port, f"{i}", image) for i, image in enumerate(images)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    transport_errors = [0]
     counter = iter(range(requests))
 
     async def client() -> None:
@@ -301,17 +305,29 @@ async def _load(host: str, port: int, images: list[bytes], requests: int, concur
         try:
             for i in counter:
                 t = time.perf_counter()
-                writer.write(payloads[i % len(payloads)])
-                status_line = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    key, _, value = line.decode("latin-1").partition(":")
-                    if key.strip().lower() == "content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                try:
+                    writer.write(payloads[i % len(payloads)])
+                    status_line = await reader.readline()
+                    length, close = 0, False
+                    while (line := await reader.readline()) not in (b"\r\n", b""):
+                        key, _, value = line.decode("latin-1").partition(":")
+                        key = key.strip().lower()
+                        if key == "content-length":
+                            length = int(value)
+                        elif key == "connection" and value.strip().lower() == "close":
+                            close = True
+                    await reader.readexactly(length)
+                    code = int(status_line.split()[1])
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                    transport_errors[0] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
                 latencies.append(time.perf_counter() - t)
-                code = int(status_line.split()[1])
                 statuses[code] = statuses.get(code, 0) + 1
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
         finally:
             writer.close()
 
@@ -323,6 +339,8 @@ async def _load(host: str, port: int, images: list[bytes], requests: int, concur
         "requests": requests,
         "concurrency": concurrency,
         "errors": requests - statuses.get(200, 0),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "transport_errors": transport_errors[0],
         "requests_per_s": requests / wall,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -341,7 +359,7 @@ def bench_http(bundle_path: Path, work: Path, images, requests: int, concurrency
         answer = httpx.post(f"{client.url}/recognize", files=files, timeout=30)
         answer.raise_for_status()
         assert answer.json()["results"][0]["label"] >= 0
-        load = functools.partial(_load, client.host, client.port, images)
+        load = functools.partial(http_load, client.host, client.port, images)
         asyncio.run(load(min(64, requests), concurrency))  # warm up
         return asyncio.run(load(requests, concurrency))
 

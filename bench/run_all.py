@@ -23,6 +23,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = [
     "bench.bench_client",
     "bench.bench_api_latency",
+    "bench.bench_reliability",
     "bench.bench_mnist",
     "bench.bench_office10",
 ]

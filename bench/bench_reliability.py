@@ -1,0 +1,317 @@
+"""Reliability benchmark (issue 11): what a hostile or heavy caller costs the client.
+
+    python -m bench.bench_reliability [--requests 10000] [--concurrency 32] [--seconds 10]
+    python -m bench.bench_reliability --client-src DIR --only attack   # another checkout
+
+1. The amplification attack of issue 11, item 1: as many concurrent callers as the client has
+   inference workers each send, back to back, a 4.5 MB request of 64 PNGs of 4000x4000 RGBA;
+   then the same with requests right at the pixel budget (one 4000x4000 RGBA digit each), the
+   most an accepted request can cost. Meanwhile an ordinary caller sends one digit every
+   50 ms. Reported: the client's peak RSS (sampled from /proc every 50 ms, and the kernel's
+   VmHWM), its RSS 2 s after the attack, and the ordinary requests' latency (goals: peak RSS
+   under 500 MB, an ordinary request waits under 1 s).
+2. 10,000 requests at concurrency 32 (bench.bench_client's lean load generator, one digit
+   PNG each): status counts, transport errors, p50, p99, with the default queue bound and
+   with a small SIQ_MAX_QUEUED_REQUESTS that must shed (503 + Retry-After).
+3. The server's /healthz while a 100 MB body is refused: a marked place, filled by the server
+   side of issue 11 (item 3).
+
+`--client-src DIR` runs `python -m client` from another checkout (e.g. `git archive main`),
+for a before/after comparison on the same machine. Writes bench/results/reliability.json
+and reliability.md (or `--name`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from bench.bench_client import http_load, load_images
+from scripts.processes import ServiceProcess, pick_port
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SERVER_ROW_MARK = "<!-- server row: /healthz while a 100 MB body is refused (issue 11, item 3) -->"
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def attack_bodies(digit_png: bytes) -> dict[str, list[tuple[str, bytes]]]:
+    """The issue's 4.5 MB request (64 blank 4000x4000 RGBA PNGs) and an in-budget one (one
+    4000x4000 RGBA digit: 16 M pixels, the default SIQ_MAX_REQUEST_PIXELS)."""
+    blank = _png(Image.new("RGBA", (4000, 4000), (0, 0, 0, 0)))
+    big_digit = _png(Image.open(io.BytesIO(digit_png)).convert("RGBA").resize((4000, 4000)))
+    return {
+        "64 x 4000x4000 RGBA": [("files", blank)] * 64,
+        "1 x 4000x4000 RGBA": [("file", big_digit)],
+    }
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB, from /proc (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+@contextlib.contextmanager
+def client_process(
+    bundle: Path, work: Path, src: Path, **settings: str
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`python -m client` from checkout `src` serving `bundle`, ready; stopped on exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
+    port = pick_port()
+    env.update(
+        SIQ_BUNDLE=str(bundle), SIQ_STATE_DIR=str(work / f"state-{port}"), PYTHONPATH=str(src)
+    )
+    env.update({f"SIQ_{k.upper()}": v for k, v in settings.items()})
+    log = work / f"client-{port}.log"
+    args = ["--log-level", "warning"]
+    with ServiceProcess("client", port=port, env=env, log_path=log, args=args, cwd=src) as client:
+        client.wait_ready("/readyz", timeout=60)
+        yield client.proc, port
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError, KeyError):
+                self.peak = max(self.peak, rss_mb(self.pid)[0])
+            time.sleep(0.05)
+
+
+async def _attack(
+    url: str, body: list[tuple[str, bytes]], attackers: int, seconds: float, digit: bytes
+) -> dict[str, Any]:
+    statuses: dict[str, int] = {}
+    attack_s: list[float] = []
+    ordinary_ms: list[float] = []
+    ordinary_status: dict[str, int] = {}
+    end = time.monotonic() + seconds
+    files = [(field, (f"{i}.png", data, "image/png")) for i, (field, data) in enumerate(body)]
+
+    async def attacker(http: httpx.AsyncClient) -> None:
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            try:
+                code = str((await http.post(f"{url}/recognize", files=files)).status_code)
+            except httpx.HTTPError as exc:
+                code = type(exc).__name__
+            attack_s.append(time.perf_counter() - t)
+            statuses[code] = statuses.get(code, 0) + 1
+
+    async def ordinary(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(0.2)  # let the attack start first
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            try:
+                code = str(
+                    (
+                        await http.post(
+                            f"{url}/recognize", files={"file": ("d.png", digit, "image/png")}
+                        )
+                    ).status_code
+                )
+            except httpx.HTTPError as exc:
+                code = type(exc).__name__
+            ordinary_ms.append((time.perf_counter() - t) * 1e3)
+            ordinary_status[code] = ordinary_status.get(code, 0) + 1
+            await asyncio.sleep(0.05)
+
+    timeout = httpx.Timeout(300.0)
+    async with httpx.AsyncClient(timeout=timeout) as a, httpx.AsyncClient(timeout=timeout) as o:
+        await asyncio.gather(*(attacker(a) for _ in range(attackers)), ordinary(o))
+    ms = np.array(ordinary_ms or [float("nan")])
+    return {
+        "attack_requests": sum(statuses.values()),
+        "attack_statuses": statuses,
+        "attack_seconds_mean": float(np.mean(attack_s)) if attack_s else None,
+        "ordinary_requests": len(ordinary_ms),
+        "ordinary_statuses": ordinary_status,
+        "ordinary_p50_ms": float(np.percentile(ms, 50)),
+        "ordinary_p99_ms": float(np.percentile(ms, 99)),
+        "ordinary_max_ms": float(ms.max()),
+    }
+
+
+def bench_attack(
+    bundle: Path, work: Path, src: Path, digit: bytes, seconds: float
+) -> list[dict[str, Any]]:
+    workers = os.cpu_count() or 1
+    rows = []
+    for name, body in attack_bodies(digit).items():
+        with client_process(bundle, work, src) as (proc, port):
+            sampler = RssSampler(proc.pid)
+            sampler.start()
+            base = rss_mb(proc.pid)[0]
+            row = asyncio.run(_attack(f"http://127.0.0.1:{port}", body, workers, seconds, digit))
+            time.sleep(2)
+            sampler.stop.set()
+            sampler.join()
+            after, hwm = rss_mb(proc.pid)
+            request_mb = sum(len(data) for _, data in body) / 1e6
+            row.update(request=name, request_mb=round(request_mb, 2), attackers=workers,
+                       rss_start_mb=base, rss_peak_mb=max(sampler.peak, hwm), rss_after_mb=after)  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def bench_load(
+    bundle: Path,
+    work: Path,
+    src: Path,
+    images: list[bytes],
+    requests: int,
+    concurrency: int,
+    small_queue: int,
+) -> list[dict[str, Any]]:
+    rows = []
+    for label, settings in (
+        ("default queue bound", {}),
+        (f"SIQ_MAX_QUEUED_REQUESTS={small_queue}", {"max_queued_requests": str(small_queue)}),
+    ):
+        with client_process(bundle, work, src, **settings) as (proc, port):
+            asyncio.run(
+                http_load("127.0.0.1", port, images, min(200, requests), concurrency)
+            )  # warm up
+            row = asyncio.run(http_load("127.0.0.1", port, images, requests, concurrency))
+            row.update(setting=label, rss_peak_mb=rss_mb(proc.pid)[1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def write_report(result: dict[str, Any], out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Reliability benchmark",
+        "",
+        f"Machine: {result['machine']}. {result['note']}",
+        f"Client: `{result['client_src']}`, default settings unless a row says otherwise "
+        f"({result['workers']} inference workers). Command: `{result['command']}`.",
+        "",
+    ]
+    if result.get("attack"):
+        lines += [
+            "## Amplification attack on /recognize (issue 11, item 1)",
+            "",
+            f"{result['workers']} callers (one per inference worker) send the request back to back "
+            f"for {result['seconds']:.0f} s; an ordinary caller sends one MNIST digit every 50 ms meanwhile. "
+            "Goals: peak RSS < 500 MB, an ordinary request waits < 1 s.",
+            "",
+            "| attack request | MB | attack answers | s per attack request | peak RSS MB | RSS after MB | ordinary p50 ms | ordinary p99 ms | ordinary max ms | ordinary answers |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in result["attack"]:
+            mean = r["attack_seconds_mean"]
+            lines.append(
+                f"| {r['request']} | {r['request_mb']} | {_counts(r['attack_statuses'])} | "
+                f"{mean:.3f} | {r['rss_peak_mb']:.0f} | {r['rss_after_mb']:.0f} | "
+                f"{r['ordinary_p50_ms']:.1f} | {r['ordinary_p99_ms']:.1f} | {r['ordinary_max_ms']:.1f} | "
+                f"{_counts(r['ordinary_statuses'])} |"
+            )
+        lines.append("")
+    if result.get("load"):
+        lines += [
+            f"## {result['load'][0]['requests']:,} requests at concurrency {result['load'][0]['concurrency']} (issue 11, item 8)",
+            "",
+            "bench.bench_client's load generator (asyncio streams, keep-alive, one digit PNG a "
+            "request, multipart), on the same cores as the client.",
+            "",
+            "| setting | statuses | transport errors | requests/s | p50 ms | p99 ms | peak RSS MB |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["load"]:
+            lines.append(
+                f"| {r['setting']} | {_counts(r['statuses'])} | {r['transport_errors']} | "
+                f"{r['requests_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rss_peak_mb']:.0f} |"
+            )
+        lines.append("")
+    lines += [
+        "## Server: /healthz while a 100 MB body is refused (issue 11, item 3)",
+        "",
+        SERVER_ROW_MARK,
+        "_Not measured yet: the server side of issue 11 fills this row._",
+        "",
+    ]
+    (out / f"{name}.md").write_text("\n".join(lines))
+
+
+def _counts(statuses: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items())) or "none"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_reliability")
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each attack")
+    p.add_argument("--small-queue", type=int, default=4)
+    p.add_argument("--client-src", type=Path, default=REPO, help="checkout to run the client from")
+    p.add_argument("--only", choices=("attack", "load"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="reliability")
+    args = p.parse_args(argv)
+    from tests.factories import make_random_bundle  # the server's LeNet shape, no training
+
+    src = args.client_src.resolve()
+    images = load_images(64)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        bundle = work / "bench.siq"
+        bundle.write_bytes(make_random_bundle(0))
+        result: dict[str, Any] = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "note": "The machine was shared with other engineers' work while this ran; figures drift.",
+            "client_src": "this checkout" if src == REPO else str(src),
+            "workers": os.cpu_count() or 1,
+            "seconds": args.seconds,
+            "command": "python -m bench.bench_reliability "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+        }
+        if args.only in (None, "attack"):
+            result["attack"] = bench_attack(bundle, work, src, images[0], args.seconds)
+        if args.only in (None, "load"):
+            result["load"] = bench_load(
+                bundle, work, src, images, args.requests, args.concurrency, args.small_queue
+            )
+    result["server"] = None  # issue 11, item 3: /healthz while a 100 MB body is refused
+    write_report(result, args.out, args.name)
+    print((args.out / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
