@@ -118,6 +118,7 @@ async def _attack(
     ordinary_ms: list[float] = []
     ordinary_status: dict[str, int] = {}
     end = time.monotonic() + seconds
+    attacking = [attackers]  # the ordinary caller goes on until the last attack is answered
     files = [(field, (f"{i}.png", data, "image/png")) for i, (field, data) in enumerate(body)]
 
     async def attacker(http: httpx.AsyncClient) -> None:
@@ -129,10 +130,11 @@ async def _attack(
                 code = type(exc).__name__
             attack_s.append(time.perf_counter() - t)
             statuses[code] = statuses.get(code, 0) + 1
+        attacking[0] -= 1
 
     async def ordinary(http: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.2)  # let the attack start first
-        while time.monotonic() < end:
+        while attacking[0] > 0:
             t = time.perf_counter()
             try:
                 code = str(
@@ -165,9 +167,9 @@ async def _attack(
 
 
 def bench_attack(
-    bundle: Path, work: Path, src: Path, digit: bytes, seconds: float
+    bundle: Path, work: Path, src: Path, digit: bytes, seconds: float, attackers: int
 ) -> list[dict[str, Any]]:
-    workers = os.cpu_count() or 1
+    workers = attackers
     rows = []
     for name, body in attack_bodies(digit).items():
         with client_process(bundle, work, src) as (proc, port):
@@ -227,8 +229,9 @@ def write_report(result: dict[str, Any], out: Path, name: str) -> None:
         lines += [
             "## Amplification attack on /recognize (issue 11, item 1)",
             "",
-            f"{result['workers']} callers (one per inference worker) send the request back to back "
-            f"for {result['seconds']:.0f} s; an ordinary caller sends one MNIST digit every 50 ms meanwhile. "
+            f"{result['attackers']} callers send the request back to back "
+            f"for {result['seconds']:.0f} s (each finishes the request it is in); an ordinary caller "
+            "sends one MNIST digit every 50 ms until the last attack request is answered. "
             "Goals: peak RSS < 500 MB, an ordinary request waits < 1 s.",
             "",
             "| attack request | MB | attack answers | s per attack request | peak RSS MB | RSS after MB | ordinary p50 ms | ordinary p99 ms | ordinary max ms | ordinary answers |",
@@ -279,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each attack")
     p.add_argument("--small-queue", type=int, default=4)
+    p.add_argument("--attackers", type=int, default=os.cpu_count() or 1, help="default: CPUs")
     p.add_argument("--client-src", type=Path, default=REPO, help="checkout to run the client from")
     p.add_argument("--only", choices=("attack", "load"))
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -294,15 +298,19 @@ def main(argv: list[str] | None = None) -> int:
         bundle.write_bytes(make_random_bundle(0))
         result: dict[str, Any] = {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "note": "The machine was shared with other engineers' work while this ran; figures drift.",
+            "note": "The machine was shared with other engineers' work while this ran (load "
+            f"average {os.getloadavg()[0]:.1f} at the start on {os.cpu_count()} CPUs); figures drift.",
             "client_src": "this checkout" if src == REPO else str(src),
             "workers": os.cpu_count() or 1,
+            "attackers": args.attackers,
             "seconds": args.seconds,
             "command": "python -m bench.bench_reliability "
             + " ".join(argv if argv is not None else sys.argv[1:]),
         }
         if args.only in (None, "attack"):
-            result["attack"] = bench_attack(bundle, work, src, images[0], args.seconds)
+            result["attack"] = bench_attack(
+                bundle, work, src, images[0], args.seconds, args.attackers
+            )
         if args.only in (None, "load"):
             result["load"] = bench_load(
                 bundle, work, src, images, args.requests, args.concurrency, args.small_queue
