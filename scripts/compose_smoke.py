@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 SKIP = 77  # "no engine here", as automake's test drivers say it
 # small enough to train in well under a minute on two cores, good enough to read digits
 QUICK_JOB = {"dataset": "mnist", "weight_bits": 4, "activation_bits": 4, "epochs": 1,
-             "retrain_epochs": 0.5, "max_iterations": 1, "train_limit": 4000,
-             "test_limit": 500, "seed": 0}  # fmt: skip
+             "retrain_epochs": 0.5, "max_iterations": 1, "train_limit": 6000,
+             "test_limit": 1000, "seed": 0}  # fmt: skip
 LONG_JOB = {**QUICK_JOB, "epochs": 20, "train_limit": None, "seed": 1}
 
 
