@@ -12,6 +12,7 @@ import argparse
 import fcntl
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from server.service.api import bundles, jobs, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
+from server.service.guard import Guard
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
 from server.service.runner import JobRunner
@@ -56,21 +58,32 @@ def _lock_state_dir(settings: ServerSettings) -> IO[str]:
     return lock
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """The app; ConfigError when the settings cannot work (checked now, not at first use)."""
+def create_app(
+    settings: ServerSettings | None = None, *, state_lock: IO[str] | None = None
+) -> FastAPI:
+    """The app; ConfigError when the settings cannot work (checked now, not at first use).
+    `state_lock`: the state directory's lock, already taken (serve_main takes it before
+    uvicorn starts, so a second server is one clear line, not a lifespan traceback)."""
     settings = settings or load_settings()
     prepare_state_dir(settings)
     store = JobStore(settings.db_path)
-    store.init_schema()
     bundle_store = BundleStore(settings.db_path, settings.bundle_dir)
-    bundle_store.init_schema()
+    try:
+        store.init_schema()
+        bundle_store.init_schema()
+        store.ping()
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"{settings.db_path} is not a usable SQLite database ({exc}); move it away (a new "
+            "one is made) or restore a backup"
+        ) from None
     metrics = ServerMetrics(store)
     runner = JobRunner(store, settings, on_job_end=metrics.job_ended)
     ctx = ServerContext(settings, store, bundle_store, runner, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        lock = _lock_state_dir(settings)
+        lock = state_lock or _lock_state_dir(settings)
         try:
             added = bundle_store.scan()
             if added:
@@ -92,6 +105,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
+    # outermost: refuses a bad token or an oversized body before anything reads the body
+    app.add_middleware(
+        Guard,
+        token=settings.api_token,
+        protect_reads=settings.protect_reads,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.include_router(jobs.router)
     app.include_router(bundles.router)
     app.include_router(system.router)
@@ -109,7 +130,13 @@ def serve_main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = load_settings(**overrides)
-        app = create_app(settings)
+        prepare_state_dir(settings)
+        lock = _lock_state_dir(settings)
+        try:
+            app = create_app(settings, state_lock=lock)
+        except ConfigError:
+            lock.close()
+            raise
     except ConfigError as exc:
         print(f"siq server: {exc}", file=sys.stderr)
         return 2

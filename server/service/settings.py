@@ -40,6 +40,12 @@ class ServerSettings(BaseSettings):
     pipeline: str = Field(REAL_PIPELINE, description="'module:function' that runs a job")
     cancel_grace_s: float = Field(3.0, gt=0, description="then a cancelled worker is killed")
     poll_interval_s: float = Field(0.25, gt=0, le=5, description="job runner's DB poll")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 30, description="request bodies above this are refused (413)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a request body must arrive within this (408)"
+    )
 
     @field_validator("api_token", "bundle_hmac_key")
     @classmethod

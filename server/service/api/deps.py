@@ -3,7 +3,6 @@ stores, runner, metrics) and the bearer-token checks."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,11 +10,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.service.bundles import BundleStore
+from server.service.guard import token_problem
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
 from server.service.runner import JobRunner
 from server.service.settings import ServerSettings
-from shared.errors import AuthError
 
 __all__ = [
     "ServerContext",
@@ -73,12 +72,9 @@ CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)
 def _check_token(
     settings: ServerSettings, credentials: HTTPAuthorizationCredentials | None
 ) -> None:
-    if settings.api_token is None:
-        return
-    if credentials is None or not credentials.credentials:
-        raise AuthError("this server needs 'Authorization: Bearer <SIQ_API_TOKEN>'", 401)
-    if not hmac.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
-        raise AuthError("the bearer token is not this server's SIQ_API_TOKEN", 403)
+    header = f"Bearer {credentials.credentials}" if credentials else None
+    if problem := token_problem(settings.api_token, header):
+        raise problem
 
 
 def require_writer(settings: SettingsDep, credentials: CredentialsDep) -> None:

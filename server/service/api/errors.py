@@ -7,7 +7,7 @@ set, 500 bad_bundle: a stored file is corrupt, not the caller's fault). Besides 
 
     request validation           422 invalid_request, `field` names the first bad field
     unknown route / method       404 not_found / 405 method_not_allowed
-    anything else                500 internal_error
+    anything else                500 internal_error, naming no internals (server.service.guard)
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ __all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
 
 log = logging.getLogger(__name__)
 
+_MAX_PROBLEMS, _MAX_NAME = 10, 200
+
 # For the OpenAPI description of routes.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "a malformed request (e.g. not JSON)"},
     401: {"model": ErrorResponse, "description": "missing bearer token"},
     403: {"model": ErrorResponse, "description": "wrong bearer token"},
     404: {"model": ErrorResponse, "description": "no such job or bundle"},
     409: {"model": ErrorResponse, "description": "conflicts with the job's state"},
+    408: {"model": ErrorResponse, "description": "the body did not arrive in time"},
+    413: {"model": ErrorResponse, "description": "the body is over SIQ_MAX_BODY_BYTES"},
     422: {"model": ErrorResponse, "description": "invalid request; `field` names the culprit"},
 }
 
@@ -61,14 +66,17 @@ async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems, first_field = [], None
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:_MAX_PROBLEMS]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        name = ".".join(loc) or "body"
+        name = ".".join(loc)[:_MAX_NAME] or "body"
         first_field = first_field or name
-        message = err.get("msg", "invalid")
+        message = str(err.get("msg", "invalid"))[:_MAX_NAME]
         if err.get("type") == "extra_forbidden":
             message = "unknown field (not a job parameter)"
         problems.append(f"{name}: {message}")
+    if len(errors) > _MAX_PROBLEMS:  # an answer never echoes a hostile body back at length
+        problems.append(f"... and {len(errors) - _MAX_PROBLEMS} more problems")
     return error_response(422, "invalid_request", "; ".join(problems), first_field)
 
 
@@ -81,13 +89,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error in %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

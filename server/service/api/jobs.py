@@ -30,11 +30,14 @@ from shared.schemas import JobStatus, QuantizeJobList, QuantizeJobPublic
 __all__ = ["router", "to_public"]
 
 router = APIRouter(prefix="/quantize-jobs", tags=["quantize jobs"], responses=ERROR_RESPONSES)
+MAX_OFFSET = 1 << 31  # SQLite's OFFSET is a signed 64-bit integer; no server holds 2^31 jobs
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        min_length=1,
         max_length=200,
+        pattern=r"\S",
         description="retrying a POST with the same key returns the same job",
     ),
 ]
@@ -122,7 +125,7 @@ def submit_job(
 def list_jobs(
     jobs: JobStoreDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: JobStatus | None = None,
 ) -> QuantizeJobList:
     page, total = jobs.page(limit, offset, status)

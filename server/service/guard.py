@@ -1,0 +1,175 @@
+"""The server's front door: what every request passes before a route (or FastAPI's body parser)
+sees it. A pure ASGI middleware, so it can answer without reading the body:
+
+- the bearer token is checked from the headers first: a write (any method but GET/HEAD/OPTIONS)
+  without the right token is refused before one byte of its body is read, and with
+  SIQ_PROTECT_READS so are reads, the API description (/openapi.json, /docs, /redoc) and
+  /metrics included; /healthz and /readyz stay open for orchestrators;
+- a body over SIQ_MAX_BODY_BYTES is refused with 413: from Content-Length at once, or while
+  it streams in when the length is not declared;
+- a body that stops arriving is answered 408 after SIQ_BODY_TIMEOUT_S (uvicorn has no read
+  timeout of its own, so a slow sender would hold a connection forever);
+- an exception no handler took becomes a plain 500 that names no internals, and the
+  connection stays usable (Starlette's last-resort handler re-raises, which makes uvicorn
+  drop the keep-alive connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from shared.errors import AuthError, SIQError, error_body
+
+__all__ = ["Guard", "token_problem", "OPEN_PATHS", "PROTECTED_READ_PATHS"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def token_problem(token: str | None, authorization: str | None) -> AuthError | None:
+    """Why a request with this `Authorization` header may not pass a server whose token is
+    `token` (None: it may). 401 without credentials, 403 with the wrong ones."""
+    if token is None:
+        return None
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return AuthError("this server needs 'Authorization: Bearer <SIQ_API_TOKEN>'", 401)
+    if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+        return AuthError("the bearer token is not this server's SIQ_API_TOKEN", 403)
+    return None
+
+
+# reads that SIQ_PROTECT_READS guards here because no route dependency does
+PROTECTED_READ_PATHS = frozenset({"/openapi.json", "/docs", "/redoc", "/metrics"})
+
+
+class Guard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        protect_reads: bool,
+        max_body_bytes: int,
+        body_timeout_s: float,
+    ) -> None:
+        self.app = app
+        self.token = token
+        self.protect_reads = protect_reads
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            await _answer(send, refusal.http_status, error_body(refusal), _auth_headers(refusal))
+            return
+        started = refused = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if refused:  # the guard answered already; what the app says next goes nowhere
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        async def refuse(status: int, code: str, message: str) -> Message:
+            # FastAPI turns any exception while it reads a body into a 400, so the guard
+            # answers itself and tells the app the client has gone
+            nonlocal refused
+            if not started and not refused:
+                refused = True
+                await _answer(send, status, _body(status, code, message))
+            return {"type": "http.disconnect"}
+
+        try:
+            await self.app(scope, self._limited(receive, refuse), tracking_send)
+        except Exception:
+            if refused:
+                return
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if not started:
+                message = "internal error; the server log has the details"
+                await _answer(send, 500, _body(500, "internal_error", message))
+
+    def _too_large(self) -> str:
+        return f"the request body is over the {self.max_body_bytes}-byte limit (SIQ_MAX_BODY_BYTES)"
+
+    def _refusal(self, scope: Scope, headers: dict[str, str]) -> SIQError | None:
+        path, method = scope["path"], scope["method"]
+        if path not in OPEN_PATHS:
+            needs_token = method not in _READ_METHODS or (
+                self.protect_reads and path in PROTECTED_READ_PATHS
+            )
+            if needs_token and (problem := token_problem(self.token, headers.get("authorization"))):
+                return problem
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            err = SIQError(self._too_large())
+            err.code, err.http_status = "body_too_large", 413
+            return err
+        return None
+
+    def _limited(
+        self, receive: Receive, refuse: Callable[[int, str, str], Awaitable[Message]]
+    ) -> Receive:
+        received, complete = 0, False
+
+        async def limited_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # later calls wait for a disconnect: no deadline on those
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                late = f"the request body did not arrive within {self.body_timeout_s:g} s"
+                return await refuse(408, "body_timeout", late)
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    return await refuse(413, "body_too_large", self._too_large())
+                complete = not message.get("more_body", False)
+            return message
+
+        return limited_receive
+
+
+def _body(status: int, code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message, "field": None}}
+
+
+def _auth_headers(err: SIQError) -> list[tuple[bytes, bytes]]:
+    return [(b"www-authenticate", b"Bearer")] if err.http_status == 401 else []
+
+
+async def _answer(
+    send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    all_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *(headers or []),
+    ]
+    if status in (408, 413):  # the rest of the body is not read: don't reuse the connection
+        all_headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": payload})
