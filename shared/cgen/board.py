@@ -106,16 +106,25 @@ void siq_timer_start(void)
     SYST_CVR = 0;
     siq_wraps = 0;
     SYST_CSR = 7u; /* processor clock, interrupt, enable */
+    while (SYST_CVR == 0) {
+        /* the first reload from RVR is not a wrap */
+    }
 }
 
 /* ticks since siq_timer_start (the counter runs down from 0xFFFFFF) */
+#define ICSR (*(volatile uint32_t *)0xE000ED04u)
+
 uint64_t siq_ticks(void)
 {
-    uint32_t w, v;
+    uint32_t w, v, pending;
     do {
         w = siq_wraps;
         v = SYST_CVR;
+        pending = ICSR & (1u << 26); /* a wrap whose interrupt has not run yet */
     } while (w != siq_wraps);
+    if (pending && v > 0x800000u) {
+        w++;
+    }
     return (uint64_t)w * 0x1000000u + (0x00FFFFFFu - v);
 }
 

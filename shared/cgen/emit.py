@@ -27,7 +27,7 @@ from shared.cgen.model import (
     patch_order,
     weight_format,
 )
-from shared.cgen.runtime import PRELUDE, row_kernel
+from shared.cgen.runtime import PRELUDE, bytes_per_word, interleave_rows, row_kernel
 from shared.errors import BundleError
 from shared.quant import quantize_input
 
@@ -209,6 +209,8 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         rows = patch_order(dense, source)
         packed = pack_rows(dense, rows, fmt, self.a)  # (O, row bytes)
         kp = padded_length(rows.shape[1], fmt, self.a)
+        if fmt != "bits":
+            packed = interleave_rows(packed, bytes_per_word(fmt, self.a))
         n = dense.name
         self.data.append(_array("uint8_t", f"siq_w_{n}", packed, "0x{:02x}", 24))
         plan = LayerPlan(n, dense.op, fmt=fmt, weight_bytes=packed.size)
@@ -265,7 +267,7 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         self.scratch = max(self.scratch, o)
         req = self._requant(dense, plan)
         n = dense.name
-        gather = self._gather_conv(n, shape, k, st, p, where == "pixels")
+        gather = self._gather_conv(n, shape, k, st, p, where == "pixels", kp)
         rows = call.format(x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0")
         self.funcs.append(
             f"""
@@ -296,22 +298,37 @@ static void siq_{n}(const uint8_t *src, uint8_t *dst)
         self.plans.append(plan)
         return (o, ph, pw), str(out)
 
-    def _gather_conv(self, n: str, shape: tuple[int, ...], k: int, s: int, p: int, pixels: bool) -> str:
+    def _gather_conv(
+        self, n: str, shape: tuple[int, ...], k: int, s: int, p: int, pixels: bool, kp: int
+    ) -> str:
         c, h, w = shape
         if pixels:  # through the input quantiser, CHW pixels -> (kh, kw, C) patch codes
+            inside = "1" if p == 0 else f"iy >= 0 && iy < {h} && ix >= 0 && ix < {w}"
+            # codes one per byte first, then packed in pairs: a nibble store per value would
+            # be a read-modify-write
+            pack = (
+                f"""    for (i = 0; i < {kp // 2}u; i++)
+        patch[i] = (uint8_t)(vals[2 * i] | vals[2 * i + 1] << 4);"""
+                if self.a <= 4
+                else ""
+            )
+            vals = f"uint8_t vals[{kp}];" if self.a <= 4 else "uint8_t *vals = patch;"
             body = f"""
-    uint32_t kh, kw, c;
+    {vals}
+    uint32_t kh, kw, c, i;
     for (kh = 0; kh < {k}u; kh++) {{
         int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
         for (kw = 0; kw < {k}u; kw++) {{
             int32_t ix = (int32_t)(ox * {s}u + kw) - {p};
-            int inside = iy >= 0 && iy < {h} && ix >= 0 && ix < {w};
-            for (c = 0; c < {c}u; c++) {{
-                uint32_t q = inside ? siq_inq[src[(c * {h}u + (uint32_t)iy) * {w}u + (uint32_t)ix]] : 0u;
-                siq_put(patch, (kh * {k}u + kw) * {c}u + c, q);
-            }}
+            int inside = {inside};
+            for (c = 0; c < {c}u; c++)
+                vals[(kh * {k}u + kw) * {c}u + c] =
+                    inside ? siq_inq[src[(c * {h}u + (uint32_t)iy) * {w}u + (uint32_t)ix]] : 0u;
         }}
-    }}"""
+    }}
+    for (i = {k * k * c}u; i < {kp}u; i++)
+        vals[i] = 0;
+{pack}"""
         elif p == 0:  # each kernel row is one run of k*C codes
             body = f"""
     uint32_t kh;

@@ -130,7 +130,9 @@ def firmware_build(model: CModel, work: Path, cpu: str, images: np.ndarray) -> F
     """siq_model.c (strict flags) + startup + a harness with the images in flash -> ELF."""
     mcpu, _ = CPUS[cpu]
     src = _write(model, work)
-    flags = [f"-mcpu={mcpu}", "-mthumb", "-mfloat-abi=soft", OPT, "-ffunction-sections"]
+    # pre-register-allocation scheduling hoists the table loads of the row kernels and spills
+    # them (measured: 2.3 instead of 2.0 instructions per multiply-accumulate)
+    flags = [f"-mcpu={mcpu}", "-mthumb", "-mfloat-abi=soft", OPT, "-fno-schedule-insns"]
     obj = work / f"siq_model_{cpu}.o"
     _run([ARM_GCC, *STRICT_FLAGS, *flags, "-ffreestanding", "-c", "-o", str(obj), str(src)])
     flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
