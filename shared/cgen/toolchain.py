@@ -31,6 +31,7 @@ __all__ = [
     "firmware_build",
     "qemu_run",
     "library_sizes",
+    "undefined_symbols",
 ]
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
@@ -89,6 +90,7 @@ def host_run(exe: Path, images: np.ndarray, classes: int) -> np.ndarray:
 class Firmware:
     cpu: str
     elf: Path
+    obj: Path  # siq_model.c compiled alone
     library: dict[str, int]  # siq_model.o section sizes: text, rodata, data, bss
     firmware: dict[str, int]  # the whole firmware's
     images: int
@@ -107,6 +109,12 @@ class QemuRun:
         """Instructions per inference (the calibration loop: subs + bne per iteration)."""
         per_tick = 2 * CALIBRATION_LOOPS / self.calibration_ticks
         return [t * per_tick for t in self.ticks]
+
+
+def undefined_symbols(obj: Path) -> set[str]:
+    """Symbols an object file needs from elsewhere (the library may need memcpy / memset)."""
+    out = _run(["arm-none-eabi-nm", "-u", str(obj)], text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
 
 
 def library_sizes(obj: Path, size_tool: str = ARM_SIZE) -> dict[str, int]:
@@ -157,7 +165,7 @@ def firmware_build(model: CModel, work: Path, cpu: str, images: np.ndarray) -> F
             "-lgcc",
         ]
     )
-    return Firmware(cpu, elf, library_sizes(obj), library_sizes(elf), len(flat))
+    return Firmware(cpu, elf, obj, library_sizes(obj), library_sizes(elf), len(flat))
 
 
 _LINE = re.compile(r"^([LTCS]) (.*)$")
