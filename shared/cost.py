@@ -43,7 +43,9 @@ REQUANT_BITS = 32 + 8  # multiplier + shift
 BASELINE_BITS = 8
 
 
-def _shapes(manifest: dict[str, Any]) -> list[tuple[dict[str, Any], tuple[int, ...], tuple[int, ...]]]:
+def _shapes(
+    manifest: dict[str, Any],
+) -> list[tuple[dict[str, Any], tuple[int, ...], tuple[int, ...]]]:
     """(layer, input shape, output shape) per graph node, shapes per image."""
     spec = manifest["input"]
     shape: tuple[int, ...] = (spec["channels"], spec["height"], spec["width"])
@@ -74,10 +76,7 @@ def layer_costs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
         b = int(layer["weight_bits"])
         outs = math.prod(dst)  # output values per image
         o = dst[0]
-        if layer["op"] == "conv2d":
-            fan_in = src[0] * layer["kernel_size"] ** 2
-        else:
-            fan_in = src[0]
+        fan_in = src[0] * layer["kernel_size"] ** 2 if layer["op"] == "conv2d" else src[0]
         n = o * fan_in
         macs = outs * fan_in
         requant = REQUANT_BITS if layer["relu"] else 0
@@ -142,7 +141,9 @@ def _sram_read_pj(nbytes: float) -> float:
     return e["dram_64bit"]
 
 
-def _energy(macs: int, weight_bits: int, act_bits: int, mult: float, add: float) -> dict[str, float]:
+def _energy(
+    macs: int, weight_bits: int, act_bits: int, mult: float, add: float
+) -> dict[str, float]:
     """pJ per image: arithmetic, every weight read once, every MAC's activation operand read
     from an 8 KB buffer (packed act_bits to a 64-bit word)."""
     arithmetic = macs * (mult + add)

@@ -28,7 +28,7 @@ from shared.cgen.model import (
     weight_format,
 )
 from shared.cgen.runtime import PRELUDE, bytes_per_word, interleave_rows, row_kernel
-from shared.errors import BundleError
+from shared.errors import UnsupportedModelError
 from shared.quant import quantize_input
 
 __all__ = ["LayerPlan", "CModel", "generate_c", "input_table"]
@@ -125,7 +125,9 @@ class _Emitter:
             elif op == "conv2d":
                 dense = self.m.layers[layer["name"]]
                 if not dense.relu:
-                    raise BundleError(f"layer {dense.name}: a convolution without ReLU is not supported in C")
+                    raise UnsupportedModelError(
+                        f"layer {dense.name}: a convolution without ReLU is not supported in C"
+                    )
                 pool = nxt if nxt is not None and nxt["op"] == "maxpool2d" else None
                 shape, where = self._conv(dense, shape, where, pool)
                 i += pool is not None
@@ -136,7 +138,9 @@ class _Emitter:
                 flat_source = None
             i += 1
         if where != "logits":
-            raise BundleError("the C generator needs the network to end in a linear layer")
+            raise UnsupportedModelError(
+                "the C generator needs the network to end in a linear layer"
+            )
         return self._files()
 
     def _other(self, where: str) -> int:
@@ -202,7 +206,9 @@ static void {name}(const uint8_t *src, uint8_t *dst)
 
     # --- weighted layers ------------------------------------------------------------------
 
-    def _weights(self, dense: DenseLayer, source: tuple[int, ...] | None) -> tuple[str, int, int, LayerPlan]:
+    def _weights(
+        self, dense: DenseLayer, source: tuple[int, ...] | None
+    ) -> tuple[str, int, int, LayerPlan]:
         """Emit the layer's constant data; returns (kernel call prefix, row bytes, K', plan)."""
         fmt = weight_format(dense)
         self.formats.add(fmt)
@@ -234,7 +240,12 @@ static void {name}(const uint8_t *src, uint8_t *dst)
             )
             tail = f"{kp}u"
         # the call: head + x + ", " + tail + ", bias, out, n, first)"
-        return head + "{x}, " + tail + f", siq_b_{n} + o, {{out}}, {{n}}, {{first}})", packed.shape[1], kp, plan
+        return (
+            head + "{x}, " + tail + f", siq_b_{n} + o, {{out}}, {{n}}, {{first}})",
+            packed.shape[1],
+            kp,
+            plan,
+        )
 
     def _requant(self, dense: DenseLayer, plan: LayerPlan) -> str:
         """C expression requantising `acc` of channel `ch`."""
@@ -248,7 +259,9 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         m = np.broadcast_to(m, (dense.out,))
         s = np.broadcast_to(s, (dense.out,))
         self.data.append(_array("int32_t", f"siq_m_{n}", m, _i32))
-        self.data.append(_array("int64_t", f"siq_r_{n}", 1 << (s.astype(np.int64) - 1), "INT64_C({})", 8))
+        self.data.append(
+            _array("int64_t", f"siq_r_{n}", 1 << (s.astype(np.int64) - 1), "INT64_C({})", 8)
+        )
         self.data.append(_array("uint8_t", f"siq_s_{n}", s, "{}"))
         plan.const_bytes += dense.out * 13
         return f"siq_requant(acc, siq_m_{n}[ch], siq_r_{n}[ch], siq_s_{n}[ch])"
@@ -267,8 +280,10 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         self.scratch = max(self.scratch, o)
         req = self._requant(dense, plan)
         n = dense.name
-        gather = self._gather_conv(n, shape, k, st, p, where == "pixels", kp)
-        rows = call.format(x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0")
+        self._gather_conv(n, shape, k, st, p, where == "pixels", kp)
+        rows = call.format(
+            x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0"
+        )
         self.funcs.append(
             f"""
 static void siq_{n}(const uint8_t *src, uint8_t *dst)
@@ -462,7 +477,8 @@ int siq_predict(const uint8_t *pixels, int32_t *logits);
 """
         summary = "\n".join(
             f"   {p.name:10s} {p.op:9s} {p.fmt or '-':4s} weights {p.weight_bytes} B, "
-            f"tables {p.table_bytes} B, out {p.out_bytes} B" + (f", pool {p.pool}" if p.pool else "")
+            f"tables {p.table_bytes} B, out {p.out_bytes} B"
+            + (f", pool {p.pool}" if p.pool else "")
             for p in self.plans
         )
         kernels = "".join(row_kernel(f, a) for f in sorted(self.formats))

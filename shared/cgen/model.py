@@ -32,7 +32,7 @@ import numpy as np
 
 from shared.bitpack import pack_codes, unpack_codes
 from shared.bundle import weight_shape
-from shared.errors import BundleError
+from shared.errors import UnsupportedModelError
 
 __all__ = [
     "DenseLayer",
@@ -202,7 +202,7 @@ def pair_table(layer: DenseLayer, fmt: str) -> np.ndarray:
     """t4: (256,) uint32, byte -> two int16 centroids; t2: (256, 2), byte -> two such words."""
     cb = layer.codebook
     if np.abs(cb).max() > 32767:
-        raise BundleError(f"layer {layer.name}: codebook values do not fit 16 bits")
+        raise UnsupportedModelError(f"layer {layer.name}: codebook values do not fit 16 bits")
     byte = np.arange(256)
     half = cb & 0xFFFF
 

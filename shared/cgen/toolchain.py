@@ -58,7 +58,9 @@ def missing_arm_tools() -> str | None:
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, capture_output=True, **kw)
     if done.returncode != 0:
-        err = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
+        err = (
+            done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else done.stderr
+        )
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({done.returncode}):\n{err[-4000:]}")
     return done
 
@@ -201,7 +203,9 @@ def qemu_run(fw: Firmware, classes: int, timeout: float = 120.0) -> QemuRun:
     out = done.stdout + done.stderr  # semihosting writes to QEMU's stderr
     # a fault before semihosting works exits 0 with no output: only SIQ-OK counts
     if done.returncode != 0 or "SIQ-OK" not in out:
-        raise RuntimeError(f"firmware on {board} failed (status {done.returncode}); output:\n{out[-2000:]}")
+        raise RuntimeError(
+            f"firmware on {board} failed (status {done.returncode}); output:\n{out[-2000:]}"
+        )
     logits: dict[int, list[int]] = {}
     ticks: dict[int, int] = {}
     run = QemuRun(logits=np.zeros((0, classes), np.int64), seconds=seconds)

@@ -47,7 +47,11 @@ def test_random_bundles_match_the_engine(tmp_path, arch, weight_bits, activation
             per_channel=True,
         )
     )
-    images = sparse_images(np.random.default_rng(weight_bits), 24, tuple(bundle.manifest["input"][k] for k in ("channels", "height", "width")))
+    images = sparse_images(
+        np.random.default_rng(weight_bits),
+        24,
+        tuple(bundle.manifest["input"][k] for k in ("channels", "height", "width")),
+    )
     want = engine_logits(bundle, images)
     exe = host_build(generate_bundle_c(bundle), tmp_path)
     got = host_run(exe, images, want.shape[1])
@@ -74,6 +78,11 @@ def test_the_library_is_integer_only_and_self_contained():
     includes = set(re.findall(r"#include [<\"]([^>\"]+)[>\"]", source))
     assert includes == {"stdint.h", "string.h", "siq_model.h", "arm_acle.h"}
     header = files["siq_model.h"]
-    for name in ("SIQ_INPUT_CHANNELS 3", "SIQ_INPUT_HEIGHT 16", "SIQ_INPUT_WIDTH 16", "SIQ_NUM_CLASSES 5"):
+    for name in (
+        "SIQ_INPUT_CHANNELS 3",
+        "SIQ_INPUT_HEIGHT 16",
+        "SIQ_INPUT_WIDTH 16",
+        "SIQ_NUM_CLASSES 5",
+    ):
         assert f"#define {name}" in header
     assert "int siq_predict(const uint8_t *pixels, int32_t *logits);" in header
