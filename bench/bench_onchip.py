@@ -58,8 +58,8 @@ def _log(msg: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_onchip", description=__doc__)
     p.add_argument("--data-dir", type=Path, default=_default_data_dir())
-    p.add_argument("--epochs", type=float, default=4.0, help="MNIST float epochs")
-    p.add_argument("--retrain-epochs", type=float, default=0.5)
+    p.add_argument("--epochs", type=float, default=None, help="MNIST float epochs (its default)")
+    p.add_argument("--retrain-epochs", type=float, default=None)
     p.add_argument("--max-iterations", type=int, default=2)
     p.add_argument("--mnist-weight-bits", default="4,3,2", help="SIQ configs at 4-bit activations")
     p.add_argument("--office10-epochs", type=float, default=20.0)
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_iterations=args.max_iterations,
         train_limit=args.train_limit,
     )
-    _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs} epochs)")
+    _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
     fm = train_float(ds, QuantizeConfig(**base))
     res["float_accuracy"] = fm.float_accuracy
     res["float_seconds"] = fm.seconds
