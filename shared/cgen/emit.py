@@ -210,7 +210,7 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         self, dense: DenseLayer, source: tuple[int, ...] | None
     ) -> tuple[str, int, int, LayerPlan]:
         """Emit the layer's constant data; returns (kernel call prefix, row bytes, K', plan)."""
-        fmt = weight_format(dense)
+        fmt = weight_format(dense, self.a)
         self.formats.add(fmt)
         rows = patch_order(dense, source)
         packed = pack_rows(dense, rows, fmt, self.a)  # (O, row bytes)
@@ -218,11 +218,14 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         if fmt != "bits":
             packed = interleave_rows(packed, bytes_per_word(fmt, self.a))
         n = dense.name
-        self.data.append(_array("uint8_t", f"siq_w_{n}", packed, "0x{:02x}", 24))
-        plan = LayerPlan(n, dense.op, fmt=fmt, weight_bytes=packed.size)
+        stored = packed.reshape(-1)
+        if fmt == "t3":  # the last row's 3-byte group is read as a 32-bit word
+            stored = np.append(stored, np.uint8(0))
+        self.data.append(_array("uint8_t", f"siq_w_{n}", stored, "0x{:02x}", 24))
+        plan = LayerPlan(n, dense.op, fmt=fmt, weight_bytes=stored.size)
         self.data.append(_array("int32_t", f"siq_b_{n}", dense.bias, _i32))
         plan.const_bytes += 4 * dense.out
-        if fmt in ("t4", "t2"):
+        if fmt in ("t4", "t3", "t2"):
             table = pair_table(dense, fmt)
             self.data.append(_array("uint32_t", f"siq_t_{n}", table, "0x{:08x}u", 8))
             plan.table_bytes = table.size * 4

@@ -11,7 +11,9 @@ formats:
 
 - `t4` (4-bit codes): one byte holds the two codes of a *pair slot*; a 256-entry table maps the
   byte to two 16-bit centroids, the first operand of a dual 16-bit multiply-accumulate (SMLAD).
-- `t2` (2-bit codes): one byte holds two pair slots; a 256 x 2 table maps it to two such words.
+- `t2` (2-bit codes): one byte holds two pair slots; two 256-entry tables map it to their words.
+- `t3` (3-bit codes, with nibble activations): the four pair slots of an activation word are
+  24 bits (3 bytes, 6 bits a slot); a 64-entry table maps a slot to its two centroids.
 - `i8` (8-bit codes whose centroids fit int8, e.g. the uniform W8 baseline): the centroid values
   themselves as int8 bytes, the TFLite-Micro / CMSIS-NN form; SXTB16 widens them in pairs.
 - `bits` (any other width): the codes packed at b bits in patch order, decoded one at a time.
@@ -119,12 +121,14 @@ def dense_model(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> Den
     return model
 
 
-def weight_format(layer: DenseLayer) -> str:
+def weight_format(layer: DenseLayer, activation_bits: int) -> str:
     """The chip's storage form for this layer's weights (see the module docstring)."""
     if layer.bits == 4:
         return "t4"
     if layer.bits == 2:
         return "t2"
+    if layer.bits == 3 and activation_bits <= 4:
+        return "t3"
     if layer.bits == 8 and int(np.abs(layer.codebook).max()) <= 127:
         return "i8"
     return "bits"
@@ -163,7 +167,7 @@ def padded_length(k: int, fmt: str, activation_bits: int) -> int:
     """K rounded up to whole activation words (t2 with nibbles: whole pairs of words, so a
     row is a whole number of bytes... and of 32-bit words, which keeps rows aligned)."""
     g = group_size(activation_bits)
-    unit = {"t4": 8, "t2": 16, "i8": 4, "bits": 32}[fmt]
+    unit = {"t4": 8, "t3": 8, "t2": 16, "i8": 4, "bits": 32}[fmt]
     unit = max(unit, g)
     return -(-k // unit) * unit
 
@@ -183,6 +187,10 @@ def pack_rows(layer: DenseLayer, rows: np.ndarray, fmt: str, activation_bits: in
     hi = np.stack([groups[:, :, j] for _, j in slots], axis=2)
     if fmt == "t4":
         packed = lo | hi << 4  # one byte per slot
+    elif fmt == "t3":
+        slot = lo | hi << 3  # 6 bits per slot, the word's four slots in 3 bytes
+        bits24 = slot[:, :, 0] | slot[:, :, 1] << 6 | slot[:, :, 2] << 12 | slot[:, :, 3] << 18
+        packed = np.stack([bits24 & 255, bits24 >> 8 & 255, bits24 >> 16], axis=2)
     elif fmt == "t2":
         pair = lo | hi << 2  # 4 bits per slot, two slots per byte
         packed = pair[:, :, 0::2] | pair[:, :, 1::2] << 4
@@ -199,7 +207,8 @@ def pack_rows(layer: DenseLayer, rows: np.ndarray, fmt: str, activation_bits: in
 
 
 def pair_table(layer: DenseLayer, fmt: str) -> np.ndarray:
-    """t4: (256,) uint32, byte -> two int16 centroids; t2: (256, 2), byte -> two such words."""
+    """t4: (256,) uint32, byte -> two int16 centroids; t2: (2, 256), byte -> two such words;
+    t3: (64,), a 6-bit slot -> two centroids."""
     cb = layer.codebook
     if np.abs(cb).max() > 32767:
         raise UnsupportedModelError(f"layer {layer.name}: codebook values do not fit 16 bits")
@@ -211,6 +220,9 @@ def pair_table(layer: DenseLayer, fmt: str) -> np.ndarray:
 
     if fmt == "t4":
         return word(byte & 15, byte >> 4)
+    if fmt == "t3":
+        return word(byte[:64] & 7, byte[:64] >> 3)
     if fmt == "t2":
-        return np.stack([word(byte & 3, byte >> 2 & 3), word(byte >> 4 & 3, byte >> 6)], axis=1)
+        # (2, 256): the first slot's words, then the second's (two bases, one scaled load each)
+        return np.stack([word(byte & 3, byte >> 2 & 3), word(byte >> 4 & 3, byte >> 6)])
     raise ValueError(f"format {fmt!r} has no pair table")

@@ -199,15 +199,17 @@ static inline void siq_emit(int32_t *out, int32_t s, int first)
 # Rows per pass of a row kernel: 4 accumulators, the pointers, the table, the mask and the
 # activation word still fit the 13 registers (measured: 1.75 instead of 2.0 per MAC at 2 rows).
 ROWS = 4
-_BYTES_PER_SLOT = {"t4": 1.0, "t2": 0.5, "i8": 2.0}
+_BYTES_PER_SLOT = {"t4": 1.0, "t3": 0.75, "t2": 0.5, "i8": 2.0}
 
 
 def _weight_expr(fmt: str, j: int, at: int) -> str:
     """The weight word of pair slot j, for the row whose bytes start at wp + at."""
     if fmt == "t4":
         return f"tab[wp[{at + j}]]"
+    if fmt == "t3":  # one 32-bit load per row and word (the compiler shares it), 6 bits a slot
+        return f"tab[(siq_load32(wp + {at}) >> {6 * j}) & 63u]"
     if fmt == "t2":
-        return f"tab[2u * wp[{at + j // 2}] + {j % 2}u]"
+        return f"{'tab' if j % 2 == 0 else 'tab_hi'}[wp[{at + j // 2}]]"
     if fmt == "i8":
         word = f"siq_load32(wp + {at + 4 * (j // 2)})"
         return f"siq_sxtb16({word})" if j % 2 == 0 else f"siq_sxtb16_ror8({word})"
@@ -239,7 +241,12 @@ def row_kernel(fmt: str, activation_bits: int) -> str:
         return _BITS_KERNEL
     slots = pair_slots(activation_bits)
     per_word = bytes_per_word(fmt, activation_bits)
-    tab = "const uint32_t *tab, " if fmt in ("t4", "t2") else ""
+    tab = "const uint32_t *tab, " if fmt in ("t4", "t3", "t2") else ""
+    second = (
+        "\n    const uint32_t *tab_hi = tab + 256; /* t2: the second slot's words */"
+        if fmt == "t2"
+        else ""
+    )
 
     def body(rows: int) -> str:
         lines = []
@@ -255,7 +262,7 @@ def row_kernel(fmt: str, activation_bits: int) -> str:
 static void siq_rows_{fmt}(const uint8_t *w, uint32_t rb, {tab}const uint8_t *x,
                          uint32_t words, const int32_t *bias, int32_t *out, uint32_t n, int first)
 {{
-    const uint8_t *end = x + 4u * words;
+    const uint8_t *end = x + 4u * words;{second}
     uint32_t o = 0, m = {_MASK[activation_bits <= 4]};
     SIQ_OPAQUE(m);
     for (; o + {ROWS} <= n; o += {ROWS}, w += {ROWS} * rb) {{

@@ -22,7 +22,13 @@ pytestmark = pytest.mark.skipif(_missing is not None, reason=f"Cortex-M toolchai
 @pytest.mark.parametrize("cpu", ["m3", "m4"])
 @pytest.mark.parametrize(
     ("arch", "weight_bits", "activation_bits"),
-    [("gray_strided", 4, 4), ("photo", 2, 8), ("photo", 8, 4), ("gray_strided", 3, 5)],
+    [
+        ("gray_strided", 4, 4),
+        ("photo", 2, 8),
+        ("photo", 8, 4),
+        ("photo", 3, 4),
+        ("gray_strided", 3, 5),
+    ],
 )
 def test_random_bundles_on_the_chip(tmp_path, cpu, arch, weight_bits, activation_bits):
     bundle = decode_bundle(
