@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.cgen import layers
 from shared.cgen.model import (
     DenseLayer,
     DenseModel,
@@ -155,18 +156,7 @@ class _Emitter:
     def _quantize_input(self, shape: tuple[int, ...]) -> str:
         c, h, w = shape
         name = "siq_quantize_input"
-        self.funcs.append(
-            f"""
-static void {name}(const uint8_t *px, uint8_t *dst)
-{{
-    uint32_t c, y, x;
-    for (c = 0; c < {c}u; c++)
-        for (y = 0; y < {h}u; y++)
-            for (x = 0; x < {w}u; x++)
-                siq_put(dst, (y * {w}u + x) * {c}u + c, siq_inq[px[(c * {h}u + y) * {w}u + x]]);
-}}
-"""
-        )
+        self.funcs.append(layers.quantize_input(name, c, h, w))
         out = self._other("pixels")
         self._claim(out, _value_bytes(c * h * w, self.a))
         self.calls.append(f"{name}(pixels, r{out});")
@@ -178,25 +168,7 @@ static void {name}(const uint8_t *px, uint8_t *dst)
         k, s = layer["kernel_size"], layer["stride"]
         ph, pw = (h - k) // s + 1, (w - k) // s + 1
         name = f"siq_{layer['name']}"
-        self.funcs.append(
-            f"""
-static void {name}(const uint8_t *src, uint8_t *dst)
-{{
-    uint32_t y, x, c, dy, dx;
-    for (y = 0; y < {ph}u; y++)
-        for (x = 0; x < {pw}u; x++)
-            for (c = 0; c < {c}u; c++) {{
-                uint32_t best = 0;
-                for (dy = 0; dy < {k}u; dy++)
-                    for (dx = 0; dx < {k}u; dx++) {{
-                        uint32_t v = siq_get(src, ((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c);
-                        best = v > best ? v : best;
-                    }}
-                siq_put(dst, (y * {pw}u + x) * {c}u + c, best);
-            }}
-}}
-"""
-        )
+        self.funcs.append(layers.maxpool(name, (c, h, w), k, s, ph, pw))
         out = self._other(where)
         nbytes = _value_bytes(c * ph * pw, self.a)
         self._claim(out, nbytes)
@@ -283,32 +255,11 @@ static void {name}(const uint8_t *src, uint8_t *dst)
         self.scratch = max(self.scratch, o)
         req = self._requant(dense, plan)
         n = dense.name
-        self._gather_conv(n, shape, k, st, p, where == "pixels", kp)
+        self.funcs.append(layers.gather(n, (c, h, w), (k, st, p), where == "pixels", kp, self.a))
         rows = call.format(
             x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0"
         )
-        self.funcs.append(
-            f"""
-static void siq_{n}(const uint8_t *src, uint8_t *dst)
-{{
-    uint32_t py, px, dy, dx, ch;
-    const uint32_t o = 0;
-    memset(siq_patch, 0, sizeof siq_patch); /* the padding past K stays zero */
-    for (py = 0; py < {ph}u; py++)
-        for (px = 0; px < {pw}u; px++) {{
-            for (dy = 0; dy < {pk}u; dy++)
-                for (dx = 0; dx < {pk}u; dx++) {{
-                    siq_gather_{n}((uint8_t *)siq_patch, src, py * {ps}u + dy, px * {ps}u + dx);
-                    {rows};
-                }}
-            for (ch = 0; ch < {o}u; ch++) {{
-                int32_t acc = siq_acc[ch];
-                siq_put(dst, (py * {pw}u + px) * {o}u + ch, {req});
-            }}
-        }}
-}}
-"""
-        )
+        self.funcs.append(layers.conv(n, (ph, pw), (pk, ps), o, rows, req))
         out = self._other(where)
         plan.out_bytes = _value_bytes(o * ph * pw, self.a)
         self._claim(out, plan.out_bytes)
@@ -316,125 +267,24 @@ static void siq_{n}(const uint8_t *src, uint8_t *dst)
         self.plans.append(plan)
         return (o, ph, pw), str(out)
 
-    def _gather_conv(
-        self, n: str, shape: tuple[int, ...], k: int, s: int, p: int, pixels: bool, kp: int
-    ) -> str:
-        c, h, w = shape
-        if pixels:  # through the input quantiser, CHW pixels -> (kh, kw, C) patch codes
-            inside = "1" if p == 0 else f"iy >= 0 && iy < {h} && ix >= 0 && ix < {w}"
-            # codes one per byte first, then packed in pairs: a nibble store per value would
-            # be a read-modify-write
-            pack = (
-                f"""    for (i = 0; i < {kp // 2}u; i++)
-        patch[i] = (uint8_t)(vals[2 * i] | vals[2 * i + 1] << 4);"""
-                if self.a <= 4
-                else ""
-            )
-            vals = f"uint8_t vals[{kp}];" if self.a <= 4 else "uint8_t *vals = patch;"
-            body = f"""
-    {vals}
-    uint32_t kh, kw, c, i;
-    for (kh = 0; kh < {k}u; kh++) {{
-        int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
-        for (kw = 0; kw < {k}u; kw++) {{
-            int32_t ix = (int32_t)(ox * {s}u + kw) - {p};
-            int inside = {inside};
-            for (c = 0; c < {c}u; c++)
-                vals[(kh * {k}u + kw) * {c}u + c] =
-                    inside ? siq_inq[src[(c * {h}u + (uint32_t)iy) * {w}u + (uint32_t)ix]] : 0u;
-        }}
-    }}
-    for (i = {k * k * c}u; i < {kp}u; i++)
-        vals[i] = 0;
-{pack}"""
-        elif p == 0:  # each kernel row is one run of k*C codes
-            body = f"""
-    uint32_t kh;
-    for (kh = 0; kh < {k}u; kh++)
-        siq_copy(patch, kh * {k * c}u, src, ((oy * {s}u + kh) * {w}u + ox * {s}u) * {c}u, {k * c}u);"""
-        else:
-            body = f"""
-    uint32_t kh;
-    int32_t ix0 = (int32_t)(ox * {s}u) - {p};
-    uint32_t lo = ix0 < 0 ? (uint32_t)(-ix0) : 0u;
-    uint32_t hi = ix0 + {k} > {w} ? (uint32_t)({w} - ix0) : {k}u;
-    for (kh = 0; kh < {k}u; kh++) {{
-        int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
-        uint32_t base = kh * {k * c}u;
-        if (iy < 0 || iy >= {h}) {{
-            siq_zero(patch, base, {k * c}u);
-            continue;
-        }}
-        siq_zero(patch, base, lo * {c}u);
-        siq_copy(patch, base + lo * {c}u, src, ((uint32_t)iy * {w}u + (uint32_t)(ix0 + (int32_t)lo)) * {c}u, (hi - lo) * {c}u);
-        siq_zero(patch, base + hi * {c}u, ({k}u - hi) * {c}u);
-    }}"""
-        self.funcs.append(
-            f"""
-static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint32_t ox)
-{{{body}
-}}
-"""
-        )
-        return f"siq_gather_{n}"
-
     def _linear(self, dense: DenseLayer, shape: tuple[int, ...], where: str, source):
         k, o, n = shape[0], dense.out, dense.name
         call, rb, kp, plan = self._weights(dense, source)
         plan.macs = o * k
-        if where == "pixels":
-            prep = f"""    uint32_t i;
-    memset(siq_patch, 0, sizeof siq_patch);
-    for (i = 0; i < {k}u; i++)
-        siq_put((uint8_t *)siq_patch, i, siq_inq[src[i]]);
-    x = (const uint8_t *)siq_patch;"""
+        prep = layers.linear_input(k, kp, where == "pixels")
+        if where == "pixels" or kp != k:
             plan.patch_values = kp
-        elif kp != k:
-            prep = f"""    memset(siq_patch, 0, sizeof siq_patch);
-    siq_copy((uint8_t *)siq_patch, 0, src, 0, {k}u);
-    x = (const uint8_t *)siq_patch;"""
-            plan.patch_values = kp
-        else:
-            prep = "    x = src; /* read in place: a whole number of activation words */"
         self.patch_values = max(self.patch_values, plan.patch_values)
         if not dense.relu:
             rows = call.format(x="x", out="logits", n=f"{o}u", first="1")
-            self.funcs.append(
-                f"""
-static void siq_{n}(const uint8_t *src, int32_t *logits)
-{{
-    const uint8_t *x;
-    const uint32_t o = 0;
-{prep}
-    {rows};
-}}
-"""
-            )
+            self.funcs.append(layers.linear_logits(n, prep, rows))
             self.calls.append(f"siq_{n}({self._src(where)}, logits);")
             self.plans.append(plan)
             return (o,), "logits"
         req = self._requant(dense, plan)
         self.scratch = max(self.scratch, min(CHUNK, o))
         rows = call.format(x="x", out="siq_acc", n="cnt", first="1")
-        self.funcs.append(
-            f"""
-static void siq_{n}(const uint8_t *src, uint8_t *dst)
-{{
-    const uint8_t *x;
-    uint32_t o, j;
-{prep}
-    for (o = 0; o < {o}u; o += {CHUNK}u) {{
-        uint32_t cnt = {o}u - o < {CHUNK}u ? {o}u - o : {CHUNK}u;
-        {rows};
-        for (j = 0; j < cnt; j++) {{
-            int32_t acc = siq_acc[j];
-            uint32_t ch = o + j;
-            siq_put(dst, ch, {req});
-        }}
-    }}
-}}
-"""
-        )
+        self.funcs.append(layers.linear_relu(n, prep, o, CHUNK, rows, req))
         out = self._other(where)
         plan.out_bytes = _value_bytes(o, self.a)
         self._claim(out, plan.out_bytes)
