@@ -199,7 +199,8 @@ def render(res: dict[str, Any]) -> str:
         "(mps2-an385, the portable C path) and `-mcpu=cortex-m4` (mps2-an386, the SMLAD path), "
         "and run against `shared.engine`'s integer logits. Flash = text + rodata + data of "
         "`siq_model.o`; RAM = its data + bss + the deepest stack use of `siq_predict` (stack "
-        "painted before each call); instructions per inference = SysTick ticks under "
+        "painted before each call, read below the caller's frame; the test firmware's startup code, harness and embedded "
+        "images are not counted); instructions per inference = SysTick ticks under "
         "`qemu -icount shift=0`, converted with a calibration loop of known length (median of "
         "the images run; QEMU counts guest instructions, not cycles).",
         "",
