@@ -58,11 +58,12 @@ def _log(msg: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_onchip", description=__doc__)
     p.add_argument("--data-dir", type=Path, default=_default_data_dir())
-    p.add_argument("--epochs", type=float, default=None, help="MNIST float epochs (its default)")
-    p.add_argument("--retrain-epochs", type=float, default=None)
+    p.add_argument("--epochs", type=float, default=5.0, help="MNIST float epochs")
+    p.add_argument("--retrain-epochs", type=float, default=0.5)
     p.add_argument("--max-iterations", type=int, default=2)
     p.add_argument("--mnist-weight-bits", default="4,3,2", help="SIQ configs at 4-bit activations")
-    p.add_argument("--office10-epochs", type=float, default=20.0)
+    p.add_argument("--office10-epochs", type=float, default=15.0)
+    p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
     p.add_argument("--no-office10", action="store_true")
     p.add_argument("--m4-images", type=int, default=100, help="MNIST images run on the Cortex-M4")
     p.add_argument("--m3-images", type=int, default=20)
@@ -181,9 +182,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     chips = {"m4": args.m4_images, "m3": args.m3_images}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        keep = args.keep_bundles or work / "bundles"
         for b, a, wq in configs:
             cfg = QuantizeConfig(**base, weight_bits=b, activation_bits=a, weight_quantizer=wq)
-            r = quantize_model(fm, ds, cfg, work / "bundles")
+            r = quantize_model(fm, ds, cfg, keep)
             _log(f"W{b}A{a} {wq}: engine accuracy {r.quantized_accuracy:.4f}")
             bundle = read_bundle_file(r.bundle_path or "")
             row = measure(bundle, ds.test_x, ds.test_y, chips, work / f"w{b}a{a}{wq}")
@@ -201,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             _log(f"office10 float training ({args.office10_epochs} epochs)")
             ofm = train_float(office, cfg)
-            r = quantize_model(ofm, office, cfg, work / "bundles")
+            r = quantize_model(ofm, office, cfg, keep)
             _log(f"office10 W4A5: engine accuracy {r.quantized_accuracy:.4f}")
             bundle = read_bundle_file(r.bundle_path or "")
             row = measure(

@@ -137,7 +137,7 @@ static void siq_{n}(const uint8_t *src, uint8_t *dst)
 {{
     uint32_t py, px, dy, dx, ch;
     const uint32_t o = 0;
-    memset(siq_patch, 0, sizeof siq_patch); /* the padding past K stays zero */
+    memset(siq_patch, 0, SIQ_PATCH_BYTES); /* the padding past K stays zero */
     for (py = 0; py < {ph}u; py++)
         for (px = 0; px < {pw}u; px++) {{
             for (dy = 0; dy < {pk}u; dy++)
@@ -159,12 +159,12 @@ def linear_input(k: int, kp: int, pixels: bool) -> str:
     through the quantiser, a zero-padded copy, or the source itself when nothing is missing."""
     if pixels:
         return f"""    uint32_t i;
-    memset(siq_patch, 0, sizeof siq_patch);
+    memset(siq_patch, 0, SIQ_PATCH_BYTES);
     for (i = 0; i < {k}u; i++)
         siq_put((uint8_t *)siq_patch, i, siq_inq[src[i]]);
     x = (const uint8_t *)siq_patch;"""
     if kp != k:
-        return f"""    memset(siq_patch, 0, sizeof siq_patch);
+        return f"""    memset(siq_patch, 0, SIQ_PATCH_BYTES);
     siq_copy((uint8_t *)siq_patch, 0, src, 0, {k}u);
     x = (const uint8_t *)siq_patch;"""
     return "    x = src; /* read in place: a whole number of activation words */"
