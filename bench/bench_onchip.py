@@ -80,6 +80,11 @@ def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
     return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
 
 
+def _quantizer(bundle: Bundle) -> str | None:
+    layers: dict[str, dict[str, Any]] = bundle.manifest["layers"]
+    return next((entry.get("weight_quantizer") for entry in layers.values()), None)
+
+
 def measure(
     bundle: Bundle, images: np.ndarray, labels: np.ndarray, chips: dict[str, int], work: Path
 ) -> dict[str, Any]:
@@ -92,7 +97,7 @@ def measure(
         "bundle_id": bundle.id,
         "weight_bits": bundle.manifest["weight_bits"],
         "activation_bits": bundle.manifest["activation_bits"],
-        "quantizer": next(iter(bundle.manifest["layers"].values()), {}).get("weight_quantizer"),
+        "quantizer": _quantizer(bundle),
         "engine_accuracy_manifest": bundle.manifest["metrics"].get("quantized_accuracy"),
         "host_images": len(images),
         "host_equal": bool(np.array_equal(host, want)),
@@ -221,7 +226,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
     out_json = args.out / "onchip.json"
     if args.render_only:
         res = json.loads(out_json.read_text())
