@@ -164,8 +164,8 @@ def _tool_versions() -> dict[str, str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from server.datasets import load_dataset
-    from server.pipeline import QuantizeConfig, quantize_model, train_float
+    from server.data import load_dataset
+    from server.training.pipeline import QuantizeConfig, quantize_model, train_float
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

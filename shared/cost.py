@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from shared.graph import output_shape
+
 __all__ = ["ENERGY_PJ", "ENERGY_SOURCE", "layer_costs", "cost_report"]
 
 ENERGY_SOURCE = (
@@ -51,16 +53,7 @@ def _shapes(
     shape: tuple[int, ...] = (spec["channels"], spec["height"], spec["width"])
     out = []
     for layer in manifest["graph"]:
-        op = layer["op"]
-        if op == "flatten":
-            new: tuple[int, ...] = (math.prod(shape),)
-        elif op == "linear":
-            new = (layer["out_features"],)
-        else:
-            c, h, w = shape
-            k, s, p = layer["kernel_size"], layer["stride"], layer.get("padding", 0)
-            ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-            new = (layer["out_channels"] if op == "conv2d" else c, ho, wo)
+        new = output_shape(layer, shape)
         out.append((layer, shape, new))
         shape = new
     return out

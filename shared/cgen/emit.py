@@ -30,6 +30,7 @@ from shared.cgen.model import (
 )
 from shared.cgen.runtime import PRELUDE, bytes_per_word, interleave_rows, row_kernel
 from shared.errors import UnsupportedModelError
+from shared.graph import windows
 from shared.quant import quantize_input
 
 __all__ = ["LayerPlan", "CModel", "generate_c", "input_table"]
@@ -166,7 +167,7 @@ class _Emitter:
     def _pool(self, layer: dict[str, Any], shape: tuple[int, ...], where: str):
         c, h, w = shape
         k, s = layer["kernel_size"], layer["stride"]
-        ph, pw = (h - k) // s + 1, (w - k) // s + 1
+        ph, pw = windows(h, k, s), windows(w, k, s)
         name = f"siq_{layer['name']}"
         self.funcs.append(layers.maxpool(name, (c, h, w), k, s, ph, pw))
         out = self._other(where)
@@ -244,9 +245,9 @@ class _Emitter:
     def _conv(self, dense: DenseLayer, shape: tuple[int, ...], where: str, pool: dict | None):
         c, h, w = shape
         k, st, p, o = dense.kernel, dense.stride, dense.padding, dense.out
-        ho, wo = (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1
+        ho, wo = windows(h + 2 * p, k, st), windows(w + 2 * p, k, st)
         pk, ps = (pool["kernel_size"], pool["stride"]) if pool else (1, 1)
-        ph, pw = (ho - pk) // ps + 1, (wo - pk) // ps + 1
+        ph, pw = windows(ho, pk, ps), windows(wo, pk, ps)
         call, rb, kp, plan = self._weights(dense, None)
         plan.macs = o * c * k * k * ho * wo
         plan.pool = pool["name"] if pool else None

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from shared.bitpack import pack_codes, unpack_codes
-from shared.bundle import weight_shape
 from shared.errors import UnsupportedModelError
+from shared.graph import weight_shape
 
 __all__ = [
     "DenseLayer",

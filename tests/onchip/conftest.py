@@ -29,7 +29,7 @@ def mnist_test_images(mnist_dir: Path, count: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def mnist_w4a4(tmp_path_factory, mnist_dir) -> Bundle:
     """A small real W4A4 MNIST bundle: 3000 images, one epoch, one SIQ pass."""
-    pipeline = pytest.importorskip("server.pipeline")
+    pipeline = pytest.importorskip("server.training.pipeline")
     config = pipeline.QuantizeConfig(
         dataset="mnist",
         weight_bits=4,
