@@ -47,6 +47,7 @@ def test_random_bundles_on_the_chip(tmp_path, cpu, arch, weight_bits, activation
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first of them trains the session's bundle (a loaded machine)
 @pytest.mark.parametrize("cpu", ["m3", "m4"])
 def test_trained_mnist_bundle_on_20_test_images(tmp_path, cpu, mnist_w4a4, mnist_dir):
     images = mnist_test_images(mnist_dir, 20)
