@@ -26,6 +26,7 @@ BENCHMARKS = [
     "bench.bench_reliability",
     "bench.bench_mnist",
     "bench.bench_office10",
+    "bench.bench_onchip",
 ]
 
 

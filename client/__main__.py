@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from client.sign_bundle import sign_main
 
         return sign_main(argv[1:])
+    if argv[:1] == ["export-c"]:  # the bundle's C library (client/export_c.py)
+        from client.export_c import main as export_c
+
+        return export_c(argv[1:])
     from client.app import serve_main
 
     return serve_main(argv)

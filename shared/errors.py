@@ -12,7 +12,8 @@ HTTP edge raises these; each app's error handler answers `error_body(exc)` with 
     │       └── BodyTimeoutError        the request body did not arrive in time               (408)
     ├── DatasetError            a data set is missing, corrupt, or empty                  (422)
     ├── ConfigError             a setting or a job parameter cannot be used               (422)
-    │   └── UnknownDatasetError     a job names a data set the server does not have
+    │   ├── UnknownDatasetError     a job names a data set the server does not have
+    │   └── UnsupportedModelError   a valid bundle whose graph the C generator cannot express
     ├── NotFoundError           no such job or bundle                                     (404)
     ├── ConflictError           contradicts a job's state or an earlier request           (409)
     ├── AuthError               missing (401) or wrong (403) bearer token
@@ -43,6 +44,7 @@ __all__ = [
     "AuthError",
     "NotReadyError",
     "OverloadedError",
+    "UnsupportedModelError",
 ]
 
 
@@ -134,6 +136,10 @@ class OverloadedError(SIQError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnsupportedModelError(ConfigError):
+    code = "unsupported_model"
 
 
 def error_body(exc: SIQError) -> dict[str, dict[str, str | None]]:

@@ -20,7 +20,7 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.service.api import bundles, jobs, system
+from server.service.api import bundles, jobs, onchip, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
@@ -115,6 +115,7 @@ def create_app(
     )
     app.include_router(jobs.router)
     app.include_router(bundles.router)
+    app.include_router(onchip.router)
     app.include_router(system.router)
     return app
 

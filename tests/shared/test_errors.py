@@ -20,6 +20,7 @@ from shared.errors import (
     SIQError,
     UnknownDatasetError,
     UnsupportedImageError,
+    UnsupportedModelError,
     UploadError,
     error_body,
     error_headers,
@@ -37,6 +38,7 @@ STATUSES: list[tuple[type[SIQError], int]] = [
     (DatasetError, 422),
     (ConfigError, 422),
     (UnknownDatasetError, 422),
+    (UnsupportedModelError, 422),  # GET /bundles/{id}/c of a graph the C generator cannot express
     (NotFoundError, 404),
     (ConflictError, 409),
     (AuthError, 401),

@@ -1,0 +1,261 @@
+"""On-chip benchmark: SIQ bundles as generated C on Cortex-M3 / Cortex-M4 (QEMU), against the
+8-bit baseline built by the same generator. Writes bench/results/onchip.md and onchip.json.
+
+    python -m bench.bench_onchip                       # what `make bench` runs
+    python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
+
+Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
+W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus an office10 photonet (W4A5).
+Per bundle: the C library is checked against shared.engine on the host (every MNIST test
+image) and in QEMU (Cortex-M3 and Cortex-M4), and its flash, RAM and instructions per
+inference are measured. Instruction counts come from QEMU's -icount (deterministic), so
+they need no interleaved rounds; only wall-clock figures would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.onchip_report import render
+from shared.bundle import Bundle, read_bundle_file
+from shared.cgen import generate_bundle_c
+from shared.cgen.toolchain import (
+    firmware_build,
+    host_build,
+    host_run,
+    missing_arm_tools,
+    missing_host_tools,
+    qemu_run,
+)
+from shared.cost import cost_report
+from shared.engine import IntegerNetwork
+
+__all__ = ["main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("SIQ_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _log(msg: str) -> None:
+    print(f"[bench_onchip {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_onchip", description=__doc__)
+    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument("--epochs", type=float, default=5.0, help="MNIST float epochs")
+    p.add_argument("--retrain-epochs", type=float, default=0.5)
+    p.add_argument("--max-iterations", type=int, default=2)
+    p.add_argument("--mnist-weight-bits", default="4,3,2", help="SIQ configs at 4-bit activations")
+    p.add_argument("--office10-epochs", type=float, default=15.0)
+    p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
+    p.add_argument("--no-office10", action="store_true")
+    p.add_argument("--m4-images", type=int, default=100, help="MNIST images run on the Cortex-M4")
+    p.add_argument("--m3-images", type=int, default=20)
+    p.add_argument("--office10-images", type=int, default=20)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render-only", action="store_true")
+    return p
+
+
+def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    net = IntegerNetwork(bundle)
+    return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
+
+
+def _quantizer(bundle: Bundle) -> str | None:
+    layers: dict[str, dict[str, Any]] = bundle.manifest["layers"]
+    return next((entry.get("weight_quantizer") for entry in layers.values()), None)
+
+
+def measure(
+    bundle: Bundle, images: np.ndarray, labels: np.ndarray, chips: dict[str, int], work: Path
+) -> dict[str, Any]:
+    """Host check on all images, QEMU runs on the first chips[cpu] images of each CPU."""
+    cmodel = generate_bundle_c(bundle)
+    want = _engine_logits(bundle, images)
+    classes = want.shape[1]
+    host = host_run(host_build(cmodel, work / "host"), images, classes)
+    row: dict[str, Any] = {
+        "bundle_id": bundle.id,
+        "weight_bits": bundle.manifest["weight_bits"],
+        "activation_bits": bundle.manifest["activation_bits"],
+        "quantizer": _quantizer(bundle),
+        "engine_accuracy_manifest": bundle.manifest["metrics"].get("quantized_accuracy"),
+        "host_images": len(images),
+        "host_equal": bool(np.array_equal(host, want)),
+        "c_accuracy": float((host.argmax(axis=1) == labels).mean()),
+        "engine_accuracy": float((want.argmax(axis=1) == labels).mean()),
+        "macs": sum(p.macs for p in cmodel.layers),
+        "arena_bytes": cmodel.arena_bytes,
+        "patch_bytes": cmodel.patch_bytes,
+        "scratch_bytes": cmodel.scratch_bytes,
+        "layers": [
+            {
+                "name": p.name,
+                "op": p.op,
+                "format": p.fmt,
+                "weight_bytes": p.weight_bytes,
+                "table_bytes": p.table_bytes,
+                "const_bytes": p.const_bytes,
+                "out_bytes": p.out_bytes,
+                "macs": p.macs,
+                "pool": p.pool,
+            }
+            for p in cmodel.layers
+        ],
+        "cost": cost_report(bundle.manifest),
+        "chips": {},
+    }
+    for cpu, count in chips.items():
+        fw = firmware_build(cmodel, work / cpu, cpu, images[:count])
+        run = qemu_run(fw, classes, timeout=600)
+        lib = fw.library
+        instructions = run.instructions
+        row["chips"][cpu] = {
+            "images": count,
+            "equal": bool(np.array_equal(run.logits, want[:count])),
+            "flash_bytes": lib["text"] + lib["rodata"] + lib["data"],
+            "ram_bytes": lib["data"] + lib["bss"] + run.stack_bytes,
+            "sections": lib,
+            "stack_bytes": run.stack_bytes,
+            "firmware_sections": fw.firmware,
+            "instructions_median": float(np.median(instructions)),
+            "instructions_min": float(np.min(instructions)),
+            "instructions_max": float(np.max(instructions)),
+            "instructions_per_mac": float(np.median(instructions)) / row["macs"],
+            "qemu_seconds": run.seconds,
+        }
+        _log(
+            f"  {cpu}: equal={row['chips'][cpu]['equal']} flash={row['chips'][cpu]['flash_bytes']} "
+            f"ram={row['chips'][cpu]['ram_bytes']} instr={np.median(instructions):.0f}"
+        )
+    return row
+
+
+def _tool_versions() -> dict[str, str]:
+    out = {}
+    for tool in ("gcc", "arm-none-eabi-gcc", "qemu-system-arm"):
+        try:
+            first = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+            out[tool] = first.splitlines()[0] if first else "?"
+        except OSError:
+            out[tool] = "absent"
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from server.data import load_dataset
+    from server.training.pipeline import QuantizeConfig, quantize_model, train_float
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    res: dict[str, Any] = {"mnist": [], "office10": None}
+    ds = load_dataset("mnist", args.data_dir, train_limit=args.train_limit)
+    base = dict(
+        dataset="mnist",
+        epochs=args.epochs,
+        retrain_epochs=args.retrain_epochs,
+        max_iterations=args.max_iterations,
+        train_limit=args.train_limit,
+    )
+    _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
+    fm = train_float(ds, QuantizeConfig(**base))
+    res["float_accuracy"] = fm.float_accuracy
+    res["float_seconds"] = fm.seconds
+    configs = [(b, 4, "kmeans") for b in (int(v) for v in args.mnist_weight_bits.split(","))]
+    configs.append((8, 8, "uniform"))  # the 8-bit baseline
+    chips = {"m4": args.m4_images, "m3": args.m3_images}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        keep = args.keep_bundles or work / "bundles"
+        for b, a, wq in configs:
+            cfg = QuantizeConfig(**base, weight_bits=b, activation_bits=a, weight_quantizer=wq)
+            r = quantize_model(fm, ds, cfg, keep)
+            _log(f"W{b}A{a} {wq}: engine accuracy {r.quantized_accuracy:.4f}")
+            bundle = read_bundle_file(r.bundle_path or "")
+            row = measure(bundle, ds.test_x, ds.test_y, chips, work / f"w{b}a{a}{wq}")
+            row["float_accuracy"] = fm.float_accuracy
+            row["bundle_bytes"] = r.bundle_bytes
+            res["mnist"].append(row)
+        if not args.no_office10:
+            office = load_dataset("office10", args.data_dir)
+            cfg = QuantizeConfig(
+                dataset="office10",
+                weight_bits=4,
+                activation_bits=5,
+                epochs=args.office10_epochs,
+                max_iterations=args.max_iterations,
+            )
+            _log(f"office10 float training ({args.office10_epochs} epochs)")
+            ofm = train_float(office, cfg)
+            r = quantize_model(ofm, office, cfg, keep)
+            _log(f"office10 W4A5: engine accuracy {r.quantized_accuracy:.4f}")
+            bundle = read_bundle_file(r.bundle_path or "")
+            row = measure(
+                bundle,
+                office.test_x,
+                office.test_y,
+                {"m4": min(args.office10_images, len(office.test_y))},
+                work / "office10",
+            )
+            row["float_accuracy"] = ofm.float_accuracy
+            row["bundle_bytes"] = r.bundle_bytes
+            res["office10"] = row
+    res["seconds"] = time.perf_counter() - started
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    out_json = args.out / "onchip.json"
+    if args.render_only:
+        res = json.loads(out_json.read_text())
+    else:
+        for why in (missing_host_tools(), missing_arm_tools()):
+            if why:
+                print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
+                return 1
+        res = run(args)
+        res["environment"] = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "tools": _tool_versions(),
+            "command": " ".join(["python -m bench.bench_onchip", *(argv or [])]),
+            "note": os.environ.get(
+                "SIQ_BENCH_NOTE",
+                "The machine was shared with other engineers' work; that affects only the "
+                "training times, not the instruction counts (QEMU -icount is deterministic).",
+            ),
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(res, indent=1))
+    mnist = RESULTS / "mnist.json"
+    reference = json.loads(mnist.read_text()) if mnist.is_file() else None
+    (args.out / "onchip.md").write_text(render(res, reference))
+    _log(f"wrote {args.out / 'onchip.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

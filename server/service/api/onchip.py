@@ -1,0 +1,57 @@
+"""Routes of a bundle on a chip (docs/ARCHITECTURE.md, "On chip").
+
+GET /bundles/{id}/c      the bundle's C99 library (siq_model.h, siq_model.c) as a .tar.gz
+GET /bundles/{id}/cost   the cost report: weight and activation memory, MACs, energy estimate
+                         (`latest` with ?dataset= works for both)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from server.service.api.deps import BundleStoreDep, require_reader
+from server.service.api.errors import ERROR_RESPONSES
+from shared.bundle import decode_bundle
+from shared.cgen import generate_bundle_c, sources_tar_gz
+from shared.cost import cost_report
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/bundles",
+    tags=["bundles"],
+    responses=ERROR_RESPONSES,
+    dependencies=[Depends(require_reader)],
+)
+DatasetQuery = Annotated[
+    str | None, Query(max_length=100, description="with `latest`: newest for this data set")
+]
+TAR_GZ = {200: {"content": {"application/gzip": {}}, "description": "siq_model/{.h,.c}"}}
+
+
+@router.get(
+    "/{bundle_id}/c",
+    response_class=Response,
+    responses=TAR_GZ,  # type: ignore[arg-type]
+    summary="The bundle as a dependency-free C99 library (.tar.gz)",
+)
+def bundle_c(bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None) -> Response:
+    record = bundles.resolve(bundle_id, dataset)
+    bundle = decode_bundle(bundles.read(record), record.id)
+    data = sources_tar_gz(generate_bundle_c(bundle))
+    name = f"siq_model-{record.id[:12]}.tar.gz"
+    headers = {
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "X-SIQ-Bundle-Id": record.id,
+    }
+    return Response(data, media_type="application/gzip", headers=headers)
+
+
+@router.get("/{bundle_id}/cost", summary="The bundle's on-chip cost report (JSON)")
+def bundle_cost(
+    bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None
+) -> dict[str, Any]:
+    record = bundles.resolve(bundle_id, dataset)
+    return {"bundle_id": record.id, **cost_report(bundles.manifest(record))}

@@ -1,0 +1,204 @@
+"""C text of the generated layer functions, one function per graph step, every size a literal
+(so the compiler can fold the index arithmetic). `shared.cgen.emit` decides what to call with
+which constants; `rows` is a call of a row kernel (`shared.cgen.runtime`) and `req` the C
+expression requantising `acc` of channel `ch`.
+
+Feature maps are channels-last activation codes read with `siq_get` / written with `siq_put`;
+the first layer reads the caller's CHW pixels through the input quantiser table `siq_inq`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "quantize_input",
+    "maxpool",
+    "gather",
+    "conv",
+    "linear_input",
+    "linear_logits",
+    "linear_relu",
+]
+
+
+def quantize_input(name: str, c: int, h: int, w: int) -> str:
+    """CHW pixels -> channels-last codes (only for a graph that starts with a max-pool)."""
+    return f"""
+static void {name}(const uint8_t *px, uint8_t *dst)
+{{
+    uint32_t c, y, x;
+    for (c = 0; c < {c}u; c++)
+        for (y = 0; y < {h}u; y++)
+            for (x = 0; x < {w}u; x++)
+                siq_put(dst, (y * {w}u + x) * {c}u + c, siq_inq[px[(c * {h}u + y) * {w}u + x]]);
+}}
+"""
+
+
+def maxpool(name: str, shape: tuple[int, int, int], k: int, s: int, ph: int, pw: int) -> str:
+    """A max-pool on codes (one that does not follow a convolution)."""
+    c, _, w = shape
+    return f"""
+static void {name}(const uint8_t *src, uint8_t *dst)
+{{
+    uint32_t y, x, c, dy, dx;
+    for (y = 0; y < {ph}u; y++)
+        for (x = 0; x < {pw}u; x++)
+            for (c = 0; c < {c}u; c++) {{
+                uint32_t best = 0;
+                for (dy = 0; dy < {k}u; dy++)
+                    for (dx = 0; dx < {k}u; dx++) {{
+                        uint32_t v = siq_get(src, ((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c);
+                        best = v > best ? v : best;
+                    }}
+                siq_put(dst, (y * {pw}u + x) * {c}u + c, best);
+            }}
+}}
+"""
+
+
+def gather(
+    n: str,
+    shape: tuple[int, int, int],
+    geometry: tuple[int, int, int],
+    pixels: bool,
+    kp: int,
+    activation_bits: int,
+) -> str:
+    """`siq_gather_<n>`: one output position's (kh, kw, C) patch of a convolution (kernel,
+    stride, padding = geometry) into the patch buffer, zeros where the window is padding."""
+    c, h, w = shape
+    k, s, p = geometry
+    if pixels:  # through the input quantiser, CHW pixels -> (kh, kw, C) patch codes
+        inside = "1" if p == 0 else f"iy >= 0 && iy < {h} && ix >= 0 && ix < {w}"
+        nibble = activation_bits <= 4
+        # codes one per byte first, then packed in pairs: a nibble store per value would be a
+        # read-modify-write
+        pack = (
+            f"""    for (i = 0; i < {kp // 2}u; i++)
+        patch[i] = (uint8_t)(vals[2 * i] | vals[2 * i + 1] << 4);"""
+            if nibble
+            else ""
+        )
+        vals = f"uint8_t vals[{kp}];" if nibble else "uint8_t *vals = patch;"
+        body = f"""
+    {vals}
+    uint32_t kh, kw, c, i;
+    for (kh = 0; kh < {k}u; kh++) {{
+        int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
+        for (kw = 0; kw < {k}u; kw++) {{
+            int32_t ix = (int32_t)(ox * {s}u + kw) - {p};
+            int inside = {inside};
+            for (c = 0; c < {c}u; c++)
+                vals[(kh * {k}u + kw) * {c}u + c] =
+                    inside ? siq_inq[src[(c * {h}u + (uint32_t)iy) * {w}u + (uint32_t)ix]] : 0u;
+        }}
+    }}
+    for (i = {k * k * c}u; i < {kp}u; i++)
+        vals[i] = 0;
+{pack}"""
+    elif p == 0:  # each kernel row is one run of k*C codes
+        body = f"""
+    uint32_t kh;
+    for (kh = 0; kh < {k}u; kh++)
+        siq_copy(patch, kh * {k * c}u, src, ((oy * {s}u + kh) * {w}u + ox * {s}u) * {c}u, {k * c}u);"""
+    else:
+        body = f"""
+    uint32_t kh;
+    int32_t ix0 = (int32_t)(ox * {s}u) - {p};
+    uint32_t lo = ix0 < 0 ? (uint32_t)(-ix0) : 0u;
+    uint32_t hi = ix0 + {k} > {w} ? (uint32_t)({w} - ix0) : {k}u;
+    for (kh = 0; kh < {k}u; kh++) {{
+        int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
+        uint32_t base = kh * {k * c}u;
+        if (iy < 0 || iy >= {h}) {{
+            siq_zero(patch, base, {k * c}u);
+            continue;
+        }}
+        siq_zero(patch, base, lo * {c}u);
+        siq_copy(patch, base + lo * {c}u, src, ((uint32_t)iy * {w}u + (uint32_t)(ix0 + (int32_t)lo)) * {c}u, (hi - lo) * {c}u);
+        siq_zero(patch, base + hi * {c}u, ({k}u - hi) * {c}u);
+    }}"""
+    return f"""
+static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint32_t ox)
+{{{body}
+}}
+"""
+
+
+def conv(
+    n: str, pooled: tuple[int, int], window: tuple[int, int], o: int, rows: str, req: str
+) -> str:
+    """A convolution with ReLU and, when window = (k, s) != (1, 1), the max-pool after it:
+    per pooled position, the max of the accumulators over the window, then requantised."""
+    ph, pw = pooled
+    pk, ps = window
+    return f"""
+static void siq_{n}(const uint8_t *src, uint8_t *dst)
+{{
+    uint32_t py, px, dy, dx, ch;
+    const uint32_t o = 0;
+    memset(siq_patch, 0, SIQ_PATCH_BYTES); /* the padding past K stays zero */
+    for (py = 0; py < {ph}u; py++)
+        for (px = 0; px < {pw}u; px++) {{
+            for (dy = 0; dy < {pk}u; dy++)
+                for (dx = 0; dx < {pk}u; dx++) {{
+                    siq_gather_{n}((uint8_t *)siq_patch, src, py * {ps}u + dy, px * {ps}u + dx);
+                    {rows};
+                }}
+            for (ch = 0; ch < {o}u; ch++) {{
+                int32_t acc = siq_acc[ch];
+                siq_put(dst, (py * {pw}u + px) * {o}u + ch, {req});
+            }}
+        }}
+}}
+"""
+
+
+def linear_input(k: int, kp: int, pixels: bool) -> str:
+    """Statements setting `x`, a linear layer's input of k values padded to kp: the pixels
+    through the quantiser, a zero-padded copy, or the source itself when nothing is missing."""
+    if pixels:
+        return f"""    uint32_t i;
+    memset(siq_patch, 0, SIQ_PATCH_BYTES);
+    for (i = 0; i < {k}u; i++)
+        siq_put((uint8_t *)siq_patch, i, siq_inq[src[i]]);
+    x = (const uint8_t *)siq_patch;"""
+    if kp != k:
+        return f"""    memset(siq_patch, 0, SIQ_PATCH_BYTES);
+    siq_copy((uint8_t *)siq_patch, 0, src, 0, {k}u);
+    x = (const uint8_t *)siq_patch;"""
+    return "    x = src; /* read in place: a whole number of activation words */"
+
+
+def linear_logits(n: str, prep: str, rows: str) -> str:
+    """The last layer: its accumulators are the logits."""
+    return f"""
+static void siq_{n}(const uint8_t *src, int32_t *logits)
+{{
+    const uint8_t *x;
+    const uint32_t o = 0;
+{prep}
+    {rows};
+}}
+"""
+
+
+def linear_relu(n: str, prep: str, o: int, chunk: int, rows: str, req: str) -> str:
+    """A hidden linear layer, `chunk` rows into the accumulator scratch, then requantised."""
+    return f"""
+static void siq_{n}(const uint8_t *src, uint8_t *dst)
+{{
+    const uint8_t *x;
+    uint32_t o, j;
+{prep}
+    for (o = 0; o < {o}u; o += {chunk}u) {{
+        uint32_t cnt = {o}u - o < {chunk}u ? {o}u - o : {chunk}u;
+        {rows};
+        for (j = 0; j < cnt; j++) {{
+            int32_t acc = siq_acc[j];
+            uint32_t ch = o + j;
+            siq_put(dst, ch, {req});
+        }}
+    }}
+}}
+"""

@@ -1,0 +1,46 @@
+"""On-chip test fixtures: a trained MNIST W4A4 bundle (once per session, when MNIST is there)
+and the test images with the integer logits shared.engine gives them."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.bundle import Bundle, decode_bundle
+from shared.engine import IntegerNetwork
+
+
+def engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """What the C code must reproduce: the engine on the 8-bit images / 255 (float32, as the
+    preprocessing hands them over)."""
+    net = IntegerNetwork(bundle)
+    return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
+
+
+def mnist_test_images(mnist_dir: Path, count: int) -> np.ndarray:
+    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as f:
+        raw = f.read(16 + 784 * count)[16:]
+    return np.frombuffer(raw, np.uint8).reshape(count, 1, 28, 28)
+
+
+@pytest.fixture(scope="session")
+def mnist_w4a4(tmp_path_factory, mnist_dir) -> Bundle:
+    """A small real W4A4 MNIST bundle: 3000 images, one epoch, one SIQ pass."""
+    pipeline = pytest.importorskip("server.training.pipeline")
+    config = pipeline.QuantizeConfig(
+        dataset="mnist",
+        weight_bits=4,
+        activation_bits=4,
+        epochs=1,
+        retrain_epochs=0.25,
+        max_iterations=1,
+        seed=0,
+        train_limit=3000,
+        test_limit=300,
+    )
+    out = tmp_path_factory.mktemp("onchip-bundles")
+    result = pipeline.run_pipeline(config, mnist_dir.parent, out)
+    return decode_bundle((out / f"{result.bundle_id}.siq").read_bytes())

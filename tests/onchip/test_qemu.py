@@ -1,0 +1,61 @@
+"""The same library cross-compiled for Cortex-M3 (no DSP: the C path) and Cortex-M4 (the
+SMLAD path) into a firmware with embedded images, run in QEMU (mps2-an385 / mps2-an386):
+the logits it prints equal shared.engine's. Skips when the cross toolchain is absent
+(.ci/run installs it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.bundle import decode_bundle
+from shared.cgen import generate_bundle_c
+from shared.cgen.toolchain import firmware_build, missing_arm_tools, qemu_run, undefined_symbols
+from tests.factories import make_random_bundle
+from tests.onchip.conftest import engine_logits, mnist_test_images
+from tests.onchip.test_host import sparse_images
+
+_missing = missing_arm_tools()
+pytestmark = pytest.mark.skipif(_missing is not None, reason=f"Cortex-M toolchain: {_missing}")
+
+
+@pytest.mark.parametrize("cpu", ["m3", "m4"])
+@pytest.mark.parametrize(
+    ("arch", "weight_bits", "activation_bits"),
+    [
+        ("gray_strided", 4, 4),
+        ("photo", 2, 8),
+        ("photo", 8, 4),
+        ("photo", 3, 4),
+        ("gray_strided", 3, 5),
+    ],
+)
+def test_random_bundles_on_the_chip(tmp_path, cpu, arch, weight_bits, activation_bits):
+    bundle = decode_bundle(
+        make_random_bundle(
+            5, arch=arch, weight_bits=weight_bits, activation_bits=activation_bits, per_channel=True
+        )
+    )
+    shape = tuple(bundle.manifest["input"][k] for k in ("channels", "height", "width"))
+    images = sparse_images(np.random.default_rng(1), 6, shape)
+    want = engine_logits(bundle, images)
+    fw = firmware_build(generate_bundle_c(bundle), tmp_path, cpu, images)
+    run = qemu_run(fw, want.shape[1])
+    np.testing.assert_array_equal(run.logits, want)
+    assert undefined_symbols(fw.obj) <= {"memcpy", "memset"}
+    assert fw.library["data"] == 0  # everything constant is in flash
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first of them trains the session's bundle (a loaded machine)
+@pytest.mark.parametrize("cpu", ["m3", "m4"])
+def test_trained_mnist_bundle_on_20_test_images(tmp_path, cpu, mnist_w4a4, mnist_dir):
+    images = mnist_test_images(mnist_dir, 20)
+    want = engine_logits(mnist_w4a4, images)
+    fw = firmware_build(generate_bundle_c(mnist_w4a4), tmp_path, cpu, images)
+    run = qemu_run(fw, 10)
+    np.testing.assert_array_equal(run.logits, want)
+    # the figures the benchmark reports are there and plausible
+    assert run.calibration_ticks > 0 and run.stack_bytes > 0
+    macs = 1_316_864
+    assert macs < np.median(run.instructions) < 20 * macs
