@@ -1,0 +1,248 @@
+"""A bundle as an ONNX graph whose integer logits equal shared.engine's, bit for bit.
+
+Two carriers for the multiply-adds (docs/ARCHITECTURE.md, "Exactness"):
+
+- `carrier="int"` (the export): ConvInteger / MatMulInteger on uint8 codes and int8 weights
+  with int32 accumulators, exact by the ONNX spec in any runtime. Needs codebook values in
+  int8 (codebook_bits <= 8).
+- `carrier="float"` (what the client's engine runs): Conv / MatMul / Gemm in float32, exact
+  where a layer's accumulator bound is < 2^24, because then every partial sum is an integer
+  float32 holds exactly, in any summation order (the same argument as the numpy engine's
+  BLAS). ONNX Runtime's float kernels are several times faster than its ConvInteger
+  (measured, bench/results/client.md). Layers over the bound use the integer op.
+
+Requantisation is the proved float form: `clip(floor(acc * scale + offset), 0, A)` as plain
+Mul, Add, Floor, Clip with constants from `shared.quant.fit_affine_requant` (float32, else
+float64); a layer without such constants gets the int64 formula, `(acc + bias) * multiplier
++ 2^(shift-1)`, floored by `2^shift` (an int64 Div after Max(., 0): for the non-negative
+values that survive the clip, truncating division is the floor). A max-pool after a layer
+whose requantisation runs in float32 is applied to the accumulators, as the engine does.
+
+Runtimes must not rewrite this arithmetic: ONNX Runtime's fusions that fold a Mul or Add
+into a Conv/MatMul's weights (`UNSAFE_FUSIONS`) would; `shared.onnx_engine` turns them off
+and the tests check which ops its optimised graph keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from shared import onnx_proto as pb
+from shared.bundle import Bundle, layer_weights
+from shared.engine import FLOAT32_EXACT
+from shared.errors import BundleError
+from shared.quant import accumulator_bound, fit_affine_requant
+
+__all__ = ["OPSET", "UNSAFE_FUSIONS", "to_onnx"]
+
+OPSET = 17
+IR_VERSION = 8  # the IR of opset 17
+# ONNX Runtime graph transformers that change float arithmetic of a float-carrier graph.
+UNSAFE_FUSIONS = ["ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion", "MatMulAddFusion"]
+
+Carrier = Literal["int", "float"]
+
+
+@dataclass
+class _Builder:
+    nodes: list[bytes] = field(default_factory=list)
+    initializers: list[bytes] = field(default_factory=list)
+    count: int = 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def const(self, hint: str, array: Any) -> str:
+        name = self.name(hint)
+        self.initializers.append(pb.tensor(name, np.asarray(array)))
+        return name
+
+    def op(self, op: str, inputs: list[str], hint: str, out: str | None = None, **attrs) -> str:
+        out = out or self.name(hint)
+        self.nodes.append(pb.node(op, inputs, [out], self.name(f"{hint}_{op}"), **attrs))
+        return out
+
+
+@dataclass
+class _Value:
+    name: str
+    dtype: np.dtype
+
+
+def to_onnx(bundle: Bundle, *, carrier: Carrier = "int", inputs: str = "codes") -> bytes:
+    """The bundle's network as ONNX ModelProto bytes (opset 17).
+
+    Input `codes` (uint8, N x C x H x W: the a-bit input codes, `IntegerNetwork.quantize_input`)
+    or, with `inputs="images"`, `images` (float32 in [0, 1], quantised in the graph in float64
+    as `quantize_input` does). Output `logits`: int32 (N, classes), equal to
+    `IntegerNetwork.forward_int`. BundleError when the network cannot be expressed.
+    """
+    if carrier not in ("int", "float") or inputs not in ("codes", "images"):
+        raise ValueError("carrier must be 'int' or 'float', inputs 'codes' or 'images'")
+    m = bundle.manifest
+    bits = int(m["activation_bits"])
+    c, h, w = m["input"]["channels"], m["input"]["height"], m["input"]["width"]
+    g = _Builder()
+    if inputs == "images":
+        x = _quantize_images(g, "images", float(m["input"]["scale"]), bits)
+    else:
+        x = _Value("codes", np.dtype(np.uint8))
+    graph = m["graph"]
+    i = 0
+    while i < len(graph):
+        layer = graph[i]
+        pool = graph[i + 1] if i + 1 < len(graph) and graph[i + 1]["op"] == "maxpool2d" else None
+        if layer["op"] == "flatten":
+            x = _Value(g.op("Flatten", [x.name], "flatten", axis=1), x.dtype)
+        elif layer["op"] == "maxpool2d":
+            x = _maxpool(g, x, layer)
+        elif not layer["relu"]:
+            _logits(g, bundle, layer, x, carrier)
+        else:
+            x = _weighted(g, bundle, layer, x, bits, carrier, pool)
+            i += pool is not None  # the pool went into the layer
+        i += 1
+    proto = pb.graph(
+        "siq",
+        g.nodes,
+        g.initializers,
+        [pb.value_info(inputs, np.float32 if inputs == "images" else np.uint8, ["N", c, h, w])],
+        [pb.value_info("logits", np.int32, ["N", len(m["input"]["class_names"])])],
+    )
+    return pb.model(
+        proto,
+        opset=OPSET,
+        ir_version=IR_VERSION,
+        producer="siq",
+        doc=f"SIQ bundle {bundle.id}: integer logits of its network ({carrier} carrier)",
+        metadata={
+            "siq_bundle_id": bundle.id,
+            "siq_class_names": ",".join(m["input"]["class_names"]),
+            "siq_logit_scale": repr(float(m["logit_scale"])),
+            "siq_input_scale": repr(float(m["input"]["scale"])),
+        },
+    )
+
+
+def _quantize_images(g: _Builder, name: str, scale: float, bits: int) -> _Value:
+    """clip(floor(x / scale + 0.5), 0, 2^bits - 1) in float64, as `quant.quantize_input`."""
+    x = g.op("Cast", [name], "images64", to=pb.DTYPES[np.dtype(np.float64)])
+    x = g.op("Div", [x, g.const("input_scale", np.float64(scale))], "scaled")
+    x = g.op("Add", [x, g.const("half", np.float64(0.5))], "shifted")
+    x = g.op("Floor", [x], "rounded")
+    top = np.float64((1 << bits) - 1)
+    x = g.op("Clip", [x, g.const("zero", np.float64(0)), g.const("top", top)], "clipped")
+    return _cast(g, _Value(x, np.dtype(np.float64)), np.uint8)
+
+
+def _cast(g: _Builder, x: _Value, dtype: Any) -> _Value:
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    return _Value(g.op("Cast", [x.name], "cast", to=pb.DTYPES[dtype]), dtype)
+
+
+def _maxpool(g: _Builder, x: _Value, layer: dict[str, Any]) -> _Value:
+    k, s = layer["kernel_size"], layer["stride"]
+    if x.dtype not in (np.float32, np.float64, np.uint8):  # MaxPool's types
+        x = _cast(g, x, np.uint8)
+    pooled = g.op("MaxPool", [x.name], layer["name"], kernel_shape=[k, k], strides=[s, s])
+    return _Value(pooled, x.dtype)
+
+
+def _accumulate(
+    g: _Builder, layer: dict[str, Any], x: _Value, w: np.ndarray, floats: bool
+) -> _Value:
+    """The layer's multiply-adds without bias: float32 (floats) or int32 accumulators."""
+    name = layer["name"]
+    if floats:
+        x = _cast(g, x, np.float32)
+        weights = w if layer["op"] == "conv2d" else w.T
+        weights_name = g.const(f"{name}_weights", weights.astype(np.float32))
+    else:
+        if np.abs(w).max(initial=0) > 127:
+            raise BundleError(
+                f"layer {name}: weights beyond int8 (codebook_bits > 8) have no integer "
+                "ONNX convolution; export with carrier='float'"
+            )
+        x = _cast(g, x, np.uint8)
+        weights = w if layer["op"] == "conv2d" else w.T
+        weights_name = g.const(f"{name}_weights", weights.astype(np.int8))
+    dtype = np.dtype(np.float32 if floats else np.int32)
+    if layer["op"] == "conv2d":
+        k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
+        op = "Conv" if floats else "ConvInteger"
+        acc = g.op(
+            op, [x.name, weights_name], name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4
+        )
+    else:
+        acc = g.op("MatMul" if floats else "MatMulInteger", [x.name, weights_name], name)
+    return _Value(acc, dtype)
+
+
+def _weighted(
+    g: _Builder,
+    bundle: Bundle,
+    layer: dict[str, Any],
+    x: _Value,
+    bits: int,
+    carrier: Carrier,
+    pool: dict[str, Any] | None,
+) -> _Value:
+    """A layer with ReLU: accumulate, (pool,) requantise to the next layer's codes."""
+    name, t = layer["name"], bundle.tensors
+    w = layer_weights(layer, t)
+    bias = t[f"{name}.bias"].astype(np.int64)
+    multiplier = t[f"{name}.multiplier"].astype(np.int64)
+    shift = t[f"{name}.shift"].astype(np.int64)
+    bound = accumulator_bound(w, np.zeros_like(bias), bits)  # without bias, as fitted
+    exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
+    acc = _accumulate(g, layer, x, w, floats=carrier == "float" and exact32)
+    channels = (1, -1, 1, 1) if layer["op"] == "conv2d" else (1, -1)
+    top = (1 << bits) - 1
+    for dtype in (np.float32, np.float64) if exact32 else (np.float64,):
+        fitted = fit_affine_requant(bias, multiplier, shift, bits, bound, dtype)
+        if fitted is None:
+            continue
+        scale, offset = fitted
+        y = _cast(g, acc, dtype)
+        if pool is not None and y.dtype == np.float32:  # monotone requantisation: pool first
+            y, pool = _maxpool(g, y, pool), None
+        shape = channels if len(scale) > 1 else ()
+        v = g.op("Mul", [y.name, g.const(f"{name}_scale", scale.reshape(shape))], name)
+        v = g.op("Add", [v, g.const(f"{name}_offset", offset.reshape(channels))], name)
+        v = g.op("Floor", [v], name)
+        lo, hi = g.const("zero", np.zeros((), dtype)), g.const("top", np.array(top, dtype))
+        codes = _Value(g.op("Clip", [v, lo, hi], name), np.dtype(dtype))
+        break
+    else:  # the int64 formula
+        y = _cast(g, acc, np.int64).name
+        v = g.op("Add", [y, g.const(f"{name}_bias", bias.reshape(channels))], name)
+        v = g.op("Mul", [v, g.const(f"{name}_multiplier", multiplier.reshape(channels))], name)
+        half = np.left_shift(np.int64(1), shift - 1).reshape(channels)
+        v = g.op("Add", [v, g.const(f"{name}_half", half)], name)
+        v = g.op("Max", [v, g.const("zero", np.int64(0))], name)
+        step = np.left_shift(np.int64(1), shift).reshape(channels)
+        v = g.op("Div", [v, g.const(f"{name}_step", step)], name)
+        codes = _Value(g.op("Min", [v, g.const("top", np.int64(top))], name), np.dtype(np.int64))
+    return _maxpool(g, codes, pool) if pool is not None else codes
+
+
+def _logits(g: _Builder, bundle: Bundle, layer: dict[str, Any], x: _Value, carrier: Carrier):
+    """The last layer: accumulators + bias, as int32 `logits`."""
+    if layer["op"] != "linear":
+        raise BundleError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
+    name = layer["name"]
+    w = layer_weights(layer, bundle.tensors)
+    bias = bundle.tensors[f"{name}.bias"].astype(np.int64)
+    bound = int(accumulator_bound(w, bias, int(bundle.manifest["activation_bits"])).max())
+    acc = _accumulate(g, layer, x, w, floats=carrier == "float" and bound < FLOAT32_EXACT)
+    if acc.dtype == np.float32:  # exact: |acc + bias| < 2^24
+        total = g.op("Add", [acc.name, g.const(f"{name}_bias", bias.astype(np.float32))], name)
+        g.op("Cast", [total], name, out="logits", to=pb.DTYPES[np.dtype(np.int32)])
+    else:  # |acc + bias| < 2^31: the bundle's own bound
+        g.op("Add", [acc.name, g.const(f"{name}_bias", bias.astype(np.int32))], name, out="logits")
