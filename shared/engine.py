@@ -39,6 +39,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from shared import graph
 from shared.bundle import Bundle, layer_weights
+from shared.errors import BundleError
 from shared.quant import (
     accumulator_bound,
     affine_requantize,
@@ -47,7 +48,7 @@ from shared.quant import (
     requantize,
 )
 
-__all__ = ["IntegerNetwork", "carrier_dtype", "softmax"]
+__all__ = ["IntegerNetwork", "load_engine", "check_images", "carrier_dtype", "softmax"]
 
 FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
@@ -67,6 +68,41 @@ def carrier_dtype(bound: int) -> np.dtype:
     if bound < FLOAT64_EXACT:
         return np.dtype(np.float64)
     return np.dtype(np.int64)
+
+
+def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> Any:
+    """The engine to serve a bundle with: `predict(images) -> (labels, probabilities)`,
+    `forward_int(codes) -> logits`, both exact to the integer contract.
+
+    `backend="auto"` runs the bundle's ONNX graph in ONNX Runtime when onnxruntime is
+    installed (2-3x faster than numpy here: bench/results/client.md), else `IntegerNetwork`;
+    "onnxruntime" or "numpy" ask for one.
+    """
+    if backend not in ("auto", "onnxruntime", "numpy"):
+        raise ValueError(f"backend must be auto, onnxruntime or numpy, not {backend!r}")
+    if backend != "numpy":
+        try:
+            from shared.onnx_engine import OnnxEngine
+        except ImportError:
+            if backend == "onnxruntime":
+                raise
+        else:
+            try:
+                return OnnxEngine(bundle, threads=threads)
+            except BundleError:  # no exact ONNX graph for it (e.g. > 8-bit codebooks, wide sums)
+                if backend == "onnxruntime":
+                    raise
+    return IntegerNetwork(bundle, threads=threads)
+
+
+def check_images(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """x as a batch (N, C, H, W) of the network's input shape; one image gains N = 1."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[None]
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"expected images of shape (N, {input_shape}), got {x.shape}")
+    return x
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -136,6 +172,8 @@ class IntegerNetwork:
     >>> net = IntegerNetwork(bundle)
     >>> labels, probs = net.predict(images)   # images: float (N, C, H, W) in [0, 1]
     """
+
+    backend = "numpy"
 
     def __init__(self, bundle: Bundle, *, threads: int = 1):
         """`threads` > 1 splits a batch across that many threads (numpy and BLAS release the
@@ -252,12 +290,7 @@ class IntegerNetwork:
         return logits.argmax(axis=1), probs
 
     def _check_images(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim == 3:
-            x = x[None]
-        if tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"expected images of shape (N, {self.input_shape}), got {x.shape}")
-        return x
+        return check_images(x, self.input_shape)
 
     def _over_threads(
         self, fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray

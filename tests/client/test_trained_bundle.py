@@ -85,3 +85,24 @@ def test_variants_are_recognised_like_the_original(make_app, tmp_path, trained_b
     for variant in ("inverted", "rgba", "off_centre"):
         assert accuracy[variant] >= accuracy["original"] - 0.1, (accuracy, agreement)
         assert agreement[variant] >= 0.9, (accuracy, agreement)
+
+
+@pytest.mark.slow
+def test_onnx_export_and_served_engine_are_exact_on_a_trained_bundle(trained_bundle):
+    # the integer-only export, the client's engine, and the reference agree to the last bit
+    ort = pytest.importorskip("onnxruntime")
+    from shared.bundle import decode_bundle
+    from shared.engine import IntegerNetwork, load_engine
+    from shared.onnx_export import to_onnx
+    from tests.shared.reference import reference_logits
+
+    bundle = decode_bundle(trained_bundle)
+    images = mnist_test_digits(N)[:, None].astype(np.float32) / 255  # (N, 1, 28, 28)
+    q = IntegerNetwork(bundle).quantize_input(images)
+    want = reference_logits(bundle, q)
+    session = ort.InferenceSession(to_onnx(bundle), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"codes": q.astype(np.uint8)})[0], want)
+    engine = load_engine(bundle)
+    np.testing.assert_array_equal(engine.forward_int(q), want)
+    labels, probs = engine.predict(images)
+    np.testing.assert_array_equal(labels, want.argmax(axis=1))
