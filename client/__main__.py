@@ -1,5 +1,6 @@
 """`python -m client` starts the recognition client; `python -m client sign-bundle FILE`
-writes the detached signature a bundle file needs while SIQ_BUNDLE_HMAC_KEY is set."""
+writes the detached signature a bundle file needs while SIQ_BUNDLE_HMAC_KEY is set;
+`python -m client export-onnx BUNDLE --out FILE` writes a bundle as an ONNX model."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from client.export_c import main as export_c
 
         return export_c(argv[1:])
+    if argv[:1] == ["export-onnx"]:  # python -m client export-onnx BUNDLE --out FILE
+        from client.export_onnx import main as export_main
+
+        return export_main(argv[1:])
     from client.app import serve_main
 
     return serve_main(argv)

@@ -1,6 +1,6 @@
 """The bundle in service, how it is replaced, and the cache that survives restarts.
 
-`BundleManager.current` is a `LoadedBundle` (bundle + IntegerNetwork + preprocessing spec) or
+`BundleManager.current` is a `LoadedBundle` (bundle + engine + preprocessing spec) or
 None. It is replaced by one reference assignment, so a request that read it keeps a complete,
 consistent network for its whole life while a swap happens. A fetch or verification that fails
 leaves `current` untouched, is logged and counted.
@@ -34,7 +34,7 @@ from shared.bundle import (
     remove_temp_files,
     write_bundle_atomic,
 )
-from shared.engine import IntegerNetwork
+from shared.engine import IntegerNetwork, load_engine
 from shared.errors import BundleError, ConfigError
 from shared.preprocess import check_spec, output_shape
 from shared.signing import read_signature, signature_path, verify, write_signature
@@ -47,7 +47,7 @@ log = logging.getLogger("client.bundles")
 @dataclass(frozen=True)
 class LoadedBundle:
     bundle: Bundle
-    network: IntegerNetwork
+    network: IntegerNetwork  # or shared.onnx_engine.OnnxEngine: the same interface
     preprocess: dict[str, Any]  # the checked `input.preprocess` spec
     loaded_at: datetime
     source: str  # "server", "cache" or "file"
@@ -75,7 +75,7 @@ def load_network(bundle: Bundle, source: str) -> LoadedBundle:
         spec = check_spec(bundle.manifest["input"].get("preprocess"))
     except ConfigError as exc:
         raise BundleError(f"bundle {bundle.id}: {exc}") from exc
-    network = IntegerNetwork(bundle)
+    network = load_engine(bundle)  # onnxruntime when installed, else numpy
     if tuple(network.input_shape) != output_shape(spec):
         raise BundleError(
             f"bundle {bundle.id}: input shape {tuple(network.input_shape)} does not match "
