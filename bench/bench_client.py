@@ -1,9 +1,10 @@
-"""Client benchmark: the integer engine (shared.engine) against PyTorch float32 eager inference
-of the equivalent float network, at batch 1 and batch 64, on the same preprocessed images;
-then HTTP /recognize of a real `python -m client` process under 16 concurrent clients.
+"""Client benchmark: the engine the client serves with (`shared.engine.load_engine`) against
+ONNX Runtime float32 and int8 static (QDQ), torch.ao int8 and PyTorch float32 eager on the
+equivalent float network (bench/peers.py), at batch 1 and 64 with 1 and 2 threads, on the same
+preprocessed images; then HTTP /recognize of a real `python -m client` process under 16
+concurrent clients.
 
     python -m bench.bench_client [--bundle FILE] [--requests 480] [--concurrency 16] [--name client]
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m bench.bench_client   # one thread each
 
 The network: `--bundle FILE` (e.g. from `python -m server quantize`), else a quick
 `server.pipeline.run_pipeline` (MNIST, or `digits` without it). The float network has the
@@ -31,7 +32,7 @@ import numpy as np
 
 from scripts.processes import start_service
 from shared.bundle import decode_bundle, layer_weights
-from shared.engine import IntegerNetwork
+from shared.engine import IntegerNetwork, load_engine
 from shared.preprocess import decode_image, preprocess
 
 __all__ = ["main", "float_model", "time_per_batch", "http_load", "multipart_request", "load_images"]
@@ -198,46 +199,82 @@ def load_images(count: int, dataset: str | None = None) -> list[bytes]:
     return out
 
 
-def bench_engine(bundle, x: np.ndarray) -> dict[str, Any]:
-    """Engine vs PyTorch at batch 1 and 64, first with all cores (torch's default intra-op
-    threads; the engine splits a batch across as many threads, one BLAS thread each), then
-    with one core each (what one request gets in the client, which serves requests in
-    parallel)."""
+PEERS_TITLE = {
+    "engine": "shared.engine (load_engine)",
+    "numpy_engine": "IntegerNetwork (numpy)",
+    "ort_float32": "ONNX Runtime float32",
+    "ort_int8_qdq": "ONNX Runtime int8 static (QDQ)",
+    "torch_ao_int8": "torch.ao int8 (x86)",
+    "torch_float32": "PyTorch float32 eager",
+}
+
+
+def bench_engine(bundle, x: np.ndarray, calibration: np.ndarray, work: Path) -> dict[str, Any]:
+    """The engine and its peers (bench/peers.py) on the same network and images, at batch 1
+    and 64, with 1 and 2 threads each (torch's intra-op threads, ONNX Runtime's intra-op
+    threads, the engine's `threads`), all functions interleaved round by round."""
     import torch
     from threadpoolctl import threadpool_limits
 
+    from bench.peers import build_peers
+
     model = float_model(bundle)
-    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if blas_threads:  # the same thread budget for both
-        torch.set_num_threads(int(blas_threads))
+    threadpool_limits(1, user_api="blas")  # the numpy engine splits batches across threads
     cores = torch.get_num_threads()
-    threadpool_limits(1, user_api="blas")
-
-    def run_torch(b):
-        with torch.inference_mode():
-            return torch.softmax(model(torch.from_numpy(b)), dim=1)
-
     rows: dict[str, dict[str, float]] = {}
-    for threads in dict.fromkeys((cores, 1)):
+    agreement: dict[str, float] = {}
+    for threads in (1, 2):
         torch.set_num_threads(threads)
-        net = IntegerNetwork(bundle, threads=threads)
+        fns = build_peers(bundle, model, calibration, threads, work)
+        if threads == 1:
+            labels = fns["engine"](x)[0]
+            agreement = {k: float((f(x)[0] == labels).mean()) for k, f in fns.items()}
         for batch in (1, 64):
             batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
-            timed = compare({"engine": net.predict, "torch": run_torch}, batches)
-            for who, row in timed.items():
+            for who, row in compare(fns, batches).items():
                 rows[f"{who}_b{batch}_t{threads}"] = row | {"threads": threads, "batch": batch}
     torch.set_num_threads(cores)
-    net = IntegerNetwork(bundle)
-    labels, _ = net.predict(x)
-    agree = float((run_torch(x).argmax(1).numpy() == labels).mean())
+    engine = load_engine(bundle)
     return {
         "rows": rows,
-        "label_agreement_engine_vs_float": agree,
-        "torch_threads": cores,
-        "engine_threads": cores,
-        "blas_threads_env": blas_threads or "default",
-        "profile": {f"b{b}": profile_engine(net, x[:b]) for b in (1, 32)},
+        "label_agreement_with_engine": agreement,
+        "engine_backend": engine.backend,
+        "profile": {f"b{b}": profile_engine(IntegerNetwork(bundle), x[:b]) for b in (1, 32)},
+        "profile_onnx": {f"b{b}": profile_onnx_engine(engine, x[:b]) for b in (1, 64)},
     }
+
+
+def profile_onnx_engine(engine: Any, x: np.ndarray, runs: int = 400) -> list[list]:
+    """Where the ONNX Runtime engine's time goes, one thread: its session's own profiler, the
+    median microseconds of each node (as ONNX Runtime rewrote the graph) over `runs` calls;
+    the profiler adds a few microseconds to every node."""
+    import onnxruntime as ort
+
+    from shared.onnx_export import UNSAFE_FUSIONS
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "siq-bench-ort")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        engine.model,
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=UNSAFE_FUSIONS,
+    )
+    codes = engine.quantize_input(x).astype(np.float32)
+    for _ in range(runs):
+        session.run(None, {"codes": codes})
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    per_node: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            label = f"{e['args']['op_name']} ({e['name'].removesuffix('_kernel_time')})"
+            per_node.setdefault(label, []).append(e["dur"])
+    return [[label, float(np.median(d))] for label, d in per_node.items()]
 
 
 def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> list[list]:
@@ -376,33 +413,56 @@ def write_report(result: dict, out: Path, name: str = "client") -> None:
         f"{result['bundle']['activation_bits']}-bit activations). Machine: {result['machine']}.",
         f"{result['note']}",
         "",
-        "Engine and PyTorch are timed in interleaved rounds (engine, torch, engine, ...; "
-        f"{next(iter(rows.values()))['rounds']} rounds of 0.4 s each): images/s comes from the "
-        "median over rounds of each round's median batch time; the last column is the "
-        "spread of the round medians.",
+        f"Every runtime below runs the same network on the same images, timed in interleaved "
+        f"rounds (each function in turn, {next(iter(rows.values()))['rounds']} rounds of 0.4 s "
+        "per cell): images/s is from the median over rounds of each round's median batch "
+        "time. Each returns labels and softmax probabilities. `threads` is each runtime's own "
+        "intra-op thread count (the numpy engine: a batch split across threads).",
         "",
-        "| threads (cores) | batch | shared.engine images/s | PyTorch float32 images/s "
-        "| engine / torch | engine ms (rounds) | torch ms (rounds) |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for key, e in rows.items():
-        if not key.startswith("engine_"):
-            continue
-        t = rows["torch_" + key.removeprefix("engine_")]
+    cells = [(t, b) for t in (1, 2) for b in (1, 64)]
+    lines += [
+        "| images/s | "
+        + " | ".join(f"{t} thread{'s' * (t > 1)}, batch {b}" for t, b in cells)
+        + " |"
+    ]
+    lines += ["|---|" + "---|" * len(cells)]
+    peers = list(dict.fromkeys(k.split("_b")[0] for k in rows))
+    for peer in peers:
         lines.append(
-            f"| {e['threads']} | {e['batch']} | {e['images_per_s']:.0f} | "
-            f"{t['images_per_s']:.0f} | {e['images_per_s'] / t['images_per_s']:.2f}x | "
-            f"{e['ms_per_batch_p50']:.3f} ({e['round_ms_min']:.3f}-{e['round_ms_max']:.3f}) | "
-            f"{t['ms_per_batch_p50']:.3f} ({t['round_ms_min']:.3f}-{t['round_ms_max']:.3f}) |"
+            f"| {PEERS_TITLE.get(peer, peer)} | "
+            + " | ".join(f"{rows[f'{peer}_b{b}_t{t}']['images_per_s']:,.0f}" for t, b in cells)
+            + " |"
         )
-    agreement = result["engine"]["label_agreement_engine_vs_float"]
+    for peer in ("ort_int8_qdq", "ort_float32", "torch_ao_int8", "torch_float32", "numpy_engine"):
+        ratios = [
+            rows[f"engine_b{b}_t{t}"]["images_per_s"] / rows[f"{peer}_b{b}_t{t}"]["images_per_s"]
+            for t, b in cells
+        ]
+        lines.append(
+            f"| **engine / {PEERS_TITLE[peer]}** | "
+            + " | ".join(f"**{r:.2f}x**" for r in ratios)
+            + " |"
+        )
+    lines += ["", "Spread of the round medians (ms per batch, min-max):", ""]
+    lines += ["| runtime | " + " | ".join(f"t{t} b{b}" for t, b in cells) + " |"]
+    lines += ["|---|" + "---|" * len(cells)]
+    for peer in ("engine", "ort_int8_qdq"):
+        spread = [rows[f"{peer}_b{b}_t{t}"] for t, b in cells]
+        lines.append(
+            f"| {PEERS_TITLE[peer]} | "
+            + " | ".join(f"{r['round_ms_min']:.3f}-{r['round_ms_max']:.3f}" for r in spread)
+            + " |"
+        )
+    agreement = result["engine"]["label_agreement_with_engine"]
     lines += [
         "",
-        f"With {result['engine']['torch_threads']} threads, torch runs its intra-op threads; "
-        "the engine splits a batch across as many threads with one BLAS thread each (the "
-        "same core budget; OMP_NUM_THREADS sets it). With 1 thread both use one core.",
+        f"The engine ran on `{result['engine']['engine_backend']}`. Labels agreeing with the "
+        "engine's on these images: "
+        + ", ".join(f"{PEERS_TITLE[k]} {v:.1%}" for k, v in agreement.items() if k != "engine")
+        + " (the float and int8 peers round differently from the integer contract).",
+        "",
     ]
-    lines += ["", f"Engine vs float labels agree on {agreement:.1%} of the images.", ""]
     h = result["http"]
     lines += [
         f"HTTP: a real `python -m client` process; the load generator ({h['load_generator']}) "
@@ -420,17 +480,30 @@ def write_report(result: dict, out: Path, name: str = "client") -> None:
         "",
         "## Where the engine's time goes (one thread, microseconds per batch)",
         "",
-        "Each step of the engine's prepared pass, timed alone (`bench_client.profile_engine`).",
+        "The ONNX Runtime engine: its session profiler's median per node, as ONNX Runtime "
+        "rewrote the graph (NCHWc reorders around the convolutions' pools), profiler "
+        "overhead included (`bench_client.profile_onnx_engine`).",
         "",
     ]
-    profile = result["engine"]["profile"]
-    lines += ["| step | " + " | ".join(f"batch {k[1:]}" for k in profile) + " |"]
+    lines += _profile_table(result["engine"]["profile_onnx"], "node")
+    lines += [
+        "",
+        "The numpy engine (`IntegerNetwork`, the reference's fast twin and the fallback without "
+        "onnxruntime): each step of its prepared pass, timed alone (`bench_client.profile_engine`).",
+        "",
+    ]
+    lines += _profile_table(result["engine"]["profile"], "step")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def _profile_table(profile: dict[str, list], what: str) -> list[str]:
+    lines = [f"| {what} | " + " | ".join(f"batch {k[1:]}" for k in profile) + " |"]
     lines += ["|---|" + "---|" * len(profile)]
     tables = [dict(steps) for steps in profile.values()]
     for label in tables[-1]:
         lines.append(f"| {label} | " + " | ".join(f"{t.get(label, 0):.1f}" for t in tables) + " |")
     lines.append("| **total** | " + " | ".join(f"{sum(t.values()):.1f}" for t in tables) + " |")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,10 +522,15 @@ def main(argv: list[str] | None = None) -> int:
         bundle_path = work / "bench.siq"
         bundle_path.write_bytes(data)
         dataset = bundle.manifest.get("provenance", {}).get("config", {}).get("dataset")
-        images = load_images(args.images, dataset)
+        # the benchmark's images, then as many others to calibrate the int8 peers on
+        everything = load_images(2 * args.images, dataset)
+        images = everything[: args.images]
         spec = bundle.manifest["input"]["preprocess"]
-        x = np.stack([preprocess(decode_image(b), spec) for b in images])  # (N, C, H, W)
-        engine = bench_engine(bundle, x)
+        xs = np.stack([preprocess(decode_image(b), spec) for b in everything])  # (N, C, H, W)
+        x, calibration = xs[: args.images], xs[args.images :]
+        if len(calibration) < 32:  # a small image folder: calibrate on what there is
+            calibration = xs
+        engine = bench_engine(bundle, x, calibration, work)
         http = bench_http(bundle_path, work, images, args.requests, args.concurrency)
     m = bundle.manifest
     result = {
