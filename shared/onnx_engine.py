@@ -13,13 +13,14 @@ Same interface as `IntegerNetwork`: `quantize_input`, `forward_int`, `predict`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from shared.bundle import Bundle
-from shared.engine import check_images, softmax
+from shared.bundle import Bundle, weight_shape
+from shared.engine import SPLIT_MACS, check_images, softmax
 from shared.onnx_export import UNSAFE_FUSIONS, to_onnx
 from shared.quant import quantize_input
 
@@ -42,14 +43,21 @@ class OnnxEngine:
         self.logit_scale = float(m["logit_scale"])
         self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
         self.class_names = list(m["input"]["class_names"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about the host's CPU are not ours to act on
         # float32 images in, quantised in the graph as `quantize_input` does (in float64):
         # measured 63 vs 77 us a batch of 1 with numpy quantising into a codes graph
-        self.model = to_onnx(bundle, carrier="fast", inputs="images")
-        self._session = ort.InferenceSession(
+        self.model = to_onnx(bundle, carrier="fast", inputs="images", logits_dtype=None)
+        self._single = self._session(1)
+        # a small batch runs on one thread: waking ONNX Runtime's pool for each of ~30 nodes
+        # costs more than it saves (the numpy engine's SPLIT_MACS rule, same threshold)
+        self._pooled = self._session(self.threads) if self.threads > 1 else self._single
+        self._split_batch = max(1, self.threads * SPLIT_MACS // max(1, _macs(bundle)))
+
+    def _session(self, threads: int) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about the host's CPU are not ours to act on
+        return ort.InferenceSession(
             self.model,
             options,
             providers=["CPUExecutionProvider"],
@@ -68,15 +76,16 @@ class OnnxEngine:
         top = (1 << self.activation_bits) - 1
         if q.size and (q.min() < 0 or q.max() > top):
             raise ValueError(f"input codes must lie in 0..{top}")
-        return self._run(self._images_of(q))
+        return self._run(self._images_of(q)).astype(np.int64)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (N,) and softmax probabilities (N, classes) for float images in [0, 1]."""
         x = check_images(x, self.input_shape)
         if x.dtype != np.float32:  # float32 images go in as they are; others via their codes
             x = self._images_of(self.quantize_input(x))
-        logits = self._run(x)
-        return logits.argmax(axis=1), softmax(logits.astype(np.float64) * self.logit_scale)
+        logits = self._run(x)  # exact integers (int32 or float32), float64 in the multiply
+        scaled = np.multiply(logits, self.logit_scale, dtype=np.float64)
+        return logits.argmax(axis=1), softmax(scaled)
 
     def _images_of(self, q: np.ndarray) -> np.ndarray:
         """Float32 images that quantise to the codes q: float32(c * scale) is within a
@@ -85,5 +94,20 @@ class OnnxEngine:
         return (q * self.input_scale).astype(np.float32)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
-        out: Any = self._session.run(["logits"], {"images": images})[0]
-        return out.astype(np.int64)
+        session = self._pooled if len(images) >= self._split_batch else self._single
+        out: np.ndarray = session.run(["logits"], {"images": images})[0]
+        return out
+
+
+def _macs(bundle: Bundle) -> int:
+    """Multiply-adds of one image's pass: weights x output positions, per weighted layer."""
+    shape = (bundle.manifest["input"]["height"], bundle.manifest["input"]["width"])
+    total = 0
+    for layer in bundle.manifest["graph"]:
+        if layer["op"] in ("conv2d", "maxpool2d"):
+            k, s, p = layer["kernel_size"], layer["stride"], layer.get("padding", 0)
+            shape = ((shape[0] + 2 * p - k) // s + 1, (shape[1] + 2 * p - k) // s + 1)
+        if layer["op"] in ("conv2d", "linear"):
+            positions = shape[0] * shape[1] if layer["op"] == "conv2d" else 1
+            total += positions * math.prod(weight_shape(layer))
+    return total

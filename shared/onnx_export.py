@@ -40,8 +40,11 @@ __all__ = ["OPSET", "UNSAFE_FUSIONS", "to_onnx"]
 
 OPSET = 17
 IR_VERSION = 8  # the IR of opset 17
-# ONNX Runtime graph transformers that change float arithmetic of a float-carrier graph.
-UNSAFE_FUSIONS = ["ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion", "MatMulAddFusion"]
+# ONNX Runtime graph transformers that would change the float arithmetic of a float-carrier
+# graph: they fold the requantisation's Mul / Add into a Conv's weights and bias or a MatMul's
+# alpha. (MatMulAddFusion stays on: it turns the last layer's MatMul + integer bias into a
+# Gemm, whose partial sums stay integers under the same bound.)
+UNSAFE_FUSIONS = ["ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion"]
 
 Carrier = Literal["int", "float", "fast"]
 
@@ -78,7 +81,6 @@ def to_onnx(
     *,
     carrier: Carrier = "int",
     inputs: str = "codes",
-    codes_dtype: Any = np.uint8,
     logits_dtype: Any = np.int32,
 ) -> bytes:
     """The bundle's network as ONNX ModelProto bytes (opset 17).
@@ -86,11 +88,10 @@ def to_onnx(
     Input `codes` (uint8, N x C x H x W: the a-bit input codes, `IntegerNetwork.quantize_input`)
     or, with `inputs="images"`, `images` (float32 in [0, 1], quantised in the graph in float64
     as `quantize_input` does). Output `logits`: int32 (N, classes), equal to
-    `IntegerNetwork.forward_int`. BundleError when the network cannot be expressed.
-    `codes_dtype` float32 and `logits_dtype` float32 (with a float carrier: exact integers
-    either way) spare the client's engine two Casts.
+    `IntegerNetwork.forward_int`. `logits_dtype=None` leaves the logits in the last layer's
+    accumulator type (float32 from a float32 layer: exact integers), sparing a Cast.
+    BundleError when the network cannot be expressed.
     """
-    codes_dtype, logits_dtype = np.dtype(codes_dtype), np.dtype(logits_dtype)
     if carrier not in ("int", "float", "fast") or inputs not in ("codes", "images"):
         raise ValueError("carrier must be int, float or fast; inputs codes or images")
     m = bundle.manifest
@@ -100,8 +101,9 @@ def to_onnx(
     if inputs == "images":
         x = _quantize_images(g, "images", float(m["input"]["scale"]), bits)
     else:
-        x = _Value("codes", codes_dtype)
+        x = _Value("codes", np.dtype(np.uint8))
     graph = m["graph"]
+    logits = np.dtype(np.int32)
     i = 0
     while i < len(graph):
         layer = graph[i]
@@ -111,7 +113,7 @@ def to_onnx(
         elif layer["op"] == "maxpool2d":
             x = _maxpool(g, x, layer)
         elif not layer["relu"]:
-            _logits(g, bundle, layer, x, carrier, logits_dtype)
+            logits = _logits(g, bundle, layer, x, carrier, logits_dtype)
         else:
             x = _weighted(g, bundle, layer, x, bits, carrier, pool)
             i += pool is not None  # the pool went into the layer
@@ -120,8 +122,8 @@ def to_onnx(
         "siq",
         g.nodes,
         g.initializers,
-        [pb.value_info(inputs, np.float32 if inputs == "images" else codes_dtype, ["N", c, h, w])],
-        [pb.value_info("logits", logits_dtype, ["N", len(m["input"]["class_names"])])],
+        [pb.value_info(inputs, np.float32 if inputs == "images" else np.uint8, ["N", c, h, w])],
+        [pb.value_info("logits", logits, ["N", len(m["input"]["class_names"])])],
     )
     return pb.model(
         proto,
@@ -146,7 +148,7 @@ def _quantize_images(g: _Builder, name: str, scale: float, bits: int) -> _Value:
     x = g.op("Floor", [x], "rounded")
     top = np.float64((1 << bits) - 1)
     x = g.op("Clip", [x, g.const("zero", np.float64(0)), g.const("top", top)], "clipped")
-    return _cast(g, _Value(x, np.dtype(np.float64)), np.uint8)
+    return _Value(x, np.dtype(np.float64))  # the first layer casts to what it multiplies in
 
 
 def _cast(g: _Builder, x: _Value, dtype: Any) -> _Value:
@@ -164,42 +166,61 @@ def _maxpool(g: _Builder, x: _Value, layer: dict[str, Any]) -> _Value:
     return _Value(pooled, x.dtype)
 
 
-def _floats(carrier: Carrier, layer: dict[str, Any], exact32: bool) -> bool:
+def _floats(carrier: Carrier, layer: dict[str, Any], exact32: bool, weights: int) -> bool:
     """Whether a layer multiplies in float32: never for "int"; for "float" where exact; for
-    "fast" only convolutions, where exact. Measured in ONNX Runtime 1.32 on AVX2, one
-    thread: a 16->32 channel 5x5 convolution on 12x12 maps takes 27 us in float32 and 40 us
-    as ConvInteger (batch 64: 1.4 vs 4.4 ms); a 512x512 linear layer takes 31 us as a
-    float32 MatMul and 14 us as a uint8 MatMulInteger (batch 64: 385 vs 259 us)."""
+    "fast" where exact, except linear layers of 2^16 weights or more. Measured in ONNX
+    Runtime 1.32 on AVX2, one thread: a 16->32 channel 5x5 convolution on 12x12 maps takes
+    27 us in float32 and 40 us as ConvInteger (batch 64: 1.4 vs 4.4 ms); a 512x512 linear
+    layer 31 us as a float32 MatMul and 11-14 us as MatMulInteger (batch 64: 385 vs 200-260
+    us); a small linear layer is not worth the Casts to and from uint8 around it."""
     if carrier == "int" or not exact32:
         return False
-    return carrier == "float" or layer["op"] == "conv2d"
+    return carrier == "float" or layer["op"] == "conv2d" or weights < 2**16
 
 
 def _accumulate(
-    g: _Builder, layer: dict[str, Any], x: _Value, w: np.ndarray, floats: bool
+    g: _Builder,
+    layer: dict[str, Any],
+    x: _Value,
+    w: np.ndarray,
+    floats: bool,
+    top_code: int,
+    bias: np.ndarray | None = None,
 ) -> _Value:
-    """The layer's multiply-adds without bias: float32 (floats) or int32 accumulators."""
+    """The layer's multiply-adds on codes 0..top_code: float32 (floats) or int32
+    accumulators, plus `bias` when given (float Conv only: integers, so every partial sum
+    stays exact)."""
     name = layer["name"]
     weights = w if layer["op"] == "conv2d" else w.T  # MatMul takes (inputs, outputs)
     if floats:
         x = _cast(g, x, np.float32)
         operands = [x.name, g.const(f"{name}_weights", weights.astype(np.float32))]
+        if bias is not None:
+            operands.append(g.const(f"{name}_bias", bias.astype(np.float32)))
     else:
         if np.abs(w).max(initial=0) > 127:
             raise BundleError(
                 f"layer {name}: weights beyond int8 (codebook_bits > 8) have no integer "
                 "ONNX convolution; export with carrier='float'"
             )
-        # uint8 weights w + 128 with zero point 128, not int8: ONNX Runtime's uint8 x int8
-        # kernels on AVX2 add product pairs in saturating int16 (vpmaddubsw), which 255 *
-        # 127 * 2 overflows (measured: logits off by 10^5); uint8 x uint8 widens first.
+        # ONNX Runtime's uint8 x int8 kernels on AVX2 add pairs of products in saturating
+        # int16 (vpmaddubsw): exact only while 2 * A * max|w| <= 32767 (A = the top code;
+        # 255 * 127 * 2 overflows: measured, logits off by 10^5). Beyond that the weights go
+        # as uint8 w + 128 with zero point 128, which its kernels widen before multiplying.
         x = _cast(g, x, np.uint8)
-        operands = [
-            x.name,
-            g.const(f"{name}_weights", (weights + 128).astype(np.uint8)),
-            g.const("zero_u8", np.uint8(0)),
-            g.const("zero_point_128", np.uint8(128)),
-        ]
+        operands = [x.name]
+        if 2 * top_code * int(np.abs(w).max(initial=0)) <= 32767:
+            operands += [
+                g.const(f"{name}_weights", weights.astype(np.int8)),
+                g.const("zero_u8", np.uint8(0)),
+                g.const("zero_i8", np.int8(0)),
+            ]
+        else:
+            operands += [
+                g.const(f"{name}_weights", (weights + 128).astype(np.uint8)),
+                g.const("zero_u8", np.uint8(0)),
+                g.const("zero_point_128", np.uint8(128)),
+            ]
     dtype = np.dtype(np.float32 if floats else np.int32)
     if layer["op"] == "conv2d":
         k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
@@ -225,29 +246,40 @@ def _weighted(
     bias = t[f"{name}.bias"].astype(np.int64)
     multiplier = t[f"{name}.multiplier"].astype(np.int64)
     shift = t[f"{name}.shift"].astype(np.int64)
-    bound = accumulator_bound(w, np.zeros_like(bias), bits)  # without bias, as fitted
     exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
-    acc = _accumulate(g, layer, x, w, floats=_floats(carrier, layer, exact32))
+    floats = _floats(carrier, layer, exact32, w.size)
+    # a float32 Conv adds the (integer) bias itself; then the requantisation's offset is one
+    # number for the layer, not one per channel (a scalar Add: measured 2x faster)
+    conv_bias = floats and layer["op"] == "conv2d"
+    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1, bias if conv_bias else None)
+    rest = np.zeros_like(bias) if conv_bias else bias  # the bias still to be added
+    bound = accumulator_bound(w, bias if conv_bias else rest, bits)  # |acc| as it arrives
     channels = (1, -1, 1, 1) if layer["op"] == "conv2d" else (1, -1)
     top = (1 << bits) - 1
     for dtype in (np.float32, np.float64) if exact32 else (np.float64,):
-        fitted = fit_affine_requant(bias, multiplier, shift, bits, bound, dtype)
+        # one bound for all channels first: with per-layer multipliers, one offset then
+        fitted = fit_affine_requant(
+            rest, multiplier, shift, bits, np.full_like(bound, bound.max()), dtype
+        ) or fit_affine_requant(rest, multiplier, shift, bits, bound, dtype)
         if fitted is None:
             continue
         scale, offset = fitted
+        if np.all(offset == offset[0]):
+            offset = offset[:1]
         y = _cast(g, acc, dtype)
         if pool is not None and y.dtype == np.float32:  # monotone requantisation: pool first
             y, pool = _maxpool(g, y, pool), None
         shape = channels if len(scale) > 1 else ()
         v = g.op("Mul", [y.name, g.const(f"{name}_scale", scale.reshape(shape))], name)
-        v = g.op("Add", [v, g.const(f"{name}_offset", offset.reshape(channels))], name)
+        shape = channels if len(offset) > 1 else ()
+        v = g.op("Add", [v, g.const(f"{name}_offset", offset.reshape(shape))], name)
         v = g.op("Floor", [v], name)
         lo, hi = g.const("zero", np.zeros((), dtype)), g.const("top", np.array(top, dtype))
         codes = _Value(g.op("Clip", [v, lo, hi], name), np.dtype(dtype))
         break
     else:  # the int64 formula
         wide = _cast(g, acc, np.int64).name
-        v = g.op("Add", [wide, g.const(f"{name}_bias", bias.reshape(channels))], name)
+        v = g.op("Add", [wide, g.const(f"{name}_bias", rest.reshape(channels))], name)
         v = g.op("Mul", [v, g.const(f"{name}_multiplier", multiplier.reshape(channels))], name)
         half = np.left_shift(np.int64(1), shift - 1).reshape(channels)
         v = g.op("Add", [v, g.const(f"{name}_half", half)], name)
@@ -264,17 +296,22 @@ def _logits(
     layer: dict[str, Any],
     x: _Value,
     carrier: Carrier,
-    dtype: np.dtype,
-) -> None:
-    """The last layer: accumulators + bias, as `logits` of `dtype` (int32, or float32 from a
-    float carrier, whose values are exact integers)."""
+    dtype: Any,
+) -> np.dtype:
+    """The last layer: accumulators + bias, as `logits` of `dtype` (None: the accumulator's);
+    the dtype they got."""
     if layer["op"] != "linear":
         raise BundleError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
     name = layer["name"]
     w = layer_weights(layer, bundle.tensors)
     bias = bundle.tensors[f"{name}.bias"].astype(np.int64)
-    bound = int(accumulator_bound(w, bias, int(bundle.manifest["activation_bits"])).max())
-    acc = _accumulate(g, layer, x, w, floats=_floats(carrier, layer, bound < FLOAT32_EXACT))
+    bits = int(bundle.manifest["activation_bits"])
+    bound = int(accumulator_bound(w, bias, bits).max())
+    floats = _floats(carrier, layer, bound < FLOAT32_EXACT, w.size)
+    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1)
+    dtype = acc.dtype if dtype is None else np.dtype(dtype)
+    if dtype == np.float32 and bound >= FLOAT32_EXACT:
+        raise BundleError(f"layer {name}: logits up to {bound} are not exact in float32")
     # exact in both: |acc + bias| < 2^24 in float32, < 2^31 (the bundle's bound) in int32
     total = g.const(f"{name}_bias", bias.astype(acc.dtype))
     if acc.dtype == dtype:
@@ -282,3 +319,4 @@ def _logits(
     else:
         total = g.op("Add", [acc.name, total], name)
         g.op("Cast", [total], name, out="logits", to=pb.DTYPES[dtype])
+    return dtype
