@@ -36,7 +36,7 @@ from shared.engine import FLOAT32_EXACT
 from shared.errors import BundleError
 from shared.quant import accumulator_bound, fit_affine_requant
 
-__all__ = ["OPSET", "UNSAFE_FUSIONS", "to_onnx"]
+__all__ = ["OPSET", "UNSAFE_FUSIONS", "ExportError", "to_onnx"]
 
 OPSET = 17
 IR_VERSION = 8  # the IR of opset 17
@@ -47,6 +47,14 @@ IR_VERSION = 8  # the IR of opset 17
 UNSAFE_FUSIONS = ["ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion"]
 
 Carrier = Literal["int", "float", "fast"]
+
+
+class ExportError(BundleError):
+    """A valid bundle this export cannot express exactly (for example codebooks wider than
+    int8 for the integer carrier): the request is fine, the network is out of its reach."""
+
+    code = "not_exportable"
+    http_status = 422
 
 
 @dataclass
@@ -90,7 +98,7 @@ def to_onnx(
     as `quantize_input` does). Output `logits`: int32 (N, classes), equal to
     `IntegerNetwork.forward_int`. `logits_dtype=None` leaves the logits in the last layer's
     accumulator type (float32 from a float32 layer: exact integers), sparing a Cast.
-    BundleError when the network cannot be expressed.
+    ExportError (a BundleError) when the network cannot be expressed.
     """
     if carrier not in ("int", "float", "fast") or inputs not in ("codes", "images"):
         raise ValueError("carrier must be int, float or fast; inputs codes or images")
@@ -199,7 +207,7 @@ def _accumulate(
             operands.append(g.const(f"{name}_bias", bias.astype(np.float32)))
     else:
         if np.abs(w).max(initial=0) > 127:
-            raise BundleError(
+            raise ExportError(
                 f"layer {name}: weights beyond int8 (codebook_bits > 8) have no integer "
                 "ONNX convolution; export with carrier='float'"
             )
@@ -301,7 +309,7 @@ def _logits(
     """The last layer: accumulators + bias, as `logits` of `dtype` (None: the accumulator's);
     the dtype they got."""
     if layer["op"] != "linear":
-        raise BundleError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
+        raise ExportError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
     name = layer["name"]
     w = layer_weights(layer, bundle.tensors)
     bias = bundle.tensors[f"{name}.bias"].astype(np.int64)
@@ -311,7 +319,7 @@ def _logits(
     acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1)
     dtype = acc.dtype if dtype is None else np.dtype(dtype)
     if dtype == np.float32 and bound >= FLOAT32_EXACT:
-        raise BundleError(f"layer {name}: logits up to {bound} are not exact in float32")
+        raise ExportError(f"layer {name}: logits up to {bound} are not exact in float32")
     # exact in both: |acc + bias| < 2^24 in float32, < 2^31 (the bundle's bound) in int32
     total = g.const(f"{name}_bias", bias.astype(acc.dtype))
     if acc.dtype == dtype:

@@ -10,8 +10,7 @@ import pytest
 from shared import onnx_export
 from shared.bundle import decode_bundle, encode_bundle
 from shared.engine import IntegerNetwork
-from shared.errors import BundleError
-from shared.onnx_export import to_onnx
+from shared.onnx_export import ExportError, to_onnx
 from tests.factories import make_random_bundle, make_random_network
 from tests.shared.reference import reference_logits
 
@@ -105,7 +104,7 @@ def test_fallback_requantisations_agree(monkeypatch, carrier, path):
 
 def test_wide_codebooks_need_a_float_carrier():
     bundle = decode_bundle(make_random_bundle(5, weight_bits=3, codebook_bits=12))
-    with pytest.raises(BundleError, match="int8"):
+    with pytest.raises(ExportError, match="int8"):
         to_onnx(bundle, carrier="int")
     q = codes_for(bundle, 4, 5)
     got = run_onnx(to_onnx(bundle, carrier="float"), "codes", q.astype(np.uint8))
