@@ -39,7 +39,6 @@ from numpy.lib.stride_tricks import as_strided
 
 from shared import graph
 from shared.bundle import Bundle, layer_weights
-from shared.errors import BundleError
 from shared.quant import (
     accumulator_bound,
     affine_requantize,
@@ -83,13 +82,14 @@ def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> A
     if backend != "numpy":
         try:
             from shared.onnx_engine import OnnxEngine
+            from shared.onnx_export import ExportError
         except ImportError:
             if backend == "onnxruntime":
                 raise
         else:
             try:
                 return OnnxEngine(bundle, threads=threads)
-            except BundleError:  # no exact ONNX graph for it (e.g. > 8-bit codebooks, wide sums)
+            except ExportError:  # no exact ONNX graph for it (> 8-bit codebooks, wide sums)
                 if backend == "onnxruntime":
                     raise
     return IntegerNetwork(bundle, threads=threads)

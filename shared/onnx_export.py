@@ -33,7 +33,7 @@ import numpy as np
 from shared import onnx_proto as pb
 from shared.bundle import Bundle, layer_weights
 from shared.engine import FLOAT32_EXACT
-from shared.errors import BundleError
+from shared.errors import SIQError
 from shared.quant import accumulator_bound, fit_affine_requant
 
 __all__ = ["OPSET", "UNSAFE_FUSIONS", "ExportError", "to_onnx"]
@@ -49,7 +49,7 @@ UNSAFE_FUSIONS = ["ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion"]
 Carrier = Literal["int", "float", "fast"]
 
 
-class ExportError(BundleError):
+class ExportError(SIQError):
     """A valid bundle this export cannot express exactly (for example codebooks wider than
     int8 for the integer carrier): the request is fine, the network is out of its reach."""
 
@@ -98,7 +98,7 @@ def to_onnx(
     as `quantize_input` does). Output `logits`: int32 (N, classes), equal to
     `IntegerNetwork.forward_int`. `logits_dtype=None` leaves the logits in the last layer's
     accumulator type (float32 from a float32 layer: exact integers), sparing a Cast.
-    ExportError (a BundleError) when the network cannot be expressed.
+    ExportError when the network cannot be expressed.
     """
     if carrier not in ("int", "float", "fast") or inputs not in ("codes", "images"):
         raise ValueError("carrier must be int, float or fast; inputs codes or images")

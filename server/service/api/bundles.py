@@ -8,16 +8,20 @@ GET /bundles/latest?dataset=NAME   the newest bundle for NAME, served directly (
                                    so clients need not follow one); X-SIQ-Bundle-Id and
                                    Content-Location name the id it resolved to
 GET /bundles/{id}/manifest         the manifest JSON (`latest` works here too)
+GET /bundles/{id}/onnx             the network as an integer-only ONNX model
+                                   (`?inputs=images` for float32 image input; `latest` too)
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from server.service.api.deps import BundleStoreDep, SettingsDep, require_reader
 from server.service.api.errors import ERROR_RESPONSES
+from shared.bundle import decode_bundle
+from shared.onnx_export import to_onnx
 from shared.schemas import BundleInfo, BundleList
 from shared.signing import sign
 
@@ -88,3 +92,27 @@ def bundle_manifest(
     bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None
 ) -> dict[str, Any]:
     return bundles.manifest(bundles.resolve(bundle_id, dataset))
+
+
+@router.get(
+    "/{bundle_id}/onnx",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "ONNX model"}},
+    summary="The bundle as an ONNX model with the client's integer logits (docs: README)",
+)
+def bundle_onnx(
+    bundle_id: str,
+    bundles: BundleStoreDep,
+    dataset: DatasetQuery = None,
+    inputs: Literal["codes", "images"] = "codes",
+) -> Response:
+    record = bundles.resolve(bundle_id, dataset)
+    model = to_onnx(decode_bundle(bundles.read(record), expected_id=record.id), inputs=inputs)
+    return Response(
+        model,
+        media_type="application/octet-stream",
+        headers={
+            "X-SIQ-Bundle-Id": record.id,
+            "Content-Disposition": f'attachment; filename="{record.id}-{inputs}.onnx"',
+        },
+    )
