@@ -515,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="client", help="result file stem: <out>/<name>.md, .json")
     args = p.parse_args(argv)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data, source = get_bundle(args.bundle, work)
@@ -542,8 +543,14 @@ def main(argv: list[str] | None = None) -> int:
             "activation_bits": m["activation_bits"],
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "note": "Measured with nothing else running on the machine; its speed still drifts "
-        "between runs, hence the interleaved rounds below.",
+        "note": f"Load average {load[0]:.1f} (1 min) on {os.cpu_count()} CPUs when it started "
+        f"and {os.getloadavg()[0]:.1f} when it ended: "
+        + (
+            "the machine was shared with other work while this ran, so absolute figures are "
+            "low and noisy; the ratios come from interleaved rounds."
+            if max(load[0], os.getloadavg()[0]) > 1.5
+            else "a quiet machine; its speed still drifts, hence the interleaved rounds."
+        ),
         "engine": engine,
         "http": http,
     }
