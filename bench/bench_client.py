@@ -263,9 +263,9 @@ def profile_onnx_engine(engine: Any, x: np.ndarray, runs: int = 400) -> list[lis
         providers=["CPUExecutionProvider"],
         disabled_optimizers=UNSAFE_FUSIONS,
     )
-    codes = engine.quantize_input(x).astype(np.float32)
+    images = np.ascontiguousarray(x, dtype=np.float32)
     for _ in range(runs):
-        session.run(None, {"codes": codes})
+        session.run(None, {"images": images})
     trace = Path(session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()

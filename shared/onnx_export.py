@@ -1,15 +1,18 @@
 """A bundle as an ONNX graph whose integer logits equal shared.engine's, bit for bit.
 
-Two carriers for the multiply-adds (docs/ARCHITECTURE.md, "Exactness"):
+Carriers for the multiply-adds (docs/ARCHITECTURE.md, "Exactness"):
 
-- `carrier="int"` (the export): ConvInteger / MatMulInteger on uint8 codes and weights (zero point 128)
-  with int32 accumulators, exact by the ONNX spec in any runtime. Needs codebook values in
-  int8 (codebook_bits <= 8).
-- `carrier="float"` (what the client's engine runs): Conv / MatMul / Gemm in float32, exact
-  where a layer's accumulator bound is < 2^24, because then every partial sum is an integer
-  float32 holds exactly, in any summation order (the same argument as the numpy engine's
-  BLAS). ONNX Runtime's float kernels are several times faster than its ConvInteger
-  (measured, bench/results/client.md). Layers over the bound use the integer op.
+- `carrier="int"` (the export): ConvInteger / MatMulInteger on uint8 codes with int32
+  accumulators, exact by the ONNX spec in any runtime. Weights go as int8, or as uint8 w + 128
+  with zero point 128 where int8 pairs could saturate a uint8 x int8 kernel (`_accumulate`).
+  Needs codebook values in int8 (codebook_bits <= 8).
+- `carrier="float"`: Conv / MatMul / Gemm in float32, exact where a layer's accumulator
+  bound is < 2^24, because then every partial sum is an integer float32 holds exactly, in
+  any summation order (the numpy engine's BLAS argument). Layers over the bound use the
+  integer ops.
+- `carrier="fast"` (what the client's engine runs): float32 convolutions and small linear
+  layers, MatMulInteger for large linear layers: in ONNX Runtime each the faster exact form
+  (measured, `_floats`; ConvInteger is slower than its float Conv there).
 
 Requantisation is the proved float form: `clip(floor(acc * scale + offset), 0, A)` as plain
 Mul, Add, Floor, Clip with constants from `shared.quant.fit_affine_requant` (float32, else
@@ -94,8 +97,8 @@ def to_onnx(
     """The bundle's network as ONNX ModelProto bytes (opset 17).
 
     Input `codes` (uint8, N x C x H x W: the a-bit input codes, `IntegerNetwork.quantize_input`)
-    or, with `inputs="images"`, `images` (float32 in [0, 1], quantised in the graph in float64
-    as `quantize_input` does). Output `logits`: int32 (N, classes), equal to
+    or, with `inputs="images"`, `images` (float32 in [0, 1], quantised in the graph with
+    `quantize_input`'s own float64 ops). Output `logits`: int32 (N, classes), equal to
     `IntegerNetwork.forward_int`. `logits_dtype=None` leaves the logits in the last layer's
     accumulator type (float32 from a float32 layer: exact integers), sparing a Cast.
     ExportError when the network cannot be expressed.
