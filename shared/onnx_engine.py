@@ -1,12 +1,12 @@
-"""The integer network run by ONNX Runtime: the bundle's float-carrier ONNX graph
-(`shared.onnx_export`, exact by the same bounds as the numpy engine) in an onnxruntime session.
+"""The integer network run by ONNX Runtime: the bundle's "fast" ONNX graph (`shared.onnx_export`:
+float32 convolutions, MatMulInteger for large linear layers, the input quantised in the graph;
+exact by the same bounds as the numpy engine) in an onnxruntime session.
 
 Why: ONNX Runtime runs the whole pass in C++ (MLAS kernels, no Python between layers), where
-the numpy engine pays ~1-5 us of interpreter and dispatch per numpy call, ~30 calls a pass.
-The graph is the "fast" carrier: float32 convolutions and uint8 MatMulInteger linear layers,
-each the faster of the two exact forms there. Measured in bench/results/client.md. The session turns off the graph fusions that would fold
-the requantisation's Mul/Add into the weights (`UNSAFE_FUSIONS`); tests compare its logits
-with the reference to the last bit.
+the numpy engine pays ~1-5 us of interpreter and dispatch per numpy call, ~30 calls a pass
+(profiles of both: bench/results/client.md). The session turns off the graph rewrites that
+would fold the requantisation's Mul/Add into the weights (`UNSAFE_FUSIONS`); tests compare
+its logits with the reference to the last bit and check which ops the rewritten graph keeps.
 
 Same interface as `IntegerNetwork`: `quantize_input`, `forward_int`, `predict`.
 """
