@@ -1,6 +1,7 @@
 """The recognition client's app: `create_app` wires the bundle manager, the metrics, the
 lifespan (bundle polling, the inference limiter) and the error handlers, and mounts the routers
-of client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics).
+of client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics;
+oip: the Open Inference Protocol v2 under /v2).
 `serve_main` is `python -m client`.
 
 Errors become HTTP in one place (`_siq_error`, by shared.errors' mapping): every SIQError a
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
-from client.api import recognize, system
+from client.api import oip, recognize, system
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
@@ -118,6 +119,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(recognize.router)
     app.include_router(system.router)
+    app.include_router(oip.router)
     return app
 
 

@@ -10,7 +10,23 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["ClientMetrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 
-_ENDPOINTS = {"/recognize", "/bundle", "/healthz", "/readyz", "/metrics"}
+# path templates, so /v2/models/mnist/infer counts as /v2/models/{name}/infer
+_ENDPOINTS = {
+    "/recognize",
+    "/bundle",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+}
 
 
 class ClientMetrics:
@@ -62,8 +78,6 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        endpoint = path if path in _ENDPOINTS else "other"
         status = {"code": 500}
         start = time.perf_counter()
 
@@ -75,5 +89,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            # the router leaves the matched route in the scope: its path is the template
+            path = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+            endpoint = path if path in _ENDPOINTS else "other"
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
