@@ -302,8 +302,9 @@ def _from_json(
             if low < info.min or high > info.max:
                 raise ProtocolError(f"input {name!r}: values {low}..{high} do not fit {datatype}")
     try:
-        return np.array(flat, dtype=dtype).reshape(shape)
-    except (OverflowError, ValueError) as exc:  # a float too large for FP16/FP32 is inf
+        with np.errstate(over="ignore"):  # a float too large for FP16/FP32 becomes inf
+            return np.array(flat, dtype=dtype).reshape(shape)
+    except (OverflowError, ValueError) as exc:
         raise ProtocolError(f"input {name!r}: {exc}") from exc
 
 

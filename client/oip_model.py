@@ -35,7 +35,6 @@ from client.oip_codec import (
     encode_infer_response,
     parse_infer_request,
 )
-from shared.engine import softmax
 from shared.errors import ImageError, ImageTooLargeError, NotFoundError
 from shared.preprocess import decode_image, preprocess
 
@@ -135,17 +134,19 @@ def run_inference(
         )
     x = _batch(loaded, request.inputs[0], limits)  # (N, C, H, W) float32 in [0, 1]
     net = loaded.network
-    logits = net.forward_int(net.quantize_input(x))  # (N, K) int64
-    probs = softmax(logits.astype(np.float64) * net.logit_scale)  # as net.predict
-    labels = logits.argmax(axis=1)
+    labels, probs = net.predict(x)  # exactly what /recognize answers from
     names = net.class_names
-    n, k = logits.shape
+    n, k = len(labels), len(names)
     tensors = {
         "label": Tensor("label", "INT64", (n,), labels.astype(np.int64)),
         "class_name": Tensor("class_name", "BYTES", (n,), [names[int(i)].encode() for i in labels]),
-        "probabilities": Tensor("probabilities", "FP64", (n, k), probs),
-        "logits": Tensor("logits", "INT64", (n, k), logits),
+        # FP64 whatever the engine's float type: a float32 value is exact in float64
+        "probabilities": Tensor("probabilities", "FP64", (n, k), probs.astype(np.float64)),
     }
+    names_out = OUTPUTS if wanted is None else [o.name for o in wanted]
+    if "logits" in names_out:  # a second pass, only when asked: predict does not return them
+        logits = net.forward_int(net.quantize_input(x))  # (N, K) int64
+        tensors["logits"] = Tensor("logits", "INT64", (n, k), logits.astype(np.int64))
     if wanted is None:
         return [(tensors[name], request.binary_output) for name in OUTPUTS]
     return [(tensors[o.name], o.binary) for o in wanted]
