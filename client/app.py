@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -124,21 +125,43 @@ def create_app(
 
 
 def serve_main(argv: list[str]) -> int:
-    """`python -m client [--host H] [--port P]`; exit status 2 on an unusable configuration."""
+    """`python -m client [--host H] [--port P] [--workers N]`; exit status 2 on an unusable
+    configuration."""
     parser = argparse.ArgumentParser(prog="python -m client", description=_DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server processes (default: SIQ_WORKERS, 1)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app = create_app()
+        if args.workers is not None:
+            if not 1 <= args.workers <= 64:
+                raise ConfigError(f"--workers {args.workers}: must be 1..64")
+            os.environ["SIQ_WORKERS"] = str(args.workers)  # the worker processes read it
+        app = create_app()  # with workers: only to refuse a bad configuration here, once
     except ConfigError as exc:
         print(f"siq client: refusing to start: {exc}", file=sys.stderr)
         return 2
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    workers = app.state.settings.workers
+    if workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    else:
+        # each worker process builds its own app from the environment (an import string and a
+        # factory: a live app object cannot be handed to another process)
+        del app
+        uvicorn.run(
+            "client.app:create_app",
+            factory=True,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+        )
     return 0
