@@ -19,6 +19,7 @@ Every output value is a multiple of 1/255, so `round(x * 255)` stores it in uint
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from typing import Any
 
@@ -173,9 +174,9 @@ def preprocess_bytes(data: bytes, spec: dict, *, max_pixels: int = DEFAULT_MAX_P
 
 # The digit recipe runs once per uploaded image: its arrays are small (28x28 for MNIST), so
 # numpy's per-call overhead is most of its cost. Hence np.maximum / np.minimum where np.clip
-# would dispatch to them anyway, a median by np.partition, and mode "L" read as one channel;
-# each gives the same float32 values as the straightforward form (tests/shared/
-# test_preprocess_exact.py compares them bit for bit).
+# would dispatch to them anyway, a median by np.partition, quartiles from one sort, and mode
+# "L" read as one channel; each gives the same floats as the straightforward form
+# (tests/shared/test_preprocess_exact.py compares them bit for bit).
 
 
 def _to_255ths(x: np.ndarray) -> np.ndarray:
@@ -208,6 +209,26 @@ def _median(x: np.ndarray) -> float:
     return float((part[k - 1] + part[k]) / 2)
 
 
+def _quartiles(x: np.ndarray) -> tuple[float, float, float]:
+    """np.percentile(x, [25, 50, 75]) of a 1-D float32 array without NaNs, to the same float64
+    values: numpy's linear method, `a + (b - a) * g` below g = 0.5, else `b - (b - a) * (1 - g)`,
+    with `b - a` taken in float32 as numpy does."""
+    ordered = np.sort(x)
+    n = len(ordered)
+    out = []
+    for q in (0.25, 0.5, 0.75):
+        at = (n - 1) * q
+        below = math.floor(at)
+        if below >= n - 1:
+            out.append(float(ordered[-1]))
+            continue
+        gamma = at - below
+        a, b = ordered[below], ordered[below + 1]
+        step = float(b - a)  # float32 difference, as numpy's _lerp
+        out.append(float(b) - step * (1 - gamma) if gamma >= 0.5 else float(a) + step * gamma)
+    return out[0], out[1], out[2]
+
+
 def _ink(gray: np.ndarray) -> np.ndarray:
     """(H, W) gray -> (H, W) ink >= 0, whichever polarity; the border is background."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -217,7 +238,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     ink = np.maximum(ink, 0.0)
     # Paper texture / sensor noise: the ink the border shows is not ink.
     edge = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
-    q25, q50, q75 = np.percentile(edge, [25, 50, 75])  # robust to a digit touching the border
+    q25, q50, q75 = _quartiles(edge)  # robust to a digit touching the border
     floor = min(float(q50 + 6.0 * (q75 - q25)), 0.5 * float(ink.max()))
     return np.maximum(ink - floor, 0.0)
 

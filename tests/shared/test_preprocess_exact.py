@@ -17,6 +17,7 @@ from shared.preprocess import (
     DIGIT_BOX,
     DIGIT_CENTRE,
     DIGIT_SIZE,
+    _quartiles,
     decode_image,
     image_to_float,
     preprocess_digit,
@@ -138,3 +139,13 @@ def test_large_images_are_shrunk_the_same_way():
     big = np.full((_WORK_SIDE + 300, _WORK_SIDE // 2), 255, np.uint8)
     big[400:900, 100:160] = rng.integers(0, 60, size=(500, 60))
     same(Image.fromarray(big))
+
+
+def test_quartiles_are_numpys_percentiles():
+    rng = np.random.default_rng(3)
+    for n in [*range(1, 40), 112, 113, 400, 1001]:
+        for values in (rng.random(n), rng.integers(0, 4, n) / 3.0, rng.normal(size=n) * 1e3):
+            x = values.astype(np.float32)
+            want = np.percentile(x, [25, 50, 75])
+            got = _quartiles(x)
+            assert [float(v) for v in want] == list(got), (n, x)
