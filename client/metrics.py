@@ -4,6 +4,7 @@ test process without clashing), plus a pure ASGI middleware that counts and time
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -73,6 +74,10 @@ class MetricsMiddleware:
     def __init__(self, app, metrics: ClientMetrics):
         self.app = app
         self.metrics = metrics
+        # the labelled children, looked up once: `labels()` takes a lock and builds a key on
+        # every call, and this runs on every request
+        self._latency: dict[str, Any] = {}
+        self._requests: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -92,5 +97,12 @@ class MetricsMiddleware:
             # the router leaves the matched route in the scope: its path is the template
             path = getattr(scope.get("route"), "path", None) or scope.get("path", "")
             endpoint = path if path in _ENDPOINTS else "other"
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            latency = self._latency.get(endpoint)
+            if latency is None:
+                latency = self._latency[endpoint] = self.metrics.latency.labels(endpoint)
+            latency.observe(time.perf_counter() - start)
+            key = (endpoint, status["code"])
+            count = self._requests.get(key)
+            if count is None:
+                count = self._requests[key] = self.metrics.requests.labels(endpoint, str(key[1]))
+            count.inc()
