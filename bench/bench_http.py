@@ -8,7 +8,8 @@ streams, pre-encoded multipart requests, keep-alive), in one run.
 
 Two image kinds, each against the network it is made for: MNIST-size PNGs (28x28 test digits)
 with a digit bundle, and 300x300 JPEG photos (office10 test photos, centre square resized) with
-a photo bundle. Rounds are interleaved (bare, client, client, bare, ...; the order flips every
+a photo bundle; and the JPEGs once more with the digit bundle, which keeps a photo's upload and
+decoding but not the photo network's compute. Rounds are interleaved (bare, client, client, bare, ...; the order flips every
 round) because this machine's speed drifts; each round gives one ratio client / bare per kind,
 and the table quotes the median of those ratios and the median req/s. `--workers 1,2` also
 measures the client with SIQ_WORKERS=2 beside SIQ_WORKERS=1.
@@ -88,6 +89,31 @@ def photo_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time that process `pid` and its children (worker processes) have used so far, all
+    threads, from /proc/.../schedstat (nanoseconds); 0.0 where /proc has no such files.
+    Unlike req/s, CPU time per request hardly moves when other work shares the cores."""
+    pids = [pid]
+    try:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # ppid
+                pids.append(int(stat.parent.name))
+    except OSError:
+        return 0.0
+    total = 0
+    for p in pids:
+        for sched in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            try:
+                total += int(sched.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
 def _env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
     env.update(settings)
@@ -135,7 +161,12 @@ def measure(
                 service.wait_ready("/readyz", timeout=120)
 
         def run(service: ServiceProcess, images: list[bytes], count: int) -> dict:
-            return asyncio.run(_load(service.host, service.port, images, count, concurrency))
+            before = cpu_seconds(service.proc.pid)
+            out = asyncio.run(_load(service.host, service.port, images, count, concurrency))
+            out["server_cpu_ms_per_request"] = (
+                (cpu_seconds(service.proc.pid) - before) / count * 1e3
+            )
+            return out
 
         for kind, (images, _) in kinds.items():  # warm up: plans, caches, connections
             for _, service in targets[kind]:
@@ -162,11 +193,20 @@ def measure(
                 "p50_ms": float(np.median([s["p50_ms"] for s in runs])),
                 "p99_ms": float(np.median([s["p99_ms"] for s in runs])),
                 "errors": sum(s["errors"] for s in runs),
+                "server_cpu_ms_per_request": float(
+                    np.median([s["server_cpu_ms_per_request"] for s in runs])
+                ),
             }
             if who != "bare":
                 ratios = [c / b for c, b in zip(rps, bare_rps, strict=True)]
                 row[who]["ratio_to_bare"] = float(np.median(ratios))
                 row[who]["round_ratios"] = ratios
+                cpu = [
+                    b["server_cpu_ms_per_request"] / c["server_cpu_ms_per_request"]
+                    for c, b in zip(runs, by_who["bare"], strict=True)
+                    if c["server_cpu_ms_per_request"] > 0
+                ]
+                row[who]["cpu_ratio_to_bare"] = float(np.median(cpu)) if cpu else None
         out[kind] = row
     return {
         "rounds": rounds,
@@ -191,19 +231,26 @@ def section(result: dict[str, Any]) -> str:
         "each round's client / bare. The load generator runs on the same cores. "
         f"Machine: {result['machine']}. {result['note']}",
         "",
-        "| image | bundle | bare FastAPI req/s | /recognize req/s | /recognize / bare "
-        "| ratio range over rounds | /recognize p50 / p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| image | bare FastAPI req/s | /recognize req/s | **/recognize / bare** "
+        "| ratio range over rounds | server CPU ms per request, bare / /recognize "
+        "| CPU ratio bare / /recognize | /recognize p50 / p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, row in result["kinds"].items():
         c, b = row["client_w1"], row["bare"]
+        cpu = c["cpu_ratio_to_bare"]
         lines.append(
-            f"| {result['labels'][kind]} | {result['bundles'][kind]} | "
+            f"| {result['labels'][kind]} | "
             f"{b['requests_per_s']:.0f} | {c['requests_per_s']:.0f} | "
             f"**{c['ratio_to_bare']:.2f}** | {min(c['round_ratios']):.2f}-"
-            f"{max(c['round_ratios']):.2f} | {c['p50_ms']:.1f} / {c['p99_ms']:.1f} | "
-            f"{c['errors'] + b['errors']} |"
+            f"{max(c['round_ratios']):.2f} | {b['server_cpu_ms_per_request']:.3f} / "
+            f"{c['server_cpu_ms_per_request']:.3f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+            f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f} | {c['errors'] + b['errors']} |"
         )
+    lines += [""] + [
+        f"Bundle for {result['labels'][kind]}: {result['bundles'][kind]}."
+        for kind in result["kinds"]
+    ]
     if len(workers) > 1:
         lines += [
             "",
@@ -270,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
             (work / "photo.siq").write_bytes(data)
             kinds["jpeg"] = (photos, work / "photo.siq")
             bundles["jpeg"], labels["jpeg"] = source, "office10 photo, 300x300 JPEG"
+            # the same photos through the digit network: the upload and decoding cost of a
+            # photo without the photo network's compute
+            kinds["jpeg_digit"] = (photos, work / "digit.siq")
+            bundles["jpeg_digit"] = bundles["png"]
+            labels["jpeg_digit"] = "the same JPEGs, digit bundle"
         result = measure(
             kinds,
             work,
