@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
 from client.api import oip, recognize, system
+from client.dispatch import Dispatcher
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
@@ -88,6 +89,7 @@ def create_app(
     )
     manager = BundleManager(source, settings.state_dir, fetcher, metrics, settings.hmac_key)
     manager.load_initial()  # a bad file source fails here, before serving
+    dispatcher = Dispatcher()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +97,7 @@ def create_app(
         # more threads than cores only contend for the GIL (16 concurrent requests on 2
         # cores: 40 threads ~510 req/s and p99 60 ms, 2 threads ~630 and 30 ms, measured).
         # Made here, in the serving event loop, which an anyio limiter belongs to.
-        app.state.lanes = Lanes(settings.inference_workers)
+        app.state.lanes = dispatcher.lanes = Lanes(settings.inference_workers)
         stop = asyncio.Event()
         poller = asyncio.create_task(
             manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s)
@@ -114,6 +116,7 @@ def create_app(
     app = FastAPI(title="SIQ recognition client", version="0.1.0", lifespan=lifespan)
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
     app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
+    app.state.dispatcher = dispatcher
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

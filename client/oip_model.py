@@ -35,8 +35,8 @@ from client.oip_codec import (
     encode_infer_response,
     parse_infer_request,
 )
-from shared.errors import ImageError, ImageTooLargeError, NotFoundError
-from shared.preprocess import decode_image, preprocess
+from client.recognize import batch_of, open_uploads
+from shared.errors import ImageTooLargeError, NotFoundError
 
 __all__ = [
     "Limits",
@@ -61,6 +61,7 @@ class Limits:
 
     max_images: int
     max_pixels: int
+    max_request_pixels: int
     max_body_bytes: int
 
 
@@ -183,7 +184,7 @@ def _images(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:
         raise ProtocolError(f"input {INPUT_IMAGES!r} must be BYTES of shape [N] or [N, 1]")
     assert isinstance(tensor.data, list)
     _count(len(tensor.data), limits)
-    arrays = []
+    uploads = []
     for index, element in enumerate(tensor.data):
         data = element
         if tensor.encoding == "json":
@@ -194,12 +195,14 @@ def _images(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:
                     f"{INPUT_IMAGES}[{index}]: JSON elements must be the base64 of an image "
                     f"file ({exc})"
                 ) from exc
-        try:
-            image = decode_image(data, max_pixels=limits.max_pixels)
-            arrays.append(preprocess(image, loaded.preprocess))
-        except ImageError as exc:
-            raise type(exc)(f"{INPUT_IMAGES}[{index}]: {exc}") from exc
-    return np.stack(arrays)
+        uploads.append((f"{INPUT_IMAGES}[{index}]", data))
+    # the /recognize steps and limits: headers first (pixels per image and per request),
+    # then one image at a time decoded and preprocessed
+    opened = open_uploads(
+        uploads, max_pixels=limits.max_pixels, max_request_pixels=limits.max_request_pixels
+    )
+    batch, _ = batch_of(loaded, opened)
+    return batch
 
 
 def _tensor(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:

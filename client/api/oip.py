@@ -18,12 +18,18 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from client.api.deps import LimiterDep, LoadedDep, ManagerDep, MetricsDep, SettingsDep
+from client.api.deps import (
+    AdmissionDep,
+    DispatcherDep,
+    LoadedDep,
+    ManagerDep,
+    MetricsDep,
+    SettingsDep,
+)
 from client.oip_codec import HEADER_LENGTH
 from client.oip_model import Limits, check_model, infer_bytes, model_metadata
 from client.recognize import read_body
@@ -50,7 +56,14 @@ class _ProtocolRoute(APIRoute):
         return route
 
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=_ProtocolRoute)
+# Not in the client's OpenAPI: the protocol has its own specification (KServe's v2 data plane),
+# and its clients (tritonclient, KServe, MLServer) are built from that, not from ours.
+router = APIRouter(
+    prefix="/v2",
+    tags=["open inference protocol v2"],
+    route_class=_ProtocolRoute,
+    include_in_schema=False,
+)
 
 
 def _not(what: str) -> Response:
@@ -99,20 +112,32 @@ async def infer(
     loaded: LoadedDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    limiter: LimiterDep,
+    admission: AdmissionDep,
+    dispatcher: DispatcherDep,
     version: str | None = None,
 ) -> Response:
     check_model(loaded, name, version)
-    body = await read_body(request, settings.max_upload_bytes)
-    limits = Limits(settings.max_images, settings.max_pixels, settings.max_upload_bytes)
-    work = functools.partial(
-        infer_bytes,
-        loaded,
-        body,
-        header_length=request.headers.get(HEADER_LENGTH),
-        content_encoding=request.headers.get("content-encoding"),
-        limits=limits,
-    )
-    content, headers, images = await anyio.to_thread.run_sync(work, limiter=limiter)
+    admission.admit()  # the line /recognize waits in: 503 + Retry-After when it is full
+    try:
+        body = await read_body(request, settings.max_upload_bytes, settings.body_timeout_s)
+        limits = Limits(
+            settings.max_images,
+            settings.max_pixels,
+            settings.max_request_pixels,
+            settings.max_upload_bytes,
+        )
+        work = functools.partial(
+            infer_bytes,
+            loaded,
+            body,
+            header_length=request.headers.get(HEADER_LENGTH),
+            content_encoding=request.headers.get("content-encoding"),
+            limits=limits,
+        )
+        # parsing a tensor, decoding and the network all take CPU: a worker thread (what
+        # the images cost is known only once the body is parsed)
+        content, headers, images = await dispatcher.in_thread(work)
+    finally:
+        admission.release()
     metrics.images.inc(images)
     return Response(content, headers=headers)
