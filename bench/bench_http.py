@@ -1,6 +1,6 @@
 """HTTP benchmark: POST /recognize of a real `python -m client` process against the ceiling of
 its stack, a bare FastAPI route that only reads the uploaded file (bench/bare_upload.py), on the
-same uvicorn (one worker process), with the same load generator (bench_client._load: asyncio
+same uvicorn (one worker process), with the same load generator (bench_client.http_load: asyncio
 streams, pre-encoded multipart requests, keep-alive), in one run.
 
     python -m bench.bench_http [--digit-bundle FILE] [--photo-bundle FILE] [--rounds 9]
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_client import RESULTS, _data_dir, _load, get_bundle, load_images
+from bench.bench_client import RESULTS, _data_dir, get_bundle, http_load, load_images
 from scripts.processes import ServiceProcess, start_service
 
 __all__ = ["main", "photo_jpegs", "measure", "section", "write_section"]
@@ -162,7 +162,7 @@ def measure(
 
         def run(service: ServiceProcess, images: list[bytes], count: int) -> dict:
             before = cpu_seconds(service.proc.pid)
-            out = asyncio.run(_load(service.host, service.port, images, count, concurrency))
+            out = asyncio.run(http_load(service.host, service.port, images, count, concurrency))
             out["server_cpu_ms_per_request"] = (
                 (cpu_seconds(service.proc.pid) - before) / count * 1e3
             )

@@ -2,7 +2,7 @@
 what a one-process server is bound by) while the load generator of bench_client drives it,
 and the samples are sorted into the steps of a request.
 
-    python -m bench.profile_http --bundle FILE [--images png|jpeg] [--seconds 12]
+    python -m bench.profile_http --bundle FILE [--images png|jpeg] [--seconds 12] [--raw OUT]
     python -m bench.profile_http --bare [--images png|jpeg]      # the bare upload route
 
 Needs py-spy (the dev extra) and permission to trace a child process (root, or
@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.bench_client import _load, load_images
+from bench.bench_client import http_load, load_images
 from bench.bench_http import photo_jpegs
 from scripts.processes import start_service
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", choices=("png", "jpeg"), default="png")
     p.add_argument("--seconds", type=int, default=12)
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def drive() -> None:
                 while not stop.is_set():
-                    load = _load(service.host, service.port, images, 400, args.concurrency)
+                    load = http_load(service.host, service.port, images, 400, args.concurrency)
                     asyncio.run(load)
 
             driver = threading.Thread(target=drive, daemon=True)
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             driver.join(timeout=60)
             shares = categorise(out.read_text())
+            if args.raw:
+                shutil.copy(out, args.raw)
     what = "bare upload route" if args.bare else f"/recognize ({Path(args.bundle).name})"
     print(f"| step ({what}, {args.images}) | share of GIL samples |\n|---|---|")
     for step, share in shares.items():
