@@ -430,7 +430,11 @@ def write_report(result: dict, out: Path, name: str = "client") -> None:
     for label in tables[-1]:
         lines.append(f"| {label} | " + " | ".join(f"{t.get(label, 0):.1f}" for t in tables) + " |")
     lines.append("| **total** | " + " | ".join(f"{sum(t.values()):.1f}" for t in tables) + " |")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    from bench.bench_http import kept_section  # its own section of this file, kept
+
+    path = out / f"{name}.md"
+    kept = kept_section(path)
+    path.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import numpy as np
 from bench.bench_client import RESULTS, _data_dir, get_bundle, http_load, load_images
 from scripts.processes import ServiceProcess, start_service
 
-__all__ = ["main", "photo_jpegs", "measure", "section", "write_section"]
+__all__ = ["main", "photo_jpegs", "measure", "section", "write_section", "kept_section"]
 
 BEGIN, END = "<!-- bench_http -->", "<!-- /bench_http -->"
 
@@ -278,6 +278,14 @@ def section(result: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def kept_section(path: Path) -> str:
+    """This benchmark's section of `path` as it stands ('' when none), for bench_client to
+    keep when it rewrites the rest of client.md."""
+    old = path.read_text() if path.exists() else ""
+    found = re.search(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", old, re.S)
+    return found.group(0) if found else ""
 
 
 def write_section(text: str, path: Path) -> None:
