@@ -493,7 +493,11 @@ def write_report(result: dict, out: Path, name: str = "client") -> None:
         "",
     ]
     lines += _profile_table(result["engine"]["profile"], "step")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    from bench.bench_http import kept_section  # bench_http's own section of this file, kept
+
+    path = out / f"{name}.md"
+    kept = kept_section(path)
+    path.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
 
 
 def _profile_table(profile: dict[str, list], what: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The recognition client's app: `create_app` wires the bundle manager, the metrics, the
 lifespan (bundle polling, the inference limiter) and the error handlers, and mounts the routers
-of client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics).
+of client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics;
+oip: the Open Inference Protocol v2 under /v2).
 `serve_main` is `python -m client`.
 
 Errors become HTTP in one place (`_siq_error`, by shared.errors' mapping): every SIQError a
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -23,7 +25,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
-from client.api import recognize, system
+from client.api import oip, recognize, system
+from client.dispatch import Dispatcher
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
@@ -86,6 +89,7 @@ def create_app(
     )
     manager = BundleManager(source, settings.state_dir, fetcher, metrics, settings.hmac_key)
     manager.load_initial()  # a bad file source fails here, before serving
+    dispatcher = Dispatcher()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +97,7 @@ def create_app(
         # more threads than cores only contend for the GIL (16 concurrent requests on 2
         # cores: 40 threads ~510 req/s and p99 60 ms, 2 threads ~630 and 30 ms, measured).
         # Made here, in the serving event loop, which an anyio limiter belongs to.
-        app.state.lanes = Lanes(settings.inference_workers)
+        app.state.lanes = dispatcher.lanes = Lanes(settings.inference_workers)
         stop = asyncio.Event()
         poller = asyncio.create_task(
             manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s)
@@ -112,31 +116,55 @@ def create_app(
     app = FastAPI(title="SIQ recognition client", version="0.1.0", lifespan=lifespan)
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
     app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
+    app.state.dispatcher = dispatcher
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(recognize.router)
     app.include_router(system.router)
+    app.include_router(oip.router)
     return app
 
 
 def serve_main(argv: list[str]) -> int:
-    """`python -m client [--host H] [--port P]`; exit status 2 on an unusable configuration."""
+    """`python -m client [--host H] [--port P] [--workers N]`; exit status 2 on an unusable
+    configuration."""
     parser = argparse.ArgumentParser(prog="python -m client", description=_DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server processes (default: SIQ_WORKERS, 1)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app = create_app()
+        if args.workers is not None:
+            if not 1 <= args.workers <= 64:
+                raise ConfigError(f"--workers {args.workers}: must be 1..64")
+            os.environ["SIQ_WORKERS"] = str(args.workers)  # the worker processes read it
+        app = create_app()  # with workers: only to refuse a bad configuration here, once
     except ConfigError as exc:
         print(f"siq client: refusing to start: {exc}", file=sys.stderr)
         return 2
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    workers = app.state.settings.workers
+    if workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    else:
+        # each worker process builds its own app from the environment (an import string and a
+        # factory: a live app object cannot be handed to another process)
+        del app
+        uvicorn.run(
+            "client.app:create_app",
+            factory=True,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+        )
     return 0

@@ -4,13 +4,30 @@ test process without clashing), plus a pure ASGI middleware that counts and time
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["ClientMetrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 
-_ENDPOINTS = {"/recognize", "/bundle", "/healthz", "/readyz", "/metrics"}
+# path templates, so /v2/models/mnist/infer counts as /v2/models/{name}/infer
+_ENDPOINTS = {
+    "/recognize",
+    "/bundle",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+}
 
 
 class ClientMetrics:
@@ -57,13 +74,15 @@ class MetricsMiddleware:
     def __init__(self, app, metrics: ClientMetrics):
         self.app = app
         self.metrics = metrics
+        # the labelled children, looked up once: `labels()` takes a lock and builds a key on
+        # every call, and this runs on every request
+        self._latency: dict[str, Any] = {}
+        self._requests: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        endpoint = path if path in _ENDPOINTS else "other"
         status = {"code": 500}
         start = time.perf_counter()
 
@@ -75,5 +94,15 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            # the router leaves the matched route in the scope: its path is the template
+            path = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+            endpoint = path if path in _ENDPOINTS else "other"
+            latency = self._latency.get(endpoint)
+            if latency is None:
+                latency = self._latency[endpoint] = self.metrics.latency.labels(endpoint)
+            latency.observe(time.perf_counter() - start)
+            key = (endpoint, status["code"])
+            count = self._requests.get(key)
+            if count is None:
+                count = self._requests[key] = self.metrics.requests.labels(endpoint, str(key[1]))
+            count.inc()

@@ -69,6 +69,12 @@ class ClientSettings(BaseSettings):
         le=256,
         description="requests recognised at once, the others wait in line (default: CPUs)",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes (uvicorn workers) sharing the port; each loads the bundle",
+    )
 
     @model_validator(mode="after")
     def _request_holds_one_image(self) -> ClientSettings:

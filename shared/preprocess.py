@@ -19,6 +19,7 @@ Every output value is a multiple of 1/255, so `round(x * 255)` stores it in uint
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from typing import Any
 
@@ -171,8 +172,16 @@ def preprocess_bytes(data: bytes, spec: dict, *, max_pixels: int = DEFAULT_MAX_P
     return preprocess(decode_image(data, max_pixels=max_pixels), spec)
 
 
+# The digit recipe runs once per uploaded image: its arrays are small (28x28 for MNIST), so
+# numpy's per-call overhead is most of its cost. Hence np.maximum / np.minimum where np.clip
+# would dispatch to them anyway, a median by np.partition, quartiles from one sort, and mode
+# "L" read as one channel; each gives the same floats as the straightforward form
+# (tests/shared/test_preprocess_exact.py compares them bit for bit).
+
+
 def _to_255ths(x: np.ndarray) -> np.ndarray:
-    return (np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+    x = np.minimum(np.maximum(x, 0.0), 1.0)  # np.clip(x, 0, 1)
+    return (np.round(x * 255.0) / 255.0).astype(np.float32)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -180,18 +189,58 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[:, :, 0] * 0.299 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.114
 
 
+def _gray(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(gray float32 (H, W) = _luma of the RGB image, alpha (H, W) or None)."""
+    if image.mode == "L":  # R = G = B: the same products, without the 3-channel copy
+        g = np.asarray(image, dtype=np.float32) / 255.0
+        return g * 0.299 + g * 0.587 + g * 0.114, None
+    rgb, alpha = image_to_float(image)
+    return _luma(rgb), alpha
+
+
+def _median(x: np.ndarray) -> float:
+    """np.median of a 1-D float array without NaNs (the same float: the middle value, or the
+    two middle values' mean in the array's float type)."""
+    n = len(x)
+    k = n // 2
+    if n % 2:
+        return float(np.partition(x, k)[k])
+    part = np.partition(x, [k - 1, k])
+    return float((part[k - 1] + part[k]) / 2)
+
+
+def _quartiles(x: np.ndarray) -> tuple[float, float, float]:
+    """np.percentile(x, [25, 50, 75]) of a 1-D float32 array without NaNs, to the same float64
+    values: numpy's linear method, `a + (b - a) * g` below g = 0.5, else `b - (b - a) * (1 - g)`,
+    with `b - a` taken in float32 as numpy does."""
+    ordered = np.sort(x)
+    n = len(ordered)
+    out = []
+    for q in (0.25, 0.5, 0.75):
+        at = (n - 1) * q
+        below = math.floor(at)
+        if below >= n - 1:
+            out.append(float(ordered[-1]))
+            continue
+        gamma = at - below
+        a, b = ordered[below], ordered[below + 1]
+        step = float(b - a)  # float32 difference, as numpy's _lerp
+        out.append(float(b) - step * (1 - gamma) if gamma >= 0.5 else float(a) + step * gamma)
+    return out[0], out[1], out[2]
+
+
 def _ink(gray: np.ndarray) -> np.ndarray:
     """(H, W) gray -> (H, W) ink >= 0, whichever polarity; the border is background."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
+    background = _median(border)
     # Ink pulls the mean away from the background: below it for dark ink on light paper.
     ink = background - gray if float(gray.mean()) < background else gray - background
-    ink = np.clip(ink, 0.0, None)
+    ink = np.maximum(ink, 0.0)
     # Paper texture / sensor noise: the ink the border shows is not ink.
     edge = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
-    q25, q50, q75 = np.percentile(edge, [25, 50, 75])  # robust to a digit touching the border
+    q25, q50, q75 = _quartiles(edge)  # robust to a digit touching the border
     floor = min(float(q50 + 6.0 * (q75 - q25)), 0.5 * float(ink.max()))
-    return np.clip(ink - floor, 0.0, None)
+    return np.maximum(ink - floor, 0.0)
 
 
 def preprocess_digit(image: Image.Image) -> np.ndarray:
@@ -199,8 +248,7 @@ def preprocess_digit(image: Image.Image) -> np.ndarray:
     if max(image.size) > _WORK_SIDE:
         image = image.copy()
         image.thumbnail((_WORK_SIDE, _WORK_SIDE), Image.Resampling.BILINEAR)
-    rgb, alpha = image_to_float(image)
-    gray = _luma(rgb)  # (H, W)
+    gray, alpha = _gray(image)  # (H, W)
     if alpha is not None and float(alpha.min()) < 0.99:
         opaque = gray[alpha > 0.5]
         if opaque.size == 0:
@@ -225,13 +273,13 @@ def preprocess_digit(image: Image.Image) -> np.ndarray:
         resized = Image.fromarray(ink.astype(np.float32), mode="F").resize(
             (new_w, new_h), Image.Resampling.BILINEAR
         )
-        ink = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+        ink = np.minimum(np.maximum(np.asarray(resized, dtype=np.float32), 0.0), 1.0)
     mass = float(ink.sum())
     ys, xs = np.indices(ink.shape)
     cy, cx = float((ink * ys).sum()) / mass, float((ink * xs).sum()) / mass
     # Integer shift putting the centre of mass at (14, 14), kept inside the 28x28 field.
-    top_y = int(np.clip(round(DIGIT_CENTRE - cy), 0, DIGIT_SIZE - new_h))
-    left_x = int(np.clip(round(DIGIT_CENTRE - cx), 0, DIGIT_SIZE - new_w))
+    top_y = min(max(round(DIGIT_CENTRE - cy), 0), DIGIT_SIZE - new_h)
+    left_x = min(max(round(DIGIT_CENTRE - cx), 0), DIGIT_SIZE - new_w)
     out = np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32)
     out[top_y : top_y + new_h, left_x : left_x + new_w] = ink
     return _to_255ths(out)[None]  # (1, 28, 28)

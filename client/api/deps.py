@@ -10,12 +10,21 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from client.admission import Admission, Lanes
+from client.dispatch import Dispatcher
 from client.manager import BundleManager, LoadedBundle
 from client.metrics import ClientMetrics
 from client.settings import ClientSettings
 from shared.errors import NotReadyError
 
-__all__ = ["SettingsDep", "ManagerDep", "MetricsDep", "LanesDep", "AdmissionDep", "LoadedDep"]
+__all__ = [
+    "SettingsDep",
+    "ManagerDep",
+    "MetricsDep",
+    "LanesDep",
+    "AdmissionDep",
+    "DispatcherDep",
+    "LoadedDep",
+]
 
 
 async def get_settings(request: Request) -> ClientSettings:
@@ -39,11 +48,16 @@ async def get_admission(request: Request) -> Admission:
     return request.app.state.admission
 
 
+async def get_dispatcher(request: Request) -> Dispatcher:
+    return request.app.state.dispatcher
+
+
 SettingsDep = Annotated[ClientSettings, Depends(get_settings)]
 ManagerDep = Annotated[BundleManager, Depends(get_manager)]
 MetricsDep = Annotated[ClientMetrics, Depends(get_metrics)]
 LanesDep = Annotated[Lanes | None, Depends(get_lanes)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 
 async def get_loaded(manager: ManagerDep) -> LoadedBundle:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 import time
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from client.api.deps import AdmissionDep, LanesDep, LoadedDep, MetricsDep, SettingsDep
+from client.api.deps import AdmissionDep, DispatcherDep, LoadedDep, MetricsDep, SettingsDep
 from client.openapi import RECOGNIZE
 from client.recognize import open_uploads, read_uploads, recognize
 
@@ -24,7 +23,7 @@ async def recognize_route(
     loaded: LoadedDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    lanes: LanesDep,
+    dispatcher: DispatcherDep,
     admission: AdmissionDep,
 ) -> JSONResponse:
     start = time.perf_counter()
@@ -40,11 +39,9 @@ async def recognize_route(
             uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels
         )
         work = functools.partial(recognize, loaded, opened)
-        if lanes is None:  # before the lifespan started: anyio's default limiter
-            answer = await anyio.to_thread.run_sync(work)
-        else:
-            async with lanes.lane(opened.pixels):
-                answer = await anyio.to_thread.run_sync(work, limiter=lanes.inference)
+        answer = await dispatcher.run(
+            work, key=loaded.bundle.id, images=len(uploads), pixels=opened.pixels
+        )
     finally:
         admission.release()
     metrics.images.inc(len(uploads))

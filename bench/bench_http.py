@@ -1,0 +1,357 @@
+"""HTTP benchmark: POST /recognize of a real `python -m client` process against the ceiling of
+its stack, a bare FastAPI route that only reads the uploaded file (bench/bare_upload.py), on the
+same uvicorn (one worker process), with the same load generator (bench_client.http_load: asyncio
+streams, pre-encoded multipart requests, keep-alive), in one run.
+
+    python -m bench.bench_http [--digit-bundle FILE] [--photo-bundle FILE] [--rounds 9]
+                               [--requests 400] [--concurrency 16] [--workers 1,2]
+
+Two image kinds, each against the network it is made for: MNIST-size PNGs (28x28 test digits)
+with a digit bundle, and 300x300 JPEG photos (office10 test photos, centre square resized) with
+a photo bundle; and the JPEGs once more with the digit bundle, which keeps a photo's upload and
+decoding but not the photo network's compute. Rounds are interleaved (bare, client, client, bare, ...; the order flips every
+round) because this machine's speed drifts; each round gives one ratio client / bare per kind,
+and the table quotes the median of those ratios and the median req/s. `--workers 1,2` also
+measures the client with SIQ_WORKERS=2 beside SIQ_WORKERS=1.
+
+Writes bench/results/http.json and its own section of bench/results/client.md (between the
+`<!-- bench_http -->` markers; bench_client writes the rest of that file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.bench_client import RESULTS, _data_dir, get_bundle, http_load, load_images
+from scripts.processes import ServiceProcess, start_service
+
+__all__ = ["main", "photo_jpegs", "measure", "section", "write_section", "kept_section"]
+
+BEGIN, END = "<!-- bench_http -->", "<!-- /bench_http -->"
+
+
+def photo_jpegs(count: int, side: int = 300, quality: int = 90) -> list[bytes]:
+    """JPEGs of `side` x `side`: office10 test photos (class folders in turn), each centre
+    square resized; [] when office10 is not there."""
+    from PIL import Image
+
+    folder = _data_dir() / "office10" / "test"
+    if not folder.is_dir():
+        return []
+    classes = [sorted(p for p in c.iterdir() if p.is_file()) for c in sorted(folder.iterdir())]
+    files = [f for group in zip(*classes, strict=False) for f in group][:count]
+    out = []
+    for f in files:
+        with Image.open(f) as image:
+            rgb = image.convert("RGB")
+        w, h = rgb.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        square = rgb.crop(box).resize((side, side), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        square.save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def photo_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
+    """A photo bundle: the file given, else a quick office10 pipeline run (speed does not
+    depend on accuracy)."""
+    if path:
+        return get_bundle(path, work)
+    from server.pipeline import QuantizeConfig, run_pipeline
+
+    config = QuantizeConfig(
+        dataset="office10",
+        activation_bits=5,
+        epochs=1,
+        retrain_epochs=0.2,
+        max_iterations=1,
+        seed=0,
+        train_limit=300,
+    )
+    result = run_pipeline(config, _data_dir(), work / "photo")
+    return Path(result.bundle_path).read_bytes(), (
+        "run_pipeline(office10, 300 photos, 1 epoch, 1 SIQ iteration)"
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time that process `pid` and its children (worker processes) have used so far, all
+    threads, from /proc/.../schedstat (nanoseconds); 0.0 where /proc has no such files.
+    Unlike req/s, CPU time per request hardly moves when other work shares the cores."""
+    pids = [pid]
+    try:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # ppid
+                pids.append(int(stat.parent.name))
+    except OSError:
+        return 0.0
+    total = 0
+    for p in pids:
+        for sched in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            try:
+                total += int(sched.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
+def _env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
+    env.update(settings)
+    return env
+
+
+def _start(stack: ExitStack, module: str, work: Path, name: str, **settings: str):
+    args = ["--log-level", "warning"]
+    service = start_service(module, env=_env(**settings), log_path=work / f"{name}.log", args=args)
+    stack.enter_context(service)
+    return service
+
+
+def measure(
+    kinds: dict[str, tuple[list[bytes], Path]],
+    work: Path,
+    *,
+    rounds: int,
+    requests: int,
+    concurrency: int,
+    workers: tuple[int, ...] = (1,),
+) -> dict[str, Any]:
+    """kinds: name -> (encoded images, bundle file). Per kind, the bare route and the client
+    with each worker count, in interleaved rounds; req/s, p50, p99 and per-round ratios."""
+    with ExitStack() as stack:
+        bare = _start(stack, "bench.bare_upload", work, "bare")
+        targets: dict[str, list[tuple[str, ServiceProcess]]] = {}
+        for kind, (_, bundle) in kinds.items():
+            targets[kind] = [("bare", bare)]
+            for n in workers:
+                state = str(work / f"state-{kind}-{n}")
+                client = _start(
+                    stack,
+                    "client",
+                    work,
+                    f"client-{kind}-{n}",
+                    SIQ_BUNDLE=str(bundle),
+                    SIQ_STATE_DIR=state,
+                    SIQ_WORKERS=str(n),
+                )
+                targets[kind].append((f"client_w{n}", client))
+        bare.wait_ready("/healthz", timeout=60)
+        for kind in targets:
+            for _, service in targets[kind][1:]:
+                service.wait_ready("/readyz", timeout=120)
+
+        def run(service: ServiceProcess, images: list[bytes], count: int) -> dict:
+            before = cpu_seconds(service.proc.pid)
+            out = asyncio.run(http_load(service.host, service.port, images, count, concurrency))
+            out["server_cpu_ms_per_request"] = (
+                (cpu_seconds(service.proc.pid) - before) / count * 1e3
+            )
+            return out
+
+        for kind, (images, _) in kinds.items():  # warm up: plans, caches, connections
+            for _, service in targets[kind]:
+                run(service, images, min(64, requests))
+        samples: dict[str, dict[str, list[dict]]] = {
+            kind: {who: [] for who, _ in targets[kind]} for kind in kinds
+        }
+        for r in range(rounds):
+            order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
+            for kind in order:
+                pairs = targets[kind] if r % 2 == 0 else list(reversed(targets[kind]))
+                for who, service in pairs:
+                    samples[kind][who].append(run(service, kinds[kind][0], requests))
+    out: dict[str, Any] = {}
+    for kind, by_who in samples.items():
+        bare_rps = [s["requests_per_s"] for s in by_who["bare"]]
+        row: dict[str, Any] = {"images": len(kinds[kind][0])}
+        row["image_bytes_mean"] = float(np.mean([len(b) for b in kinds[kind][0]]))
+        for who, runs in by_who.items():
+            rps = [s["requests_per_s"] for s in runs]
+            row[who] = {
+                "requests_per_s": float(np.median(rps)),
+                "round_requests_per_s": rps,
+                "p50_ms": float(np.median([s["p50_ms"] for s in runs])),
+                "p99_ms": float(np.median([s["p99_ms"] for s in runs])),
+                "errors": sum(s["errors"] for s in runs),
+                "server_cpu_ms_per_request": float(
+                    np.median([s["server_cpu_ms_per_request"] for s in runs])
+                ),
+            }
+            if who != "bare":
+                ratios = [c / b for c, b in zip(rps, bare_rps, strict=True)]
+                row[who]["ratio_to_bare"] = float(np.median(ratios))
+                row[who]["round_ratios"] = ratios
+                cpu = [
+                    b["server_cpu_ms_per_request"] / c["server_cpu_ms_per_request"]
+                    for c, b in zip(runs, by_who["bare"], strict=True)
+                    if c["server_cpu_ms_per_request"] > 0
+                ]
+                row[who]["cpu_ratio_to_bare"] = float(np.median(cpu)) if cpu else None
+        out[kind] = row
+    return {
+        "rounds": rounds,
+        "requests_per_round": requests,
+        "concurrency": concurrency,
+        "workers": list(workers),
+        "kinds": out,
+    }
+
+
+def section(result: dict[str, Any]) -> str:
+    """The markdown section of client.md for a `measure` result (with bundle notes)."""
+    workers = result["workers"]
+    lines = [
+        BEGIN,
+        "## HTTP: /recognize against a bare FastAPI upload route",
+        "",
+        f"Same uvicorn (one worker process unless said), same load generator ({result['load']}), "
+        f"{result['concurrency']} keep-alive connections, one image per request, "
+        f"{result['rounds']} interleaved rounds of {result['requests_per_round']} requests per "
+        "server; req/s and latencies are medians over rounds, the ratio is the median of "
+        "each round's client / bare. The load generator runs on the same cores. "
+        f"Machine: {result['machine']}. {result['note']}",
+        "",
+        "| image | bare FastAPI req/s | /recognize req/s | **/recognize / bare** "
+        "| ratio range over rounds | server CPU ms per request, bare / /recognize "
+        "| CPU ratio bare / /recognize | /recognize p50 / p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, row in result["kinds"].items():
+        c, b = row["client_w1"], row["bare"]
+        cpu = c["cpu_ratio_to_bare"]
+        lines.append(
+            f"| {result['labels'][kind]} | "
+            f"{b['requests_per_s']:.0f} | {c['requests_per_s']:.0f} | "
+            f"**{c['ratio_to_bare']:.2f}** | {min(c['round_ratios']):.2f}-"
+            f"{max(c['round_ratios']):.2f} | {b['server_cpu_ms_per_request']:.3f} / "
+            f"{c['server_cpu_ms_per_request']:.3f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+            f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f} | {c['errors'] + b['errors']} |"
+        )
+    lines += [""] + [
+        f"Bundle for {result['labels'][kind]}: {result['bundles'][kind]}."
+        for kind in result["kinds"]
+    ]
+    if len(workers) > 1:
+        lines += [
+            "",
+            f"Worker processes (`SIQ_WORKERS`), {os.cpu_count()} cores, same rounds:",
+            "",
+            "| image | "
+            + " | ".join(f"{n} worker{'s' * (n > 1)} req/s" for n in workers)
+            + f" | {workers[-1]} / {workers[0]} |",
+            "|---|" + "---|" * (len(workers) + 1),
+        ]
+        for kind, row in result["kinds"].items():
+            rps = [row[f"client_w{n}"]["requests_per_s"] for n in workers]
+            first = row[f"client_w{workers[0]}"]["round_requests_per_s"]
+            last = row[f"client_w{workers[-1]}"]["round_requests_per_s"]
+            gain = float(np.median([a / b for a, b in zip(last, first, strict=True)]))
+            lines.append(
+                f"| {result['labels'][kind]} | "
+                + " | ".join(f"{v:.0f}" for v in rps)
+                + f" | {gain:.2f}x |"
+            )
+    lines += [
+        "",
+        "Where the time went (py-spy of the client under this load, before and after): "
+        "bench/results/http_profile.md.",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def kept_section(path: Path) -> str:
+    """This benchmark's section of `path` as it stands ('' when none), for bench_client to
+    keep when it rewrites the rest of client.md."""
+    old = path.read_text() if path.exists() else ""
+    found = re.search(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", old, re.S)
+    return found.group(0) if found else ""
+
+
+def write_section(text: str, path: Path) -> None:
+    """Put `text` in place of the marked section of `path` (appended when it has none)."""
+    old = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: text, old)
+    else:
+        new = old + ("\n" if old and not old.endswith("\n\n") else "") + text
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_http")
+    p.add_argument("--digit-bundle", help="digit bundle file (default: a quick MNIST run)")
+    p.add_argument("--photo-bundle", help="photo bundle file (default: a quick office10 run)")
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--requests", type=int, default=400)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--workers", default="1", help="worker counts to compare, e.g. 1,2")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--note", default="The machine was shared with other work while measuring.")
+    args = p.parse_args(argv)
+    workers = tuple(int(n) for n in args.workers.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        kinds: dict[str, tuple[list[bytes], Path]] = {}
+        bundles, labels = {}, {}
+        data, source = get_bundle(args.digit_bundle, work)
+        (work / "digit.siq").write_bytes(data)
+        kinds["png"] = (load_images(64), work / "digit.siq")
+        bundles["png"], labels["png"] = source, "MNIST digit, 28x28 PNG"
+        photos = photo_jpegs(64)
+        if photos:
+            data, source = photo_bundle(args.photo_bundle, work)
+            (work / "photo.siq").write_bytes(data)
+            kinds["jpeg"] = (photos, work / "photo.siq")
+            bundles["jpeg"], labels["jpeg"] = source, "office10 photo, 300x300 JPEG"
+            # the same photos through the digit network: the upload and decoding cost of a
+            # photo without the photo network's compute
+            kinds["jpeg_digit"] = (photos, work / "digit.siq")
+            bundles["jpeg_digit"] = bundles["png"]
+            labels["jpeg_digit"] = "the same JPEGs, digit bundle"
+        result = measure(
+            kinds,
+            work,
+            rounds=args.rounds,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            workers=workers,
+        )
+    result.update(
+        bundles=bundles,
+        labels=labels,
+        load="asyncio streams, pre-encoded multipart requests, keep-alive",
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        note=args.note,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "http.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = section(result)
+    write_section(text, args.out / "client.md")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The Open Inference Protocol v2 codec (client/oip_codec.py) on bytes, and the /v2 routes in
+process: every malformed request is a 4xx in the protocol's `{"error": "..."}` shape, never a
+500, and the service keeps serving after it."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from client.oip_codec import (
+    ProtocolError,
+    Tensor,
+    decompress,
+    encode_infer_response,
+    parse_infer_request,
+)
+from shared.bundle import bundle_id, decode_bundle
+from shared.engine import IntegerNetwork
+from shared.errors import ImageTooLargeError
+from shared.preprocess import decode_image, preprocess
+from tests.client.conftest import png_bytes
+
+MODEL = "random-lenet"  # the data set of tests.factories' lenet bundles
+INFER = f"/v2/models/{MODEL}/infer"
+
+
+def sketch_digits(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n 28x28 uint8 images of dark strokes on white paper, different from each other."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        image = Image.new("L", (28, 28), 255)
+        points = [tuple(int(v) for v in rng.integers(4, 24, size=2)) for _ in range(4)]
+        ImageDraw.Draw(image).line(points, fill=0, width=3)
+        out.append(np.asarray(image))
+    return out
+
+
+def engine_outputs(bundle: bytes, images: list[bytes]):
+    """What the engine gives for these image files: (x, labels, probabilities, logits)."""
+    net = IntegerNetwork(decode_bundle(bundle))
+    x = np.stack([preprocess(decode_image(b), {"kind": "digit"}) for b in images])
+    labels, probs = net.predict(x)
+    return x, labels, probs, net.forward_int(net.quantize_input(x))
+
+
+def binary_request(inputs: list[tuple[dict, bytes]], **extra) -> tuple[bytes, dict[str, str]]:
+    """A body in Triton's binary tensor form: JSON header, then each input's bytes."""
+    head = {"inputs": [dict(meta, parameters={"binary_data_size": len(b)}) for meta, b in inputs]}
+    head.update(extra)
+    text = json.dumps(head).encode()
+    return text + b"".join(b for _, b in inputs), {
+        "Inference-Header-Content-Length": str(len(text))
+    }
+
+
+def bytes_elements(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+# --- the codec -------------------------------------------------------------------------------
+
+
+def test_binary_and_json_inputs_parse_to_the_same_tensors():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    body, headers = binary_request(
+        [({"name": "a", "datatype": "FP32", "shape": [2, 3, 4]}, x.tobytes())],
+        outputs=[{"name": "y", "parameters": {"binary_data": True}}],
+    )
+    req = parse_infer_request(body, headers["Inference-Header-Content-Length"])
+    nested = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 3, 4], "data": x.tolist()}]}
+    same = parse_infer_request(json.dumps(nested).encode(), None)
+    assert np.array_equal(req.inputs[0].data, x) and np.array_equal(same.inputs[0].data, x)
+    assert req.inputs[0].encoding == "binary" and same.inputs[0].encoding == "json"
+    assert req.outputs is not None and req.outputs[0].binary and same.outputs is None
+
+
+def test_bytes_elements_are_length_prefixed():
+    body, headers = binary_request(
+        [({"name": "images", "datatype": "BYTES", "shape": [3]}, bytes_elements(b"ab", b"", b"c"))]
+    )
+    req = parse_infer_request(body, headers["Inference-Header-Content-Length"])
+    assert req.inputs[0].data == [b"ab", b"", b"c"]
+
+
+def test_response_binary_outputs_follow_the_json_header():
+    outputs = [
+        (Tensor("label", "INT64", (2,), np.array([3, 1])), True),
+        (Tensor("class_name", "BYTES", (2,), [b"three", b"one"]), True),
+        (Tensor("probabilities", "FP64", (2, 2), np.array([[0.25, 0.75], [1.0, 0.0]])), False),
+    ]
+    body, headers = encode_infer_response("m", "v1", "id7", outputs)
+    n = int(headers["inference-header-content-length"])
+    head = json.loads(body[:n])
+    assert head["id"] == "id7" and head["model_version"] == "v1"
+    sizes = [o.get("parameters", {}).get("binary_data_size") for o in head["outputs"]]
+    assert sizes == [16, 16, None]
+    assert head["outputs"][2]["data"] == [0.25, 0.75, 1.0, 0.0]
+    assert np.frombuffer(body[n : n + 16], "<i8").tolist() == [3, 1]
+    assert body[n + 16 :] == bytes_elements(b"three", b"one")
+    json_only, headers = encode_infer_response("m", "v1", None, outputs[2:])
+    assert headers["content-type"] == "application/json" and "id" not in json.loads(json_only)
+
+
+def test_decompression_is_bounded():
+    raw = b'{"inputs": []}'
+    assert decompress(gzip.compress(raw), "gzip", 100) == raw
+    assert decompress(zlib.compress(raw), "deflate", 100) == raw
+    with pytest.raises(ImageTooLargeError):
+        decompress(gzip.compress(b"0" * 10_000), "gzip", 1000)
+    with pytest.raises(ProtocolError):
+        decompress(b"not gzip", "gzip", 1000)
+    with pytest.raises(ProtocolError):
+        decompress(raw, "br", 1000)
+
+
+# --- the routes --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http(make_app, tmp_path, bundle_a):
+    path = tmp_path / "a.siq"
+    path.write_bytes(bundle_a)
+    return TestClient(make_app(str(path), max_images=4, max_upload_bytes=64 * 1024))
+
+
+def tensor_input(x: np.ndarray, datatype: str = "FP32", name: str = "input") -> dict:
+    return {"name": name, "datatype": datatype, "shape": list(x.shape), "data": x.ravel().tolist()}
+
+
+def test_json_images_are_base64_and_answers_equal_the_engine(http, bundle_a):
+    images = [png_bytes(d) for d in sketch_digits(2, seed=3)]
+    _, labels, probs, logits = engine_outputs(bundle_a, images)
+    encoded = [base64.b64encode(b).decode() for b in images]
+    body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [2], "data": encoded}]}
+    answer = http.post(INFER, json=body)
+    assert answer.status_code == 200, answer.text
+    out = {o["name"]: o for o in answer.json()["outputs"]}
+    assert out["label"]["data"] == labels.tolist()
+    assert out["class_name"]["data"] == [f"class{i}" for i in labels]
+    assert np.array_equal(np.array(out["probabilities"]["data"]).reshape(2, 10), probs)
+    assert out["logits"]["data"] == logits.ravel().tolist()
+
+
+def test_a_gzip_request_is_read(http):
+    body = json.dumps({"inputs": [tensor_input(np.zeros((1, 1, 28, 28), np.float32))]})
+    answer = http.post(INFER, content=gzip.compress(body.encode()),
+                       headers={"Content-Encoding": "gzip"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+
+
+def test_metrics_count_v2_requests_by_template(http, bundle_a):
+    assert http.get(f"/v2/models/{MODEL}/versions/{bundle_id(bundle_a)}/ready").status_code == 200
+    text = http.get("/metrics").text
+    assert 'endpoint="/v2/models/{name}/versions/{version}/ready",status="200"' in text
+
+
+ZEROS = np.zeros((1, 1, 28, 28), np.float32)
+PNG = png_bytes(sketch_digits(1)[0])
+MALFORMED = [
+    ("not json", b"{", {}, 400, "not JSON"),
+    ("not an object", b"[1]", {}, 400, "JSON object"),
+    ("no inputs", b'{"inputs": []}', {}, 400, "non-empty"),
+    ("deep nesting", b"[" * 50_000, {}, 400, "not JSON"),
+    ("not utf-8", b'{"inputs": "\xff"}', {}, 400, "not JSON"),
+    ("bad datatype", {"inputs": [dict(tensor_input(ZEROS), datatype="FP99")]}, {}, 400, "FP99"),
+    (
+        "negative dim",
+        {"inputs": [dict(tensor_input(ZEROS), shape=[-1, 1, 28, 28])]},
+        {},
+        400,
+        "sizes",
+    ),  # fmt: skip
+    (
+        "count mismatch",
+        {"inputs": [dict(tensor_input(ZEROS), shape=[2, 1, 28, 28])]},
+        {},
+        400,
+        "784 values",
+    ),  # fmt: skip
+    (
+        "wrong shape",
+        {"inputs": [tensor_input(np.zeros((1, 28, 28, 1), np.float32))]},
+        {},
+        400,
+        "shape [N, 1, 28, 28]",
+    ),  # fmt: skip
+    (
+        "NaN",
+        b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28], '
+        b'"data": [NaN' + b", 0" * 783 + b"]}]}",
+        {},
+        400,
+        "finite",
+    ),  # fmt: skip
+    ("out of range", {"inputs": [tensor_input(ZEROS + 2)]}, {}, 400, "in [0, 1]"),
+    (
+        "uint8 overflow",
+        {"inputs": [tensor_input(ZEROS.astype(int) + 256, "UINT8")]},
+        {},
+        400,
+        "do not fit",
+    ),  # fmt: skip
+    (
+        "strings as numbers",
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": ["a"]}]},
+        {},
+        400,
+        "numbers",
+    ),  # fmt: skip
+    (
+        "int64 input",
+        {"inputs": [tensor_input(ZEROS.astype(int), "INT64")]},
+        {},
+        400,
+        "FP32 or UINT8",
+    ),  # fmt: skip
+    ("unknown input", {"inputs": [tensor_input(ZEROS, name="x")]}, {}, 400, "unknown input"),
+    (
+        "two inputs",
+        {"inputs": [tensor_input(ZEROS), tensor_input(ZEROS)]},
+        {},
+        400,
+        "exactly one",
+    ),  # fmt: skip
+    (
+        "unknown output",
+        {"inputs": [tensor_input(ZEROS)], "outputs": [{"name": "z"}]},
+        {},
+        400,
+        "unknown output",
+    ),  # fmt: skip
+    (
+        "classification",
+        {
+            "inputs": [tensor_input(ZEROS)],
+            "outputs": [{"name": "label", "parameters": {"classification": 3}}],
+        },
+        {},
+        400,
+        "classification",
+    ),  # fmt: skip
+    (
+        "too many images",
+        {"inputs": [tensor_input(np.zeros((5, 1, 28, 28), np.float32))]},
+        {},
+        413,
+        "too many",
+    ),  # fmt: skip
+    (
+        "empty batch",
+        {"inputs": [tensor_input(np.zeros((0, 1, 28, 28), np.float32))]},
+        {},
+        400,
+        "empty",
+    ),  # fmt: skip
+    (
+        "bad base64",
+        {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]},
+        {},
+        400,
+        "base64",
+    ),  # fmt: skip
+    (
+        "not an image",
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(b"hello").decode()],
+                }
+            ]
+        },
+        {},
+        415,
+        "images[0]",
+    ),  # fmt: skip
+    (
+        "header length past the body",
+        b"{}",
+        {"Inference-Header-Content-Length": "99"},
+        400,
+        "within",
+    ),  # fmt: skip
+    (
+        "header length not a number",
+        b"{}",
+        {"Inference-Header-Content-Length": "-1"},
+        400,
+        "within",
+    ),  # fmt: skip
+    ("unknown encoding", b"{}", {"Content-Encoding": "br"}, 400, "Content-Encoding"),
+    ("corrupt gzip", b"{}", {"Content-Encoding": "gzip"}, 400, "decompressed"),
+]
+
+
+def _send(http, body, headers):
+    if isinstance(body, dict):
+        return http.post(INFER, content=json.dumps(body).encode(), headers=headers)
+    return http.post(INFER, content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "body, headers, status, words", [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED]
+)
+def test_malformed_requests_are_4xx_in_the_protocols_shape(http, body, headers, status, words):
+    answer = _send(http, body, headers)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert isinstance(error, str) and words in error
+    assert http.get("/v2/health/ready").status_code == 200
+
+
+BINARY_MALFORMED = [
+    (
+        "size past the data",
+        [({"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28]}, ZEROS.tobytes()[:-4])],
+        400,
+        "needs 3136",
+    ),  # fmt: skip
+    (
+        "bytes length cut off",
+        [({"name": "images", "datatype": "BYTES", "shape": [1]}, b"\x05\x00")],
+        400,
+        "cut off",
+    ),  # fmt: skip
+    (
+        "bytes element past its data",
+        [({"name": "images", "datatype": "BYTES", "shape": [1]}, b"\x09\x00\x00\x00abc")],
+        400,
+        "runs past",
+    ),  # fmt: skip
+    (
+        "bytes count mismatch",
+        [({"name": "images", "datatype": "BYTES", "shape": [2]}, bytes_elements(PNG))],
+        400,
+        "1 BYTES elements",
+    ),  # fmt: skip
+    (
+        "truncated image",
+        [({"name": "images", "datatype": "BYTES", "shape": [1]}, bytes_elements(PNG[:-40]))],
+        422,
+        "images[0]",
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(
+    "inputs, status, words", [c[1:] for c in BINARY_MALFORMED], ids=[c[0] for c in BINARY_MALFORMED]
+)
+def test_malformed_binary_requests_are_4xx(http, inputs, status, words):
+    body, headers = binary_request(inputs)
+    answer = http.post(INFER, content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["error"]
+
+
+def test_leftover_binary_data_and_both_data_forms_are_refused(http):
+    body, headers = binary_request([({"name": "input", "datatype": "FP32",
+                                      "shape": [1, 1, 28, 28]}, ZEROS.tobytes())])  # fmt: skip
+    answer = http.post(INFER, content=body + b"xx", headers=headers)
+    assert answer.status_code == 400 and "2 bytes" in answer.json()["error"]
+    both = {"inputs": [dict(tensor_input(ZEROS), parameters={"binary_data_size": 3136})]}
+    assert _send(http, both, {}).status_code == 400
+
+
+def test_body_over_the_limit_is_413(http):
+    answer = http.post(INFER, content=b"0" * (65 * 1024))
+    assert answer.status_code == 413 and "limit" in answer.json()["error"]
+
+
+def test_unknown_models_and_versions_are_404(http):
+    assert http.get("/v2/models/mnist").status_code == 404
+    assert http.get(f"/v2/models/{MODEL}/versions/1").status_code == 404
+    answer = http.post(f"/v2/models/{MODEL}/versions/1/infer", json={"inputs": []})
+    assert answer.status_code == 404 and "no version" in answer.json()["error"]

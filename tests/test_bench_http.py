@@ -1,0 +1,36 @@
+"""bench/bench_http.py's report: its section of client.md is replaced in place, kept when
+bench_client rewrites the rest, and says the ratio of each image kind."""
+
+from __future__ import annotations
+
+from bench.bench_http import BEGIN, END, kept_section, section, write_section
+
+
+def fake_result() -> dict:
+    def side(rps: float, cpu: float, ratio: float | None = None) -> dict:
+        row = {"requests_per_s": rps, "round_requests_per_s": [rps, rps], "p50_ms": 1.0,
+               "p99_ms": 2.0, "errors": 0, "server_cpu_ms_per_request": cpu}  # fmt: skip
+        if ratio is not None:
+            row |= {"ratio_to_bare": ratio, "round_ratios": [ratio, ratio],
+                    "cpu_ratio_to_bare": ratio}  # fmt: skip
+        return row
+
+    kinds = {"png": {"bare": side(1000, 0.5), "client_w1": side(610, 0.8, 0.61),
+                     "client_w2": side(700, 0.9, 0.7)}}  # fmt: skip
+    return {"rounds": 2, "requests_per_round": 10, "concurrency": 4, "workers": [1, 2],
+            "kinds": kinds, "labels": {"png": "PNG"}, "bundles": {"png": "b"},
+            "load": "lean", "machine": "m", "note": "n"}  # fmt: skip
+
+
+def test_section_is_written_in_place_and_kept(tmp_path):
+    text = section(fake_result())
+    assert text.startswith(BEGIN) and text.rstrip().endswith(END)
+    assert "**0.61**" in text and "1.15x" in text  # the ratio, and 2 workers / 1
+    md = tmp_path / "client.md"
+    md.write_text("# Client benchmark\n\nengine table\n")
+    write_section(text, md)
+    write_section(text.replace("0.61", "0.62"), md)  # replaced, not appended twice
+    body = md.read_text()
+    assert body.count(BEGIN) == 1 and "**0.62**" in body and body.startswith("# Client")
+    assert kept_section(md).count(BEGIN) == 1
+    assert kept_section(tmp_path / "missing.md") == ""
