@@ -7,7 +7,7 @@ each job's executor overhead (job wall time minus the pipeline's own seconds), a
 task's round trip, and checks both executors gave the same integer accuracies. The growth
 with N nodes is modelled from the measured float and SIQ times (see the .md).
 
-    python -m bench.bench_scale [--variants ray,local-1t,local] [--rounds 1] [--train-limit 2000]
+    python -m bench.bench_scale [--variants local,ray[,local-1t]] [--rounds 2] [--train-limit 2000]
 
 Writes bench/results/scale.json and scale.md. Needs MNIST under SIQ_DATA_DIR and Ray
 (the `.[ray]` extra).
@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["main", "sweep_body", "run_sweep", "ray_task_overhead", "model_nodes"]
+__all__ = ["main", "sweep_body", "run_sweep", "ray_task_overhead", "model_nodes", "summarize"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -190,6 +190,27 @@ def measure(variants: list[str], rounds: int, train_limit: int, test_limit: int)
                     sweeps[variant].append(run_sweep(variant, body, data_dir))
         finally:
             ray.shutdown()
+    return summarize(
+        {
+            "sweep": body,
+            "rounds": rounds,
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "load_average_before": [round(x, 1) for x in load_before],
+                "load_average_after": [round(x, 1) for x in os.getloadavg()],
+                "shared": True,
+            },
+            "ray_cluster_start_seconds": round(cluster_start, 1),
+            "ray_task_round_trip": task_overhead,
+            "sweeps": sweeps,
+        }
+    )
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """The medians, ratios, accuracy check and N-node model of a run's raw sweeps."""
+    sweeps = raw["sweeps"]
 
     def accuracies(s: dict) -> list:
         return sorted(
@@ -209,17 +230,7 @@ def measure(variants: list[str], rounds: int, train_limit: int, test_limit: int)
         }
     ray_s = summary["ray"]
     return {
-        "sweep": body,
-        "rounds": rounds,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_before": [round(x, 1) for x in load_before],
-            "load_average_after": [round(x, 1) for x in os.getloadavg()],
-            "shared": True,
-        },
-        "ray_cluster_start_seconds": round(cluster_start, 1),
-        "ray_task_round_trip": task_overhead,
+        **{k: raw[k] for k in RAW_KEYS},
         "summary": summary,
         "ratio_vs_ray": {
             v: round(s["wall_seconds"] / ray_s["wall_seconds"], 2) for v, s in summary.items()
@@ -231,15 +242,47 @@ def measure(variants: list[str], rounds: int, train_limit: int, test_limit: int)
             ray_s["overhead_per_job_seconds"],
             len(first["runs"]),
         ),
-        "sweeps": sweeps,
     }
 
 
+RAW_KEYS = (
+    "sweep",
+    "rounds",
+    "machine",
+    "ray_cluster_start_seconds",
+    "ray_task_round_trip",
+    "sweeps",
+)
 LABELS = {
     "local": "local, serial (torch default threads)",
     "local-1t": "local, serial (1 thread)",
     "ray": "Ray, 2 CPUs (1 thread per task)",
 }
+
+
+def _reading(summary: dict[str, Any]) -> str:
+    """What the ratio is made of: at most CPUS x can come from running CPUS tasks at once;
+    the rest is the same SIQ work running slower (or faster) per run, and process starts."""
+    ray_s = summary["ray"]
+    parts = []
+    for variant, s in summary.items():
+        if variant == "ray":
+            continue
+        per_run = s["median_siq_seconds"] / ray_s["median_siq_seconds"]
+        parts.append(
+            f"{LABELS.get(variant, variant)}: {s['wall_seconds'] / ray_s['wall_seconds']:.2f}x "
+            f"the Ray wall time, of which {per_run:.2f}x is the same SIQ run taking longer per "
+            f"run ({s['median_siq_seconds']:.1f} s vs {ray_s['median_siq_seconds']:.1f} s) and "
+            f"{s['overhead_per_job_seconds']:.1f} s per job is a process start"
+        )
+    return (
+        f"Reading the ratio: running {CPUS} tasks at once can give at most {CPUS}x. "
+        + "; ".join(parts)
+        + ". Torch's default threads on a machine this oversubscribed slow every run down; "
+        "one thread per task (what Ray gives a 1-CPU task, and `local-1t` measures) does "
+        f"not. A quiet machine was not available: there, only the {CPUS}x of parallel "
+        "runs (less the serial float training) and the process starts would remain."
+    )
 
 
 def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
@@ -289,6 +332,8 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         + " |",
         "",
         f"Same integer accuracies in every sweep: **{result['same_integer_accuracies']}**.",
+        "",
+        _reading(summary),
         "",
         f"Overhead per Ray task: a bare no-op 1-CPU task's round trip (warm worker) "
         f"{result['ray_task_round_trip']['noop_ms']} ms, returning 80 kB (a bundle) "
@@ -348,12 +393,18 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_scale", description=__doc__)
-    parser.add_argument("--variants", default="ray,local-1t,local")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--variants", default="local,ray")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-limit", type=int, default=2_000)
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--render", type=Path, help="only re-render the tables from a scale.json's raw sweeps"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        write_results(summarize(json.loads(args.render.read_text())), args.out)
+        return 0
     variants = args.variants.split(",")
     if "ray" not in variants:
         parser.error("--variants must include ray (the ratios are to it)")
