@@ -24,7 +24,7 @@ help:
 # written last, so an interrupted install is redone next time.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[server,client,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[server,client,dev,ray]'
 	@touch $@
 
 install: $(VENV)/.installed

@@ -27,6 +27,7 @@ BENCHMARKS = [
     "bench.bench_mnist",
     "bench.bench_office10",
     "bench.bench_onchip",
+    "bench.bench_scale",
 ]
 
 

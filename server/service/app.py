@@ -20,15 +20,16 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.service.api import bundles, jobs, onchip, system
+from server.service.api import bundles, jobs, onchip, sweeps, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
+from server.service.executor import make_runner
 from server.service.guard import Guard
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
-from server.service.runner import JobRunner
 from server.service.settings import ServerSettings, load_settings, prepare_state_dir
+from server.service.sweeps import SweepCoordinator, SweepStore
 from shared.errors import ConfigError
 
 __all__ = ["create_app", "serve_main"]
@@ -78,8 +79,11 @@ def create_app(
             "one is made) or restore a backup"
         ) from None
     metrics = ServerMetrics(store)
-    runner = JobRunner(store, settings, on_job_end=metrics.job_ended)
-    ctx = ServerContext(settings, store, bundle_store, runner, metrics)
+    runner = make_runner(settings, store, bundle_store, metrics.job_ended)
+    sweep_store = SweepStore(settings.db_path, store, settings.checkpoint_dir)
+    sweep_store.init_schema()
+    coordinator = SweepCoordinator(sweep_store, runner.wake, settings.poll_interval_s)
+    ctx = ServerContext(settings, store, bundle_store, runner, metrics, sweep_store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,9 +93,11 @@ def create_app(
             if added:
                 log.info("registered %d bundle file(s) found in %s", added, settings.bundle_dir)
             runner.start()
+            coordinator.start()
             try:
                 yield
             finally:
+                coordinator.stop()
                 runner.stop()
         finally:
             lock.close()
@@ -116,6 +122,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(bundles.router)
     app.include_router(onchip.router)
+    app.include_router(sweeps.router)
     app.include_router(system.router)
     return app
 

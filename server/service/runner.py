@@ -13,7 +13,6 @@ A graceful shutdown terminates the workers and fails their jobs the same way.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing
 import os
@@ -28,17 +27,22 @@ from typing import Any
 
 from server.progress import ProgressEvent, Throttle
 from server.service.bundles import BundleStore
+from server.service.job_roles import (
+    execute_job,
+    float_job_of,
+    read_checkpoint,
+    resolve_pipeline,
+    write_checkpoint,
+)
 from server.service.jobs import JobStore
 from server.service.settings import ServerSettings
-from shared.errors import ConfigError, SIQError, error_body
+from shared.errors import SIQError, error_body
 
 __all__ = ["JobRunner", "job_main", "resolve_pipeline", "error_record"]
 
 log = logging.getLogger(__name__)
-# `SIQ_PIPELINE` names a 'module:function' (config dict, data_dir, out_dir, progress=,
-# should_cancel=, job_id=) -> result dict; the worker process imports it, never this one
-# (server.training.pipeline:run_job imports torch).
-PipelineFn = Callable[..., dict[str, Any]]
+# `SIQ_PIPELINE` names a 'module:function' (server/service/job_roles.py); the worker process
+# imports it, never this one (server.training.pipeline:run_job imports torch).
 INTERRUPTED = "the server stopped while this job was running, so the job was lost; submit it again"
 
 
@@ -50,14 +54,6 @@ def error_record(exc: BaseException) -> dict[str, str | None]:
     if isinstance(exc, MemoryError):
         return {"code": "internal_error", "message": "the worker ran out of memory"}
     return {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-
-
-def resolve_pipeline(ref: str) -> PipelineFn:
-    module, _, attr = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"pipeline {ref!r} cannot be loaded: {exc}") from exc
 
 
 class _Reporter:
@@ -111,16 +107,20 @@ def job_main(
     store = JobStore(Path(db_path))
     job = store.get(job_id)
     reporter = _Reporter(store, job_id, attempt)
+    checkpoint_dir = Path(db_path).parent / "checkpoints"  # ServerSettings.checkpoint_dir
     try:
-        run = resolve_pipeline(pipeline_ref)
-        result = run(
+        float_job = float_job_of(job.config)
+        result = execute_job(
+            pipeline_ref,
             job.config,
             Path(data_dir) if data_dir else None,
             Path(bundle_dir),
             progress=reporter.progress,
             should_cancel=reporter.should_cancel,
             job_id=job_id,
-        )
+            checkpoint=read_checkpoint(checkpoint_dir, float_job) if float_job else None,
+            on_checkpoint=lambda data: write_checkpoint(checkpoint_dir, job_id, data),
+        ).result
         bundle_path = Path(bundle_dir) / f"{result['bundle_id']}.siq"
         BundleStore(Path(db_path), Path(bundle_dir)).register(bundle_path, job_id=job_id)
         store.finish(job_id, attempt, "succeeded", result=result)

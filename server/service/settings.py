@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +48,12 @@ class ServerSettings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="a request body must arrive within this (408)"
     )
+    # Where jobs run (server/service/executor.py): this machine's worker processes, or Ray.
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str = Field("local", description="auto | ray://host:10001 | host:port | local")
+    ray_job_cpus: float = Field(1.0, gt=0, le=256, description="CPUs each Ray task declares")
+    ray_job_gpus: float = Field(0.0, ge=0, le=16, description="GPUs each Ray task declares")
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of an embedded cluster")
 
     @field_validator("api_token", "bundle_hmac_key")
     @classmethod
@@ -62,6 +70,16 @@ class ServerSettings(BaseSettings):
             raise ValueError("must look like 'package.module:function'")
         return value
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str) -> str:
+        if value in ("auto", "local") or re.fullmatch(r"(ray://)?[\w.-]+:\d{1,5}", value):
+            return value
+        raise ValueError(
+            "must be 'auto', 'local', 'ray://host:port' (a head's client port, usually 10001)"
+            " or 'host:port' (a head's GCS port, from a node of the cluster)"
+        )
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "siq.db"
@@ -69,6 +87,11 @@ class ServerSettings(BaseSettings):
     @property
     def bundle_dir(self) -> Path:
         return self.state_dir / "bundles"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Float models a sweep's runs start from (server/service/job_roles.py)."""
+        return self.state_dir / "checkpoints"
 
 
 def load_settings(**overrides: object) -> ServerSettings:

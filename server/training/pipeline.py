@@ -237,8 +237,22 @@ def run_pipeline(
 
 
 def run_job(
-    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
+    config: dict[str, Any],
+    data_dir: Path | None,
+    out_dir: Path,
+    *,
+    checkpoint: bytes | None = None,
+    on_checkpoint: Callable[[bytes], object] | None = None,
+    **hooks: Any,
 ) -> dict[str, Any]:
     """What a job's worker process runs (SIQ_PIPELINE's default): the stored config dict in,
-    the result dict out (ConfigError for a bad config)."""
+    the result dict out (ConfigError for a bad config). A sweep's cell (`config["sweep"]`,
+    server/service/job_roles.py) runs from or hands over a float checkpoint."""
+    if isinstance(config.get("sweep"), dict):
+        from server.training.sweep import run_sweep_run
+
+        plain = {k: v for k, v in config.items() if k != "sweep"}
+        return run_sweep_run(
+            plain, data_dir, out_dir, checkpoint=checkpoint, on_checkpoint=on_checkpoint, **hooks
+        )
     return run_pipeline(QuantizeConfig.from_dict(config), data_dir, out_dir, **hooks).to_dict()

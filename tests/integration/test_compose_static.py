@@ -21,6 +21,7 @@ from tests.conftest import REPO_ROOT
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILES = {"server": REPO_ROOT / "server/Dockerfile", "client": REPO_ROOT / "client/Dockerfile"}
 SECRETS = ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY")
+RAY_NODES = ("ray-head", "ray-worker")
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,11 @@ def service_env(service: dict) -> dict[str, str]:
 
 
 def test_services_and_images(compose: dict) -> None:
-    assert set(compose["services"]) == {"server", "client"}
+    assert set(compose["services"]) == {"server", "client", *RAY_NODES}
     for name, service in compose["services"].items():
         build = service["build"]
-        assert (REPO_ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILES[name]
+        dockerfile = DOCKERFILES["server" if name in RAY_NODES else name]
+        assert (REPO_ROOT / build["context"] / build["dockerfile"]).resolve() == dockerfile
 
 
 @pytest.mark.parametrize("name,path", [("server", "/healthz"), ("client", "/healthz")])
@@ -219,3 +221,81 @@ def test_compose_defaults_are_accepted_by_the_settings(
 
         client_settings, source = load_client_settings()
         assert source.kind == "latest" and client_settings.server_url == "http://server:8000"
+
+
+# ---------------------------------------------------------------- the `ray` profile
+
+
+def _flag(command: list[str], name: str) -> str:
+    values = [c.split("=", 1)[1] for c in command if c.startswith(f"--{name}=")]
+    assert values, f"--{name}= missing from {command}"
+    return values[0]
+
+
+def test_ray_profile_is_opt_in(compose: dict) -> None:
+    """`docker compose up` starts server + client only; `--profile ray` adds the cluster."""
+    for name, service in compose["services"].items():
+        assert service.get("profiles", []) == (["ray"] if name in RAY_NODES else []), name
+
+
+def test_ray_head_serves_clients_and_the_dashboard(compose: dict) -> None:
+    head = compose["services"]["ray-head"]
+    command = head["command"]
+    assert command[:3] == ["ray", "start", "--head"] and "--block" in command
+    assert _flag(command, "ray-client-server-port") == "10001"
+    assert _flag(command, "dashboard-host") == "0.0.0.0"
+    dashboard = _flag(command, "dashboard-port")
+    assert any(str(p).endswith(f":{dashboard}") for p in head["ports"]), head["ports"]
+    assert head["healthcheck"]["test"][:3] == ["CMD", "ray", "health-check"]
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "--profile ray up" in readme and dashboard in readme, "README documents the profile"
+
+
+def test_ray_workers_scale_join_the_head_and_see_the_data(compose: dict) -> None:
+    worker = compose["services"]["ray-worker"]
+    head_port = _flag(compose["services"]["ray-head"]["command"], "port")
+    assert _flag(worker["command"], "address") == f"ray-head:{head_port}"
+    assert "container_name" not in worker and not worker.get("ports"), "must scale"
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    env = service_env(worker)
+    targets = {re.sub(r":(ro|rw)$", "", v).rpartition(":")[2] for v in worker["volumes"]}
+    assert env["SIQ_DATA_DIR"] in targets, "workers read the data sets where they run"
+    assert worker.get("shm_size"), "Ray's object store needs more than Docker's 64 MB /dev/shm"
+
+
+def test_ray_nodes_and_server_agree_on_auth_and_extras(compose: dict) -> None:
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    pins = set()
+    for name in ("server", *RAY_NODES):
+        env = _raw_env(compose["services"][name])
+        assert env["RAY_AUTH_TOKEN"] is None, "the token is passed through, never defaulted"
+        assert env["RAY_AUTH_MODE"] == "${RAY_AUTH_MODE:-token}"
+    for name in RAY_NODES:
+        wanted = compose["services"][name]["build"]["args"]["SIQ_EXTRAS"].split(",")
+        assert set(wanted) <= set(extras), wanted
+        pins |= {d for extra in wanted for d in extras[extra] if d.startswith("ray")}
+    pins |= set(extras["ray"])
+    versions = {re.sub(r"^ray(\[[^\]]*\])?", "", pin) for pin in pins}
+    assert len(versions) == 1 and next(iter(versions)).startswith("=="), pins
+    server_env = service_env(compose["services"]["server"])
+    assert server_env["SIQ_RAY_ADDRESS"] == "${SIQ_RAY_ADDRESS:-ray://ray-head:10001}"
+    assert server_env["SIQ_EXECUTOR"] == "${SIQ_EXECUTOR:-local}"
+    build_args = compose["services"]["server"]["build"]["args"]
+    assert build_args["SIQ_EXECUTOR"] == "${SIQ_EXECUTOR:-local}", "ray in the image on demand"
+
+
+def test_server_settings_accept_the_ray_profile(
+    compose: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the server gets with SIQ_EXECUTOR=ray set on the host is a valid configuration."""
+    for key in [k for k in os.environ if k.startswith("SIQ_")]:
+        monkeypatch.delenv(key)
+    for key, value in _container_env(compose["services"]["server"], tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SIQ_EXECUTOR", "ray")
+    from server.service.settings import load_settings as load_server_settings
+
+    settings = load_server_settings()
+    assert settings.executor == "ray" and settings.ray_address == "ray://ray-head:10001"

@@ -45,3 +45,33 @@ def wait_job(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
         time.sleep(0.05)
+
+
+# A 2 x 2 bit grid small enough for a test: 300 digits, one SIQ iteration, Lloyd k-means.
+TINY_SWEEP = {
+    "dataset": "digits",
+    "weight_bits": [2, 4],
+    "activation_bits": [3, 4],
+    "seeds": [1],
+    "epochs": 3,
+    "retrain_epochs": 0.25,
+    "max_iterations": 1,
+    "kmeans": "lloyd",
+    "train_limit": 300,
+    "test_limit": 100,
+}
+REAL_PIPELINE = "server.training.pipeline:run_job"
+
+
+def wait_sweep(client: TestClient, sweep_id: str, timeout: float = 900.0) -> dict:
+    """Poll GET /quantize-sweeps/{id} until the sweep is no longer running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = client.get(f"/quantize-sweeps/{sweep_id}")
+        assert resp.status_code == 200, resp.text
+        sweep = resp.json()
+        if sweep["status"] != "running":
+            return sweep
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sweep {sweep_id} still running after {timeout} s: {sweep}")
+        time.sleep(0.1)

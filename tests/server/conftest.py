@@ -43,3 +43,23 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     result = run_pipeline(config, None, out_dir, progress=events.append, job_id="job-test")
     return {"config": config, "result": result, "out_dir": out_dir, "events": events}
+
+
+@pytest.fixture(scope="session")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """TINY_SWEEP run over HTTP by the local executor with two worker slots: the sweep's
+    final status and every child job. The Ray tests compare against it."""
+    from fastapi.testclient import TestClient
+
+    from server.service.app import create_app
+    from tests.server.api_helpers import REAL_PIPELINE, TINY_SWEEP, make_settings, wait_sweep
+
+    settings = make_settings(
+        tmp_path_factory.mktemp("local-sweep"), REAL_PIPELINE, max_concurrent_jobs=2
+    )
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/quantize-sweeps", json=TINY_SWEEP)
+        assert resp.status_code == 202, resp.text
+        sweep = wait_sweep(client, resp.json()["id"])
+        jobs = client.get("/quantize-jobs", params={"limit": 100}).json()["items"]
+    return {"sweep": sweep, "jobs": jobs}

@@ -76,3 +76,19 @@ def fail(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: 
     if config.get("seed") == 7:
         raise ConfigError("seed 7 is cursed")
     raise RuntimeError("boom")
+
+
+def succeed_reporting_task(
+    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
+) -> dict:
+    """`succeed`, plus the process and the Ray task it ran in (None outside Ray)."""
+    import os
+
+    result = succeed(config, data_dir, out_dir, **hooks)
+    try:
+        import ray
+
+        task_id = ray.get_runtime_context().get_task_id() if ray.is_initialized() else None
+    except ImportError:
+        task_id = None
+    return {**result, "pid": os.getpid(), "ray_task_id": task_id}

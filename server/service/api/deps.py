@@ -10,11 +10,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.service.bundles import BundleStore
+from server.service.executor import Runner
 from server.service.guard import token_problem
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
-from server.service.runner import JobRunner
 from server.service.settings import ServerSettings
+from server.service.sweeps import SweepStore
 
 __all__ = [
     "ServerContext",
@@ -23,6 +24,7 @@ __all__ = [
     "JobStoreDep",
     "BundleStoreDep",
     "RunnerDep",
+    "SweepStoreDep",
     "require_writer",
     "require_reader",
 ]
@@ -33,8 +35,9 @@ class ServerContext:
     settings: ServerSettings
     jobs: JobStore
     bundles: BundleStore
-    runner: JobRunner
+    runner: Runner
     metrics: ServerMetrics
+    sweeps: SweepStore
 
 
 def get_context(request: Request) -> ServerContext:
@@ -56,14 +59,19 @@ def get_bundles(ctx: ContextDep) -> BundleStore:
     return ctx.bundles
 
 
-def get_runner(ctx: ContextDep) -> JobRunner:
+def get_runner(ctx: ContextDep) -> Runner:
     return ctx.runner
+
+
+def get_sweeps(ctx: ContextDep) -> SweepStore:
+    return ctx.sweeps
 
 
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 JobStoreDep = Annotated[JobStore, Depends(get_jobs)]
 BundleStoreDep = Annotated[BundleStore, Depends(get_bundles)]
-RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
+SweepStoreDep = Annotated[SweepStore, Depends(get_sweeps)]
 
 _bearer = HTTPBearer(auto_error=False, description="SIQ_API_TOKEN, when the server has one")
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
