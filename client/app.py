@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
-from client.api import recognize, system
+from client.api import pages, recognize, system
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
@@ -118,6 +118,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(recognize.router)
     app.include_router(system.router)
+    app.include_router(pages.router)  # the browser page at / (client/api/pages.py)
     return app
 
 

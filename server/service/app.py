@@ -20,7 +20,7 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.service.api import bundles, jobs, onchip, system
+from server.service.api import bundles, jobs, onchip, pages, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
@@ -117,6 +117,7 @@ def create_app(
     app.include_router(bundles.router)
     app.include_router(onchip.router)
     app.include_router(system.router)
+    app.include_router(pages.router)  # the dashboard at / (server/service/api/pages.py)
     return app
 
 
