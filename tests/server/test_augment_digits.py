@@ -1,0 +1,80 @@
+"""server/augment_digits.py: every transform keeps the batch's shape and range, is seeded,
+and does what its name says (wider or thinner strokes, lower resolution, a wider digit
+that stays inside the box); the recipe leaves its `keep` share of a batch untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from server.augment_digits import (
+    HANDWRITING_AUGMENT,
+    augment_handwriting,
+    gaussian_blur,
+    low_resolution,
+    random_affine,
+    stroke_width,
+)
+
+
+@pytest.fixture
+def strokes() -> torch.Tensor:
+    """(8, 1, 28, 28): a vertical bar (a '1') and a ring (a '0'), four of each."""
+    x = torch.zeros(8, 1, 28, 28)
+    x[:4, 0, 4:24, 13:15] = 1.0
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ring = ((ys - 14) ** 2 + (xs - 14) ** 2).sqrt()
+    x[4:, 0] = ((ring > 6.5) & (ring < 9)).float()
+    return x
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_shape_range_and_seeding(strokes: torch.Tensor) -> None:
+    a = augment_handwriting(strokes, gen(1))
+    b = augment_handwriting(strokes, gen(1))
+    c = augment_handwriting(strokes, gen(2))
+    assert a.shape == strokes.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # every image still peaks at 1, as the client's preprocessing makes its inputs
+    assert torch.allclose(a.amax(dim=(1, 2, 3)), torch.ones(8))
+
+
+def test_keep_all_is_the_identity_and_unknown_parameters_are_refused(strokes) -> None:
+    assert torch.equal(augment_handwriting(strokes, gen(), keep=1.0), strokes)
+    with pytest.raises(ValueError, match="unknown"):
+        augment_handwriting(strokes, gen(), sharpness=2.0)
+    assert set(HANDWRITING_AUGMENT) >= {"rotate_deg", "slant", "p_width", "p_lowres", "p_blur"}
+
+
+def test_stroke_width_thickens_or_thins(strokes: torch.Tensor) -> None:
+    thick = stroke_width(strokes, thicken=1.0, thin=0.0, generator=gen())
+    thin = stroke_width(strokes, thicken=0.0, thin=1.0, generator=gen())
+    mass = strokes.sum(dim=(1, 2, 3))
+    assert torch.all(thick.sum(dim=(1, 2, 3)) >= mass)
+    assert torch.all(thin.sum(dim=(1, 2, 3)) <= mass)
+    assert (thick.sum(dim=(1, 2, 3)) > mass).any() and (thin.sum(dim=(1, 2, 3)) < mass).any()
+
+
+def test_low_resolution_and_blur_soften_edges(strokes: torch.Tensor) -> None:
+    for soft in (
+        low_resolution(strokes, lowest=8, highest=8, generator=gen()),
+        gaussian_blur(strokes, sigma=1.0, generator=gen()),
+    ):
+        assert soft.shape == strokes.shape
+        grey = ((soft > 0.05) & (soft < 0.95)).sum()
+        assert grey > ((strokes > 0.05) & (strokes < 0.95)).sum()
+        # ink is spread, not made: the total stays close
+        assert torch.allclose(soft.sum(), strokes.sum(), rtol=0.15)
+
+
+def test_widening_stretches_a_narrow_digit_but_not_past_the_box(strokes) -> None:
+    plain = dict(rotate_deg=0.0, slant=0.0, scale=0.0, shift=0.0)
+    wide = random_affine(strokes, widen=8.0, box=20, generator=gen(), **plain)
+    columns = (wide.amax(dim=(1, 2)) > 0.1).sum(1)  # inked columns per image
+    assert (columns[:4] > 2).all()  # the bars got wider
+    assert (columns <= 21).all()  # nothing wider than the box (+ one interpolated column)
+    same = random_affine(strokes, widen=1.0, generator=gen(), **plain)
+    assert torch.allclose(same, strokes, atol=1e-5)
