@@ -50,6 +50,7 @@ HANDWRITING_AUGMENT: dict[str, float] = {
     "p_lowres": 0.3,
     "lowres_min": 10,
     "lowres_max": 16,
+    "lowres_binary": 0.5,  # share of the low-resolution images counted from a bitmap
     "p_blur": 0.35,
     "blur_sigma": 1.0,
     "p_noise": 0.3,
@@ -121,12 +122,21 @@ def stroke_width(
 
 
 def low_resolution(
-    x: torch.Tensor, *, lowest: int, highest: int, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    *,
+    lowest: int,
+    highest: int,
+    binary: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Shrink to a random side in `lowest..highest` (area average) and enlarge back (bilinear):
-    one side for the whole batch (the caller picks which images)."""
-    h, w = x.shape[-2:]
+    one side for the whole batch (the caller picks which images). A `binary` share of the
+    images is thresholded first, so the small image counts inked pixels per block, as
+    scanned-form pipelines (UCI optdigits' 4x4 blocks of a 32x32 bitmap) do."""
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     side = int(torch.randint(lowest, highest + 1, (1,), generator=generator))
+    counted = torch.rand(b, generator=generator).view(b, 1, 1, 1) < binary
+    x = torch.where(counted, (x >= 0.5).to(x.dtype), x)
     small = F.interpolate(x, size=(side, side), mode="area")
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
@@ -194,7 +204,9 @@ def augment_handwriting(
     out = some(
         _chosen(b, p["p_lowres"], generator),
         out,
-        low_resolution(out, lowest=lowest, highest=highest, generator=generator),
+        low_resolution(
+            out, lowest=lowest, highest=highest, binary=p["lowres_binary"], generator=generator
+        ),
     )
     out = some(
         _chosen(b, p["p_blur"], generator),
