@@ -16,10 +16,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, ServiceProcess, wait_until
+from tests.conftest import REPO_ROOT
 
 # Flags for a closed network (see the README's browser-test section): no background
 # connections to Google's services, no sandbox (CI runs as root), no GPU.
@@ -76,15 +75,3 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     path = root / request.module.__name__.rsplit(".", 1)[-1]
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def wait_ready(service: ServiceProcess, path: str = "/readyz", timeout: float = 60.0) -> None:
-    def answers() -> bool:
-        if not service.alive():
-            pytest.fail(f"{service.module} exited early:\n{service.log_tail()}")
-        try:
-            return httpx.get(service.url + path, timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(answers, timeout, what=f"{service.module} on {service.url}{path}")

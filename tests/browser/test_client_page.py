@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE, wait_ready
+from tests.browser.conftest import DESKTOP, PHONE
 from tests.browser.strokes import digit_strokes
 from tests.conftest import ServiceProcess, child_env, start_service
 
@@ -74,7 +74,7 @@ def _serve(bundle: Path, data_dir: Path, root: Path) -> Iterator[ServiceProcess]
     env = child_env(data_dir, SIQ_BUNDLE=str(bundle), SIQ_STATE_DIR=str(root / "state"))
     client = start_service("client", env, root / "client.log")
     try:
-        wait_ready(client)
+        client.wait_ready("/readyz")
         yield client
     finally:
         client.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE, wait_ready
+from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import ServiceProcess, child_env, start_service
 
 pytest.importorskip("server.pipeline")
@@ -27,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
     env = child_env(data_dir, SIQ_STATE_DIR=str(root / "state"), SIQ_API_TOKEN=TOKEN)
     service = start_service("server", env, root / "server.log")
     try:
-        wait_ready(service)
+        service.wait_ready("/readyz")
         yield service
     finally:
         service.stop()
