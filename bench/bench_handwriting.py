@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.handwriting_sets import DEV_COUNT, canvas_digits, recognise, uci_digits
 from bench.sections import replace_section
 
@@ -77,6 +79,38 @@ def _train(data_dir: Path, handwriting: bool) -> tuple[Path, float]:
         datasets.MNIST_DEFAULTS.clear()
         datasets.MNIST_DEFAULTS.update(saved)
     return Path(result.bundle_path), float(result.seconds)
+
+
+def step_cost(rounds: int = 15, batch: int = 128) -> dict[str, float]:
+    """Seconds per float training step (forward, backward, AdamW) on MNIST-shaped batches with
+    and without the handwriting augmentation, in interleaved rounds (the machine's speed
+    drifts): medians and their ratio."""
+    import torch
+
+    from server.augment_digits import augment_handwriting
+    from server.models import build_model
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    model = build_model("lenet", 1, 10, 28)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(augment: bool) -> float:
+        started = time.perf_counter()
+        xb = augment_handwriting(x, gen) if augment else x
+        loss = torch.nn.functional.cross_entropy(model(xb), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - started
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for augment in (False, True):
+            times[augment].append(min(step(augment) for _ in range(5)))
+    plain, augmented = (float(np.median(times[k])) for k in (False, True))
+    return {"plain_s": plain, "augmented_s": augmented, "ratio": augmented / plain}
 
 
 def measure(bundle: Path) -> dict[str, Any]:
@@ -166,6 +200,11 @@ def render(res: dict[str, Any]) -> str:
         f"| default MNIST job | ≤ {GOAL['seconds']:.0f} s | {secs(a['seconds'])} "
         f"(before: {secs(b['seconds'])}) | {'yes' if met['seconds'] else 'no'} |",
         "",
+        f"A float training step (batch 128, forward, backward, AdamW) with the augmentation "
+        f"takes {res['step_cost']['ratio']:.2f}x one without "
+        f"({1e3 * res['step_cost']['augmented_s']:.1f} ms vs "
+        f"{1e3 * res['step_cost']['plain_s']:.1f} ms, medians of interleaved rounds in this run).",
+        "",
         "*No stroke thinning*: the same bundles with `shared/preprocess.py`'s thinning of "
         "strokes wider than 5.5 px switched off, i.e. the preprocessing as it was before.",
     ]
@@ -204,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[handwriting] {side}: {json.dumps(rows[side])}", flush=True)
     res = {
         **rows,
+        "step_cost": step_cost(),
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "environment": {

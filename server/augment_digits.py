@@ -12,7 +12,7 @@ each variation on a float batch `x` (B, 1, 28, 28) in [0, 1], in plain torch, se
   one `affine_grid` + `grid_sample` for the whole batch;
 - `stroke_width`: thicker (3x3 dilation) or thinner (erosion) strokes, blended by a random
   amount so the width varies continuously;
-- `low_resolution`: down to 7..14 pixels and back up (bilinear), like an 8x8 scan enlarged;
+- `low_resolution`: down to 10..16 pixels and back up (bilinear), like an 8x8 scan enlarged;
 - `gaussian_blur`: per-image sigma (a defocused camera, a soft pen);
 - `sensor_noise`: additive Gaussian noise, then ink renormalised to a maximum of 1 exactly as
   the preprocessing does, so the network always sees inputs of the served range.
@@ -43,14 +43,12 @@ HANDWRITING_AUGMENT: dict[str, float] = {
     "slant": 0.3,  # shear, tan of the angle
     "scale": 0.12,  # each axis by 1 +- scale (the aspect changes too)
     "shift": 0.08,  # of the half-width (about 1 pixel)
-    "widen": 1.6,  # a narrow digit widened by up to this, never past the 20-pixel box
     "p_width": 0.6,
     "thicken": 1.0,  # blend of a 3x3 dilation, up to
     "thin": 0.6,  # blend of a 3x3 erosion, up to
     "p_lowres": 0.3,
     "lowres_min": 10,
     "lowres_max": 16,
-    "lowres_binary": 0.5,  # share of the low-resolution images counted from a bitmap
     "p_blur": 0.35,
     "blur_sigma": 1.0,
     "p_noise": 0.3,
@@ -73,24 +71,14 @@ def random_affine(
     slant: float,
     scale: float,
     shift: float,
-    widen: float = 1.0,
-    box: int = 20,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Rotate, shear, scale each axis and shift every image by its own random amounts; widen
-    narrow digits (a 1 with a flag and a foot, a digit stretched into a square box, as some
-    scanning pipelines do) by up to `widen`, never wider than `box` pixels.
+    """Rotate, shear, scale each axis and shift every image by its own random amounts.
     (B, C, H, W) -> (B, C, H, W); outside the image is background (0)."""
-    b, w = x.shape[0], x.shape[-1]
+    b = x.shape[0]
     angle = torch.deg2rad(_uniform(b, -rotate_deg, rotate_deg, generator))
     shear = _uniform(b, -slant, slant, generator)
-    columns = (x.amax(dim=(1, 2)) > 0.1).float()  # (B, W) inked columns
-    first = columns.argmax(1)
-    last = w - 1 - columns.flip(1).argmax(1)
-    ink_width = (last - first + 1).clamp(min=1).float()  # (B,)
-    room = (box / ink_width).clamp(min=1.0, max=widen)
-    stretch = torch.exp(torch.rand(b, generator=generator) * torch.log(room))  # 1..room
-    sx = (1.0 + _uniform(b, -scale, scale, generator)) * stretch
+    sx = 1.0 + _uniform(b, -scale, scale, generator)
     sy = 1.0 + _uniform(b, -scale, scale, generator)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # output -> input map: inverse of (rotate . shear . scale), written out per image
@@ -122,21 +110,12 @@ def stroke_width(
 
 
 def low_resolution(
-    x: torch.Tensor,
-    *,
-    lowest: int,
-    highest: int,
-    binary: float = 0.0,
-    generator: torch.Generator | None = None,
+    x: torch.Tensor, *, lowest: int, highest: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Shrink to a random side in `lowest..highest` (area average) and enlarge back (bilinear):
-    one side for the whole batch (the caller picks which images). A `binary` share of the
-    images is thresholded first, so the small image counts inked pixels per block, as
-    scanned-form pipelines (UCI optdigits' 4x4 blocks of a 32x32 bitmap) do."""
-    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    one side for the whole batch (the caller picks which images)."""
+    h, w = x.shape[-2:]
     side = int(torch.randint(lowest, highest + 1, (1,), generator=generator))
-    counted = torch.rand(b, generator=generator).view(b, 1, 1, 1) < binary
-    x = torch.where(counted, (x >= 0.5).to(x.dtype), x)
     small = F.interpolate(x, size=(side, side), mode="area")
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
@@ -188,7 +167,6 @@ def augment_handwriting(
         slant=p["slant"],
         scale=p["scale"],
         shift=p["shift"],
-        widen=p["widen"],
         generator=generator,
     )
 
@@ -204,9 +182,7 @@ def augment_handwriting(
     out = some(
         _chosen(b, p["p_lowres"], generator),
         out,
-        low_resolution(
-            out, lowest=lowest, highest=highest, binary=p["lowres_binary"], generator=generator
-        ),
+        low_resolution(out, lowest=lowest, highest=highest, generator=generator),
     )
     out = some(
         _chosen(b, p["p_blur"], generator),
