@@ -15,10 +15,11 @@ from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import ServiceProcess, child_env, start_service
 
 pytest.importorskip("server.pipeline")
-pytestmark = pytest.mark.slow
+# training a bundle or a job inside a test: minutes when the machine is shared, not seconds
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TOKEN = "dashboard-test-token"
-JOB_TIMEOUT_MS = 150_000
+JOB_TIMEOUT_MS = 400_000
 
 
 @pytest.fixture(scope="module")
