@@ -8,10 +8,9 @@ the client's POST /recognize (bench/handwriting_sets.py) about
   (the only one looked at while tuning) and the held-out split, bilinear and nearest;
 - the canvas drawings the browser test's pad sent (bench/data/canvas_digits/);
 
-with the digit preprocessing as it is now, and with its stroke thinning switched off (how
-the preprocessing was before), plus MNIST's own test set (the bundle's manifest: the
-integer engine on all 10,000 digits) and the job's time. Writes bench/results/
-handwriting.json and the "Digits as people write them" section of bench/results/mnist.md.
+plus MNIST's own test set (the bundle's manifest: the integer engine on all 10,000 digits)
+and the job's time. Writes bench/results/handwriting.json and the "Digits as people write
+them" section of bench/results/mnist.md.
 
     python -m bench.bench_handwriting                         # trains both jobs (2 x ~1 min)
     python -m bench.bench_handwriting --before B.siq --after A.siq --before-seconds 51 ...
@@ -21,14 +20,12 @@ handwriting.json and the "Digits as people write them" section of bench/results/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +44,6 @@ SECTION = "handwriting"
 def _default_data_dir() -> Path:
     env = os.environ.get("SIQ_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@contextlib.contextmanager
-def _stroke_thinning(on: bool) -> Iterator[None]:
-    """The preprocessing with its stroke thinning switched off: as it was before it."""
-    import shared.preprocess as pp
-
-    saved = pp._STROKE_MAX
-    if not on:
-        pp._STROKE_MAX = float("inf")
-    try:
-        yield
-    finally:
-        pp._STROKE_MAX = saved
 
 
 def _train(data_dir: Path, handwriting: bool) -> tuple[Path, float]:
@@ -128,13 +111,10 @@ def measure(bundle: Path) -> dict[str, Any]:
         "mnist_test": manifest["metrics"]["quantized_accuracy"],
         "float_accuracy": manifest["metrics"]["float_accuracy"],
     }
-    for thinning in (False, True):
-        with _stroke_thinning(thinning):
-            for name, (pngs, labels) in sets.items():
-                predicted = recognise(bundle, pngs)
-                key = f"{name}{'' if thinning else '_no_thinning'}"
-                row[key] = float((predicted == labels).mean())
-                row[f"{key}_n"] = len(labels)
+    for name, (pngs, labels) in sets.items():
+        predicted = recognise(bundle, pngs)
+        row[name] = float((predicted == labels).mean())
+        row[f"{name}_n"] = len(labels)
     return row
 
 
@@ -165,7 +145,7 @@ def render(res: dict[str, Any]) -> str:
         "",
         "Both bundles are default MNIST W4A4 jobs (6 epochs, SIQ to convergence): *before* "
         "trains with random shifts only, *after* with the MNIST recipe's handwriting "
-        "augmentation (`server/augment_digits.py`: rotation, slant, aspect and widening, "
+        "augmentation (`server/augment_digits.py`: rotation, slant, per-axis scale, "
         "stroke width, low resolution, blur, noise). Every outside-MNIST digit is a PNG posted "
         "to the client's `/recognize` (decode, `digit` preprocessing, integer engine).",
         "",
@@ -185,9 +165,6 @@ def render(res: dict[str, Any]) -> str:
         line("UCI held out, nearest", "uci_heldout_nearest"),
         line("UCI development split, bilinear", "uci_dev"),
         line("canvas drawings", "canvas"),
-        line("UCI held out, bilinear, no stroke thinning", "uci_heldout_no_thinning"),
-        line("UCI development split, no stroke thinning", "uci_dev_no_thinning"),
-        line("canvas drawings, no stroke thinning", "canvas_no_thinning"),
         f"| MNIST test set (integer engine) | 10000 | {pct(b['mnist_test'])} | "
         f"{pct(a['mnist_test'])} | {100 * (a['mnist_test'] - b['mnist_test']):+.2f} |",
         "",
@@ -204,12 +181,9 @@ def render(res: dict[str, Any]) -> str:
         f"takes {res['step_cost']['ratio']:.2f}x one without "
         f"({1e3 * res['step_cost']['augmented_s']:.1f} ms vs "
         f"{1e3 * res['step_cost']['plain_s']:.1f} ms, medians of interleaved rounds in this run).",
-        "",
-        "*No stroke thinning*: the same bundles with `shared/preprocess.py`'s thinning of "
-        "strokes wider than 5.5 px switched off, i.e. the preprocessing as it was before.",
     ]
-    if res.get("notes"):
-        lines += ["", *res["notes"]]
+    for note in res.get("notes", []):
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -222,14 +196,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--after-seconds", type=float)
     p.add_argument("--note", action="append", default=[], help="a line for the results")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--render-only", action="store_true", help="rewrite the section from handwriting.json"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    command = "python -m bench.bench_handwriting" + (
-        " " + " ".join(sys.argv[1:] if argv is None else argv) if (argv or sys.argv[1:]) else ""
-    )
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.render_only:
+        res = json.loads((args.out / "handwriting.json").read_text())
+        replace_section(args.out / "mnist.md", SECTION, render(res))
+        return 0
+    shown = [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
+    command = " ".join(["python -m bench.bench_handwriting", *shown])
     rows = {}
     for side, bundle, seconds in (
         ("before", args.before, args.before_seconds),

@@ -9,11 +9,10 @@ loaders run it on image files, so a network sees the same arrays in training and
 
 `digit` ({"kind": "digit"}) rebuilds MNIST's layout: gray, ink found on either polarity (dark
 on light or light on dark; transparent pixels are background), cropped to the ink's bounding
-box, scaled to fit 20x20 keeping the aspect ratio (strongest ink = 1.0 again after the
-scaling), strokes much wider than MNIST's thinned towards its width (a small digit drawn
-with a wide brush, a blurred scan), placed in 28x28 with its centre of mass at pixel
-(14, 14). `photo` ({"kind": "photo", "resize": S, "crop": C}) is RGB with
-alpha composited on white, shorter side resized to S (bilinear), centre crop C x C, / 255.
+box, scaled to fit 20x20 keeping the aspect ratio, placed in 28x28 with its centre of mass at
+pixel (14, 14), the strongest ink = 1.0 (after the scaling too). `photo` ({"kind": "photo",
+"resize": S, "crop": C}) is RGB with alpha composited on white, shorter side resized to S
+(bilinear), centre crop C x C, / 255.
 
 Every output value is a multiple of 1/255, so `round(x * 255)` stores it in uint8 losslessly.
 """
@@ -42,7 +41,6 @@ __all__ = [
     "preprocess_digit",
     "preprocess_photo",
     "image_to_float",
-    "stroke_width",
 ]
 
 DEFAULT_MAX_PIXELS = 16_000_000  # a 4000x4000 photo; larger uploads are refused
@@ -51,10 +49,6 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM")
 
 DIGIT_SIZE, DIGIT_BOX, DIGIT_CENTRE = 28, 20, 14.0
 _BOX_INK = 0.1  # ink (relative to the strongest) that counts for the bounding box
-# Stroke width in the 20x20 box (`stroke_width`): MNIST's median is 2.6 px, its 95th
-# percentile 4.1; strokes wider than 5.5 px (0.8 % of MNIST's test digits) are thinned
-# towards the target.
-_STROKE_MAX, _STROKE_TARGET = 5.5, 3.5
 _WORK_SIDE = 1024
 _HIGH_DEPTH = (
     "I;16",
@@ -201,66 +195,6 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     return np.clip(ink - floor, 0.0, None)
 
 
-def stroke_width(ink: np.ndarray) -> float:
-    """Mean stroke width in pixels of (H, W) ink in [0, 1]: twice the inked area over the
-    outline's length (pixels at >= 0.5 with a 4-neighbour below it). A long stroke of width w
-    has area w * L and an outline of about 2 * L; a one-pixel line reads 2."""
-    mask = ink >= 0.5
-    area = int(mask.sum())
-    if area == 0:
-        return 0.0
-    p = np.pad(mask, 1)
-    interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return 2.0 * area / max(area - int(interior.sum()), 1)
-
-
-def _erode(ink: np.ndarray) -> np.ndarray:
-    """3x3 grey-level erosion (minimum filter), zero outside."""
-    h, w = ink.shape
-    p = np.pad(ink, 1)
-    return np.min([p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
-
-
-def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    strong = ink >= _BOX_INK  # stray faint specks do not stretch the bounding box
-    rows, cols = np.nonzero(strong.any(axis=1))[0], np.nonzero(strong.any(axis=0))[0]
-    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-
-def _fit_box(ink: np.ndarray) -> np.ndarray:
-    """Crop to the ink's bounding box and scale it to fit DIGIT_BOX x DIGIT_BOX (aspect kept);
-    the strongest ink is 1 again afterwards (a thin line shrunk from a large photo is faint)."""
-    ink = _crop_to_ink(ink)
-    h, w = ink.shape
-    scale = DIGIT_BOX / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        resized = Image.fromarray(ink.astype(np.float32), mode="F").resize(
-            (new_w, new_h), Image.Resampling.BILINEAR
-        )
-        ink = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    return ink / max(float(ink.max()), 1e-6)
-
-
-def _normalise_strokes(ink: np.ndarray) -> np.ndarray:
-    """Thin strokes much wider than MNIST's (a small digit drawn with a wide brush, a blurred
-    low-resolution scan) towards `_STROKE_TARGET`, then fit the box again. MNIST's own digits
-    (99.2 % of its test digits) are left as they are."""
-    width = stroke_width(ink)
-    if width <= _STROKE_MAX:
-        return ink
-    # a 3x3 erosion takes about a pixel off each side: whole ones, then a blend for the rest
-    steps = min(3.0, (width - _STROKE_TARGET) / 2.0)
-    thinner = ink
-    while steps > 0:
-        eroded = _erode(thinner)
-        if float(eroded.max()) < 0.5:  # nothing but thin strokes left: stop before they go
-            break
-        thinner = thinner + min(1.0, steps) * (eroded - thinner)
-        steps -= 1.0
-    return _fit_box(thinner / float(thinner.max()))
-
-
 def preprocess_digit(image: Image.Image) -> np.ndarray:
     """MNIST layout: float32 (1, 28, 28), ink = 1, centre of mass at (14, 14)."""
     if max(image.size) > _WORK_SIDE:
@@ -281,8 +215,20 @@ def preprocess_digit(image: Image.Image) -> np.ndarray:
     top = float(ink.max())
     if top < 1e-3:
         raise ImageError("the image is blank: no digit (ink) found")
-    ink = _normalise_strokes(_fit_box(ink / top))  # (h, w) in [0, 1], h or w = 20
-    new_h, new_w = ink.shape
+    ink = ink / top  # (H, W) in [0, 1]
+    strong = ink >= _BOX_INK  # stray faint specks do not stretch the bounding box
+    rows, cols = np.nonzero(strong.any(axis=1))[0], np.nonzero(strong.any(axis=0))[0]
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # crop to the ink's bounding box
+    h, w = ink.shape
+    scale = DIGIT_BOX / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        resized = Image.fromarray(ink.astype(np.float32), mode="F").resize(
+            (new_w, new_h), Image.Resampling.BILINEAR
+        )
+        ink = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+        # the strongest ink is 1 again: a thin pen line shrunk from a large photo is not faint
+        ink = ink / max(float(ink.max()), 1e-6)
     mass = float(ink.sum())
     ys, xs = np.indices(ink.shape)
     cy, cx = float((ink * ys).sum()) / mass, float((ink * xs).sum()) / mass
