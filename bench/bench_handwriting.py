@@ -1,7 +1,7 @@
 """Digits as people write them: MNIST bundles on handwriting from outside MNIST.
 
 Two default MNIST W4A4 jobs, one trained as before (random shifts only) and one with the
-MNIST recipe's handwriting augmentation (server/augment_digits.py), are each asked through
+MNIST recipe's handwriting augmentation (server/training/augment_digits.py), are each asked through
 the client's POST /recognize (bench/handwriting_sets.py) about
 
 - the UCI digits (13 writers outside MNIST, rendered as PNG scans): the development split
@@ -48,19 +48,18 @@ def _default_data_dir() -> Path:
 
 def _train(data_dir: Path, handwriting: bool) -> tuple[Path, float]:
     """A default MNIST W4A4 job; `handwriting=False` trains as before (random shifts only)."""
-    from server import datasets
-    from server.pipeline import QuantizeConfig, run_pipeline
+    from server import params
+    from server.training.pipeline import run_pipeline
 
-    saved = dict(datasets.MNIST_DEFAULTS)
+    saved = params.RECIPES["mnist"]
     if not handwriting:
-        datasets.MNIST_DEFAULTS.pop("augment", None)
+        params.RECIPES["mnist"] = saved.model_copy(update={"handwriting_augment": None})
     try:
         out = Path(tempfile.mkdtemp(prefix="bench-handwriting-"))
-        config = QuantizeConfig(dataset="mnist", weight_bits=4, activation_bits=4)
+        config = params.QuantizeConfig(dataset="mnist", weight_bits=4, activation_bits=4)
         result = run_pipeline(config, data_dir, out)
     finally:
-        datasets.MNIST_DEFAULTS.clear()
-        datasets.MNIST_DEFAULTS.update(saved)
+        params.RECIPES["mnist"] = saved
     return Path(result.bundle_path), float(result.seconds)
 
 
@@ -70,8 +69,8 @@ def step_cost(rounds: int = 15, batch: int = 128) -> dict[str, float]:
     drifts): medians and their ratio."""
     import torch
 
-    from server.augment_digits import augment_handwriting
-    from server.models import build_model
+    from server.training.augment_digits import augment_handwriting
+    from server.training.models import build_model
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 1, 28, 28, generator=gen)
@@ -145,7 +144,7 @@ def render(res: dict[str, Any]) -> str:
         "",
         "Both bundles are default MNIST W4A4 jobs (6 epochs, SIQ to convergence): *before* "
         "trains with random shifts only, *after* with the MNIST recipe's handwriting "
-        "augmentation (`server/augment_digits.py`: rotation, slant, per-axis scale, "
+        "augmentation (`server/training/augment_digits.py`: rotation, slant, per-axis scale, "
         "stroke width, low resolution, blur, noise). Every outside-MNIST digit is a PNG posted "
         "to the client's `/recognize` (decode, `digit` preprocessing, integer engine).",
         "",

@@ -1,4 +1,4 @@
-"""server/augment_digits.py: every transform keeps the batch's shape and range, is seeded,
+"""server/training/augment_digits.py: every transform keeps the batch's shape and range, is seeded,
 and does what its name says (wider or thinner strokes, lower resolution, blur, slant,
 noise); the recipe leaves its `keep` share of a batch untouched."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.augment_digits import (
-    HANDWRITING_AUGMENT,
+from server.params import RECIPES, HandwritingAugment
+from server.training.augment import augment_for
+from server.training.augment_digits import (
     augment_handwriting,
     gaussian_blur,
     low_resolution,
@@ -43,11 +44,15 @@ def test_shape_range_and_seeding(strokes: torch.Tensor) -> None:
     assert torch.allclose(a.amax(dim=(1, 2, 3)), torch.ones(8))
 
 
-def test_keep_all_is_the_identity_and_unknown_parameters_are_refused(strokes) -> None:
-    assert torch.equal(augment_handwriting(strokes, gen(), keep=1.0), strokes)
-    with pytest.raises(ValueError, match="unknown"):
-        augment_handwriting(strokes, gen(), sharpness=2.0)
-    assert set(HANDWRITING_AUGMENT) >= {"rotate_deg", "slant", "p_width", "p_lowres", "p_blur"}
+def test_keep_all_is_the_identity_and_the_mnist_recipe_asks_for_it(strokes) -> None:
+    assert torch.equal(augment_handwriting(strokes, gen(), HandwritingAugment(keep=1.0)), strokes)
+    with pytest.raises(ValueError, match="sharpness"):
+        HandwritingAugment(sharpness=2.0)  # type: ignore[call-arg]
+    recipe = RECIPES["mnist"]
+    assert recipe.handwriting_augment == HandwritingAugment()
+    hook = augment_for(recipe)
+    assert hook is not None and hook(strokes, gen(1)).shape == strokes.shape
+    assert RECIPES["digits"].handwriting_augment is None  # its own 8x8 scans, as they are
 
 
 def test_stroke_width_thickens_or_thins(strokes: torch.Tensor) -> None:

@@ -17,8 +17,9 @@ each variation on a float batch `x` (B, 1, 28, 28) in [0, 1], in plain torch, se
 - `sensor_noise`: additive Gaussian noise, then ink renormalised to a maximum of 1 exactly as
   the preprocessing does, so the network always sees inputs of the served range.
 
-`augment_handwriting` applies each with its own probability (`HANDWRITING_AUGMENT`); a share
-of every batch (`keep`) stays as it is, so MNIST itself is still learnt as well as before.
+`augment_handwriting` applies each with its own probability (`HandwritingAugment` in
+server/params.py, the MNIST recipe's); a share of every batch (`keep`) stays as it is, so
+MNIST itself is still learnt as well as before.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from server.params import HandwritingAugment
+
 __all__ = [
-    "HANDWRITING_AUGMENT",
     "augment_handwriting",
     "gaussian_blur",
     "low_resolution",
@@ -35,25 +37,6 @@ __all__ = [
     "sensor_noise",
     "stroke_width",
 ]
-
-# Defaults of the MNIST recipe: magnitudes, and the probability each transform is applied.
-HANDWRITING_AUGMENT: dict[str, float] = {
-    "keep": 0.25,  # share of a batch left as it is
-    "rotate_deg": 12.0,
-    "slant": 0.3,  # shear, tan of the angle
-    "scale": 0.12,  # each axis by 1 +- scale (the aspect changes too)
-    "shift": 0.08,  # of the half-width (about 1 pixel)
-    "p_width": 0.6,
-    "thicken": 1.0,  # blend of a 3x3 dilation, up to
-    "thin": 0.6,  # blend of a 3x3 erosion, up to
-    "p_lowres": 0.3,
-    "lowres_min": 10,
-    "lowres_max": 16,
-    "p_blur": 0.35,
-    "blur_sigma": 1.0,
-    "p_noise": 0.3,
-    "noise": 0.08,
-}
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None) -> torch.Tensor:
@@ -152,14 +135,13 @@ def _renormalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def augment_handwriting(
-    x: torch.Tensor, generator: torch.Generator | None = None, **params: float
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    params: HandwritingAugment | None = None,
 ) -> torch.Tensor:
-    """All of the above, each image drawing its own; `params` override HANDWRITING_AUGMENT.
-    (B, 1, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1]."""
-    unknown = set(params) - set(HANDWRITING_AUGMENT)
-    if unknown:
-        raise ValueError(f"unknown augmentation parameters: {sorted(unknown)}")
-    p = {**HANDWRITING_AUGMENT, **params}
+    """All of the above, each image drawing its own, sized by `params` (the MNIST recipe's,
+    server/params.py). (B, 1, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1]."""
+    p = (params or HandwritingAugment()).model_dump()
     b = x.shape[0]
     out = random_affine(
         x,
