@@ -19,7 +19,7 @@ from tests.browser.conftest import DESKTOP, PHONE
 from tests.browser.strokes import digit_strokes
 from tests.conftest import ServiceProcess, child_env, start_service
 
-pipeline = pytest.importorskip("server.pipeline")
+pipeline = pytest.importorskip("server.training.pipeline", reason="needs the server extra (torch)")
 # training a bundle or a job inside a test: minutes when the machine is shared, not seconds
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -33,7 +33,9 @@ MIN_CORRECT = 18  # of the 20 drawings
 
 
 def _train(tmp: Path, data_dir: Path, **config) -> Path:
-    result = pipeline.run_pipeline(pipeline.QuantizeConfig(**config), data_dir, tmp)
+    from server.params import QuantizeConfig
+
+    result = pipeline.run_pipeline(QuantizeConfig(**config), data_dir, tmp)
     return Path(result.bundle_path)
 
 

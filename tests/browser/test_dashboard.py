@@ -14,7 +14,7 @@ import pytest
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import ServiceProcess, child_env, start_service
 
-pytest.importorskip("server.pipeline")
+pytest.importorskip("server.training.pipeline", reason="needs the server extra (torch)")
 # training a bundle or a job inside a test: minutes when the machine is shared, not seconds
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
