@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from bench.report import layer_histograms
+from bench.sections import kept_sections
 from server.data import load_dataset
 from server.training.codebook import fit_codebook, within_cluster_sse
 from server.training.models import layer_name, weighted_layers
@@ -296,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench.bench_mnist " + " ".join(sys.argv[1:])
     if args.render_only:
         res = json.loads((args.out / "mnist.json").read_text())
-        (args.out / "mnist.md").write_text(render(res, res.get("command", command)))
+        md = args.out / "mnist.md"  # sections other benchmarks wrote there are kept
+        md.write_text(render(res, res.get("command", command)) + kept_sections(md))
         return 0
     res = run(args)
     res["environment"] = {
@@ -311,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = command
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist.json").write_text(json.dumps(res, indent=1, default=float))
-    (args.out / "mnist.md").write_text(render(res, command))
+    md = args.out / "mnist.md"  # sections other benchmarks wrote there are kept
+    md.write_text(render(res, command) + kept_sections(md))
     _log(f"wrote {args.out / 'mnist.md'}")
     missed = [f"W{r['weight_bits']}A4" for r in res["main"] if not r["meets_target"]]
     if missed:

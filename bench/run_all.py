@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench.bench_api_latency",
     "bench.bench_reliability",
     "bench.bench_mnist",
+    "bench.bench_handwriting",  # after bench_mnist: it adds a section to mnist.md
     "bench.bench_office10",
     "bench.bench_onchip",
     "bench.bench_scale",

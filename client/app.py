@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
-from client.api import oip, recognize, system
+from client.api import oip, pages, recognize, system
 from client.dispatch import Dispatcher
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
@@ -124,6 +124,7 @@ def create_app(
     app.include_router(recognize.router)
     app.include_router(system.router)
     app.include_router(oip.router)
+    app.include_router(pages.router)  # the browser page at / (client/api/pages.py)
     return app
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "QuantizeJobCreate",
     "QuantizeConfig",
     "PhotoAugment",
+    "HandwritingAugment",
     "Recipe",
     "RECIPES",
 ]
@@ -156,6 +157,29 @@ class PhotoAugment(BaseModel):
     contrast: float = 0.25  # contrast stretch 1 +- contrast around the image mean
 
 
+class HandwritingAugment(BaseModel):
+    """Digits as other writers and captures give them (server/training/augment_digits.py):
+    each transform's size and the probability an image gets it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep: float = 0.25  # share of a batch left as it is
+    rotate_deg: float = 12.0  # rotation within +- this
+    slant: float = 0.3  # shear (tan of the angle) within +- this
+    scale: float = 0.12  # each axis by 1 +- scale (the aspect changes too)
+    shift: float = 0.08  # of the half-width (about one pixel)
+    p_width: float = 0.6  # thicker or thinner strokes
+    thicken: float = 1.0  # blend of a 3x3 dilation, up to
+    thin: float = 0.6  # blend of a 3x3 erosion, up to
+    p_lowres: float = 0.3  # down to lowres_min..lowres_max pixels and back up
+    lowres_min: int = 10
+    lowres_max: int = 16
+    p_blur: float = 0.35  # Gaussian blur, sigma up to blur_sigma
+    blur_sigma: float = 1.0
+    p_noise: float = 0.3  # additive Gaussian noise, level up to noise
+    noise: float = 0.08
+
+
 class Recipe(BaseModel):
     """A data-set family's training defaults. Float training uses `lr` and `weight_decay`;
     SIQ retraining `retrain_lr` (halved each iteration) and no weight decay."""
@@ -170,6 +194,7 @@ class Recipe(BaseModel):
     weight_decay: float = 1e-4
     augment_shift: int = 0  # random shifts of up to this many pixels
     photo_augment: PhotoAugment | None = None
+    handwriting_augment: HandwritingAugment | None = None
 
     def for_job(self, params: JobParams) -> Recipe:
         """This recipe with the job's epochs / retrain_epochs where it sets them."""
@@ -182,7 +207,9 @@ class Recipe(BaseModel):
 
 
 RECIPES: dict[str, Recipe] = {
-    "mnist": Recipe(epochs=6, retrain_epochs=1.0, augment_shift=2),
+    "mnist": Recipe(
+        epochs=6, retrain_epochs=1.0, augment_shift=2, handwriting_augment=HandwritingAugment()
+    ),
     "digits": Recipe(
         epochs=20, retrain_epochs=4.0, retrain_lr=1e-3, batch_size=64, augment_shift=2
     ),

@@ -10,8 +10,9 @@ loaders run it on image files, so a network sees the same arrays in training and
 `digit` ({"kind": "digit"}) rebuilds MNIST's layout: gray, ink found on either polarity (dark
 on light or light on dark; transparent pixels are background), cropped to the ink's bounding
 box, scaled to fit 20x20 keeping the aspect ratio, placed in 28x28 with its centre of mass at
-pixel (14, 14), ink = 1.0. `photo` ({"kind": "photo", "resize": S, "crop": C}) is RGB with
-alpha composited on white, shorter side resized to S (bilinear), centre crop C x C, / 255.
+pixel (14, 14), the strongest ink = 1.0 (after the scaling too). `photo` ({"kind": "photo",
+"resize": S, "crop": C}) is RGB with alpha composited on white, shorter side resized to S
+(bilinear), centre crop C x C, / 255.
 
 Every output value is a multiple of 1/255, so `round(x * 255)` stores it in uint8 losslessly.
 """
@@ -274,6 +275,8 @@ def preprocess_digit(image: Image.Image) -> np.ndarray:
             (new_w, new_h), Image.Resampling.BILINEAR
         )
         ink = np.minimum(np.maximum(np.asarray(resized, dtype=np.float32), 0.0), 1.0)
+        # the strongest ink is 1 again: a thin pen line shrunk from a large photo is not faint
+        ink = ink / max(float(ink.max()), 1e-6)
     mass = float(ink.sum())
     ys, xs = np.indices(ink.shape)
     cy, cx = float((ink * ys).sum()) / mass, float((ink * xs).sum()) / mass

@@ -20,7 +20,7 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.service.api import bundles, jobs, onchip, sweeps, system
+from server.service.api import bundles, jobs, onchip, pages, sweeps, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
@@ -124,6 +124,7 @@ def create_app(
     app.include_router(onchip.router)
     app.include_router(sweeps.router)
     app.include_router(system.router)
+    app.include_router(pages.router)  # the dashboard at / (server/service/api/pages.py)
     return app
 
 

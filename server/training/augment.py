@@ -9,7 +9,8 @@ from the `torch.Generator` passed in, which keeps training seeded and reproducib
   the same affine map also does the horizontal flip.
 - `color_jitter`: per-image brightness (multiplicative) and contrast (around the image mean).
 - `augment_photos`: both, with a recipe's `PhotoAugment` settings (server/params.py holds
-  the defaults); `augment_for(recipe)` is the batch hook training calls, or None.
+  the defaults); `augment_for(recipe)` is the batch hook training calls, or None: the
+  photos' or, for digits, `augment_digits.augment_handwriting`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from server.params import PhotoAugment, Recipe
+from server.training.augment_digits import augment_handwriting
 
 __all__ = ["AugmentFn", "random_resized_crop", "color_jitter", "augment_photos", "augment_for"]
 
@@ -97,6 +99,9 @@ def augment_photos(
 
 def augment_for(recipe: Recipe) -> AugmentFn | None:
     """The batch augmentation a recipe asks for (after the random shifts), or None."""
+    if recipe.handwriting_augment is not None:
+        digits = recipe.handwriting_augment
+        return lambda x, gen: augment_handwriting(x, gen, digits)
     if recipe.photo_augment is None:
         return None
     params = recipe.photo_augment.model_dump()

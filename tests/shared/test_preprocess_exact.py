@@ -82,6 +82,7 @@ def reference_preprocess_digit(image: Image.Image) -> np.ndarray:
             (new_w, new_h), Image.Resampling.BILINEAR
         )
         ink = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+        ink = ink / max(float(ink.max()), 1e-6)  # the strongest ink is 1 again (issue 15)
     mass = float(ink.sum())
     ys, xs = np.indices(ink.shape)
     cy, cx = float((ink * ys).sum()) / mass, float((ink * xs).sum()) / mass
