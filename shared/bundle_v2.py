@@ -39,6 +39,7 @@ import numpy as np
 from shared import entropy
 from shared.bitpack import pack_codes, packed_size, unpack_codes
 from shared.errors import BundleError
+from shared.graph import codebook_size, weight_shape
 
 __all__ = [
     "VERSION",
@@ -94,7 +95,7 @@ def encode_layer(
     """The smallest `L.packed` bytes and `storage[L]` entry for one layer's integers.
     `codes` (n,) in [0, 2^b); `requant` = (multiplier, shift) arrays, or () for the last layer."""
     codes = np.asarray(codes, dtype=np.int64).ravel()
-    k = 1 << bits
+    k = codebook_size(bits)
     cb_w, bias_w = _width(codebook), _width(bias)
     head = _ints(codebook, cb_w) + _ints(bias, bias_w)
     entry: dict[str, Any] = {"codebook_bytes": cb_w, "bias_bytes": bias_w, "requant": 0}
@@ -187,7 +188,7 @@ def decode_layer(
     layout = entry.get("layout")
     if layout not in LAYOUTS:
         raise BundleError(f"{where}: unknown storage layout {layout!r}")
-    k = 1 << bits
+    k = codebook_size(bits)
     r = _Reader(data, where)
     out = {
         "codebook": r.ints(k, _field(entry, "codebook_bytes", (1, 2, 4), where)),
@@ -217,7 +218,7 @@ def decode_layer(
 
 
 def _decode_sparse(r: _Reader, entry: dict, count: int, bits: int, where: str) -> np.ndarray:
-    k = 1 << bits
+    k = codebook_size(bits)
     fill = _field(entry, "fill", range(k), where)
     index_bits = _field(entry, "index_bits", INDEX_BITS, where)
     nonzero = _field(entry, "nonzero", range(count + 1), where)
@@ -256,8 +257,6 @@ def pack_layers(
     manifest: dict[str, Any], tensors: dict[str, np.ndarray]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """v2 `storage` and tensors from validated v1 tensors (shared.bundle.encode_bundle)."""
-    from shared.bundle import weight_shape
-
     storage: dict[str, Any] = {}
     packed: dict[str, np.ndarray] = {}
     for layer in _weighted(manifest):
@@ -278,8 +277,6 @@ def unpack_layers(
     manifest: dict[str, Any], tensors: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """v1 tensors from a v2 bundle's tensors (shared.bundle.decode_bundle)."""
-    from shared.bundle import weight_shape
-
     storage = manifest.get("storage")
     graph = manifest.get("graph")
     if not isinstance(storage, dict) or not isinstance(graph, list):

@@ -13,9 +13,10 @@ from safetensors.numpy import save as st_save
 
 from shared import bundle_v2
 from shared.bitpack import pack_codes, unpack_codes
-from shared.bundle import decode_bundle, encode_bundle, weight_shape
+from shared.bundle import decode_bundle, encode_bundle
 from shared.engine import IntegerNetwork
 from shared.errors import BundleError
+from shared.graph import weight_shape
 from tests.factories import make_random_network
 
 DATA = Path(__file__).parent / "data"
