@@ -20,7 +20,7 @@ stored weight. A gap symbol g < E = 2^index_bits - 1 skips g and stores a weight
 skips E and stores nothing (Deep Compression's filler zero, without the filler's code).
 The writer tries every layout and index width per layer and keeps the smallest.
 
-`storage[L]` = {"layout", "codebook_bytes", "bias_bytes", "requant", "crc32", and for
+`storage[L]` = {"layout", "codebook_bytes", "bias_bytes", "requant", "bytes", "crc32", and for
 "sparse": "fill", "index_bits", "gaps", "nonzero"}. `crc32` is zlib's CRC-32 of `L.packed`,
 so a damaged stream is refused with a clear error before it is decoded.
 
@@ -45,6 +45,7 @@ __all__ = [
     "VERSION",
     "LAYOUTS",
     "encode_layer",
+    "codes_size",
     "decode_layer",
     "pack_layers",
     "unpack_layers",
@@ -95,7 +96,6 @@ def encode_layer(
     """The smallest `L.packed` bytes and `storage[L]` entry for one layer's integers.
     `codes` (n,) in [0, 2^b); `requant` = (multiplier, shift) arrays, or () for the last layer."""
     codes = np.asarray(codes, dtype=np.int64).ravel()
-    k = codebook_size(bits)
     cb_w, bias_w = _width(codebook), _width(bias)
     head = _ints(codebook, cb_w) + _ints(bias, bias_w)
     entry: dict[str, Any] = {"codebook_bytes": cb_w, "bias_bytes": bias_w, "requant": 0}
@@ -103,45 +103,69 @@ def encode_layer(
         multiplier, shift = requant
         head += _ints(multiplier, 4) + _ints(shift, 1)
         entry["requant"] = int(len(multiplier))
-    # candidates: (size in bytes, body bytes, storage fields)
-    candidates: list[tuple[int, bytes, dict[str, Any]]] = [
-        (packed_size(len(codes), bits), pack_codes(codes, bits).tobytes(), {})
-    ]
+    fields, body = _smallest_body(codes, bits, estimate_only=False)
+    entry.update(fields)
+    data = np.frombuffer(head + body, dtype=np.uint8).copy()
+    entry["bytes"] = int(data.size)
+    entry["crc32"] = zlib.crc32(data.tobytes())
+    return data, entry
+
+
+def codes_size(codes: np.ndarray, bits: int) -> int:
+    """Bytes the smallest layout needs for these codes (tables and bit stream, without the
+    codebook, bias and requantisation constants); computes sizes, encodes nothing."""
+    fields, _ = _smallest_body(np.asarray(codes, dtype=np.int64).ravel(), bits, True)
+    return int(fields["size"])
+
+
+def _smallest_body(
+    codes: np.ndarray, bits: int, estimate_only: bool
+) -> tuple[dict[str, Any], bytes]:
+    """(storage fields, body bytes) of the smallest layout; sizes are computed for every
+    candidate first and only the winner is encoded."""
+    k = codebook_size(bits)
+    best: tuple[int, dict[str, Any]] = (packed_size(len(codes), bits), {"layout": "packed"})
     lengths, n_bits = _huffman(codes, k)
-    dense_body = (
-        entropy.pack_lengths(lengths).tobytes() + entropy.encode_symbols(codes, lengths).tobytes()
-    )
-    candidates.append((len(dense_body), dense_body, {"layout": "dense"}))
+    dense = (k + 1) // 2 + (n_bits + 7) // 8
+    if dense < best[0]:
+        best = (dense, {"layout": "dense"})
     if codes.size:
         fill = int(np.bincount(codes, minlength=k).argmax())
         for index_bits in INDEX_BITS:
             gaps, stored = sparse_symbols(codes, fill, index_bits)
-            gap_lengths, gap_bits = _huffman(gaps, 1 << index_bits)
-            val_lengths, val_bits = _huffman(stored, k)
+            _, gap_bits = _huffman(gaps, 1 << index_bits)
+            _, val_bits = _huffman(stored, k)
             size = (k + 1) // 2 + ((1 << index_bits) + 1) // 2 + (gap_bits + val_bits + 7) // 8
-            if size >= min(c[0] for c in candidates):
-                continue
-            stream = np.concatenate(
-                [_bits(gaps, gap_lengths), _bits(stored, val_lengths)]
-            )  # one bit stream, gaps first
-            body = (
-                entropy.pack_lengths(val_lengths).tobytes()
-                + entropy.pack_lengths(gap_lengths).tobytes()
-                + np.packbits(stream).tobytes()
-            )
-            fields = {
-                "layout": "sparse",
-                "fill": fill,
-                "index_bits": index_bits,
-                "gaps": int(len(gaps)),
-                "nonzero": int(len(stored)),
-            }
-            candidates.append((len(body), body, fields))
-    _, body, fields = min(candidates, key=lambda c: c[0])
-    entry.update({"layout": "packed"} | fields)
-    data = np.frombuffer(head + body, dtype=np.uint8).copy()
-    entry["crc32"] = zlib.crc32(data.tobytes())
-    return data, entry
+            if size < best[0]:
+                best = (
+                    size,
+                    {
+                        "layout": "sparse",
+                        "fill": fill,
+                        "index_bits": index_bits,
+                        "gaps": int(len(gaps)),
+                        "nonzero": int(len(stored)),
+                    },
+                )
+    size, fields = best
+    if estimate_only:
+        return {"size": size}, b""
+    if fields["layout"] == "packed":
+        return fields, pack_codes(codes, bits).tobytes()
+    if fields["layout"] == "dense":
+        body = entropy.pack_lengths(lengths).tobytes()
+        return fields, body + entropy.encode_symbols(codes, lengths).tobytes()
+    fill, index_bits = int(fields["fill"]), int(fields["index_bits"])
+    gaps, stored = sparse_symbols(codes, fill, index_bits)
+    gap_lengths, _ = _huffman(gaps, 1 << index_bits)
+    val_lengths, _ = _huffman(stored, k)
+    stream = np.concatenate([_bits(gaps, gap_lengths), _bits(stored, val_lengths)])
+    body = (
+        entropy.pack_lengths(val_lengths).tobytes()
+        + entropy.pack_lengths(gap_lengths).tobytes()
+        + np.packbits(stream).tobytes()
+    )
+    return fields, body
 
 
 def _bits(symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -183,6 +207,10 @@ def decode_layer(
         raise BundleError(f"{where}: storage entry missing")
     if data.dtype != np.uint8 or data.ndim != 1:
         raise BundleError(f"{where}: packed tensor must be 1-D U8")
+    if entry.get("bytes") != data.size:
+        raise BundleError(
+            f"{where}: packed data is {data.size} bytes, storage says {entry.get('bytes')!r}"
+        )
     if entry.get("crc32") != zlib.crc32(data.tobytes()):
         raise BundleError(f"{where}: packed data fails its CRC-32 check (corrupted stream)")
     layout = entry.get("layout")

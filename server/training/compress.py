@@ -25,7 +25,7 @@ from torch import nn
 
 from server.params import QuantizeConfig
 from server.training.allocate import LayerOption, allocate
-from server.training.codebook import fit_codebook, snap_to_grid
+from server.training.codebook import assign_codes, fit_codebook, snap_to_grid
 from server.training.models import layer_name, weighted_layers
 from server.training.prune import magnitude_mask, pruned_codebook
 from server.training.quantsim import QuantSimNet
@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 # candidate sparsities of the sensitivity scan (denser near the top, where bytes go)
-SPARSITIES = (0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99)
+SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99)
 SENSITIVITY_IMAGES = 2000
+FIT_SAMPLE = 20_000  # the scan fits codebooks to at most this many (evenly spaced) weights
 MIN_BITS = 2  # a pruned layer's codebook: zero plus at least three values
 
 
@@ -109,7 +110,10 @@ def measure_options(
     options: dict[str, list[LayerOption]] = {}
 
     def fit(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return fit_codebook(w, k, method, seed=seed)
+        # a quantile sample keeps the distribution's shape at a fraction of the k-means cost
+        sample = np.sort(w)[:: max(1, len(w) // FIT_SAMPLE)]
+        centroids, _ = fit_codebook(sample, k, method, seed=seed)
+        return centroids, assign_codes(w, centroids)
 
     for i, m in enumerate(mods):
         if not isinstance(m, nn.Conv2d | nn.Linear):
@@ -133,11 +137,9 @@ def measure_options(
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(values * s_w).reshape(m.weight.shape))
             loss = _loss(suffix, h_in, labels) - base
-            cout = m.weight.shape[0]
-            requant = (np.ones(1, np.int32), np.ones(1, np.int32)) if relu else ()
-            packed, _ = bundle_v2.encode_layer(codes, bits, codebook_int, np.zeros(cout), requant)
-            # + one byte per bias: biases in accumulator units take two bytes, not one
-            size = int(packed.size) + cout
+            # + the fixed part: int8 codebook, biases in accumulator units (two bytes each
+            # as a rule), multiplier and shift
+            size = bundle_v2.codes_size(codes, bits) + k + 2 * m.weight.shape[0] + 5 * relu
             opts.append(LayerOption(bits, sparsity, size, int((values != 0).sum()), loss))
         with torch.no_grad():
             m.weight.copy_(original)
@@ -164,8 +166,7 @@ def _choices(config: QuantizeConfig, names: list[str]) -> dict[str, list[tuple[i
             sparsities = list(SPARSITIES)
         else:
             sparsities = [0.0]
-        # a pruned layer needs a codebook with the zero and at least one more value
-        out[name] = [(b, s) for b in bits for s in sparsities if s == 0 or b >= 1]
+        out[name] = [(b, s) for b in bits for s in sparsities]
     return out
 
 

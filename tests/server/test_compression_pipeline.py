@@ -19,7 +19,7 @@ from server.training.siq import SIQSettings, run_siq
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
 
-SMALL = {"epochs": 2, "retrain_epochs": 0.3, "train_limit": 400, "test_limit": 100, "seed": 2}
+SMALL = {"epochs": 2, "retrain_epochs": 0.3, "train_limit": 300, "test_limit": 100, "seed": 2}
 
 
 def test_pruned_weights_stay_zero_through_retraining() -> None:
@@ -62,7 +62,7 @@ def test_budget_run_fits_and_reports_its_allocation(tmp_path: Path, capsys) -> N
         "--out",
         str(tmp_path),
         "--max-iterations",
-        "3",
+        "2",
     ]
     for key, value in SMALL.items():
         args += ["--" + key.replace("_", "-"), str(value)]
@@ -81,7 +81,7 @@ def test_budget_run_fits_and_reports_its_allocation(tmp_path: Path, capsys) -> N
     assert allocation["fc1"]["sparsity"] > 0.9  # most of the bytes are there
     stored = sum(a["bytes"] for a in allocation.values())
     assert stored < budget
-    ds = load_dataset("digits", None, train_limit=400, test_limit=100)
+    ds = load_dataset("digits", None, train_limit=300, test_limit=100)
     recomputed = float((engine_predictions(bundle, ds.test_x) == ds.test_y).mean())
     assert recomputed == result["quantized_accuracy"]
 
