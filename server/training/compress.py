@@ -39,6 +39,7 @@ __all__ = [
     "SPARSITIES",
     "CompressionPlan",
     "wants_compression",
+    "check_layer_names",
     "measure_options",
     "plan_compression",
     "prune_to_fit",
@@ -72,7 +73,10 @@ def wants_compression(config: QuantizeConfig) -> bool:
     )
 
 
-def _check_names(config: QuantizeConfig, names: list[str]) -> None:
+def check_layer_names(config: QuantizeConfig, model: nn.Sequential) -> None:
+    """ConfigError naming the field when bits_per_layer / sparsity_per_layer name a layer
+    the model does not have."""
+    names = [layer_name(m) for m in weighted_layers(model)]
     for field in ("bits_per_layer", "sparsity_per_layer"):
         unknown = sorted(set(getattr(config, field) or {}) - set(names))
         if unknown:
@@ -182,7 +186,7 @@ def plan_compression(
     """Per-layer bits and sparsity for a job (module doc). `overhead_bytes`: what the bundle
     holds besides the layers' storage (manifest, safetensors header)."""
     names = [layer_name(m) for m in weighted_layers(model)]
-    _check_names(config, names)
+    check_layer_names(config, model)
     choices = _choices(config, names)
     if all(len(c) == 1 for c in choices.values()):  # everything explicit: nothing to measure
         return CompressionPlan(

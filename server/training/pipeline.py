@@ -29,6 +29,7 @@ from server.training.augment import augment_for
 from server.training.compress import (
     CompressionPlan,
     allocation_report,
+    check_layer_names,
     plan_compression,
     prune_to_fit,
     wants_compression,
@@ -308,6 +309,8 @@ def run_pipeline(
     report = Reporter(progress)
     report.part(0.0, 0.02, "loading")(0.0, f"loading data set {config.dataset}")
     ds = load_for(config, data_dir)
+    c, size, _ = ds.input_shape
+    check_layer_names(config, build_model(ds.arch, c, ds.num_classes, size))  # before training
     cancel(force=True)
     fm = train_float(ds, config, report=report.part(0.02, 0.45), cancel=cancel)
     result = quantize_model(
