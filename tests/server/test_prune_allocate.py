@@ -79,3 +79,38 @@ def test_allocation_with_coarse_units_never_exceeds_the_budget():
     }
     got = allocate(options, 200_000, max_units=64)
     assert got is not None and sum(o.bytes for o in got.values()) <= 200_000
+
+
+def test_prune_to_fit_shrinks_the_largest_pruned_layer() -> None:
+    """No training: a random LeNet, pruned and quantised, exported; asking for ~2 KB less
+    prunes fc1 (the largest) further and the re-encoded bundle is that much smaller."""
+    import torch
+
+    from server.data.dataset import DIGIT_CLASSES, Dataset
+    from server.params import RECIPES, QuantizeConfig
+    from server.training.compress import allocation_report, prune_to_fit
+    from server.training.export import encode_quantized
+    from server.training.models import build_model
+    from server.training.quantsim import QuantSimNet, calibrate
+    from server.training.siq import SIQSettings, prune_weights, quantize_layers
+    from shared.bundle import decode_bundle
+
+    torch.manual_seed(0)
+    images = np.random.default_rng(0).integers(0, 256, (32, 1, 28, 28), dtype=np.uint8)
+    labels = np.zeros(32, dtype=np.int64)
+    ds = Dataset("t", images, labels, images, labels, DIGIT_CLASSES, {"kind": "digit"}, "lenet",
+                 RECIPES["digits"])  # fmt: skip
+    model = build_model("lenet", 1, 10, 28)
+    config = QuantizeConfig(dataset="t", weight_bits=3)
+    settings = SIQSettings.for_job(config, RECIPES["digits"])
+    settings.sparsity, settings.prune_steps = {"fc1": 0.9, "conv2": 0.5}, 1
+    masks = prune_weights(model, settings, 1, {})
+    sim = QuantSimNet(model, quantize_layers(model, settings, masks), 4)
+    calibrate(sim, images)
+    before = decode_bundle(encode_quantized(sim, ds, weight_bits=3))
+    assert prune_to_fit(sim, before, 2000)
+    after = decode_bundle(encode_quantized(sim, ds, weight_bits=3))
+    a, b = allocation_report(before), allocation_report(after)
+    assert b["fc1"]["nonzero"] < a["fc1"]["nonzero"] and b["conv2"] == a["conv2"]
+    assert before.size - after.size >= 2000
+    assert b["fc1"]["layout"] == "sparse" and b["fc1"]["sparsity"] > 0.9
