@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ def coder_comparison(bundle: Any) -> dict[str, Any]:
             constriction.stream.stack.AnsCoder(data).decode(model, n)
 
     out["constriction"] = {
-        "version": getattr(constriction, "__version__", "?"),
+        "version": metadata.version("constriction"),
         # + the model: each stream's probabilities, 16 bits per symbol as a writer would store
         "ans_bytes": sum(int(d.nbytes) + 2 * k for d, _, _, k in coded),
         "decode_ms": _median_ms(ans_decode),
