@@ -57,14 +57,17 @@ def _default_data_dir() -> Path:
 
 
 def _ints(s: str) -> list[int]:
-    return [int(v) for v in s.split(",") if v]
+    return [] if s == "none" else [int(v) for v in s.split(",") if v]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_compression", description=__doc__)
     p.add_argument("--data-dir", type=Path, default=_default_data_dir())
     p.add_argument(
-        "--budgets", type=_ints, default=None, help="bytes (default: 1/50, 1/80, 10/20/40/80 KB)"
+        "--budgets",
+        type=_ints,
+        default=None,
+        help="bytes, or none (default: 1/50, 1/80, 10/20/40/80 KB)",
     )
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--max-iterations", type=int, default=4)
@@ -78,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="with --render-only: the results of runs split across processes (same float "
+        "model, --float-cache), combined into --out",
+    )
     return p
 
 
@@ -198,7 +209,8 @@ def _median_ms(fn: Any, rounds: int = 7) -> float:
     return 1000 * float(np.median(times))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any]:
+    """All points; `save(out)` after each one, so a long run leaves its results so far."""
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     ds = load_dataset("mnist", args.data_dir)
@@ -215,14 +227,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from server.training.models import float_param_bytes
 
     float_bytes = float_param_bytes(fm.model)
-    budgets = args.budgets or [
-        float_bytes // RATIO_TARGET,
-        float_bytes // RATIO_STRETCH,
-        10 * KB,
-        20 * KB,
-        40 * KB,
-        80 * KB,
-    ]
+    budgets = (
+        args.budgets
+        if args.budgets is not None
+        else [
+            float_bytes // RATIO_TARGET,
+            float_bytes // RATIO_STRETCH,
+            10 * KB,
+            20 * KB,
+            40 * KB,
+            80 * KB,
+        ]
+    )
     out: dict[str, Any] = {
         "float_accuracy": fm.float_accuracy,
         "float_seconds": fm.seconds,
@@ -237,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r, data = _quantize(fm, ds, cfg)
         out["points"].append(_point(r, "budget", data, budget=budget))
         _log(f"budget {budget}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B, {r.seconds:.0f}s")
+        out["seconds"] = time.perf_counter() - started
         if budget == float_bytes // RATIO_TARGET:
             bundle = decode_bundle(data)
             out["layouts"] = layout_comparison(bundle)
@@ -249,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 ),
             }
+        save(out)
     if not args.no_baselines:
         for quantizer in ("kmeans", "uniform"):
             for bits in (2, 3, 4):
@@ -262,6 +280,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r, data = _quantize(fm, ds, cfg)
                 out["points"].append(_point(r, quantizer, data))
                 _log(f"{quantizer} W{bits}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B")
+                out["seconds"] = time.perf_counter() - started
+                save(out)
     out["seconds"] = time.perf_counter() - started
     return out
 
@@ -406,7 +426,16 @@ def render(res: dict[str, Any], command: str) -> str:
             "as version 1 (medians of 7).",
             "",
         ]
-    lines += [f"Total benchmark time: {res['seconds']:.0f} s.", ""]
+    procs = res.get("processes", 1)
+    lines += [
+        f"Total benchmark time: {res['seconds']:.0f} s"
+        + (
+            f" (the points ran in {procs} processes side by side, all from the one float model)."
+            if procs > 1
+            else "."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -460,27 +489,48 @@ def main(argv: list[str] | None = None) -> int:
         else ""
     )
     if args.render_only:
-        res = json.loads((args.out / "compression.json").read_text())
-        (args.out / "compression.md").write_text(render(res, res.get("command", command)))
-        plot(res, args.out / "compression_pareto.png")
+        sources = args.merge or [args.out / "compression.json"]
+        res = _merged([json.loads(Path(p).read_text()) for p in sources])
+        _write(res, args.out, res.get("command", command))
         return 0
-    res = run(args)
-    res["environment"] = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
-        "load_average": list(os.getloadavg()),
-        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
-    }
-    res["command"] = command
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
-    (args.out / "compression.md").write_text(render(res, command))
-    plot(res, args.out / "compression_pareto.png")
+
+    def save(res: dict[str, Any]) -> None:
+        res["environment"] = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "load_average": list(os.getloadavg()),
+            "note": os.environ.get("SIQ_BENCH_NOTE", ""),
+        }
+        res["command"] = command
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
+        _write(res, args.out, command)
+
+    save(run(args, save))
     _log(f"wrote {args.out / 'compression.md'}")
     return 0
+
+
+def _write(res: dict[str, Any], out: Path, command: str) -> None:
+    (out / "compression.md").write_text(render(res, command))
+    plot(res, out / "compression_pareto.png")
+
+
+def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs split across processes: the first's header, every point, the
+    coder measurements from whichever made them; the wall time of the longest."""
+    res = dict(parts[0])
+    res["points"] = [p for part in parts for p in part["points"]]
+    for key in ("layouts", "coder", "decode_ms"):
+        res[key] = next((part[key] for part in parts if key in part), None)
+    res["seconds"] = max(part.get("seconds", 0.0) for part in parts)
+    res["processes"] = len(parts)
+    if len(parts) > 1:
+        res["command"] = " ; ".join(part.get("command", "") for part in parts)
+    return res
 
 
 if __name__ == "__main__":
