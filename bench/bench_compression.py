@@ -7,7 +7,8 @@ Writes bench/results/compression.md, compression.json and compression_pareto.png
 
 One float LeNet is trained once; every point is quantised from it with `quantize_model`, so
 a point's "job seconds" is that float training plus its own SIQ, export and evaluation (what
-`python -m server quantize` would take). Points:
+`python -m server quantize` would take). SIQ runs 4 iterations of 0.5 retraining epochs
+(`--max-iterations 4 --retrain-epochs 0.5`; pruning ramps over the first 3). Points:
 - budgets: `size_budget_bytes` of 1/50 and 1/80 of the float32 parameter bytes (the issue's
   target and stretch) and 10/20/40/80 KB, weight_bits 4 (the widest a layer may get), A4;
 - baselines: every layer at W2/W3/W4 without pruning, k-means (SIQ) and the uniform grid,
@@ -71,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--max-iterations", type=int, default=4)
+    p.add_argument("--retrain-epochs", type=float, default=0.5, help="per SIQ iteration")
     p.add_argument("--baseline-iterations", type=int, default=2)
+    p.add_argument("--baseline-bits", type=_ints, default=[2, 3, 4])
+    p.add_argument("--baseline-quantizers", default="kmeans,uniform")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--float-cache",
@@ -248,7 +252,11 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
     }
     for budget in budgets:
         cfg = base.model_copy(
-            update={"size_budget_bytes": budget, "max_iterations": args.max_iterations}
+            update={
+                "size_budget_bytes": budget,
+                "max_iterations": args.max_iterations,
+                "retrain_epochs": args.retrain_epochs,
+            }
         )
         r, data = _quantize(fm, ds, cfg)
         out["points"].append(_point(r, "budget", data, budget=budget))
@@ -268,13 +276,14 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
             }
         save(out)
     if not args.no_baselines:
-        for quantizer in ("kmeans", "uniform"):
-            for bits in (2, 3, 4):
+        for quantizer in args.baseline_quantizers.split(","):
+            for bits in args.baseline_bits:
                 cfg = base.model_copy(
                     update={
                         "weight_bits": bits,
                         "weight_quantizer": quantizer,
                         "max_iterations": args.baseline_iterations,
+                        "retrain_epochs": args.retrain_epochs,
                     }
                 )
                 r, data = _quantize(fm, ds, cfg)
