@@ -249,6 +249,7 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
         "float_bytes": float_bytes,
         "test_images": len(ds.test_y),
         "points": [],
+        "siq": {"max_iterations": args.max_iterations, "retrain_epochs": args.retrain_epochs},
     }
     for budget in budgets:
         cfg = base.model_copy(
@@ -328,7 +329,12 @@ def render(res: dict[str, Any], command: str) -> str:
         f"parameters), float accuracy {_pct(res['float_accuracy'])} % on the "
         f"{res['test_images']:,} test images in {res['float_seconds']:.0f} s of float "
         "training. Accuracies are the bundle run by `shared.engine` (integer-only, 4-bit "
-        "activations), sizes are the bundle file's bytes.",
+        "activations), sizes are the bundle file's bytes. SIQ: up to "
+        f"{res.get('siq', {}).get('max_iterations', '?')} iterations of "
+        f"{res.get('siq', {}).get('retrain_epochs', '?')} retraining epochs (budget points; "
+        "pruning ramps over the first 3), the job's CLI equivalent being `python -m server "
+        "quantize --dataset mnist --weight-bits 4 --activation-bits 4 --size-budget-bytes N "
+        "--max-iterations 4 --retrain-epochs 0.5 --out DIR`.",
         "",
     ]
     if headline is not None:
