@@ -368,6 +368,14 @@ def render(res: dict[str, Any], command: str) -> str:
             "(Han et al., ICLR 2016, table 1).",
             "",
         ]
+    if headline is None:
+        lines += [
+            "## The target",
+            "",
+            f"Not measured in this run: no point at the 1/50 budget ({fb // RATIO_TARGET:,} B) "
+            "finished.",
+            "",
+        ]
     lines += [
         "## Accuracy against bundle bytes",
         "",
@@ -556,6 +564,9 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
         res[key] = next((part[key] for part in parts if key in part), None)
     res["seconds"] = max(part.get("seconds", 0.0) for part in parts)
     res["processes"] = len(parts)
+    note = os.environ.get("SIQ_BENCH_NOTE")
+    if note:  # said at render time, e.g. that some of the runs did not finish
+        res["environment"] = dict(res.get("environment", {}), note=note)
     if len(parts) > 1:
         res["command"] = " ; ".join(part.get("command", "") for part in parts)
     return res
