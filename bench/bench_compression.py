@@ -527,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         sources = args.merge or [args.out / "compression.json"]
         res = _merged([json.loads(Path(p).read_text()) for p in sources])
+        if args.merge:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
         _write(res, args.out, res.get("command", command))
         return 0
 
