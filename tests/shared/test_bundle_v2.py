@@ -13,7 +13,8 @@ from safetensors.numpy import save as st_save
 
 from shared import bundle_v2
 from shared.bitpack import pack_codes, unpack_codes
-from shared.bundle import decode_bundle, encode_bundle
+from shared.bundle import bundle_id, decode_bundle, encode_bundle
+from shared.bundle_checksum import with_checksum
 from shared.engine import IntegerNetwork
 from shared.errors import BundleError
 from shared.graph import weight_shape
@@ -85,6 +86,12 @@ def test_long_zero_runs_need_escapes():
     np.testing.assert_array_equal(unpack_codes(out["codes"], 2, 5000), codes)
 
 
+def _resave(manifest: dict, tensors: dict) -> bytes:
+    """Bundle bytes with a content checksum that matches the edit (shared.bundle_checksum):
+    what a writer with a bug would produce, so the v2 reader's own checks are what refuse it."""
+    return st_save(tensors, metadata={"siq_manifest": with_checksum(manifest, tensors)})
+
+
 def _edit_packed(data: bytes, name: str, edit, fix_crc: bool) -> bytes:
     """Bundle bytes with `edit(bytearray)` applied to one layer's packed tensor."""
     (n,) = struct.unpack("<Q", data[:8])
@@ -95,7 +102,8 @@ def _edit_packed(data: bytes, name: str, edit, fix_crc: bool) -> bytes:
     tensors[f"{name}.packed"] = np.frombuffer(bytes(packed), dtype=np.uint8)
     if fix_crc:
         manifest["storage"][name]["crc32"] = zlib.crc32(bytes(packed))
-    return st_save(tensors, metadata={"siq_manifest": json.dumps(manifest)})
+        manifest["storage"][name]["bytes"] = len(packed)
+    return _resave(manifest, tensors)
 
 
 def _flip_last(packed: bytearray) -> None:
@@ -103,9 +111,13 @@ def _flip_last(packed: bytearray) -> None:
 
 
 def test_corrupted_stream_is_refused():
-    data = _v2(*_pruned_network())
+    data = bytearray(_v2(*_pruned_network()))
+    data[-3] ^= 0x10  # a flipped bit in the last layer's stream: the content checksum
+    with pytest.raises(BundleError, match="corrupt"):
+        decode_bundle(bytes(data))
+    # with a content checksum that matches the damage, the layer's CRC-32 refuses it
     with pytest.raises(BundleError, match="CRC-32"):
-        decode_bundle(_edit_packed(data, "fc1", _flip_last, fix_crc=False))
+        decode_bundle(_edit_packed(bytes(data), "fc1", _flip_last, fix_crc=False))
 
 
 @pytest.mark.parametrize(
@@ -129,16 +141,14 @@ def test_missing_storage_is_refused():
     header = json.loads(data[8 : 8 + n])
     m = json.loads(header["__metadata__"]["siq_manifest"])
     del m["storage"]["conv2"]
-    header["__metadata__"]["siq_manifest"] = json.dumps(m)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
     with pytest.raises(BundleError, match="conv2"):
-        decode_bundle(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+        decode_bundle(_resave(m, st_load(data)))
 
 
 def test_version_1_bundle_written_before_v2_loads_with_the_same_logits():
     """The file and its logits were made by the reader before version 2 existed."""
-    bundle = decode_bundle((DATA / "v1_lenet_w3.siq").read_bytes())
+    data = (DATA / "v1_lenet_w3.siq").read_bytes()
+    bundle = decode_bundle(data, expected_id=bundle_id(data))  # no content checksum back then
     assert bundle.manifest["format_version"] == 1
     net = IntegerNetwork(bundle)
     x = np.load(DATA / "v1_lenet_w3_inputs.npy").astype(np.float64)
@@ -148,6 +158,7 @@ def test_version_1_bundle_written_before_v2_loads_with_the_same_logits():
 
 
 def test_version_1_bundle_re_encoded_as_version_2_keeps_its_logits():
-    v1 = decode_bundle((DATA / "v1_lenet_w3.siq").read_bytes())
+    data = (DATA / "v1_lenet_w3.siq").read_bytes()
+    v1 = decode_bundle(data, expected_id=bundle_id(data))
     v2 = decode_bundle(_v2(v1.manifest, v1.tensors))
     np.testing.assert_array_equal(_logits(v2), _logits(v1))
