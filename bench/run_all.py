@@ -29,6 +29,7 @@ BENCHMARKS = [
     "bench.bench_office10",
     "bench.bench_onchip",
     "bench.bench_scale",
+    "bench.bench_compression",
 ]
 
 

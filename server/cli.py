@@ -23,14 +23,31 @@ from shared.errors import SIQError
 __all__ = ["build_parser", "quantize_main"]
 
 
-def _flag_type(annotation: Any) -> type:
-    """int / float / str for a field's annotation (Optional and Literal unwrapped)."""
+def _flag_type(annotation: Any) -> Any:
+    """int / float / str for a field's annotation (Optional and Literal unwrapped); a
+    `name=value,...` parser for a mapping such as bits_per_layer."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is typing.Literal:
         return type(args[0])
+    if typing.get_origin(annotation) is dict:
+        return _mapping(_flag_type(args[1]))
     if args:
         return _flag_type(args[0])
     return annotation
+
+
+def _mapping(value_type: type) -> Any:
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+            return {k.strip(): value_type(v) for k, v in pairs}
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected name=value,... with {value_type.__name__} values, got {text!r}"
+            ) from None
+
+    parse.__name__ = "name=value list"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

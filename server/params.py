@@ -40,6 +40,9 @@ MAX_LIMIT = 10_000_000  # train_limit / test_limit: far above any data set here
 WeightBits = Annotated[
     int, Field(ge=1, le=8, description="bits per weight code: each layer's codebook has 2^b values")
 ]
+LayerBits = Annotated[int, Field(ge=1, le=8)]
+LayerSparsity = Annotated[float, Field(ge=0, lt=1)]
+MIN_BUDGET = 2048  # below this not even the manifest fits
 ActivationBits = Annotated[
     int, Field(ge=2, le=8, description="bits per activation: unsigned a-bit feature maps")
 ]
@@ -86,6 +89,26 @@ class JobParams(BaseModel):
     )
     test_limit: int | None = Field(
         None, ge=1, le=MAX_LIMIT, description="use only the first N test images"
+    )
+    bits_per_layer: dict[str, LayerBits] | None = Field(
+        None,
+        description="codebook bits of named layers, e.g. fc1=2,conv1=4 (the rest: weight_bits)",
+    )
+    sparsity_per_layer: dict[str, LayerSparsity] | None = Field(
+        None, description="share of each named layer's weights pruned, e.g. fc1=0.95,conv2=0.7"
+    )
+    sparsity: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="share of all weights pruned, per-layer rates chosen by measured sensitivity",
+    )
+    size_budget_bytes: int | None = Field(
+        None,
+        ge=MIN_BUDGET,
+        le=256 * 1024 * 1024,
+        description="the bundle file's size limit: per-layer bits and sparsity chosen by "
+        "measured sensitivity; weight_bits is then the widest codebook a layer may get",
     )
 
     @model_validator(mode="before")

@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from shared import bundle_v2
 from shared.bitpack import packed_size, unpack_codes
 from shared.bundle_checksum import check_content, with_checksum
 from shared.errors import BundleError
@@ -37,6 +38,7 @@ from shared.quant import MAX_ACCUMULATOR, accumulator_bound
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "MANIFEST_KEY",
     "MAX_BUNDLE_BYTES",
     "BUNDLE_SUFFIX",
@@ -53,7 +55,8 @@ __all__ = [
 ]
 
 FORMAT = "siq-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # written when a manifest names none
+FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle_v2.py)
 MANIFEST_KEY = "siq_manifest"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -100,6 +103,8 @@ def encode_bundle(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> b
     manifest.setdefault("format_version", FORMAT_VERSION)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     validate(manifest, tensors)
+    if manifest["format_version"] == bundle_v2.VERSION:
+        manifest["storage"], tensors = bundle_v2.pack_layers(manifest, tensors)
     return st_save(tensors, metadata={MANIFEST_KEY: with_checksum(manifest, tensors)})
 
 
@@ -116,6 +121,8 @@ def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
     except Exception as exc:  # safetensors raises its own error types
         raise BundleError(f"bundle tensors are unreadable: {exc}") from exc
     check_content(_stored_manifest(data), tensors, id_verified=expected_id is not None)
+    if manifest.get("format_version") == bundle_v2.VERSION:
+        tensors = bundle_v2.unpack_layers(manifest, tensors)  # the v1 tensors, same integers
     validate(manifest, tensors)
     return Bundle(id=digest, manifest=manifest, tensors=tensors, size=len(data))
 
@@ -218,8 +225,9 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     )
     version = manifest.get("format_version")
     _require(
-        version == FORMAT_VERSION,
-        f"bundle format version {version!r} is not supported (this reader knows {FORMAT_VERSION})",
+        version in FORMAT_VERSIONS and not isinstance(version, bool),
+        f"bundle format version {version!r} is not supported (this reader knows "
+        f"{', '.join(map(str, FORMAT_VERSIONS))})",
     )
     a_bits = _int_field(manifest, "activation_bits", 2, 8, "manifest")
     _int_field(manifest, "weight_bits", 1, 8, "manifest")

@@ -19,6 +19,7 @@ import numpy as np
 from server.data import Dataset
 from server.training.models import graph_of, layer_name, weighted_layers
 from server.training.quantsim import QuantSimNet
+from shared import bundle_v2
 from shared.bitpack import pack_codes
 from shared.bundle import Bundle, decode_bundle, encode_bundle
 from shared.engine import IntegerNetwork
@@ -102,10 +103,15 @@ def build_manifest(
     c, h, w = dataset.input_shape
     for entry in scales.values():
         entry["weight_quantizer"] = weight_quantizer
+    graph = graph_of(sim.model, weight_bits)
+    for layer in graph:  # each layer's own codebook width (per-layer bits)
+        if layer["name"] in sim.layers:
+            layer["weight_bits"] = bits_of_codebook(len(sim.layers[layer["name"]].codebook_int))
+    weight_bits = max(g["weight_bits"] for g in graph if g["name"] in sim.layers)  # the widest
     return {
         "format": "siq-bundle",
-        "format_version": 1,
-        "graph": graph_of(sim.model, weight_bits),
+        "format_version": bundle_v2.VERSION,  # compact: sparse layers, entropy-coded codes
+        "graph": graph,
         "input": {
             "channels": c,
             "height": h,

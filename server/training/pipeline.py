@@ -12,6 +12,7 @@ model serves many (weight bits, activation bits) configurations:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,11 +26,21 @@ from server.data import Dataset, load_dataset, split_validation
 from server.params import QuantizeConfig
 from server.progress import ProgressFn, Reporter
 from server.training.augment import augment_for
+from server.training.compress import (
+    CompressionPlan,
+    allocation_report,
+    check_layer_names,
+    plan_compression,
+    prune_to_fit,
+    wants_compression,
+)
 from server.training.export import encode_quantized, engine_accuracy
-from server.training.models import build_model, float_param_bytes
-from server.training.siq import SIQSettings, run_siq
+from server.training.models import build_model, float_param_bytes, layer_name, weighted_layers
+from server.training.quantsim import QuantSimNet, calibrate
+from server.training.siq import SIQSettings, prune_weights, quantize_layers, run_siq
 from server.training.train import CancelCheck, JobCancelled, evaluate, seed_everything, train_model
-from shared.bundle import bundle_id, write_bundle_atomic
+from shared.bundle import bundle_id, decode_bundle, write_bundle_atomic
+from shared.errors import ConfigError
 
 __all__ = [
     "QuantizeConfig",
@@ -44,6 +55,7 @@ __all__ = [
 ]
 
 VALIDATION_FRACTION = 0.1
+FIT_ROUNDS = 8  # prune-and-re-encode rounds allowed to bring a bundle under its budget
 _ITERATION_KEYS = (
     "iteration",
     "accuracy_after_kmeans",
@@ -80,6 +92,7 @@ class PipelineResult:
     weight_bits: int = 0
     activation_bits: int = 0
     dataset: str = ""
+    allocation: dict[str, dict] | None = None  # per layer: bits, sparsity, nonzero, bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,23 +157,32 @@ def quantize_model(
     started = time.perf_counter()
     report = report or Reporter(None)
     settings = SIQSettings.for_job(config, ds.recipe)
+    plan: CompressionPlan | None = None
+    if wants_compression(config):
+        report.part(0, 0.05, "quantizing")(0.0, "measuring each layer's sensitivity")
+        plan = plan_compression(
+            fm.model,
+            fm.val,
+            config,
+            method=settings.method,
+            codebook_bits=settings.codebook_bits,
+            overhead_bytes=_overhead_bytes(fm, ds, config, settings),
+        )
+        settings = dataclasses.replace(settings, layer_bits=plan.layer_bits, sparsity=plan.sparsity)
     siq = run_siq(
         copy.deepcopy(fm.model),
         fm.train,
         fm.val,
         settings,
-        report=report.part(0, 0.85),
+        report=report.part(0.05 if plan else 0, 0.85),
         cancel=cancel,
     )
     if cancel is not None:
         cancel(force=True)
     evaluating = report.part(0.85, 0.97, "evaluating")
     packaging = report.part(0.97, 1.0, "packaging")
-    evaluating(0.0, "simulated accuracy on the test set")
-    simulated = evaluate(siq.sim, ds.test_x, ds.test_y)
     metrics: dict[str, Any] = {
         "float_accuracy": fm.float_accuracy,
-        "simulated_accuracy": simulated,
         "iterations": len(siq.iterations),
         "best_iteration": siq.best_iteration,
         "converged": siq.converged,
@@ -183,14 +205,31 @@ def quantize_model(
             job_id=job_id,
         )
 
-    # The accuracy goes into the manifest, so measure it on a first encoding whose tensors
-    # are identical to the final one's.
-    draft = encode(metrics)
-    evaluating(0.3, "integer-engine accuracy on the test set")
-    quantized = engine_accuracy(draft, ds.test_x, ds.test_y)
-    packaging(0.0, "writing the bundle")
-    metrics["quantized_accuracy"] = quantized
-    data = encode(metrics)
+    # The accuracy and the allocation go into the manifest, so measure them on a first
+    # encoding whose tensors are identical to the final one's. Over the budget, prune the
+    # largest layer a little further and measure again.
+    budget = config.size_budget_bytes
+    for _ in range(FIT_ROUNDS):
+        evaluating(0.0, "simulated accuracy on the test set")
+        metrics["simulated_accuracy"] = evaluate(siq.sim, ds.test_x, ds.test_y)
+        draft = decode_bundle(encode(metrics))
+        metrics["allocation"] = allocation_report(draft)
+        evaluating(0.3, "integer-engine accuracy on the test set")
+        metrics["quantized_accuracy"] = engine_accuracy(draft, ds.test_x, ds.test_y)
+        packaging(0.0, "writing the bundle")
+        data = encode(metrics)
+        if budget is None or len(data) <= budget:
+            break
+        if not prune_to_fit(siq.sim, draft, len(data) - budget):
+            break
+    if budget is not None and len(data) > budget:
+        err = ConfigError(
+            f"size_budget_bytes: the bundle takes {len(data)} bytes after pruning to fit, "
+            f"more than the budget of {budget}"
+        )
+        err.field = "size_budget_bytes"  # type: ignore[attr-defined]
+        raise err
+    quantized, simulated = metrics["quantized_accuracy"], metrics["simulated_accuracy"]
     path = write_bundle_atomic(out_dir, data) if out_dir is not None else None
     packaging(1.0, "done")
     return PipelineResult(
@@ -210,7 +249,50 @@ def quantize_model(
         weight_bits=config.weight_bits,
         activation_bits=config.activation_bits,
         dataset=ds.name,
+        allocation=metrics["allocation"],
     )
+
+
+def _overhead_bytes(
+    fm: FloatModel, ds: Dataset, config: QuantizeConfig, settings: SIQSettings
+) -> int:
+    """What a bundle of this network holds besides its layers' packed storage (manifest and
+    safetensors header), measured on a draft: the float model quantised without retraining,
+    pruned in every layer (so the storage entries are the long, sparse ones), with as many
+    iteration records as the loop may write, plus room for the allocation report."""
+    model = copy.deepcopy(fm.model)
+    names = [layer_name(m) for m in weighted_layers(model)]
+    draft_settings = dataclasses.replace(
+        settings, sparsity={n: 0.9 for n in names}, prune_steps=1, max_iterations=1
+    )
+    masks = prune_weights(model, draft_settings, 1, {})
+    sim = QuantSimNet(
+        model, quantize_layers(model, draft_settings, masks), settings.activation_bits
+    )
+    calibrate(sim, fm.train[0][:256])
+    record = {k: 0.123456 for k in _ITERATION_KEYS}
+    metrics = {
+        "float_accuracy": 0.123456,
+        "simulated_accuracy": 0.123456,
+        "quantized_accuracy": 0.123456,
+        "iterations": settings.max_iterations,
+        "best_iteration": settings.max_iterations,
+        "converged": False,
+        "float_bytes": float_param_bytes(model),
+        "float_seconds": 123.456,
+        "siq_seconds": 123.456,
+        "siq_iterations": [record] * settings.max_iterations,
+    }
+    encode = lambda m: encode_quantized(  # noqa: E731
+        sim, ds, weight_bits=config.weight_bits, metrics=m, config=config.to_dict()
+    )
+    bundle = decode_bundle(encode(metrics))
+    metrics["allocation"] = {
+        name: dict(entry, sparsity=0.123456) for name, entry in allocation_report(bundle).items()
+    }
+    data = encode(metrics)
+    stored = sum(int(e["bytes"]) for e in decode_bundle(data).manifest["storage"].values())
+    return len(data) - stored + 64  # + 64: digits the real figures may need over the draft's
 
 
 def run_pipeline(
@@ -227,6 +309,8 @@ def run_pipeline(
     report = Reporter(progress)
     report.part(0.0, 0.02, "loading")(0.0, f"loading data set {config.dataset}")
     ds = load_for(config, data_dir)
+    c, size, _ = ds.input_shape
+    check_layer_names(config, build_model(ds.arch, c, ds.num_classes, size))  # before training
     cancel(force=True)
     fm = train_float(ds, config, report=report.part(0.02, 0.45), cancel=cancel)
     result = quantize_model(

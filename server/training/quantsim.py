@@ -50,6 +50,8 @@ class LayerQuant:
     relu: bool
     output_scale: float | None = None  # s_y of the requantised output (relu layers)
     counts: np.ndarray | None = None  # (k,) weights per centroid at k-means time
+    mask: np.ndarray | None = None  # bool, the weight's shape: False = pruned (held at zero)
+    zero_code: int | None = None  # the codebook's exact-zero entry, the code of pruned weights
 
     @property
     def codebook_real(self) -> np.ndarray:
@@ -104,12 +106,20 @@ class QuantSimNet(nn.Module):
         self.input_scale = input_scale if input_scale is not None else 1.0 / self.top
 
     def codes_of(self, m: Weighted) -> torch.Tensor:
-        """Nearest-centroid codes of the shadow weights, same shape as the weight."""
-        return assign_codes_tensor(m.weight, self.layers[layer_name(m)].centroids)
+        """Nearest-centroid codes of the shadow weights, same shape as the weight; pruned
+        weights get the zero entry's code."""
+        lq = self.layers[layer_name(m)]
+        codes = assign_codes_tensor(m.weight, lq.centroids)
+        if lq.mask is not None and lq.zero_code is not None:
+            codes = torch.where(torch.from_numpy(lq.mask), codes, lq.zero_code)
+        return codes
 
     def quantized_weight(self, m: Weighted) -> torch.Tensor:
-        table = torch.as_tensor(self.layers[layer_name(m)].codebook_real, dtype=m.weight.dtype)
-        return _ste(m.weight, table[self.codes_of(m)])  # (k,) table at each weight's code
+        lq = self.layers[layer_name(m)]
+        table = torch.as_tensor(lq.codebook_real, dtype=m.weight.dtype)
+        w = _ste(m.weight, table[self.codes_of(m)])  # (k,) table at each weight's code
+        # times the mask: pruned weights stay exactly zero and get no gradient
+        return w * torch.from_numpy(lq.mask) if lq.mask is not None else w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1]
         return self._run(x, choose_scale=None)

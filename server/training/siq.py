@@ -23,6 +23,16 @@
                       keep shifting 3-10% while the accuracy no longer changes (measured on
                       MNIST, see bench/results/mnist.md).
 
+Pruning (Deep Compression, Han et al. ICLR 2016), when the settings give per-layer sparsity
+targets: before step 1 of iteration t, each layer's smallest-magnitude shadow weights are
+pruned up to ramp_sparsity(target, t, prune_steps) (server/training/prune.py; pruned weights
+stay pruned), set to zero, and held there: their code is the codebook's reserved exact zero
+(the other 2^b - 1 centroids are fitted to the kept weights), and the quantised forward pass
+multiplies by the mask, so they get no gradient. So pruning, k-means and retraining iterate
+together, as the paper iterates pruning and retraining; only iterations at the full targets
+can be the exported one or count towards convergence, and the learning rate starts halving
+once they are reached.
+
 Why STE with shadow weights rather than fine-tuning shared centroids with frozen assignments
 (Deep Compression): the latter leaves the weights exactly on their codebook, so the next
 k-means returns the same codebook and "iterating" changes nothing; letting weights change
@@ -40,6 +50,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from server.params import QuantizeConfig, Recipe
@@ -47,11 +58,19 @@ from server.progress import Reporter
 from server.training.augment import AugmentFn, augment_for
 from server.training.codebook import codebook_change, fit_codebook, snap_to_grid
 from server.training.models import layer_name, weighted_layers
+from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity
 from server.training.quantsim import LayerQuant, QuantSimNet, calibrate
 from server.training.train import CancelCheck, evaluate, train_model
-from shared.graph import carries_relu
+from shared.graph import carries_relu, codebook_size
 
-__all__ = ["SIQSettings", "SIQResult", "quantize_layers", "network_codebook_change", "run_siq"]
+__all__ = [
+    "SIQSettings",
+    "SIQResult",
+    "quantize_layers",
+    "prune_weights",
+    "network_codebook_change",
+    "run_siq",
+]
 
 
 @dataclass
@@ -75,6 +94,12 @@ class SIQSettings:
     lr_decay: float = 0.5  # retraining learning rate multiplier per iteration
     weight_decay: float = 0.0  # none while retraining: the weights sit on their codebooks
     calibration_images: int = 2048
+    layer_bits: dict[str, int] | None = None  # per-layer codebook bits (else weight_bits)
+    sparsity: dict[str, float] | None = None  # per-layer pruning targets in [0, 1)
+    prune_steps: int = 3  # iterations over which pruning ramps up to the targets
+
+    def bits_of(self, name: str) -> int:
+        return (self.layer_bits or {}).get(name, self.weight_bits)
 
     @classmethod
     def for_job(cls, config: QuantizeConfig, recipe: Recipe) -> SIQSettings:
@@ -92,24 +117,68 @@ class SIQSettings:
         )
 
 
-def quantize_layers(model: nn.Sequential, settings: SIQSettings) -> dict[str, LayerQuant]:
-    """Step 1: a codebook of 2^b centroids per weighted layer, on the integer grid."""
-    k = 1 << settings.weight_bits
+def quantize_layers(
+    model: nn.Sequential, settings: SIQSettings, masks: dict[str, np.ndarray] | None = None
+) -> dict[str, LayerQuant]:
+    """Step 1: a codebook of 2^b centroids per weighted layer, on the integer grid; a layer
+    with a pruning mask gets an exact zero and 2^b - 1 centroids fitted to its kept weights."""
     weighted = weighted_layers(model)
     layers: dict[str, LayerQuant] = {}
+
+    def fit(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return fit_codebook(w, k, settings.method, seed=settings.seed)
+
     for i, m in enumerate(weighted):
+        name = layer_name(m)
+        k = codebook_size(settings.bits_of(name))
         w = m.weight.detach().double().numpy().ravel()  # (n,)
-        centroids, codes = fit_codebook(w, k, settings.method, seed=settings.seed)
+        mask = (masks or {}).get(name)
+        zero_code = None
+        if mask is not None:
+            centroids, codes = pruned_codebook(w, mask, k, fit)
+            zero_code = int(np.flatnonzero(centroids == 0.0)[0])
+        else:
+            centroids, codes = fit(w, k)
         s_w, codebook_int = snap_to_grid(centroids, settings.codebook_bits)
-        layers[layer_name(m)] = LayerQuant(
-            layer_name(m),
+        layers[name] = LayerQuant(
+            name,
             centroids,
             s_w,
             codebook_int,
             carries_relu(i, len(weighted)),
             counts=np.bincount(codes, minlength=k),
+            mask=mask,
+            zero_code=zero_code,
         )
     return layers
+
+
+def prune_weights(
+    model: nn.Sequential, settings: SIQSettings, step: int, masks: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Step 0 (pruning): each layer with a target keeps all but its ramped share of
+    smallest-magnitude weights (those pruned before stay pruned); the pruned shadow weights
+    are set to zero. Returns the masks (True = kept)."""
+    steps = min(settings.prune_steps, settings.max_iterations)
+    new: dict[str, np.ndarray] = {}
+    for m in weighted_layers(model):
+        name = layer_name(m)
+        target = (settings.sparsity or {}).get(name, 0.0)
+        if target <= 0:
+            continue
+        w = m.weight.detach().numpy()
+        mask = magnitude_mask(w, ramp_sparsity(target, step, steps), keep=masks.get(name))
+        with torch.no_grad():
+            m.weight.mul_(torch.from_numpy(mask).to(m.weight.dtype))
+        new[name] = mask
+    return new
+
+
+def _sparsity(layers: dict[str, LayerQuant], model: nn.Sequential) -> float:
+    """Share of all weights that are pruned (their code is the zero entry)."""
+    total = sum(m.weight.numel() for m in weighted_layers(model))
+    pruned = sum(int((~lq.mask).sum()) for lq in layers.values() if lq.mask is not None)
+    return pruned / total if total else 0.0
 
 
 @dataclass
@@ -187,21 +256,28 @@ def run_siq(
     T = settings.max_iterations
     result = SIQResult(sim=QuantSimNet(model, {}, settings.activation_bits))
     best_acc, prev_layers, prev_acc = -1.0, None, None
+    masks: dict[str, np.ndarray] = {}
+    pruning = any(v > 0 for v in (settings.sparsity or {}).values())
+    prune_steps = min(settings.prune_steps, T) if pruning else 1
     for t in range(1, T + 1):
         base = (t - 1) / T
         if cancel is not None:
             cancel(force=True)
+        # 0. pruning, ramped over the first prune_steps iterations
+        if pruning:
+            say(base, f"iteration {t}/{T}: pruning", stage="quantizing")
+            masks = prune_weights(model, settings, t, masks)
         # 1. k-means codebooks
         say(base, f"iteration {t}/{T}: {settings.method} codebooks", stage="quantizing")
-        layers = quantize_layers(model, settings)
+        layers = quantize_layers(model, settings, masks)
         sim = QuantSimNet(model, layers, settings.activation_bits)
         # 2. activation scales
         say(base + 0.05 / T, f"iteration {t}/{T}: activation scales", stage="calibrating")
         calibrate(sim, calib_x)
         # 3. accuracy right after quantisation
         acc_kmeans = evaluate(sim, *val)
-        # 4. retrain through the quantised forward pass
-        lr = settings.retrain_lr * settings.lr_decay ** (t - 1)
+        # 4. retrain through the quantised forward pass (the rate decays once fully pruned)
+        lr = settings.retrain_lr * settings.lr_decay ** max(0, t - prune_steps)
         progress = say.part(
             base + 0.1 / T, base + 0.95 / T, stage="retraining", prefix=f"iteration {t}/{T}: "
         )
@@ -222,12 +298,16 @@ def run_siq(
         # 5. accuracy after retraining, convergence
         acc_retrain = evaluate(sim, *val)
         record = _record(t, acc_kmeans, acc_retrain, prev_layers, layers, lr)
+        record["sparsity"] = _sparsity(layers, model)
         result.iterations.append(record)
         say(t / T, f"iteration {t}/{T} done", record, stage="retraining")
+        if t < prune_steps:  # not at the sparsity targets yet: neither exported nor compared
+            prev_layers = layers
+            continue
         if acc_retrain >= best_acc:  # keep the best iteration (ties: the later one)
             best_acc, result.best_iteration = acc_retrain, t
             result.sim = copy.deepcopy(sim)
-        if _converged(settings, prev_acc, record):
+        if t > prune_steps and _converged(settings, prev_acc, record):
             result.converged = True
             break
         prev_layers, prev_acc = layers, acc_retrain

@@ -1,0 +1,579 @@
+"""Compression benchmark (issue 13): MNIST accuracy against bundle bytes with pruning,
+per-layer bits under a byte budget and version-2 (entropy-coded, sparse) bundles.
+Writes bench/results/compression.md, compression.json and compression_pareto.png.
+
+    python -m bench.bench_compression                        # everything below
+    python -m bench.bench_compression --budgets 22482 --no-baselines   # only the headline
+
+One float LeNet is trained once; every point is quantised from it with `quantize_model`, so
+a point's "job seconds" is that float training plus its own SIQ, export and evaluation (what
+`python -m server quantize` would take). SIQ runs 4 iterations of 0.5 retraining epochs
+(`--max-iterations 4 --retrain-epochs 0.5`; pruning ramps over the first 3). Points:
+- budgets: `size_budget_bytes` of 1/50 and 1/80 of the float32 parameter bytes (the issue's
+  target and stretch) and 10/20/40/80 KB, weight_bits 4 (the widest a layer may get), A4;
+- baselines: every layer at W2/W3/W4 without pruning, k-means (SIQ) and the uniform grid,
+  stored as version 2 (their version-1 size is listed too);
+- Deep Compression's published LeNet-5 point (Han et al. 2016, table 1: 39x, 0.74 % error,
+  float activations), plotted by its compression ratio since it is another network.
+It also measures the coder on the headline bundle's layers: canonical Huffman (what the
+bundle uses) against order-0 entropy and, when installed, constriction's ANS coder; the
+relative-index layout against a Huffman-coded bitmap; and the bundle's decode time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.data import load_dataset
+from server.training.pipeline import QuantizeConfig, quantize_model, train_float
+from shared import bundle_v2, entropy
+from shared.bitpack import unpack_codes
+from shared.bundle import decode_bundle, encode_bundle
+from shared.graph import weight_shape
+
+__all__ = ["main", "DEEP_COMPRESSION", "coder_comparison", "layout_comparison"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEEP_COMPRESSION = {"ratio": 39.0, "accuracy": 0.9926, "label": "Deep Compression LeNet-5"}
+ACCURACY_TARGET = 0.9926
+RATIO_TARGET, RATIO_STRETCH = 50, 80
+JOB_SECONDS_TARGET = 300.0
+KB = 1000
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("SIQ_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _ints(s: str) -> list[int]:
+    return [] if s == "none" else [int(v) for v in s.split(",") if v]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_compression", description=__doc__)
+    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument(
+        "--budgets",
+        type=_ints,
+        default=None,
+        help="bytes, or none (default: 1/50, 1/80, 10/20/40/80 KB)",
+    )
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--max-iterations", type=int, default=4)
+    p.add_argument("--retrain-epochs", type=float, default=0.5, help="per SIQ iteration")
+    p.add_argument("--baseline-iterations", type=int, default=2)
+    p.add_argument("--baseline-bits", type=_ints, default=[2, 3, 4])
+    p.add_argument("--baseline-quantizers", default="kmeans,uniform")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--float-cache",
+        type=Path,
+        default=None,
+        help="reuse the float model (and its measured training time) saved here, or save it",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="with --render-only: the results of runs split across processes (same float "
+        "model, --float-cache), combined into --out",
+    )
+    return p
+
+
+def _log(msg: str) -> None:
+    print(f"[bench_compression {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _point(r: Any, kind: str, bundle: bytes, **extra: Any) -> dict[str, Any]:
+    d = r.to_dict()
+    d.pop("bundle_path", None)
+    d.update(kind=kind, ratio=d["float_bytes"] / d["bundle_bytes"], **extra)
+    b = decode_bundle(bundle)
+    d["v1_bytes"] = len(_as_v1(b))
+    return d
+
+
+def _as_v1(bundle: Any) -> bytes:
+    """The same network written as format version 1 (no `storage` entry)."""
+    manifest = {k: v for k, v in bundle.manifest.items() if k != "storage"}
+    return encode_bundle(dict(manifest, format_version=1), bundle.tensors)
+
+
+def _huffman_bits(symbols: np.ndarray, alphabet: int) -> int:
+    lengths = entropy.code_lengths(np.bincount(symbols, minlength=alphabet))
+    return entropy.encoded_bits(symbols, lengths) + 4 * alphabet  # + the length table
+
+
+def _entropy_bits(symbols: np.ndarray, alphabet: int) -> float:
+    p = np.bincount(symbols, minlength=alphabet) / max(1, len(symbols))
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum() * len(symbols))
+
+
+def _layer_codes(bundle: Any) -> dict[str, tuple[np.ndarray, int, dict]]:
+    out = {}
+    for layer in bundle.manifest["graph"]:
+        if layer["op"] in ("conv2d", "linear"):
+            name, bits = layer["name"], layer["weight_bits"]
+            count = int(np.prod(weight_shape(layer)))
+            codes = unpack_codes(bundle.tensors[f"{name}.codes"], bits, count).astype(np.int64)
+            out[name] = (codes, bits, bundle.manifest["storage"][name])
+    return out
+
+
+def layout_comparison(bundle: Any) -> list[dict[str, Any]]:
+    """Bytes of each sparse layer's positions: relative indices (the chosen width) against a
+    bitmap of the layer whose bytes are Huffman coded (256 symbols)."""
+    rows = []
+    for name, (codes, _bits, entry) in _layer_codes(bundle).items():
+        if entry["layout"] != "sparse":
+            continue
+        gaps, _ = bundle_v2.sparse_symbols(codes, entry["fill"], entry["index_bits"])
+        bitmap = np.packbits(codes != entry["fill"]).astype(np.int64)
+        best_bitmap = min(_huffman_bits(bitmap, 256), 8 * len(bitmap))
+        rows.append(
+            {
+                "layer": name,
+                "weights": int(codes.size),
+                "stored": int((codes != entry["fill"]).sum()),
+                "index_bits": entry["index_bits"],
+                "relative_index_bytes": _huffman_bits(gaps, 1 << entry["index_bits"]) / 8,
+                "bitmap_bytes": best_bitmap / 8,
+                "bitmap_raw_bytes": len(bitmap),
+            }
+        )
+    return rows
+
+
+def coder_comparison(bundle: Any) -> dict[str, Any]:
+    """Size of every entropy-coded stream of the bundle under Huffman, order-0 entropy and
+    (if installed) constriction's ANS coder; decode time of each."""
+    streams = []  # (symbols, alphabet)
+    for codes, bits, entry in _layer_codes(bundle).values():
+        k = 1 << bits
+        if entry["layout"] == "sparse":
+            gaps, stored = bundle_v2.sparse_symbols(codes, entry["fill"], entry["index_bits"])
+            streams += [(gaps, 1 << entry["index_bits"]), (stored, k)]
+        else:
+            streams.append((codes, k))
+    out: dict[str, Any] = {
+        "symbols": int(sum(len(s) for s, _ in streams)),
+        "huffman_bytes": sum(_huffman_bits(s, k) for s, k in streams) / 8,
+        "entropy_bytes": sum(_entropy_bits(s, k) for s, k in streams) / 8,
+    }
+    encoded = []
+    for s, k in streams:
+        lengths = entropy.code_lengths(np.bincount(s, minlength=k))
+        encoded.append((entropy.encode_symbols(s, lengths), lengths, len(s)))
+    out["huffman_decode_ms"] = _median_ms(
+        lambda: [entropy.decode_symbols(e, lengths, n) for e, lengths, n in encoded]
+    )
+    try:
+        import constriction
+    except ImportError:
+        out["constriction"] = None
+        return out
+    coded = []
+    for s, k in streams:
+        counts = np.bincount(s, minlength=k).astype(np.float64)
+        model = constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(s.astype(np.int32), model)
+        coded.append((coder.get_compressed(), model, len(s), k))
+
+    def ans_decode() -> None:
+        for data, model, n, _ in coded:
+            constriction.stream.stack.AnsCoder(data).decode(model, n)
+
+    out["constriction"] = {
+        "version": metadata.version("constriction"),
+        # + the model: each stream's probabilities, 16 bits per symbol as a writer would store
+        "ans_bytes": sum(int(d.nbytes) + 2 * k for d, _, _, k in coded),
+        "decode_ms": _median_ms(ans_decode),
+    }
+    return out
+
+
+def _median_ms(fn: Any, rounds: int = 7) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * float(np.median(times))
+
+
+def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any]:
+    """All points; `save(out)` after each one, so a long run leaves its results so far."""
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    ds = load_dataset("mnist", args.data_dir)
+    base = QuantizeConfig(dataset="mnist", weight_bits=4, activation_bits=4)
+    if args.float_cache is not None and args.float_cache.exists():
+        fm = torch.load(args.float_cache, weights_only=False)
+        _log(f"float model from {args.float_cache} (trained in {fm.seconds:.1f}s)")
+    else:
+        _log(f"float training ({len(ds.train_y)} train, {len(ds.test_y)} test images)")
+        fm = train_float(ds, base)
+        if args.float_cache is not None:
+            torch.save(fm, args.float_cache)
+    _log(f"float accuracy {fm.float_accuracy:.4f}, trained in {fm.seconds:.1f}s")
+    from server.training.models import float_param_bytes
+
+    float_bytes = float_param_bytes(fm.model)
+    budgets = (
+        args.budgets
+        if args.budgets is not None
+        else [
+            float_bytes // RATIO_TARGET,
+            float_bytes // RATIO_STRETCH,
+            10 * KB,
+            20 * KB,
+            40 * KB,
+            80 * KB,
+        ]
+    )
+    out: dict[str, Any] = {
+        "float_accuracy": fm.float_accuracy,
+        "float_seconds": fm.seconds,
+        "float_bytes": float_bytes,
+        "test_images": len(ds.test_y),
+        "points": [],
+        "siq": {"max_iterations": args.max_iterations, "retrain_epochs": args.retrain_epochs},
+    }
+    for budget in budgets:
+        cfg = base.model_copy(
+            update={
+                "size_budget_bytes": budget,
+                "max_iterations": args.max_iterations,
+                "retrain_epochs": args.retrain_epochs,
+            }
+        )
+        r, data = _quantize(fm, ds, cfg)
+        out["points"].append(_point(r, "budget", data, budget=budget))
+        _log(f"budget {budget}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B, {r.seconds:.0f}s")
+        out["seconds"] = time.perf_counter() - started
+        if budget == float_bytes // RATIO_TARGET:
+            bundle = decode_bundle(data)
+            out["layouts"] = layout_comparison(bundle)
+            out["coder"] = coder_comparison(bundle)
+            out["decode_ms"] = {
+                "v2": _median_ms(lambda data=data: decode_bundle(data)),
+                "v1_same_network": _median_ms(lambda v1=_as_v1(bundle): decode_bundle(v1)),
+                "timed": "decode_bundle only",
+            }
+        save(out)
+    if not args.no_baselines:
+        for quantizer in args.baseline_quantizers.split(","):
+            for bits in args.baseline_bits:
+                cfg = base.model_copy(
+                    update={
+                        "weight_bits": bits,
+                        "weight_quantizer": quantizer,
+                        "max_iterations": args.baseline_iterations,
+                        "retrain_epochs": args.retrain_epochs,
+                    }
+                )
+                r, data = _quantize(fm, ds, cfg)
+                out["points"].append(_point(r, quantizer, data))
+                _log(f"{quantizer} W{bits}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B")
+                out["seconds"] = time.perf_counter() - started
+                save(out)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def _quantize(fm: Any, ds: Any, cfg: QuantizeConfig) -> tuple[Any, bytes]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        r = quantize_model(fm, ds, cfg, Path(tmp))
+        return r, Path(str(r.bundle_path)).read_bytes()
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def render(res: dict[str, Any], command: str) -> str:
+    env = res.get("environment", {})
+    fb = res["float_bytes"]
+    points = res["points"]
+    budget_points = [p for p in points if p["kind"] == "budget"]
+    headline = next((p for p in budget_points if p["budget"] == fb // RATIO_TARGET), None)
+    stretch = next((p for p in budget_points if p["budget"] == fb // RATIO_STRETCH), None)
+    lines = [
+        "# Compression: pruning, per-layer bits under a byte budget, entropy-coded bundles",
+        "",
+        f"Generated by `{command}` on {env.get('when', '?')} ({env.get('machine', '?')}, "
+        f"{env.get('cpus', '?')} CPUs, {env.get('threads', '?')} torch threads, torch "
+        f"{env.get('torch', '?')}). Load average at the end: "
+        f"{', '.join(f'{v:.1f}' for v in env.get('load_average', []))}"
+        + (f" — {env['note']}" if env.get("note") else "")
+        + ".",
+        "",
+        f"MNIST, the LeNet-class network (conv16-conv32-fc512-fc10, {fb:,} bytes of float32 "
+        f"parameters), float accuracy {_pct(res['float_accuracy'])} % on the "
+        f"{res['test_images']:,} test images in {res['float_seconds']:.0f} s of float "
+        "training. Accuracies are the bundle run by `shared.engine` (integer-only, 4-bit "
+        "activations), sizes are the bundle file's bytes. SIQ: up to "
+        f"{res.get('siq', {}).get('max_iterations', '?')} iterations of "
+        f"{res.get('siq', {}).get('retrain_epochs', '?')} retraining epochs (budget points; "
+        "pruning ramps over the first 3), the job's CLI equivalent being `python -m server "
+        "quantize --dataset mnist --weight-bits 4 --activation-bits 4 --size-budget-bytes N "
+        "--max-iterations 4 --retrain-epochs 0.5 --out DIR`.",
+        "",
+    ]
+    if headline is not None:
+        ok_acc = headline["quantized_accuracy"] >= ACCURACY_TARGET
+        ok_size = headline["bundle_bytes"] <= fb // RATIO_TARGET
+        ok_time = headline["seconds"] <= JOB_SECONDS_TARGET
+        lines += [
+            "## The target",
+            "",
+            "| | measured | target | met |",
+            "|---|---|---|---|",
+            f"| integer-engine accuracy | {_pct(headline['quantized_accuracy'])} % | ≥ 99.26 % "
+            f"| {'yes' if ok_acc else 'no'} |",
+            f"| bundle file | {headline['bundle_bytes']:,} B ({headline['ratio']:.1f}x smaller) "
+            f"| ≤ {fb // RATIO_TARGET:,} B (1/50) | {'yes' if ok_size else 'no'} |",
+            f"| job time (float training + SIQ + export + evaluation) | "
+            f"{headline['seconds']:.0f} s | ≤ 300 s | {'yes' if ok_time else 'no'} |",
+        ]
+        if stretch is not None:
+            lines.append(
+                f"| stretch: 1/80 ({fb // RATIO_STRETCH:,} B) | "
+                f"{_pct(stretch['quantized_accuracy'])} % at {stretch['bundle_bytes']:,} B | "
+                f"≥ 99.26 % | {'yes' if stretch['quantized_accuracy'] >= ACCURACY_TARGET else 'no'} |"
+            )
+        lines += [
+            "",
+            "Deep Compression's LeNet-5 point is 39x at 0.74 % error with float activations "
+            "(Han et al., ICLR 2016, table 1).",
+            "",
+        ]
+    if headline is None:
+        lines += [
+            "## The target",
+            "",
+            f"Not measured in this run: no point at the 1/50 budget ({fb // RATIO_TARGET:,} B) "
+            "finished.",
+            "",
+        ]
+    lines += [
+        "## Accuracy against bundle bytes",
+        "",
+        "![accuracy against bundle bytes](compression_pareto.png)",
+        "",
+        "| point | integer-engine % | bundle bytes | float32 / bundle | v1 bytes of the same "
+        "network | SIQ iterations | job s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(points, key=lambda p: p["bundle_bytes"]):
+        name = (
+            f"budget {p['budget']:,} B"
+            if p["kind"] == "budget"
+            else f"{p['kind']} W{p['weight_bits']}, dense"
+        )
+        lines.append(
+            f"| {name} | {_pct(p['quantized_accuracy'])} | {p['bundle_bytes']:,} | "
+            f"{p['ratio']:.1f}x | {p['v1_bytes']:,} | {len(p['iterations'])} | "
+            f"{p['seconds']:.0f} |"
+        )
+    if "timed" not in (res.get("decode_ms") or {}):
+        lines += [
+            "",
+            "(This run's version-1 sizes still carry the version-2 `storage` entries in their "
+            "manifest, a few hundred bytes; later runs drop them.)",
+        ]
+    lines += ["", "## Per-layer allocation", ""]
+    for p in sorted(budget_points, key=lambda p: p["budget"]):
+        lines += [
+            f"Budget {p['budget']:,} B: {_pct(p['quantized_accuracy'])} %, {p['bundle_bytes']:,} B "
+            "in all (the rest of the file is the manifest and the safetensors header).",
+            "",
+            "| layer | weights | bits | sparsity | kept | bytes | layout |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, a in (p.get("allocation") or {}).items():
+            lines.append(
+                f"| {name} | {a['weights']:,} | {a['bits']} | {100 * a['sparsity']:.1f} % | "
+                f"{a['nonzero']:,} | {a['bytes']:,} | {a['layout']} |"
+            )
+        lines.append("")
+    if res.get("layouts"):
+        lines += [
+            "## Sparse layout: relative indices against a bitmap (the 1/50 bundle)",
+            "",
+            "| layer | weights | stored | relative indices (bits) | their bytes | "
+            "bitmap, Huffman-coded bytes | raw bitmap bytes |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in res["layouts"]:
+            lines.append(
+                f"| {row['layer']} | {row['weights']:,} | {row['stored']:,} | "
+                f"{row['index_bits']} | {row['relative_index_bytes']:,.0f} | "
+                f"{row['bitmap_bytes']:,.0f} | {row['bitmap_raw_bytes']:,} |"
+            )
+        lines.append("")
+    coder = res.get("coder")
+    if coder:
+        lines += [
+            "## Entropy coder (the 1/50 bundle's streams)",
+            "",
+            "| coder | bytes | decode ms (median of 7) |",
+            "|---|---|---|",
+            f"| order-0 entropy (bound) | {coder['entropy_bytes']:,.0f} | |",
+            f"| canonical Huffman, `shared/entropy.py` (numpy) | {coder['huffman_bytes']:,.0f} | "
+            f"{coder['huffman_decode_ms']:.1f} |",
+        ]
+        if coder.get("constriction"):
+            c = coder["constriction"]
+            lines.append(
+                f"| ANS, constriction {c['version']} (+ 16-bit probabilities) | "
+                f"{c['ans_bytes']:,.0f} | {c['decode_ms']:.2f} |"
+            )
+        dec = res.get("decode_ms", {})
+        lines += [
+            "",
+            f"{coder['symbols']:,} symbols in all. Loading the whole bundle (`decode_bundle`, "
+            f"all checks included): {dec.get('v2', float('nan')):.1f} ms as version 2"
+            + (
+                f", {dec['v1_same_network']:.1f} ms for the same network written as version 1"
+                if "timed" in dec  # earlier runs timed the v1 encoding with it: not shown
+                else ""
+            )
+            + " (medians of 7).",
+            "",
+        ]
+    procs = res.get("processes", 1)
+    lines += [
+        f"Total benchmark time: {res['seconds']:.0f} s"
+        + (
+            f" (the points ran in {procs} processes side by side, all from the one float model)."
+            if procs > 1
+            else "."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {
+        "budget": ("o-", "SIQ + pruning, byte budgets (A4)"),
+        "kmeans": ("s--", "SIQ k-means, dense W2/W3/W4 (A4)"),
+        "uniform": ("^:", "uniform grid, dense W2/W3/W4 (A4)"),
+    }
+    for kind, (style, label) in styles.items():
+        pts = sorted((p for p in res["points"] if p["kind"] == kind), key=lambda p: p["ratio"])
+        if pts:
+            ax.plot(
+                [p["ratio"] for p in pts],
+                [100 * p["quantized_accuracy"] for p in pts],
+                style,
+                label=label,
+            )
+    dc = DEEP_COMPRESSION
+    ax.plot([dc["ratio"]], [100 * dc["accuracy"]], "k*", ms=12, label=dc["label"] + " (float act.)")
+    ax.axhline(100 * ACCURACY_TARGET, color="grey", lw=0.5)
+    ax.axvline(RATIO_TARGET, color="grey", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("float32 parameter bytes / bundle bytes (log)")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(f"MNIST LeNet: accuracy against size ({res['float_bytes']:,} float32 bytes)")
+    fb = res["float_bytes"]
+
+    def to_kb(ratio: np.ndarray) -> np.ndarray:  # ratio <-> kB, an involution up to fb
+        return fb / 1000 / np.maximum(np.asarray(ratio, dtype=float), 1e-9)
+
+    secondary = ax.secondary_xaxis("top", functions=(to_kb, to_kb))
+    secondary.set_xlabel("bundle kB")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.bench_compression" + (
+        " " + " ".join(sys.argv[1:] if argv is None else argv)
+        if (sys.argv[1:] if argv is None else argv)
+        else ""
+    )
+    if args.render_only:
+        sources = args.merge or [args.out / "compression.json"]
+        res = _merged([json.loads(Path(p).read_text()) for p in sources])
+        if args.merge:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
+        _write(res, args.out, res.get("command", command))
+        return 0
+
+    def save(res: dict[str, Any]) -> None:
+        res["environment"] = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "load_average": list(os.getloadavg()),
+            "note": os.environ.get("SIQ_BENCH_NOTE", ""),
+        }
+        res["command"] = command
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
+        _write(res, args.out, command)
+
+    save(run(args, save))
+    _log(f"wrote {args.out / 'compression.md'}")
+    return 0
+
+
+def _write(res: dict[str, Any], out: Path, command: str) -> None:
+    (out / "compression.md").write_text(render(res, command))
+    plot(res, out / "compression_pareto.png")
+
+
+def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs split across processes: the first's header, every point, the
+    coder measurements from whichever made them; the wall time of the longest."""
+    res = dict(parts[0])
+    res["points"] = [p for part in parts for p in part["points"]]
+    for key in ("layouts", "coder", "decode_ms"):
+        res[key] = next((part[key] for part in parts if key in part), None)
+    res["seconds"] = max(part.get("seconds", 0.0) for part in parts)
+    res["processes"] = len(parts)
+    note = os.environ.get("SIQ_BENCH_NOTE")
+    if note:  # said at render time, e.g. that some of the runs did not finish
+        res["environment"] = dict(res.get("environment", {}), note=note)
+    if len(parts) > 1:
+        res["command"] = " ; ".join(part.get("command", "") for part in parts)
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Format version 2: pruned, entropy-coded layers decode to exactly the dense network, a
+damaged stream is refused, and version-1 bundles still load and give the same logits."""
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from shared import bundle_v2
+from shared.bitpack import pack_codes, unpack_codes
+from shared.bundle import bundle_id, decode_bundle, encode_bundle
+from shared.bundle_checksum import with_checksum
+from shared.engine import IntegerNetwork
+from shared.errors import BundleError
+from shared.graph import weight_shape
+from tests.factories import make_random_network
+
+DATA = Path(__file__).parent / "data"
+
+
+def _pruned_network(seed: int = 0, density: float = 0.08, bits: int = 4):
+    """A random LeNet-shaped network whose conv2 and fc1 keep `density` of their weights:
+    the rest take the codebook's exact zero."""
+    manifest, tensors = make_random_network(seed, weight_bits=bits)
+    rng = np.random.default_rng(seed)
+    for layer in manifest["graph"]:
+        if layer["name"] not in ("conv2", "fc1"):
+            continue
+        name, count = layer["name"], int(np.prod(weight_shape(layer)))
+        codebook = tensors[f"{name}.codebook"].copy()
+        codebook[1] = 0
+        codes = unpack_codes(tensors[f"{name}.codes"], bits, count)
+        codes[rng.random(count) >= density] = 1
+        tensors[f"{name}.codebook"], tensors[f"{name}.codes"] = codebook, pack_codes(codes, bits)
+    return manifest, tensors
+
+
+def _v2(manifest, tensors) -> bytes:
+    return encode_bundle(dict(manifest, format_version=2), tensors)
+
+
+def _logits(bundle, seed: int = 0) -> np.ndarray:
+    q = np.random.default_rng(seed).integers(0, 16, size=(8, 1, 28, 28))
+    return IntegerNetwork(bundle).forward_int(q)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.08, 0.5, 1.0])
+def test_pruned_entropy_coded_bundle_equals_dense(density):
+    manifest, tensors = _pruned_network(density=density)
+    dense, compact = (
+        decode_bundle(encode_bundle(manifest, tensors)),
+        decode_bundle(_v2(manifest, tensors)),
+    )
+    assert compact.manifest["format_version"] == 2
+    assert set(compact.tensors) == set(dense.tensors)
+    for key, value in dense.tensors.items():
+        assert compact.tensors[key].dtype == value.dtype
+        np.testing.assert_array_equal(compact.tensors[key], value)
+    np.testing.assert_array_equal(_logits(compact), _logits(dense))
+    assert compact.size < dense.size
+
+
+def test_sparse_layers_use_relative_indices():
+    manifest, tensors = _pruned_network(density=0.05)
+    storage = decode_bundle(_v2(manifest, tensors)).manifest["storage"]
+    assert storage["fc1"]["layout"] == "sparse" and storage["conv2"]["layout"] == "sparse"
+    assert storage["fc1"]["fill"] == 1
+    # the random, unpruned layers: Huffman cannot beat fixed-width codes there
+    assert storage["conv1"]["layout"] in ("packed", "dense")
+
+
+def test_long_zero_runs_need_escapes():
+    codes = np.zeros(5000, dtype=np.int64)
+    codes[[0, 1, 4999]] = [2, 3, 1]
+    gaps, stored = bundle_v2.sparse_symbols(codes, fill=0, index_bits=3)
+    assert stored.tolist() == [2, 3, 1]
+    escape = 7
+    assert (gaps == escape).sum() == (4999 - 2) // escape
+    data, entry = bundle_v2.encode_layer(codes, 2, np.array([0, 1, 2, 3]), np.zeros(4), ())
+    out = bundle_v2.decode_layer(data, entry, 5000, 2, 4, "t")
+    np.testing.assert_array_equal(unpack_codes(out["codes"], 2, 5000), codes)
+
+
+def _resave(manifest: dict, tensors: dict) -> bytes:
+    """Bundle bytes with a content checksum that matches the edit (shared.bundle_checksum):
+    what a writer with a bug would produce, so the v2 reader's own checks are what refuse it."""
+    return st_save(tensors, metadata={"siq_manifest": with_checksum(manifest, tensors)})
+
+
+def _edit_packed(data: bytes, name: str, edit, fix_crc: bool) -> bytes:
+    """Bundle bytes with `edit(bytearray)` applied to one layer's packed tensor."""
+    (n,) = struct.unpack("<Q", data[:8])
+    manifest = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["siq_manifest"])
+    tensors = st_load(data)
+    packed = bytearray(tensors[f"{name}.packed"].tobytes())
+    edit(packed)
+    tensors[f"{name}.packed"] = np.frombuffer(bytes(packed), dtype=np.uint8)
+    if fix_crc:
+        manifest["storage"][name]["crc32"] = zlib.crc32(bytes(packed))
+        manifest["storage"][name]["bytes"] = len(packed)
+    return _resave(manifest, tensors)
+
+
+def _flip_last(packed: bytearray) -> None:
+    packed[-1] ^= 0x01
+
+
+def test_corrupted_stream_is_refused():
+    data = bytearray(_v2(*_pruned_network()))
+    data[-3] ^= 0x10  # a flipped bit in the last layer's stream: the content checksum
+    with pytest.raises(BundleError, match="corrupt"):
+        decode_bundle(bytes(data))
+    # with a content checksum that matches the damage, the layer's CRC-32 refuses it
+    with pytest.raises(BundleError, match="CRC-32"):
+        decode_bundle(_edit_packed(bytes(data), "fc1", _flip_last, fix_crc=False))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda p: p.__delitem__(slice(len(p) - 3, None)),  # truncated stream
+        lambda p: p.extend(b"\x00"),  # trailing garbage
+        lambda p: p.__setitem__(slice(len(p) - 40, None), b"\xff" * 40),  # noise in the codes
+    ],
+)
+def test_stream_damage_is_refused_even_with_a_matching_crc(edit):
+    data = _v2(*_pruned_network())
+    with pytest.raises(BundleError, match="layer fc1"):
+        decode_bundle(_edit_packed(data, "fc1", edit, fix_crc=True))
+
+
+def test_missing_storage_is_refused():
+    manifest, tensors = _pruned_network()
+    data = _v2(manifest, tensors)
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    m = json.loads(header["__metadata__"]["siq_manifest"])
+    del m["storage"]["conv2"]
+    with pytest.raises(BundleError, match="conv2"):
+        decode_bundle(_resave(m, st_load(data)))
+
+
+def test_version_1_bundle_written_before_v2_loads_with_the_same_logits():
+    """The file and its logits were made by the reader before version 2 existed."""
+    data = (DATA / "v1_lenet_w3.siq").read_bytes()
+    bundle = decode_bundle(data, expected_id=bundle_id(data))  # no content checksum back then
+    assert bundle.manifest["format_version"] == 1
+    net = IntegerNetwork(bundle)
+    x = np.load(DATA / "v1_lenet_w3_inputs.npy").astype(np.float64)
+    np.testing.assert_array_equal(
+        net.forward_int(net.quantize_input(x)), np.load(DATA / "v1_lenet_w3_logits.npy")
+    )
+
+
+def test_version_1_bundle_re_encoded_as_version_2_keeps_its_logits():
+    data = (DATA / "v1_lenet_w3.siq").read_bytes()
+    v1 = decode_bundle(data, expected_id=bundle_id(data))
+    v2 = decode_bundle(_v2(v1.manifest, v1.tensors))
+    np.testing.assert_array_equal(_logits(v2), _logits(v1))
