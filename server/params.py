@@ -36,6 +36,10 @@ __all__ = [
 
 CONFIG_VERSION = 1
 MAX_LIMIT = 10_000_000  # train_limit / test_limit: far above any data set here
+# Work a 2-core server finishes in hours, not weeks (the largest recipe trains 40 epochs).
+MAX_EPOCHS = 100
+MAX_RETRAIN_EPOCHS = 20
+MAX_ITERATIONS = 20
 
 WeightBits = Annotated[
     int, Field(ge=1, le=8, description="bits per weight code: each layer's codebook has 2^b values")
@@ -63,12 +67,15 @@ class JobParams(BaseModel):
     weight_bits: WeightBits = 4
     activation_bits: ActivationBits = 4
     epochs: float | None = Field(
-        None, gt=0, le=1000, description="float training epochs (default: the data set's)"
+        None, gt=0, le=MAX_EPOCHS, description="float training epochs (default: the data set's)"
     )
     retrain_epochs: float | None = Field(
-        None, ge=0, le=1000, description="retraining epochs per SIQ iteration (data set's)"
+        None,
+        ge=0,
+        le=MAX_RETRAIN_EPOCHS,
+        description="retraining epochs per SIQ iteration (data set's)",
     )
-    max_iterations: int = Field(5, ge=1, le=50, description="SIQ iterations at most")
+    max_iterations: int = Field(5, ge=1, le=MAX_ITERATIONS, description="SIQ iterations at most")
     tolerance: float = Field(
         0.002, ge=0, le=1, description="converged when validation accuracy changes less than this"
     )

@@ -19,6 +19,7 @@ HTTP edge raises these; each app's error handler answers `error_body(exc)` with 
     ├── AuthError               missing (401) or wrong (403) bearer token
     ├── NotReadyError           the client has no bundle loaded yet                       (503)
     └── OverloadedError         too many requests waiting already; `retry_after` s   (503 + Retry-After)
+        └── QueueFullError          the job queue is at its bound (SIQ_MAX_QUEUED_JOBS)  (429 + Retry-After)
 
 `code` is the machine-readable error code that API error bodies carry; `field`, where a class
 or an instance sets it, names the request field at fault.
@@ -45,6 +46,7 @@ __all__ = [
     "NotReadyError",
     "OverloadedError",
     "UnsupportedModelError",
+    "QueueFullError",
 ]
 
 
@@ -140,6 +142,13 @@ class OverloadedError(SIQError):
 
 class UnsupportedModelError(ConfigError):
     code = "unsupported_model"
+
+
+class QueueFullError(OverloadedError):
+    """Too many jobs already queued: the caller should submit later (the queue drains)."""
+
+    code = "queue_full"
+    http_status = 429
 
 
 def error_body(exc: SIQError) -> dict[str, dict[str, str | None]]:

@@ -58,6 +58,8 @@ class JobResult(BaseModel):
     float_bytes: int
     seconds: float
     converged: bool | None = None
+    published: bool | None = Field(None, description="false: kept by id, not made latest")
+    publish_note: str | None = Field(None, description="why it was or was not published")
 
 
 class ErrorInfo(BaseModel):

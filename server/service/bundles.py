@@ -4,18 +4,25 @@ pipeline) plus one SQLite row each, so listing and "latest for a data set" need 
 A bundle is registered when its job succeeds, and at server start every `*.siq` file in the
 directory that has no row yet is registered too (bundles made with `python -m server quantize
 --out <bundle dir>`). A file whose bytes do not hash to its name is skipped with a warning.
+The scan never publishes the bundle of a job this server knows but that did not succeed (a job
+killed after its file was renamed into place but before it was recorded ends `interrupted`);
+a file naming no job, or a job this database never had (copied from another server), is
+registered as before. The scan also removes the `.tmp-*` files a killed writer left.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from server.service.jobs import connect, utcnow
-from shared.bundle import BUNDLE_SUFFIX, read_bundle_file
+from server.service.publishing import PublishRule, publish_decision
+from shared.bundle import BUNDLE_SUFFIX, bundle_id, read_bundle_file, remove_temp_files
 from shared.errors import BundleError, NotFoundError
 
 __all__ = ["BundleStore", "BundleRecord", "NotFoundError"]
@@ -34,7 +41,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     float_accuracy REAL,
     bytes INTEGER NOT NULL,
     created TEXT NOT NULL,
-    job_id TEXT
+    job_id TEXT,
+    published INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS bundles_by_dataset ON bundles (dataset, seq);
 """
@@ -61,19 +69,44 @@ class BundleStore:
     def __init__(self, db_path: Path, bundle_dir: Path) -> None:
         self.db_path = Path(db_path)
         self.bundle_dir = Path(bundle_dir)
+        self._verified: dict[str, tuple[int, int]] = {}  # id -> (size, mtime_ns) hashed OK
 
     def init_schema(self) -> None:
         with connect(self.db_path) as conn:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(bundles)")}
+            if "published" not in columns:  # a database from before the publishing rule
+                conn.execute("ALTER TABLE bundles ADD COLUMN published INTEGER NOT NULL DEFAULT 1")
+
+    def judge(self, path: Path, rule: PublishRule) -> dict[str, Any]:
+        """Whether the bundle file at `path` may become its data set's latest (publishing.py)."""
+        bundle = read_bundle_file(path)
+        dataset = str((bundle.manifest.get("provenance") or {}).get("dataset") or "unknown")
+        accuracy = (bundle.manifest.get("metrics") or {}).get("quantized_accuracy")
+        try:
+            current = self.latest(dataset).quantized_accuracy
+        except NotFoundError:
+            current = None
+        return publish_decision(rule, accuracy, len(bundle.class_names), current)
 
     def path(self, bundle_id: str) -> Path:
         if not BUNDLE_ID.match(bundle_id):
             raise NotFoundError(f"no bundle with id {bundle_id!r} (ids are 64 hex digits)")
         return self.bundle_dir / f"{bundle_id}{BUNDLE_SUFFIX}"
 
-    def register(self, path: Path, job_id: str | None = None) -> BundleRecord:
-        """Record a bundle file (idempotent); BundleError if it is not a valid bundle."""
+    def register(
+        self, path: Path, job_id: str | None = None, *, published: bool = True
+    ) -> BundleRecord:
+        """Record a bundle file (idempotent); BundleError if it is not a valid bundle.
+        `published=False` keeps it downloadable by id but never `latest` nor listed."""
+        row = self.row_for(path, job_id, published=published)
+        with connect(self.db_path) as conn:
+            self.insert(conn, row)
+        return self.get(row[0])
+
+    def row_for(self, path: Path, job_id: str | None = None, *, published: bool = True) -> tuple:
+        """The bundles row of a valid bundle file (reads and checks it; BundleError)."""
         bundle = read_bundle_file(path)
         if path.name != f"{bundle.id}{BUNDLE_SUFFIX}":
             raise BundleError(f"{path}: its bytes hash to {bundle.id}, not to its file name")
@@ -81,7 +114,7 @@ class BundleStore:
         metrics = manifest.get("metrics") or {}
         provenance = manifest.get("provenance") or {}
         created = provenance.get("created") or utcnow()
-        row = (
+        return (
             bundle.id,
             str(provenance.get("dataset") or "unknown"),
             int(manifest["weight_bits"]),
@@ -91,24 +124,45 @@ class BundleStore:
             bundle.size,
             created,
             job_id or provenance.get("job_id"),
+            int(published),
         )
-        with connect(self.db_path) as conn:
-            conn.execute(
-                f"INSERT OR IGNORE INTO bundles ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        return self.get(bundle.id)
+
+    @staticmethod
+    def insert(conn: sqlite3.Connection, row: tuple) -> None:
+        """Insert a `row_for` row in the caller's transaction (a job's verdict and its bundle
+        land together: no reader sees a succeeded job whose bundle is not there yet)."""
+        conn.execute(
+            f"INSERT OR IGNORE INTO bundles ({_COLUMNS}, published)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
     def scan(self) -> int:
-        """Register every bundle file in the directory that has no row yet; returns how many."""
+        """Register every bundle file in the directory that has no row yet (except those of
+        jobs that did not succeed); returns how many. Removes leftover `.tmp-*` files."""
+        for leftover in remove_temp_files(self.bundle_dir):
+            log.warning("removed %s, a partial bundle file a killed writer left", leftover)
         with connect(self.db_path, write=False) as conn:
             known = {r[0] for r in conn.execute("SELECT id FROM bundles")}
+            rows = conn.execute("SELECT id, status, result FROM jobs").fetchall()
+        jobs = {r[0]: r[1] for r in rows}
+        # a job the publishing rule refused stays unpublished after a restart too
+        refused = {r[0] for r in rows if r[2] and json.loads(r[2]).get("published") is False}
         added = 0
         for path in sorted(self.bundle_dir.glob(f"*{BUNDLE_SUFFIX}")):
             if path.name.startswith(".") or path.stem in known:
                 continue
             try:
-                self.register(path)
+                job_id = (read_bundle_file(path).manifest.get("provenance") or {}).get("job_id")
+                if job_id in jobs and jobs[job_id] != "succeeded":
+                    log.warning(
+                        "not publishing %s: its job %s is %s, not succeeded",
+                        path,
+                        job_id,
+                        jobs[job_id],
+                    )
+                    continue
+                self.register(path, published=job_id not in refused)
                 added += 1
             except (BundleError, KeyError, TypeError, ValueError) as exc:
                 log.warning("skipping bundle file %s: %s", path, exc)
@@ -125,8 +179,10 @@ class BundleStore:
         return BundleRecord(*row)
 
     def latest(self, dataset: str | None) -> BundleRecord:
-        """The newest bundle (for `dataset`, when given)."""
-        where, args = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
+        """The newest published bundle (for `dataset`, when given)."""
+        where, args = (
+            ("WHERE published AND dataset = ?", (dataset,)) if dataset else ("WHERE published", ())
+        )
         with connect(self.db_path, write=False) as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM bundles {where} ORDER BY seq DESC LIMIT 1", args
@@ -141,7 +197,10 @@ class BundleStore:
         return self.latest(dataset) if bundle_id == "latest" else self.get(bundle_id)
 
     def list(self, dataset: str | None = None) -> list[BundleRecord]:
-        where, args = ("WHERE dataset = ?", (dataset,)) if dataset else ("", ())
+        """Published bundles, newest first."""
+        where, args = (
+            ("WHERE published AND dataset = ?", (dataset,)) if dataset else ("WHERE published", ())
+        )
         with connect(self.db_path, write=False) as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM bundles {where} ORDER BY seq DESC", args
@@ -149,12 +208,28 @@ class BundleStore:
         return [BundleRecord(*r) for r in rows]
 
     def read(self, record: BundleRecord) -> bytes:
+        """The bundle's bytes, checked against its id (a file edited or truncated on disk is
+        never signed and served); BundleError (500 bad_bundle) when they no longer match.
+        The check is cached per (size, mtime), so an unchanged file is hashed once."""
+        path = self.path(record.id)
         try:
-            return self.path(record.id).read_bytes()
+            stat = path.stat()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(
                 f"bundle {record.id} is recorded but its file is gone from the bundle directory"
             ) from None
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if self._verified.get(record.id) != stamp:
+            if bundle_id(data) != record.id:
+                self._verified.pop(record.id, None)
+                raise BundleError(
+                    f"bundle {record.id}'s file on the server no longer matches its id (it "
+                    "was changed or damaged on disk), so it is not served; restore the file "
+                    "or run the job again"
+                )
+            self._verified[record.id] = stamp
+        return data
 
     def manifest(self, record: BundleRecord) -> dict[str, Any]:
         return read_bundle_file(self.path(record.id), expected_id=record.id).manifest

@@ -12,14 +12,14 @@ import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConflictError, NotFoundError
+from shared.errors import ConflictError, NotFoundError, QueueFullError
 
 __all__ = [
     "JobStore",
@@ -143,10 +143,13 @@ class JobStore:
     # ------------------------------------------------------------ API side
 
     def create(
-        self, config: dict[str, Any], idempotency_key: str | None = None
+        self,
+        config: dict[str, Any],
+        idempotency_key: str | None = None,
+        max_queued: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """A new queued job, or (with a known idempotency key) the job it made before.
-        Returns (job, created)."""
+        Returns (job, created). QueueFullError when `max_queued` jobs are queued already."""
         request_hash = hashlib.sha256(_dumps(config).encode()).hexdigest()  # type: ignore[union-attr]
         with connect(self.db_path) as conn:
             if idempotency_key is not None:
@@ -155,11 +158,20 @@ class JobStore:
                 ).fetchone()
                 if row is not None:
                     if row["request_hash"] != request_hash:
+                        # no job id here: the key may be another caller's
                         raise ConflictError(
-                            f"Idempotency-Key {idempotency_key!r} was already used for job "
-                            f"{row['id']} with different parameters; use a new key"
+                            f"Idempotency-Key {idempotency_key!r} was already used with "
+                            "different parameters; use a new key"
                         )
                     return JobRecord.from_row(row), False
+            if max_queued is not None:
+                queued = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
+                if queued.fetchone()[0] >= max_queued:
+                    raise QueueFullError(
+                        f"{max_queued} jobs are queued already (SIQ_MAX_QUEUED_JOBS); "
+                        "submit again once some have run",
+                        retry_after=60,
+                    )
             job_id = uuid.uuid4().hex
             conn.execute(
                 "INSERT INTO jobs (id, status, config, idempotency_key, request_hash, created)"
@@ -276,9 +288,14 @@ class JobStore:
         *,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        unless_cancelled: bool = False,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> bool:
         """Move a running job to a terminal state; False if it is no longer ours to finish.
-        `attempt=None` finishes whichever attempt is running (the runner's verdict)."""
+        `attempt=None` finishes whichever attempt is running (the runner's verdict).
+        `unless_cancelled`: not if a cancel was accepted meanwhile (checked in the same
+        transaction, so a cancel is either honoured or answered 409 "already succeeded").
+        `also(conn)` runs in the same transaction when the job was finished."""
         sets = "status = ?, finished = ?, result = ?, error = ?"
         args: list[Any] = [status, utcnow(), _dumps(result), _dumps(error)]
         if result is not None and isinstance(result.get("iterations"), list):
@@ -289,8 +306,13 @@ class JobStore:
         if attempt is not None:
             query += " AND attempt = ?"
             args.append(attempt)
+        if unless_cancelled:
+            query += " AND cancel_requested = 0"
         with connect(self.db_path) as conn:
-            return conn.execute(query, args).rowcount == 1
+            finished = conn.execute(query, args).rowcount == 1
+            if finished and also is not None:
+                also(conn)
+            return finished
 
     def interrupt_running(self, message: str) -> list[str]:
         """Fail every job still marked running (its process is gone): error `interrupted`."""

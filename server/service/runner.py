@@ -35,6 +35,7 @@ from server.service.job_roles import (
     write_checkpoint,
 )
 from server.service.jobs import JobStore
+from server.service.publishing import PublishRule
 from server.service.settings import ServerSettings
 from shared.errors import SIQError, error_body
 
@@ -99,9 +100,14 @@ def job_main(
     pipeline_ref: str,
     data_dir: str | None,
     bundle_dir: str,
+    publish_rule: dict[str, float] | None = None,
 ) -> None:
     """Worker process entry point: run one job and record its outcome."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    # Ctrl-C and SIGTERM (systemd and docker signal the whole process group) are the
+    # server's to handle: it stops its workers itself and marks their jobs `interrupted`,
+    # where a worker dying of the same signal would be reaped first as `worker_crashed`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     store = JobStore(Path(db_path))
@@ -121,9 +127,23 @@ def job_main(
             checkpoint=read_checkpoint(checkpoint_dir, float_job) if float_job else None,
             on_checkpoint=lambda data: write_checkpoint(checkpoint_dir, job_id, data),
         ).result
+        # A cancel accepted while the pipeline evaluated or packaged is honoured: `succeeded`
+        # is recorded only if no cancel is pending, in the same transaction as the bundle's
+        # row (the publishing rule says whether it becomes latest).
         bundle_path = Path(bundle_dir) / f"{result['bundle_id']}.siq"
-        BundleStore(Path(db_path), Path(bundle_dir)).register(bundle_path, job_id=job_id)
-        store.finish(job_id, attempt, "succeeded", result=result)
+        bundles = BundleStore(Path(db_path), Path(bundle_dir))
+        result = {**result, **bundles.judge(bundle_path, PublishRule(**(publish_rule or {})))}
+        row = bundles.row_for(bundle_path, job_id, published=result["published"])
+        done = store.finish(
+            job_id,
+            attempt,
+            "succeeded",
+            result=result,
+            unless_cancelled=True,
+            also=lambda conn: bundles.insert(conn, row),
+        )
+        if not done and store.cancel_requested(job_id):
+            store.finish(job_id, attempt, "cancelled")
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's verdict
         if store.cancel_requested(job_id):
             store.finish(job_id, attempt, "cancelled")
@@ -151,6 +171,7 @@ class JobRunner:
         self.store = store
         self.pipeline, self.data_dir = settings.pipeline, settings.data_dir
         self.bundle_dir = settings.bundle_dir
+        self.publish_rule = settings.publish_rule
         self.max_concurrent = settings.max_concurrent_jobs
         self.cancel_grace_s = settings.cancel_grace_s
         self.poll_interval_s = settings.poll_interval_s
@@ -220,6 +241,7 @@ class JobRunner:
             self.pipeline,
             str(self.data_dir) if self.data_dir else None,
             str(self.bundle_dir),
+            self.publish_rule.as_dict(),
         )
         process = self._ctx.Process(target=job_main, args=args, name=f"siq-job-{job_id[:8]}")
         try:
@@ -269,9 +291,8 @@ class JobRunner:
 
     @staticmethod
     def _terminate(process: Any) -> None:
-        if process.is_alive():
-            process.terminate()
-            process.join(3.0)
+        # SIGKILL: workers ignore SIGTERM (job_main), and hold nothing a kill could corrupt
+        # (bundle files are renamed into place; the scan removes partial ones).
         if process.is_alive():
             process.kill()
-            process.join(3.0)
+            process.join(5.0)

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.service.publishing import PublishRule
 from shared.errors import ConfigError
 
 __all__ = ["ServerSettings", "load_settings", "prepare_state_dir"]
@@ -54,6 +55,10 @@ class ServerSettings(BaseSettings):
     ray_job_cpus: float = Field(1.0, gt=0, le=256, description="CPUs each Ray task declares")
     ray_job_gpus: float = Field(0.0, ge=0, le=16, description="GPUs each Ray task declares")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of an embedded cluster")
+    # the publishing rule (server/service/publishing.py) and the queue's bound
+    publish_min_accuracy_over_chance: float = Field(0.05, le=1, description="negative: off")
+    publish_max_drop: float = Field(0.05, le=1, description="vs current latest; negative: off")
+    max_queued_jobs: int = Field(16, ge=1, le=10_000, description="then submits get 429")
 
     @field_validator("api_token", "bundle_hmac_key")
     @classmethod
@@ -92,6 +97,10 @@ class ServerSettings(BaseSettings):
     def checkpoint_dir(self) -> Path:
         """Float models a sweep's runs start from (server/service/job_roles.py)."""
         return self.state_dir / "checkpoints"
+
+    @property
+    def publish_rule(self) -> PublishRule:
+        return PublishRule(self.publish_min_accuracy_over_chance, self.publish_max_drop)
 
 
 def load_settings(**overrides: object) -> ServerSettings:

@@ -92,3 +92,15 @@ def succeed_reporting_task(
     except ImportError:
         task_id = None
     return {**result, "pid": os.getpid(), "ray_task_id": task_id}
+
+
+def cancel_while_packaging(
+    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
+) -> dict:
+    """Like `succeed`, but reports `packaging` and waits (up to 20 s) for a cancel, which it
+    then ignores, as the real pipeline's last stages do: the runner must still honour it."""
+    hooks["progress"]({"stage": "packaging", "fraction": 0.95, "message": "writing"})
+    deadline = time.monotonic() + 20
+    while not hooks["should_cancel"]() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return succeed(config, data_dir, out_dir, **hooks)

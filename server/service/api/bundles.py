@@ -22,7 +22,7 @@ from server.service.api.deps import BundleStoreDep, SettingsDep, require_reader
 from server.service.api.errors import ERROR_RESPONSES
 from shared.bundle import decode_bundle
 from shared.onnx_export import to_onnx
-from shared.schemas import BundleInfo, BundleList
+from shared.schemas import BundleInfo, BundleList, ErrorResponse
 from shared.signing import sign
 
 __all__ = ["router"]
@@ -39,6 +39,7 @@ DatasetQuery = Annotated[
 BUNDLE_FILE = {
     200: {"content": {"application/octet-stream": {}}, "description": "the bundle file"},
     304: {"description": "not modified (If-None-Match matched the ETag)"},
+    500: {"model": ErrorResponse, "description": "bad_bundle: the file no longer matches its id"},
 }
 
 

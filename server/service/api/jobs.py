@@ -25,7 +25,7 @@ from server.service.api.deps import (
 )
 from server.service.api.errors import ERROR_RESPONSES
 from server.service.jobs import JobRecord
-from shared.schemas import JobStatus, QuantizeJobList, QuantizeJobPublic
+from shared.schemas import ErrorResponse, JobStatus, QuantizeJobList, QuantizeJobPublic
 
 __all__ = ["router", "to_public"]
 
@@ -95,7 +95,12 @@ _WRITE: dict[str, Any] = {
                     "schema": {"type": "string"},
                 },
             },
-        }
+        },
+        429: {
+            "model": ErrorResponse,
+            "description": "SIQ_MAX_QUEUED_JOBS jobs are queued already; see Retry-After",
+            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+        },
     },
 )
 def submit_job(
@@ -107,7 +112,7 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> QuantizeJobPublic:
     check_dataset(body.dataset, settings.data_dir)
-    job, created = jobs.create(body.to_config(), idempotency_key)
+    job, created = jobs.create(body.to_config(), idempotency_key, settings.max_queued_jobs)
     if created:
         runner.wake()
     else:

@@ -1,0 +1,68 @@
+"""The start-up scan of the bundle directory: it publishes only bundles of succeeded (or
+unknown) jobs and removes the partial `.tmp-*` files a killed writer left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.service.bundles import BundleStore
+from server.service.jobs import JobStore
+from shared.bundle import TEMP_PREFIX, encode_bundle, write_bundle_atomic
+from shared.errors import NotFoundError
+from tests.factories import make_random_network
+
+CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4, "seed": 0}
+
+
+def _bundle_file(directory: Path, seed: int, job_id: str | None) -> Path:
+    manifest, tensors = make_random_network(seed, weight_bits=4, activation_bits=4)
+    manifest["provenance"] = {"dataset": "digits", "job_id": job_id}
+    return write_bundle_atomic(directory, encode_bundle(manifest, tensors))
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[JobStore, BundleStore]:
+    jobs = JobStore(tmp_path / "siq.db")
+    jobs.init_schema()
+    bundles = BundleStore(tmp_path / "siq.db", tmp_path / "bundles")
+    bundles.init_schema()
+    return jobs, bundles
+
+
+def test_scan_skips_the_bundle_of_an_interrupted_job(stores: tuple[JobStore, BundleStore]) -> None:
+    jobs, bundles = stores
+    job, _ = jobs.create(CONFIG)
+    jobs.claim_next()
+    # killed after the rename, before the verdict: the restart marks the job interrupted
+    lost = _bundle_file(bundles.bundle_dir, 1, job.id)
+    jobs.interrupt_running("gone")
+    assert bundles.scan() == 0
+    with pytest.raises(NotFoundError):
+        bundles.latest("digits")
+    with pytest.raises(NotFoundError):
+        bundles.get(lost.stem)
+
+
+def test_scan_registers_succeeded_and_jobless_bundles(stores: tuple[JobStore, BundleStore]) -> None:
+    jobs, bundles = stores
+    job, _ = jobs.create(CONFIG)
+    claimed = jobs.claim_next()
+    assert claimed is not None
+    done = _bundle_file(bundles.bundle_dir, 2, job.id)
+    jobs.finish(job.id, claimed.attempt, "succeeded", result={})
+    cli = _bundle_file(bundles.bundle_dir, 3, None)  # `python -m server quantize --out`
+    assert bundles.scan() == 2
+    assert {r.id for r in bundles.list()} == {done.stem, cli.stem}
+
+
+def test_scan_removes_partial_temp_files(stores: tuple[JobStore, BundleStore]) -> None:
+    _, bundles = stores
+    bundles.bundle_dir.mkdir(parents=True, exist_ok=True)
+    empty = bundles.bundle_dir / f"{TEMP_PREFIX}abc.siq"
+    empty.write_bytes(b"")
+    partial = bundles.bundle_dir / f"{TEMP_PREFIX}def.siq"
+    partial.write_bytes(b"\x00" * 100)
+    assert bundles.scan() == 0
+    assert not empty.exists() and not partial.exists()
