@@ -1,5 +1,7 @@
 """The `mnist` source: the four original IDX files under `$SIQ_DATA_DIR/mnist`, checked
-against their published MD5s (downloaded from the public mirrors when missing)."""
+against their published MD5s. A file missing there is looked for, and else downloaded from
+the public mirrors, in a writable cache under the server's state directory
+(`$SIQ_STATE_DIR/cache/mnist`): the data directory may be read-only (compose mounts it so)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ from server.data.dataset import DIGIT_CLASSES, Dataset, DatasetInfo
 from server.params import RECIPES
 from shared.errors import DatasetError
 
-__all__ = ["NAME", "MNIST_FILES", "MNIST_MIRRORS", "read_idx", "load_mnist", "available", "load"]
+__all__ = [
+    "NAME",
+    "MNIST_FILES",
+    "MNIST_MIRRORS",
+    "cache_dir",
+    "read_idx",
+    "load_mnist",
+    "available",
+    "load",
+]
 
 NAME = "mnist"
 # The published MD5s of the four MNIST files (LeCun, Cortes, Burges).
@@ -62,42 +73,68 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _download(url: str, dest: Path, md5: str, timeout: float) -> bool:
-    tmp = dest.with_suffix(dest.suffix + ".part")
+def cache_dir() -> Path:
+    """Where downloaded MNIST files go: `$SIQ_STATE_DIR/cache/mnist` (the server's settings
+    read the same variable; `state` when unset, as theirs)."""
+    return Path(os.environ.get("SIQ_STATE_DIR") or "state") / "cache" / "mnist"
+
+
+def _download(url: str, dest: Path, md5: str, timeout: float) -> str | None:
+    """Fetch `url` into `dest` (atomically); None on success, else why not."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
             data = resp.read()
-    except Exception:
-        return False
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, and the next mirror tried
+        return f"{url}: {type(exc).__name__}: {exc}"
     if hashlib.md5(data).hexdigest() != md5:
-        return False
+        return f"{url}: the download does not match the published MD5"
+    tmp = dest.with_suffix(dest.suffix + ".part")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         os.replace(tmp, dest)
-    except OSError:
-        return False
-    return True
-
-
-def _ensure_mnist_files(mnist_dir: Path, *, download: bool, timeout: float) -> None:
-    missing = [name for name in MNIST_FILES if not (mnist_dir / name).is_file()]
-    if missing and download:
+    except OSError as exc:
         with contextlib.suppress(OSError):
-            mnist_dir.mkdir(parents=True, exist_ok=True)
-        for name in list(missing):
+            tmp.unlink()
+        return f"cannot write {dest}: {exc.strerror or exc}"
+    return None
+
+
+def _locate(mnist_dir: Path, cache: Path) -> dict[str, Path]:
+    """Each MNIST file that exists, from the data directory first, else the cache."""
+    found = {}
+    for name in MNIST_FILES:
+        for folder in (mnist_dir, cache):
+            if (folder / name).is_file():
+                found[name] = folder / name
+                break
+    return found
+
+
+def _ensure_mnist_files(
+    mnist_dir: Path, cache: Path, *, download: bool, timeout: float
+) -> dict[str, Path]:
+    found = _locate(mnist_dir, cache)
+    failures: list[str] = []
+    if len(found) < len(MNIST_FILES) and download:
+        for name in [n for n in MNIST_FILES if n not in found]:
             for mirror in MNIST_MIRRORS:
-                if _download(mirror + name, mnist_dir / name, MNIST_FILES[name], timeout):
-                    missing.remove(name)
+                why = _download(mirror + name, cache / name, MNIST_FILES[name], timeout)
+                if why is None:
+                    found[name] = cache / name
                     break
+                failures.append(why)
             else:
                 break  # no mirror answers: don't wait on the other files too
-        missing = [name for name in MNIST_FILES if not (mnist_dir / name).is_file()]
+    missing = [name for name in MNIST_FILES if name not in found]
     if missing:
+        tried = f" Downloading into {cache} failed: {'; '.join(failures)}." if failures else ""
         raise DatasetError(
             f"MNIST files missing: {', '.join(missing)}. Put the four original files "
             f"({', '.join(MNIST_FILES)}) in {mnist_dir} (set SIQ_DATA_DIR to the folder that "
-            f"holds mnist/); downloading them from the public mirrors failed."
+            f"holds mnist/) or in {cache}.{tried}"
         )
+    return found
 
 
 def load_mnist(
@@ -107,20 +144,22 @@ def load_mnist(
     test_limit: int | None = None,
     download: bool = True,
     timeout: float = 10.0,
+    cache: Path | None = None,
 ) -> Dataset:
+    """MNIST from `data_dir/mnist` or the download cache (`cache`, default `cache_dir()`)."""
     mnist_dir = Path(data_dir) / "mnist"
-    _ensure_mnist_files(mnist_dir, download=download, timeout=timeout)
+    files = _ensure_mnist_files(mnist_dir, cache or cache_dir(), download=download, timeout=timeout)
     for name, md5 in MNIST_FILES.items():
-        got = _md5(mnist_dir / name)
+        got = _md5(files[name])
         if got != md5:
             raise DatasetError(
-                f"{mnist_dir / name}: MD5 {got} does not match the published {md5} "
+                f"{files[name]}: MD5 {got} does not match the published {md5} "
                 "(corrupt or truncated copy; replace it with the original file)"
             )
-    train_x = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
-    train_y = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
-    test_x = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
-    test_y = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    train_x = read_idx(files["train-images-idx3-ubyte.gz"])
+    train_y = read_idx(files["train-labels-idx1-ubyte.gz"])
+    test_x = read_idx(files["t10k-images-idx3-ubyte.gz"])
+    test_y = read_idx(files["t10k-labels-idx1-ubyte.gz"])
     ds = Dataset(
         name=NAME,
         train_x=train_x[:train_limit, None].copy(),  # (N, 1, 28, 28)
@@ -135,24 +174,26 @@ def load_mnist(
     return ds
 
 
-def _counts(mnist_dir: Path) -> tuple[int, int] | None:
+def _counts(files: dict[str, Path]) -> tuple[int, int] | None:
     """Counts from the IDX headers only (cheap; no MD5), None when files are missing/bad."""
+    if len(files) < len(MNIST_FILES):
+        return None
     counts = []
     for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         try:
-            with gzip.open(mnist_dir / name, "rb") as f:
+            with gzip.open(files[name], "rb") as f:
                 head = f.read(8)
             counts.append(struct.unpack(">I", head[4:8])[0])
         except (OSError, EOFError, struct.error):
             return None
-    if not all((mnist_dir / n).is_file() for n in MNIST_FILES):
-        return None
     return counts[0], counts[1]
 
 
-def available(data_dir: Path | None) -> list[DatasetInfo]:
-    """[mnist's info] when its files are under `data_dir`, else []."""
-    counts = _counts(Path(data_dir) / "mnist") if data_dir is not None else None
+def available(data_dir: Path | None, cache: Path | None = None) -> list[DatasetInfo]:
+    """[mnist's info] when its files are under `data_dir` or in the cache, else []."""
+    cache = cache or cache_dir()
+    folder = Path(data_dir) / "mnist" if data_dir is not None else cache
+    counts = _counts(_locate(folder, cache))
     if counts is None:
         return []
     return [
@@ -169,6 +210,6 @@ def available(data_dir: Path | None) -> list[DatasetInfo]:
 def load(
     name: str, data_dir: Path | None, train_limit: int | None, test_limit: int | None
 ) -> Dataset:
-    if data_dir is None:
-        raise DatasetError("mnist needs a data directory (set SIQ_DATA_DIR)")
-    return load_mnist(Path(data_dir), train_limit=train_limit, test_limit=test_limit)
+    # without SIQ_DATA_DIR, the cache is the only place (cache_dir().parent / "mnist" is it)
+    root = Path(data_dir) if data_dir is not None else cache_dir().parent
+    return load_mnist(root, train_limit=train_limit, test_limit=test_limit)
