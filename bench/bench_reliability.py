@@ -13,8 +13,11 @@
 2. 10,000 requests at concurrency 32 (bench.bench_client's lean load generator, one digit
    PNG each): status counts, transport errors, p50, p99, with the default queue bound and
    with a small SIQ_MAX_QUEUED_REQUESTS that must shed (503 + Retry-After).
-3. The server's /healthz while a 100 MB body is refused: a marked place, filled by the server
-   side of issue 11 (item 3).
+3. The server's /healthz while a 100 MB body is refused: `python -m server` (fake pipeline),
+   one caller polling /healthz every 50 ms before and during a POST /quantize-jobs that
+   announces and streams 100 MB (the server refuses bodies over SIQ_MAX_BODY_BYTES from
+   Content-Length). `--only server` measures just this row and keeps the others of an
+   existing report.
 
 `--client-src DIR` runs `python -m client` from another checkout (e.g. `git archive main`),
 for a before/after comparison on the same machine. Writes bench/results/reliability.json
@@ -214,6 +217,71 @@ def bench_load(
     return rows
 
 
+async def _healthz_during(url: str, seconds: float, body_mb: int) -> dict[str, Any]:
+    """/healthz latency for `seconds` alone, then while one caller sends a `body_mb` MB body."""
+    phases: dict[str, list[float]] = {"alone": [], "during": []}
+    attack: dict[str, Any] = {}
+    phase = ["alone"]
+
+    async def poll(http: httpx.AsyncClient, until: float) -> None:
+        while time.monotonic() < until or phase[0] == "during" and not attack.get("done"):
+            t = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                (await http.get(f"{url}/healthz")).raise_for_status()
+                phases[phase[0]].append((time.perf_counter() - t) * 1e3)
+            await asyncio.sleep(0.05)
+
+    async def body() -> Any:
+        chunk = b" " * (1 << 20)
+        for _ in range(body_mb):
+            yield chunk
+
+    async def big_post(http: httpx.AsyncClient) -> None:
+        t = time.perf_counter()
+        headers = {"Content-Length": str(body_mb << 20), "Content-Type": "application/json"}
+        try:
+            resp = await http.post(f"{url}/quantize-jobs", content=body(), headers=headers)
+            attack["status"] = str(resp.status_code)
+        except httpx.HTTPError as exc:
+            attack["status"] = type(exc).__name__
+        attack["seconds"] = time.perf_counter() - t
+        attack["done"] = True
+
+    timeout = httpx.Timeout(120.0)
+    async with httpx.AsyncClient(timeout=timeout) as h, httpx.AsyncClient(timeout=timeout) as a:
+        await poll(h, time.monotonic() + seconds)
+        phase[0] = "during"
+        await asyncio.gather(poll(h, time.monotonic() + 1.0), big_post(a))
+    row: dict[str, Any] = {"body_mb": body_mb, "attack_status": attack.get("status"),
+                           "attack_seconds": attack.get("seconds")}  # fmt: skip
+    for name, ms in phases.items():
+        arr = np.array(ms or [float("nan")])
+        row[f"healthz_{name}_n"] = len(ms)
+        row[f"healthz_{name}_p50_ms"] = float(np.percentile(arr, 50))
+        row[f"healthz_{name}_p99_ms"] = float(np.percentile(arr, 99))
+        row[f"healthz_{name}_max_ms"] = float(arr.max())
+    return row
+
+
+def bench_server(work: Path, seconds: float, body_mb: int = 100) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
+    env.update(
+        SIQ_STATE_DIR=str(work / "server-state"),
+        SIQ_PIPELINE="tests.server.fake_pipelines:succeed",
+        PYTHONPATH=str(REPO),
+    )
+    port = pick_port()
+    args = ["--log-level", "warning"]
+    with ServiceProcess(
+        "server", port=port, env=env, log_path=work / "server.log", args=args, cwd=REPO
+    ) as server:
+        server.wait_ready("/healthz", timeout=60)
+        row = asyncio.run(_healthz_during(server.url, seconds, body_mb))
+        row["rss_peak_mb"] = rss_mb(server.proc.pid)[1]
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def write_report(result: dict[str, Any], out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -266,9 +334,30 @@ def write_report(result: dict[str, Any], out: Path, name: str) -> None:
         "## Server: /healthz while a 100 MB body is refused (issue 11, item 3)",
         "",
         SERVER_ROW_MARK,
-        "_Not measured yet: the server side of issue 11 fills this row._",
-        "",
     ]
+    server = result.get("server")
+    if server:
+        lines += [
+            f"`python -m server` (fake pipeline), default settings; one caller polls /healthz "
+            f"every 50 ms, first alone for {server.get('seconds', result['seconds']):.0f} s, then "
+            f"while another sends POST /quantize-jobs announcing (Content-Length) and streaming "
+            f"{server['body_mb']} MB. Command: `{server.get('command', result['command'])}`"
+            f"{', run ' + server['when'] if server.get('when') else ''}.",
+            "",
+            "| 100 MB body answered | in s | /healthz alone p50 / p99 / max ms (n) | /healthz during p50 / p99 / max ms (n) | server peak RSS MB |",
+            "|---|---:|---|---|---:|",
+            f"| {server['attack_status']} | {server['attack_seconds']:.2f} | "
+            f"{server['healthz_alone_p50_ms']:.1f} / {server['healthz_alone_p99_ms']:.1f} / "
+            f"{server['healthz_alone_max_ms']:.1f} ({server['healthz_alone_n']}) | "
+            f"{server['healthz_during_p50_ms']:.1f} / {server['healthz_during_p99_ms']:.1f} / "
+            f"{server['healthz_during_max_ms']:.1f} ({server['healthz_during_n']}) | "
+            f"{server['rss_peak_mb']:.0f} |",
+            "",
+        ]
+        if server.get("remark"):
+            lines += [server["remark"], ""]
+    else:
+        lines += ["_Not measured yet: `--only server` fills this row._", ""]
     (out / f"{name}.md").write_text("\n".join(lines))
 
 
@@ -284,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-queue", type=int, default=4)
     p.add_argument("--attackers", type=int, default=os.cpu_count() or 1, help="default: CPUs")
     p.add_argument("--client-src", type=Path, default=REPO, help="checkout to run the client from")
-    p.add_argument("--only", choices=("attack", "load"))
+    p.add_argument("--only", choices=("attack", "load", "server"))
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="reliability")
     args = p.parse_args(argv)
@@ -315,7 +404,18 @@ def main(argv: list[str] | None = None) -> int:
             result["load"] = bench_load(
                 bundle, work, src, images, args.requests, args.concurrency, args.small_queue
             )
-    result["server"] = None  # issue 11, item 3: /healthz while a 100 MB body is refused
+        if args.only in (None, "server"):
+            server = bench_server(work, min(args.seconds, 5.0))
+            server.update(
+                command=result["command"],
+                seconds=min(args.seconds, 5.0),
+                when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                note=result["note"],
+            )
+            result["server"] = server
+    previous = args.out / f"{args.name}.json"
+    if args.only == "server" and previous.is_file():  # keep the client rows of the last run
+        result = {**json.loads(previous.read_text()), "server": result["server"]}
     write_report(result, args.out, args.name)
     print((args.out / f"{args.name}.md").read_text())
     return 0
