@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.service.jobs import connect, utcnow
+from server.service.jobs import JobStore, connect, utcnow
 from server.service.publishing import PublishRule, publish_decision
 from shared.bundle import BUNDLE_SUFFIX, bundle_id, read_bundle_file, remove_temp_files
 from shared.errors import BundleError, NotFoundError
@@ -135,6 +135,29 @@ class BundleStore:
             f"INSERT OR IGNORE INTO bundles ({_COLUMNS}, published)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
+        )
+
+    def finish_succeeded(
+        self,
+        jobs: JobStore,
+        job_id: str,
+        attempt: int,
+        result: dict[str, Any],
+        path: Path,
+        rule: PublishRule,
+    ) -> bool:
+        """Record a job's success and its bundle (published if `rule` lets it) in one
+        transaction, unless a cancel was accepted meanwhile: then False and nothing recorded
+        (the caller finishes the job cancelled). Both executors end a good job here."""
+        result = {**result, **self.judge(path, rule)}
+        row = self.row_for(path, job_id, published=result["published"])
+        return jobs.finish(
+            job_id,
+            attempt,
+            "succeeded",
+            result=result,
+            unless_cancelled=True,
+            also=lambda conn: self.insert(conn, row),
         )
 
     def scan(self) -> int:

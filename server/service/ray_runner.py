@@ -298,20 +298,24 @@ class RayRunner:
         self.on_job_end(job_id)
 
     def _apply(self, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
-        """Record a deposited outcome: the bundle into the store, then the verdict."""
+        """Record a deposited outcome: success and the bundle's row together (unless a
+        cancel came first), else the failure or the cancel."""
         if outcome["status"] == "succeeded":
             try:
                 path = write_bundle_atomic(self.settings.bundle_dir, outcome["bundle"])
-                self.bundles.register(path, job_id=job_id)
+                result = dict(outcome["result"], bundle_path=str(path))
+                rule = self.settings.publish_rule
+                if self.bundles.finish_succeeded(self.store, job_id, attempt, result, path, rule):
+                    outcome = {"status": "recorded"}
+                else:  # a cancel accepted meanwhile is honoured (issue 11, item 6)
+                    outcome = {"status": "cancelled", "error": None}
             except Exception as exc:  # noqa: BLE001 - a bad bundle fails its job, not the loop
                 outcome = {"status": "failed", "error": error_record(exc)}
-        if outcome["status"] == "succeeded":
-            result = dict(outcome["result"], bundle_path=str(path))
-            self.store.finish(job_id, attempt, "succeeded", result=result)
-        elif self.store.cancel_requested(job_id):
-            self.store.finish(job_id, attempt, "cancelled")
-        else:
-            self.store.finish(job_id, attempt, "failed", error=outcome["error"])
+        if outcome["status"] != "recorded":
+            if self.store.cancel_requested(job_id):
+                self.store.finish(job_id, attempt, "cancelled")
+            else:
+                self.store.finish(job_id, attempt, "failed", error=outcome["error"])
         self._ledger.forget.remote(job_id)
         self.on_job_end(job_id)
 

@@ -132,16 +132,8 @@ def job_main(
         # row (the publishing rule says whether it becomes latest).
         bundle_path = Path(bundle_dir) / f"{result['bundle_id']}.siq"
         bundles = BundleStore(Path(db_path), Path(bundle_dir))
-        result = {**result, **bundles.judge(bundle_path, PublishRule(**(publish_rule or {})))}
-        row = bundles.row_for(bundle_path, job_id, published=result["published"])
-        done = store.finish(
-            job_id,
-            attempt,
-            "succeeded",
-            result=result,
-            unless_cancelled=True,
-            also=lambda conn: bundles.insert(conn, row),
-        )
+        rule = PublishRule(**(publish_rule or {}))
+        done = bundles.finish_succeeded(store, job_id, attempt, result, bundle_path, rule)
         if not done and store.cancel_requested(job_id):
             store.finish(job_id, attempt, "cancelled")
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's verdict
