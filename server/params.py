@@ -52,10 +52,27 @@ ActivationBits = Annotated[
 ]
 
 
+def _null_means_default(schema: dict[str, Any], cls: type) -> None:
+    """The JSON schema says what `_null_is_default` does: an optional knob may be null."""
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        nullable = {"type": "null"} in prop.get("anyOf", ())
+        if name not in required and "default" in prop and not nullable:
+            default = prop.pop("default")
+            extra = {k: prop.pop(k) for k in ("title", "description") if k in prop}
+            schema["properties"][name] = {
+                "anyOf": [dict(prop), {"type": "null"}],
+                "default": default,
+                **extra,
+            }
+
+
 class JobParams(BaseModel):
     """Every knob of a quantize job (README, "Job parameters")."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=_null_means_default
+    )
 
     dataset: str = Field(
         min_length=1,

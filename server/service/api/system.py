@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from server.data import list_datasets
 from server.service.api.deps import ContextDep, SettingsDep, require_reader
+from server.service.api.errors import ERROR_RESPONSES
 from server.service.metrics import CONTENT_TYPE_LATEST
 from shared.schemas import DatasetInfo, HealthStatus
 
@@ -56,6 +57,7 @@ def metrics(ctx: ContextDep) -> Response:
     "/datasets",
     response_model=list[DatasetInfo],
     dependencies=[Depends(require_reader)],
+    responses={code: ERROR_RESPONSES[code] for code in (401, 403)},  # SIQ_PROTECT_READS
     tags=["datasets"],
     summary="Data sets available for quantize jobs",
 )
