@@ -15,8 +15,8 @@
    with a small SIQ_MAX_QUEUED_REQUESTS that must shed (503 + Retry-After).
 3. The server's /healthz while a 100 MB body is refused: `python -m server` (fake pipeline),
    one caller polling /healthz every 50 ms before and during a POST /quantize-jobs that
-   announces and streams 100 MB (the server refuses bodies over SIQ_MAX_BODY_BYTES from
-   Content-Length). `--only server` measures just this row and keeps the others of an
+   announces 100 MB (Content-Length) and streams it unless answered within 1 s (the server
+   refuses bodies over SIQ_MAX_BODY_BYTES from Content-Length). `--only server` measures just this row and keeps the others of an
    existing report.
 
 `--client-src DIR` runs `python -m client` from another checkout (e.g. `git archive main`),
@@ -231,27 +231,46 @@ async def _healthz_during(url: str, seconds: float, body_mb: int) -> dict[str, A
                 phases[phase[0]].append((time.perf_counter() - t) * 1e3)
             await asyncio.sleep(0.05)
 
-    async def body() -> Any:
-        chunk = b" " * (1 << 20)
-        for _ in range(body_mb):
-            yield chunk
-
-    async def big_post(http: httpx.AsyncClient) -> None:
+    async def big_post() -> None:
+        """Raw HTTP/1.1, so the answer is read while the body still streams (a server that
+        refuses early answers and closes; an HTTP client would only see the broken pipe)."""
         t = time.perf_counter()
-        headers = {"Content-Length": str(body_mb << 20), "Content-Type": "application/json"}
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /quantize-jobs HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {body_mb << 20}\r\n\r\n".encode()
+        )
+
+        async def send() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(body_mb):
+                    writer.write(b" " * (1 << 20))
+                    await writer.drain()
+
+        sender = None
         try:
-            resp = await http.post(f"{url}/quantize-jobs", content=body(), headers=headers)
-            attack["status"] = str(resp.status_code)
-        except httpx.HTTPError as exc:
+            try:  # a guard that reads Content-Length answers before any body byte is sent
+                line = await asyncio.wait_for(reader.readline(), 1.0)
+            except TimeoutError:
+                sender = asyncio.create_task(send())
+                line = await asyncio.wait_for(reader.readline(), 120)
+            attack["status"] = line.split()[1].decode() if line else "closed"
+        except (OSError, TimeoutError) as exc:
             attack["status"] = type(exc).__name__
         attack["seconds"] = time.perf_counter() - t
         attack["done"] = True
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await sender
+        writer.close()
 
     timeout = httpx.Timeout(120.0)
-    async with httpx.AsyncClient(timeout=timeout) as h, httpx.AsyncClient(timeout=timeout) as a:
+    async with httpx.AsyncClient(timeout=timeout) as h:
         await poll(h, time.monotonic() + seconds)
         phase[0] = "during"
-        await asyncio.gather(poll(h, time.monotonic() + 1.0), big_post(a))
+        await asyncio.gather(poll(h, time.monotonic() + 1.0), big_post())
     row: dict[str, Any] = {"body_mb": body_mb, "attack_status": attack.get("status"),
                            "attack_seconds": attack.get("seconds")}  # fmt: skip
     for name, ms in phases.items():
@@ -340,8 +359,8 @@ def write_report(result: dict[str, Any], out: Path, name: str) -> None:
         lines += [
             f"`python -m server` (fake pipeline), default settings; one caller polls /healthz "
             f"every 50 ms, first alone for {server.get('seconds', result['seconds']):.0f} s, then "
-            f"while another sends POST /quantize-jobs announcing (Content-Length) and streaming "
-            f"{server['body_mb']} MB. Command: `{server.get('command', result['command'])}`"
+            f"while another sends POST /quantize-jobs announcing {server['body_mb']} MB "
+            "(Content-Length) and streaming it unless answered within 1 s. Command: `{server.get('command', result['command'])}`"
             f"{', run ' + server['when'] if server.get('when') else ''}.",
             "",
             "| 100 MB body answered | in s | /healthz alone p50 / p99 / max ms (n) | /healthz during p50 / p99 / max ms (n) | server peak RSS MB |",
