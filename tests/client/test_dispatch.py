@@ -4,6 +4,7 @@ worker thread; the cost is the least of the recent measurements."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 
 import numpy as np
@@ -36,19 +37,22 @@ def test_the_least_recent_measurement_decides():
 
 def test_run_picks_the_loop_or_a_thread():
     d = Dispatcher()
-    loop_thread = threading.get_ident()
 
     def where() -> int:
         return threading.get_ident()
 
-    async def main() -> tuple[int, int, int]:
+    async def main() -> tuple[int, int, int, int]:
+        loop_thread = threading.get_ident()
         first = await d.run(where, key="k", images=1, pixels=784)  # unmeasured: a thread
         d.observe("k", 1, 1e-5)
         cheap = await d.run(where, key="k", images=1, pixels=784)
         big = await d.run(where, key="k", images=1, pixels=INLINE_PIXELS * 2)
-        return first, cheap, big
+        return loop_thread, first, cheap, big
 
-    first, cheap, big = asyncio.run(main())
+    # a loop of its own in a thread of its own: other tests (Playwright's sync API) may leave
+    # an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        loop_thread, first, cheap, big = pool.submit(asyncio.run, main()).result(timeout=60)
     assert first != loop_thread and cheap == loop_thread and big != loop_thread
     assert d.cost("k") is not None
 
