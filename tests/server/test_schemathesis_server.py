@@ -15,12 +15,6 @@ TOKEN = "schemathesis-token"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="one finding in the lead's region (server/service/api/errors.py): a 405 to "
-    "OPTIONS /quantize-jobs says `Allow: POST`, without GET (ST205); remove this mark once "
-    "that is fixed (no 5xx and no undocumented status is found)",
-)
 def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(
     tmp_path: Path, service_env: dict[str, str]
 ) -> None:
