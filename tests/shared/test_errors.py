@@ -17,6 +17,7 @@ from shared.errors import (
     NotFoundError,
     NotReadyError,
     OverloadedError,
+    QueueFullError,
     SIQError,
     UnknownDatasetError,
     UnsupportedImageError,
@@ -45,6 +46,7 @@ STATUSES: list[tuple[type[SIQError], int]] = [
     (NotReadyError, 503),
     (BodyTimeoutError, 408),  # the client's, for a body that stops arriving (issue 11)
     (OverloadedError, 503),  # the client's load shedding, with Retry-After (issue 11)
+    (QueueFullError, 429),  # the server's job queue at SIQ_MAX_QUEUED_JOBS (issue 11)
 ]
 
 
