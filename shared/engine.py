@@ -166,7 +166,22 @@ class _Plans:
                     self._free.append(cache)
 
 
-class IntegerNetwork:
+class BundleIO:
+    """What every engine reads from a bundle's manifest: id, bits, scales, input shape, class
+    names (IntegerNetwork here, OnnxEngine in shared/onnx_engine.py)."""
+
+    def _read_io(self, bundle: Bundle, threads: int) -> None:
+        m = bundle.manifest
+        self.threads = max(1, int(threads))
+        self.bundle_id = bundle.id
+        self.activation_bits = int(m["activation_bits"])
+        self.input_scale = float(m["input"]["scale"])
+        self.logit_scale = float(m["logit_scale"])
+        self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
+        self.class_names = list(m["input"]["class_names"])
+
+
+class IntegerNetwork(BundleIO):
     """A network rebuilt from a bundle alone.
 
     >>> net = IntegerNetwork(bundle)
@@ -179,13 +194,7 @@ class IntegerNetwork:
         """`threads` > 1 splits a batch across that many threads (numpy and BLAS release the
         GIL); keep 1 where requests already run in parallel, as in the client."""
         m = bundle.manifest
-        self.threads = max(1, int(threads))
-        self.bundle_id = bundle.id
-        self.activation_bits = int(m["activation_bits"])
-        self.input_scale = float(m["input"]["scale"])
-        self.logit_scale = float(m["logit_scale"])
-        self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
-        self.class_names = list(m["input"]["class_names"])
+        self._read_io(bundle, threads)
         self._layers: list[Any] = []
         shape: tuple[int, ...] = self.input_shape  # (C, H, W), or (features,) after a flatten
         layers = m["graph"]

@@ -20,14 +20,14 @@ import numpy as np
 import onnxruntime as ort
 
 from shared.bundle import Bundle, weight_shape
-from shared.engine import SPLIT_MACS, check_images, softmax
+from shared.engine import SPLIT_MACS, BundleIO, check_images, softmax
 from shared.onnx_export import UNSAFE_FUSIONS, to_onnx
 from shared.quant import quantize_input
 
 __all__ = ["OnnxEngine"]
 
 
-class OnnxEngine:
+class OnnxEngine(BundleIO):
     """>>> engine = OnnxEngine(bundle); labels, probs = engine.predict(images)"""
 
     backend = "onnxruntime"
@@ -35,14 +35,7 @@ class OnnxEngine:
     def __init__(self, bundle: Bundle, *, threads: int = 1):
         """`threads`: ONNX Runtime's intra-op threads for one call (1 in the client, whose
         requests already run in parallel; calls from several threads at once are safe)."""
-        m = bundle.manifest
-        self.threads = max(1, int(threads))
-        self.bundle_id = bundle.id
-        self.activation_bits = int(m["activation_bits"])
-        self.input_scale = float(m["input"]["scale"])
-        self.logit_scale = float(m["logit_scale"])
-        self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
-        self.class_names = list(m["input"]["class_names"])
+        self._read_io(bundle, threads)
         # float32 images in, quantised in the graph as `quantize_input` does (in float64):
         # measured 63 vs 77 us a batch of 1 with numpy quantising into a codes graph
         self.model = to_onnx(bundle, carrier="fast", inputs="images", logits_dtype=None)

@@ -27,12 +27,14 @@ from shared.signing import sign
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/bundles",
-    tags=["bundles"],
-    responses=ERROR_RESPONSES,
-    dependencies=[Depends(require_reader)],
-)
+# the options of every router under /bundles (this one, and api/onchip.py's)
+BUNDLE_ROUTES: dict[str, Any] = {
+    "prefix": "/bundles",
+    "tags": ["bundles"],
+    "responses": ERROR_RESPONSES,
+    "dependencies": [Depends(require_reader)],
+}
+router = APIRouter(**BUNDLE_ROUTES)
 DatasetQuery = Annotated[
     str | None, Query(max_length=100, description="with `latest`: newest for this data set")
 ]

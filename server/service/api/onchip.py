@@ -7,27 +7,19 @@ GET /bundles/{id}/cost   the cost report: weight and activation memory, MACs, en
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Response
 
-from server.service.api.deps import BundleStoreDep, require_reader
-from server.service.api.errors import ERROR_RESPONSES
+from server.service.api.bundles import BUNDLE_ROUTES, DatasetQuery
+from server.service.api.deps import BundleStoreDep
 from shared.bundle import decode_bundle
 from shared.cgen import generate_bundle_c, sources_tar_gz
 from shared.cost import cost_report
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/bundles",
-    tags=["bundles"],
-    responses=ERROR_RESPONSES,
-    dependencies=[Depends(require_reader)],
-)
-DatasetQuery = Annotated[
-    str | None, Query(max_length=100, description="with `latest`: newest for this data set")
-]
+router = APIRouter(**BUNDLE_ROUTES)
 TAR_GZ = {200: {"content": {"application/gzip": {}}, "description": "siq_model/{.h,.c}"}}
 
 
