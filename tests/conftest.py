@@ -77,3 +77,24 @@ def child_env(data_dir: Path, **settings: str) -> dict[str, str]:
 def service_env(data_dir: Path) -> dict[str, str]:
     """`child_env(data_dir)` as a fixture: SIQ_* settings cleared, the data dir set."""
     return child_env(data_dir)
+
+
+@pytest.fixture(scope="session")
+def mnist_w4a4_bytes(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> bytes:
+    """One small real W4A4 MNIST bundle (3000 images, one epoch, one SIQ pass) for the whole
+    session: the client's and the on-chip tests both read it, so it is trained once."""
+    pipeline = pytest.importorskip("server.training.pipeline")
+    config = pipeline.QuantizeConfig(
+        dataset="mnist",
+        weight_bits=4,
+        activation_bits=4,
+        epochs=1,
+        retrain_epochs=0.25,
+        max_iterations=1,
+        seed=0,
+        train_limit=3000,
+        test_limit=300,
+    )
+    out = tmp_path_factory.mktemp("mnist-w4a4")
+    result = pipeline.run_pipeline(config, mnist_dir.parent, out)
+    return (out / f"{result.bundle_id}.siq").read_bytes()

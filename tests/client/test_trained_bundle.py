@@ -19,21 +19,8 @@ N = 60
 
 
 @pytest.fixture(scope="module")
-def trained_bundle(tmp_path_factory, mnist_dir) -> bytes:
-    config = pipeline.QuantizeConfig(
-        dataset="mnist",
-        weight_bits=4,
-        activation_bits=4,
-        epochs=1,
-        retrain_epochs=0.25,
-        max_iterations=1,
-        seed=0,
-        train_limit=3000,
-        test_limit=300,
-    )
-    out = tmp_path_factory.mktemp("bundles")
-    result = pipeline.run_pipeline(config, mnist_dir.parent, out)
-    return (out / f"{result.bundle_id}.siq").read_bytes()
+def trained_bundle(mnist_w4a4_bytes: bytes) -> bytes:
+    return mnist_w4a4_bytes  # trained once per session (tests/conftest.py)
 
 
 def labels_of_test_digits(mnist_dir) -> np.ndarray:

@@ -27,20 +27,6 @@ def mnist_test_images(mnist_dir: Path, count: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def mnist_w4a4(tmp_path_factory, mnist_dir) -> Bundle:
-    """A small real W4A4 MNIST bundle: 3000 images, one epoch, one SIQ pass."""
-    pipeline = pytest.importorskip("server.training.pipeline")
-    config = pipeline.QuantizeConfig(
-        dataset="mnist",
-        weight_bits=4,
-        activation_bits=4,
-        epochs=1,
-        retrain_epochs=0.25,
-        max_iterations=1,
-        seed=0,
-        train_limit=3000,
-        test_limit=300,
-    )
-    out = tmp_path_factory.mktemp("onchip-bundles")
-    result = pipeline.run_pipeline(config, mnist_dir.parent, out)
-    return decode_bundle((out / f"{result.bundle_id}.siq").read_bytes())
+def mnist_w4a4(mnist_w4a4_bytes: bytes) -> Bundle:
+    """The session's small real W4A4 MNIST bundle (tests/conftest.py), decoded."""
+    return decode_bundle(mnist_w4a4_bytes)
