@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import start_service, wait_until
+from tests.conftest import start_service
 
 
 @pytest.fixture
@@ -44,14 +44,7 @@ def test_a_partial_body_is_answered_408_and_disconnected(tmp_path, service_env, 
                SIQ_BODY_TIMEOUT_S="1")  # fmt: skip
     client = start_service("client", env, tmp_path / "client.log")
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(client.url + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return not client.alive()
-
-        wait_until(ready, 60, what="client ready")
+        client.wait_ready("/readyz")
         with socket.create_connection(("127.0.0.1", client.port), timeout=15) as sock:
             sock.sendall(
                 b"POST /recognize HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"

@@ -4,10 +4,9 @@ undocumented status or content type."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from tests.conftest import start_service, wait_until
+from tests.conftest import start_service
 from tests.schema_fuzz import run_schemathesis, schemathesis_cli
 
 
@@ -23,14 +22,7 @@ def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(tmp_path, service_
     )  # fmt: skip
     client = start_service("client", env, tmp_path / "client.log")
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(client.url + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return not client.alive()
-
-        wait_until(ready, 60, what="client ready")
+        client.wait_ready("/readyz")
         assert client.alive(), client.log_tail()
         run = run_schemathesis(client.url, max_examples=25)
     finally:
