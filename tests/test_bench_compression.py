@@ -1,11 +1,13 @@
-"""bench/bench_compression.py's measurements and report on a small pruned bundle (no
-training): the layout and coder comparisons add up, the report renders every section."""
+"""bench/bench_compression.py's measurements and bench/compression_report.py's report on a
+small pruned bundle (no training): the layout and coder comparisons add up, the report
+renders every section."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.bench_compression import coder_comparison, layout_comparison, plot, render
+from bench.bench_compression import coder_comparison, layout_comparison
+from bench.compression_report import plot, render
 from shared.bundle import decode_bundle
 from tests.shared.test_bundle_v2 import _pruned_network, _v2
 
