@@ -8,8 +8,9 @@ Writes bench/results/compression.json, and compression.md and compression_pareto
 
 One float LeNet is trained once; every point is quantised from it with `quantize_model`, so
 a point's "job seconds" is that float training plus its own SIQ, export and evaluation (what
-`python -m server quantize` would take). SIQ runs 4 iterations of 0.5 retraining epochs
-(`--max-iterations 4 --retrain-epochs 0.5`; pruning ramps over the first 3). Points:
+`python -m server quantize` would take). SIQ runs 4 iterations of the MNIST recipe's 1.0
+retraining epochs (`--max-iterations 4 --retrain-epochs 1.0`; pruning ramps over the first 3);
+the dense baselines 2 iterations of 0.5 epochs (`--baseline-retrain-epochs`). Points:
 - budgets: `size_budget_bytes` of 1/50 and 1/80 of the float32 parameter bytes (the issue's
   target and stretch) and 10/20/40/80 KB, weight_bits 4 (the widest a layer may get), A4;
 - baselines: every layer at W2/W3/W4 without pruning, k-means (SIQ) and the uniform grid,
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--max-iterations", type=int, default=4)
-    p.add_argument("--retrain-epochs", type=float, default=0.5, help="per SIQ iteration")
+    p.add_argument("--retrain-epochs", type=float, default=1.0, help="per SIQ iteration")
+    p.add_argument("--baseline-retrain-epochs", type=float, default=0.5)
     p.add_argument("--baseline-iterations", type=int, default=2)
     p.add_argument("--baseline-bits", type=_ints, default=[2, 3, 4])
     p.add_argument("--baseline-quantizers", default="kmeans,uniform")
@@ -79,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="reuse the float model (and its measured training time) saved here, or save it",
+    )
+    p.add_argument(
+        "--time-job",
+        type=int,
+        default=None,
+        metavar="BUDGET",
+        help="only time the whole job (`python -m server quantize`, float training included) "
+        "at this budget and add it to --out's compression.json; run it under the quiet lock",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
@@ -252,7 +262,12 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
         "float_bytes": float_bytes,
         "test_images": len(ds.test_y),
         "points": [],
-        "siq": {"max_iterations": args.max_iterations, "retrain_epochs": args.retrain_epochs},
+        "siq": {
+            "max_iterations": args.max_iterations,
+            "retrain_epochs": args.retrain_epochs,
+            "baseline_iterations": args.baseline_iterations,
+            "baseline_retrain_epochs": args.baseline_retrain_epochs,
+        },
     }
     for budget in budgets:
         cfg = base.model_copy(
@@ -284,7 +299,7 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
                         "weight_bits": bits,
                         "weight_quantizer": quantizer,
                         "max_iterations": args.baseline_iterations,
-                        "retrain_epochs": args.retrain_epochs,
+                        "retrain_epochs": args.baseline_retrain_epochs,
                     }
                 )
                 r, data = _quantize(fm, ds, cfg)
@@ -294,6 +309,38 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
                 save(out)
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def time_job(args: argparse.Namespace) -> dict[str, Any]:
+    """The job as a user runs it, in its own process: the CLI's JSON line and wall time."""
+    import subprocess
+    import tempfile
+
+    flags = [
+        "--dataset", "mnist", "--weight-bits", "4", "--activation-bits", "4",
+        "--size-budget-bytes", str(args.time_job), "--max-iterations", str(args.max_iterations),
+        "--retrain-epochs", str(args.retrain_epochs), "--threads", str(args.threads),
+        "--data-dir", str(args.data_dir),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "server", "quantize", *flags, "--out", tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall = time.perf_counter() - started
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    keep = ("quantized_accuracy", "bundle_bytes", "seconds", "float_seconds", "siq_seconds")
+    return {k: result[k] for k in keep} | {
+        "command": "python -m server quantize " + " ".join(flags) + " --out DIR",
+        "budget": args.time_job,
+        "wall_seconds": wall,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_after": list(os.getloadavg()),
+        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
+    }
 
 
 def _quantize(fm: Any, ds: Any, cfg: QuantizeConfig) -> tuple[Any, bytes]:
@@ -311,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
         if (sys.argv[1:] if argv is None else argv)
         else ""
     )
+    if args.time_job is not None:
+        path = args.out / "compression.json"
+        res = json.loads(path.read_text())
+        res["job_timing"] = time_job(args)
+        _log(f"job: {res['job_timing']}")
+        path.write_text(json.dumps(res, indent=1, default=float))
+        _write(res, args.out, res.get("command", command))
+        return 0
     if args.render_only:
         sources = args.merge or [args.out / "compression.json"]
         res = _merged([json.loads(Path(p).read_text()) for p in sources])
