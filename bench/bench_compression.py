@@ -10,7 +10,8 @@ One float LeNet is trained once; every point is quantised from it with `quantize
 a point's "job seconds" is that float training plus its own SIQ, export and evaluation (what
 `python -m server quantize` would take). SIQ runs the job's defaults: at most 5 iterations
 of the MNIST recipe's 1.0 retraining epochs (`--max-iterations 5 --retrain-epochs 1.0`;
-pruning ramps over the first 3); the dense baselines 2 iterations of 0.5 epochs (`--baseline-retrain-epochs`). Points:
+pruning ramps over the first 3); the dense baselines 2 iterations of 0.5 epochs
+(`--baseline-retrain-epochs`). Points:
 - budgets: `size_budget_bytes` of 1/50 and 1/80 of the float32 parameter bytes (the issue's
   target and stretch) and 10/20/40/80 KB, weight_bits 4 (the widest a layer may get), A4;
 - baselines: every layer at W2/W3/W4 without pruning, k-means (SIQ) and the uniform grid,
