@@ -49,6 +49,7 @@ from shared.graph import weight_shape
 __all__ = ["main", "coder_comparison", "layout_comparison"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+JOB_FILE = "compression_job.json"  # --time-job's measurement, read by --render-only
 
 
 def _default_data_dir() -> Path:
@@ -89,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="BUDGET",
         help="only time the whole job (`python -m server quantize`, float training included) "
-        "at this budget and add it to --out's compression.json; run it under the quiet lock",
+        f"at this budget, into --out's {JOB_FILE} (--render-only shows it); run it under the "
+        "quiet lock",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
@@ -359,17 +361,17 @@ def main(argv: list[str] | None = None) -> int:
         if (sys.argv[1:] if argv is None else argv)
         else ""
     )
-    if args.time_job is not None:
-        path = args.out / "compression.json"
-        res = json.loads(path.read_text())
-        res["job_timing"] = time_job(args)
-        _log(f"job: {res['job_timing']}")
-        path.write_text(json.dumps(res, indent=1, default=float))
-        _write(res, args.out, res.get("command", command))
+    if args.time_job is not None:  # its own file: the points' runs do not overwrite it
+        job = time_job(args)
+        _log(f"job: {job}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / JOB_FILE).write_text(json.dumps(job, indent=1, default=float))
         return 0
     if args.render_only:
         sources = args.merge or [args.out / "compression.json"]
         res = _merged([json.loads(Path(p).read_text()) for p in sources])
+        if (args.out / JOB_FILE).exists():
+            res["job_timing"] = json.loads((args.out / JOB_FILE).read_text())
         if args.merge:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
