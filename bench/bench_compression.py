@@ -281,7 +281,8 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
             }
         )
         r, data = _quantize(fm, ds, cfg)
-        out["points"].append(_point(r, "budget", data, budget=budget))
+        siq = {"max_iterations": args.max_iterations, "retrain_epochs": args.retrain_epochs}
+        out["points"].append(_point(r, "budget", data, budget=budget, siq=siq))
         _log(f"budget {budget}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B, {r.seconds:.0f}s")
         out["seconds"] = time.perf_counter() - started
         if budget == float_bytes // RATIO_TARGET:
@@ -306,7 +307,11 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
                     }
                 )
                 r, data = _quantize(fm, ds, cfg)
-                out["points"].append(_point(r, quantizer, data))
+                siq = {
+                    "max_iterations": args.baseline_iterations,
+                    "retrain_epochs": args.baseline_retrain_epochs,
+                }
+                out["points"].append(_point(r, quantizer, data, siq=siq))
                 _log(f"{quantizer} W{bits}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B")
                 out["seconds"] = time.perf_counter() - started
                 save(out)

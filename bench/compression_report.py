@@ -150,7 +150,7 @@ def render(res: dict[str, Any], command: str) -> str:
         "![accuracy against bundle bytes](compression_pareto.png)",
         "",
         "| point | integer-engine % | bundle bytes | float32 / bundle | v1 bytes of the same "
-        "network | SIQ iterations | job s |",
+        "network | SIQ iterations (run / at most × epochs) | job s |",
         "|---|---|---|---|---|---|---|",
     ]
     for p in sorted(points, key=lambda p: p["bundle_bytes"]):
@@ -161,7 +161,13 @@ def render(res: dict[str, Any], command: str) -> str:
         )
         lines.append(
             f"| {name} | {_pct(p['quantized_accuracy'])} | {p['bundle_bytes']:,} | "
-            f"{p['ratio']:.1f}x | {p['v1_bytes']:,} | {len(p['iterations'])} | "
+            f"{p['ratio']:.1f}x | {p['v1_bytes']:,} | {len(p['iterations'])}"
+            + (
+                f" / {p['siq']['max_iterations']} × {p['siq']['retrain_epochs']}"
+                if "siq" in p
+                else ""
+            )
+            + " | "
             f"{p['seconds']:.0f} |"
         )
     if "timed" not in (res.get("decode_ms") or {}):
