@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         f"at this budget, into --out's {JOB_FILE} (--render-only shows it); run it under the "
         "quiet lock",
     )
+    p.add_argument(
+        "--job-timeout", type=float, default=840.0, help="--time-job: stop the job after this"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     p.add_argument(
@@ -330,25 +333,43 @@ def time_job(args: argparse.Namespace) -> dict[str, Any]:
         "--retrain-epochs", str(args.retrain_epochs), "--threads", str(args.threads),
         "--data-dir", str(args.data_dir),
     ]  # fmt: skip
+    command = "python -m server quantize " + " ".join(flags) + " --out DIR"
+    info: dict[str, Any] = {
+        "command": command,
+        "budget": args.time_job,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_before": list(os.getloadavg()),
+        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "server", "quantize", *flags, "--out", tmp],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "server", "quantize", *flags, "--out", tmp],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=args.job_timeout,
+            )
+        except subprocess.TimeoutExpired as exc:  # longer than the lock may be held
+            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            return info | {
+                "timed_out": True,
+                "wall_seconds": time.perf_counter() - started,
+                "last_progress": err.strip().splitlines()[-1:],
+                "load_average_after": list(os.getloadavg()),
+            }
         wall = time.perf_counter() - started
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     keep = ("quantized_accuracy", "bundle_bytes", "seconds", "float_seconds", "siq_seconds")
-    return {k: result[k] for k in keep} | {
-        "command": "python -m server quantize " + " ".join(flags) + " --out DIR",
-        "budget": args.time_job,
-        "wall_seconds": wall,
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average_after": list(os.getloadavg()),
-        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
-    }
+    return (
+        info
+        | {k: result[k] for k in keep}
+        | {
+            "wall_seconds": wall,
+            "load_average_after": list(os.getloadavg()),
+        }
+    )
 
 
 def _quantize(fm: Any, ds: Any, cfg: QuantizeConfig) -> tuple[Any, bytes]:

@@ -98,8 +98,8 @@ def render(res: dict[str, Any], command: str) -> str:
     if headline is not None:
         ok_acc = headline["quantized_accuracy"] >= ACCURACY_TARGET
         ok_size = headline["bundle_bytes"] <= fb // RATIO_TARGET
-        job_s = job["seconds"] if job else headline["seconds"]
-        ok_time = job_s <= JOB_SECONDS_TARGET
+        job_s = (job.get("seconds") or job["wall_seconds"]) if job else headline["seconds"]
+        ok_time = job_s <= JOB_SECONDS_TARGET and not (job or {}).get("timed_out")
         lines += [
             "## The target",
             "",
@@ -109,7 +109,9 @@ def render(res: dict[str, Any], command: str) -> str:
             f"| {'yes' if ok_acc else 'no'} |",
             f"| bundle file | {headline['bundle_bytes']:,} B ({headline['ratio']:.1f}x smaller) "
             f"| ≤ {fb // RATIO_TARGET:,} B (1/50) | {'yes' if ok_size else 'no'} |",
-            f"| job time (float training + SIQ + export + evaluation) | {job_s:.0f} s"
+            "| job time (float training + SIQ + export + evaluation) | "
+            + (">" if (job or {}).get("timed_out") else "")
+            + f"{job_s:.0f} s"
             + (" (the CLI job, below)" if job else " (this run's point, shared machine)")
             + f" | ≤ 300 s | {'yes' if ok_time else 'no'} |",
         ]
@@ -125,14 +127,26 @@ def render(res: dict[str, Any], command: str) -> str:
             "(Han et al., ICLR 2016, table 1).",
             "",
         ]
-        if job:
+        if job and job.get("timed_out"):
+            lines += [
+                f"The job, timed: `{job['command']}` under the quiet lock at normal priority, on "
+                f"{job['when']} (load average {job['load_average_before'][0]:.1f} before, "
+                f"{job['load_average_after'][0]:.1f} after): stopped after "
+                f"{job['wall_seconds']:.0f} s, the longest the lock may be held, at "
+                f"`{' '.join(job['last_progress'])}`. {job.get('note', '')}",
+                "",
+            ]
+        elif job:
             lines += [
                 f"The job, timed: `{job['command']}`, the whole job from loading the data set "
                 f"through float training ({job['float_seconds']:.0f} s), SIQ "
                 f"({job['siq_seconds']:.0f} s), export and the integer engine's evaluation, "
                 f"{job['seconds']:.0f} s of wall time ({job['wall_seconds']:.0f} s for the "
-                f"process), on {job['when']}: {_pct(job['quantized_accuracy'])} % at "
-                f"{job['bundle_bytes']:,} B. {job.get('note', '')}",
+                f"process), under the quiet lock at normal priority on {job['when']} (load "
+                f"average {job['load_average_before'][0]:.1f} before, "
+                f"{job['load_average_after'][0]:.1f} after): "
+                f"{_pct(job['quantized_accuracy'])} % at {job['bundle_bytes']:,} B. "
+                f"{job.get('note', '')}",
                 "",
             ]
         lines += _iteration_table(headline)

@@ -49,7 +49,12 @@ def test_comparisons_and_report(tmp_path: Path) -> None:
     assert "| 2 | 90.0 % | 98.00 | 99.00 | 0.0005 |" in text  # where the accuracy goes
     res["job_timing"] = {"command": "python -m server quantize ...", "seconds": 400.0,
                          "wall_seconds": 402.0, "float_seconds": 100.0, "siq_seconds": 250.0,
-                         "when": "now", "quantized_accuracy": 0.99, "bundle_bytes": 21000}  # fmt: skip
+                         "when": "now", "quantized_accuracy": 0.99, "bundle_bytes": 21000,
+                         "load_average_before": [2.0], "load_average_after": [3.0]}  # fmt: skip
     assert "| 400 s (the CLI job, below) | ≤ 300 s | no |" in render(res, "x")
+    res["job_timing"] = {"command": "python -m server quantize ...", "timed_out": True,
+                         "wall_seconds": 840.0, "when": "now", "last_progress": ["[ 839s] x"],
+                         "load_average_before": [2.0], "load_average_after": [3.0]}  # fmt: skip
+    assert "| >840 s (the CLI job, below) | ≤ 300 s | no |" in render(res, "x")
     plot(res, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
