@@ -85,13 +85,9 @@ def render(res: dict[str, Any], command: str) -> str:
         "equivalent being `python -m server quantize --dataset mnist --weight-bits 4 "
         f"--activation-bits 4 --size-budget-bytes N --max-iterations "
         f"{siq.get('max_iterations', '?')} --retrain-epochs {siq.get('retrain_epochs', '?')} "
-        "--out DIR`"
-        + (
-            f"; the dense baselines {siq['baseline_iterations']} iterations of "
-            f"{siq['baseline_retrain_epochs']} epochs."
-            if "baseline_retrain_epochs" in siq
-            else "."
-        ),
+        "--out DIR`" + ". Points run with other settings say so in the table's SIQ column. Its "
+        "\"job s\" is the float model's training time plus the point's own SIQ, export and "
+        "evaluation, all on the shared machine (the job's own timing is the target table's).",
         "",
     ]
     job = res.get("job_timing")
