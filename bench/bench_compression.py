@@ -99,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     p.add_argument(
+        "--variants",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="with --render-only: bench/compression_variants.py's exp_NAME.json files, "
+        "shown as the 1/50 variants",
+    )
+    p.add_argument(
         "--merge",
         type=Path,
         nargs="*",
@@ -396,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         sources = args.merge or [args.out / "compression.json"]
         res = _merged([json.loads(Path(p).read_text()) for p in sources])
+        if args.variants:
+            res["variants"] = {
+                Path(v).stem.removeprefix("exp_"): json.loads(Path(v).read_text())
+                for v in args.variants
+            }
+            (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
         if (args.out / JOB_FILE).exists():
             res["job_timing"] = json.loads((args.out / JOB_FILE).read_text())
         if args.merge:

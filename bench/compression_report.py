@@ -3,6 +3,7 @@ bench/bench_compression.py (pure formatting and the plot; the measurements are t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,36 @@ def _iteration_table(p: dict[str, Any]) -> list[str]:
         f"{_pct(p['quantized_accuracy'])} % by the integer engine.",
         "",
     ]
+
+
+def _variants(variants: dict[str, Any], headline: dict[str, Any]) -> list[str]:
+    """The 1/50 point with other settings (bench/compression_variants.py), best validation
+    accuracy first: the validation split chooses, the test set only reports."""
+    if not variants:
+        return []
+    lines = [
+        "The 1/50 budget with other settings (`python -m bench.compression_variants NAME "
+        "SETTINGS`, same float model; the job's defaults otherwise):",
+        "",
+        "| variant | settings | best val % | test %, integer engine | bytes | allocation "
+        "(bits / sparsity) |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def best_val(v: dict[str, Any]) -> float:
+        return max(it["accuracy_after_retrain"] for it in v["iterations"][2:] or v["iterations"])
+
+    variants = {"the point above": dict(headline, extra={})} | variants
+    for name, v in sorted(variants.items(), key=lambda kv: -best_val(kv[1])):
+        alloc = ", ".join(
+            f"{layer} {a['bits']}b/{100 * a['sparsity']:.0f}%"
+            for layer, a in v["allocation"].items()
+        )
+        lines.append(
+            f"| {name} | `{json.dumps(v['extra'])}` | {_pct(best_val(v))} | "
+            f"{_pct(v['quantized_accuracy'])} | {v['bundle_bytes']:,} | {alloc} |"
+        )
+    return [*lines, ""]
 
 
 def render(res: dict[str, Any], command: str) -> str:
@@ -145,7 +176,7 @@ def render(res: dict[str, Any], command: str) -> str:
                 f"{job.get('note', '')}",
                 "",
             ]
-        lines += _iteration_table(headline)
+        lines += _iteration_table(headline) + _variants(res.get("variants") or {}, headline)
     if headline is None:
         lines += [
             "## The target",

@@ -47,6 +47,12 @@ def test_comparisons_and_report(tmp_path: Path) -> None:
         assert heading in text
     assert "| integer-engine accuracy | 99.27 % | ≥ 99.26 % | yes |" in text
     assert "| 2 | 90.0 % | 98.00 | 99.00 | 0.0005 |" in text  # where the accuracy goes
+    res["variants"] = {
+        "long": dict(res["points"][0], extra={"max_iterations": 6}, quantized_accuracy=0.99)
+    }
+    assert '| long | `{"max_iterations": 6}` | 99.00 | 99.00 | 21,000 | fc1 2b/95% |' in render(
+        res, "x"
+    )
     res["job_timing"] = {"command": "python -m server quantize ...", "seconds": 400.0,
                          "wall_seconds": 402.0, "float_seconds": 100.0, "siq_seconds": 250.0,
                          "when": "now", "quantized_accuracy": 0.99, "bundle_bytes": 21000,
