@@ -1,14 +1,17 @@
 """Compression benchmark (issue 13): MNIST accuracy against bundle bytes with pruning,
 per-layer bits under a byte budget and version-2 (entropy-coded, sparse) bundles.
-Writes bench/results/compression.md, compression.json and compression_pareto.png.
+Writes bench/results/compression.json, and compression.md and compression_pareto.png
+(bench/compression_report.py).
 
     python -m bench.bench_compression                        # everything below
     python -m bench.bench_compression --budgets 22482 --no-baselines   # only the headline
 
 One float LeNet is trained once; every point is quantised from it with `quantize_model`, so
 a point's "job seconds" is that float training plus its own SIQ, export and evaluation (what
-`python -m server quantize` would take). SIQ runs 4 iterations of 0.5 retraining epochs
-(`--max-iterations 4 --retrain-epochs 0.5`; pruning ramps over the first 3). Points:
+`python -m server quantize` would take). SIQ runs the job's defaults: at most 5 iterations
+of the MNIST recipe's 1.0 retraining epochs (`--max-iterations 5 --retrain-epochs 1.0`;
+pruning ramps over the first 3); the dense baselines 2 iterations of 0.5 epochs
+(`--baseline-retrain-epochs`). Points:
 - budgets: `size_budget_bytes` of 1/50 and 1/80 of the float32 parameter bytes (the issue's
   target and stretch) and 10/20/40/80 KB, weight_bits 4 (the widest a layer may get), A4;
 - baselines: every layer at W2/W3/W4 without pruning, k-means (SIQ) and the uniform grid,
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.compression_report import KB, RATIO_STRETCH, RATIO_TARGET, plot, render
 from server.data import load_dataset
 from server.training.pipeline import QuantizeConfig, quantize_model, train_float
 from shared import bundle_v2, entropy
@@ -42,14 +46,10 @@ from shared.bitpack import unpack_codes
 from shared.bundle import decode_bundle, encode_bundle
 from shared.graph import weight_shape
 
-__all__ = ["main", "DEEP_COMPRESSION", "coder_comparison", "layout_comparison"]
+__all__ = ["main", "coder_comparison", "layout_comparison"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEEP_COMPRESSION = {"ratio": 39.0, "accuracy": 0.9926, "label": "Deep Compression LeNet-5"}
-ACCURACY_TARGET = 0.9926
-RATIO_TARGET, RATIO_STRETCH = 50, 80
-JOB_SECONDS_TARGET = 300.0
-KB = 1000
+JOB_FILE = "compression_job.json"  # --time-job's measurement, read by --render-only
 
 
 def _default_data_dir() -> Path:
@@ -71,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         help="bytes, or none (default: 1/50, 1/80, 10/20/40/80 KB)",
     )
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--max-iterations", type=int, default=4)
-    p.add_argument("--retrain-epochs", type=float, default=0.5, help="per SIQ iteration")
+    p.add_argument("--max-iterations", type=int, default=5, help="the job default")
+    p.add_argument("--retrain-epochs", type=float, default=1.0, help="per SIQ iteration")
+    p.add_argument("--baseline-retrain-epochs", type=float, default=0.5)
     p.add_argument("--baseline-iterations", type=int, default=2)
     p.add_argument("--baseline-bits", type=_ints, default=[2, 3, 4])
     p.add_argument("--baseline-quantizers", default="kmeans,uniform")
@@ -83,8 +84,28 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="reuse the float model (and its measured training time) saved here, or save it",
     )
+    p.add_argument(
+        "--time-job",
+        type=int,
+        default=None,
+        metavar="BUDGET",
+        help="only time the whole job (`python -m server quantize`, float training included) "
+        f"at this budget, into --out's {JOB_FILE} (--render-only shows it); run it under the "
+        "quiet lock",
+    )
+    p.add_argument(
+        "--job-timeout", type=float, default=840.0, help="--time-job: stop the job after this"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
+    p.add_argument(
+        "--variants",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="with --render-only: bench/compression_variants.py's exp_NAME.json files, "
+        "shown as the 1/50 variants",
+    )
     p.add_argument(
         "--merge",
         type=Path,
@@ -255,7 +276,12 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
         "float_bytes": float_bytes,
         "test_images": len(ds.test_y),
         "points": [],
-        "siq": {"max_iterations": args.max_iterations, "retrain_epochs": args.retrain_epochs},
+        "siq": {
+            "max_iterations": args.max_iterations,
+            "retrain_epochs": args.retrain_epochs,
+            "baseline_iterations": args.baseline_iterations,
+            "baseline_retrain_epochs": args.baseline_retrain_epochs,
+        },
     }
     for budget in budgets:
         cfg = base.model_copy(
@@ -266,7 +292,8 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
             }
         )
         r, data = _quantize(fm, ds, cfg)
-        out["points"].append(_point(r, "budget", data, budget=budget))
+        siq = {"max_iterations": args.max_iterations, "retrain_epochs": args.retrain_epochs}
+        out["points"].append(_point(r, "budget", data, budget=budget, siq=siq))
         _log(f"budget {budget}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B, {r.seconds:.0f}s")
         out["seconds"] = time.perf_counter() - started
         if budget == float_bytes // RATIO_TARGET:
@@ -287,16 +314,70 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
                         "weight_bits": bits,
                         "weight_quantizer": quantizer,
                         "max_iterations": args.baseline_iterations,
-                        "retrain_epochs": args.retrain_epochs,
+                        "retrain_epochs": args.baseline_retrain_epochs,
                     }
                 )
                 r, data = _quantize(fm, ds, cfg)
-                out["points"].append(_point(r, quantizer, data))
+                siq = {
+                    "max_iterations": args.baseline_iterations,
+                    "retrain_epochs": args.baseline_retrain_epochs,
+                }
+                out["points"].append(_point(r, quantizer, data, siq=siq))
                 _log(f"{quantizer} W{bits}: {r.quantized_accuracy:.4f}, {r.bundle_bytes} B")
                 out["seconds"] = time.perf_counter() - started
                 save(out)
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def time_job(args: argparse.Namespace) -> dict[str, Any]:
+    """The job as a user runs it, in its own process: the CLI's JSON line and wall time."""
+    import subprocess
+    import tempfile
+
+    flags = [
+        "--dataset", "mnist", "--weight-bits", "4", "--activation-bits", "4",
+        "--size-budget-bytes", str(args.time_job), "--max-iterations", str(args.max_iterations),
+        "--retrain-epochs", str(args.retrain_epochs), "--threads", str(args.threads),
+        "--data-dir", str(args.data_dir),
+    ]  # fmt: skip
+    command = "python -m server quantize " + " ".join(flags) + " --out DIR"
+    info: dict[str, Any] = {
+        "command": command,
+        "budget": args.time_job,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_before": list(os.getloadavg()),
+        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "server", "quantize", *flags, "--out", tmp],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=args.job_timeout,
+            )
+        except subprocess.TimeoutExpired as exc:  # longer than the lock may be held
+            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            return info | {
+                "timed_out": True,
+                "wall_seconds": time.perf_counter() - started,
+                "last_progress": err.strip().splitlines()[-1:],
+                "load_average_after": list(os.getloadavg()),
+            }
+        wall = time.perf_counter() - started
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    keep = ("quantized_accuracy", "bundle_bytes", "seconds", "float_seconds", "siq_seconds")
+    return (
+        info
+        | {k: result[k] for k in keep}
+        | {
+            "wall_seconds": wall,
+            "load_average_after": list(os.getloadavg()),
+        }
+    )
 
 
 def _quantize(fm: Any, ds: Any, cfg: QuantizeConfig) -> tuple[Any, bytes]:
@@ -307,216 +388,6 @@ def _quantize(fm: Any, ds: Any, cfg: QuantizeConfig) -> tuple[Any, bytes]:
         return r, Path(str(r.bundle_path)).read_bytes()
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
-def render(res: dict[str, Any], command: str) -> str:
-    env = res.get("environment", {})
-    fb = res["float_bytes"]
-    points = res["points"]
-    budget_points = [p for p in points if p["kind"] == "budget"]
-    headline = next((p for p in budget_points if p["budget"] == fb // RATIO_TARGET), None)
-    stretch = next((p for p in budget_points if p["budget"] == fb // RATIO_STRETCH), None)
-    lines = [
-        "# Compression: pruning, per-layer bits under a byte budget, entropy-coded bundles",
-        "",
-        f"Generated by `{command}` on {env.get('when', '?')} ({env.get('machine', '?')}, "
-        f"{env.get('cpus', '?')} CPUs, {env.get('threads', '?')} torch threads, torch "
-        f"{env.get('torch', '?')}). Load average at the end: "
-        f"{', '.join(f'{v:.1f}' for v in env.get('load_average', []))}"
-        + (f" — {env['note']}" if env.get("note") else "")
-        + ".",
-        "",
-        f"MNIST, the LeNet-class network (conv16-conv32-fc512-fc10, {fb:,} bytes of float32 "
-        f"parameters), float accuracy {_pct(res['float_accuracy'])} % on the "
-        f"{res['test_images']:,} test images in {res['float_seconds']:.0f} s of float "
-        "training. Accuracies are the bundle run by `shared.engine` (integer-only, 4-bit "
-        "activations), sizes are the bundle file's bytes. SIQ: up to "
-        f"{res.get('siq', {}).get('max_iterations', '?')} iterations of "
-        f"{res.get('siq', {}).get('retrain_epochs', '?')} retraining epochs (budget points; "
-        "pruning ramps over the first 3), the job's CLI equivalent being `python -m server "
-        "quantize --dataset mnist --weight-bits 4 --activation-bits 4 --size-budget-bytes N "
-        "--max-iterations 4 --retrain-epochs 0.5 --out DIR`.",
-        "",
-    ]
-    if headline is not None:
-        ok_acc = headline["quantized_accuracy"] >= ACCURACY_TARGET
-        ok_size = headline["bundle_bytes"] <= fb // RATIO_TARGET
-        ok_time = headline["seconds"] <= JOB_SECONDS_TARGET
-        lines += [
-            "## The target",
-            "",
-            "| | measured | target | met |",
-            "|---|---|---|---|",
-            f"| integer-engine accuracy | {_pct(headline['quantized_accuracy'])} % | ≥ 99.26 % "
-            f"| {'yes' if ok_acc else 'no'} |",
-            f"| bundle file | {headline['bundle_bytes']:,} B ({headline['ratio']:.1f}x smaller) "
-            f"| ≤ {fb // RATIO_TARGET:,} B (1/50) | {'yes' if ok_size else 'no'} |",
-            f"| job time (float training + SIQ + export + evaluation) | "
-            f"{headline['seconds']:.0f} s | ≤ 300 s | {'yes' if ok_time else 'no'} |",
-        ]
-        if stretch is not None:
-            lines.append(
-                f"| stretch: 1/80 ({fb // RATIO_STRETCH:,} B) | "
-                f"{_pct(stretch['quantized_accuracy'])} % at {stretch['bundle_bytes']:,} B | "
-                f"≥ 99.26 % | {'yes' if stretch['quantized_accuracy'] >= ACCURACY_TARGET else 'no'} |"
-            )
-        lines += [
-            "",
-            "Deep Compression's LeNet-5 point is 39x at 0.74 % error with float activations "
-            "(Han et al., ICLR 2016, table 1).",
-            "",
-        ]
-    if headline is None:
-        lines += [
-            "## The target",
-            "",
-            f"Not measured in this run: no point at the 1/50 budget ({fb // RATIO_TARGET:,} B) "
-            "finished.",
-            "",
-        ]
-    lines += [
-        "## Accuracy against bundle bytes",
-        "",
-        "![accuracy against bundle bytes](compression_pareto.png)",
-        "",
-        "| point | integer-engine % | bundle bytes | float32 / bundle | v1 bytes of the same "
-        "network | SIQ iterations | job s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for p in sorted(points, key=lambda p: p["bundle_bytes"]):
-        name = (
-            f"budget {p['budget']:,} B"
-            if p["kind"] == "budget"
-            else f"{p['kind']} W{p['weight_bits']}, dense"
-        )
-        lines.append(
-            f"| {name} | {_pct(p['quantized_accuracy'])} | {p['bundle_bytes']:,} | "
-            f"{p['ratio']:.1f}x | {p['v1_bytes']:,} | {len(p['iterations'])} | "
-            f"{p['seconds']:.0f} |"
-        )
-    if "timed" not in (res.get("decode_ms") or {}):
-        lines += [
-            "",
-            "(This run's version-1 sizes still carry the version-2 `storage` entries in their "
-            "manifest, a few hundred bytes; later runs drop them.)",
-        ]
-    lines += ["", "## Per-layer allocation", ""]
-    for p in sorted(budget_points, key=lambda p: p["budget"]):
-        lines += [
-            f"Budget {p['budget']:,} B: {_pct(p['quantized_accuracy'])} %, {p['bundle_bytes']:,} B "
-            "in all (the rest of the file is the manifest and the safetensors header).",
-            "",
-            "| layer | weights | bits | sparsity | kept | bytes | layout |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, a in (p.get("allocation") or {}).items():
-            lines.append(
-                f"| {name} | {a['weights']:,} | {a['bits']} | {100 * a['sparsity']:.1f} % | "
-                f"{a['nonzero']:,} | {a['bytes']:,} | {a['layout']} |"
-            )
-        lines.append("")
-    if res.get("layouts"):
-        lines += [
-            "## Sparse layout: relative indices against a bitmap (the 1/50 bundle)",
-            "",
-            "| layer | weights | stored | relative indices (bits) | their bytes | "
-            "bitmap, Huffman-coded bytes | raw bitmap bytes |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for row in res["layouts"]:
-            lines.append(
-                f"| {row['layer']} | {row['weights']:,} | {row['stored']:,} | "
-                f"{row['index_bits']} | {row['relative_index_bytes']:,.0f} | "
-                f"{row['bitmap_bytes']:,.0f} | {row['bitmap_raw_bytes']:,} |"
-            )
-        lines.append("")
-    coder = res.get("coder")
-    if coder:
-        lines += [
-            "## Entropy coder (the 1/50 bundle's streams)",
-            "",
-            "| coder | bytes | decode ms (median of 7) |",
-            "|---|---|---|",
-            f"| order-0 entropy (bound) | {coder['entropy_bytes']:,.0f} | |",
-            f"| canonical Huffman, `shared/entropy.py` (numpy) | {coder['huffman_bytes']:,.0f} | "
-            f"{coder['huffman_decode_ms']:.1f} |",
-        ]
-        if coder.get("constriction"):
-            c = coder["constriction"]
-            lines.append(
-                f"| ANS, constriction {c['version']} (+ 16-bit probabilities) | "
-                f"{c['ans_bytes']:,.0f} | {c['decode_ms']:.2f} |"
-            )
-        dec = res.get("decode_ms", {})
-        lines += [
-            "",
-            f"{coder['symbols']:,} symbols in all. Loading the whole bundle (`decode_bundle`, "
-            f"all checks included): {dec.get('v2', float('nan')):.1f} ms as version 2"
-            + (
-                f", {dec['v1_same_network']:.1f} ms for the same network written as version 1"
-                if "timed" in dec  # earlier runs timed the v1 encoding with it: not shown
-                else ""
-            )
-            + " (medians of 7).",
-            "",
-        ]
-    procs = res.get("processes", 1)
-    lines += [
-        f"Total benchmark time: {res['seconds']:.0f} s"
-        + (
-            f" (the points ran in {procs} processes side by side, all from the one float model)."
-            if procs > 1
-            else "."
-        ),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {
-        "budget": ("o-", "SIQ + pruning, byte budgets (A4)"),
-        "kmeans": ("s--", "SIQ k-means, dense W2/W3/W4 (A4)"),
-        "uniform": ("^:", "uniform grid, dense W2/W3/W4 (A4)"),
-    }
-    for kind, (style, label) in styles.items():
-        pts = sorted((p for p in res["points"] if p["kind"] == kind), key=lambda p: p["ratio"])
-        if pts:
-            ax.plot(
-                [p["ratio"] for p in pts],
-                [100 * p["quantized_accuracy"] for p in pts],
-                style,
-                label=label,
-            )
-    dc = DEEP_COMPRESSION
-    ax.plot([dc["ratio"]], [100 * dc["accuracy"]], "k*", ms=12, label=dc["label"] + " (float act.)")
-    ax.axhline(100 * ACCURACY_TARGET, color="grey", lw=0.5)
-    ax.axvline(RATIO_TARGET, color="grey", lw=0.5)
-    ax.set_xscale("log")
-    ax.set_xlabel("float32 parameter bytes / bundle bytes (log)")
-    ax.set_ylabel("test accuracy %")
-    ax.set_title(f"MNIST LeNet: accuracy against size ({res['float_bytes']:,} float32 bytes)")
-    fb = res["float_bytes"]
-
-    def to_kb(ratio: np.ndarray) -> np.ndarray:  # ratio <-> kB, an involution up to fb
-        return fb / 1000 / np.maximum(np.asarray(ratio, dtype=float), 1e-9)
-
-    secondary = ax.secondary_xaxis("top", functions=(to_kb, to_kb))
-    secondary.set_xlabel("bundle kB")
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     command = "python -m bench.bench_compression" + (
@@ -524,9 +395,23 @@ def main(argv: list[str] | None = None) -> int:
         if (sys.argv[1:] if argv is None else argv)
         else ""
     )
+    if args.time_job is not None:  # its own file: the points' runs do not overwrite it
+        job = time_job(args)
+        _log(f"job: {job}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / JOB_FILE).write_text(json.dumps(job, indent=1, default=float))
+        return 0
     if args.render_only:
         sources = args.merge or [args.out / "compression.json"]
         res = _merged([json.loads(Path(p).read_text()) for p in sources])
+        if args.variants:
+            res["variants"] = {
+                Path(v).stem.removeprefix("exp_"): json.loads(Path(v).read_text())
+                for v in args.variants
+            }
+            (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))
+        if (args.out / JOB_FILE).exists():
+            res["job_timing"] = json.loads((args.out / JOB_FILE).read_text())
         if args.merge:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))

@@ -7,12 +7,15 @@ rejected on reading can be written, and nothing unchecked reaches the engine.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
 import re
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
     "MANIFEST_KEY",
+    "MANIFEST_ZLIB_KEY",
     "MAX_BUNDLE_BYTES",
     "BUNDLE_SUFFIX",
     "Bundle",
@@ -58,6 +62,9 @@ FORMAT = "siq-bundle"
 FORMAT_VERSION = 1  # written when a manifest names none
 FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle_v2.py)
 MANIFEST_KEY = "siq_manifest"
+# version 2 stores the same canonical manifest text zlib-compressed (level 9) and base64'd:
+# 4.3 kB of JSON, escaped inside the header's JSON, was a fifth of a 22 kB pruned bundle
+MANIFEST_ZLIB_KEY = "siq_manifest_zlib"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 BUNDLE_SUFFIX = ".siq"
@@ -105,6 +112,9 @@ def encode_bundle(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> b
     validate(manifest, tensors)
     if manifest["format_version"] == bundle_v2.VERSION:
         manifest["storage"], tensors = bundle_v2.pack_layers(manifest, tensors)
+        text = with_checksum(manifest, tensors)
+        packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+        return st_save(tensors, metadata={MANIFEST_ZLIB_KEY: packed})
     return st_save(tensors, metadata={MANIFEST_KEY: with_checksum(manifest, tensors)})
 
 
@@ -184,7 +194,31 @@ def remove_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
 def _stored_manifest(data: bytes) -> str:
     """The manifest's JSON text as stored in the header (after `_read_manifest` passed)."""
     (header_len,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8 : 8 + header_len])["__metadata__"][MANIFEST_KEY]
+    return _manifest_text(json.loads(data[8 : 8 + header_len])["__metadata__"])
+
+
+def _manifest_text(metadata: dict[str, Any]) -> str:
+    """The manifest text from the header's metadata: plain under MANIFEST_KEY (version 1,
+    and version 2 as first written), or compressed under MANIFEST_ZLIB_KEY (version 2)."""
+    if MANIFEST_ZLIB_KEY not in metadata:
+        return metadata[MANIFEST_KEY]
+    if MANIFEST_KEY in metadata:
+        raise BundleError("bundle header holds two manifests (plain and compressed)")
+    try:
+        raw = base64.b64decode(metadata[MANIFEST_ZLIB_KEY], validate=True)
+        inflate = zlib.decompressobj()
+        text = inflate.decompress(raw, MAX_HEADER_BYTES)
+    except (binascii.Error, zlib.error, TypeError, ValueError) as exc:
+        raise BundleError(f"bundle's compressed manifest is corrupt ({exc})") from exc
+    if inflate.unconsumed_tail or not inflate.eof or inflate.unused_data:
+        raise BundleError(
+            "bundle's compressed manifest is corrupt (truncated, trailing bytes, or larger "
+            f"than {MAX_HEADER_BYTES} bytes)"
+        )
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError("bundle's compressed manifest is not UTF-8 text") from exc
 
 
 def _read_manifest(data: bytes) -> dict[str, Any]:
@@ -195,11 +229,14 @@ def _read_manifest(data: bytes) -> dict[str, Any]:
         raise BundleError("bundle header length is out of bounds (truncated or not a bundle)")
     try:
         header = json.loads(data[8 : 8 + header_len])
-        manifest = json.loads(header["__metadata__"][MANIFEST_KEY])
+        compressed = MANIFEST_ZLIB_KEY in header["__metadata__"]
+        manifest = json.loads(_manifest_text(header["__metadata__"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"bundle has no readable manifest ({exc.__class__.__name__})") from exc
     if not isinstance(manifest, dict):
         raise BundleError("bundle manifest is not a JSON object")
+    if compressed and manifest.get("format_version") == 1:
+        raise BundleError("a version-1 bundle's manifest cannot be compressed")
     return manifest
 
 

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # candidate sparsities of the sensitivity scan (denser near the top, where bytes go)
-SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99)
+SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)
 SENSITIVITY_IMAGES = 2000
 FIT_SAMPLE = 20_000  # the scan fits codebooks to at most this many (evenly spaced) weights
 MIN_BITS = 2  # a pruned layer's codebook: zero plus at least three values

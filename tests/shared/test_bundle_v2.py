@@ -1,6 +1,7 @@
 """Format version 2: pruned, entropy-coded layers decode to exactly the dense network, a
 damaged stream is refused, and version-1 bundles still load and give the same logits."""
 
+import base64
 import json
 import struct
 import zlib
@@ -92,10 +93,16 @@ def _resave(manifest: dict, tensors: dict) -> bytes:
     return st_save(tensors, metadata={"siq_manifest": with_checksum(manifest, tensors)})
 
 
+def _stored_manifest(data: bytes) -> dict:
+    """The manifest as written (zlib-compressed in version 2), without any checking."""
+    (n,) = struct.unpack("<Q", data[:8])
+    packed = json.loads(data[8 : 8 + n])["__metadata__"]["siq_manifest_zlib"]
+    return json.loads(zlib.decompress(base64.b64decode(packed)))
+
+
 def _edit_packed(data: bytes, name: str, edit, fix_crc: bool) -> bytes:
     """Bundle bytes with `edit(bytearray)` applied to one layer's packed tensor."""
-    (n,) = struct.unpack("<Q", data[:8])
-    manifest = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["siq_manifest"])
+    manifest = _stored_manifest(data)
     tensors = st_load(data)
     packed = bytearray(tensors[f"{name}.packed"].tobytes())
     edit(packed)
@@ -137,9 +144,7 @@ def test_stream_damage_is_refused_even_with_a_matching_crc(edit):
 def test_missing_storage_is_refused():
     manifest, tensors = _pruned_network()
     data = _v2(manifest, tensors)
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    m = json.loads(header["__metadata__"]["siq_manifest"])
+    m = _stored_manifest(data)
     del m["storage"]["conv2"]
     with pytest.raises(BundleError, match="conv2"):
         decode_bundle(_resave(m, st_load(data)))
@@ -162,3 +167,56 @@ def test_version_1_bundle_re_encoded_as_version_2_keeps_its_logits():
     v1 = decode_bundle(data, expected_id=bundle_id(data))
     v2 = decode_bundle(_v2(v1.manifest, v1.tensors))
     np.testing.assert_array_equal(_logits(v2), _logits(v1))
+
+
+def _header(data: bytes) -> dict:
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + n])
+
+
+def _with_metadata(data: bytes, metadata: dict) -> bytes:
+    header = dict(_header(data), __metadata__=metadata)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    (n,) = struct.unpack("<Q", data[:8])
+    return struct.pack("<Q", len(raw)) + raw + data[8 + n :]
+
+
+def test_manifest_is_stored_compressed_and_the_plain_form_still_loads():
+    manifest, tensors = _pruned_network()
+    data = _v2(manifest, tensors)
+    meta = _header(data)["__metadata__"]
+    assert set(meta) == {"siq_manifest_zlib"}
+    text = zlib.decompress(base64.b64decode(meta["siq_manifest_zlib"])).decode()
+    assert len(meta["siq_manifest_zlib"]) < len(text) / 2  # what it is there for
+    bundle = decode_bundle(data)
+    assert json.loads(text) == bundle.manifest
+    # a version-2 bundle as first written (plain manifest): the same network
+    plain = decode_bundle(_with_metadata(data, {"siq_manifest": text}))
+    assert plain.manifest == bundle.manifest
+    for name, t in bundle.tensors.items():
+        np.testing.assert_array_equal(plain.tensors[name], t)
+
+
+@pytest.mark.parametrize(
+    "meta,message",
+    [
+        (lambda z, t: {"siq_manifest_zlib": z[:-8]}, "compressed manifest is corrupt"),
+        (lambda z, t: {"siq_manifest_zlib": "!!" + z}, "compressed manifest is corrupt"),
+        (lambda z, t: {"siq_manifest_zlib": z, "siq_manifest": t}, "two manifests"),
+        (
+            lambda z, t: {
+                "siq_manifest_zlib": base64.b64encode(
+                    zlib.compress(t.encode())[:-1] + b"x"
+                ).decode()
+            },
+            "compressed manifest is corrupt",
+        ),
+    ],
+)
+def test_damaged_compressed_manifest_is_refused(meta, message):
+    data = _v2(*_pruned_network())
+    z = _header(data)["__metadata__"]["siq_manifest_zlib"]
+    text = zlib.decompress(base64.b64decode(z)).decode()
+    with pytest.raises(BundleError, match=message):
+        decode_bundle(_with_metadata(data, meta(z, text)))
