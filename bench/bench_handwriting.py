@@ -46,14 +46,19 @@ def _default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# the MNIST recipe before the handwriting augmentation: 6 epochs, random shifts only
+BEFORE = {"handwriting_augment": None, "epochs": 6.0, "retrain_epochs": 1.0}
+
+
 def _train(data_dir: Path, handwriting: bool) -> tuple[Path, float]:
-    """A default MNIST W4A4 job; `handwriting=False` trains as before (random shifts only)."""
+    """A default MNIST W4A4 job; `handwriting=False` trains with the recipe as it was before
+    (`BEFORE`)."""
     from server import params
     from server.training.pipeline import run_pipeline
 
     saved = params.RECIPES["mnist"]
     if not handwriting:
-        params.RECIPES["mnist"] = saved.model_copy(update={"handwriting_augment": None})
+        params.RECIPES["mnist"] = saved.model_copy(update=BEFORE)
     try:
         out = Path(tempfile.mkdtemp(prefix="bench-handwriting-"))
         config = params.QuantizeConfig(dataset="mnist", weight_bits=4, activation_bits=4)
@@ -140,13 +145,15 @@ def render(res: dict[str, Any]) -> str:
         "## Digits as people write them (outside MNIST)",
         "",
         f"Made by `{res['command']}` on {res['date']} ({env['cpus']} CPUs, {env['machine']}; "
-        f"{env['note']}).",
+        f"{env['note']}; 1-minute load average {env.get('load_average', 'not recorded')}).",
         "",
-        "Both bundles are default MNIST W4A4 jobs (6 epochs, SIQ to convergence): *before* "
-        "trains with random shifts only, *after* with the MNIST recipe's handwriting "
-        "augmentation (`server/training/augment_digits.py`: rotation, slant, per-axis scale, "
-        "stroke width, low resolution, blur, noise). Every outside-MNIST digit is a PNG posted "
-        "to the client's `/recognize` (decode, `digit` preprocessing, integer engine).",
+        "Both bundles are default MNIST W4A4 jobs (SIQ to convergence): *before* trains as "
+        f"the MNIST recipe did before ({BEFORE['epochs']:.0f} epochs, random shifts only), "
+        f"*after* with today's recipe ({res.get('after_epochs', '?')} epochs and the "
+        "handwriting augmentation of `server/training/augment_digits.py`: rotation, slant, "
+        "per-axis scale, stroke width, low resolution, blur, noise). Every outside-MNIST digit "
+        "is a PNG posted to the client's `/recognize` (decode, `digit` preprocessing, integer "
+        "engine).",
         "",
         "UCI digits: scikit-learn's copy of the UCI optdigits test set, 1797 digits by 13 "
         "writers none of whom wrote MNIST, as 8x8 block counts (0..16) from 32x32 NIST-form "
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     shown = [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
     command = " ".join(["python -m bench.bench_handwriting", *shown])
+    load_start = os.getloadavg()[0]
     rows = {}
     for side, bundle, seconds in (
         ("before", args.before, args.before_seconds),
@@ -221,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[handwriting] trained {side} in {time.perf_counter() - started:.0f} s")
         rows[side] = {**measure(bundle), "seconds": seconds}
         print(f"[handwriting] {side}: {json.dumps(rows[side])}", flush=True)
+    from server.params import RECIPES
+
     res = {
         **rows,
+        "after_epochs": f"{RECIPES['mnist'].epochs:g}",
         "step_cost": step_cost(),
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -230,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
             "note": "the machine was shared with other engineers' jobs while this ran",
+            "load_average": f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
         },
         "notes": args.note,
     }

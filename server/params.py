@@ -210,15 +210,15 @@ class HandwritingAugment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    keep: float = 0.25  # share of a batch left as it is
+    keep: float = 0.15  # share of a batch left as it is
     rotate_deg: float = 12.0  # rotation within +- this
     slant: float = 0.3  # shear (tan of the angle) within +- this
     scale: float = 0.12  # each axis by 1 +- scale (the aspect changes too)
     shift: float = 0.08  # of the half-width (about one pixel)
     p_width: float = 0.6  # thicker or thinner strokes
-    thicken: float = 1.0  # blend of a 3x3 dilation, up to
+    thicken: float = 2.0  # 3x3 dilations, up to (fractional: blended)
     thin: float = 0.6  # blend of a 3x3 erosion, up to
-    p_lowres: float = 0.3  # down to lowres_min..lowres_max pixels and back up
+    p_lowres: float = 0.5  # down to lowres_min..lowres_max pixels and back up
     lowres_min: int = 10
     lowres_max: int = 16
     p_blur: float = 0.35  # Gaussian blur, sigma up to blur_sigma
@@ -255,7 +255,7 @@ class Recipe(BaseModel):
 
 RECIPES: dict[str, Recipe] = {
     "mnist": Recipe(
-        epochs=6, retrain_epochs=1.0, augment_shift=2, handwriting_augment=HandwritingAugment()
+        epochs=10, retrain_epochs=1.0, augment_shift=2, handwriting_augment=HandwritingAugment()
     ),
     "digits": Recipe(
         epochs=20, retrain_epochs=4.0, retrain_lr=1e-3, batch_size=64, augment_shift=2

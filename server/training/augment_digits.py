@@ -10,8 +10,9 @@ each variation on a float batch `x` (B, 1, 28, 28) in [0, 1], in plain torch, se
 
 - `random_affine`: rotation, slant (shear), per-axis scale (aspect) and a small shift in
   one `affine_grid` + `grid_sample` for the whole batch;
-- `stroke_width`: thicker (3x3 dilation) or thinner (erosion) strokes, blended by a random
-  amount so the width varies continuously;
+- `stroke_width`: thicker (up to a few 3x3 dilations: the thick pen strokes of low-resolution
+  scans) or thinner (erosion) strokes, blended by a random amount so the width varies
+  continuously;
 - `low_resolution`: down to 10..16 pixels and back up (bilinear), like an 8x8 scan enlarged;
 - `gaussian_blur`: per-image sigma (a defocused camera, a soft pen);
 - `sensor_noise`: additive Gaussian noise, then ink renormalised to a maximum of 1 exactly as
@@ -23,6 +24,8 @@ MNIST itself is still learnt as well as before.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -81,14 +84,23 @@ def random_affine(
 def stroke_width(
     x: torch.Tensor, *, thicken: float, thin: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Per image, blend towards a 3x3 dilation (by up to `thicken`) or erosion (`thin`)."""
+    """Per image, thicker or thinner strokes by a random amount: thicker by up to `thicken`
+    3x3 dilations (2.5: two dilations and half of a third, blended, so the width varies
+    continuously), or thinner by a blend of up to `thin` of one 3x3 erosion."""
     b = x.shape[0]
-    dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+    levels = [x]
+    for _ in range(max(1, math.ceil(thicken))):
+        levels.append(F.max_pool2d(levels[-1], 3, stride=1, padding=1))
+    dilated = torch.stack(levels)  # (L + 1, B, C, H, W): 0, 1, 2... dilations
     eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
     amount = torch.rand(b, generator=generator).view(b, 1, 1, 1).to(x.dtype)
     thicker = torch.rand(b, generator=generator).view(b, 1, 1, 1) < 0.5
+    grow = thicken * amount  # (B, 1, 1, 1) dilations, fractional
+    step = grow.floor().clamp(max=len(levels) - 2)
+    below = dilated.gather(0, step.long()[None].expand_as(x[None]))[0]
+    above = dilated.gather(0, (step.long() + 1)[None].expand_as(x[None]))[0]
     return torch.where(
-        thicker, x + thicken * amount * (dilated - x), x + thin * amount * (eroded - x)
+        thicker, below + (grow - step) * (above - below), x + thin * amount * (eroded - x)
     )
 
 

@@ -64,6 +64,19 @@ def test_stroke_width_thickens_or_thins(strokes: torch.Tensor) -> None:
     assert (thick.sum(dim=(1, 2, 3)) > mass).any() and (thin.sum(dim=(1, 2, 3)) < mass).any()
 
 
+def test_stroke_width_beyond_one_dilation_thickens_further(strokes: torch.Tensor) -> None:
+    # the same draws: amount u thickens by u dilations (thicken=1) or 2u (thicken=2)
+    once = stroke_width(strokes, thicken=1.0, thin=0.0, generator=gen(5))
+    twice = stroke_width(strokes, thicken=2.0, thin=0.0, generator=gen(5))
+    grown = once.sum(dim=(1, 2, 3)) > strokes.sum(dim=(1, 2, 3))
+    assert grown.any() and torch.all(
+        twice.sum(dim=(1, 2, 3))[grown] > once.sum(dim=(1, 2, 3))[grown]
+    )
+    # the bar (2 px wide) is at most 6 px wide after two full 3x3 dilations
+    assert (twice[:4, 0, 14] > 0).sum(dim=1).max() <= 6
+    assert twice.min() >= 0 and twice.max() <= 1
+
+
 def test_low_resolution_and_blur_soften_edges(strokes: torch.Tensor) -> None:
     for soft in (
         low_resolution(strokes, lowest=8, highest=8, generator=gen()),
