@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -203,7 +204,7 @@ def fit_affine_requant(
 ROUNDINGS = ("half_even", "floor")  # ONNX Round, Floor
 
 
-def scaled_requantize(n: np.ndarray, scale: np.ndarray, bits: int, rounding: str) -> np.ndarray:
+def scaled_requantize(n: np.ndarray, scale: Any, bits: int, rounding: str) -> np.ndarray:
     """clip(rounding(float32(n * scale)), 0, 2^bits - 1) for integers n exact in float32:
     requantisation as one Mul, one Round (half to even) or Floor and a Clip, the offset
     already in n (`fit_scaled_requant`)."""
@@ -348,10 +349,12 @@ def fit_input_quant(scale: float, bits: int) -> float | None:
 
     exact = thresholds(lambda x: quantize_input(x, scale, bits))
     factor = 1.0 / scale
-    for candidate in (factor, *np.nextafter(factor, [np.inf, 0.0])):
-        if np.array_equal(
-            thresholds(lambda x, f=candidate: scaled_quantize_input(x, f, bits)), exact
-        ):
+    for candidate in [factor, *np.nextafter(factor, [np.inf, 0.0]).tolist()]:
+
+        def scaled(x: np.ndarray, f: float = candidate) -> np.ndarray:
+            return scaled_quantize_input(x, f, bits)
+
+        if np.array_equal(thresholds(scaled), exact):
             return float(candidate)
     return None
 
