@@ -99,7 +99,8 @@ def write_report(result: dict, out: Path, name: str = "client") -> None:
         "## Where the engine's time goes (one thread, microseconds per batch)",
         "",
         "The ONNX Runtime engine: its session profiler's median per node, as ONNX Runtime "
-        "rewrote the graph (NCHWc reorders around the convolutions' pools), profiler "
+        "rewrote the graph (NCHWc reorders around its float convolutions, NHWC transposes around "
+        "its QLinearConv ones), profiler "
         "overhead included (`bench_client.profile_onnx_engine`).",
         "",
     ]
