@@ -109,6 +109,7 @@ class OnnxEngine(BundleIO):
         binding, out = slot
         binding.bind_cpu_input("images", np.ascontiguousarray(images, dtype=np.float32))
         session.run_with_iobinding(binding)
+        binding.clear_binding_inputs()  # the caller's images are not kept alive by a slot
         return out
 
 
