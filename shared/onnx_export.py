@@ -73,6 +73,7 @@ class _Builder:
     nodes: list[bytes] = field(default_factory=list)
     initializers: list[bytes] = field(default_factory=list)
     count: int = 0
+    unpacked: dict[str, np.ndarray] = field(default_factory=dict)
 
     def name(self, hint: str) -> str:
         self.count += 1
@@ -82,6 +83,13 @@ class _Builder:
         name = self.name(hint)
         self.initializers.append(pb.tensor(name, np.asarray(array)))
         return name
+
+    def weights(self, bundle: Bundle, layer: dict[str, Any]) -> np.ndarray:
+        """The layer's integer weights, unpacked once per export."""
+        name = layer["name"]
+        if name not in self.unpacked:
+            self.unpacked[name] = layer_weights(layer, bundle.tensors)
+        return self.unpacked[name]
 
     def op(self, op: str, inputs: list[str], hint: str, out: str | None = None, **attrs) -> str:
         out = out or self.name(hint)
@@ -140,7 +148,7 @@ def to_onnx(
         else:
             after = graph[i + 1 + (pool is not None) :]
             uint8_next = any(  # the next weighted layer takes its codes as uint8
-                _takes_uint8(bundle, nxt, carrier, bits)
+                _takes_uint8(g, bundle, nxt, carrier, bits)
                 for nxt in [n for n in after if n["op"] in ("conv2d", "linear")][:1]
             )
             x = _weighted(g, bundle, layer, x, bits, carrier, pool, uint8_next)
@@ -222,10 +230,12 @@ def _floats(carrier: Carrier, layer: dict[str, Any], exact32: bool, weights: int
     return carrier == "float" or layer["op"] == "conv2d" or weights < 2**16
 
 
-def _takes_uint8(bundle: Bundle, layer: dict[str, Any], carrier: Carrier, bits: int) -> bool:
+def _takes_uint8(
+    g: _Builder, bundle: Bundle, layer: dict[str, Any], carrier: Carrier, bits: int
+) -> bool:
     """Whether the layer (likely) takes its input codes as uint8: an integer op, or a
     QLinearConv (`_qlinear`; if its constants are then not found, it casts to float32)."""
-    w = layer_weights(layer, bundle.tensors)
+    w = g.weights(bundle, layer)
     bias = bundle.tensors[f"{layer['name']}.bias"].astype(np.int64)
     exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
     floats = _floats(carrier, layer, exact32, w.size)
@@ -298,7 +308,7 @@ def _weighted(
     """A layer with ReLU: accumulate, (pool,) requantise to the next layer's codes (which
     the next layer takes as uint8 when `uint8_next`)."""
     name, t = layer["name"], bundle.tensors
-    w = layer_weights(layer, t)
+    w = g.weights(bundle, layer)
     bias = t[f"{name}.bias"].astype(np.int64)
     multiplier = t[f"{name}.multiplier"].astype(np.int64)
     shift = t[f"{name}.shift"].astype(np.int64)
@@ -482,7 +492,7 @@ def _logits(
     if layer["op"] != "linear":
         raise ExportError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
     name = layer["name"]
-    w = layer_weights(layer, bundle.tensors)
+    w = g.weights(bundle, layer)
     bias = bundle.tensors[f"{name}.bias"].astype(np.int64)
     bits = int(bundle.manifest["activation_bits"])
     bound = int(accumulator_bound(w, bias, bits).max())
