@@ -72,7 +72,7 @@ def photo_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     depend on accuracy)."""
     if path:
         return get_bundle(path, work)
-    from server.pipeline import QuantizeConfig, run_pipeline
+    from server.training.pipeline import QuantizeConfig, run_pipeline
 
     config = QuantizeConfig(
         dataset="office10",

@@ -106,9 +106,12 @@ def check_images(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float64 logits (N, classes), in one new array (the same values as
+    exp(z) / sum(exp(z)), z = logits - max, computed in place)."""
     z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
 
 
 @dataclass

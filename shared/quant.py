@@ -5,6 +5,8 @@ integer engine (which applies them). Semantics: docs/ARCHITECTURE.md, "The integ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +20,10 @@ __all__ = [
     "requant_thresholds",
     "fit_affine_requant",
     "affine_requantize",
+    "fit_scaled_requant",
+    "scaled_requantize",
+    "fit_input_quant",
+    "scaled_quantize_input",
     "accumulator_bound",
 ]
 
@@ -193,6 +199,164 @@ def fit_affine_requant(
     if np.any(below_ok & (code_below > k - 1)) or np.any(above_ok & (code_above < k)):
         return None
     return scale, offset
+
+
+ROUNDINGS = ("half_even", "floor")  # ONNX Round, Floor
+
+
+def scaled_requantize(n: np.ndarray, scale: Any, bits: int, rounding: str) -> np.ndarray:
+    """clip(rounding(float32(n * scale)), 0, 2^bits - 1) for integers n exact in float32:
+    requantisation as one Mul, one Round (half to even) or Floor and a Clip, the offset
+    already in n (`fit_scaled_requant`)."""
+    y = np.multiply(np.asarray(n, dtype=np.float32), scale, dtype=np.float32)
+    y = np.rint(y) if rounding == "half_even" else np.floor(y)
+    return np.clip(y, 0, (1 << bits) - 1)
+
+
+def fit_scaled_requant(
+    bias: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    bits: int,
+    bound: np.ndarray,
+    roundings: tuple[str, ...] = ROUNDINGS,
+) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """`(rounding, scale, offset)` with which `scaled_requantize(acc + bias + offset, scale,
+    bits, rounding)` equals `requantize(acc + bias, multiplier, shift, bits)` for every integer
+    |acc| <= bound[o] (acc without the bias), trying `roundings` in turn: float32 `scale` (one per layer when the
+    multipliers are, else per channel) and an integer `offset` per channel, which a float32
+    convolution adds with its (integer) bias, so the requantisation needs no Add. None when
+    no such constants are found, or `acc + bias + offset` could leave float32's integers.
+
+    Why it can exist: requantize(a) = floor(a * m / 2^s + 1/2), so round(a * m / 2^s) (ties
+    aside) and floor((a + 2^(s-1) / m) * m / 2^s) are the same steps; float32 rounds the
+    scale and the products, so candidates near them are tried and each is checked, not
+    assumed, on both sides of every threshold in range (`fit_affine_requant`'s argument:
+    both sides are non-decreasing in acc).
+    """
+    top = (1 << bits) - 1
+    bias = np.asarray(bias, dtype=np.int64).reshape(-1)
+    t = requant_thresholds(bias, multiplier, shift, bits)  # (O, top), over acc
+    o = len(t)
+    b = _per_channel(bound, o)[:, None]
+    m, s = _per_channel(multiplier, o), _per_channel(shift, o)
+    real = m.astype(np.float64) * np.exp2(-s.astype(np.float64))
+    k = np.arange(1, top + 1, dtype=np.int64)[None, :]
+    below_ok, below = t - 1 >= -b, np.minimum(t - 1, b)
+    above_ok, above = t <= b, np.maximum(t, -b)
+    one_scale = bool(np.all(real == real[0]))
+    for rounding in roundings:
+        step = 0.5 if rounding == "half_even" else 0.0  # code >= k once n * scale >= k - step
+        base = np.zeros(o) if rounding == "half_even" else 0.5 / real
+        found = _search_scaled(
+            bias,
+            real,
+            base,
+            step,
+            rounding,
+            bits,
+            b,
+            k,
+            below_ok,
+            below,
+            above_ok,
+            above,
+            one_scale,
+        )
+        if found is not None:
+            scale, offset = found
+            if int((b[:, 0] + np.abs(bias + offset)).max()) >= 2**24:
+                continue
+            return rounding, scale, offset
+    return None
+
+
+def _search_scaled(
+    bias, real, base, step, rounding, bits, b, k, below_ok, below, above_ok, above, one_scale
+):
+    """Candidates for `fit_scaled_requant` in one rounding: per group of channels (all of
+    them when they share the multiplier), integer offsets near `base` and float32 scales
+    near the real one or mid-window, each checked exactly. (scale, offset) or None."""
+    o = len(bias)
+    groups = [np.arange(o)] if one_scale else [np.array([i]) for i in range(o)]
+    scales = np.zeros(o, np.float32)
+    offsets = np.zeros(o, np.int64)
+    for group in groups:
+        g0 = group[0]
+        hit = None
+        for delta in (0, -1, 1, -2, 2, -3, 3):
+            offset = np.round(base[group]).astype(np.int64) + delta
+            n_above = above[group] + (bias[group] + offset)[:, None]  # n at each threshold
+            n_below = below[group] + (bias[group] + offset)[:, None]
+            kk = k - step
+            ok_a, ok_b = above_ok[group] & (n_above > 0), below_ok[group] & (n_below > 0)
+            if np.any(above_ok[group] & (n_above <= 0)):
+                continue  # a code >= 1 needs n > 0
+            lo = np.where(ok_a, kk / np.maximum(n_above, 1), 0.0).max(initial=0.0)
+            hi = np.where(ok_b, kk / np.maximum(n_below, 1), np.inf).min(initial=np.inf)
+            if not lo < hi:
+                continue
+            guess = np.float32(real[g0])
+            mid = np.float32((lo + hi) / 2) if np.isfinite(hi) else np.float32(lo * (1 + 2**-20))
+            candidates = [guess, mid]
+            for c in (guess, mid):
+                candidates += [np.nextafter(c, np.float32(np.inf)), np.nextafter(c, np.float32(0))]
+            for c in candidates:
+                if not c > 0:
+                    continue
+                code_above = scaled_requantize(n_above, c, bits, rounding)
+                code_below = scaled_requantize(n_below, c, bits, rounding)
+                if np.any(above_ok[group] & (code_above < k)) or np.any(
+                    below_ok[group] & (code_below > k - 1)
+                ):
+                    continue
+                hit = (c, offset)
+                break
+            if hit is not None:
+                break
+        if hit is None:
+            return None
+        scales[group], offsets[group] = hit
+    return (scales[:1] if one_scale else scales), offsets
+
+
+def scaled_quantize_input(x: np.ndarray, factor: float, bits: int) -> np.ndarray:
+    """clip(round_half_even(float64(x) * factor), 0, 2^bits - 1): `quantize_input` as one
+    Mul and one Round where `fit_input_quant` found the factor."""
+    y = np.rint(np.multiply(x, np.float64(factor), dtype=np.float64))
+    return np.clip(y, 0, (1 << bits) - 1)
+
+
+def fit_input_quant(scale: float, bits: int) -> float | None:
+    """A float64 factor with which `scaled_quantize_input(x, factor, bits)` equals
+    `quantize_input(x, scale, bits)` for every float32 x, or None.
+
+    Both are non-decreasing in x, so they are equal once their 2^bits - 1 thresholds (the
+    least float32 reaching each code) are: found by bisection over float32's bit patterns,
+    which are ordered like the values for x >= 0 (negatives give code 0 in both)."""
+    top = (1 << bits) - 1
+
+    def thresholds(code: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        lo = np.zeros(top, np.int64)
+        hi = np.full(top, 0x7F800000, np.int64)  # +inf: code top in both
+        want = np.arange(1, top + 1)
+        while np.any(lo < hi):
+            mid = (lo + hi) // 2
+            reached = code(mid.astype(np.uint32).view(np.float32)) >= want
+            hi = np.where(reached, mid, hi)
+            lo = np.where(reached, lo, mid + 1)
+        return lo
+
+    exact = thresholds(lambda x: quantize_input(x, scale, bits))
+    factor = 1.0 / scale
+    for candidate in [factor, *np.nextafter(factor, [np.inf, 0.0]).tolist()]:
+
+        def scaled(x: np.ndarray, f: float = candidate) -> np.ndarray:
+            return scaled_quantize_input(x, f, bits)
+
+        if np.array_equal(thresholds(scaled), exact):
+            return float(candidate)
+    return None
 
 
 def accumulator_bound(weights: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from client.api.deps import AdmissionDep, DispatcherDep, LoadedDep, MetricsDep, SettingsDep
+from client.api.deps import ServingDep
 from client.openapi import RECOGNIZE
 from client.recognize import open_uploads, read_uploads, recognize
 
@@ -18,16 +18,10 @@ router = APIRouter(tags=["recognition"])
 
 
 @router.post("/recognize", **RECOGNIZE)
-async def recognize_route(
-    request: Request,
-    loaded: LoadedDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    dispatcher: DispatcherDep,
-    admission: AdmissionDep,
-) -> JSONResponse:
+async def recognize_route(request: Request, serving: ServingDep) -> JSONResponse:
     start = time.perf_counter()
-    admission.admit()  # 503 + Retry-After at once when the line is full
+    settings, loaded = serving.settings, serving.loaded
+    serving.admission.admit()  # 503 + Retry-After at once when the line is full
     try:
         uploads = await read_uploads(
             request,
@@ -39,11 +33,11 @@ async def recognize_route(
             uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels
         )
         work = functools.partial(recognize, loaded, opened)
-        answer = await dispatcher.run(
+        answer = await serving.dispatcher.run(
             work, key=loaded.bundle.id, images=len(uploads), pixels=opened.pixels
         )
     finally:
-        admission.release()
-    metrics.images.inc(len(uploads))
+        serving.admission.release()
+    serving.metrics.images.inc(len(uploads))
     answer["timings_ms"]["total"] = round((time.perf_counter() - start) * 1e3, 3)
     return JSONResponse(answer)
