@@ -5,7 +5,9 @@
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
-W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus an office10 photonet (W4A5).
+W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus mixed-width configs
+(`--mixed-bits`, e.g. W2 with fc1 at 1 bit: smaller on the chip than W2A4, whose flash is mostly
+fc1's codes) and an office10 photonet (W4A5).
 Per bundle: the C library is checked against shared.engine on the host (every MNIST test
 image) and in QEMU (Cortex-M3 and Cortex-M4), and its flash, RAM and instructions per
 inference are measured. Instruction counts come from QEMU's -icount (deterministic), so
@@ -44,6 +46,9 @@ from shared.engine import IntegerNetwork
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# mixed-width MNIST configs: the chip stores every layer densely (a pruned bundle is decoded to
+# dense codes), so what shrinks its flash is fewer bits in fc1, which holds 93 % of the weights
+MIXED_BITS = ("W2:fc1=1", "W4:fc1=1")
 
 
 def _default_data_dir() -> Path:
@@ -62,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-epochs", type=float, default=0.5)
     p.add_argument("--max-iterations", type=int, default=2)
     p.add_argument("--mnist-weight-bits", default="4,3,2", help="SIQ configs at 4-bit activations")
+    p.add_argument(
+        "--mixed-bits",
+        action="append",
+        default=None,
+        help=f"a k-means config at 4-bit activations with per-layer bits, like W2:fc1=1 "
+        f"(repeatable; default {' '.join(MIXED_BITS)}; --mixed-bits none for none)",
+    )
     p.add_argument("--office10-epochs", type=float, default=15.0)
     p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
     p.add_argument("--no-office10", action="store_true")
@@ -73,6 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true")
     return p
+
+
+def parse_mixed(spec: str) -> tuple[int, dict[str, int]]:
+    """'W2:fc1=1,conv2=3' -> (2, {'fc1': 1, 'conv2': 3}): the other layers' bits, and the
+    named layers' own (QuantizeConfig checks the layer names and the ranges)."""
+    head, sep, rest = spec.partition(":")
+    if not (head[:1] in ("W", "w") and head[1:].isdigit() and sep and rest):
+        raise ValueError(f"mixed-bits config {spec!r} is not like W2:fc1=1")
+    layers = {}
+    for item in rest.split(","):
+        name, eq, bits = item.partition("=")
+        if not (name and eq and bits.isdigit()):
+            raise ValueError(f"mixed-bits config {spec!r}: {item!r} is not like fc1=1")
+        layers[name] = int(bits)
+    return int(head[1:]), layers
 
 
 def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
@@ -98,6 +125,11 @@ def measure(
         "weight_bits": bundle.manifest["weight_bits"],
         "activation_bits": bundle.manifest["activation_bits"],
         "quantizer": _quantizer(bundle),
+        "layer_bits": {
+            layer["name"]: int(layer["weight_bits"])
+            for layer in bundle.manifest["graph"]
+            if "weight_bits" in layer
+        },
         "engine_accuracy_manifest": bundle.manifest["metrics"].get("quantized_accuracy"),
         "host_images": len(images),
         "host_equal": bool(np.array_equal(host, want)),
@@ -182,18 +214,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fm = train_float(ds, QuantizeConfig(**base))
     res["float_accuracy"] = fm.float_accuracy
     res["float_seconds"] = fm.seconds
-    configs = [(b, 4, "kmeans") for b in (int(v) for v in args.mnist_weight_bits.split(","))]
-    configs.append((8, 8, "uniform"))  # the 8-bit baseline
+    configs: list[tuple[int, int, str, dict[str, int] | None]] = [
+        (int(b), 4, "kmeans", None) for b in args.mnist_weight_bits.split(",")
+    ]
+    configs.append((8, 8, "uniform", None))  # the 8-bit baseline
+    mixed = MIXED_BITS if args.mixed_bits is None else [m for m in args.mixed_bits if m != "none"]
+    configs += [(b, 4, "kmeans", layers) for b, layers in map(parse_mixed, mixed)]
     chips = {"m4": args.m4_images, "m3": args.m3_images}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         keep = args.keep_bundles or work / "bundles"
-        for b, a, wq in configs:
-            cfg = QuantizeConfig(**base, weight_bits=b, activation_bits=a, weight_quantizer=wq)
+        for b, a, wq, layers in configs:
+            cfg = QuantizeConfig(
+                **base, weight_bits=b, activation_bits=a, weight_quantizer=wq, bits_per_layer=layers
+            )
             r = quantize_model(fm, ds, cfg, keep)
-            _log(f"W{b}A{a} {wq}: engine accuracy {r.quantized_accuracy:.4f}")
+            tag = f"w{b}a{a}{wq}" + "".join(f"_{k}{v}" for k, v in (layers or {}).items())
+            _log(f"{tag}: engine accuracy {r.quantized_accuracy:.4f}")
             bundle = read_bundle_file(r.bundle_path or "")
-            row = measure(bundle, ds.test_x, ds.test_y, chips, work / f"w{b}a{a}{wq}")
+            row = measure(bundle, ds.test_x, ds.test_y, chips, work / tag)
             row["float_accuracy"] = fm.float_accuracy
             row["bundle_bytes"] = r.bundle_bytes
             res["mnist"].append(row)
@@ -228,6 +267,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    try:
+        for spec in args.mixed_bits or []:
+            if spec != "none":
+                parse_mixed(spec)
+    except ValueError as exc:
+        print(f"[bench_onchip] {exc}", file=sys.stderr)
+        return 2
     out_json = args.out / "onchip.json"
     if args.render_only:
         res = json.loads(out_json.read_text())

@@ -28,8 +28,19 @@ def _yes(ok: bool) -> str:
 
 
 def _name(row: dict[str, Any]) -> str:
+    """'W4A4 SIQ k-means'; a row whose layers differ from its weight_bits names them:
+    'W2A4 SIQ k-means, fc1 1-bit'."""
     kind = "SIQ k-means" if row["quantizer"] == "kmeans" else "8-bit baseline (uniform)"
-    return f"W{row['weight_bits']}A{row['activation_bits']} {kind}"
+    own = [
+        f"{name} {bits}-bit"
+        for name, bits in row.get("layer_bits", {}).items()
+        if bits != row["weight_bits"]
+    ]
+    return f"W{row['weight_bits']}A{row['activation_bits']} {kind}" + "".join(f", {o}" for o in own)
+
+
+def _uniform_width(row: dict[str, Any]) -> bool:
+    return all(b == row["weight_bits"] for b in row.get("layer_bits", {}).values())
 
 
 def _chip_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -186,7 +197,11 @@ def render(res: dict[str, Any], reference: dict[str, Any] | None = None) -> str:
     configuration at 99.2 %."""
     env = res["environment"]
     rows = res["mnist"]
-    siq = next(r for r in rows if r["quantizer"] == "kmeans" and r["weight_bits"] == 4)
+    siq = next(
+        r
+        for r in rows
+        if r["quantizer"] == "kmeans" and r["weight_bits"] == 4 and _uniform_width(r)
+    )
     base = next(r for r in rows if r["quantizer"] == "uniform")
     tools = "; ".join(f"{k}: {v}" for k, v in env["tools"].items())
     lines = [
@@ -259,7 +274,11 @@ def render(res: dict[str, Any], reference: dict[str, Any] | None = None) -> str:
             if r.get("activation_bits") == 4
         }
         candidates = [
-            r for r in rows if r["quantizer"] == "kmeans" and ref.get(r["weight_bits"], 0) >= 0.992
+            r
+            for r in rows
+            if r["quantizer"] == "kmeans"
+            and _uniform_width(r)
+            and ref.get(r["weight_bits"], 0) >= 0.992
         ]
         if candidates:
             best = min(candidates, key=lambda r: r["chips"]["m4"]["flash_bytes"])
