@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--office10-epochs", type=float, default=15.0)
     p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
+    p.add_argument(
+        "--measure-bundles",
+        type=Path,
+        default=None,
+        help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles folder)",
+    )
     p.add_argument("--no-office10", action="store_true")
     p.add_argument("--m4-images", type=int, default=100, help="MNIST images run on the Cortex-M4")
     p.add_argument("--m3-images", type=int, default=20)
@@ -119,7 +125,8 @@ def measure(
     cmodel = generate_bundle_c(bundle)
     want = _engine_logits(bundle, images)
     classes = want.shape[1]
-    host = host_run(host_build(cmodel, work / "host"), images, classes)
+    # all 10,000 MNIST images on a shared, niced machine can take minutes (not a timing)
+    host = host_run(host_build(cmodel, work / "host"), images, classes, timeout=1800)
     row: dict[str, Any] = {
         "bundle_id": bundle.id,
         "weight_bits": bundle.manifest["weight_bits"],
@@ -191,6 +198,60 @@ def _tool_versions() -> dict[str, str]:
         except OSError:
             out[tool] = "absent"
     return out
+
+
+def _order(bundle: Bundle) -> tuple[int, int]:
+    """The training run's row order: SIQ at one width (widest first), the 8-bit baseline,
+    then the mixed-width rows."""
+    bits = {int(v["weight_bits"]) for v in bundle.manifest["graph"] if "weight_bits" in v}
+    rank = 1 if _quantizer(bundle) == "uniform" else 2 if len(bits) > 1 else 0
+    return rank, -int(bundle.manifest["weight_bits"])
+
+
+def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """Rows for the bundles a run kept (--keep-bundles), without training: their float
+    figures come from their manifests, which must name one float MNIST model."""
+    from server.data import load_dataset
+
+    started = time.perf_counter()
+    res: dict[str, Any] = {
+        "mnist": [],
+        "office10": None,
+        "measured_from": str(args.measure_bundles),
+    }
+    paths = sorted(args.measure_bundles.glob("*.siq"))
+    bundles = [(read_bundle_file(p), p.stat().st_size) for p in paths]
+    mnist = sorted(
+        (b for b in bundles if b[0].manifest["provenance"]["dataset"] == "mnist"),
+        key=lambda b: _order(b[0]),
+    )
+    floats = {
+        (b.manifest["metrics"]["float_accuracy"], b.manifest["metrics"]["float_seconds"])
+        for b, _ in mnist
+    }
+    if len(floats) != 1:
+        raise ValueError(f"{args.measure_bundles}: MNIST bundles of {len(floats)} float models")
+    res["float_accuracy"], res["float_seconds"] = floats.pop()
+    ds = load_dataset("mnist", args.data_dir)
+    chips = {"m4": args.m4_images, "m3": args.m3_images}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (bundle, size) in enumerate(mnist):
+            _log(f"{bundle.id[:12]}: W{bundle.manifest['weight_bits']} {_quantizer(bundle)}")
+            row = measure(bundle, ds.test_x, ds.test_y, chips, Path(tmp) / f"mnist{i}")
+            row["float_accuracy"] = res["float_accuracy"]
+            row["bundle_bytes"] = size
+            res["mnist"].append(row)
+        office = [b for b in bundles if b[0].manifest["provenance"]["dataset"] == "office10"]
+        if office and not args.no_office10:
+            bundle, size = office[0]
+            ods = load_dataset("office10", args.data_dir)
+            count = min(args.office10_images, len(ods.test_y))
+            row = measure(bundle, ods.test_x, ods.test_y, {"m4": count}, Path(tmp) / "office10")
+            row["float_accuracy"] = bundle.manifest["metrics"]["float_accuracy"]
+            row["bundle_bytes"] = size
+            res["office10"] = row
+    res["seconds"] = time.perf_counter() - started
+    return res
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -282,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
                 return 1
-        res = run(args)
+        res = measure_folder(args) if args.measure_bundles else run(args)
         res["environment"] = {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

@@ -58,3 +58,29 @@ def test_the_smallest_section_names_the_least_flash_row_at_the_accuracy() -> Non
         if row["quantizer"] == "kmeans":
             row["c_accuracy"] = 0.98
     assert "**Not shown by this run**" in render(res).split("## Smallest bundle")[1]
+
+
+def test_kept_bundles_are_measured_in_the_training_runs_row_order() -> None:
+    from types import SimpleNamespace
+
+    from bench.bench_onchip import _order
+
+    def bundle(bits: int, quantizer: str, fc1: int | None = None) -> SimpleNamespace:
+        graph = [
+            {"name": n, "weight_bits": fc1 if n == "fc1" and fc1 else bits}
+            for n in ("conv1", "fc1")
+        ]
+        layers = {"conv1": {"weight_quantizer": quantizer}}
+        return SimpleNamespace(
+            manifest={"weight_bits": bits, "graph": graph + [{"op": "relu"}], "layers": layers}
+        )
+
+    kept = [
+        bundle(2, "kmeans", fc1=1),
+        bundle(8, "uniform"),
+        bundle(2, "kmeans"),
+        bundle(4, "kmeans"),
+        bundle(4, "kmeans", fc1=1),
+    ]
+    ordered = sorted(kept, key=_order)
+    assert ordered == [kept[3], kept[2], kept[1], kept[4], kept[0]]
