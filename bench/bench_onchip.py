@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--office10-epochs", type=float, default=15.0)
     p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
     p.add_argument(
+        "--float-cache",
+        type=Path,
+        default=None,
+        help="the MNIST float model (server.training.pipeline.FloatModel, torch.save'd, as "
+        "bench_compression --float-cache writes it): reused when the file exists, else trained "
+        "and saved there; a reused model's epochs are not --epochs (the bundles' config says "
+        "epochs=null)",
+    )
+    p.add_argument(
         "--measure-bundles",
         type=Path,
         default=None,
@@ -254,7 +263,8 @@ def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
+    """Train, quantise and measure; `save(res, partial=True)` after the MNIST rows."""
     import torch
 
     from server.data import load_dataset
@@ -271,8 +281,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_iterations=args.max_iterations,
         train_limit=args.train_limit,
     )
-    _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
-    fm = train_float(ds, QuantizeConfig(**base))
+    if args.float_cache is not None and args.float_cache.exists():
+        fm = torch.load(args.float_cache, weights_only=False)
+        base["epochs"] = None  # not this run's --epochs
+        res["float_cache"] = str(args.float_cache)
+        _log(f"MNIST float model from {args.float_cache} ({fm.float_accuracy:.4f})")
+    else:
+        _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
+        fm = train_float(ds, QuantizeConfig(**base))
+        if args.float_cache is not None:
+            torch.save(fm, args.float_cache)
     res["float_accuracy"] = fm.float_accuracy
     res["float_seconds"] = fm.seconds
     configs: list[tuple[int, int, str, dict[str, int] | None]] = [
@@ -297,6 +315,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["float_accuracy"] = fm.float_accuracy
             row["bundle_bytes"] = r.bundle_bytes
             res["mnist"].append(row)
+        if save is not None:
+            save({**res, "seconds": time.perf_counter() - started}, partial=True)
         if not args.no_office10:
             office = load_dataset("office10", args.data_dir)
             cfg = QuantizeConfig(
@@ -343,20 +363,26 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
                 return 1
-        res = measure_folder(args) if args.measure_bundles else run(args)
-        res["environment"] = {
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "tools": _tool_versions(),
-            "command": " ".join(["python -m bench.bench_onchip", *(argv or [])]),
-            "note": os.environ.get(
-                "SIQ_BENCH_NOTE",
-                "The machine was shared with other engineers' work; that affects only the "
-                "training times, not the instruction counts (QEMU -icount is deterministic).",
-            ),
-        }
         args.out.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(res, indent=1))
+
+        def save(res: dict[str, Any], partial: bool) -> None:
+            res["environment"] = {
+                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "tools": _tool_versions(),
+                "command": " ".join(["python -m bench.bench_onchip", *(argv or [])]),
+                "note": os.environ.get(
+                    "SIQ_BENCH_NOTE",
+                    "The machine was shared with other engineers' work; that affects only the "
+                    "training times, not the instruction counts (QEMU -icount is deterministic).",
+                ),
+            }
+            # the MNIST rows, kept if the run is stopped in office10 (render with --render-only)
+            target = args.out / "onchip.partial.json" if partial else out_json
+            target.write_text(json.dumps(res, indent=1))
+
+        res = measure_folder(args) if args.measure_bundles else run(args, save)
+        save(res, partial=False)
     mnist = RESULTS / "mnist.json"
     reference = json.loads(mnist.read_text()) if mnist.is_file() else None
     (args.out / "onchip.md").write_text(render(res, reference))
