@@ -92,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
         help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles folder)",
     )
     p.add_argument("--no-office10", action="store_true")
+    p.add_argument("--no-baseline", action="store_true", help="skip the W8A8 8-bit baseline")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="with --render-only: append the MNIST rows of these onchip.json files (runs split "
+        "across processes from one --float-cache model) to --out's",
+    )
     p.add_argument("--m4-images", type=int, default=100, help="MNIST images run on the Cortex-M4")
     p.add_argument("--m3-images", type=int, default=20)
     p.add_argument("--office10-images", type=int, default=20)
@@ -209,6 +218,13 @@ def _tool_versions() -> dict[str, str]:
     return out
 
 
+def _row_order(row: dict[str, Any]) -> tuple[int, int]:
+    """_order for a measured row."""
+    mixed = len(set(row.get("layer_bits", {}).values())) > 1
+    rank = 1 if row["quantizer"] == "uniform" else 2 if mixed else 0
+    return rank, -int(row["weight_bits"])
+
+
 def _order(bundle: Bundle) -> tuple[int, int]:
     """The training run's row order: SIQ at one width (widest first), the 8-bit baseline,
     then the mixed-width rows."""
@@ -296,7 +312,8 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
     configs: list[tuple[int, int, str, dict[str, int] | None]] = [
         (int(b), 4, "kmeans", None) for b in args.mnist_weight_bits.split(",")
     ]
-    configs.append((8, 8, "uniform", None))  # the 8-bit baseline
+    if not args.no_baseline:
+        configs.append((8, 8, "uniform", None))  # the 8-bit baseline
     mixed = MIXED_BITS if args.mixed_bits is None else [m for m in args.mixed_bits if m != "none"]
     configs += [(b, 4, "kmeans", layers) for b, layers in map(parse_mixed, mixed)]
     chips = {"m4": args.m4_images, "m3": args.m3_images}
@@ -358,6 +375,20 @@ def main(argv: list[str] | None = None) -> int:
     out_json = args.out / "onchip.json"
     if args.render_only:
         res = json.loads(out_json.read_text())
+        for other in args.merge or []:
+            part = json.loads(other.read_text())
+            if part["float_accuracy"] != res["float_accuracy"]:
+                print(f"[bench_onchip] {other}: another float model", file=sys.stderr)
+                return 2
+            res["mnist"] += part["mnist"]
+            res["seconds"] = max(res["seconds"], part["seconds"])
+            res["environment"]["command"] += " ; " + part["environment"]["command"]
+        if args.merge:
+            res["mnist"].sort(key=_row_order)
+            res["environment"]["command"] += " ; " + " ".join(
+                ["python -m bench.bench_onchip", *(argv or [])]
+            )
+            out_json.write_text(json.dumps(res, indent=1))
     else:
         for why in (missing_host_tools(), missing_arm_tools()):
             if why:

@@ -84,3 +84,21 @@ def test_kept_bundles_are_measured_in_the_training_runs_row_order() -> None:
     ]
     ordered = sorted(kept, key=_order)
     assert ordered == [kept[3], kept[2], kept[1], kept[4], kept[0]]
+
+
+def test_runs_split_across_processes_are_merged_in_row_order(tmp_path: Path) -> None:
+    res = json.loads(RESULTS.read_text())
+    by_bits = {r["weight_bits"]: r for r in res["mnist"]}
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    (one / "onchip.json").write_text(json.dumps({**res, "mnist": [by_bits[4], by_bits[8]]}))
+    (two / "onchip.json").write_text(json.dumps({**res, "mnist": [by_bits[2]]}))
+    assert main(["--render-only", "--out", str(one), "--merge", str(two / "onchip.json")]) == 0
+    merged = json.loads((one / "onchip.json").read_text())
+    assert [r["weight_bits"] for r in merged["mnist"]] == [4, 2, 8]
+    assert merged["environment"]["command"].count("python -m bench.bench_onchip") == 3
+    assert "| W2A4 SIQ k-means |" in (one / "onchip.md").read_text()
+
+    (two / "onchip.json").write_text(json.dumps({**res, "float_accuracy": 0.5}))
+    assert main(["--render-only", "--out", str(one), "--merge", str(two / "onchip.json")]) == 2
