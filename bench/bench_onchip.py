@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true")
+    p.add_argument(
+        "--smallest-from",
+        type=Path,
+        default=None,
+        help="with --render-only: the onchip.json of another run (another float model) whose "
+        "rows also compete, labelled, in the 'smallest bundle at 99.2 %%' section",
+    )
     return p
 
 
@@ -416,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         save(res, partial=False)
     mnist = RESULTS / "mnist.json"
     reference = json.loads(mnist.read_text()) if mnist.is_file() else None
-    (args.out / "onchip.md").write_text(render(res, reference))
+    smallest = json.loads(args.smallest_from.read_text()) if args.smallest_from else None
+    (args.out / "onchip.md").write_text(render(res, reference, smallest))
     _log(f"wrote {args.out / 'onchip.md'}")
     return 0
 

@@ -102,3 +102,20 @@ def test_runs_split_across_processes_are_merged_in_row_order(tmp_path: Path) -> 
 
     (two / "onchip.json").write_text(json.dumps({**res, "float_accuracy": 0.5}))
     assert main(["--render-only", "--out", str(one), "--merge", str(two / "onchip.json")]) == 2
+
+
+def test_a_second_runs_row_can_be_the_smallest_and_is_labelled() -> None:
+    res = json.loads(RESULTS.read_text())
+    for row in res["mnist"]:
+        row["c_accuracy"] = 0.98
+    w2 = next(r for r in res["mnist"] if r["weight_bits"] == 2)
+    second = {
+        "mnist": [{**w2, "c_accuracy": 0.9931}],
+        "float_accuracy": 0.9939,
+        "environment": {"command": "python -m bench.bench_onchip --x", "when": "t", "note": "N."},
+    }
+    section = render(res, None, second).split("## Smallest bundle")[1].split("\n## ")[0]
+    assert "Measured by a second run, `python -m bench.bench_onchip --x` (t)" in section
+    assert "99.39% float" in section and "**W2A4 SIQ k-means**: 99.31%" in section
+    assert "in the second run: W2A4 SIQ k-means" in section
+    assert "Not shown" not in section
