@@ -271,7 +271,8 @@ def render(
             lines.append("")
         lines.append(
             f"**{_name(best)}**: {100 * best['c_accuracy']:.2f}% (C library on all test images), "
-            f"flash {_kb(m4['flash_bytes'])} KB, RAM {_kb(m4['ram_bytes'])} KB on the Cortex-M4, "
+            f"flash {_kb(m4['flash_bytes'])} KB ({m4['flash_bytes']:,} B), RAM "
+            f"{_kb(m4['ram_bytes'])} KB ({m4['ram_bytes']:,} B) on the Cortex-M4, "
             f"{m4['instructions_median']:,.0f} instructions per inference; logits identical "
             f"to the engine on the host ({best['host_images']}) and on the M3 / M4 "
             f"({best['chips']['m3']['images']} / {m4['images']} images): "
