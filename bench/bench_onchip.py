@@ -5,7 +5,9 @@
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
-W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus an office10 photonet (W4A5).
+W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus mixed-width configs
+(`--mixed-bits`, e.g. W2 with fc1 at 1 bit: smaller on the chip than W2A4, whose flash is mostly
+fc1's codes) and an office10 photonet (W4A5).
 Per bundle: the C library is checked against shared.engine on the host (every MNIST test
 image) and in QEMU (Cortex-M3 and Cortex-M4), and its flash, RAM and instructions per
 inference are measured. Instruction counts come from QEMU's -icount (deterministic), so
@@ -44,6 +46,9 @@ from shared.engine import IntegerNetwork
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# mixed-width MNIST configs: the chip stores every layer densely (a pruned bundle is decoded to
+# dense codes), so what shrinks its flash is fewer bits in fc1, which holds 93 % of the weights
+MIXED_BITS = ("W2:fc1=1", "W4:fc1=1")
 
 
 def _default_data_dir() -> Path:
@@ -62,9 +67,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-epochs", type=float, default=0.5)
     p.add_argument("--max-iterations", type=int, default=2)
     p.add_argument("--mnist-weight-bits", default="4,3,2", help="SIQ configs at 4-bit activations")
+    p.add_argument(
+        "--mixed-bits",
+        action="append",
+        default=None,
+        help=f"a k-means config at 4-bit activations with per-layer bits, like W2:fc1=1 "
+        f"(repeatable; default {' '.join(MIXED_BITS)}; --mixed-bits none for none)",
+    )
     p.add_argument("--office10-epochs", type=float, default=15.0)
     p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
+    p.add_argument(
+        "--float-cache",
+        type=Path,
+        default=None,
+        help="the MNIST float model (server.training.pipeline.FloatModel, torch.save'd, as "
+        "bench_compression --float-cache writes it): reused when the file exists, else trained "
+        "and saved there; a reused model's epochs are not --epochs (the bundles' config says "
+        "epochs=null)",
+    )
+    p.add_argument(
+        "--measure-bundles",
+        type=Path,
+        default=None,
+        help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles folder)",
+    )
     p.add_argument("--no-office10", action="store_true")
+    p.add_argument("--no-baseline", action="store_true", help="skip the W8A8 8-bit baseline")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="with --render-only: append the MNIST rows of these onchip.json files (runs split "
+        "across processes from one --float-cache model) to --out's",
+    )
     p.add_argument("--m4-images", type=int, default=100, help="MNIST images run on the Cortex-M4")
     p.add_argument("--m3-images", type=int, default=20)
     p.add_argument("--office10-images", type=int, default=20)
@@ -72,7 +108,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true")
+    p.add_argument(
+        "--smallest-from",
+        type=Path,
+        default=None,
+        help="with --render-only: the onchip.json of another run (another float model) whose "
+        "rows also compete, labelled, in the 'smallest bundle at 99.2 %%' section",
+    )
     return p
+
+
+def parse_mixed(spec: str) -> tuple[int, dict[str, int]]:
+    """'W2:fc1=1,conv2=3' -> (2, {'fc1': 1, 'conv2': 3}): the other layers' bits, and the
+    named layers' own (QuantizeConfig checks the layer names and the ranges)."""
+    head, sep, rest = spec.partition(":")
+    if not (head[:1] in ("W", "w") and head[1:].isdigit() and sep and rest):
+        raise ValueError(f"mixed-bits config {spec!r} is not like W2:fc1=1")
+    layers = {}
+    for item in rest.split(","):
+        name, eq, bits = item.partition("=")
+        if not (name and eq and bits.isdigit()):
+            raise ValueError(f"mixed-bits config {spec!r}: {item!r} is not like fc1=1")
+        layers[name] = int(bits)
+    return int(head[1:]), layers
 
 
 def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
@@ -92,12 +150,18 @@ def measure(
     cmodel = generate_bundle_c(bundle)
     want = _engine_logits(bundle, images)
     classes = want.shape[1]
-    host = host_run(host_build(cmodel, work / "host"), images, classes)
+    # all 10,000 MNIST images on a shared, niced machine can take minutes (not a timing)
+    host = host_run(host_build(cmodel, work / "host"), images, classes, timeout=1800)
     row: dict[str, Any] = {
         "bundle_id": bundle.id,
         "weight_bits": bundle.manifest["weight_bits"],
         "activation_bits": bundle.manifest["activation_bits"],
         "quantizer": _quantizer(bundle),
+        "layer_bits": {
+            layer["name"]: int(layer["weight_bits"])
+            for layer in bundle.manifest["graph"]
+            if "weight_bits" in layer
+        },
         "engine_accuracy_manifest": bundle.manifest["metrics"].get("quantized_accuracy"),
         "host_images": len(images),
         "host_equal": bool(np.array_equal(host, want)),
@@ -161,7 +225,69 @@ def _tool_versions() -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def _row_order(row: dict[str, Any]) -> tuple[int, int]:
+    """_order for a measured row."""
+    mixed = len(set(row.get("layer_bits", {}).values())) > 1
+    rank = 1 if row["quantizer"] == "uniform" else 2 if mixed else 0
+    return rank, -int(row["weight_bits"])
+
+
+def _order(bundle: Bundle) -> tuple[int, int]:
+    """The training run's row order: SIQ at one width (widest first), the 8-bit baseline,
+    then the mixed-width rows."""
+    bits = {int(v["weight_bits"]) for v in bundle.manifest["graph"] if "weight_bits" in v}
+    rank = 1 if _quantizer(bundle) == "uniform" else 2 if len(bits) > 1 else 0
+    return rank, -int(bundle.manifest["weight_bits"])
+
+
+def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """Rows for the bundles a run kept (--keep-bundles), without training: their float
+    figures come from their manifests, which must name one float MNIST model."""
+    from server.data import load_dataset
+
+    started = time.perf_counter()
+    res: dict[str, Any] = {
+        "mnist": [],
+        "office10": None,
+        "measured_from": str(args.measure_bundles),
+    }
+    paths = sorted(args.measure_bundles.glob("*.siq"))
+    bundles = [(read_bundle_file(p), p.stat().st_size) for p in paths]
+    mnist = sorted(
+        (b for b in bundles if b[0].manifest["provenance"]["dataset"] == "mnist"),
+        key=lambda b: _order(b[0]),
+    )
+    floats = {
+        (b.manifest["metrics"]["float_accuracy"], b.manifest["metrics"]["float_seconds"])
+        for b, _ in mnist
+    }
+    if len(floats) != 1:
+        raise ValueError(f"{args.measure_bundles}: MNIST bundles of {len(floats)} float models")
+    res["float_accuracy"], res["float_seconds"] = floats.pop()
+    ds = load_dataset("mnist", args.data_dir)
+    chips = {"m4": args.m4_images, "m3": args.m3_images}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (bundle, size) in enumerate(mnist):
+            _log(f"{bundle.id[:12]}: W{bundle.manifest['weight_bits']} {_quantizer(bundle)}")
+            row = measure(bundle, ds.test_x, ds.test_y, chips, Path(tmp) / f"mnist{i}")
+            row["float_accuracy"] = res["float_accuracy"]
+            row["bundle_bytes"] = size
+            res["mnist"].append(row)
+        office = [b for b in bundles if b[0].manifest["provenance"]["dataset"] == "office10"]
+        if office and not args.no_office10:
+            bundle, size = office[0]
+            ods = load_dataset("office10", args.data_dir)
+            count = min(args.office10_images, len(ods.test_y))
+            row = measure(bundle, ods.test_x, ods.test_y, {"m4": count}, Path(tmp) / "office10")
+            row["float_accuracy"] = bundle.manifest["metrics"]["float_accuracy"]
+            row["bundle_bytes"] = size
+            res["office10"] = row
+    res["seconds"] = time.perf_counter() - started
+    return res
+
+
+def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
+    """Train, quantise and measure; `save(res, partial=True)` after the MNIST rows."""
     import torch
 
     from server.data import load_dataset
@@ -178,25 +304,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_iterations=args.max_iterations,
         train_limit=args.train_limit,
     )
-    _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
-    fm = train_float(ds, QuantizeConfig(**base))
+    if args.float_cache is not None and args.float_cache.exists():
+        fm = torch.load(args.float_cache, weights_only=False)
+        base["epochs"] = None  # not this run's --epochs
+        res["float_cache"] = str(args.float_cache)
+        _log(f"MNIST float model from {args.float_cache} ({fm.float_accuracy:.4f})")
+    else:
+        _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
+        fm = train_float(ds, QuantizeConfig(**base))
+        if args.float_cache is not None:
+            torch.save(fm, args.float_cache)
     res["float_accuracy"] = fm.float_accuracy
     res["float_seconds"] = fm.seconds
-    configs = [(b, 4, "kmeans") for b in (int(v) for v in args.mnist_weight_bits.split(","))]
-    configs.append((8, 8, "uniform"))  # the 8-bit baseline
+    configs: list[tuple[int, int, str, dict[str, int] | None]] = [
+        (int(b), 4, "kmeans", None) for b in args.mnist_weight_bits.split(",")
+    ]
+    if not args.no_baseline:
+        configs.append((8, 8, "uniform", None))  # the 8-bit baseline
+    mixed = MIXED_BITS if args.mixed_bits is None else [m for m in args.mixed_bits if m != "none"]
+    configs += [(b, 4, "kmeans", layers) for b, layers in map(parse_mixed, mixed)]
     chips = {"m4": args.m4_images, "m3": args.m3_images}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         keep = args.keep_bundles or work / "bundles"
-        for b, a, wq in configs:
-            cfg = QuantizeConfig(**base, weight_bits=b, activation_bits=a, weight_quantizer=wq)
+        for b, a, wq, layers in configs:
+            cfg = QuantizeConfig(
+                **base, weight_bits=b, activation_bits=a, weight_quantizer=wq, bits_per_layer=layers
+            )
             r = quantize_model(fm, ds, cfg, keep)
-            _log(f"W{b}A{a} {wq}: engine accuracy {r.quantized_accuracy:.4f}")
+            tag = f"w{b}a{a}{wq}" + "".join(f"_{k}{v}" for k, v in (layers or {}).items())
+            _log(f"{tag}: engine accuracy {r.quantized_accuracy:.4f}")
             bundle = read_bundle_file(r.bundle_path or "")
-            row = measure(bundle, ds.test_x, ds.test_y, chips, work / f"w{b}a{a}{wq}")
+            row = measure(bundle, ds.test_x, ds.test_y, chips, work / tag)
             row["float_accuracy"] = fm.float_accuracy
             row["bundle_bytes"] = r.bundle_bytes
             res["mnist"].append(row)
+        if save is not None:
+            save({**res, "seconds": time.perf_counter() - started}, partial=True)
         if not args.no_office10:
             office = load_dataset("office10", args.data_dir)
             cfg = QuantizeConfig(
@@ -228,31 +372,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    try:
+        for spec in args.mixed_bits or []:
+            if spec != "none":
+                parse_mixed(spec)
+    except ValueError as exc:
+        print(f"[bench_onchip] {exc}", file=sys.stderr)
+        return 2
     out_json = args.out / "onchip.json"
     if args.render_only:
         res = json.loads(out_json.read_text())
+        for other in args.merge or []:
+            part = json.loads(other.read_text())
+            if part["float_accuracy"] != res["float_accuracy"]:
+                print(f"[bench_onchip] {other}: another float model", file=sys.stderr)
+                return 2
+            res["mnist"] += part["mnist"]
+            res["seconds"] = max(res["seconds"], part["seconds"])
+            res["environment"]["command"] += " ; " + part["environment"]["command"]
+        if args.merge:
+            res["mnist"].sort(key=_row_order)
+            res["environment"]["command"] += " ; " + " ".join(
+                ["python -m bench.bench_onchip", *(argv or [])]
+            )
+            out_json.write_text(json.dumps(res, indent=1))
     else:
         for why in (missing_host_tools(), missing_arm_tools()):
             if why:
                 print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
                 return 1
-        res = run(args)
-        res["environment"] = {
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "tools": _tool_versions(),
-            "command": " ".join(["python -m bench.bench_onchip", *(argv or [])]),
-            "note": os.environ.get(
-                "SIQ_BENCH_NOTE",
-                "The machine was shared with other engineers' work; that affects only the "
-                "training times, not the instruction counts (QEMU -icount is deterministic).",
-            ),
-        }
         args.out.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(res, indent=1))
+
+        def save(res: dict[str, Any], partial: bool) -> None:
+            res["environment"] = {
+                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "tools": _tool_versions(),
+                "command": " ".join(["python -m bench.bench_onchip", *(argv or [])]),
+                "note": os.environ.get(
+                    "SIQ_BENCH_NOTE",
+                    "The machine was shared with other engineers' work; that affects only the "
+                    "training times, not the instruction counts (QEMU -icount is deterministic).",
+                ),
+            }
+            # the MNIST rows, kept if the run is stopped in office10 (render with --render-only)
+            target = args.out / "onchip.partial.json" if partial else out_json
+            target.write_text(json.dumps(res, indent=1))
+
+        res = measure_folder(args) if args.measure_bundles else run(args, save)
+        save(res, partial=False)
     mnist = RESULTS / "mnist.json"
     reference = json.loads(mnist.read_text()) if mnist.is_file() else None
-    (args.out / "onchip.md").write_text(render(res, reference))
+    smallest = json.loads(args.smallest_from.read_text()) if args.smallest_from else None
+    (args.out / "onchip.md").write_text(render(res, reference, smallest))
     _log(f"wrote {args.out / 'onchip.md'}")
     return 0
 

@@ -81,10 +81,10 @@ def host_build(model: CModel, work: Path) -> Path:
     return exe
 
 
-def host_run(exe: Path, images: np.ndarray, classes: int) -> np.ndarray:
+def host_run(exe: Path, images: np.ndarray, classes: int, timeout: float = 120.0) -> np.ndarray:
     """uint8 images (N, C, H, W) -> int64 logits (N, classes)."""
     data = np.ascontiguousarray(images, dtype=np.uint8).tobytes()
-    out = _run([str(exe)], input=data, timeout=120).stdout
+    out = _run([str(exe)], input=data, timeout=timeout).stdout
     return np.frombuffer(out, dtype="<i4").reshape(len(images), classes).astype(np.int64)
 
 
