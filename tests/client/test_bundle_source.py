@@ -15,6 +15,7 @@ from client.settings import load_settings, parse_bundle_source
 from shared.bundle import bundle_id
 from shared.errors import BundleError, ConfigError
 from tests.client.conftest import SERVER, FakeServer, png_bytes
+from tests.conftest import wait_until
 
 DIGIT = png_bytes(np.pad(np.full((12, 6), 0, np.uint8), 8, constant_values=255))
 
@@ -122,7 +123,8 @@ def test_swap_under_concurrent_requests_drops_none(make_app, server, bundle_a, b
         t.start()
     swaps = 0
     for i in range(6):  # a -> b -> a -> ...
-        time.sleep(0.05)
+        # let answers come in between swaps (by count, not by time: a loaded machine is slow)
+        wait_until(lambda n=len(seen): len(seen) >= n + 4 or failures, 30, what="answers")
         server.publish(bundle_b if i % 2 == 0 else bundle_a)
         swaps += app.state.manager.refresh()
     stop.set()
