@@ -206,7 +206,7 @@ def measure(
                 "shared": True,
                 "holds": [
                     {
-                        "started": datetime.now().isoformat(timespec="seconds"),
+                        "finished": datetime.now().isoformat(timespec="seconds"),
                         "rounds": rounds,
                         "load_average_before": [round(x, 1) for x in load_before],
                         "load_average_after": [round(x, 1) for x in os.getloadavg()],
@@ -318,28 +318,49 @@ LABELS = {
 
 
 def _reading(summary: dict[str, Any]) -> str:
-    """What the ratio is made of: at most CPUS x can come from running CPUS tasks at once;
-    the rest is the same SIQ work running slower (or faster) per run, and process starts."""
+    """What the ratios are made of: running CPUS tasks at once (at most CPUS x), each run's
+    own speed (torch's threads, the machine's load), and the executor's overhead per job."""
     ray_s = summary["ray"]
     parts = []
     for variant, s in summary.items():
         if variant == "ray":
             continue
-        per_run = s["median_siq_seconds"] / ray_s["median_siq_seconds"]
         parts.append(
             f"{LABELS.get(variant, variant)}: {s['wall_seconds'] / ray_s['wall_seconds']:.2f}x "
-            f"the Ray wall time, of which {per_run:.2f}x is the same SIQ run taking longer per "
-            f"run ({s['median_siq_seconds']:.1f} s vs {ray_s['median_siq_seconds']:.1f} s) and "
-            f"{s['overhead_per_job_seconds']:.1f} s per job is a process start"
+            f"the Ray wall time; a SIQ run took {s['median_siq_seconds']:.1f} s against Ray's "
+            f"{ray_s['median_siq_seconds']:.1f} s, and each job {s['overhead_per_job_seconds']:.1f} "
+            f"s of executor overhead (a fresh process importing torch) against Ray's "
+            f"{ray_s['overhead_per_job_seconds']:.2f} s"
         )
-    return (
-        f"Reading the ratio: running {CPUS} tasks at once can give at most {CPUS}x. "
-        + "; ".join(parts)
-        + ". Torch's default threads on a machine this oversubscribed slow every run down; "
-        "one thread per task (what Ray gives a 1-CPU task, and `local-1t` measures) does "
-        f"not. A quiet machine was not available: there, only the {CPUS}x of parallel "
-        "runs (less the serial float training) and the process starts would remain."
+    text = (
+        f"Reading the ratios: running {CPUS} tasks at once gives at most {CPUS}x by itself, "
+        "less the float training the other runs wait for; the local executor's process start "
+        "per job comes on top. " + "; ".join(parts) + ". `local-1t` is the like-for-like "
+        "comparison: one thread per run, as each 1-CPU Ray task has; `local` also differs in "
+        "torch's default threads, which on a machine this oversubscribed slow each run down."
     )
+    one = summary.get("local-1t")
+    if one and ray_s["median_siq_seconds"] > 1.1 * one["median_siq_seconds"]:
+        text += (
+            " Two Ray tasks at once need two free cores: on this shared machine they often had "
+            "less, and a Ray SIQ run then took longer than the same run alone did (see the "
+            "rounds below)."
+        )
+    return text
+
+
+def _round_rows(sweeps: dict[str, list[dict]]) -> list[str]:
+    rows = []
+    for r in range(min(len(done) for done in sweeps.values())):
+        walls = {v: done[r]["wall_seconds"] for v, done in sweeps.items()}
+        rows.append(
+            f"| {r + 1} | "
+            + " | ".join(f"{w:.1f} s" for w in walls.values())
+            + " | "
+            + " | ".join(f"{w / walls['ray']:.2f}x" for v, w in walls.items() if v != "ray")
+            + " |"
+        )
+    return rows
 
 
 def _accuracy_note(unlike: dict[str, list]) -> str:
@@ -417,6 +438,17 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         + _accuracy_note(result["accuracies_unlike_ray"]),
         "",
         _reading(summary),
+        "",
+        "Every round's sweep wall time (the medians above are over these; the spread is the "
+        "shared machine's):",
+        "",
+        "| round | "
+        + " | ".join(LABELS.get(v, v) for v in variants)
+        + " | "
+        + " | ".join(f"{LABELS.get(v, v)} / Ray" for v in variants if v != "ray")
+        + " |",
+        "|---|" + "---|" * (2 * len(variants) - 1),
+        *_round_rows(result["sweeps"]),
         "",
         f"Overhead per Ray task: a bare no-op 1-CPU task's round trip (warm worker) "
         f"{result['ray_task_round_trip']['noop_ms']} ms, returning 80 kB (a bundle) "

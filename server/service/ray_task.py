@@ -89,7 +89,7 @@ def run_job_task(
     from server.service.job_roles import execute_job
     from server.service.runner import error_record
 
-    ran_on = {
+    ran_on: dict[str, Any] = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
