@@ -317,10 +317,12 @@ def ray_phase(stack: Stack, timings: dict[str, float]) -> dict[str, Any]:
         stack.run("build", "server", "ray-head", "ray-worker")
     facts["image_mb"] = {n: image_mb(n) for n in ("siq-server:latest", "siq-ray:latest")}
     with timed(timings, "ray_up_to_healthy"):
-        stack.run("up", "-d", "--scale", f"ray-worker={RAY_WORKERS}",
-                  "ray-head", "ray-worker", "server")  # fmt: skip
+        # The cluster first (`up` returns once the head is healthy: the workers wait for
+        # it), then the server: started earlier, it exits until the head answers and
+        # compose restarts it, with a growing back-off.
+        stack.run("up", "-d", "--scale", f"ray-worker={RAY_WORKERS}", "ray-head", "ray-worker")
         wait_for("the Ray head healthy", lambda: stack.healthy("ray-head", 1), 240, 2)
-        # the server connects at start; before the head answered it exits and is restarted
+        stack.run("up", "-d", "--no-deps", "server")
         wait_for("the server healthy", lambda: stack.healthy("server", 1), 240, 2)
         workers = stack.containers("ray-worker")
         if len(workers) != RAY_WORKERS:
