@@ -450,7 +450,8 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         "|---|" + "---|" * (2 * len(variants) - 1),
         *_round_rows(result["sweeps"]),
         "",
-        f"Overhead per Ray task: a bare no-op 1-CPU task's round trip (warm worker) "
+        f"Overhead per Ray task (the last hold's cluster): a bare no-op 1-CPU task's round "
+        "trip (warm worker) "
         f"{result['ray_task_round_trip']['noop_ms']} ms, returning 80 kB (a bundle) "
         f"{result['ray_task_round_trip']['bytes_80k_ms']} ms; a SIQ job on Ray "
         f"{ray_s['overhead_per_job_seconds']:.2f} s median over the pipeline's own time (the "
