@@ -116,7 +116,20 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert not _processes_marked(marker), "the Ray head's processes outlived SIGKILL"
 
 
-def test_a_job_runs_through_a_ray_client_address(ray_head: str, tmp_path: Path) -> None:
+@pytest.fixture
+def no_ray_connection_left() -> Iterator[None]:
+    """Whatever the test's outcome, no Ray connection outlives it (the next module's tests
+    start a cluster of their own in this process)."""
+    try:
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def test_a_job_runs_through_a_ray_client_address(
+    ray_head: str, tmp_path: Path, no_ray_connection_left: None
+) -> None:
     assert not ray.is_initialized()  # the runner makes (and ends) the client connection
     settings = make_settings(
         tmp_path, "succeed_reporting_task", executor="ray", ray_address=ray_head
