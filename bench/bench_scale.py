@@ -8,7 +8,10 @@ task's round trip, and checks both executors gave the same integer accuracies. T
 with N nodes is modelled from the measured float and SIQ times (see the .md).
 
     python -m bench.bench_scale [--variants local,ray[,local-1t]] [--rounds 2] [--train-limit 2000]
+    python -m bench.bench_scale --variants local,ray,local-1t --rounds 1 --merge bench/results/scale.json
 
+`--merge` adds this run's rounds to those of an earlier scale.json (same sweep; the order
+keeps rotating), so a long measurement can be taken in several holds of the quiet lock.
 Writes bench/results/scale.json and scale.md. Needs MNIST under SIQ_DATA_DIR and Ray
 (the `.[ray]` extra).
 """
@@ -161,7 +164,10 @@ def _median(runs: list[dict], key: str, role: str | None = None) -> float:
     return round(statistics.median(values), 3)
 
 
-def measure(variants: list[str], rounds: int, train_limit: int, test_limit: int) -> dict:
+def measure(
+    variants: list[str], rounds: int, train_limit: int, test_limit: int, first_round: int = 0
+) -> dict:
+    """`rounds` rounds of every variant; `first_round` continues an earlier run's rotation."""
     import ray
 
     data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -183,7 +189,7 @@ def measure(variants: list[str], rounds: int, train_limit: int, test_limit: int)
         cluster_start = time.perf_counter() - started
         try:
             task_overhead = ray_task_overhead()
-            for r in range(rounds):
+            for r in range(first_round, first_round + rounds):
                 order = variants[r % len(variants) :] + variants[: r % len(variants)]
                 for variant in order:
                     print(f"[bench_scale] round {r + 1}: {variant} sweep", flush=True)
@@ -197,15 +203,52 @@ def measure(variants: list[str], rounds: int, train_limit: int, test_limit: int)
             "machine": {
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
-                "load_average_before": [round(x, 1) for x in load_before],
-                "load_average_after": [round(x, 1) for x in os.getloadavg()],
                 "shared": True,
+                "holds": [
+                    {
+                        "finished": datetime.now().isoformat(timespec="seconds"),
+                        "rounds": rounds,
+                        "load_average_before": [round(x, 1) for x in load_before],
+                        "load_average_after": [round(x, 1) for x in os.getloadavg()],
+                    }
+                ],
             },
             "ray_cluster_start_seconds": round(cluster_start, 1),
             "ray_task_round_trip": task_overhead,
             "sweeps": sweeps,
         }
     )
+
+
+def merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """The raw rounds of two runs of the same sweep, as one run (summarize it after)."""
+    if earlier["sweep"] != later["sweep"]:
+        raise SystemExit("--merge: the earlier scale.json measured a different sweep")
+    if set(earlier["sweeps"]) != set(later["sweeps"]):
+        raise SystemExit(
+            f"--merge: the earlier run measured {sorted(earlier['sweeps'])}, "
+            f"this one {sorted(later['sweeps'])}"
+        )
+    machine = dict(later["machine"], holds=_holds(earlier) + _holds(later))
+    return {
+        **later,
+        "rounds": earlier["rounds"] + later["rounds"],
+        "machine": machine,
+        "sweeps": {v: earlier["sweeps"][v] + later["sweeps"][v] for v in later["sweeps"]},
+    }
+
+
+def _holds(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    m = raw["machine"]
+    if "holds" in m:
+        return list(m["holds"])
+    return [  # a scale.json from before --merge: one hold
+        {
+            "rounds": raw["rounds"],
+            "load_average_before": m["load_average_before"],
+            "load_average_after": m["load_average_after"],
+        }
+    ]
 
 
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +262,19 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
 
     first = next(iter(sweeps.values()))[0]
     same = all(accuracies(s) == accuracies(first) for v in sweeps.values() for s in v)
+    ray_first = accuracies(sweeps["ray"][0])
+    # cells (W, A, this variant's accuracy, Ray's) where a sweep differs from Ray's first
+    differ = {
+        v: sorted(
+            {
+                (w, a, acc, ray_acc)
+                for s in done
+                for (w, a, acc), (_, _, ray_acc) in zip(accuracies(s), ray_first, strict=True)
+                if acc != ray_acc
+            }
+        )
+        for v, done in sweeps.items()
+    }
     summary = {}
     for variant, done in sweeps.items():
         runs = [run for s in done for run in s["runs"]]
@@ -236,6 +292,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
             v: round(s["wall_seconds"] / ray_s["wall_seconds"], 2) for v, s in summary.items()
         },
         "same_integer_accuracies": same,
+        "accuracies_unlike_ray": {v: [list(c) for c in cells] for v, cells in differ.items()},
         "nodes_model": model_nodes(
             ray_s["lead_float_seconds"],
             ray_s["median_siq_seconds"],
@@ -261,34 +318,73 @@ LABELS = {
 
 
 def _reading(summary: dict[str, Any]) -> str:
-    """What the ratio is made of: at most CPUS x can come from running CPUS tasks at once;
-    the rest is the same SIQ work running slower (or faster) per run, and process starts."""
+    """What the ratios are made of: running CPUS tasks at once (at most CPUS x), each run's
+    own speed (torch's threads, the machine's load), and the executor's overhead per job."""
     ray_s = summary["ray"]
     parts = []
     for variant, s in summary.items():
         if variant == "ray":
             continue
-        per_run = s["median_siq_seconds"] / ray_s["median_siq_seconds"]
         parts.append(
             f"{LABELS.get(variant, variant)}: {s['wall_seconds'] / ray_s['wall_seconds']:.2f}x "
-            f"the Ray wall time, of which {per_run:.2f}x is the same SIQ run taking longer per "
-            f"run ({s['median_siq_seconds']:.1f} s vs {ray_s['median_siq_seconds']:.1f} s) and "
-            f"{s['overhead_per_job_seconds']:.1f} s per job is a process start"
+            f"the Ray wall time; a SIQ run took {s['median_siq_seconds']:.1f} s against Ray's "
+            f"{ray_s['median_siq_seconds']:.1f} s, and each job {s['overhead_per_job_seconds']:.1f} "
+            f"s of executor overhead (a fresh process importing torch) against Ray's "
+            f"{ray_s['overhead_per_job_seconds']:.2f} s"
         )
-    return (
-        f"Reading the ratio: running {CPUS} tasks at once can give at most {CPUS}x. "
-        + "; ".join(parts)
-        + ". Torch's default threads on a machine this oversubscribed slow every run down; "
-        "one thread per task (what Ray gives a 1-CPU task, and `local-1t` measures) does "
-        f"not. A quiet machine was not available: there, only the {CPUS}x of parallel "
-        "runs (less the serial float training) and the process starts would remain."
+    text = (
+        f"Reading the ratios: running {CPUS} tasks at once gives at most {CPUS}x by itself, "
+        "less the float training the other runs wait for; the local executor's process start "
+        "per job comes on top. " + "; ".join(parts) + ". `local-1t` is the like-for-like "
+        "comparison: one thread per run, as each 1-CPU Ray task has; `local` also differs in "
+        "torch's default threads, which on a machine this oversubscribed slow each run down."
     )
+    one = summary.get("local-1t")
+    if one and ray_s["median_siq_seconds"] > 1.1 * one["median_siq_seconds"]:
+        text += (
+            " Two Ray tasks at once need two free cores: on this shared machine they often had "
+            "less, and a Ray SIQ run then took longer than the same run alone did (see the "
+            "rounds below)."
+        )
+    return text
+
+
+def _round_rows(sweeps: dict[str, list[dict]]) -> list[str]:
+    rows = []
+    for r in range(min(len(done) for done in sweeps.values())):
+        walls = {v: done[r]["wall_seconds"] for v, done in sweeps.items()}
+        rows.append(
+            f"| {r + 1} | "
+            + " | ".join(f"{w:.1f} s" for w in walls.values())
+            + " | "
+            + " | ".join(f"{w / walls['ray']:.2f}x" for v, w in walls.items() if v != "ray")
+            + " |"
+        )
+    return rows
+
+
+def _accuracy_note(unlike: dict[str, list]) -> str:
+    """Which variants' integer accuracies are Ray's, and where the others differ."""
+    same = [LABELS.get(v, v) for v, cells in unlike.items() if not cells]
+    notes = [f"Identical to Ray's in every round: {', '.join(same)}."]
+    for variant, cells in unlike.items():
+        if cells:
+            where = ", ".join(f"W{w}A{a} {acc:.4f} vs {ray:.4f}" for w, a, acc, ray in cells)
+            notes.append(
+                f"{LABELS.get(variant, variant)} differs in {len(cells)} cell(s) ({where}): "
+                "torch's multi-threaded kernels add in another order than one thread does, so "
+                "the float weights, and then an integer accuracy, can move by a test image or two."
+                if variant == "local"
+                else f"{LABELS.get(variant, variant)} differs in {len(cells)} cell(s) ({where})."
+            )
+    return " ".join(notes)
 
 
 def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
     m, body, summary = result["machine"], result["sweep"], result["summary"]
+    holds = _holds(result)
     variants = list(summary)
     ray_s = summary["ray"]
     md = [
@@ -307,11 +403,18 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         "train the float model once (the sweep's lead) and start the other five runs from "
         "its checkpoint.",
         "",
-        f"Machine: {m['cpus']} cores, **shared with seven other engineers' builds and tests "
-        f"while measuring** (load average {m['load_average_before']} before, "
-        f"{m['load_average_after']} after): absolute times are slow and noisy, and on an "
+        f"Machine: {m['cpus']} cores, **shared with other engineers' builds and tests while "
+        "measuring** (theirs niced; this run held the team's quiet lock, "
+        "`flock /work/team/quiet.lock`): absolute times are slow and noisy, and on an "
         "oversubscribed machine two busy processes also get a larger share of the cores than "
-        f"one. {result['rounds']} round(s), variants interleaved, order rotating; medians.",
+        f"one. {result['rounds']} round(s) in {len(holds)} hold(s) of the lock, variants "
+        "interleaved, order rotating; medians. Load average (1, 5, 15 min) per hold: "
+        + "; ".join(
+            f"{h['rounds']} round(s), {h['load_average_before']} before, "
+            f"{h['load_average_after']} after"
+            for h in holds
+        )
+        + ".",
         "",
         "| | " + " | ".join(LABELS.get(v, v) for v in variants) + " |",
         "|---|" + "---|" * len(variants),
@@ -331,11 +434,24 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         + " | ".join(f"{summary[v]['lead_float_seconds']:.1f} s" for v in variants)
         + " |",
         "",
-        f"Same integer accuracies in every sweep: **{result['same_integer_accuracies']}**.",
+        f"Same integer accuracies in every sweep: **{result['same_integer_accuracies']}**. "
+        + _accuracy_note(result["accuracies_unlike_ray"]),
         "",
         _reading(summary),
         "",
-        f"Overhead per Ray task: a bare no-op 1-CPU task's round trip (warm worker) "
+        "Every round's sweep wall time (the medians above are over these; the spread is the "
+        "shared machine's):",
+        "",
+        "| round | "
+        + " | ".join(LABELS.get(v, v) for v in variants)
+        + " | "
+        + " | ".join(f"{LABELS.get(v, v)} / Ray" for v in variants if v != "ray")
+        + " |",
+        "|---|" + "---|" * (2 * len(variants) - 1),
+        *_round_rows(result["sweeps"]),
+        "",
+        f"Overhead per Ray task (the last hold's cluster): a bare no-op 1-CPU task's round "
+        "trip (warm worker) "
         f"{result['ray_task_round_trip']['noop_ms']} ms, returning 80 kB (a bundle) "
         f"{result['ray_task_round_trip']['bytes_80k_ms']} ms; a SIQ job on Ray "
         f"{ray_s['overhead_per_job_seconds']:.2f} s median over the pipeline's own time (the "
@@ -401,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", type=Path, help="only re-render the tables from a scale.json's raw sweeps"
     )
+    parser.add_argument(
+        "--merge", type=Path, help="add this run's rounds to an earlier scale.json's (same sweep)"
+    )
     args = parser.parse_args(argv)
     if args.render:
         write_results(summarize(json.loads(args.render.read_text())), args.out)
@@ -408,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     if "ray" not in variants:
         parser.error("--variants must include ray (the ratios are to it)")
-    result = measure(variants, args.rounds, args.train_limit, args.test_limit)
+    earlier = json.loads(args.merge.read_text()) if args.merge else None
+    first_round = earlier["rounds"] if earlier else 0
+    result = measure(variants, args.rounds, args.train_limit, args.test_limit, first_round)
+    if earlier:
+        result = summarize(merge(earlier, result))
     write_results(result, args.out)
     print(json.dumps({"ratio_vs_ray": result["ratio_vs_ray"]}))
     return 0

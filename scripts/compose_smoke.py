@@ -1,12 +1,19 @@
 """The docker compose stack on a real Docker engine, end to end (issue 11).
 
-    python -m scripts.compose_smoke [--data-dir DIR] [--keep-images] [--json OUT]
+    python -m scripts.compose_smoke [--data-dir DIR] [--phases default,ray] [--json OUT]
 
 Builds both images from this checkout, brings the stack up, waits for both healthchecks,
 trains a small MNIST job over HTTP, sees the client pick the bundle up and recognise test
 digits, scales to three clients and recognises on each (addressed as 127.0.0.1:<port> from
 `compose port --index N client 8001`), restarts the server mid-job (the clients keep
 serving, the job ends `interrupted`), then `down` and `up` and finds the bundle kept.
+
+Then the `ray` profile (issue 16): the server rebuilt with the Ray client (SIQ_EXECUTOR=ray),
+a Ray head and two 1-CPU workers (`--profile ray up --scale ray-worker=2`, Ray's token auth
+on), two small jobs submitted at once over HTTP; both succeed, each as a Ray task on its own
+worker container (the job's `result.ray_node.host` is that container's hostname), and their
+bundles download with the content address they are named by. The Ray nodes build on the
+network the server's build uses (SIQ_RAY_BUILD_NETWORK; the sandbox override says `host`).
 
 Works with compose v2 (`docker compose`) or v1 (`docker-compose`); extra compose files come
 from COMPOSE_FILE as usual (the sandbox override of ../shared/tools/docker-sandbox, say).
@@ -24,6 +31,7 @@ import gzip
 import io
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -35,7 +43,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import yaml
 from PIL import Image
+
+from shared.bundle import bundle_id
 
 __all__ = ["compose_command", "engine_available", "main"]
 
@@ -46,6 +57,10 @@ QUICK_JOB = {"dataset": "mnist", "weight_bits": 4, "activation_bits": 4, "epochs
              "retrain_epochs": 0.5, "max_iterations": 1, "train_limit": 6000,
              "test_limit": 1000, "seed": 0}  # fmt: skip
 LONG_JOB = {**QUICK_JOB, "epochs": 20, "train_limit": None, "seed": 1}
+# the ray phase proves where jobs run, not how well: a smaller subset still reads digits
+RAY_JOB = {**QUICK_JOB, "train_limit": 2000, "test_limit": 500}
+RAY_WORKERS = 2
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class SmokeFailure(Exception):
@@ -112,9 +127,11 @@ class Stack:
         self.compose, self.env, self.project = compose, env, project
         self.server = f"http://127.0.0.1:{env['SIQ_SERVER_PORT']}"
         self.http = httpx.Client(timeout=30)
+        self.profiles: list[str] = []  # compose profiles every command enables
 
     def run(self, *args: str, timeout: float = 900, check: bool = True) -> str:
-        cmd = [*self.compose, "-p", self.project, *args]
+        enable = [arg for name in self.profiles for arg in ("--profile", name)]
+        cmd = [*self.compose, "-p", self.project, *enable, *args]
         done = subprocess.run(
             cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -153,6 +170,15 @@ class Stack:
 
     def job(self, job_id: str) -> dict:
         return self.http.get(f"{self.server}/quantize-jobs/{job_id}").raise_for_status().json()
+
+    def finished(self, job_id: str, what: str, timeout: float) -> dict:
+        """The job once it ended; a SmokeFailure unless it succeeded."""
+        job = wait_for(
+            what, lambda: (j := self.job(job_id))["status"] in TERMINAL and j, timeout, 2
+        )
+        if job["status"] != "succeeded":
+            raise SmokeFailure(f"{what} ended {job['status']}: {job.get('error')}")
+        return job
 
     def serving(self, client: str, bundle: str) -> bool:
         answer = self.http.get(f"{client}/bundle")
@@ -206,17 +232,7 @@ def smoke(stack: Stack, data_dir: Path, timings: dict[str, float]) -> dict[str, 
             2,
         )
     with timed(timings, "quick_job"):
-        job_id = stack.submit(QUICK_JOB)
-        job = wait_for(
-            "the quick job",
-            lambda: (
-                (j := stack.job(job_id))["status"] in ("succeeded", "failed", "cancelled") and j
-            ),
-            600,
-            2,
-        )
-        if job["status"] != "succeeded":
-            raise SmokeFailure(f"the quick job ended {job['status']}: {job.get('error')}")
+        job = stack.finished(stack.submit(QUICK_JOB), "the quick job", 600)
         bundle = job["result"]["bundle_id"]
         facts["quick_job"] = {
             k: job["result"][k] for k in ("float_accuracy", "quantized_accuracy", "bundle_bytes")
@@ -274,6 +290,75 @@ def smoke(stack: Stack, data_dir: Path, timings: dict[str, float]) -> dict[str, 
     return facts
 
 
+def server_build_network(stack: Stack) -> str | None:
+    """The server build's network in the effective compose config (an override's `host`)."""
+    config = yaml.safe_load(stack.run("config"))
+    build = config["services"]["server"].get("build") or {}
+    network = build.get("network") if isinstance(build, dict) else None
+    return str(network) if network else None
+
+
+def ray_phase(stack: Stack, timings: dict[str, float]) -> dict[str, Any]:
+    """The `ray` profile: jobs over HTTP run as Ray tasks on the worker containers."""
+    facts: dict[str, Any] = {}
+    stack.run("down", "-v", "--remove-orphans")  # the default stack, if a phase left it up
+    network = server_build_network(stack)
+    stack.env.update(
+        SIQ_EXECUTOR="ray",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
+        SIQ_RAY_WORKER_CPUS="1",  # one task per worker: two jobs at once need both workers
+        SIQ_RAY_DASHBOARD_PORT=str(free_port()),
+    )
+    if network and "SIQ_RAY_BUILD_NETWORK" not in os.environ:
+        stack.env["SIQ_RAY_BUILD_NETWORK"] = network
+    stack.profiles = ["ray"]
+    with timed(timings, "ray_build"):
+        stack.run("build", "server", "ray-head", "ray-worker")
+    facts["image_mb"] = {n: image_mb(n) for n in ("siq-server:latest", "siq-ray:latest")}
+    with timed(timings, "ray_up_to_healthy"):
+        # The cluster first (`up` returns once the head is healthy: the workers wait for
+        # it), then the server: started earlier, it exits until the head answers and
+        # compose restarts it, with a growing back-off.
+        stack.run("up", "-d", "--scale", f"ray-worker={RAY_WORKERS}", "ray-head", "ray-worker")
+        wait_for("the Ray head healthy", lambda: stack.healthy("ray-head", 1), 240, 2)
+        stack.run("up", "-d", "--no-deps", "server")
+        wait_for("the server healthy", lambda: stack.healthy("server", 1), 240, 2)
+        workers = stack.containers("ray-worker")
+        if len(workers) != RAY_WORKERS:
+            raise SmokeFailure(f"{len(workers)} ray-worker containers, not {RAY_WORKERS}")
+        hosts = {cid[:12] for cid in workers}  # a container's hostname: its id's first 12
+    with timed(timings, "ray_jobs"):
+        # Two at once, while the workers may still be joining: the runner claims a job
+        # when the cluster has a free CPU for it (the head has none), so they wait queued.
+        ids = [stack.submit({**RAY_JOB, "seed": seed}) for seed in range(RAY_WORKERS)]
+        jobs = [stack.finished(i, f"Ray job {n + 1}", 600) for n, i in enumerate(ids)]
+        ran_on = [(j["result"].get("ray_node") or {}).get("host") for j in jobs]
+        if set(ran_on) != hosts:
+            raise SmokeFailure(f"the jobs ran on {ran_on}, not one on each worker {sorted(hosts)}")
+        for job in jobs:
+            bundle = job["result"]["bundle_id"]
+            data = stack.http.get(f"{stack.server}/bundles/{bundle}").raise_for_status().content
+            if bundle_id(data) != bundle:
+                raise SmokeFailure(f"bundle {bundle} downloaded as {bundle_id(data)}")
+        facts["jobs"] = [
+            {
+                "ray_node": j["result"]["ray_node"],
+                "quantized_accuracy": j["result"]["quantized_accuracy"],
+                "bundle_bytes": j["result"]["bundle_bytes"],
+                "seconds": j["result"]["seconds"],
+            }
+            for j in jobs
+        ]
+    low = min(j["quantized_accuracy"] for j in facts["jobs"])
+    if low < 0.3:
+        raise SmokeFailure(f"a Ray job's bundle reached only {low:.0%} test accuracy")
+    return facts
+
+
+PHASES = ("default", "ray")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -282,7 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared/data")),
     )
     parser.add_argument("--json", type=Path, help="also write the result object here")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="default (the stack of server and clients), ray (the `ray` profile), or both",
+    )
     args = parser.parse_args(argv)
+    phases = args.phases.split(",")
+    if not phases or set(phases) - set(PHASES):
+        parser.error(f"--phases takes a comma-separated subset of {','.join(PHASES)}")
     compose = compose_command()
     if compose is None or not engine_available():
         print("compose_smoke: no Docker engine or compose CLI here; skipped", file=sys.stderr)
@@ -293,21 +386,26 @@ def main(argv: list[str] | None = None) -> int:
         return SKIP
     env = {**os.environ, "SIQ_HOST_DATA_DIR": str(data_dir), "SIQ_SERVER_PORT": str(free_port()),
            "SIQ_POLL_INTERVAL_S": "2"}  # fmt: skip
-    for secret in ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY"):
+    for secret in ("SIQ_API_TOKEN", "SIQ_BUNDLE_HMAC_KEY", "RAY_AUTH_TOKEN"):
         env.pop(secret, None)  # the smoke test runs the default, open stack
+    env.pop("SIQ_EXECUTOR", None)  # the default phase runs the local executor
     stack = Stack(compose, env, f"siqsmoke{os.getpid()}")
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"compose": " ".join(compose), "timings_s": timings}
     status = 0
     start = time.monotonic()
     try:
-        result.update(smoke(stack, data_dir, timings))
+        if "default" in phases:
+            result.update(smoke(stack, data_dir, timings))
+        if "ray" in phases:
+            result["ray"] = ray_phase(stack, timings)
     except (SmokeFailure, subprocess.TimeoutExpired, httpx.HTTPError) as exc:
         print(f"compose_smoke: FAILED: {exc}\n--- logs ---\n{stack.logs()}", file=sys.stderr)
         result["failure"] = str(exc)
         status = 1
     finally:
         with timed(timings, "down_and_remove_volume"):
+            stack.profiles = ["ray"]  # whichever phases ran, their containers all go
             stack.run("down", "-v", "--remove-orphans", check=False)
         stack.http.close()
     timings["total"] = round(time.monotonic() - start, 1)

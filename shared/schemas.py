@@ -60,6 +60,9 @@ class JobResult(BaseModel):
     converged: bool | None = None
     published: bool | None = Field(None, description="false: kept by id, not made latest")
     publish_note: str | None = Field(None, description="why it was or was not published")
+    ray_node: dict[str, Any] | None = Field(
+        None, description="SIQ_EXECUTOR=ray: where the job's Ray task ran (node_id, host, pid)"
+    )
 
 
 class ErrorInfo(BaseModel):

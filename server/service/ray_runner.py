@@ -103,7 +103,9 @@ class RayRunner:
         self._owns_ray = not ray.is_initialized()
         try:
             if self._owns_ray and address == "local":
+                # address="local": a new cluster even where `ray start` left one to join
                 ray.init(
+                    address="local",
                     num_cpus=self.settings.ray_num_cpus,
                     include_dashboard=False,
                     object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,

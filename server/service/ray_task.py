@@ -17,6 +17,7 @@ back (ray_runner.RayRunner.reconcile). Cancelling is `ray.cancel(force=True)` on
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,19 @@ def run_job_task(
     from server.service.job_roles import execute_job
     from server.service.runner import error_record
 
-    node = ray.get_runtime_context().get_node_id()[:12]
+    ran_on: dict[str, Any] = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
     ledger.report.remote(
         job_id,
         attempt,
-        {"stage": "starting", "fraction": 0.0, "message": f"Ray node {node}, pid {os.getpid()}"},
+        {
+            "stage": "starting",
+            "fraction": 0.0,
+            "message": f"Ray node {ran_on['node_id'][:12]} ({ran_on['host']}), pid {ran_on['pid']}",
+        },
     )
     # The node's own data directory wins: the data sets are mounted where the node runs.
     local_data = os.environ.get("SIQ_DATA_DIR") or data_dir
@@ -110,6 +119,7 @@ def run_job_task(
                 on_checkpoint=lambda data: ledger.checkpoint.remote(job_id, attempt, data),
             )
         result = {k: v for k, v in out.result.items() if k != "bundle_path"}
+        result["ray_node"] = ran_on
         outcome: dict[str, Any] = {"status": "succeeded", "result": result, "bundle": out.bundle}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's verdict
         outcome = {"status": "failed", "error": error_record(exc)}

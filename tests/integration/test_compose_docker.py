@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_compose_stack_trains_serves_scales_restarts_and_keeps_bundles(tmp_path):
+def test_compose_stack_trains_serves_scales_restarts_keeps_bundles_and_runs_on_ray(tmp_path):
     if os.environ.get("SIQ_COMPOSE_SMOKE") != "1":
         pytest.skip("set SIQ_COMPOSE_SMOKE=1 to build and run the compose stack (minutes)")
     if compose_command() is None or not engine_available():
@@ -34,3 +34,5 @@ def test_compose_stack_trains_serves_scales_restarts_and_keeps_bundles(tmp_path)
     result = json.loads(out.read_text())
     assert min(result["accuracy"]) >= 0.8 and len(result["accuracy"]) == 3
     assert result["interrupted_job"] == {"status": "failed", "error": "interrupted"}
+    # the `ray` profile: two jobs, one Ray task on each of the two worker containers
+    assert len({job["ray_node"]["host"] for job in result["ray"]["jobs"]}) == 2

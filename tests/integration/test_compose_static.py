@@ -273,9 +273,15 @@ def test_ray_nodes_and_server_agree_on_auth_and_extras(compose: dict) -> None:
         assert env["RAY_AUTH_TOKEN"] is None, "the token is passed through, never defaulted"
         assert env["RAY_AUTH_MODE"] == "${RAY_AUTH_MODE:-token}"
     for name in RAY_NODES:
-        wanted = compose["services"][name]["build"]["args"]["SIQ_EXTRAS"].split(",")
-        assert set(wanted) <= set(extras), wanted
-        pins |= {d for extra in wanted for d in extras[extra] if d.startswith("ray")}
+        # the server's own build with SIQ_EXECUTOR=ray, so the two share every image layer
+        assert compose["services"][name]["build"]["args"] == {"SIQ_EXECUTOR": "ray"}, name
+    dockerfile = (REPO_ROOT / "server" / "Dockerfile").read_text()
+    added = re.search(r'"\$SIQ_EXECUTOR" = ray \] && echo ,([\w,-]+)\)', dockerfile)
+    assert added, "the Dockerfile adds extras for SIQ_EXECUTOR=ray"
+    wanted = added.group(1).split(",")
+    assert "ray-cluster" in wanted and set(wanted) <= set(extras), wanted
+    pins |= {d for extra in wanted for d in extras[extra] if d.startswith("ray")}
+    assert any("default" in pin for pin in pins), "the head serves the dashboard"
     pins |= set(extras["ray"])
     versions = {re.sub(r"^ray(\[[^\]]*\])?", "", pin) for pin in pins}
     assert len(versions) == 1 and next(iter(versions)).startswith("=="), pins

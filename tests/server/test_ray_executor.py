@@ -96,6 +96,9 @@ def test_http_jobs_run_as_ray_tasks_and_succeed(ray_cluster: None, tmp_path: Pat
             assert done["status"] == "succeeded", done
             result = done["result"]
             assert result["ray_task_id"] and result["pid"] != os.getpid()
+            # where it ran, as the job's result says (the cluster's one node here)
+            assert result["ray_node"]["node_id"] == ray.get_runtime_context().get_node_id()
+            assert result["ray_node"]["pid"] == result["pid"]
             assert [it["iteration"] for it in done["iterations"]] == [1, 2]
             # The bundle came back as bytes through Ray; the server stored and serves it.
             resp = client.get(f"/bundles/{result['bundle_id']}")
