@@ -255,7 +255,7 @@ class Recipe(BaseModel):
 
 RECIPES: dict[str, Recipe] = {
     "mnist": Recipe(
-        epochs=10, retrain_epochs=1.0, augment_shift=2, handwriting_augment=HandwritingAugment()
+        epochs=6, retrain_epochs=1.0, augment_shift=2, handwriting_augment=HandwritingAugment()
     ),
     "digits": Recipe(
         epochs=20, retrain_epochs=4.0, retrain_lr=1e-3, batch_size=64, augment_shift=2
