@@ -451,7 +451,7 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("layouts", "coder", "decode_ms"):
         res[key] = next((part[key] for part in parts if key in part), None)
     res["seconds"] = max(part.get("seconds", 0.0) for part in parts)
-    res["processes"] = len(parts)
+    res["processes"] = sum(part.get("processes", 1) for part in parts)  # a merged one: its own
     note = os.environ.get("SIQ_BENCH_NOTE")
     if note:  # said at render time, e.g. that some of the runs did not finish
         res["environment"] = dict(res.get("environment", {}), note=note)

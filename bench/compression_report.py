@@ -156,7 +156,7 @@ def render(res: dict[str, Any], command: str) -> str:
         ]
         if job and job.get("timed_out"):
             lines += [
-                f"The job, timed: `{job['command']}` under the quiet lock at normal priority, on "
+                f"The job, timed: `{job['command']}` on "
                 f"{job['when']} (load average {job['load_average_before'][0]:.1f} before, "
                 f"{job['load_average_after'][0]:.1f} after): stopped after "
                 f"{job['wall_seconds']:.0f} s, the longest the lock may be held, at "
@@ -169,7 +169,7 @@ def render(res: dict[str, Any], command: str) -> str:
                 f"through float training ({job['float_seconds']:.0f} s), SIQ "
                 f"({job['siq_seconds']:.0f} s), export and the integer engine's evaluation, "
                 f"{job['seconds']:.0f} s of wall time ({job['wall_seconds']:.0f} s for the "
-                f"process), under the quiet lock at normal priority on {job['when']} (load "
+                f"process), on {job['when']} (load "
                 f"average {job['load_average_before'][0]:.1f} before, "
                 f"{job['load_average_after'][0]:.1f} after): "
                 f"{_pct(job['quantized_accuracy'])} % at {job['bundle_bytes']:,} B. "
