@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from importlib import metadata
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from bench.compression_report import KB, RATIO_STRETCH, RATIO_TARGET, plot, render
+from bench.report import run_environment
 from server.data import load_dataset
 from server.training.pipeline import QuantizeConfig, quantize_model, train_float
 from shared import bundle_v2, entropy
@@ -419,15 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def save(res: dict[str, Any]) -> None:
-        res["environment"] = {
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "threads": args.threads,
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "torch": torch.__version__,
-            "load_average": list(os.getloadavg()),
-            "note": os.environ.get("SIQ_BENCH_NOTE", ""),
-        }
+        res["environment"] = run_environment(args.threads)
         res["command"] = command
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "compression.json").write_text(json.dumps(res, indent=1, default=float))

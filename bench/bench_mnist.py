@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bench.report import layer_histograms
+from bench.report import layer_histograms, run_environment
 from bench.sections import kept_sections
 from server.data import load_dataset
 from server.training.codebook import fit_codebook, within_cluster_sse
@@ -301,15 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         md.write_text(render(res, res.get("command", command)) + kept_sections(md))
         return 0
     res = run(args)
-    res["environment"] = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
-        "load_average": list(os.getloadavg()),
-        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
-    }
+    res["environment"] = run_environment(args.threads)
     res["command"] = command
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist.json").write_text(json.dumps(res, indent=1, default=float))

@@ -349,16 +349,20 @@ def _reading(summary: dict[str, Any]) -> str:
     return text
 
 
+def _md_row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def _round_rows(sweeps: dict[str, list[dict]]) -> list[str]:
     rows = []
     for r in range(min(len(done) for done in sweeps.values())):
         walls = {v: done[r]["wall_seconds"] for v, done in sweeps.items()}
         rows.append(
-            f"| {r + 1} | "
-            + " | ".join(f"{w:.1f} s" for w in walls.values())
-            + " | "
-            + " | ".join(f"{w / walls['ray']:.2f}x" for v, w in walls.items() if v != "ray")
-            + " |"
+            _md_row(
+                str(r + 1),
+                *(f"{w:.1f} s" for w in walls.values()),
+                *(f"{w / walls['ray']:.2f}x" for v, w in walls.items() if v != "ray"),
+            )
         )
     return rows
 
@@ -418,21 +422,22 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         "",
         "| | " + " | ".join(LABELS.get(v, v) for v in variants) + " |",
         "|---|" + "---|" * len(variants),
-        "| sweep wall time, POST to done | "
-        + " | ".join(f"{summary[v]['wall_seconds']:.1f} s" for v in variants)
-        + " |",
-        "| ratio to Ray | "
-        + " | ".join(f"**{result['ratio_vs_ray'][v]:.2f}x**" for v in variants)
-        + " |",
-        "| executor overhead per job (job wall time - pipeline time) | "
-        + " | ".join(f"{summary[v]['overhead_per_job_seconds']:.2f} s" for v in variants)
-        + " |",
-        "| SIQ seconds per run | "
-        + " | ".join(f"{summary[v]['median_siq_seconds']:.1f} s" for v in variants)
-        + " |",
-        "| the lead's float training | "
-        + " | ".join(f"{summary[v]['lead_float_seconds']:.1f} s" for v in variants)
-        + " |",
+        _md_row(
+            "sweep wall time, POST to done",
+            *(f"{summary[v]['wall_seconds']:.1f} s" for v in variants),
+        ),
+        _md_row("ratio to Ray", *(f"**{result['ratio_vs_ray'][v]:.2f}x**" for v in variants)),
+        _md_row(
+            "executor overhead per job (job wall time - pipeline time)",
+            *(f"{summary[v]['overhead_per_job_seconds']:.2f} s" for v in variants),
+        ),
+        _md_row(
+            "SIQ seconds per run", *(f"{summary[v]['median_siq_seconds']:.1f} s" for v in variants)
+        ),
+        _md_row(
+            "the lead's float training",
+            *(f"{summary[v]['lead_float_seconds']:.1f} s" for v in variants),
+        ),
         "",
         f"Same integer accuracies in every sweep: **{result['same_integer_accuracies']}**. "
         + _accuracy_note(result["accuracies_unlike_ray"]),
@@ -442,11 +447,11 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         "Every round's sweep wall time (the medians above are over these; the spread is the "
         "shared machine's):",
         "",
-        "| round | "
-        + " | ".join(LABELS.get(v, v) for v in variants)
-        + " | "
-        + " | ".join(f"{LABELS.get(v, v)} / Ray" for v in variants if v != "ray")
-        + " |",
+        _md_row(
+            "round",
+            *(LABELS.get(v, v) for v in variants),
+            *(f"{LABELS.get(v, v)} / Ray" for v in variants if v != "ray"),
+        ),
         "|---|" + "---|" * (2 * len(variants) - 1),
         *_round_rows(result["sweeps"]),
         "",

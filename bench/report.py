@@ -22,13 +22,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("mnist", "office10")
+
+
+def run_environment(threads: int) -> dict[str, Any]:
+    """Where and when a training benchmark ran, as its JSON records it (SIQ_BENCH_NOTE: a
+    line on the conditions, e.g. what else the machine was doing)."""
+    import torch
+
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "threads": threads,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "load_average": list(os.getloadavg()),
+        "note": os.environ.get("SIQ_BENCH_NOTE", ""),
+    }
 
 
 def load_results(results_dir: Path) -> dict[str, dict]:
