@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_scale import merge, summarize, sweep_body, write_results
+from bench.bench_scale import merge, summarize, sweep_body
+from bench.scale_report import write_results
 
 
 def _sweep(variant: str, wall: float, siq: float, acc: dict | None = None) -> dict:
