@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.admission import Admission, Lanes
 from client.api import oip, pages, recognize, system
+from client.batching import Batcher
 from client.dispatch import Dispatcher
 from client.fetcher import BundleFetcher
 from client.manager import BundleManager
@@ -117,6 +118,7 @@ def create_app(
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
     app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
     app.state.dispatcher = dispatcher
+    app.state.batcher = Batcher(observe=metrics.batch_images.observe)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

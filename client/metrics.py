@@ -49,6 +49,12 @@ class ClientMetrics:
         self.images = Counter(
             "siq_client_images_total", "images recognised", registry=self.registry
         )
+        self.batch_images = Histogram(
+            "siq_client_batch_images",
+            "images per network call (concurrent requests batched together)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
         self.swaps = Counter(
             "siq_client_bundle_swaps_total",
             "bundles put into service (first load included)",

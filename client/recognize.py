@@ -5,8 +5,9 @@ and returns (name, bytes) per image: the `file` / `files` multipart fields, or o
 an `image/*` content type. `open_uploads` reads only their headers and refuses a request whose
 images would decode to more than the pixel budget. `batch_of` decodes them one at a time and
 preprocesses each (the bundle's own recipe) into the network's input batch (the Open Inference
-Protocol route uses it too); `recognize` runs that batch through the network of the
-`LoadedBundle` it is given and builds the answer.
+Protocol route uses it too); `answer` builds /recognize's answer from the network's labels and
+probabilities. The route runs the network through the app's `Batcher` (client/batching.py);
+`recognize` does all of it in the calling thread.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from client.manager import LoadedBundle
+from client.multipart import file_parts
 from shared.errors import (
     BodyTimeoutError,
     ImageError,
@@ -31,9 +33,17 @@ from shared.errors import (
     UnsupportedImageError,
     UploadError,
 )
-from shared.preprocess import load_image, open_image, preprocess
+from shared.preprocess import load_for, open_image, preprocess
 
-__all__ = ["read_uploads", "open_uploads", "batch_of", "recognize", "OpenedUploads"]
+__all__ = [
+    "read_uploads",
+    "open_uploads",
+    "batch_of",
+    "prepared",
+    "answer",
+    "recognize",
+    "OpenedUploads",
+]
 
 IMAGE_FIELDS = ("file", "files")
 T = TypeVar("T")
@@ -78,6 +88,12 @@ async def read_uploads(
             f"with an image/* content type, not {media or 'no content type'!r}"
         )
     body = await read_body(request, max_bytes, timeout_s)
+    simple = file_parts(body, content_type, max_parts=max_images)
+    if simple is not None:  # the common case, split without the general parser
+        for field, _, _ in simple:
+            if field not in IMAGE_FIELDS:
+                raise UploadError(f"unexpected field {field!r}: send images in 'file' or 'files'")
+        return [(filename or field, data) for field, filename, data in simple]
 
     async def stream():
         yield body
@@ -163,7 +179,7 @@ def batch_of(loaded: LoadedBundle, opened: OpenedUploads) -> tuple[np.ndarray, f
     try:
         for index, (name, image) in enumerate(zip(opened.names, opened.images, strict=True)):
             t = time.perf_counter()
-            _labelled(index, name, load_image, image)
+            _labelled(index, name, load_for, image, loaded.preprocess)
             decode_s += time.perf_counter() - t
             arrays.append(_labelled(index, name, preprocess, image, loaded.preprocess))
             image.close()  # frees the decoded pixels now, not when the request ends
@@ -172,14 +188,15 @@ def batch_of(loaded: LoadedBundle, opened: OpenedUploads) -> tuple[np.ndarray, f
     return np.stack(arrays), decode_s
 
 
-def recognize(loaded: LoadedBundle, opened: OpenedUploads) -> dict[str, Any]:
-    """Labels and probabilities for every image of `opened`, by the network of `loaded`."""
-    start = time.perf_counter()
-    batch, decode_s = batch_of(loaded, opened)  # (N, C, H, W)
-    t2 = time.perf_counter()
-    labels, probs = loaded.network.predict(batch)
-    t3 = time.perf_counter()
-    names = loaded.network.class_names
+def answer(
+    loaded: LoadedBundle,
+    names: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    timings_ms: dict[str, float],
+) -> dict[str, Any]:
+    """/recognize's answer: each image's label, class name, confidence and probabilities."""
+    classes = loaded.network.class_names
     bundle = loaded.bundle.id
     # Python floats once (tolist), not one numpy scalar per probability: building the answer
     # cost as much as the network for a digit
@@ -187,9 +204,9 @@ def recognize(loaded: LoadedBundle, opened: OpenedUploads) -> dict[str, Any]:
     results = [
         {
             "index": i,
-            "filename": opened.names[i],
+            "filename": names[i],
             "label": label,
-            "class_name": names[label],
+            "class_name": classes[label],
             "confidence": rows[i][label],
             "probabilities": [round(p, 6) for p in rows[i]],
             "bundle_id": bundle,
@@ -198,14 +215,31 @@ def recognize(loaded: LoadedBundle, opened: OpenedUploads) -> dict[str, Any]:
     ]
     return {
         "bundle_id": bundle,
-        "class_names": names,
+        "class_names": classes,
         "results": results,
-        "timings_ms": {
-            "decode": round(decode_s * 1e3, 3),
-            "preprocess": round((t2 - start - decode_s + opened.header_s) * 1e3, 3),
-            "inference": round((t3 - t2) * 1e3, 3),
-        },
+        "timings_ms": timings_ms,
     }
+
+
+def prepared(loaded: LoadedBundle, opened: OpenedUploads) -> tuple[np.ndarray, dict[str, float]]:
+    """`batch_of` with its timings: the network's input and {"decode", "preprocess"} ms."""
+    start = time.perf_counter()
+    batch, decode_s = batch_of(loaded, opened)
+    spent = time.perf_counter() - start + opened.header_s
+    return batch, {
+        "decode": round(decode_s * 1e3, 3),
+        "preprocess": round((spent - decode_s) * 1e3, 3),
+    }
+
+
+def recognize(loaded: LoadedBundle, opened: OpenedUploads) -> dict[str, Any]:
+    """The answer for every image of `opened`, by the network of `loaded`, in this thread
+    (the route batches concurrent requests instead: client/batching.py)."""
+    batch, timings = prepared(loaded, opened)
+    start = time.perf_counter()
+    labels, probs = loaded.network.predict(batch)
+    timings["inference"] = round((time.perf_counter() - start) * 1e3, 3)
+    return answer(loaded, opened.names, labels, probs, timings)
 
 
 def _labelled(index: int, name: str, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:

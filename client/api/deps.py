@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from client.admission import Admission, Lanes
+from client.batching import Batcher
 from client.dispatch import Dispatcher
 from client.manager import BundleManager, LoadedBundle
 from client.metrics import ClientMetrics
@@ -91,13 +92,16 @@ class Serving:
     metrics: ClientMetrics
     dispatcher: Dispatcher
     admission: Admission
+    batcher: Batcher
 
 
 async def get_serving(request: Request) -> Serving:
     """The app's serving state and the bundle of this request; 503 before the first bundle."""
     state = request.app.state
     loaded = current_bundle(state.manager)
-    return Serving(loaded, state.settings, state.metrics, state.dispatcher, state.admission)
+    return Serving(
+        loaded, state.settings, state.metrics, state.dispatcher, state.admission, state.batcher
+    )
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from client.api.deps import ServingDep
 from client.openapi import RECOGNIZE
-from client.recognize import open_uploads, read_uploads, recognize
+from client.recognize import answer, open_uploads, prepared, read_uploads
 
 __all__ = ["router"]
 
@@ -32,12 +32,17 @@ async def recognize_route(request: Request, serving: ServingDep) -> JSONResponse
         opened = open_uploads(
             uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels
         )
-        work = functools.partial(recognize, loaded, opened)
-        answer = await serving.dispatcher.run(
+        work = functools.partial(prepared, loaded, opened)  # decode and preprocess
+        batch, timings = await serving.dispatcher.run(
             work, key=loaded.bundle.id, images=len(uploads), pixels=opened.pixels
         )
+        t = time.perf_counter()
+        # the network in a worker thread, in one call with other requests' images
+        labels, probs = await serving.batcher.predict(loaded.network, batch)
+        timings["inference"] = round((time.perf_counter() - t) * 1e3, 3)
     finally:
         serving.admission.release()
+    body = answer(loaded, opened.names, labels, probs, timings)
     serving.metrics.images.inc(len(uploads))
-    answer["timings_ms"]["total"] = round((time.perf_counter() - start) * 1e3, 3)
-    return JSONResponse(answer)
+    timings["total"] = round((time.perf_counter() - start) * 1e3, 3)
+    return JSONResponse(body)

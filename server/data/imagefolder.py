@@ -5,7 +5,7 @@ Layouts:
 - `<name>/<class>/...`: a seeded, stratified split (`TEST_FRACTION` of each class to test).
 
 Every image, train and test, goes through `shared.preprocess` with the data set's
-`{"kind": "photo", "resize": RESIZE, "crop": INPUT_SIZE}` spec, the very code the client runs
+`{"kind": "photo", "resize": RESIZE, "crop": INPUT_SIZE, "draft": true}` spec, the very code the client runs
 on an upload, so the accuracy the server measures is the one the client delivers. Training
 images then get random crops, flips and colour jitter on the fly (the `imagefolder` recipe's
 `photo_augment`, applied by server/training/augment.py), which is what makes a few hundred
@@ -49,9 +49,14 @@ SPLIT_SEED = 0
 MAX_PIXELS = 40_000_000  # a decompression-bomb guard, far above any real photo
 
 
-def photo_spec(size: int = INPUT_SIZE, resize: int = RESIZE) -> dict:
-    """The manifest's `input.preprocess` for photo data sets."""
-    return {"kind": "photo", "resize": resize, "crop": size}
+def photo_spec(size: int = INPUT_SIZE, resize: int = RESIZE, draft: bool = True) -> dict:
+    """The manifest's `input.preprocess` for photo data sets. `draft`: JPEGs decode at the
+    smallest DCT scale that still reaches `resize` (shared.preprocess.load_for), here and in
+    the client alike."""
+    spec: dict = {"kind": "photo", "resize": resize, "crop": size}
+    if draft:
+        spec["draft"] = True
+    return spec
 
 
 @dataclass
@@ -176,7 +181,7 @@ def _decode_all(items: list[tuple[Path, int]], spec: dict) -> tuple[np.ndarray, 
     ys: list[int] = []
     for path, label in items:
         try:
-            image = decode_image(path.read_bytes(), max_pixels=MAX_PIXELS)
+            image = decode_image(path.read_bytes(), max_pixels=MAX_PIXELS, spec=spec)
             x = preprocess(image, spec)  # float32 (3, S, S) in [0, 1]
         except (ImageError, OSError) as exc:
             log.warning("skipping %s: %s", path, exc)

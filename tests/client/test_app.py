@@ -179,7 +179,7 @@ def test_requests_beyond_the_inference_workers_wait_in_line(
 
     running, most = [0], [0]
     lock = threading.Lock()
-    original = recognize_api.recognize
+    original = recognize_api.prepared  # decode + preprocess
 
     def tracked(*args, **kwargs):
         with lock:
@@ -192,7 +192,7 @@ def test_requests_beyond_the_inference_workers_wait_in_line(
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(recognize_api, "recognize", tracked)
+    monkeypatch.setattr(recognize_api, "prepared", tracked)
     image = png_bytes(digits[0])
     codes: list[int] = []
     # the limiter lives in the serving event loop: started by the lifespan, as in production

@@ -43,16 +43,16 @@ class DecodeWatch:
         self.alive = 0
         self.most_alive = 0
         self.lock = threading.Lock()
-        original_load, original_close = recognize_module.load_image, Image.Image.close
+        original_load, original_close = recognize_module.load_for, Image.Image.close
         watch = self
 
-        def load(image):
+        def load(image, spec):
             with watch.lock:
                 watch.decoded += 1
                 watch.alive += 1
                 watch.most_alive = max(watch.most_alive, watch.alive)
                 image._siq_watched = True
-            return original_load(image)
+            return original_load(image, spec)
 
         def close(image):
             if getattr(image, "_siq_watched", False):
@@ -61,7 +61,7 @@ class DecodeWatch:
                 image._siq_watched = False
             return original_close(image)
 
-        monkeypatch.setattr(recognize_module, "load_image", load)
+        monkeypatch.setattr(recognize_module, "load_for", load)
         monkeypatch.setattr(Image.Image, "close", close)
 
 
