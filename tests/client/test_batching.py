@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from client.batching import Batcher
+from client.batching import INLINE_S, Batcher
 
 
 class Recording:
@@ -124,3 +125,32 @@ def test_networks_batch_separately():
 def test_max_images_must_be_positive():
     with pytest.raises(ValueError):
         Batcher(max_images=0)
+
+
+def test_a_cheap_network_runs_on_the_loop_and_a_costly_one_in_a_thread():
+    class Where(Recording):
+        def __init__(self, seconds: float) -> None:
+            super().__init__()
+            self.seconds, self.threads = seconds, []
+
+        def predict(self, x):
+            self.threads.append(threading.get_ident())
+            time.sleep(self.seconds)
+            return super().predict(x)
+
+    cheap, costly = Where(0.0), Where(INLINE_S * 5)
+    batcher = Batcher()
+
+    async def main():
+        loop_thread = threading.get_ident()
+        for _ in range(4):
+            await batcher.predict(cheap, images(1))
+            await batcher.predict(costly, images(1))
+        return loop_thread
+
+    loop_thread = asyncio.run(main())
+    # unmeasured at first: a thread; once measured cheap (a cold first call may not be),
+    # the loop's own thread
+    assert cheap.threads[0] != loop_thread and cheap.threads[-2:] == [loop_thread] * 2
+    assert loop_thread not in costly.threads
+    assert batcher.cost(costly) >= INLINE_S and not batcher.inline(costly)
