@@ -15,19 +15,28 @@ parser, whose answers and error messages then stay the only ones.
 
 from __future__ import annotations
 
+import re
+
 from python_multipart.multipart import parse_options_header
 
 __all__ = ["file_parts"]
 
 _KNOWN_HEADERS = (b"content-disposition", b"content-type")
+# The forms every HTTP client sends, read by a regular expression: the general header parser
+# took a third of the fast path's time. Anything else (quoting, escapes, other parameters)
+# goes through python-multipart's `parse_options_header`, as the general parser does.
+_PLAIN_TYPE = re.compile(r"multipart/form-data;\s*boundary=([0-9A-Za-z'()+_,./:=?-]{1,70})", re.I)
+_PLAIN_DISPOSITION = re.compile(rb'form-data; name="([^"\\]*)"; filename="([^"\\]*)"')
 
 
 def file_parts(
     body: bytes, content_type: str, max_parts: int
 ) -> list[tuple[str, str, bytes]] | None:
     """[(field name, filename, content)] of a simple multipart body, or None (see module)."""
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
+    plain = _PLAIN_TYPE.fullmatch(content_type)
+    boundary = (
+        plain.group(1).encode() if plain else parse_options_header(content_type)[1].get(b"boundary")
+    )
     if not boundary:
         return None
     delimiter = b"\r\n--" + boundary
@@ -69,10 +78,14 @@ def _file_part(body: bytes, start: int, end: int) -> tuple[str, str, bytes] | No
             disposition = value.strip()
     if disposition is None or disposition.count(b"name=") > 2:
         return None
-    kind, options = parse_options_header(disposition)
-    field, filename = options.get(b"name"), options.get(b"filename")
-    if kind != b"form-data" or field is None or filename is None:
-        return None
+    plain = _PLAIN_DISPOSITION.fullmatch(disposition)
+    if plain:
+        field, filename = plain.group(1), plain.group(2)
+    else:
+        kind, options = parse_options_header(disposition)
+        field, filename = options.get(b"name"), options.get(b"filename")
+        if kind != b"form-data" or field is None or filename is None:
+            return None
     return _decode(field), _decode(filename), body[head_end + 4 : end]
 
 

@@ -223,11 +223,17 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def _gray(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """(gray float32 (H, W) = _luma of the RGB image, alpha (H, W) or None)."""
-    if image.mode == "L":  # R = G = B: the same products, without the 3-channel copy
-        g = np.asarray(image, dtype=np.float32) / 255.0
-        return g * 0.299 + g * 0.587 + g * 0.114, None
+    if image.mode == "L":  # R = G = B: the same products, looked up per 8-bit value
+        return _L_GRAY[np.asarray(image)], None
     rgb, alpha = image_to_float(image)
     return _luma(rgb), alpha
+
+
+# The gray of each 8-bit "L" value: the float32 products `_gray` would compute per pixel.
+_L_LEVELS = np.arange(256, dtype=np.float32) / 255.0
+_L_GRAY = _L_LEVELS * 0.299 + _L_LEVELS * 0.587 + _L_LEVELS * 0.114  # (256,) float32
+# np.indices of the largest ink box (DIGIT_BOX square), sliced per digit
+_ROWS, _COLS = np.indices((DIGIT_BOX, DIGIT_BOX))
 
 
 def _median(x: np.ndarray) -> float:
@@ -309,7 +315,8 @@ def preprocess_digit(image: Image.Image) -> np.ndarray:
         # the strongest ink is 1 again: a thin pen line shrunk from a large photo is not faint
         ink = ink / max(float(ink.max()), 1e-6)
     mass = float(ink.sum())
-    ys, xs = np.indices(ink.shape)
+    h, w = ink.shape  # at most DIGIT_BOX square: the scaling above fits it in
+    ys, xs = (_ROWS[:h, :w], _COLS[:h, :w]) if max(h, w) <= DIGIT_BOX else np.indices((h, w))
     cy, cx = float((ink * ys).sum()) / mass, float((ink * xs).sum()) / mass
     # Integer shift putting the centre of mass at (14, 14), kept inside the 28x28 field.
     top_y = min(max(round(DIGIT_CENTRE - cy), 0), DIGIT_SIZE - new_h)

@@ -83,3 +83,13 @@ def test_anything_but_the_simple_case_goes_to_the_general_parser(case):
 
 def test_no_boundary_is_not_the_simple_case():
     assert file_parts(b"--x\r\n", "multipart/form-data", max_parts=8) is None
+
+
+def test_quoted_and_unusual_headers_take_the_header_parser_and_agree():
+    body, content_type = encoded({"file": ("d.png", b"pixels")})
+    b = boundary_of(content_type).decode()
+    quoted = f'multipart/form-data; charset=utf-8; boundary="{b}"'
+    body2 = body.replace(b'name="file"; filename="d.png"', b'filename="d.png"; name=file')
+    for data, ctype in ((body, quoted), (body2, content_type)):
+        assert file_parts(data, ctype, max_parts=8) == general(data, ctype)
+        assert file_parts(data, ctype, max_parts=8) == [("file", "d.png", b"pixels")]
