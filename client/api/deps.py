@@ -27,7 +27,7 @@ __all__ = [
     "DispatcherDep",
     "LoadedDep",
     "Serving",
-    "ServingDep",
+    "serving_of",
 ]
 
 
@@ -83,9 +83,10 @@ LoadedDep = Annotated[LoadedBundle, Depends(get_loaded)]
 
 @dataclass(frozen=True, slots=True)
 class Serving:
-    """What a recognition route needs, from one dependency: FastAPI resolves each dependency
-    with its own bookkeeping (py-spy under load: 10 % of /recognize's GIL time went to
-    solving its six), so the hot route takes this one instead."""
+    """What a recognition route needs, in one object. The hot route takes it from
+    `serving_of(request)` rather than as FastAPI dependencies: FastAPI resolves each
+    dependency with its own bookkeeping (py-spy under load: 10 % of /recognize's GIL time went
+    to solving six of them)."""
 
     loaded: LoadedBundle
     settings: ClientSettings
@@ -95,13 +96,10 @@ class Serving:
     batcher: Batcher
 
 
-async def get_serving(request: Request) -> Serving:
+def serving_of(request: Request) -> Serving:
     """The app's serving state and the bundle of this request; 503 before the first bundle."""
     state = request.app.state
     loaded = current_bundle(state.manager)
     return Serving(
         loaded, state.settings, state.metrics, state.dispatcher, state.admission, state.batcher
     )
-
-
-ServingDep = Annotated[Serving, Depends(get_serving)]

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from client.api.deps import ServingDep
+from client.api.deps import serving_of
 from client.openapi import RECOGNIZE
 from client.recognize import answer, open_uploads, prepared, read_uploads
 
@@ -18,8 +18,9 @@ router = APIRouter(tags=["recognition"])
 
 
 @router.post("/recognize", **RECOGNIZE)
-async def recognize_route(request: Request, serving: ServingDep) -> JSONResponse:
+async def recognize_route(request: Request) -> JSONResponse:
     start = time.perf_counter()
+    serving = serving_of(request)  # 503 before the first bundle
     settings, loaded = serving.settings, serving.loaded
     serving.admission.admit()  # 503 + Retry-After at once when the line is full
     try:
