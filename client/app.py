@@ -32,6 +32,7 @@ from client.fetcher import BundleFetcher
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
 from client.settings import BundleSource, ClientSettings, load_settings
+from client.workers import serve_workers
 from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
 __all__ = ["create_app", "serve_main"]
@@ -158,16 +159,7 @@ def serve_main(argv: list[str]) -> int:
     workers = app.state.settings.workers
     if workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    else:
-        # each worker process builds its own app from the environment (an import string and a
-        # factory: a live app object cannot be handed to another process)
+    else:  # each worker process builds its own app, on a socket of its own
         del app
-        uvicorn.run(
-            "client.app:create_app",
-            factory=True,
-            workers=workers,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-        )
+        return serve_workers(workers, args.host, args.port, args.log_level)
     return 0

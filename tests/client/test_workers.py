@@ -60,3 +60,36 @@ def test_a_bad_worker_count_is_refused(tmp_path, service_env, bundle_a, flag, en
     )
     assert done.returncode == 2
     assert "refusing to start" in done.stderr and "workers" in done.stderr.lower()
+
+
+def test_a_worker_socket_names_tcp_so_its_connections_get_nodelay():
+    """asyncio sets TCP_NODELAY only where the socket says TCP; without it every answer
+    waited for the caller's delayed ACK (44 ms a request with uvicorn's own worker sockets)."""
+    import asyncio
+    import socket
+
+    from client.workers import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    seen: list[int] = []
+
+    async def main():
+        async def handle(reader, writer):
+            conn = writer.get_extra_info("socket")
+            seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0
