@@ -432,13 +432,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "note": f"Load average {load[0]:.1f} (1 min) on {os.cpu_count()} CPUs when it started "
         f"and {os.getloadavg()[0]:.1f} when it ended: "
+        # the conditions as the caller states them (--note); else a guess from the load,
+        # which this benchmark's own two-thread cells raise too
         + (
-            "the machine was shared with other work while this ran, so absolute figures are "
-            "low and noisy; the ratios come from interleaved rounds."
+            args.note
+            if args.note
+            else "the machine was shared with other work while this ran, so absolute figures "
+            "are low and noisy; the ratios come from interleaved rounds."
             if max(load[0], os.getloadavg()[0]) > 1.5
             else "a quiet machine; its speed still drifts, hence the interleaved rounds."
-        )
-        + (f" {args.note}" if args.note else ""),
+        ),
         "engine": engine,
         "http": http,
     }
