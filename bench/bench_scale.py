@@ -312,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--merge", type=Path, help="add this run's rounds to an earlier scale.json's (same sweep)"
     )
+    parser.add_argument(
+        "--note",
+        help="the machine's conditions while measuring, for the report (default: "
+        "the shared machine of 2026-12-02's runs)",
+    )
     args = parser.parse_args(argv)
     if args.render:
         write_results(summarize(json.loads(args.render.read_text())), args.out)
@@ -324,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(variants, args.rounds, args.train_limit, args.test_limit, first_round)
     if earlier:
         result = summarize(merge(earlier, result))
+    if args.note:
+        result["conditions"] = args.note
     write_results(result, args.out)
     print(json.dumps({"ratio_vs_ray": result["ratio_vs_ray"]}))
     return 0

@@ -14,6 +14,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CPUS = 2  # the Ray cluster's CPUs; each task declares 1
 
 
+# the conditions of the runs that recorded none (2026-12-02's, before `--note` existed)
+SHARED_MACHINE = (
+    "**shared with other engineers' builds and tests while measuring** (theirs niced; this run "
+    "held the team's quiet lock, `flock /work/team/quiet.lock`): absolute times are slow and "
+    "noisy, and on an oversubscribed machine two busy processes also get a larger share of the "
+    "cores than one."
+)
+
+
 def lock_holds(raw: dict[str, Any]) -> list[dict[str, Any]]:
     m = raw["machine"]
     if "holds" in m:
@@ -124,11 +133,8 @@ def write_results(result: dict[str, Any], out_dir: Path = RESULTS) -> None:
         "train the float model once (the sweep's lead) and start the other five runs from "
         "its checkpoint.",
         "",
-        f"Machine: {m['cpus']} cores, **shared with other engineers' builds and tests while "
-        "measuring** (theirs niced; this run held the team's quiet lock, "
-        "`flock /work/team/quiet.lock`): absolute times are slow and noisy, and on an "
-        "oversubscribed machine two busy processes also get a larger share of the cores than "
-        f"one. {result['rounds']} round(s) in {len(holds)} hold(s) of the lock, variants "
+        f"Machine: {m['cpus']} cores, {result.get('conditions', SHARED_MACHINE)} "
+        f"{result['rounds']} round(s) in {len(holds)} hold(s) of the lock, variants "
         "interleaved, order rotating; medians. Load average (1, 5, 15 min) per hold: "
         + "; ".join(
             f"{h['rounds']} round(s), {h['load_average_before']} before, "

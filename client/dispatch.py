@@ -78,7 +78,20 @@ class Dispatcher:
         # the GIL time in it when every request measured): measure one request in _SAMPLE
         measured = timed if self._runs % _SAMPLE == 0 or key not in self._samples else work
         if self.inline(key, images, pixels):
-            return measured()
+            lanes = self.lanes
+            if lanes is None:
+                return measured()
+            # inline work takes a worker's place too (at most `workers` requests at once),
+            # without awaiting one: when all are taken it waits in line like the others
+            try:
+                lanes.inference.acquire_nowait()
+            except anyio.WouldBlock:
+                pass
+            else:
+                try:
+                    return measured()
+                finally:
+                    lanes.inference.release()
         return await self.in_thread(measured, pixels=pixels)
 
     async def in_thread(self, work: Callable[[], T], *, pixels: int = 0) -> T:

@@ -52,6 +52,16 @@ def start_service(module: str, env: dict[str, str], log_path: Path) -> ServicePr
     return _start_service(module, env=env, log_path=log_path)
 
 
+def run_async(make_coro, timeout: float = 60):
+    """`asyncio.run(make_coro())` in a thread of its own: the browser tests' Playwright keeps an
+    event loop running in the main thread for the whole session, where asyncio.run refuses."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result(timeout=timeout)
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
     """Poll `predicate()` until it returns a truthy value; fail the test on timeout."""
     deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from client.batching import INLINE_S, Batcher
+from tests.conftest import run_async
 
 
 class Recording:
@@ -42,7 +43,7 @@ def test_requests_that_arrive_together_share_one_network_call():
     async def main():
         return await asyncio.gather(*(batcher.predict(net, images(i, i)) for i in range(5)))
 
-    answers = asyncio.run(main())
+    answers = run_async(main)
     assert net.calls == [10] and sizes == [10]  # 5 requests of 2 images, one call
     for i, (labels, probs) in enumerate(answers):  # each request its own rows
         assert labels.tolist() == [i, i]
@@ -56,11 +57,11 @@ def test_a_batch_holds_at_most_max_images_and_the_rest_runs_next():
     async def main():
         return await asyncio.gather(*(batcher.predict(net, images(i, i, i)) for i in range(3)))
 
-    answers = asyncio.run(main())
+    answers = run_async(main)
     assert net.calls == [3, 3, 3]  # 3 + 3 > 4: one request per call
     assert [a[0].tolist() for a in answers] == [[0] * 3, [1] * 3, [2] * 3]
     big = Batcher(max_images=2)
-    labels, _ = asyncio.run(big.predict(net, images(7, 7, 7)))  # larger than a batch: alone
+    labels, _ = run_async(lambda: big.predict(net, images(7, 7, 7)))  # larger than a batch: alone
     assert labels.tolist() == [7, 7, 7]
 
 
@@ -76,7 +77,7 @@ def test_a_failing_request_fails_alone():
             return_exceptions=True,
         )
 
-    first, bad, third = asyncio.run(main())
+    first, bad, third = run_async(main)
     assert isinstance(bad, ValueError)
     assert first[0].tolist() == [1] and third[0].tolist() == [3]
     assert net.calls == [3, 1, 1, 1]  # the batch, then each alone
@@ -103,7 +104,7 @@ def test_a_caller_that_leaves_does_not_hold_up_the_others():
         done = await asyncio.gather(first, *waiting[:2])
         return [labels.tolist() for labels, _ in done]
 
-    assert asyncio.run(main()) == [[5], [1], [2]]
+    assert run_async(main) == [[5], [1], [2]]
     assert net.calls == [1, 2]  # the cancelled request never ran
 
 
@@ -118,7 +119,7 @@ def test_networks_batch_separately():
             batcher.predict(a, images(3)),
         )
 
-    asyncio.run(main())
+    run_async(main)
     assert a.calls == [2] and b.calls == [1]
 
 
@@ -148,7 +149,7 @@ def test_a_cheap_network_runs_on_the_loop_and_a_costly_one_in_a_thread():
             await batcher.predict(costly, images(1))
         return loop_thread
 
-    loop_thread = asyncio.run(main())
+    loop_thread = run_async(main)
     # unmeasured at first: a thread; once measured cheap (a cold first call may not be),
     # the loop's own thread
     assert cheap.threads[0] != loop_thread and cheap.threads[-2:] == [loop_thread] * 2

@@ -4,14 +4,13 @@ answers, with its own messages)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
 from client.multipart import file_parts
+from tests.conftest import run_async
 
 
 def encoded(files, data=None) -> tuple[bytes, str]:
@@ -35,7 +34,7 @@ def general(body: bytes, content_type: str) -> list[tuple[str, str | None, bytes
         await form.close()
         return out
 
-    return asyncio.run(parse())
+    return run_async(parse)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 
 from shared.bundle import bundle_id
 from tests.client.conftest import png_bytes
-from tests.conftest import REPO_ROOT, start_service, wait_until
+from tests.conftest import REPO_ROOT, run_async, start_service, wait_until
 
 
 def worker_pids(supervisor: int) -> set[int]:
@@ -91,5 +91,5 @@ def test_a_worker_socket_names_tcp_so_its_connections_get_nodelay():
         server.close()
         await server.wait_closed()
 
-    asyncio.run(main())
+    run_async(main)
     assert seen and seen[0] != 0
