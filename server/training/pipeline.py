@@ -168,7 +168,12 @@ def quantize_model(
             codebook_bits=settings.codebook_bits,
             overhead_bytes=_overhead_bytes(fm, ds, config, settings),
         )
-        settings = dataclasses.replace(settings, layer_bits=plan.layer_bits, sparsity=plan.sparsity)
+        settings = dataclasses.replace(
+            settings,
+            layer_bits=plan.layer_bits,
+            sparsity=plan.sparsity,
+            unit_pruned=plan.unit_pruned,
+        )
     siq = run_siq(
         copy.deepcopy(fm.model),
         fm.train,

@@ -58,7 +58,7 @@ from server.progress import Reporter
 from server.training.augment import AugmentFn, augment_for
 from server.training.codebook import codebook_change, fit_codebook, snap_to_grid
 from server.training.models import layer_name, weighted_layers
-from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity
+from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity, unit_mask
 from server.training.quantsim import LayerQuant, QuantSimNet, calibrate
 from server.training.train import CancelCheck, evaluate, train_model
 from shared.graph import carries_relu, codebook_size
@@ -97,6 +97,8 @@ class SIQSettings:
     layer_bits: dict[str, int] | None = None  # per-layer codebook bits (else weight_bits)
     sparsity: dict[str, float] | None = None  # per-layer pruning targets in [0, 1)
     prune_steps: int = 3  # iterations over which pruning ramps up to the targets
+    unit_pruned: tuple[str, ...] = ()  # layers whose target prunes whole output units
+    distill: float = 0.0  # weight of distillation from the float model while retraining
 
     def bits_of(self, name: str) -> int:
         return (self.layer_bits or {}).get(name, self.weight_bits)
@@ -157,17 +159,31 @@ def prune_weights(
     model: nn.Sequential, settings: SIQSettings, step: int, masks: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Step 0 (pruning): each layer with a target keeps all but its ramped share of
-    smallest-magnitude weights (those pruned before stay pruned); the pruned shadow weights
-    are set to zero. Returns the masks (True = kept)."""
+    smallest-magnitude weights, or of smallest-norm output units for the `unit_pruned`
+    layers (those pruned before stay pruned); a linear layer after a unit-pruned one loses
+    the pruned units' input columns too. The pruned shadow weights are set to zero.
+    Returns the masks (True = kept)."""
     steps = min(settings.prune_steps, settings.max_iterations)
     new: dict[str, np.ndarray] = {}
+    live_inputs: np.ndarray | None = None  # (in,) the previous unit-pruned layer's units
     for m in weighted_layers(model):
         name = layer_name(m)
         target = (settings.sparsity or {}).get(name, 0.0)
-        if target <= 0:
-            continue
         w = m.weight.detach().numpy()
-        mask = magnitude_mask(w, ramp_sparsity(target, step, steps), keep=masks.get(name))
+        keep = masks.get(name)
+        if live_inputs is not None and isinstance(m, nn.Linear):
+            columns = np.broadcast_to(live_inputs[None, :], w.shape)
+            keep = columns if keep is None else keep & columns
+        live_inputs = None
+        if target > 0:
+            prune = unit_mask if name in settings.unit_pruned else magnitude_mask
+            mask = prune(w, ramp_sparsity(target, step, steps), keep=keep)
+        elif keep is not None:
+            mask = keep.copy()
+        else:
+            continue
+        if name in settings.unit_pruned:
+            live_inputs = np.asarray(mask.reshape(len(w), -1).any(axis=1))
         with torch.no_grad():
             m.weight.mul_(torch.from_numpy(mask).to(m.weight.dtype))
         new[name] = mask
@@ -251,6 +267,7 @@ def run_siq(
     started = time.perf_counter()
     say = report or Reporter(None)
     model = copy.deepcopy(float_model)  # shadow weights start at the float weights
+    teacher = copy.deepcopy(float_model).eval() if settings.distill > 0 else None
     calib_idx = np.random.default_rng(settings.seed).permutation(len(train[1]))
     calib_x = train[0][np.sort(calib_idx[: settings.calibration_images])]
     T = settings.max_iterations
@@ -294,6 +311,8 @@ def run_siq(
                 progress=progress,
                 cancel=cancel,
                 augment=settings.augment,
+                teacher=teacher,
+                distill=settings.distill,
             )
         # 5. accuracy after retraining, convergence
         acc_retrain = evaluate(sim, *val)

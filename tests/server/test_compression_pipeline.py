@@ -15,7 +15,7 @@ from server.params import RECIPES
 from server.training.export import engine_predictions
 from server.training.models import build_model, weighted_layers
 from server.training.pipeline import QuantizeConfig, run_pipeline
-from server.training.siq import SIQSettings, run_siq
+from server.training.siq import SIQSettings, prune_weights, run_siq
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
 
@@ -46,6 +46,28 @@ def test_pruned_weights_stay_zero_through_retraining() -> None:
         assert (codes[~lq.mask] == lq.zero_code).all()
         assert (m.weight.detach().numpy()[~lq.mask] == 0).all()  # shadow weights stay zero
         assert (sim.quantized_weight(m).detach().numpy()[~lq.mask] == 0).all()
+
+
+def test_unit_pruning_drops_whole_units_and_the_next_layers_columns() -> None:
+    torch.manual_seed(0)
+    model = build_model("lenet", 1, 10, 28)
+    config = QuantizeConfig(dataset="digits", max_iterations=3)
+    settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
+    settings.sparsity, settings.unit_pruned = {"fc1": 0.75, "conv2": 0.5}, ("fc1",)
+    masks: dict[str, np.ndarray] = {}
+    for step in (1, 2, 3):
+        before = masks.get("fc1")
+        masks = prune_weights(model, settings, step, masks)
+        if before is not None:
+            assert not (masks["fc1"] & ~before).any()  # pruned units stay pruned
+    layers = {m.siq_name: m for m in weighted_layers(model)}
+    alive = masks["fc1"].any(axis=1)
+    assert (masks["fc1"] == alive[:, None]).all()  # whole units, nothing else
+    assert alive.mean() == pytest.approx(0.25, abs=1 / len(alive))
+    assert (masks["fc2"] == alive[None, :]).all()  # fc2 had no target: only the columns
+    assert (layers["fc2"].weight.detach().numpy()[:, ~alive] == 0).all()
+    assert (~masks["conv2"]).mean() == pytest.approx(0.5, abs=1e-3)  # single weights there
+    assert "conv1" not in masks
 
 
 def test_budget_run_fits_and_reports_its_allocation(tmp_path: Path, capsys) -> None:
