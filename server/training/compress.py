@@ -175,16 +175,21 @@ def unit_prunable(model: nn.Sequential) -> list[str]:
 def _choices(
     config: QuantizeConfig, names: list[str], units: list[str]
 ) -> dict[str, list[tuple[int, float, bool]]]:
-    """(bits, sparsity, units) candidates per layer, explicit settings fixing their part;
-    under a byte budget, the `units` layers may also prune whole output units."""
+    """(bits, sparsity, units) candidates per layer, explicit settings fixing their part.
+    Under a byte budget the `units` layers prune whole output units and take any bits from
+    MIN_BITS up; where there are such layers, the others keep weight_bits and only their
+    sparsity is chosen: after retraining, bytes buy more accuracy as wide codebooks in the
+    small layers than as more units in the big one, though the one-shot sensitivities
+    measured here say otherwise (bench/results/compression.md, "unit pruning")."""
     bits_fixed = config.bits_per_layer or {}
     sparsity_fixed = config.sparsity_per_layer or {}
     budget = config.size_budget_bytes is not None
+    units = [n for n in units if n not in sparsity_fixed] if budget else []
     out = {}
     for name in names:
         if name in bits_fixed:
             bits = [bits_fixed[name]]
-        elif budget:
+        elif budget and (name in units or not units):
             bits = list(range(min(MIN_BITS, config.weight_bits), config.weight_bits + 1))
         else:
             bits = [config.weight_bits]
@@ -194,9 +199,12 @@ def _choices(
             sparsities = list(SPARSITIES)
         else:
             sparsities = [0.0]
-        out[name] = [(b, s, False) for b in bits for s in sparsities]
-        if budget and name in units and name not in sparsity_fixed:
-            out[name] += [(b, s, True) for b in bits for s in UNIT_SPARSITIES]
+        if name in units:
+            # whole units only: after retraining they keep more accuracy per byte than single
+            # weights, though one-shot (the sensitivity measured here) they lose more
+            out[name] = [(b, s, s > 0) for b in bits for s in (0.0, *UNIT_SPARSITIES)]
+        else:
+            out[name] = [(b, s, False) for b in bits for s in sparsities]
     return out
 
 

@@ -51,7 +51,7 @@ def unit_mask(weights: np.ndarray, sparsity: float, keep: np.ndarray | None = No
     return (kept & alive[:, None]).reshape(w.shape)
 
 
-def ramp_sparsity(target: float, step: int, steps: int) -> float:
+def ramp_sparsity(target: float, step: float, steps: int) -> float:
     """Sparsity after pruning step `step` of `steps` (1-based): Zhu & Gupta's cubic ramp
     s_t = target * (1 - (1 - t/steps)^3), pruning fast while many redundant weights remain
     and gently near the target; `target` from step `steps` on."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +100,9 @@ class SIQSettings:
     prune_steps: int = 3  # iterations over which pruning ramps up to the targets
     unit_pruned: tuple[str, ...] = ()  # layers whose target prunes whole output units
     distill: float = 0.0  # weight of distillation from the float model while retraining
+    # > 0: pruning ramps gradually inside retraining, over this share of each pruning
+    # iteration's steps (Zhu & Gupta), instead of in one jump before each iteration
+    prune_within: float = 0.0
 
     def bits_of(self, name: str) -> int:
         return (self.layer_bits or {}).get(name, self.weight_bits)
@@ -156,7 +160,7 @@ def quantize_layers(
 
 
 def prune_weights(
-    model: nn.Sequential, settings: SIQSettings, step: int, masks: dict[str, np.ndarray]
+    model: nn.Sequential, settings: SIQSettings, step: float, masks: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Step 0 (pruning): each layer with a target keeps all but its ramped share of
     smallest-magnitude weights, or of smallest-norm output units for the `unit_pruned`
@@ -195,6 +199,28 @@ def _sparsity(layers: dict[str, LayerQuant], model: nn.Sequential) -> float:
     total = sum(m.weight.numel() for m in weighted_layers(model))
     pruned = sum(int((~lq.mask).sum()) for lq in layers.values() if lq.mask is not None)
     return pruned / total if total else 0.0
+
+
+PRUNE_EVENTS = 16  # pruning steps per iteration when pruning ramps inside retraining
+
+
+def _pruning_steps(
+    model: nn.Sequential, sim: QuantSimNet, settings: SIQSettings, t: int, held: list
+) -> Callable[[int, int], None]:
+    """The retraining hook of gradual pruning: PRUNE_EVENTS times over the first
+    `prune_within` of iteration t's steps, prune up to ramp step t - 1 + the share done, and
+    hold the new masks in the quantised forward pass (`held[0]`: the masks so far)."""
+
+    def on_step(step: int, steps: int) -> None:
+        span = max(1, math.ceil(settings.prune_within * steps))
+        every = max(1, span // PRUNE_EVENTS)
+        if step > span + every or (step % every and step != span):
+            return
+        held[0] = prune_weights(model, settings, t - 1 + min(1.0, step / span), held[0])
+        for name, mask in held[0].items():
+            sim.layers[name].mask = mask
+
+    return on_step
 
 
 @dataclass
@@ -280,10 +306,12 @@ def run_siq(
         base = (t - 1) / T
         if cancel is not None:
             cancel(force=True)
-        # 0. pruning, ramped over the first prune_steps iterations
+        # 0. pruning, ramped over the first prune_steps iterations (gradually: to where the
+        # previous iteration's retraining left it; this one's retraining ramps on)
+        gradual = pruning and settings.prune_within > 0 and t <= prune_steps
         if pruning:
             say(base, f"iteration {t}/{T}: pruning", stage="quantizing")
-            masks = prune_weights(model, settings, t, masks)
+            masks = prune_weights(model, settings, t - 1 if gradual else t, masks)
         # 1. k-means codebooks
         say(base, f"iteration {t}/{T}: {settings.method} codebooks", stage="quantizing")
         layers = quantize_layers(model, settings, masks)
@@ -298,6 +326,7 @@ def run_siq(
         progress = say.part(
             base + 0.1 / T, base + 0.95 / T, stage="retraining", prefix=f"iteration {t}/{T}: "
         )
+        held = [masks]
         if settings.retrain_epochs > 0:
             train_model(
                 sim,
@@ -313,7 +342,9 @@ def run_siq(
                 augment=settings.augment,
                 teacher=teacher,
                 distill=settings.distill,
+                on_step=_pruning_steps(model, sim, settings, t, held) if gradual else None,
             )
+        masks = held[0]
         # 5. accuracy after retraining, convergence
         acc_retrain = evaluate(sim, *val)
         record = _record(t, acc_kmeans, acc_retrain, prev_layers, layers, lr)

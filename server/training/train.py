@@ -98,11 +98,13 @@ def train_model(
     teacher: nn.Module | None = None,
     distill: float = 0.0,
     temperature: float = 4.0,
+    on_step: Callable[[int, int], object] | None = None,
 ) -> float:
     """Train `model` in place for `epochs` (fractions allowed) epochs; returns the mean loss
     of the last 50 batches. `augment` transforms each float batch after the random shifts.
     With a `teacher`, the loss is knowledge distillation (Hinton et al. 2015):
-    (1 - distill) * cross-entropy + distill * T^2 * KL(teacher || model) at temperature T."""
+    (1 - distill) * cross-entropy + distill * T^2 * KL(teacher || model) at temperature T.
+    `on_step(step, steps)` runs after each optimiser step (1-based)."""
     n = len(y)
     steps = max(1, math.ceil(epochs * n / batch_size))
     gen = torch.Generator().manual_seed(seed)
@@ -141,6 +143,8 @@ def train_model(
         loss.backward()
         opt.step()
         sched.step()
+        if on_step is not None:
+            on_step(step + 1, steps)
         losses.append(float(loss.detach()))
         now = time.monotonic()
         if progress is not None and (now - last_report >= 0.5 or step == steps - 1):
