@@ -74,6 +74,12 @@ __all__ = [
 ]
 
 
+# a job under a byte budget retrains this many times the recipe's epochs per iteration (unless
+# it sets retrain_epochs): at MNIST's 1/50 budget 2x lifted the validation accuracy from 99.15
+# to 99.30 % for about 75 s more (bench/results/compression.md)
+BUDGET_RETRAIN_FACTOR = 2.0
+
+
 @dataclass
 class SIQSettings:
     """The loop's knobs. The job's come from its parameters and its data set's recipe
@@ -110,8 +116,12 @@ class SIQSettings:
     @classmethod
     def for_job(cls, config: QuantizeConfig, recipe: Recipe) -> SIQSettings:
         """A job's settings: its parameters, and its data set's recipe with the job's
-        retrain_epochs where set."""
+        retrain_epochs where set (under a byte budget, BUDGET_RETRAIN_FACTOR x the recipe's)."""
         recipe = recipe.for_job(config)
+        if config.size_budget_bytes is not None and config.retrain_epochs is None:
+            recipe = recipe.model_copy(
+                update={"retrain_epochs": recipe.retrain_epochs * BUDGET_RETRAIN_FACTOR}
+            )
         knobs = ("weight_bits", "activation_bits", "max_iterations", "tolerance", "seed")
         training = ("retrain_epochs", "retrain_lr", "batch_size", "augment_shift")
         return cls(
