@@ -65,6 +65,7 @@ from server.training.train import CancelCheck, evaluate, train_model
 from shared.graph import carries_relu, codebook_size
 
 __all__ = [
+    "BUDGET_RETRAIN_FACTOR",
     "SIQSettings",
     "SIQResult",
     "quantize_layers",

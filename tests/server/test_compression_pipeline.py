@@ -18,7 +18,13 @@ from server.training.export import engine_predictions
 from server.training.models import build_model, weighted_layers
 from server.training.pipeline import QuantizeConfig, run_pipeline
 from server.training.quantsim import QuantSimNet
-from server.training.siq import SIQSettings, prune_weights, quantize_layers, run_siq
+from server.training.siq import (
+    BUDGET_RETRAIN_FACTOR,
+    SIQSettings,
+    prune_weights,
+    quantize_layers,
+    run_siq,
+)
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
 
@@ -96,6 +102,18 @@ def test_unit_pruning_drops_whole_units_and_the_next_layers_columns() -> None:
     assert (layers["fc2"].weight.detach().numpy()[:, ~alive] == 0).all()
     assert (~masks["conv2"]).mean() == pytest.approx(0.5, abs=1e-3)  # single weights there
     assert "conv1" not in masks
+
+
+def test_a_budget_job_retrains_longer_unless_it_says_otherwise() -> None:
+    recipe = RECIPES["mnist"]
+    plain = SIQSettings.for_job(QuantizeConfig(dataset="mnist"), recipe)
+    budget = SIQSettings.for_job(QuantizeConfig(dataset="mnist", size_budget_bytes=22482), recipe)
+    explicit = SIQSettings.for_job(
+        QuantizeConfig(dataset="mnist", size_budget_bytes=22482, retrain_epochs=0.5), recipe
+    )
+    assert plain.retrain_epochs == recipe.retrain_epochs
+    assert budget.retrain_epochs == recipe.retrain_epochs * BUDGET_RETRAIN_FACTOR
+    assert explicit.retrain_epochs == 0.5
 
 
 def test_prune_to_fit_drops_whole_units_of_a_block_layer() -> None:
