@@ -186,11 +186,15 @@ def coder_comparison(bundle: Any) -> dict[str, Any]:
     """Size of every entropy-coded stream of the bundle under Huffman, order-0 entropy and
     (if installed) constriction's ANS coder; decode time of each."""
     streams = []  # (symbols, alphabet)
-    for codes, bits, entry in _layer_codes(bundle).values():
+    for name, (codes, bits, entry) in _layer_codes(bundle).items():
         k = 1 << bits
         if entry["layout"] == "sparse":
             gaps, stored = bundle_v2.sparse_symbols(codes, entry["fill"], entry["index_bits"])
             streams += [(gaps, 1 << entry["index_bits"]), (stored, k)]
+        elif entry["layout"] == "block":  # the kept rows x kept columns
+            rows = len(bundle.tensors[f"{name}.bias"])
+            keep_r, keep_c = bundle_v2.block_masks(codes, rows, entry["fill"])
+            streams.append((codes.reshape(rows, -1)[np.ix_(keep_r, keep_c)].ravel(), k))
         else:
             streams.append((codes, k))
     out: dict[str, Any] = {

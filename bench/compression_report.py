@@ -121,6 +121,8 @@ def render(res: dict[str, Any], command: str) -> str:
         "evaluation, all on the shared machine (the job's own timing is the target table's).",
         "",
     ]
+    if res.get("earlier"):
+        lines += [res["earlier"], ""]
     job = res.get("job_timing")
     if headline is not None:
         ok_acc = headline["quantized_accuracy"] >= ACCURACY_TARGET

@@ -5,7 +5,8 @@ experiments behind bench/results/compression.md's 1/50 point ran (README, "Compr
     python -m bench.compression_variants NAME '{"bits_per_layer": {"fc1": 3}}' \\
         --float-cache /tmp/comp/float.pt --out /tmp/comp
 
-writes OUT/exp_NAME.json: integer-engine and simulated test accuracy, bundle bytes, the
+(`--siq '{"distill": 0.5, "prune_within": 0.5}'` sets SIQSettings fields the job has no
+parameter for) writes OUT/exp_NAME.json: integer-engine and simulated test accuracy, bundle bytes, the
 allocation and the validation accuracy per iteration (the split the allocation is chosen on).
 """
 
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compression_variants")
     p.add_argument("name")
     p.add_argument("settings", type=json.loads, help="job fields (JSON) over the defaults")
+    p.add_argument(
+        "--siq",
+        type=json.loads,
+        default=None,
+        help='SIQSettings fields over the job\'s (JSON), e.g. {"distill": 0.5, "prune_within": 0.5}',
+    )
     p.add_argument("--budget", type=int, default=22482)
     p.add_argument("--float-cache", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, default=_default_data_dir())
@@ -50,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        d = quantize_model(fm, ds, cfg, Path(tmp)).to_dict()
+        d = quantize_model(fm, ds, cfg, Path(tmp), siq_overrides=args.siq).to_dict()
     keep = ("quantized_accuracy", "simulated_accuracy", "bundle_bytes", "best_iteration")
     out = {k: d[k] for k in keep} | {
         "allocation": d["allocation"],
         "iterations": [{k: it.get(k) for k in _ITERATION} for it in d["iterations"]],
-        "extra": args.settings,
+        "extra": args.settings | ({"siq": args.siq} if args.siq else {}),
         "siq_s": time.perf_counter() - started,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,8 @@ class JobParams(BaseModel):
         None,
         ge=0,
         le=MAX_RETRAIN_EPOCHS,
-        description="retraining epochs per SIQ iteration (data set's)",
+        description="retraining epochs per SIQ iteration (data set's; twice that under "
+        "size_budget_bytes)",
     )
     max_iterations: int = Field(5, ge=1, le=MAX_ITERATIONS, description="SIQ iterations at most")
     tolerance: float = Field(

@@ -10,18 +10,26 @@ bytes, a fifth of a pruned conv layer). `L.packed` holds, in order:
     multiplier   `requant` int32, then shift: `requant` int8   (ReLU layers; requant 1 or out)
     tables       Huffman code lengths, 4 bits each (shared.entropy): 2^b for the codes, then
                  2^index_bits for the gaps (layout "sparse")
+    masks        layout "block" only: one bit per output unit (row), then one per input
+                 column (the rest of the weight's shape, flattened), each padded to bytes
     bits         the Huffman stream(s): layout "sparse": `gaps` gap symbols then `nonzero`
-                 codes; "dense": all n codes; "packed": v1's fixed-width packing, no tables
+                 codes; "dense": all n codes; "block": the codes of the kept rows x kept
+                 columns, row-major; "packed": v1's fixed-width packing, no tables
 
 Layout "sparse" is Deep Compression's relative indexing (Han et al. 2016, section 3): the
 `fill` code (the most frequent one: the exact zero of a pruned layer) is implicit, and every
 other weight is a (gap, code) pair, gap = number of fill codes skipped since the previous
 stored weight. A gap symbol g < E = 2^index_bits - 1 skips g and stores a weight; g == E
 skips E and stores nothing (Deep Compression's filler zero, without the filler's code).
+Layout "block" is for structured pruning (whole output units and/or input columns pruned,
+server/training/prune.py): every weight outside the kept rows x kept columns is the `fill`
+code, and the dense sub-block is Huffman-coded, so a kept weight costs its code and nothing
+for its position (relative indices cost at least one bit each, ~4.6 at 92 % random sparsity).
 The writer tries every layout and index width per layer and keeps the smallest.
 
 `storage[L]` = {"layout", "codebook_bytes", "bias_bytes", "requant", "bytes", "crc32", and for
-"sparse": "fill", "index_bits", "gaps", "nonzero"}. `crc32` is zlib's CRC-32 of `L.packed`,
+"sparse": "fill", "index_bits", "gaps", "nonzero"; for "block": "fill", "rows_kept",
+"cols_kept"}. `crc32` is zlib's CRC-32 of `L.packed`,
 so a damaged stream is refused with a clear error before it is decoded.
 
 `pack_layers` turns validated v1 tensors into v2 ones; `unpack_layers` turns v2 tensors back
@@ -50,10 +58,11 @@ __all__ = [
     "pack_layers",
     "unpack_layers",
     "sparse_symbols",
+    "block_masks",
 ]
 
 VERSION = 2
-LAYOUTS = ("packed", "dense", "sparse")
+LAYOUTS = ("packed", "dense", "sparse", "block")
 INDEX_BITS = range(1, 11)  # gap alphabets of 2..1024 symbols
 
 
@@ -92,9 +101,12 @@ def encode_layer(
     codebook: np.ndarray,
     bias: np.ndarray,
     requant: tuple[np.ndarray, ...],
+    rows: int = 1,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The smallest `L.packed` bytes and `storage[L]` entry for one layer's integers.
-    `codes` (n,) in [0, 2^b); `requant` = (multiplier, shift) arrays, or () for the last layer."""
+    `codes` (n,) in [0, 2^b), `rows` output units of n / rows weights each (the block
+    layout's rows; 1: no block layout); `requant` = (multiplier, shift) arrays, or () for
+    the last layer."""
     codes = np.asarray(codes, dtype=np.int64).ravel()
     cb_w, bias_w = _width(codebook), _width(bias)
     head = _ints(codebook, cb_w) + _ints(bias, bias_w)
@@ -103,7 +115,7 @@ def encode_layer(
         multiplier, shift = requant
         head += _ints(multiplier, 4) + _ints(shift, 1)
         entry["requant"] = int(len(multiplier))
-    fields, body = _smallest_body(codes, bits, estimate_only=False)
+    fields, body = _smallest_body(codes, bits, rows, estimate_only=False)
     entry.update(fields)
     data = np.frombuffer(head + body, dtype=np.uint8).copy()
     entry["bytes"] = int(data.size)
@@ -111,15 +123,22 @@ def encode_layer(
     return data, entry
 
 
-def codes_size(codes: np.ndarray, bits: int) -> int:
+def codes_size(codes: np.ndarray, bits: int, rows: int = 1) -> int:
     """Bytes the smallest layout needs for these codes (tables and bit stream, without the
     codebook, bias and requantisation constants); computes sizes, encodes nothing."""
-    fields, _ = _smallest_body(np.asarray(codes, dtype=np.int64).ravel(), bits, True)
+    fields, _ = _smallest_body(np.asarray(codes, dtype=np.int64).ravel(), bits, rows, True)
     return int(fields["size"])
 
 
+def block_masks(codes: np.ndarray, rows: int, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows (rows,), kept columns (n / rows,)) of the block layout: those holding any
+    code other than `fill`."""
+    grid = np.asarray(codes).reshape(rows, -1) != fill
+    return grid.any(axis=1), grid.any(axis=0)
+
+
 def _smallest_body(
-    codes: np.ndarray, bits: int, estimate_only: bool
+    codes: np.ndarray, bits: int, rows: int, estimate_only: bool
 ) -> tuple[dict[str, Any], bytes]:
     """(storage fields, body bytes) of the smallest layout; sizes are computed for every
     candidate first and only the winner is encoded."""
@@ -147,6 +166,21 @@ def _smallest_body(
                         "nonzero": int(len(stored)),
                     },
                 )
+        if rows > 1 and codes.size % rows == 0:
+            keep_r, keep_c = block_masks(codes, rows, fill)
+            block = codes.reshape(rows, -1)[np.ix_(keep_r, keep_c)].ravel()
+            _, blk_bits = _huffman(block, k)
+            size = (k + 1) // 2 + (rows + 7) // 8 + (keep_c.size + 7) // 8 + (blk_bits + 7) // 8
+            if size < best[0]:
+                best = (
+                    size,
+                    {
+                        "layout": "block",
+                        "fill": fill,
+                        "rows_kept": int(keep_r.sum()),
+                        "cols_kept": int(keep_c.sum()),
+                    },
+                )
     size, fields = best
     if estimate_only:
         return {"size": size}, b""
@@ -155,6 +189,16 @@ def _smallest_body(
     if fields["layout"] == "dense":
         body = entropy.pack_lengths(lengths).tobytes()
         return fields, body + entropy.encode_symbols(codes, lengths).tobytes()
+    if fields["layout"] == "block":
+        keep_r, keep_c = block_masks(codes, rows, int(fields["fill"]))
+        block = codes.reshape(rows, -1)[np.ix_(keep_r, keep_c)].ravel()
+        blk_lengths, _ = _huffman(block, k)
+        return fields, (
+            entropy.pack_lengths(blk_lengths).tobytes()
+            + np.packbits(keep_r).tobytes()
+            + np.packbits(keep_c).tobytes()
+            + entropy.encode_symbols(block, blk_lengths).tobytes()
+        )
     fill, index_bits = int(fields["fill"]), int(fields["index_bits"])
     gaps, stored = sparse_symbols(codes, fill, index_bits)
     gap_lengths, _ = _huffman(gaps, 1 << index_bits)
@@ -234,6 +278,8 @@ def decode_layer(
             body = r.take(data.size - r.pos)
             codes, end = entropy.decode_symbols(body, lengths, count)
             _check_padding(body, end, where)
+        elif layout == "block":
+            codes = _decode_block(r, entry, count, bits, cout, where)
         else:
             codes = _decode_sparse(r, entry, count, bits, where)
     except ValueError as exc:
@@ -272,6 +318,32 @@ def _decode_sparse(r: _Reader, entry: dict, count: int, bits: int, where: str) -
     return codes
 
 
+def _decode_block(
+    r: _Reader, entry: dict, count: int, bits: int, rows: int, where: str
+) -> np.ndarray:
+    k = codebook_size(bits)
+    if count % rows:
+        raise BundleError(f"{where}: {count} weights do not split into {rows} rows")
+    cols = count // rows
+    fill = _field(entry, "fill", range(k), where)
+    rows_kept = _field(entry, "rows_kept", range(rows + 1), where)
+    cols_kept = _field(entry, "cols_kept", range(cols + 1), where)
+    lengths = entropy.unpack_lengths(r.take((k + 1) // 2), k)
+    masks = []
+    for size, kept, what in ((rows, rows_kept, "row"), (cols, cols_kept, "column")):
+        raw = r.take((size + 7) // 8)
+        bits_ = np.unpackbits(raw)
+        if bits_[size:].any() or int(bits_[:size].sum()) != kept:
+            raise BundleError(f"{where}: the {what} mask does not keep {kept} {what}s")
+        masks.append(bits_[:size].astype(bool))
+    body = r.take(r.data.size - r.pos)
+    block, end = entropy.decode_symbols(body, lengths, rows_kept * cols_kept)
+    _check_padding(body, end, where)
+    codes = np.full((rows, cols), fill, dtype=np.int64)
+    codes[np.ix_(masks[0], masks[1])] = block.reshape(rows_kept, cols_kept)
+    return codes.ravel()
+
+
 def _check_padding(body: np.ndarray, end_bit: int, where: str) -> None:
     if (end_bit + 7) // 8 != body.size or np.unpackbits(body)[end_bit:].any():
         raise BundleError(f"{where}: the code stream's length or padding is wrong")
@@ -294,8 +366,9 @@ def pack_layers(
         requant: tuple[np.ndarray, ...] = ()
         if f"{name}.multiplier" in tensors:
             requant = (tensors[f"{name}.multiplier"], tensors[f"{name}.shift"])
+        rows = len(tensors[f"{name}.bias"])
         data, entry = encode_layer(
-            codes, bits, tensors[f"{name}.codebook"], tensors[f"{name}.bias"], requant
+            codes, bits, tensors[f"{name}.codebook"], tensors[f"{name}.bias"], requant, rows
         )
         packed[f"{name}.packed"], storage[name] = data, entry
     return storage, packed

@@ -27,6 +27,7 @@ class LayerOption:
     bytes: int  # packed storage of the layer in a version-2 bundle
     nonzero: int  # weights kept
     loss: float  # rise of the validation loss with only this layer quantised this way
+    units: bool = False  # the sparsity prunes whole output units (else single weights)
 
 
 def allocate(

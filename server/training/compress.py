@@ -27,7 +27,7 @@ from server.params import QuantizeConfig
 from server.training.allocate import LayerOption, allocate
 from server.training.codebook import assign_codes, fit_codebook, snap_to_grid
 from server.training.models import layer_name, weighted_layers
-from server.training.prune import magnitude_mask, pruned_codebook
+from server.training.prune import magnitude_mask, pruned_codebook, unit_mask
 from server.training.quantsim import QuantSimNet
 from server.training.train import to_float
 from shared import bundle_v2
@@ -37,6 +37,8 @@ from shared.graph import codebook_size
 
 __all__ = [
     "SPARSITIES",
+    "UNIT_SPARSITIES",
+    "unit_prunable",
     "CompressionPlan",
     "wants_compression",
     "check_layer_names",
@@ -48,6 +50,9 @@ __all__ = [
 
 # candidate sparsities of the sensitivity scan (denser near the top, where bytes go)
 SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)
+# candidate shares of output units pruned, for a linear layer feeding another (whole units go,
+# with the next layer's matching columns, and the kept ones are stored as a dense block)
+UNIT_SPARSITIES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96)
 SENSITIVITY_IMAGES = 2000
 FIT_SAMPLE = 20_000  # the scan fits codebooks to at most this many (evenly spaced) weights
 MIN_BITS = 2  # a pruned layer's codebook: zero plus at least three values
@@ -59,6 +64,7 @@ class CompressionPlan:
     sparsity: dict[str, float]
     options: dict[str, LayerOption] | None  # the chosen options, when allocated
     overhead_bytes: int  # budgeted for the manifest, header and the layers' fixed parts
+    unit_pruned: tuple[str, ...] = ()  # layers whose sparsity prunes whole output units
 
 
 def wants_compression(config: QuantizeConfig) -> bool:
@@ -95,14 +101,15 @@ def _loss(model: nn.Module, h: torch.Tensor, y: torch.Tensor) -> float:
 def measure_options(
     model: nn.Sequential,
     val: tuple[np.ndarray, np.ndarray],
-    choices: dict[str, list[tuple[int, float]]],
+    choices: dict[str, list[tuple[int, float, bool]]],
     *,
     method: str,
     codebook_bits: int,
     seed: int,
 ) -> dict[str, list[LayerOption]]:
-    """For each layer and each (bits, sparsity) in `choices[layer]`: the validation
-    cross-entropy rise with only that layer pruned and quantised so, and its v2 storage size.
+    """For each layer and each (bits, sparsity, units) in `choices[layer]`: the validation
+    cross-entropy rise with only that layer pruned (whole output units when `units`) and
+    quantised so, and its v2 storage size.
     Each layer's input is computed once; only the layers after it run per option."""
     model = model.eval()
     x, y = val
@@ -130,10 +137,13 @@ def measure_options(
         w = original.double().numpy().ravel()  # (n,)
         relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
         opts: list[LayerOption] = []
-        for bits, sparsity in choices[name]:
+        rows = int(original.shape[0])
+        for bits, sparsity, units in choices[name]:
             k = codebook_size(bits)
             if sparsity > 0:
-                centroids, codes = pruned_codebook(w, magnitude_mask(w, sparsity), k, fit)
+                prune = unit_mask if units else magnitude_mask
+                mask = prune(w.reshape(rows, -1), sparsity).ravel()
+                centroids, codes = pruned_codebook(w, mask, k, fit)
             else:
                 centroids, codes = fit(w, k)
             s_w, codebook_int = snap_to_grid(centroids, codebook_bits)
@@ -143,24 +153,43 @@ def measure_options(
             loss = _loss(suffix, h_in, labels) - base
             # + the fixed part: int8 codebook, biases in accumulator units (two bytes each
             # as a rule), multiplier and shift
-            size = bundle_v2.codes_size(codes, bits) + k + 2 * m.weight.shape[0] + 5 * relu
-            opts.append(LayerOption(bits, sparsity, size, int((values != 0).sum()), loss))
+            size = bundle_v2.codes_size(codes, bits, rows) + k + 2 * rows + 5 * relu
+            nonzero = int((values != 0).sum())
+            opts.append(LayerOption(bits, sparsity, size, nonzero, loss, units))
         with torch.no_grad():
             m.weight.copy_(original)
         options[name] = opts
     return options
 
 
-def _choices(config: QuantizeConfig, names: list[str]) -> dict[str, list[tuple[int, float]]]:
-    """(bits, sparsity) candidates per layer, explicit settings fixing their part."""
+def unit_prunable(model: nn.Sequential) -> list[str]:
+    """Linear layers whose outputs feed another linear layer: those whose whole units can go."""
+    weighted = weighted_layers(model)
+    return [
+        layer_name(m)
+        for m, nxt in zip(weighted, weighted[1:], strict=False)
+        if isinstance(m, nn.Linear) and isinstance(nxt, nn.Linear)
+    ]
+
+
+def _choices(
+    config: QuantizeConfig, names: list[str], units: list[str]
+) -> dict[str, list[tuple[int, float, bool]]]:
+    """(bits, sparsity, units) candidates per layer, explicit settings fixing their part.
+    Under a byte budget the `units` layers prune whole output units and take any bits from
+    MIN_BITS up; where there are such layers, the others keep weight_bits and only their
+    sparsity is chosen: after retraining, bytes buy more accuracy as wide codebooks in the
+    small layers than as more units in the big one, though the one-shot sensitivities
+    measured here say otherwise (bench/results/compression.md, "unit pruning")."""
     bits_fixed = config.bits_per_layer or {}
     sparsity_fixed = config.sparsity_per_layer or {}
     budget = config.size_budget_bytes is not None
+    units = [n for n in units if n not in sparsity_fixed] if budget else []
     out = {}
     for name in names:
         if name in bits_fixed:
             bits = [bits_fixed[name]]
-        elif budget:
+        elif budget and (name in units or not units):
             bits = list(range(min(MIN_BITS, config.weight_bits), config.weight_bits + 1))
         else:
             bits = [config.weight_bits]
@@ -170,7 +199,12 @@ def _choices(config: QuantizeConfig, names: list[str]) -> dict[str, list[tuple[i
             sparsities = list(SPARSITIES)
         else:
             sparsities = [0.0]
-        out[name] = [(b, s) for b in bits for s in sparsities]
+        if name in units:
+            # whole units only: after retraining they keep more accuracy per byte than single
+            # weights, though one-shot (the sensitivity measured here) they lose more
+            out[name] = [(b, s, s > 0) for b in bits for s in (0.0, *UNIT_SPARSITIES)]
+        else:
+            out[name] = [(b, s, False) for b in bits for s in sparsities]
     return out
 
 
@@ -187,7 +221,7 @@ def plan_compression(
     holds besides the layers' storage (manifest, safetensors header)."""
     names = [layer_name(m) for m in weighted_layers(model)]
     check_layer_names(config, model)
-    choices = _choices(config, names)
+    choices = _choices(config, names, unit_prunable(model))
     if all(len(c) == 1 for c in choices.values()):  # everything explicit: nothing to measure
         return CompressionPlan(
             {n: c[0][0] for n, c in choices.items()},
@@ -220,6 +254,7 @@ def plan_compression(
         {n: o.sparsity for n, o in chosen.items() if o.sparsity > 0},
         chosen,
         overhead_bytes,
+        tuple(n for n, o in chosen.items() if o.units and o.sparsity > 0),
     )
 
 
@@ -237,6 +272,19 @@ def prune_to_fit(sim: QuantSimNet, bundle: Bundle, excess: int) -> bool:
     size, m = max(candidates, key=lambda c: c[0])
     lq = sim.layers[layer_name(m)]
     assert lq.mask is not None and lq.zero_code is not None
+    if storage[layer_name(m)]["layout"] == "block":  # a block of units: drop whole units
+        rows = lq.mask.reshape(len(lq.mask), -1)
+        alive = rows.any(axis=1)
+        n_alive = int(alive.sum())
+        if n_alive <= 1:
+            return False
+        drop = min(n_alive - 1, math.ceil(1.25 * excess * n_alive / size) + 1)
+        weight = m.weight.detach().numpy().reshape(rows.shape)
+        norm = np.where(alive, np.sqrt((weight**2 * rows).sum(axis=1)), np.inf)
+        rows = rows.copy()
+        rows[np.argsort(norm, kind="stable")[:drop]] = False
+        lq.mask = rows.reshape(lq.mask.shape)
+        return True
     stored = (sim.codes_of(m).numpy() != lq.zero_code) & lq.mask
     n_stored = int(stored.sum())
     if n_stored == 0:

@@ -151,9 +151,11 @@ def quantize_model(
     report: Reporter | None = None,
     cancel: CancelCheck | None = None,
     job_id: str | None = None,
+    siq_overrides: dict[str, Any] | None = None,
 ) -> PipelineResult:
     """SIQ on a copy of the float model, export, evaluate with shared.engine, write the bundle
-    to `out_dir/<id>.siq` (not written when out_dir is None)."""
+    to `out_dir/<id>.siq` (not written when out_dir is None). `siq_overrides`: SIQSettings
+    fields over the job's (experiments: bench/compression_variants.py)."""
     started = time.perf_counter()
     report = report or Reporter(None)
     settings = SIQSettings.for_job(config, ds.recipe)
@@ -168,7 +170,14 @@ def quantize_model(
             codebook_bits=settings.codebook_bits,
             overhead_bytes=_overhead_bytes(fm, ds, config, settings),
         )
-        settings = dataclasses.replace(settings, layer_bits=plan.layer_bits, sparsity=plan.sparsity)
+        settings = dataclasses.replace(
+            settings,
+            layer_bits=plan.layer_bits,
+            sparsity=plan.sparsity,
+            unit_pruned=plan.unit_pruned,
+        )
+    if siq_overrides:
+        settings = dataclasses.replace(settings, **siq_overrides)
     siq = run_siq(
         copy.deepcopy(fm.model),
         fm.train,

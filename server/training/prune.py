@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["magnitude_mask", "ramp_sparsity", "pruned_codebook"]
+__all__ = ["magnitude_mask", "unit_mask", "ramp_sparsity", "pruned_codebook"]
 
 FitFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (w, k) -> (centroids, codes)
 
@@ -34,7 +34,24 @@ def magnitude_mask(
     return mask.reshape(np.shape(weights))
 
 
-def ramp_sparsity(target: float, step: int, steps: int) -> float:
+def unit_mask(weights: np.ndarray, sparsity: float, keep: np.ndarray | None = None) -> np.ndarray:
+    """Structured pruning: a mask (same shape as `weights`, (out, ...)) keeping whole output
+    units, all but the `round(sparsity * out)` units of smallest L2 norm. Units already
+    pruned in `keep` (no weight kept) stay pruned and count first, as in magnitude_mask; a
+    kept unit keeps the weights `keep` kept. The bundle stores such a layer as a dense block
+    of its kept units (shared/bundle_v2.py, layout "block"), positions costing nothing."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
+    w = np.asarray(weights, dtype=np.float64)
+    rows = w.reshape(len(w), -1)  # (out, fan_in)
+    kept = np.ones(rows.shape, dtype=bool) if keep is None else np.asarray(keep).reshape(rows.shape)
+    norm = np.where(kept.any(axis=1), np.sqrt((rows**2 * kept).sum(axis=1)), -1.0)  # (out,)
+    alive = np.ones(len(rows), dtype=bool)
+    alive[np.argsort(norm, kind="stable")[: int(round(sparsity * len(rows)))]] = False
+    return (kept & alive[:, None]).reshape(w.shape)
+
+
+def ramp_sparsity(target: float, step: float, steps: int) -> float:
     """Sparsity after pruning step `step` of `steps` (1-based): Zhu & Gupta's cubic ramp
     s_t = target * (1 - (1 - t/steps)^3), pruning fast while many redundant weights remain
     and gently near the target; `target` from step `steps` on."""

@@ -95,9 +95,16 @@ def train_model(
     progress: SubProgress | None = None,
     cancel: CancelCheck | None = None,
     augment: AugmentFn | None = None,
+    teacher: nn.Module | None = None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
+    on_step: Callable[[int, int], object] | None = None,
 ) -> float:
     """Train `model` in place for `epochs` (fractions allowed) epochs; returns the mean loss
-    of the last 50 batches. `augment` transforms each float batch after the random shifts."""
+    of the last 50 batches. `augment` transforms each float batch after the random shifts.
+    With a `teacher`, the loss is knowledge distillation (Hinton et al. 2015):
+    (1 - distill) * cross-entropy + distill * T^2 * KL(teacher || model) at temperature T.
+    `on_step(step, steps)` runs after each optimiser step (1-based)."""
     n = len(y)
     steps = max(1, math.ceil(epochs * n / batch_size))
     gen = torch.Generator().manual_seed(seed)
@@ -126,11 +133,18 @@ def train_model(
         xb = random_shift(to_float(xs[idx]), augment_shift, gen)  # (B, C, H, W)
         if augment is not None:
             xb = augment(xb, gen)
-        loss = nn.functional.cross_entropy(model(xb), ys[idx])
+        logits = model(xb)
+        loss = nn.functional.cross_entropy(logits, ys[idx])
+        if teacher is not None and distill > 0:
+            loss = (1.0 - distill) * loss + distill * _distillation(
+                logits, teacher, xb, temperature
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if on_step is not None:
+            on_step(step + 1, steps)
         losses.append(float(loss.detach()))
         now = time.monotonic()
         if progress is not None and (now - last_report >= 0.5 or step == steps - 1):
@@ -140,6 +154,17 @@ def train_model(
             )
     model.eval()
     return float(np.mean(losses[-50:]))
+
+
+def _distillation(
+    logits: torch.Tensor, teacher: nn.Module, xb: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(logits / T)), batch mean."""
+    with torch.no_grad():
+        target = nn.functional.log_softmax(teacher(xb) / temperature, dim=1)
+    student = nn.functional.log_softmax(logits / temperature, dim=1)
+    kl = nn.functional.kl_div(student, target, reduction="batchmean", log_target=True)
+    return temperature**2 * kl
 
 
 @torch.no_grad()

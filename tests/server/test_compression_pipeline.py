@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +13,18 @@ import torch
 from server.cli import quantize_main
 from server.data import load_dataset
 from server.params import RECIPES
+from server.training.compress import prune_to_fit
 from server.training.export import engine_predictions
 from server.training.models import build_model, weighted_layers
 from server.training.pipeline import QuantizeConfig, run_pipeline
-from server.training.siq import SIQSettings, run_siq
+from server.training.quantsim import QuantSimNet
+from server.training.siq import (
+    BUDGET_RETRAIN_FACTOR,
+    SIQSettings,
+    prune_weights,
+    quantize_layers,
+    run_siq,
+)
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
 
@@ -46,6 +55,85 @@ def test_pruned_weights_stay_zero_through_retraining() -> None:
         assert (codes[~lq.mask] == lq.zero_code).all()
         assert (m.weight.detach().numpy()[~lq.mask] == 0).all()  # shadow weights stay zero
         assert (sim.quantized_weight(m).detach().numpy()[~lq.mask] == 0).all()
+
+
+def test_gradual_pruning_inside_retraining_reaches_the_targets() -> None:
+    torch.manual_seed(0)
+    ds = load_dataset("digits", None, train_limit=300, test_limit=10)
+    model = build_model("lenet", 1, 10, 28)
+    config = QuantizeConfig(dataset="digits", weight_bits=2, max_iterations=3, tolerance=0.0)
+    settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
+    settings.retrain_epochs, settings.prune_steps, settings.calibration_images = 1.0, 2, 64
+    settings.sparsity, settings.unit_pruned = {"fc1": 0.8, "conv2": 0.5}, ("fc1",)
+    settings.prune_within, settings.distill = 0.5, 0.5
+    data = (ds.train_x, ds.train_y)
+    result = run_siq(model, data, data, settings)
+    # the first iteration's retraining already pruned most of its ramp step; by the end of
+    # the second the targets are reached, and they hold
+    sparsity = [it["sparsity"] for it in result.iterations]
+    assert 0.3 < sparsity[0] < sparsity[1] == pytest.approx(sparsity[2])
+    sim = result.sim
+    fc1 = sim.layers["fc1"].mask
+    assert fc1 is not None and (~fc1.any(axis=1)).mean() == pytest.approx(0.8, abs=0.01)
+    for m in weighted_layers(sim.model):
+        lq = sim.layers[m.siq_name]
+        if lq.mask is not None:
+            assert (sim.quantized_weight(m).detach().numpy()[~lq.mask] == 0).all()
+            assert (sim.codes_of(m).numpy()[~lq.mask] == lq.zero_code).all()
+
+
+def test_unit_pruning_drops_whole_units_and_the_next_layers_columns() -> None:
+    torch.manual_seed(0)
+    model = build_model("lenet", 1, 10, 28)
+    config = QuantizeConfig(dataset="digits", max_iterations=3)
+    settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
+    settings.sparsity, settings.unit_pruned = {"fc1": 0.75, "conv2": 0.5}, ("fc1",)
+    masks: dict[str, np.ndarray] = {}
+    for step in (1, 2, 3):
+        before = masks.get("fc1")
+        masks = prune_weights(model, settings, step, masks)
+        if before is not None:
+            assert not (masks["fc1"] & ~before).any()  # pruned units stay pruned
+    layers = {m.siq_name: m for m in weighted_layers(model)}
+    alive = masks["fc1"].any(axis=1)
+    assert (masks["fc1"] == alive[:, None]).all()  # whole units, nothing else
+    assert alive.mean() == pytest.approx(0.25, abs=1 / len(alive))
+    assert (masks["fc2"] == alive[None, :]).all()  # fc2 had no target: only the columns
+    assert (layers["fc2"].weight.detach().numpy()[:, ~alive] == 0).all()
+    assert (~masks["conv2"]).mean() == pytest.approx(0.5, abs=1e-3)  # single weights there
+    assert "conv1" not in masks
+
+
+def test_a_budget_job_retrains_longer_unless_it_says_otherwise() -> None:
+    recipe = RECIPES["mnist"]
+    plain = SIQSettings.for_job(QuantizeConfig(dataset="mnist"), recipe)
+    budget = SIQSettings.for_job(QuantizeConfig(dataset="mnist", size_budget_bytes=22482), recipe)
+    explicit = SIQSettings.for_job(
+        QuantizeConfig(dataset="mnist", size_budget_bytes=22482, retrain_epochs=0.5), recipe
+    )
+    assert plain.retrain_epochs == recipe.retrain_epochs
+    assert budget.retrain_epochs == recipe.retrain_epochs * BUDGET_RETRAIN_FACTOR
+    assert explicit.retrain_epochs == 0.5
+
+
+def test_prune_to_fit_drops_whole_units_of_a_block_layer() -> None:
+    torch.manual_seed(0)
+    model = build_model("lenet", 1, 10, 28)
+    config = QuantizeConfig(dataset="digits", weight_bits=2, max_iterations=1)
+    settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
+    settings.sparsity, settings.unit_pruned = {"fc1": 0.5}, ("fc1",)
+    masks = prune_weights(model, settings, 1, {})
+    sim = QuantSimNet(model, quantize_layers(model, settings, masks), 4)
+    storage = {"fc1": {"layout": "block", "bytes": 8000}, "fc2": {"layout": "dense", "bytes": 900}}
+    before = sim.layers["fc1"].mask
+    assert before is not None
+    alive = before.any(axis=1)
+    assert prune_to_fit(sim, SimpleNamespace(manifest={"storage": storage}), 800)
+    after = sim.layers["fc1"].mask
+    assert after is not None and not (after & ~before).any()
+    dropped = alive & ~after.any(axis=1)
+    assert 10 <= dropped.sum() <= alive.sum() // 4  # ~1.25 x the excess share of the units
+    assert (after == after.any(axis=1)[:, None]).all()  # still whole units
 
 
 def test_budget_run_fits_and_reports_its_allocation(tmp_path: Path, capsys) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from server.training.allocate import LayerOption, allocate
-from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity
+from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity, unit_mask
 
 
 def _fit_quantiles(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +22,26 @@ def test_magnitude_mask_drops_the_smallest_and_only_ever_more():
     assert magnitude_mask(w, 0.0).all()
     with pytest.raises(ValueError):
         magnitude_mask(w, 1.0)
+
+
+def test_unit_mask_drops_whole_units_of_least_norm_and_only_ever_more():
+    w = np.array([[0.5, -0.1, 0.0], [0.05, 0.05, 0.05], [-0.9, 0.3, 0.2], [0.1, 0.2, 0.0]])
+    first = unit_mask(w, 0.5)
+    assert first.tolist() == [[True] * 3, [False] * 3, [True] * 3, [False] * 3]
+    # a unit pruned before stays pruned even if it has grown since; weights pruned one by
+    # one in `keep` stay pruned in the units kept
+    w2 = w.copy()
+    w2[1] = 5.0
+    keep = first.copy()
+    keep[2, 1] = False
+    second = unit_mask(w2, 0.75, keep=keep)
+    assert second.any(axis=1).tolist() == [False, False, True, False]
+    assert second[2].tolist() == [True, False, True]
+    conv = np.random.default_rng(0).normal(size=(8, 2, 3, 3))
+    mask = unit_mask(conv, 0.25)
+    assert mask.shape == conv.shape and mask.reshape(8, -1).all(axis=1).sum() == 6
+    with pytest.raises(ValueError):
+        unit_mask(w, 1.0)
 
 
 def test_ramp_reaches_the_target_and_never_decreases():

@@ -220,3 +220,81 @@ def test_damaged_compressed_manifest_is_refused(meta, message):
     text = zlib.decompress(base64.b64decode(z)).decode()
     with pytest.raises(BundleError, match=message):
         decode_bundle(_with_metadata(data, meta(z, text)))
+
+
+def _unit_pruned_network(seed: int = 0, units: int = 8, columns: int = 96):
+    """A random LeNet-shaped network whose fc1 keeps `units` whole output units and only
+    `columns` of its inputs (structured pruning), and whose fc2 keeps only those units'
+    columns: the rest take the codebook's exact zero."""
+    manifest, tensors = make_random_network(seed, weight_bits=2)
+    rng = np.random.default_rng(seed)
+    graph = {g["name"]: g for g in manifest["graph"]}
+    alive = rng.permutation(graph["fc1"]["out_features"])[:units]
+    live_in = rng.permutation(graph["fc1"]["in_features"])[:columns]
+    for name, keep in (("fc1", np.ix_(alive, live_in)), ("fc2", (slice(None), alive))):
+        shape = weight_shape(graph[name])
+        codebook = tensors[f"{name}.codebook"].copy()
+        codebook[1] = 0
+        codes = unpack_codes(tensors[f"{name}.codes"], 2, int(np.prod(shape))).reshape(shape)
+        grid = np.full(shape, 1)
+        grid[keep] = codes[keep]
+        tensors[f"{name}.codebook"] = codebook
+        tensors[f"{name}.codes"] = pack_codes(grid.ravel(), 2)
+    return manifest, tensors
+
+
+def test_unit_pruned_layers_use_the_block_layout_and_equal_dense():
+    manifest, tensors = _unit_pruned_network()
+    dense, compact = (
+        decode_bundle(encode_bundle(manifest, tensors)),
+        decode_bundle(_v2(manifest, tensors)),
+    )
+    entry = compact.manifest["storage"]["fc1"]
+    assert entry["layout"] == "block" and entry["fill"] == 1
+    assert entry["rows_kept"] <= 8 and entry["cols_kept"] <= 96
+    # the block's codes and two masks: far below what relative indices would take
+    count = int(np.prod(weight_shape(next(g for g in manifest["graph"] if g["name"] == "fc1"))))
+    codes = unpack_codes(tensors["fc1.codes"], 2, count)
+    assert bundle_v2.codes_size(codes, 2, 32) < 0.7 * bundle_v2.codes_size(codes, 2)
+    for key, value in dense.tensors.items():
+        np.testing.assert_array_equal(compact.tensors[key], value)
+    np.testing.assert_array_equal(_logits(compact), _logits(dense))
+
+
+def test_block_layout_round_trip_of_rows_and_columns():
+    rng = np.random.default_rng(1)
+    grid = np.zeros((40, 30), dtype=np.int64)
+    grid[np.ix_([1, 7, 8, 39], [0, 5, 6, 29])] = rng.integers(0, 4, size=(4, 4))
+    grid[7, 5] = 3  # each kept row and column holds a stored weight
+    grid[[1, 8, 39], 0], grid[1, [6, 29]] = 2, 1
+    data, entry = bundle_v2.encode_layer(grid.ravel(), 2, np.arange(4), np.zeros(40), (), 40)
+    assert entry["layout"] == "block" and (entry["rows_kept"], entry["cols_kept"]) == (4, 4)
+    out = bundle_v2.decode_layer(data, entry, grid.size, 2, 40, "t")
+    np.testing.assert_array_equal(unpack_codes(out["codes"], 2, grid.size), grid.ravel())
+    # without the rows, no block layout is tried
+    _, plain = bundle_v2.encode_layer(grid.ravel(), 2, np.arange(4), np.zeros(40), ())
+    assert plain["layout"] != "block"
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda e, p: e.update(rows_kept=e["rows_kept"] - 1), "row mask"),
+        (lambda e, p: e.update(cols_kept=10**6), "cols_kept"),
+        (lambda e, p: e.update(fill=4), "fill"),
+        (lambda e, p: p.extend(b"\x00"), "layer fc1"),
+        (lambda e, p: p.__delitem__(slice(len(p) - 2, None)), "layer fc1"),
+    ],
+)
+def test_damaged_block_layer_is_refused(damage, message):
+    data = _v2(*_unit_pruned_network())
+    manifest = _stored_manifest(data)
+    tensors = st_load(data)
+    packed = bytearray(tensors["fc1.packed"].tobytes())
+    entry = manifest["storage"]["fc1"]
+    assert entry["layout"] == "block"
+    damage(entry, packed)
+    entry["crc32"], entry["bytes"] = zlib.crc32(bytes(packed)), len(packed)
+    tensors["fc1.packed"] = np.frombuffer(bytes(packed), dtype=np.uint8)
+    with pytest.raises(BundleError, match=message):
+        decode_bundle(_resave(manifest, tensors))
