@@ -52,14 +52,24 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A 2-CPU local cluster whose session files live in a temporary directory of its own,
     so its processes are found (and proved gone) by that path."""
     temp_dir = tmp_path_factory.mktemp("ray")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-        object_store_memory=256 * 1024**2,
-        _temp_dir=str(temp_dir),
-    )
+    for attempt in range(3):
+        try:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                object_store_memory=256 * 1024**2,
+                _temp_dir=str(temp_dir),
+            )
+            break
+        except AssertionError:
+            # Ray 2.60's own start-up check (`_internal_kv_initialized`) fails now and then on
+            # a crowded machine (seen in 1 of 5 full runs); a second start succeeds
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(2)
     try:
         yield
     finally:
