@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import numpy as np
 import pytest
 
+from client import batching
 from client.batching import INLINE_S, Batcher
 from tests.conftest import run_async
 
@@ -128,7 +128,17 @@ def test_max_images_must_be_positive():
         Batcher(max_images=0)
 
 
-def test_a_cheap_network_runs_on_the_loop_and_a_costly_one_in_a_thread():
+def test_a_cheap_network_runs_on_the_loop_and_a_costly_one_in_a_thread(monkeypatch):
+    class Clock:  # the batcher's perf_counter: each call advances by the running call's cost
+        now, step = 0.0, 0.0
+
+        def perf_counter(self) -> float:
+            self.now += self.step
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(batching, "time", clock)
+
     class Where(Recording):
         def __init__(self, seconds: float) -> None:
             super().__init__()
@@ -136,10 +146,10 @@ def test_a_cheap_network_runs_on_the_loop_and_a_costly_one_in_a_thread():
 
         def predict(self, x):
             self.threads.append(threading.get_ident())
-            time.sleep(self.seconds)
+            clock.step = self.seconds  # what this call "took"
             return super().predict(x)
 
-    cheap, costly = Where(0.0), Where(INLINE_S * 5)
+    cheap, costly = Where(INLINE_S / 10), Where(INLINE_S * 5)
     batcher = Batcher()
 
     async def main():
@@ -150,8 +160,8 @@ def test_a_cheap_network_runs_on_the_loop_and_a_costly_one_in_a_thread():
         return loop_thread
 
     loop_thread = run_async(main)
-    # unmeasured at first: a thread; once measured cheap (a cold first call may not be),
-    # the loop's own thread
-    assert cheap.threads[0] != loop_thread and cheap.threads[-2:] == [loop_thread] * 2
+    # unmeasured at first: a thread; once measured cheap: the loop's own thread
+    assert cheap.threads[0] != loop_thread and cheap.threads[1:] == [loop_thread] * 3
     assert loop_thread not in costly.threads
-    assert batcher.cost(costly) >= INLINE_S and not batcher.inline(costly)
+    assert batcher.cost(costly) == pytest.approx(INLINE_S * 5) and not batcher.inline(costly)
+    assert batcher.inline(cheap)
