@@ -6,8 +6,8 @@ an `image/*` content type. `open_uploads` reads only their headers and refuses a
 images would decode to more than the pixel budget. `batch_of` decodes them one at a time and
 preprocesses each (the bundle's own recipe) into the network's input batch (the Open Inference
 Protocol route uses it too); `answer` builds /recognize's answer from the network's labels and
-probabilities. The route runs the network through the app's `Batcher` (client/batching.py);
-`recognize` does all of it in the calling thread.
+probabilities. The route runs the network between them, through the app's `Batcher`
+(client/batching.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ __all__ = [
     "batch_of",
     "prepared",
     "answer",
-    "recognize",
     "OpenedUploads",
 ]
 
@@ -230,16 +229,6 @@ def prepared(loaded: LoadedBundle, opened: OpenedUploads) -> tuple[np.ndarray, d
         "decode": round(decode_s * 1e3, 3),
         "preprocess": round((spent - decode_s) * 1e3, 3),
     }
-
-
-def recognize(loaded: LoadedBundle, opened: OpenedUploads) -> dict[str, Any]:
-    """The answer for every image of `opened`, by the network of `loaded`, in this thread
-    (the route batches concurrent requests instead: client/batching.py)."""
-    batch, timings = prepared(loaded, opened)
-    start = time.perf_counter()
-    labels, probs = loaded.network.predict(batch)
-    timings["inference"] = round((time.perf_counter() - start) * 1e3, 3)
-    return answer(loaded, opened.names, labels, probs, timings)
 
 
 def _labelled(index: int, name: str, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
