@@ -114,12 +114,8 @@ def load_for(image: Image.Image, spec: dict) -> Image.Image:
     from that. A 300x300 JPEG for a 64-pixel recipe decodes at 75x75: 0.22 ms instead of 0.48,
     and its resize 0.08 ms instead of 0.55 (bench/results/http_profile.md)."""
     if spec.get("draft") and spec.get("kind") == "photo" and image.format == "JPEG":
-        w, h = image.size
-        resize, short = spec["resize"], min(w, h)
-        # the resized size preprocess_photo computes, which the drafted image must reach
-        need = (max(resize, round(w * resize / short)), max(resize, round(h * resize / short)))
-        try:
-            image.draft(None, need)
+        try:  # at least the size preprocess_photo resizes to
+            image.draft(None, _resized(image.size, spec["resize"]))
         except Exception as exc:  # a header the scaled decoder cannot use
             raise ImageError(f"the image cannot be decoded: {exc}") from exc
     return load_image(image)
@@ -341,12 +337,18 @@ def _rgb_on_white(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _resized(size: tuple[int, int], resize: int) -> tuple[int, int]:
+    """(w, h) with the shorter side scaled to `resize`, the photo recipe's bilinear target."""
+    w, h = size
+    short = min(w, h)
+    return max(resize, round(w * resize / short)), max(resize, round(h * resize / short))
+
+
 def preprocess_photo(image: Image.Image, *, resize: int, crop: int) -> np.ndarray:
     """RGB on white, shorter side -> `resize` (bilinear), centre crop -> float32 (3, crop, crop)."""
     image = _rgb_on_white(image)
     w, h = image.size
-    short = min(w, h)
-    new_w, new_h = max(resize, round(w * resize / short)), max(resize, round(h * resize / short))
+    new_w, new_h = _resized((w, h), resize)
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
