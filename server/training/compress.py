@@ -273,17 +273,15 @@ def prune_to_fit(sim: QuantSimNet, bundle: Bundle, excess: int) -> bool:
     lq = sim.layers[layer_name(m)]
     assert lq.mask is not None and lq.zero_code is not None
     if storage[layer_name(m)]["layout"] == "block":  # a block of units: drop whole units
-        rows = lq.mask.reshape(len(lq.mask), -1)
-        alive = rows.any(axis=1)
-        n_alive = int(alive.sum())
+        units = len(lq.mask)
+        n_alive = int(lq.mask.reshape(units, -1).any(axis=1).sum())
         if n_alive <= 1:
             return False
         drop = min(n_alive - 1, math.ceil(1.25 * excess * n_alive / size) + 1)
-        weight = m.weight.detach().numpy().reshape(rows.shape)
-        norm = np.where(alive, np.sqrt((weight**2 * rows).sum(axis=1)), np.inf)
-        rows = rows.copy()
-        rows[np.argsort(norm, kind="stable")[:drop]] = False
-        lq.mask = rows.reshape(lq.mask.shape)
+        # the pruned units stay pruned, then the `drop` kept ones of least norm go too
+        sparsity = (units - n_alive + drop) / units
+        weight = m.weight.detach().numpy().reshape(lq.mask.shape)
+        lq.mask = unit_mask(weight, sparsity, keep=lq.mask)
         return True
     stored = (sim.codes_of(m).numpy() != lq.zero_code) & lq.mask
     n_stored = int(stored.sum())
