@@ -29,6 +29,7 @@ from client.api import oip, pages, recognize, system
 from client.batching import Batcher
 from client.dispatch import Dispatcher
 from client.fetcher import BundleFetcher
+from client.inference_process import InferencePool
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
 from client.settings import BundleSource, ClientSettings, load_settings
@@ -114,12 +115,19 @@ def create_app(
                 log.warning("bundle polling did not stop in time")
             if own_http and http is not None:
                 http.close()
+            if app.state.processes is not None:
+                app.state.processes.close()
 
     app = FastAPI(title="SIQ recognition client", version="0.1.0", lifespan=lifespan)
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
     app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
     app.state.dispatcher = dispatcher
     app.state.batcher = Batcher(observe=metrics.batch_images.observe)
+    app.state.processes = (
+        InferencePool(settings.inference_processes, max_pixels=settings.max_pixels)
+        if settings.inference_processes
+        else None
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

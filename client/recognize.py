@@ -7,7 +7,8 @@ images would decode to more than the pixel budget. `batch_of` decodes them one a
 preprocesses each (the bundle's own recipe) into the network's input batch (the Open Inference
 Protocol route uses it too); `answer` builds /recognize's answer from the network's labels and
 probabilities. The route runs the network between them, through the app's `Batcher`
-(client/batching.py).
+(client/batching.py), or hands the request's bytes to an inference process
+(client/inference_process.py), which runs `open_uploads` and `prepared` there.
 """
 
 from __future__ import annotations

@@ -75,6 +75,13 @@ class ClientSettings(BaseSettings):
         le=64,
         description="server processes (uvicorn workers) sharing the port; each loads the bundle",
     )
+    inference_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="child processes per server process that decode and run the network "
+        "(client/inference_process.py); 0: in the server process",
+    )
 
     @model_validator(mode="after")
     def _request_holds_one_image(self) -> ClientSettings:

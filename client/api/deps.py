@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from client.admission import Admission, Lanes
 from client.batching import Batcher
 from client.dispatch import Dispatcher
+from client.inference_process import InferencePool
 from client.manager import BundleManager, LoadedBundle
 from client.metrics import ClientMetrics
 from client.settings import ClientSettings
@@ -94,6 +95,7 @@ class Serving:
     dispatcher: Dispatcher
     admission: Admission
     batcher: Batcher
+    processes: InferencePool | None  # SIQ_INFERENCE_PROCESSES > 0
 
 
 def serving_of(request: Request) -> Serving:
@@ -101,5 +103,11 @@ def serving_of(request: Request) -> Serving:
     state = request.app.state
     loaded = current_bundle(state.manager)
     return Serving(
-        loaded, state.settings, state.metrics, state.dispatcher, state.admission, state.batcher
+        loaded,
+        state.settings,
+        state.metrics,
+        state.dispatcher,
+        state.admission,
+        state.batcher,
+        state.processes,
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from client.api.deps import serving_of
+from client.inference_process import MAX_PIXELS as PROCESS_PIXELS
 from client.openapi import RECOGNIZE
 from client.recognize import answer, open_uploads, prepared, read_uploads
 
@@ -33,14 +34,19 @@ async def recognize_route(request: Request) -> JSONResponse:
         opened = open_uploads(
             uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels
         )
-        work = functools.partial(prepared, loaded, opened)  # decode and preprocess
-        batch, timings = await serving.dispatcher.run(
-            work, key=loaded.bundle.id, images=len(uploads), pixels=opened.pixels
-        )
-        t = time.perf_counter()
-        # the network in a worker thread, in one call with other requests' images
-        labels, probs = await serving.batcher.predict(loaded.network, batch)
-        timings["inference"] = round((time.perf_counter() - t) * 1e3, 3)
+        processes = serving.processes
+        if processes is not None and opened.pixels <= PROCESS_PIXELS:
+            opened.close()  # headers checked; a child decodes the bytes again
+            labels, probs, timings = await processes.recognize(loaded.bundle, uploads)
+        else:
+            work = functools.partial(prepared, loaded, opened)  # decode and preprocess
+            batch, timings = await serving.dispatcher.run(
+                work, key=loaded.bundle.id, images=len(uploads), pixels=opened.pixels
+            )
+            t = time.perf_counter()
+            # the network in a worker thread, in one call with other requests' images
+            labels, probs = await serving.batcher.predict(loaded.network, batch)
+            timings["inference"] = round((time.perf_counter() - t) * 1e3, 3)
     finally:
         serving.admission.release()
     body = answer(loaded, opened.names, labels, probs, timings)

@@ -1,0 +1,290 @@
+"""Recognition in child processes beside the HTTP event loop (`SIQ_INFERENCE_PROCESSES`).
+
+Why: in one process, the event loop and the threads that decode and run the network share one
+GIL. Under load the loop holds it most of the time, and every time a worker thread comes back
+from Pillow's decoder or ONNX Runtime it waits for it: with one worker thread, the loop's and
+the worker's CPU time per request added up to the whole time per request, so nothing ran in
+parallel (bench/results/http_profile.md). A child process has a GIL of its own: the serving
+process parses HTTP and answers, the children decode, preprocess and run the network. This is
+TorchServe's split (a frontend, and backend worker processes fed over a socket).
+
+How: each child holds the bundle's network (sent once, when it starts) and serves batches
+over a pipe. A request's image bytes join the line of the pool; a child with no batch in
+flight takes everything waiting (up to `MAX_BATCH_IMAGES` images), decodes and preprocesses
+each request with the very functions the in-process route uses (`client.recognize`), runs the
+network once for the batch and answers each request (labels, probabilities, timings, or its
+own error: an image it cannot decode fails alone, with the same 4xx). The event loop reads
+the answers when the pipe is readable (`add_reader`): no thread on the serving side.
+
+A child that dies (a crash in a decoder, a kill) fails its batch's requests with 503 and is
+started again for the next. A new bundle gets new children; the old ones finish their batch
+and exit. Requests whose images would decode to more than `MAX_PIXELS` stay in the serving
+process (its heavy lane): seconds of decoding in a child would hold up a whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared import errors
+from shared.bundle import Bundle
+from shared.errors import NotReadyError, SIQError
+
+__all__ = ["InferencePool", "MAX_PIXELS", "MAX_BATCH_IMAGES"]
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 1_000_000  # a request of up to eleven 300x300 photos, ~4 ms of decoding
+MAX_BATCH_IMAGES = 64
+Answer = tuple[np.ndarray, np.ndarray, dict[str, float]]  # labels, probabilities, timings
+
+
+def _serve(conn: multiprocessing.connection.Connection, bundle: Bundle, max_pixels: int) -> None:
+    """The child: load the network, then answer batches until the pipe closes (its parent's
+    shutdown closes it; a Ctrl-C in the terminal is the parent's to handle)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from client.manager import load_network
+    from client.recognize import open_uploads, prepared
+
+    try:
+        loaded = load_network(bundle, "process")
+    except Exception as exc:  # the parent tells the callers
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            jobs = conn.recv()
+        except (EOFError, OSError):
+            return
+        answers: list[tuple[int, str, Any]] = []
+        inputs: list[tuple[int, np.ndarray, dict[str, float]]] = []
+        for job, uploads in jobs:
+            try:
+                opened = open_uploads(uploads, max_pixels=max_pixels)
+                batch, timings = prepared(loaded, opened)
+                inputs.append((job, batch, timings))
+            except Exception as exc:
+                answers.append((job, "error", _portable(exc)))
+        answers += _predict(loaded.network, inputs)
+        conn.send(answers)
+
+
+def _predict(network: Any, inputs: list[tuple[int, np.ndarray, dict[str, float]]]) -> list:
+    """One network call for the batch; if it fails, each request alone (its error its own)."""
+    if not inputs:
+        return []
+    try:
+        start = time.perf_counter()
+        labels, probs = network.predict(np.concatenate([x for _, x, _ in inputs]))
+        per_image = (time.perf_counter() - start) * 1e3 / len(labels)
+    except Exception as exc:
+        if len(inputs) == 1:
+            return [(inputs[0][0], "error", _portable(exc))]
+        return [answer for item in inputs for answer in _predict(network, [item])]
+    out, start = [], 0
+    for job, x, timings in inputs:
+        end = start + len(x)
+        timings["inference"] = round(per_image * len(x), 3)
+        out.append((job, "ok", (labels[start:end], probs[start:end], timings)))
+        start = end
+    return out
+
+
+def _portable(exc: Exception) -> tuple[str, str]:
+    """An exception as (SIQError class name, message): raised again in the parent as itself
+    (the same HTTP status); anything else becomes a 500's RuntimeError there."""
+    name = type(exc).__name__
+    if isinstance(exc, SIQError) and isinstance(getattr(errors, name, None), type):
+        return name, str(exc)
+    return "RuntimeError", f"{name}: {exc}"
+
+
+def _raise(name: str, message: str) -> Exception:
+    kind = getattr(errors, name, None)
+    if isinstance(kind, type) and issubclass(kind, SIQError) and kind is not errors.AuthError:
+        return kind(message)
+    return RuntimeError(message)
+
+
+@dataclass
+class _Job:
+    uploads: list[tuple[str, bytes]]
+    future: asyncio.Future[Answer]
+
+
+@dataclass
+class _Child:
+    bundle: Bundle
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    loop: asyncio.AbstractEventLoop
+    ready: bool = False
+    in_flight: dict[int, _Job] = field(default_factory=dict)  # the batch it is working on
+
+
+class InferencePool:
+    """`processes` children per bundle, used from one event loop at a time."""
+
+    def __init__(self, processes: int, *, max_pixels: int) -> None:
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
+        self.processes = processes
+        self.max_pixels = max_pixels
+        self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
+        self._children: list[_Child] = []
+        self._waiting: collections.deque[tuple[int, _Job]] = collections.deque()
+        self._jobs = itertools.count()
+        self._stopped: list[multiprocessing.process.BaseProcess] = []
+
+    async def recognize(self, bundle: Bundle, uploads: list[tuple[str, bytes]]) -> Answer:
+        """Labels, probabilities and timings of `uploads` (name, bytes) through `bundle`'s
+        network in a child; the request's own error (ImageError...) raised here."""
+        loop = asyncio.get_running_loop()
+        self._retire(bundle.id, loop)
+        while len(self._children) < self.processes:
+            self._start(bundle, loop)
+        future: asyncio.Future[Answer] = loop.create_future()
+        self._waiting.append((next(self._jobs), _Job(uploads, future)))
+        self._feed()
+        return await future
+
+    def pids(self) -> list[int]:
+        return [c.process.pid for c in self._children if c.process.pid is not None]
+
+    def close(self) -> None:
+        """Stop every child (the lifespan's end)."""
+        for child in list(self._children):
+            self._stop(child, NotReadyError("the client is shutting down"))
+        for _, job in self._waiting:
+            if not job.future.done():
+                job.future.set_exception(NotReadyError("the client is shutting down"))
+        self._waiting.clear()
+        self._reap(timeout=2)
+
+    def _retire(self, bundle_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Children of another bundle (or of another event loop, as a test client makes)
+        stop once their batch is answered."""
+        for child in list(self._children):
+            if child.bundle.id != bundle_id or child.loop is not loop or loop.is_closed():
+                self._children.remove(child)
+                if not child.in_flight or child.loop is not loop:
+                    self._stop(child, NotReadyError("the bundle changed; try again"))
+
+    def _start(self, bundle: Bundle, loop: asyncio.AbstractEventLoop) -> None:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_serve, args=(theirs, bundle, self.max_pixels), daemon=True
+        )
+        process.start()
+        theirs.close()
+        child = _Child(bundle, process, ours, loop)
+        self._children.append(child)
+        loop.add_reader(ours.fileno(), self._readable, child)
+
+    def _feed(self) -> None:
+        """Hand the waiting requests to the ready children with no batch in flight."""
+        for child in self._children:
+            if not self._waiting:
+                return
+            if not child.ready or child.in_flight:
+                continue
+            batch: dict[int, _Job] = {}
+            images = 0
+            while self._waiting and (not batch or images < MAX_BATCH_IMAGES):
+                job_id, job = self._waiting.popleft()
+                if job.future.done():  # its caller left
+                    continue
+                batch[job_id] = job
+                images += len(job.uploads)
+            if not batch:
+                return
+            try:
+                child.conn.send([(job_id, job.uploads) for job_id, job in batch.items()])
+            except OSError:
+                child.in_flight = batch
+                self._died(child)
+                continue
+            child.in_flight = batch
+
+    def _readable(self, child: _Child) -> None:
+        try:
+            message = child.conn.recv()
+        except (EOFError, OSError):
+            self._died(child)
+            return
+        if isinstance(message, tuple):  # ("ready", None) or ("failed", why)
+            kind, why = message
+            if kind == "ready":
+                child.ready = True
+            else:
+                log.error("inference process could not load bundle %s: %s", child.bundle.id, why)
+                self._stop(child, NotReadyError(f"the inference process failed: {why}"))
+                self._fail_waiting(NotReadyError(f"the inference process failed: {why}"))
+            self._feed()
+            return
+        for job_id, status, payload in message:
+            job = child.in_flight.pop(job_id, None)
+            if job is None or job.future.done():
+                continue
+            if status == "ok":
+                job.future.set_result(payload)
+            else:
+                job.future.set_exception(_raise(*payload))
+        child.in_flight.clear()
+        if child not in self._children:  # retired: its batch is answered
+            self._stop(child, NotReadyError("the bundle changed; try again"))
+        self._feed()
+
+    def _died(self, child: _Child) -> None:
+        log.error(
+            "inference process %s exited (code %s); %d requests failed",
+            child.process.pid,
+            child.process.exitcode,
+            len(child.in_flight),
+        )
+        self._stop(child, NotReadyError("the inference process exited; try again"))
+        if child.ready and self._waiting:  # the others in line were not its fault
+            self._start(child.bundle, child.loop)
+        elif not self._children:  # it never started: the next ones would fail the same way
+            self._fail_waiting(NotReadyError("the inference process exited; try again"))
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        while self._waiting:
+            _, job = self._waiting.popleft()
+            if not job.future.done():
+                job.future.set_exception(exc)
+
+    def _stop(self, child: _Child, exc: Exception) -> None:
+        """Close the child's pipe (it exits), fail whatever it still had."""
+        if child in self._children:
+            self._children.remove(child)
+        if not child.loop.is_closed():
+            child.loop.remove_reader(child.conn.fileno())
+        child.conn.close()
+        for job in child.in_flight.values():
+            if not job.future.done() and not job.future.get_loop().is_closed():
+                job.future.set_exception(exc)
+        child.in_flight.clear()
+        self._stopped.append(child.process)  # it exits on its pipe's EOF; reaped later
+        self._reap()
+
+    def _reap(self, timeout: float = 0.0) -> None:
+        for process in list(self._stopped):
+            process.join(timeout=timeout)
+            if process.is_alive() and timeout > 0:
+                process.terminate()
+                process.join(timeout=2)
+            if not process.is_alive():
+                self._stopped.remove(process)

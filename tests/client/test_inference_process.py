@@ -1,0 +1,139 @@
+"""/recognize with SIQ_INFERENCE_PROCESSES (client/inference_process.py): the answers of the
+in-process route, each request's own errors, and a child that dies is replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from client.app import create_app
+from client.settings import ClientSettings, parse_bundle_source
+from tests.client.conftest import png_bytes
+from tests.client.test_app import bomb_png, jpeg_truncated
+from tests.shared.test_preprocess import mnist_test_digits
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    return 255 - mnist_test_digits(8)
+
+
+def _app(tmp_path_factory, bundle: bytes, **overrides):
+    root = tmp_path_factory.mktemp("proc")
+    path = root / "a.siq"
+    path.write_bytes(bundle)
+    values = {
+        "bundle": str(path),
+        "state_dir": root / "state",
+        "poll_interval_s": 3600,
+        "retry_interval_s": 3600,
+        **overrides,
+    }
+    settings = ClientSettings(**values)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return create_app(settings, parse_bundle_source(settings.bundle, None))
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, bundle_a):
+    """(in-process client, client with one inference process), their lifespans running."""
+    inline = TestClient(_app(tmp_path_factory, bundle_a))
+    child = TestClient(_app(tmp_path_factory, bundle_a, inference_processes=1))
+    with inline, child:
+        yield inline, child
+
+
+def _post(http, files):
+    return http.post("/recognize", files=files)
+
+
+def test_answers_equal_the_in_process_route(both, digits):
+    inline, child = both
+    files = [("files", (f"d{i}.png", png_bytes(d), "image/png")) for i, d in enumerate(digits)]
+    a, b = _post(inline, files), _post(child, files)
+    assert a.status_code == b.status_code == 200, b.text
+    for x, y in zip(a.json()["results"], b.json()["results"], strict=True):
+        assert x["label"] == y["label"] and x["filename"] == y["filename"]
+        assert x["probabilities"] == y["probabilities"]
+    assert set(b.json()["timings_ms"]) == {"decode", "preprocess", "inference", "total"}
+    assert child.app.state.processes.pids()  # it ran in a child
+
+
+@pytest.mark.parametrize(
+    "name,data,status,words",
+    [
+        ("a.txt", b"hello", 415, "not an image"),
+        ("t.jpg", None, 422, "truncated"),
+        ("w.png", png_bytes(np.full((28, 28), 255, np.uint8)), 422, "blank"),
+        ("b.png", bomb_png(5000, 5000), 413, "limit"),
+    ],
+)
+def test_a_bad_image_gets_the_same_4xx_and_the_others_are_served(both, digits, name, data, status, words):  # fmt: skip
+    inline, child = both
+    data = jpeg_truncated(digits) if data is None else data
+    for http in (inline, child):
+        answer = _post(http, {"file": (name, data)})
+        assert answer.status_code == status, answer.text
+        assert words in answer.json()["error"]["message"].lower()
+    ok = _post(child, {"file": ("d.png", png_bytes(digits[0]), "image/png")})
+    assert ok.status_code == 200
+
+
+def test_a_child_that_dies_is_replaced(both, digits):
+    _, child = both
+    good = {"file": ("d.png", png_bytes(digits[1]), "image/png")}
+    assert _post(child, good).status_code == 200
+    (pid,) = child.app.state.processes.pids()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)  # still there (until its parent reaps it)?
+        except ProcessLookupError:
+            break
+        if _post(child, good).status_code == 200:
+            break
+        time.sleep(0.05)
+    answers = [_post(child, good).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    assert child.app.state.processes.pids() != [pid]
+
+
+def test_inference_processes_cannot_be_negative():
+    with pytest.raises(ValueError):
+        ClientSettings(bundle="x.siq", inference_processes=-1)
+
+
+def test_a_new_bundle_gets_new_children(bundle_a, bundle_b, digits):
+    from client.inference_process import InferencePool
+    from client.manager import load_network
+    from client.recognize import open_uploads, prepared
+    from shared.bundle import decode_bundle
+    from tests.conftest import run_async
+
+    uploads = [(f"d{i}.png", png_bytes(d)) for i, d in enumerate(digits[:3])]
+    a, b = decode_bundle(bundle_a), decode_bundle(bundle_b)
+    pool = InferencePool(1, max_pixels=10**6)
+
+    async def main():
+        try:
+            first = await pool.recognize(a, uploads)
+            pid_a = pool.pids()
+            second = await pool.recognize(b, uploads)
+            return first, pid_a, second, pool.pids()
+        finally:
+            pool.close()
+
+    first, pid_a, second, pid_b = run_async(main)
+    assert pid_a and pid_b and pid_a != pid_b
+    for bundle, (labels, probs, _) in ((a, first), (b, second)):
+        loaded = load_network(bundle, "test")
+        batch, _ = prepared(loaded, open_uploads(uploads, max_pixels=10**6))
+        want_labels, want_probs = loaded.network.predict(batch)
+        assert labels.tolist() == want_labels.tolist()
+        assert np.array_equal(probs, want_probs)
