@@ -135,9 +135,11 @@ def measure(
     requests: int,
     concurrency: int,
     workers: tuple[int, ...] = (1,),
+    processes: int = 0,
 ) -> dict[str, Any]:
     """kinds: name -> (encoded images, bundle file). Per kind, the bare route and the client
-    with each worker count, in interleaved rounds; req/s, p50, p99 and per-round ratios."""
+    with each worker count (and, with `processes`, one worker with that many inference
+    processes: `client_w1_p{N}`), in interleaved rounds; req/s, p50, p99, per-round ratios."""
     with ExitStack() as stack:
         bare = _start(stack, "bench.bare_upload", work, "bare")
         targets: dict[str, list[tuple[str, ServiceProcess]]] = {}
@@ -155,6 +157,17 @@ def measure(
                     SIQ_WORKERS=str(n),
                 )
                 targets[kind].append((f"client_w{n}", client))
+            if processes:
+                client = _start(
+                    stack,
+                    "client",
+                    work,
+                    f"client-{kind}-p{processes}",
+                    SIQ_BUNDLE=str(bundle),
+                    SIQ_STATE_DIR=str(work / f"state-{kind}-p{processes}"),
+                    SIQ_INFERENCE_PROCESSES=str(processes),
+                )
+                targets[kind].append((f"client_w1_p{processes}", client))
         bare.wait_ready("/healthz", timeout=60)
         for kind in targets:
             for _, service in targets[kind][1:]:
@@ -213,6 +226,7 @@ def measure(
         "requests_per_round": requests,
         "concurrency": concurrency,
         "workers": list(workers),
+        "processes": processes,
         "kinds": out,
     }
 
@@ -231,22 +245,29 @@ def section(result: dict[str, Any]) -> str:
         "each round's client / bare. The load generator runs on the same cores. "
         f"Machine: {result['machine']}. {result['note']}",
         "",
-        "| image | bare FastAPI req/s | /recognize req/s | **/recognize / bare** "
+        "| image | recognition runs | bare FastAPI req/s | /recognize req/s "
+        "| **/recognize / bare** "
         "| ratio range over rounds | server CPU ms per request, bare / /recognize "
         "| CPU ratio bare / /recognize | /recognize p50 / p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    processes = result.get("processes", 0)
+    variants = [("client_w1", "in the server process")]
+    if processes:
+        plural = "es" * (processes > 1)
+        variants.append((f"client_w1_p{processes}", f"{processes} inference process{plural}"))
     for kind, row in result["kinds"].items():
-        c, b = row["client_w1"], row["bare"]
-        cpu = c["cpu_ratio_to_bare"]
-        lines.append(
-            f"| {result['labels'][kind]} | "
-            f"{b['requests_per_s']:.0f} | {c['requests_per_s']:.0f} | "
-            f"**{c['ratio_to_bare']:.2f}** | {min(c['round_ratios']):.2f}-"
-            f"{max(c['round_ratios']):.2f} | {b['server_cpu_ms_per_request']:.3f} / "
-            f"{c['server_cpu_ms_per_request']:.3f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
-            f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f} | {c['errors'] + b['errors']} |"
-        )
+        for who, where in variants:
+            c, b = row[who], row["bare"]
+            cpu = c["cpu_ratio_to_bare"]
+            lines.append(
+                f"| {result['labels'][kind]} | {where} | "
+                f"{b['requests_per_s']:.0f} | {c['requests_per_s']:.0f} | "
+                f"**{c['ratio_to_bare']:.2f}** | {min(c['round_ratios']):.2f}-"
+                f"{max(c['round_ratios']):.2f} | {b['server_cpu_ms_per_request']:.3f} / "
+                f"{c['server_cpu_ms_per_request']:.3f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+                f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f} | {c['errors'] + b['errors']} |"
+            )
     lines += [""] + [
         f"Bundle for {result['labels'][kind]}: {result['bundles'][kind]}."
         for kind in result["kinds"]
@@ -307,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--workers", default="1", help="worker counts to compare, e.g. 1,2")
+    p.add_argument(
+        "--inference-processes",
+        type=int,
+        default=0,
+        help="also measure one worker with this many SIQ_INFERENCE_PROCESSES",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--note", default="The machine was shared with other work while measuring.")
     args = p.parse_args(argv)
@@ -337,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             requests=args.requests,
             concurrency=args.concurrency,
             workers=workers,
+            processes=args.inference_processes,
         )
     result.update(
         bundles=bundles,
