@@ -39,6 +39,7 @@ STEPS = [
     ("answer building", "recognize (client/recognize.py"),
     ("answer building", "answer (client/recognize.py"),
     ("batching (client/batching.py)", "client/batching.py"),
+    ("inference processes: pipe and bookkeeping", "client/inference_process.py"),
     ("dispatching (client/dispatch.py)", "client/dispatch.py"),
     ("the route's own code", "recognize_route (client/api/recognize.py"),
     ("hand-off to a worker thread", "anyio/to_thread.py"),
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=12)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
+    p.add_argument(
+        "--inference-processes",
+        type=int,
+        default=0,
+        help="the client's SIQ_INFERENCE_PROCESSES (its children are sampled too)",
+    )
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             module, ready = "client", "/readyz"
             env.update(SIQ_BUNDLE=str(args.bundle), SIQ_STATE_DIR=str(work / "state"))
+            env["SIQ_INFERENCE_PROCESSES"] = str(args.inference_processes)
         log_args = ["--log-level", "warning"]
         with start_service(module, env=env, log_path=work / "s.log", args=log_args) as service:
             service.wait_ready(ready, timeout=120)
@@ -114,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             driver.start()
             out = work / "profile.txt"
             command = [spy, "record", "-p", str(service.proc.pid), "--gil", "--rate", "200"]
+            if args.inference_processes:
+                command.append("--subprocesses")
             command += ["--duration", str(args.seconds), "--format", "raw", "-o", str(out)]
             subprocess.run([*command, "--nonblocking"], check=True, capture_output=True)
             stop.set()
