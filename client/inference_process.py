@@ -152,6 +152,8 @@ class InferencePool:
         """Labels, probabilities and timings of `uploads` (name, bytes) through `bundle`'s
         network in a child; the request's own error (ImageError...) raised here."""
         loop = asyncio.get_running_loop()
+        if self._stopped:  # children stopped earlier: reap the ones that have exited
+            self._reap()
         self._retire(bundle.id, loop)
         while len(self._children) < self.processes:
             self._start(bundle, loop)
