@@ -34,3 +34,14 @@ def test_section_is_written_in_place_and_kept(tmp_path):
     assert body.count(BEGIN) == 1 and "**0.62**" in body and body.startswith("# Client")
     assert kept_section(md).count(BEGIN) == 1
     assert kept_section(tmp_path / "missing.md") == ""
+
+
+def test_the_inference_process_client_gets_its_own_row():
+    result = fake_result()
+    row = dict(result["kinds"]["png"]["client_w1"], ratio_to_bare=0.66, round_ratios=[0.66])
+    result["kinds"]["png"]["client_w1_p1"] = row
+    result["processes"] = 1
+    text = section(result)
+    assert "| PNG | in the server process |" in text and "**0.61**" in text
+    assert "| PNG | 1 inference process |" in text and "**0.66**" in text
+    assert "inference process |" not in section(fake_result())  # only when measured
