@@ -17,6 +17,7 @@ from shared.preprocess import (
     DIGIT_BOX,
     DIGIT_CENTRE,
     DIGIT_SIZE,
+    _gray,
     _quartiles,
     decode_image,
     image_to_float,
@@ -133,6 +134,28 @@ def test_random_sketches_of_every_mode(seed):
     alpha = np.where(gray < 128, 255, 0).astype(np.uint8)  # ink drawn on transparency
     same(Image.fromarray(np.dstack([gray, gray, gray, alpha]), "RGBA"))
     same(Image.fromarray(np.full((h, w), int(rng.integers(0, 256)), np.uint8)))  # blank
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_colour_photos_with_and_without_alpha(seed):
+    rng = np.random.default_rng(100 + seed)
+    h, w = (int(v) for v in rng.integers(20, 200, size=2))
+    rgb = rng.normal(rng.uniform(120, 230, 3), rng.uniform(1, 25), size=(h, w, 3))
+    rgb[h // 4 : h // 2, w // 3 : w // 3 + max(1, w // 8)] = rng.uniform(0, 90, 3)  # a stroke
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    same(Image.fromarray(rgb, "RGB"))
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="JPEG", quality=85)
+    same(decode_image(buf.getvalue()))
+    alpha = rng.integers(0, 256, size=(h, w, 1)).astype(np.uint8)
+    rgba = Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
+    same(rgba)
+    for image in (Image.fromarray(rgb, "RGB"), rgba):  # the gray itself, before any rounding
+        got, got_alpha = _gray(image)
+        want_rgb, want_alpha = image_to_float(image)
+        assert np.array_equal(got.view(np.uint32), ref_luma(want_rgb).view(np.uint32))
+        if want_alpha is not None:
+            assert np.array_equal(got_alpha.view(np.uint32), want_alpha.view(np.uint32))
 
 
 def test_large_images_are_shrunk_the_same_way():
