@@ -197,19 +197,23 @@ class InferencePool:
 
     def _feed(self) -> None:
         """Hand the waiting requests to the ready children with no batch in flight."""
-        for child in self._children:
+        for child in list(self._children):  # _died may replace one meanwhile
             if not self._waiting:
                 return
             if not child.ready or child.in_flight:
                 continue
             batch: dict[int, _Job] = {}
             images = 0
-            while self._waiting and (not batch or images < MAX_BATCH_IMAGES):
-                job_id, job = self._waiting.popleft()
+            while self._waiting:
+                job_id, job = self._waiting[0]
                 if job.future.done():  # its caller left
+                    self._waiting.popleft()
                     continue
+                if batch and images + len(job.uploads) > MAX_BATCH_IMAGES:
+                    break  # the next batch's (a larger request goes alone)
                 batch[job_id] = job
                 images += len(job.uploads)
+                self._waiting.popleft()
             if not batch:
                 return
             try:

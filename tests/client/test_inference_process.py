@@ -137,3 +137,33 @@ def test_a_new_bundle_gets_new_children(bundle_a, bundle_b, digits):
         want_labels, want_probs = loaded.network.predict(batch)
         assert labels.tolist() == want_labels.tolist()
         assert np.array_equal(probs, want_probs)
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(bundle_a, digits):
+    import asyncio
+
+    from client.inference_process import MAX_BATCH_IMAGES, InferencePool
+    from client.manager import load_network
+    from client.recognize import open_uploads, prepared
+    from shared.bundle import decode_bundle
+    from tests.conftest import run_async
+
+    bundle = decode_bundle(bundle_a)
+    pngs = [png_bytes(d) for d in digits]
+    requests = [[(f"r{r}d{i}.png", pngs[(r + i) % len(pngs)]) for i in range(8)] for r in range(20)]
+    pool = InferencePool(1, max_pixels=10**6)
+
+    async def main():
+        try:
+            return await asyncio.gather(*(pool.recognize(bundle, up) for up in requests))
+        finally:
+            pool.close()
+
+    answers = run_async(main)
+    assert 8 * len(requests) > 2 * MAX_BATCH_IMAGES  # more than two batches' worth
+    loaded = load_network(bundle, "test")
+    for uploads, (labels, probs, _) in zip(requests, answers, strict=True):
+        batch, _ = prepared(loaded, open_uploads(uploads, max_pixels=10**6))
+        want_labels, want_probs = loaded.network.predict(batch)
+        assert labels.tolist() == want_labels.tolist()
+        assert np.array_equal(probs, want_probs)  # integer logits: batching changes nothing
