@@ -16,8 +16,9 @@ network once for the batch and answers each request (labels, probabilities, timi
 own error: an image it cannot decode fails alone, with the same 4xx). The event loop reads
 the answers when the pipe is readable (`add_reader`): no thread on the serving side.
 
-A child that dies (a crash in a decoder, a kill) fails its batch's requests with 503 and is
-started again for the next. A new bundle gets new children; the old ones finish their batch
+A child that dies (a crash in a decoder, a kill), or leaves a batch unanswered for
+`BATCH_TIMEOUT_S` (and is killed), fails that batch's requests with 503 and is started again
+for the next. A new bundle gets new children; the old ones finish their batch
 and exit. Requests whose images would decode to more than `MAX_PIXELS` stay in the serving
 process (its heavy lane): seconds of decoding in a child would hold up a whole batch.
 """
@@ -32,6 +33,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +43,13 @@ from shared import errors
 from shared.bundle import Bundle
 from shared.errors import NotReadyError, SIQError
 
-__all__ = ["InferencePool", "MAX_PIXELS", "MAX_BATCH_IMAGES"]
+__all__ = ["InferencePool", "MAX_PIXELS", "MAX_BATCH_IMAGES", "BATCH_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 1_000_000  # a request of up to eleven 300x300 photos, ~4 ms of decoding
 MAX_BATCH_IMAGES = 64
+BATCH_TIMEOUT_S = 60.0  # a batch is at most 64 images of under 1 M pixels: ~2 s of decoding
 Answer = tuple[np.ndarray, np.ndarray, dict[str, float]]  # labels, probabilities, timings
 
 
@@ -132,16 +135,26 @@ class _Child:
     loop: asyncio.AbstractEventLoop
     ready: bool = False
     in_flight: dict[int, _Job] = field(default_factory=dict)  # the batch it is working on
+    deadline: asyncio.TimerHandle | None = None  # when that batch is overdue
 
 
 class InferencePool:
     """`processes` children per bundle, used from one event loop at a time."""
 
-    def __init__(self, processes: int, *, max_pixels: int) -> None:
+    def __init__(
+        self,
+        processes: int,
+        *,
+        max_pixels: int,
+        batch_timeout_s: float = BATCH_TIMEOUT_S,
+        target: Callable[..., None] = _serve,  # the child's main (tests give a stand-in)
+    ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
         self.processes = processes
         self.max_pixels = max_pixels
+        self.batch_timeout_s = batch_timeout_s
+        self._target = target
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._children: list[_Child] = []
         self._waiting: collections.deque[tuple[int, _Job]] = collections.deque()
@@ -187,7 +200,7 @@ class InferencePool:
     def _start(self, bundle: Bundle, loop: asyncio.AbstractEventLoop) -> None:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(theirs, bundle, self.max_pixels), daemon=True
+            target=self._target, args=(theirs, bundle, self.max_pixels), daemon=True
         )
         process.start()
         theirs.close()
@@ -223,6 +236,22 @@ class InferencePool:
                 self._died(child)
                 continue
             child.in_flight = batch
+            child.deadline = child.loop.call_later(self.batch_timeout_s, self._overdue, child)
+
+    def _overdue(self, child: _Child) -> None:
+        """A batch not answered in time (a decoder that never returns): the child is killed,
+        its requests get 503, the others in line go to its replacement."""
+        if not child.in_flight:
+            return
+        log.error(
+            "inference process %s gave no answer in %g s; killed, %d requests failed",
+            child.process.pid,
+            self.batch_timeout_s,
+            len(child.in_flight),
+        )
+        child.process.kill()
+        why = f"the inference process gave no answer in {self.batch_timeout_s:g} s; try again"
+        self._lost(child, NotReadyError(why))
 
     def _readable(self, child: _Child) -> None:
         try:
@@ -240,6 +269,8 @@ class InferencePool:
                 self._fail_waiting(NotReadyError(f"the inference process failed: {why}"))
             self._feed()
             return
+        if child.deadline is not None:
+            child.deadline.cancel()
         for job_id, status, payload in message:
             job = child.in_flight.pop(job_id, None)
             if job is None or job.future.done():
@@ -260,11 +291,15 @@ class InferencePool:
             child.process.exitcode,
             len(child.in_flight),
         )
-        self._stop(child, NotReadyError("the inference process exited; try again"))
+        self._lost(child, NotReadyError("the inference process exited; try again"))
+
+    def _lost(self, child: _Child, exc: Exception) -> None:
+        """A child gone: its batch fails with `exc`; a replacement takes the line."""
+        self._stop(child, exc)
         if child.ready and self._waiting:  # the others in line were not its fault
             self._start(child.bundle, child.loop)
         elif not self._children:  # it never started: the next ones would fail the same way
-            self._fail_waiting(NotReadyError("the inference process exited; try again"))
+            self._fail_waiting(exc)
 
     def _fail_waiting(self, exc: Exception) -> None:
         while self._waiting:
@@ -276,6 +311,8 @@ class InferencePool:
         """Close the child's pipe (it exits), fail whatever it still had."""
         if child in self._children:
             self._children.remove(child)
+        if child.deadline is not None:
+            child.deadline.cancel()
         if not child.loop.is_closed():
             child.loop.remove_reader(child.conn.fileno())
         child.conn.close()

@@ -167,3 +167,39 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(bundle_a, 
         want_labels, want_probs = loaded.network.predict(batch)
         assert labels.tolist() == want_labels.tolist()
         assert np.array_equal(probs, want_probs)  # integer logits: batching changes nothing
+
+
+def _hang(conn, bundle, max_pixels):  # a child whose decoder never returns
+    conn.send(("ready", None))
+    conn.recv()
+    time.sleep(3600)
+
+
+def test_a_child_that_never_answers_is_killed_and_its_requests_get_503(bundle_a, digits):
+    import asyncio
+
+    from client.inference_process import InferencePool
+    from shared.bundle import decode_bundle
+    from shared.errors import NotReadyError
+    from tests.conftest import run_async
+
+    pool = InferencePool(1, max_pixels=10**6, batch_timeout_s=0.5, target=_hang)
+    uploads = [("d.png", png_bytes(digits[0]))]
+
+    async def main():
+        try:
+            started = time.monotonic()
+            task = asyncio.ensure_future(pool.recognize(decode_bundle(bundle_a), uploads))
+            while not pool.pids():
+                await asyncio.sleep(0.01)
+            (pid,) = pool.pids()
+            with pytest.raises(NotReadyError, match="no answer in 0.5 s"):
+                await asyncio.wait_for(task, 20)  # without the deadline: a failure, not a hang
+            return time.monotonic() - started, pid
+        finally:
+            pool.close()
+
+    waited, pid = run_async(main)
+    assert waited < 30  # the spawn, then the 0.5 s deadline: not for ever
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
