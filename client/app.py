@@ -124,7 +124,11 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.batcher = Batcher(observe=metrics.batch_images.observe)
     app.state.processes = (
-        InferencePool(settings.inference_processes, max_pixels=settings.max_pixels)
+        InferencePool(
+            settings.inference_processes,
+            max_pixels=settings.max_pixels,
+            observe=metrics.batch_images.observe,
+        )
         if settings.inference_processes
         else None
     )

@@ -148,6 +148,7 @@ class InferencePool:
         max_pixels: int,
         batch_timeout_s: float = BATCH_TIMEOUT_S,
         target: Callable[..., None] = _serve,  # the child's main (tests give a stand-in)
+        observe: Callable[[int], Any] | None = None,  # told each batch's images (metrics)
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -155,6 +156,7 @@ class InferencePool:
         self.max_pixels = max_pixels
         self.batch_timeout_s = batch_timeout_s
         self._target = target
+        self._observe = observe
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._children: list[_Child] = []
         self._waiting: collections.deque[tuple[int, _Job]] = collections.deque()
@@ -236,6 +238,8 @@ class InferencePool:
                 self._died(child)
                 continue
             child.in_flight = batch
+            if self._observe is not None:
+                self._observe(images)
             child.deadline = child.loop.call_later(self.batch_timeout_s, self._overdue, child)
 
     def _overdue(self, child: _Child) -> None:

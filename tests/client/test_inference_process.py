@@ -62,6 +62,10 @@ def test_answers_equal_the_in_process_route(both, digits):
         assert x["probabilities"] == y["probabilities"]
     assert set(b.json()["timings_ms"]) == {"decode", "preprocess", "inference", "total"}
     assert child.app.state.processes.pids()  # it ran in a child
+    metrics = child.get("/metrics").text  # its batch sizes, as in process
+    assert "siq_client_batch_images_count" in metrics
+    count = next(x for x in metrics.splitlines() if x.startswith("siq_client_batch_images_count"))
+    assert float(count.split()[-1]) >= 1
 
 
 @pytest.mark.parametrize(
