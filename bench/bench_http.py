@@ -143,31 +143,24 @@ def measure(
     with ExitStack() as stack:
         bare = _start(stack, "bench.bare_upload", work, "bare")
         targets: dict[str, list[tuple[str, ServiceProcess]]] = {}
+        # (label, log and state name, settings) of each client measured against the bare route
+        clients = [(f"client_w{n}", str(n), {"SIQ_WORKERS": str(n)}) for n in workers]
+        if processes:
+            settings = {"SIQ_INFERENCE_PROCESSES": str(processes)}
+            clients.append((f"client_w1_p{processes}", f"p{processes}", settings))
         for kind, (_, bundle) in kinds.items():
             targets[kind] = [("bare", bare)]
-            for n in workers:
-                state = str(work / f"state-{kind}-{n}")
+            for label, name, settings in clients:
                 client = _start(
                     stack,
                     "client",
                     work,
-                    f"client-{kind}-{n}",
+                    f"client-{kind}-{name}",
                     SIQ_BUNDLE=str(bundle),
-                    SIQ_STATE_DIR=state,
-                    SIQ_WORKERS=str(n),
+                    SIQ_STATE_DIR=str(work / f"state-{kind}-{name}"),
+                    **settings,
                 )
-                targets[kind].append((f"client_w{n}", client))
-            if processes:
-                client = _start(
-                    stack,
-                    "client",
-                    work,
-                    f"client-{kind}-p{processes}",
-                    SIQ_BUNDLE=str(bundle),
-                    SIQ_STATE_DIR=str(work / f"state-{kind}-p{processes}"),
-                    SIQ_INFERENCE_PROCESSES=str(processes),
-                )
-                targets[kind].append((f"client_w1_p{processes}", client))
+                targets[kind].append((label, client))
         bare.wait_ready("/healthz", timeout=60)
         for kind in targets:
             for _, service in targets[kind][1:]:
