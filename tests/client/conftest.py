@@ -3,6 +3,7 @@ httpx MockTransport (no network), and app builders with per-test state directori
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -93,25 +94,26 @@ def bundle_b() -> bytes:
 AppFactory = Callable[..., object]
 
 
+def build_app(root: Path, bundle: str, server: FakeServer | None = None, **overrides):
+    """A client app (lifespan not started) with its state under `root`, polling off."""
+    values = {
+        "server_url": SERVER if server else None,
+        "bundle": bundle,
+        "state_dir": root / "state",
+        "poll_interval_s": 3600,
+        "retry_interval_s": 3600,
+    }
+    values.update(overrides)
+    settings = ClientSettings(**values)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    source = parse_bundle_source(settings.bundle, settings.server_url)
+    return create_app(settings, source, http=server.client() if server else None)
+
+
 @pytest.fixture
 def make_app(tmp_path: Path) -> AppFactory:
     """make_app(bundle, server=None, **settings) -> FastAPI app (lifespan not started)."""
-
-    def build(bundle: str, server: FakeServer | None = None, **overrides):
-        values = {
-            "server_url": SERVER if server else None,
-            "bundle": bundle,
-            "state_dir": tmp_path / "state",
-            "poll_interval_s": 3600,
-            "retry_interval_s": 3600,
-        }
-        values.update(overrides)
-        settings = ClientSettings(**values)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        source = parse_bundle_source(settings.bundle, settings.server_url)
-        return create_app(settings, source, http=server.client() if server else None)
-
-    return build
+    return functools.partial(build_app, tmp_path)
 
 
 def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from client.app import create_app
-from client.settings import ClientSettings, parse_bundle_source
-from tests.client.conftest import png_bytes
+from client.settings import ClientSettings
+from tests.client.conftest import build_app, png_bytes
 from tests.client.test_app import bomb_png, jpeg_truncated
 from tests.shared.test_preprocess import mnist_test_digits
 
@@ -27,16 +26,7 @@ def _app(tmp_path_factory, bundle: bytes, **overrides):
     root = tmp_path_factory.mktemp("proc")
     path = root / "a.siq"
     path.write_bytes(bundle)
-    values = {
-        "bundle": str(path),
-        "state_dir": root / "state",
-        "poll_interval_s": 3600,
-        "retry_interval_s": 3600,
-        **overrides,
-    }
-    settings = ClientSettings(**values)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return create_app(settings, parse_bundle_source(settings.bundle, None))
+    return build_app(root, str(path), **overrides)
 
 
 @pytest.fixture(scope="module")
