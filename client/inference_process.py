@@ -194,7 +194,7 @@ class InferencePool:
         """Children of another bundle (or of another event loop, as a test client makes)
         stop once their batch is answered."""
         for child in list(self._children):
-            if child.bundle.id != bundle_id or child.loop is not loop or loop.is_closed():
+            if child.bundle.id != bundle_id or child.loop is not loop:
                 self._children.remove(child)
                 if not child.in_flight or child.loop is not loop:
                     self._stop(child, NotReadyError("the bundle changed; try again"))
@@ -269,8 +269,9 @@ class InferencePool:
                 child.ready = True
             else:
                 log.error("inference process could not load bundle %s: %s", child.bundle.id, why)
-                self._stop(child, NotReadyError(f"the inference process failed: {why}"))
-                self._fail_waiting(NotReadyError(f"the inference process failed: {why}"))
+                failed = NotReadyError(f"the inference process failed: {why}")
+                self._stop(child, failed)
+                self._fail_waiting(failed)
             self._feed()
             return
         if child.deadline is not None:
