@@ -46,6 +46,7 @@ __all__ = ["RayRunner", "WORKER_DIED"]
 log = logging.getLogger(__name__)
 WORKER_DIED = "worker_died"
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024**2  # bundles and checkpoints are kilobytes
+CLIENT_CONNECT_ATTEMPTS = 3  # `_init_client`
 CAPACITY_REFRESH_S = 5.0
 CHECKPOINT_REFS_KEPT = 16
 
@@ -112,7 +113,7 @@ class RayRunner:
                     **common,
                 )
             elif self._owns_ray:
-                ray.init(address=address, **common)
+                _init_client(address, common)
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; one clear line out
             raise ConfigError(
                 f"cannot start or reach Ray at SIQ_RAY_ADDRESS={address}: "
@@ -335,3 +336,20 @@ class RayRunner:
                 del self._tasks[job_id]
                 self.store.finish(job_id, task.attempt, "cancelled")
                 self.on_job_end(job_id)
+
+
+def _init_client(address: str, common: dict[str, Any]) -> None:
+    """`ray.init(address)`, tried again when a Ray Client server aborts the connection: its
+    per-client server failed to start ("Initialization failure from server", 3 of 8 full
+    test runs on 2 cores), and a new connection gets a new one. Any other error, and the
+    last attempt's, goes to the caller."""
+    for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **common)
+            return
+        except ConnectionAbortedError:
+            if attempt == CLIENT_CONNECT_ATTEMPTS:
+                raise
+            log.warning("Ray at %s aborted the connection (attempt %d); again", address, attempt)
+            ray.shutdown()
+            time.sleep(1)
