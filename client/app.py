@@ -127,6 +127,7 @@ def create_app(
         InferencePool(
             settings.inference_processes,
             max_pixels=settings.max_pixels,
+            max_request_pixels=settings.max_request_pixels,
             observe=metrics.batch_images.observe,
         )
         if settings.inference_processes

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from client.api.deps import serving_of
-from client.inference_process import MAX_PIXELS as PROCESS_PIXELS
 from client.openapi import RECOGNIZE
 from client.recognize import answer, open_uploads, prepared, read_uploads
 
@@ -31,14 +30,20 @@ async def recognize_route(request: Request) -> JSONResponse:
             max_images=settings.max_images,
             timeout_s=settings.body_timeout_s,
         )
-        opened = open_uploads(
-            uploads, max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels
-        )
-        processes = serving.processes
-        if processes is not None and opened.pixels <= PROCESS_PIXELS:
-            opened.close()  # headers checked; a child decodes the bytes again
-            labels, probs, timings = await processes.recognize(loaded.bundle, uploads)
+        names = [name for name, _ in uploads]
+        # an inference process reads the headers and enforces the pixel budgets itself; it
+        # hands back (None) a request too large for it
+        done = None
+        if serving.processes is not None:
+            done = await serving.processes.recognize(loaded.bundle, uploads)
+        if done is not None:
+            labels, probs, timings = done
         else:
+            opened = open_uploads(
+                uploads,
+                max_pixels=settings.max_pixels,
+                max_request_pixels=settings.max_request_pixels,
+            )
             work = functools.partial(prepared, loaded, opened)  # decode and preprocess
             batch, timings = await serving.dispatcher.run(
                 work, key=loaded.bundle.id, images=len(uploads), pixels=opened.pixels
@@ -49,7 +54,7 @@ async def recognize_route(request: Request) -> JSONResponse:
             timings["inference"] = round((time.perf_counter() - t) * 1e3, 3)
     finally:
         serving.admission.release()
-    body = answer(loaded, opened.names, labels, probs, timings)
+    body = answer(loaded, names, labels, probs, timings)
     serving.metrics.images.inc(len(uploads))
     timings["total"] = round((time.perf_counter() - start) * 1e3, 3)
     return JSONResponse(body)

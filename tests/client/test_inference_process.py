@@ -163,7 +163,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(bundle_a, 
         assert np.array_equal(probs, want_probs)  # integer logits: batching changes nothing
 
 
-def _hang(conn, bundle, max_pixels):  # a child whose decoder never returns
+def _hang(conn, bundle, **limits):  # a child whose decoder never returns
     conn.send(("ready", None))
     conn.recv()
     time.sleep(3600)
@@ -197,3 +197,46 @@ def test_a_child_that_never_answers_is_killed_and_its_requests_get_503(bundle_a,
     assert waited < 30  # the spawn, then the 0.5 s deadline: not for ever
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(pid, 0)
+
+
+def test_the_child_enforces_the_pixel_budgets_and_hands_back_larger_requests(bundle_a, digits):
+    from client.inference_process import InferencePool
+    from shared.bundle import decode_bundle
+    from shared.errors import ImageTooLargeError
+    from tests.conftest import run_async
+
+    one = [("d.png", png_bytes(digits[0]))]
+    # the serving process no longer reads headers: the child refuses a request over the
+    # request budget (413 on the route) and hands back one over its own pixel limit
+    pool = InferencePool(1, max_pixels=10**6, max_request_pixels=3 * 784, child_pixels=784)
+
+    async def main():
+        try:
+            bundle = decode_bundle(bundle_a)
+            small = await pool.recognize(bundle, one)
+            handed_back = await pool.recognize(bundle, one * 2)
+            with pytest.raises(ImageTooLargeError, match="limit per request"):
+                await pool.recognize(bundle, one * 4)
+            return small, handed_back
+        finally:
+            pool.close()
+
+    small, handed_back = run_async(main)
+    assert small is not None and len(small[0]) == 1
+    assert handed_back is None
+
+
+def test_the_request_budget_holds_with_inference_processes(tmp_path_factory, bundle_a, digits):
+    app = _app(
+        tmp_path_factory,
+        bundle_a,
+        inference_processes=1,
+        max_request_pixels=3 * 784,
+        max_pixels=784,
+    )
+    png = png_bytes(digits[0])
+    with TestClient(app) as http:
+        ok = _post(http, [("files", (f"d{i}.png", png, "image/png")) for i in range(3)])
+        refused = _post(http, [("files", (f"d{i}.png", png, "image/png")) for i in range(4)])
+    assert ok.status_code == 200, ok.text
+    assert refused.status_code == 413 and "limit per request" in refused.text
