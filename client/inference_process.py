@@ -165,7 +165,7 @@ class InferencePool:
         child_pixels: int = MAX_PIXELS,  # larger requests come back unrun
         batch_timeout_s: float = BATCH_TIMEOUT_S,
         target: Callable[..., None] = _serve,  # the child's main (tests give a stand-in)
-        observe: Callable[[int], Any] | None = None,  # told each batch's images (metrics)
+        observe: Callable[[int], Any] | None = None,  # told each batch's images run (metrics)
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -260,8 +260,6 @@ class InferencePool:
                 self._died(child)
                 continue
             child.in_flight = batch
-            if self._observe is not None:
-                self._observe(images)
             child.deadline = child.loop.call_later(self.batch_timeout_s, self._overdue, child)
 
     def _overdue(self, child: _Child) -> None:
@@ -298,15 +296,21 @@ class InferencePool:
             return
         if child.deadline is not None:
             child.deadline.cancel()
+        ran = 0  # images the child's network ran (not those it handed back or refused)
         for job_id, status, payload in message:
             job = child.in_flight.pop(job_id, None)
-            if job is None or job.future.done():
+            if job is None:
+                continue
+            ran += len(job.uploads) if status == "ok" else 0
+            if job.future.done():
                 continue
             if status in ("ok", "heavy"):
                 job.future.set_result(payload)
             else:
                 job.future.set_exception(_raise(*payload))
         child.in_flight.clear()
+        if ran and self._observe is not None:
+            self._observe(ran)
         if child not in self._children:  # retired: its batch is answered
             self._stop(child, NotReadyError("the bundle changed; try again"))
         self._feed()

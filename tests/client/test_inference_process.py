@@ -208,7 +208,14 @@ def test_the_child_enforces_the_pixel_budgets_and_hands_back_larger_requests(bun
     one = [("d.png", png_bytes(digits[0]))]
     # the serving process no longer reads headers: the child refuses a request over the
     # request budget (413 on the route) and hands back one over its own pixel limit
-    pool = InferencePool(1, max_pixels=10**6, max_request_pixels=3 * 784, child_pixels=784)
+    observed: list[int] = []
+    pool = InferencePool(
+        1,
+        max_pixels=10**6,
+        max_request_pixels=3 * 784,
+        child_pixels=784,
+        observe=observed.append,
+    )
 
     async def main():
         try:
@@ -224,6 +231,7 @@ def test_the_child_enforces_the_pixel_budgets_and_hands_back_larger_requests(bun
     small, handed_back = run_async(main)
     assert small is not None and len(small[0]) == 1
     assert handed_back is None
+    assert observed == [1]  # the batch metric counts what the child ran: not the handed back
 
 
 def test_the_request_budget_holds_with_inference_processes(tmp_path_factory, bundle_a, digits):
