@@ -28,22 +28,20 @@ and the tests check which ops its optimised graph keeps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from shared import onnx_proto as pb
-from shared.bundle import Bundle, layer_weights
-from shared.engine import FLOAT32_EXACT
-from shared.errors import SIQError
-from shared.quant import (
-    ROUNDINGS,
-    accumulator_bound,
-    fit_affine_requant,
-    fit_input_quant,
-    fit_scaled_requant,
-    requant_thresholds,
+from shared.bundle import Bundle
+from shared.onnx_graph import GraphBuilder, Value, maxpool
+from shared.onnx_layers import (
+    Carrier,
+    ExportError,
+    logits_layer,
+    quantize_images,
+    takes_uint8,
+    weighted,
 )
 
 __all__ = ["OPSET", "UNSAFE_FUSIONS", "ExportError", "to_onnx"]
@@ -55,55 +53,6 @@ IR_VERSION = 8  # the IR of opset 17
 # alpha. (MatMulAddFusion stays on: it turns the last layer's MatMul + integer bias into a
 # Gemm, whose partial sums stay integers under the same bound.)
 UNSAFE_FUSIONS = ["ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion"]
-
-Carrier = Literal["int", "float", "fast"]
-QLINEAR_MIN_CHANNELS = 8  # `_qlinear`
-
-
-class ExportError(SIQError):
-    """A valid bundle this export cannot express exactly (for example codebooks wider than
-    int8 for the integer carrier): the request is fine, the network is out of its reach."""
-
-    code = "not_exportable"
-    http_status = 422
-
-
-@dataclass
-class _Builder:
-    nodes: list[bytes] = field(default_factory=list)
-    initializers: list[bytes] = field(default_factory=list)
-    count: int = 0
-    unpacked: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def name(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def const(self, hint: str, array: Any) -> str:
-        name = self.name(hint)
-        self.initializers.append(pb.tensor(name, np.asarray(array)))
-        return name
-
-    def weights(self, bundle: Bundle, layer: dict[str, Any]) -> np.ndarray:
-        """The layer's integer weights, unpacked once per export."""
-        name = layer["name"]
-        if name not in self.unpacked:
-            self.unpacked[name] = layer_weights(layer, bundle.tensors)
-        return self.unpacked[name]
-
-    def op(self, op: str, inputs: list[str], hint: str, out: str | None = None, **attrs) -> str:
-        out = out or self.name(hint)
-        self.nodes.append(pb.node(op, inputs, [out], self.name(f"{hint}_{op}"), **attrs))
-        return out
-
-
-@dataclass
-class _Value:
-    name: str
-    dtype: np.dtype
-    # non-negative floats whose floor is the value: a Cast to uint8 (which truncates) takes
-    # them as they are, any other use gets the Floor first (`_cast`, `_settled`)
-    floor_pending: bool = False
 
 
 def to_onnx(
@@ -127,11 +76,11 @@ def to_onnx(
     m = bundle.manifest
     bits = int(m["activation_bits"])
     c, h, w = m["input"]["channels"], m["input"]["height"], m["input"]["width"]
-    g = _Builder()
+    g = GraphBuilder()
     if inputs == "images":
-        x = _quantize_images(g, "images", float(m["input"]["scale"]), bits)
+        x = quantize_images(g, "images", float(m["input"]["scale"]), bits)
     else:
-        x = _Value("codes", np.dtype(np.uint8))
+        x = Value("codes", np.dtype(np.uint8))
     graph = m["graph"]
     logits = np.dtype(np.int32)
     i = 0
@@ -140,18 +89,18 @@ def to_onnx(
         pool = graph[i + 1] if i + 1 < len(graph) and graph[i + 1]["op"] == "maxpool2d" else None
         if layer["op"] == "flatten":
             flat = g.op("Flatten", [x.name], "flatten", axis=1)
-            x = _Value(flat, x.dtype, x.floor_pending)
+            x = Value(flat, x.dtype, x.floor_pending)
         elif layer["op"] == "maxpool2d":
-            x = _maxpool(g, x, layer)
+            x = maxpool(g, x, layer)
         elif not layer["relu"]:
-            logits = _logits(g, bundle, layer, x, carrier, logits_dtype)
+            logits = logits_layer(g, bundle, layer, x, carrier, logits_dtype)
         else:
             after = graph[i + 1 + (pool is not None) :]
             uint8_next = any(  # the next weighted layer takes its codes as uint8
-                _takes_uint8(g, bundle, nxt, carrier, bits)
+                takes_uint8(g, bundle, nxt, carrier, bits)
                 for nxt in [n for n in after if n["op"] in ("conv2d", "linear")][:1]
             )
-            x = _weighted(g, bundle, layer, x, bits, carrier, pool, uint8_next)
+            x = weighted(g, bundle, layer, x, bits, carrier, pool, uint8_next)
             i += pool is not None  # the pool went into the layer
         i += 1
     proto = pb.graph(
@@ -174,338 +123,3 @@ def to_onnx(
             "siq_input_scale": repr(float(m["input"]["scale"])),
         },
     )
-
-
-def _quantize_images(g: _Builder, name: str, scale: float, bits: int) -> _Value:
-    """clip(floor(x / scale + 0.5), 0, 2^bits - 1) in float64, as `quant.quantize_input`;
-    as clip(round(x * factor), ...) where `fit_input_quant` found a factor equal on every
-    float32 image (two nodes fewer: each costs a few microseconds at batch 1)."""
-    x = g.op("Cast", [name], "images64", to=pb.DTYPES[np.dtype(np.float64)])
-    factor = fit_input_quant(scale, bits)
-    if factor is not None:
-        x = g.op("Mul", [x, g.const("input_factor", np.float64(factor))], "scaled")
-        x = g.op("Round", [x], "rounded")
-    else:
-        x = g.op("Div", [x, g.const("input_scale", np.float64(scale))], "scaled")
-        x = g.op("Add", [x, g.const("half", np.float64(0.5))], "shifted")
-        x = g.op("Floor", [x], "rounded")
-    top = np.float64((1 << bits) - 1)
-    x = g.op("Clip", [x, g.const("zero", np.float64(0)), g.const("top", top)], "clipped")
-    return _Value(x, np.dtype(np.float64))  # the first layer casts to what it multiplies in
-
-
-def _settled(g: _Builder, x: _Value) -> _Value:
-    """x with its pending Floor applied."""
-    return _Value(g.op("Floor", [x.name], "floor"), x.dtype) if x.floor_pending else x
-
-
-def _cast(g: _Builder, x: _Value, dtype: Any) -> _Value:
-    dtype = np.dtype(dtype)
-    if x.floor_pending and dtype == np.uint8:  # truncation is the floor of a non-negative
-        return _Value(g.op("Cast", [x.name], "cast", to=pb.DTYPES[dtype]), dtype)
-    x = _settled(g, x)
-    if x.dtype == dtype:
-        return x
-    return _Value(g.op("Cast", [x.name], "cast", to=pb.DTYPES[dtype]), dtype)
-
-
-def _maxpool(g: _Builder, x: _Value, layer: dict[str, Any]) -> _Value:
-    k, s = layer["kernel_size"], layer["stride"]
-    x = _settled(g, x)
-    if x.dtype not in (np.float32, np.float64, np.uint8):  # MaxPool's types
-        x = _cast(g, x, np.uint8)
-    pooled = g.op("MaxPool", [x.name], layer["name"], kernel_shape=[k, k], strides=[s, s])
-    return _Value(pooled, x.dtype)
-
-
-def _floats(carrier: Carrier, layer: dict[str, Any], exact32: bool, weights: int) -> bool:
-    """Whether a layer multiplies in float32: never for "int"; for "float" where exact; for
-    "fast" where exact, except linear layers of 2^16 weights or more. Measured in ONNX
-    Runtime 1.32 on AVX2, one thread: a 16->32 channel 5x5 convolution on 12x12 maps takes
-    27 us in float32 and 40 us as ConvInteger (batch 64: 1.4 vs 4.4 ms); a 512x512 linear
-    layer 31 us as a float32 MatMul and 11-14 us as MatMulInteger (batch 64: 385 vs 200-260
-    us); a small linear layer is not worth the Casts to and from uint8 around it."""
-    if carrier == "int" or not exact32:
-        return False
-    return carrier == "float" or layer["op"] == "conv2d" or weights < 2**16
-
-
-def _takes_uint8(
-    g: _Builder, bundle: Bundle, layer: dict[str, Any], carrier: Carrier, bits: int
-) -> bool:
-    """Whether the layer (likely) takes its input codes as uint8: an integer op, or a
-    QLinearConv (`_qlinear`; if its constants are then not found, it casts to float32)."""
-    w = g.weights(bundle, layer)
-    bias = bundle.tensors[f"{layer['name']}.bias"].astype(np.int64)
-    exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
-    floats = _floats(carrier, layer, exact32, w.size)
-    return not floats or (layer["relu"] and _qlinear(layer, carrier == "fast"))
-
-
-def _accumulate(
-    g: _Builder,
-    layer: dict[str, Any],
-    x: _Value,
-    w: np.ndarray,
-    floats: bool,
-    top_code: int,
-    bias: np.ndarray | None = None,
-) -> _Value:
-    """The layer's multiply-adds on codes 0..top_code: float32 (floats) or int32
-    accumulators, plus `bias` when given (float Conv only: integers, so every partial sum
-    stays exact)."""
-    name = layer["name"]
-    weights = w if layer["op"] == "conv2d" else w.T  # MatMul takes (inputs, outputs)
-    if floats:
-        x = _cast(g, x, np.float32)
-        operands = [x.name, g.const(f"{name}_weights", weights.astype(np.float32))]
-        if bias is not None:
-            operands.append(g.const(f"{name}_bias", bias.astype(np.float32)))
-    else:
-        if np.abs(w).max(initial=0) > 127:
-            raise ExportError(
-                f"layer {name}: weights beyond int8 (codebook_bits > 8) have no integer "
-                "ONNX convolution; export with carrier='float'"
-            )
-        # ONNX Runtime's uint8 x int8 kernels on AVX2 add pairs of products in saturating
-        # int16 (vpmaddubsw): exact only while 2 * A * max|w| <= 32767 (A = the top code;
-        # 255 * 127 * 2 overflows: measured, logits off by 10^5). Beyond that the weights go
-        # as uint8 w + 128 with zero point 128, which its kernels widen before multiplying.
-        x = _cast(g, x, np.uint8)
-        operands = [x.name]
-        if 2 * top_code * int(np.abs(w).max(initial=0)) <= 32767:
-            operands += [
-                g.const(f"{name}_weights", weights.astype(np.int8)),
-                g.const("zero_u8", np.uint8(0)),
-                g.const("zero_i8", np.int8(0)),
-            ]
-        else:
-            operands += [
-                g.const(f"{name}_weights", (weights + 128).astype(np.uint8)),
-                g.const("zero_u8", np.uint8(0)),
-                g.const("zero_point_128", np.uint8(128)),
-            ]
-    dtype = np.dtype(np.float32 if floats else np.int32)
-    if layer["op"] == "conv2d":
-        k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
-        op = "Conv" if floats else "ConvInteger"
-        acc = g.op(op, operands, name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
-    else:
-        acc = g.op("MatMul" if floats else "MatMulInteger", operands, name)
-    return _Value(acc, dtype)
-
-
-def _weighted(
-    g: _Builder,
-    bundle: Bundle,
-    layer: dict[str, Any],
-    x: _Value,
-    bits: int,
-    carrier: Carrier,
-    pool: dict[str, Any] | None,
-    uint8_next: bool = False,
-) -> _Value:
-    """A layer with ReLU: accumulate, (pool,) requantise to the next layer's codes (which
-    the next layer takes as uint8 when `uint8_next`)."""
-    name, t = layer["name"], bundle.tensors
-    w = g.weights(bundle, layer)
-    bias = t[f"{name}.bias"].astype(np.int64)
-    multiplier = t[f"{name}.multiplier"].astype(np.int64)
-    shift = t[f"{name}.shift"].astype(np.int64)
-    exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
-    floats = _floats(carrier, layer, exact32, w.size)
-    # a float32 Conv adds the (integer) bias itself; then the requantisation's offset is one
-    # number for the layer, not one per channel (a scalar Add: measured 2x faster)
-    conv_bias = floats and layer["op"] == "conv2d"
-    channels = (1, -1, 1, 1) if layer["op"] == "conv2d" else (1, -1)
-    top = (1 << bits) - 1
-    if conv_bias:
-        scaled = _scaled_requant(
-            g, layer, x, w, bias, multiplier, shift, bits, pool, uint8_next, carrier == "fast"
-        )
-        if scaled is not None:
-            return scaled
-    acc = _accumulate(g, layer, x, w, floats, top, bias if conv_bias else None)
-    rest = np.zeros_like(bias) if conv_bias else bias  # the bias still to be added
-    bound = accumulator_bound(w, bias if conv_bias else rest, bits)  # |acc| as it arrives
-    for dtype in (np.float32, np.float64) if exact32 else (np.float64,):
-        # one bound for all channels first: with per-layer multipliers, one offset then
-        fitted = fit_affine_requant(
-            rest, multiplier, shift, bits, np.full_like(bound, bound.max()), dtype
-        ) or fit_affine_requant(rest, multiplier, shift, bits, bound, dtype)
-        if fitted is None:
-            continue
-        scale, offset = fitted
-        if np.all(offset == offset[0]):
-            offset = offset[:1]
-        y = _cast(g, acc, dtype)
-        if pool is not None and y.dtype == np.float32:  # monotone requantisation: pool first
-            y, pool = _maxpool(g, y, pool), None
-        shape = channels if len(scale) > 1 else ()
-        v = g.op("Mul", [y.name, g.const(f"{name}_scale", scale.reshape(shape))], name)
-        shape = channels if len(offset) > 1 else ()
-        v = g.op("Add", [v, g.const(f"{name}_offset", offset.reshape(shape))], name)
-        v = g.op("Floor", [v], name)
-        lo, hi = g.const("zero", np.zeros((), dtype)), g.const("top", np.array(top, dtype))
-        codes = _Value(g.op("Clip", [v, lo, hi], name), np.dtype(dtype))
-        break
-    else:  # the int64 formula
-        wide = _cast(g, acc, np.int64).name
-        v = g.op("Add", [wide, g.const(f"{name}_bias", rest.reshape(channels))], name)
-        v = g.op("Mul", [v, g.const(f"{name}_multiplier", multiplier.reshape(channels))], name)
-        half = np.left_shift(np.int64(1), shift - 1).reshape(channels)
-        v = g.op("Add", [v, g.const(f"{name}_half", half)], name)
-        v = g.op("Max", [v, g.const("zero", np.int64(0))], name)
-        step = np.left_shift(np.int64(1), shift).reshape(channels)
-        v = g.op("Div", [v, g.const(f"{name}_step", step)], name)
-        codes = _Value(g.op("Min", [v, g.const("top", np.int64(top))], name), np.dtype(np.int64))
-    return _maxpool(g, codes, pool) if pool is not None else codes
-
-
-def _scaled_requant(
-    g: _Builder,
-    layer: dict[str, Any],
-    x: _Value,
-    w: np.ndarray,
-    bias: np.ndarray,
-    multiplier: np.ndarray,
-    shift: np.ndarray,
-    bits: int,
-    pool: dict[str, Any] | None,
-    uint8_next: bool,
-    qlinear: bool = False,
-) -> _Value | None:
-    """A float32 convolution requantised without an Add (`quant.fit_scaled_requant`: the
-    offset goes into the convolution's bias), or None where no such constants exist.
-
-    With one scale and one top threshold B for all channels (per-layer multipliers):
-    Conv -> Clip(0, B) -> [MaxPool] -> Mul -> Round, where ONNX Runtime fuses the Clip
-    into the convolution (clipping the accumulators at the threshold of the top code is
-    the clip of the codes, Mul and rounding being non-decreasing); before a layer that takes
-    uint8 codes, the floor rounding ends at that layer's Cast (truncation). Otherwise
-    Conv -> [MaxPool] -> Mul -> Round -> Clip. Each node saved is ~2-3 us at batch 1."""
-    name, top = layer["name"], (1 << bits) - 1
-    raw = accumulator_bound(w, np.zeros_like(bias), bits)
-    order = ("floor", "half_even") if uint8_next and not _qlinear(layer, qlinear) else ROUNDINGS
-    fitted = fit_scaled_requant(bias, multiplier, shift, bits, raw, order)
-    if fitted is None:
-        return None
-    rounding, scale, offset = fitted
-    n_bias = bias + offset  # what the convolution adds
-    if _qlinear(layer, qlinear) and rounding == "half_even" and _int8_exact(w, top):
-        return _qlinear_conv(g, layer, x, w, n_bias, scale, top, pool)
-    acc = _accumulate(g, layer, x, w, True, top, n_bias)
-    # the least arriving value with the top code, per channel (past float32's integers:
-    # none reaches it, and the most that arrives is the clip)
-    ceiling = requant_thresholds(bias, multiplier, shift, bits)[:, -1] + n_bias
-    rounded = np.rint if rounding == "half_even" else np.floor
-    if len(scale) == 1 and np.all(ceiling == ceiling[0]):
-        c = np.float32(ceiling[0] if ceiling[0] < FLOAT32_EXACT else (raw + n_bias).max())
-        if c > 0 and rounded(np.float32(c * scale[0])) <= top:  # checked: no code past top
-            hi = g.const(f"{name}_ceiling", c)
-            acc = _Value(
-                g.op("Clip", [acc.name, g.const("zero", np.float32(0)), hi], name), acc.dtype
-            )
-            if pool is not None:
-                acc = _maxpool(g, acc, pool)
-            v = g.op("Mul", [acc.name, g.const(f"{name}_scale", scale.reshape(()))], name)
-            if rounding == "floor":
-                return _Value(v, np.dtype(np.float32), floor_pending=True)
-            return _Value(g.op("Round", [v], name), np.dtype(np.float32))
-    if pool is not None:  # monotone requantisation: pool first
-        acc = _maxpool(g, acc, pool)
-    shape = (1, -1, 1, 1) if len(scale) > 1 else ()
-    v = g.op("Mul", [acc.name, g.const(f"{name}_scale", scale.reshape(shape))], name)
-    v = g.op("Round" if rounding == "half_even" else "Floor", [v], name)
-    lo, hi = g.const("zero", np.float32(0)), g.const("top", np.float32(top))
-    return _Value(g.op("Clip", [v, lo, hi], name), np.dtype(np.float32))
-
-
-def _qlinear(layer: dict[str, Any], allowed: bool) -> bool:
-    """Whether a float-exact convolution runs as QLinearConv: where allowed ("fast") and it
-    has QLINEAR_MIN_CHANNELS input channels or more. Measured in ONNX Runtime 1.32 (AVX-512
-    VNNI, one thread): 16 -> 32 channels 5x5 on 12x12 maps, 9 us as QLinearConv and 18 us as
-    a float Conv at batch 1 (batch 64: 0.38 vs 1.0 ms); 1 -> 16 channels on 28x28, 25 vs 7 us
-    (4.3 vs 0.27 ms: its int8 kernels want channels to work on)."""
-    return allowed and layer["op"] == "conv2d" and layer["in_channels"] >= QLINEAR_MIN_CHANNELS
-
-
-def _int8_exact(w: np.ndarray, top: int) -> bool:
-    """Whether a uint8 x int8 kernel multiplies codes 0..top by w exactly (see _accumulate:
-    AVX2 adds pairs of products in saturating int16)."""
-    biggest = int(np.abs(w).max(initial=0))
-    return biggest <= 127 and 2 * top * biggest <= 32767
-
-
-def _qlinear_conv(
-    g: _Builder,
-    layer: dict[str, Any],
-    x: _Value,
-    w: np.ndarray,
-    n_bias: np.ndarray,
-    scale: np.ndarray,
-    top: int,
-    pool: dict[str, Any] | None,
-) -> _Value:
-    """Convolution and requantisation in one QLinearConv on uint8 codes: int32 accumulators
-    plus the int32 bias, times x_scale * w_scale / y_scale = 1 * scale / 1 in float32,
-    rounded half to even, saturated to 0..255: `scaled_requantize(n, scale, 8, "half_even")`
-    with the ReLU's clip at 0 (measured equal on 1.6M accumulators, ties included, and
-    checked by the tests against the reference); then a uint8 Clip at the top code. ONNX
-    Runtime runs it in NHWC with int8 dot products: a third of its float Conv's time."""
-    name = layer["name"]
-    k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
-    per_channel = len(scale) > 1
-    operands = [
-        _cast(g, x, np.uint8).name,
-        g.const("one", np.float32(1)),
-        g.const("zero_u8", np.uint8(0)),
-        g.const(f"{name}_weights", w.astype(np.int8)),
-        g.const(f"{name}_scale", scale.astype(np.float32) if per_channel else scale[0]),
-        g.const(f"{name}_zero", np.zeros(len(w), np.int8) if per_channel else np.int8(0)),
-        g.const("one", np.float32(1)),
-        g.const("zero_u8", np.uint8(0)),
-        g.const(f"{name}_bias", n_bias.astype(np.int32)),
-    ]
-    y = _Value(
-        g.op("QLinearConv", operands, name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4),
-        np.dtype(np.uint8),
-    )
-    if pool is not None:  # max-pool and clip commute
-        y = _maxpool(g, y, pool)
-    if top < 255:
-        lo, hi = g.const("zero_u8", np.uint8(0)), g.const("top_u8", np.uint8(top))
-        y = _Value(g.op("Clip", [y.name, lo, hi], name), np.dtype(np.uint8))
-    return y
-
-
-def _logits(
-    g: _Builder,
-    bundle: Bundle,
-    layer: dict[str, Any],
-    x: _Value,
-    carrier: Carrier,
-    dtype: Any,
-) -> np.dtype:
-    """The last layer: accumulators + bias, as `logits` of `dtype` (None: the accumulator's);
-    the dtype they got."""
-    if layer["op"] != "linear":
-        raise ExportError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
-    name = layer["name"]
-    w = g.weights(bundle, layer)
-    bias = bundle.tensors[f"{name}.bias"].astype(np.int64)
-    bits = int(bundle.manifest["activation_bits"])
-    bound = int(accumulator_bound(w, bias, bits).max())
-    floats = _floats(carrier, layer, bound < FLOAT32_EXACT, w.size)
-    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1)
-    dtype = acc.dtype if dtype is None else np.dtype(dtype)
-    if dtype == np.float32 and bound >= FLOAT32_EXACT:
-        raise ExportError(f"layer {name}: logits up to {bound} are not exact in float32")
-    # exact in both: |acc + bias| < 2^24 in float32, < 2^31 (the bundle's bound) in int32
-    total = g.const(f"{name}_bias", bias.astype(acc.dtype))
-    if acc.dtype == dtype:
-        g.op("Add", [acc.name, total], name, out="logits")
-    else:
-        total = g.op("Add", [acc.name, total], name)
-        g.op("Cast", [total], name, out="logits", to=pb.DTYPES[dtype])
-    return dtype

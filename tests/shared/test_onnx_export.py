@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared import onnx_export
+from shared import onnx_export, onnx_layers
 from shared.bundle import decode_bundle, encode_bundle
 from shared.engine import IntegerNetwork
 from shared.onnx_export import ExportError, to_onnx
@@ -86,12 +86,12 @@ def test_extreme_weights_and_codes_do_not_saturate(carrier):
 @pytest.mark.parametrize("carrier", CARRIERS)
 @pytest.mark.parametrize("path", ["float64", "int64"])
 def test_fallback_requantisations_agree(monkeypatch, carrier, path):
-    real = onnx_export.fit_affine_requant
+    real = onnx_layers.fit_affine_requant
 
     def fit(*args):  # no float32 constants (float64 path) or none at all (int64 path)
         return None if path == "int64" or args[-1] == np.float32 else real(*args)
 
-    monkeypatch.setattr(onnx_export, "fit_affine_requant", fit)
+    monkeypatch.setattr(onnx_layers, "fit_affine_requant", fit)
     bundle = decode_bundle(make_random_bundle(4, per_channel=True))
     model = to_onnx(bundle, carrier=carrier)
     ops = {n.op_type for n in onnx.load_from_string(model).graph.node}
