@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from client.batching import predict_each
 from shared import errors
 from shared.bundle import Bundle
 from shared.errors import NotReadyError, SIQError
@@ -100,23 +101,20 @@ def _serve(
 
 
 def _predict(network: Any, inputs: list[tuple[int, np.ndarray, dict[str, float]]]) -> list:
-    """One network call for the batch; if it fails, each request alone (its error its own)."""
+    """One network call for the batch (`predict_each`: on failure, each request alone, its
+    error its own); each answer with its share of the call's time."""
     if not inputs:
         return []
-    try:
-        start = time.perf_counter()
-        labels, probs = network.predict(np.concatenate([x for _, x, _ in inputs]))
-        per_image = (time.perf_counter() - start) * 1e3 / len(labels)
-    except Exception as exc:
-        if len(inputs) == 1:
-            return [(inputs[0][0], "error", _portable(exc))]
-        return [answer for item in inputs for answer in _predict(network, [item])]
-    out, start = [], 0
-    for job, x, timings in inputs:
-        end = start + len(x)
-        timings["inference"] = round(per_image * len(x), 3)
-        out.append((job, "ok", (labels[start:end], probs[start:end], timings)))
-        start = end
+    start = time.perf_counter()
+    results = predict_each(network.predict, [x for _, x, _ in inputs])
+    per_image = (time.perf_counter() - start) * 1e3 / sum(len(x) for _, x, _ in inputs)
+    out: list[tuple[int, str, Any]] = []
+    for (job, x, timings), result in zip(inputs, results, strict=True):
+        if isinstance(result, Exception):
+            out.append((job, "error", _portable(result)))
+        else:
+            timings["inference"] = round(per_image * len(x), 3)
+            out.append((job, "ok", (*result, timings)))
     return out
 
 

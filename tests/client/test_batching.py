@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from client import batching
-from client.batching import INLINE_S, Batcher
+from client.batching import INLINE_S, Batcher, predict_each
 from tests.conftest import run_async
 
 
@@ -81,6 +81,16 @@ def test_a_failing_request_fails_alone():
     assert isinstance(bad, ValueError)
     assert first[0].tolist() == [1] and third[0].tolist() == [3]
     assert net.calls == [3, 1, 1, 1]  # the batch, then each alone
+
+
+def test_predict_each_gives_each_input_its_rows_or_its_own_error():
+    net = Recording()
+    rows, bad, last = predict_each(net.predict, [images(1, 2), images(-1), images(5)])
+    assert isinstance(bad, ValueError)
+    assert rows[0].tolist() == [1, 2] and rows[1].shape == (2, 2) and last[0].tolist() == [5]
+    assert net.calls == [4, 2, 1, 1]  # the batch, then each input alone
+    (whole,) = predict_each(net.predict, [images(7, 8)])
+    assert net.calls[-1] == 2 and whole[0].tolist() == [7, 8]  # one input: one call
 
 
 def test_a_caller_that_leaves_does_not_hold_up_the_others():
