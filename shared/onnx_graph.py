@@ -55,7 +55,7 @@ class Value:
     name: str
     dtype: np.dtype
     # non-negative floats whose floor is the value: a Cast to uint8 (which truncates) takes
-    # them as they are, any other use gets the Floor first (`_cast`, `_settled`)
+    # them as they are, any other use gets the Floor first (`cast`, `settled`)
     floor_pending: bool = False
 
 

@@ -125,7 +125,7 @@ def _accumulate(
         # as uint8 w + 128 with zero point 128, which its kernels widen before multiplying.
         x = cast(g, x, np.uint8)
         operands = [x.name]
-        if 2 * top_code * int(np.abs(w).max(initial=0)) <= 32767:
+        if _int8_exact(w, top_code):
             operands += [
                 g.const(f"{name}_weights", weights.astype(np.int8)),
                 g.const("zero_u8", np.uint8(0)),
