@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from bench.compression_report import KB, RATIO_STRETCH, RATIO_TARGET, plot, render
-from bench.report import run_environment
+from bench.report import run_environment, utc_now
 from server.data import load_dataset
 from server.training.pipeline import QuantizeConfig, quantize_model, train_float
 from shared import bundle_v2, entropy
@@ -349,7 +349,7 @@ def time_job(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {
         "command": command,
         "budget": args.time_job,
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "when": utc_now(),
         "load_average_before": list(os.getloadavg()),
         "note": os.environ.get("SIQ_BENCH_NOTE", ""),
     }

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.handwriting_sets import DEV_COUNT, canvas_digits, recognise, uci_digits
+from bench.report import utc_now
 from bench.sections import replace_section
 
 __all__ = ["main", "GOAL"]
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "after_epochs": f"{RECIPES['mnist'].epochs:g}",
         "step_cost": step_cost(),
         "command": command,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": utc_now(),
         "environment": {
             "cpus": os.cpu_count(),
             "machine": platform.machine(),

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.onchip_report import render
+from bench.report import utc_now
 from shared.bundle import Bundle, read_bundle_file
 from shared.cgen import generate_bundle_c
 from shared.cgen.toolchain import (
@@ -395,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench_onchip] {exc}", file=sys.stderr)
         return 2
     out_json = args.out / "onchip.json"
+    command = " ".join(["python -m bench.bench_onchip", *(argv or [])])  # this run's
     if args.render_only:
         res = json.loads(out_json.read_text())
         for other in args.merge or []:
@@ -407,9 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             res["environment"]["command"] += " ; " + part["environment"]["command"]
         if args.merge:
             res["mnist"].sort(key=_row_order)
-            res["environment"]["command"] += " ; " + " ".join(
-                ["python -m bench.bench_onchip", *(argv or [])]
-            )
+            res["environment"]["command"] += " ; " + command
             out_json.write_text(json.dumps(res, indent=1))
     else:
         for why in (missing_host_tools(), missing_arm_tools()):
@@ -420,10 +420,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def save(res: dict[str, Any], partial: bool) -> None:
             res["environment"] = {
-                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "when": utc_now(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                 "tools": _tool_versions(),
-                "command": " ".join(["python -m bench.bench_onchip", *(argv or [])]),
+                "command": command,
                 "note": os.environ.get(
                     "SIQ_BENCH_NOTE",
                     "The machine was shared with other engineers' work; that affects only the "
@@ -438,10 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(out_json.read_text())
             with tempfile.TemporaryDirectory() as tmp:
                 res["office10"] = office10_row(args, Path(tmp) / "bundles", Path(tmp))
-            command = " ".join(["python -m bench.bench_onchip", *(argv or [])])
             res["environment"]["command"] += f" ; then the office10 row by {command}"
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            res["environment"]["note"] += f" The office10 row was measured again on {when}."
+            res["environment"]["note"] += f" The office10 row was measured again on {utc_now()}."
             out_json.write_text(json.dumps(res, indent=1))
         else:
             res = measure_folder(args) if args.measure_bundles else run(args, save)

@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image
 
 from bench.bench_client import http_load, load_images
+from bench.report import utc_now
 from scripts.processes import ServiceProcess, pick_port
 
 __all__ = ["main"]
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             server.update(
                 command=result["command"],
                 seconds=min(args.seconds, 5.0),
-                when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                when=utc_now(),
                 note=result["note"],
             )
             result["server"] = server

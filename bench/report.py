@@ -34,13 +34,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("mnist", "office10")
 
 
+def utc_now() -> str:
+    """When a result was measured, as every benchmark's environment block states it."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def run_environment(threads: int) -> dict[str, Any]:
     """Where and when a training benchmark ran, as its JSON records it (SIQ_BENCH_NOTE: a
     line on the conditions, e.g. what else the machine was doing)."""
     import torch
 
     return {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "when": utc_now(),
         "threads": threads,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
