@@ -129,10 +129,13 @@ def create_app(
             max_pixels=settings.max_pixels,
             max_request_pixels=settings.max_request_pixels,
             observe=metrics.batch_images.observe,
+            lost=lambda reason: metrics.inference_process_losses.labels(reason).inc(),
         )
         if settings.inference_processes
         else None
     )
+    if app.state.processes is not None:
+        metrics.inference_processes.set_function(app.state.processes.running)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

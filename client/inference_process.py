@@ -164,6 +164,7 @@ class InferencePool:
         batch_timeout_s: float = BATCH_TIMEOUT_S,
         target: Callable[..., None] = _serve,  # the child's main (tests give a stand-in)
         observe: Callable[[int], Any] | None = None,  # told each batch's images run (metrics)
+        lost: Callable[[str], Any] | None = None,  # told each child lost, by reason (metrics)
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -176,6 +177,7 @@ class InferencePool:
         self.batch_timeout_s = batch_timeout_s
         self._target = target
         self._observe = observe
+        self._lost_one = lost
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._children: list[_Child] = []
         self._waiting: collections.deque[tuple[int, _Job]] = collections.deque()
@@ -199,6 +201,10 @@ class InferencePool:
 
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._children if c.process.pid is not None]
+
+    def running(self) -> int:
+        """Children started and not yet lost or stopped (the metrics' gauge)."""
+        return len(self._children)
 
     def close(self) -> None:
         """Stop every child (the lifespan's end)."""
@@ -273,7 +279,7 @@ class InferencePool:
         )
         child.process.kill()
         why = f"the inference process gave no answer in {self.batch_timeout_s:g} s; try again"
-        self._lost(child, NotReadyError(why))
+        self._lost(child, NotReadyError(why), "unanswered")
 
     def _readable(self, child: _Child) -> None:
         try:
@@ -288,6 +294,7 @@ class InferencePool:
             else:
                 log.error("inference process could not load bundle %s: %s", child.bundle.id, why)
                 failed = NotReadyError(f"the inference process failed: {why}")
+                self._count_lost("load_failed")
                 self._stop(child, failed)
                 self._fail_waiting(failed)
             self._feed()
@@ -320,15 +327,20 @@ class InferencePool:
             child.process.exitcode,
             len(child.in_flight),
         )
-        self._lost(child, NotReadyError("the inference process exited; try again"))
+        self._lost(child, NotReadyError("the inference process exited; try again"), "exited")
 
-    def _lost(self, child: _Child, exc: Exception) -> None:
-        """A child gone: its batch fails with `exc`; a replacement takes the line."""
+    def _lost(self, child: _Child, exc: Exception, reason: str) -> None:
+        """A child gone (`reason`): its batch fails with `exc`; a replacement takes the line."""
+        self._count_lost(reason)
         self._stop(child, exc)
         if child.ready and self._waiting:  # the others in line were not its fault
             self._start(child.bundle, child.loop)
         elif not self._children:  # it never started: the next ones would fail the same way
             self._fail_waiting(exc)
+
+    def _count_lost(self, reason: str) -> None:
+        if self._lost_one is not None:
+            self._lost_one(reason)
 
     def _fail_waiting(self, exc: Exception) -> None:
         while self._waiting:

@@ -69,6 +69,18 @@ class ClientMetrics:
         self.loaded = Gauge(
             "siq_client_bundle_loaded", "1 when a bundle is serving", registry=self.registry
         )
+        self.inference_processes = Gauge(  # its function is the pool's, when there is one
+            "siq_client_inference_processes",
+            "inference processes running (SIQ_INFERENCE_PROCESSES; started by the first request)",
+            registry=self.registry,
+        )
+        self.inference_process_losses = Counter(
+            "siq_client_inference_process_losses_total",
+            "inference processes lost, by reason (exited, unanswered: killed after its batch's "
+            "deadline, load_failed); each is started again",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,7 +4,8 @@
 
 Builds both images from this checkout, brings the stack up, waits for both healthchecks,
 trains a small MNIST job over HTTP, sees the client pick the bundle up and recognise test
-digits, scales to three clients and recognises on each (addressed as 127.0.0.1:<port> from
+digits (in its inference process: compose sets SIQ_INFERENCE_PROCESSES=1), scales to three
+clients and recognises on each (addressed as 127.0.0.1:<port> from
 `compose port --index N client 8001`), restarts the server mid-job (the clients keep
 serving, the job ends `interrupted`), then `down` and `up` and finds the bundle kept.
 
@@ -192,6 +193,14 @@ class Stack:
         got = np.array([r["label"] for r in answer.json()["results"]])
         return float((got == labels).mean())
 
+    def inference_processes(self, client: str) -> float:
+        """The client's running inference processes, from its /metrics gauge."""
+        text = self.http.get(f"{client}/metrics").raise_for_status().text
+        for line in text.splitlines():
+            if line.startswith("siq_client_inference_processes "):
+                return float(line.split()[-1])
+        raise SmokeFailure(f"{client}/metrics has no siq_client_inference_processes")
+
     def logs(self) -> str:
         return self.run("logs", "--no-color", "--tail", "60", check=False)
 
@@ -241,6 +250,10 @@ def smoke(stack: Stack, data_dir: Path, timings: dict[str, float]) -> dict[str, 
         first = stack.client_url(1)
         wait_for("client 1 to serve the new bundle", lambda: stack.serving(first, bundle), 120)
         facts["accuracy"] = [stack.accuracy(first, pngs, labels)]
+        # compose's SIQ_INFERENCE_PROCESSES=1: the digits ran in a child, in the container
+        facts["inference_processes"] = stack.inference_processes(first)
+        if facts["inference_processes"] < 1:
+            raise SmokeFailure("the client recognised in its server process, not in a child")
     with timed(timings, "scale_to_3"):
         stack.run("up", "-d", "--no-recreate", "--scale", "client=3")
         wait_for("three healthy clients", lambda: stack.healthy("client", 3), 180, 2)

@@ -42,6 +42,14 @@ def _post(http, files):
     return http.post("/recognize", files=files)
 
 
+def _metric(http, name: str) -> float | None:
+    """A sample's value on /metrics (`name` with its labels), None when it is not there."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
 def test_answers_equal_the_in_process_route(both, digits):
     inline, child = both
     files = [("files", (f"d{i}.png", png_bytes(d), "image/png")) for i, d in enumerate(digits)]
@@ -56,6 +64,8 @@ def test_answers_equal_the_in_process_route(both, digits):
     assert "siq_client_batch_images_count" in metrics
     count = next(x for x in metrics.splitlines() if x.startswith("siq_client_batch_images_count"))
     assert float(count.split()[-1]) >= 1
+    assert _metric(child, "siq_client_inference_processes") == 1
+    assert _metric(inline, "siq_client_inference_processes") == 0
 
 
 @pytest.mark.parametrize(
@@ -96,6 +106,9 @@ def test_a_child_that_dies_is_replaced(both, digits):
     answers = [_post(child, good).status_code for _ in range(3)]
     assert answers == [200, 200, 200]
     assert child.app.state.processes.pids() != [pid]
+    # an operator sees it: one child lost because it exited, one running again
+    assert _metric(child, 'siq_client_inference_process_losses_total{reason="exited"}') == 1
+    assert _metric(child, "siq_client_inference_processes") == 1
 
 
 def test_inference_processes_cannot_be_negative():
@@ -177,7 +190,8 @@ def test_a_child_that_never_answers_is_killed_and_its_requests_get_503(bundle_a,
     from shared.errors import NotReadyError
     from tests.conftest import run_async
 
-    pool = InferencePool(1, max_pixels=10**6, batch_timeout_s=0.5, target=_hang)
+    losses: list[str] = []
+    pool = InferencePool(1, max_pixels=10**6, batch_timeout_s=0.5, target=_hang, lost=losses.append)
     uploads = [("d.png", png_bytes(digits[0]))]
 
     async def main():
@@ -195,6 +209,7 @@ def test_a_child_that_never_answers_is_killed_and_its_requests_get_503(bundle_a,
 
     waited, pid = run_async(main)
     assert waited < 30  # the spawn, then the 0.5 s deadline: not for ever
+    assert losses == ["unanswered"]
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(pid, 0)
 

@@ -221,6 +221,7 @@ def test_compose_defaults_are_accepted_by_the_settings(
 
         client_settings, source = load_client_settings()
         assert source.kind == "latest" and client_settings.server_url == "http://server:8000"
+        assert client_settings.inference_processes == 1  # the deployment recognises in a child
 
 
 # ---------------------------------------------------------------- the `ray` profile
