@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 
 from bench.client_report import write_report
+from bench.report import default_data_dir
 from scripts.processes import start_service
 from shared.bundle import decode_bundle, layer_weights
 from shared.engine import IntegerNetwork, load_engine
@@ -40,11 +41,6 @@ __all__ = ["main", "float_model", "time_per_batch", "http_load", "multipart_requ
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-
-
-def _data_dir() -> Path:
-    """$SIQ_DATA_DIR, else ../shared/data beside the checkout (as `make bench` sets it)."""
-    return Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
 def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
@@ -59,7 +55,7 @@ def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
         return data, f"file {Path(path).name} ({made})"
     from server.training.pipeline import QuantizeConfig, run_pipeline
 
-    data_dir = _data_dir()
+    data_dir = default_data_dir()
     dataset = "mnist" if (data_dir / "mnist").is_dir() else "digits"
     # a quick model: the benchmark measures speed, which does not depend on accuracy
     config = QuantizeConfig(
@@ -177,7 +173,7 @@ def load_images(count: int, dataset: str | None = None) -> list[bytes]:
 
     from PIL import Image
 
-    data_dir = _data_dir()
+    data_dir = default_data_dir()
     folder = data_dir / dataset / "test" if dataset else None
     if folder is not None and folder.is_dir():
         classes = [sorted(p for p in c.iterdir() if p.is_file()) for c in sorted(folder.iterdir())]

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from bench.compression_report import KB, RATIO_STRETCH, RATIO_TARGET, plot, render
-from bench.report import run_environment, utc_now
+from bench.report import default_data_dir, run_environment, utc_now
 from server.data import load_dataset
 from server.training.pipeline import QuantizeConfig, quantize_model, train_float
 from shared import bundle_v2, entropy
@@ -52,18 +52,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 JOB_FILE = "compression_job.json"  # --time-job's measurement, read by --render-only
 
 
-def _default_data_dir() -> Path:
-    env = os.environ.get("SIQ_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _ints(s: str) -> list[int]:
     return [] if s == "none" else [int(v) for v in s.split(",") if v]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_compression", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument(
         "--budgets",
         type=_ints,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.handwriting_sets import DEV_COUNT, canvas_digits, recognise, uci_digits
-from bench.report import utc_now
+from bench.report import default_data_dir, utc_now
 from bench.sections import replace_section
 
 __all__ = ["main", "GOAL"]
@@ -40,11 +40,6 @@ __all__ = ["main", "GOAL"]
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL = {"outside": 0.97, "mnist": 0.993, "seconds": 180.0}
 SECTION = "handwriting"
-
-
-def _default_data_dir() -> Path:
-    env = os.environ.get("SIQ_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # the MNIST recipe before the handwriting augmentation: 6 epochs, random shifts only
@@ -196,7 +191,7 @@ def render(res: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_handwriting", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument("--before", type=Path, help="a bundle trained as before (else: train one)")
     p.add_argument("--after", type=Path, help="a bundle trained with the augmentation")
     p.add_argument("--before-seconds", type=float, help="its job's time, when given a bundle")

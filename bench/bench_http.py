@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_client import RESULTS, _data_dir, get_bundle, http_load, load_images
+from bench.bench_client import RESULTS, get_bundle, http_load, load_images
+from bench.report import default_data_dir
 from scripts.processes import ServiceProcess, start_service
 
 __all__ = ["main", "photo_jpegs", "measure", "section", "write_section", "kept_section"]
@@ -48,7 +49,7 @@ def photo_jpegs(count: int, side: int = 300, quality: int = 90) -> list[bytes]:
     square resized; [] when office10 is not there."""
     from PIL import Image
 
-    folder = _data_dir() / "office10" / "test"
+    folder = default_data_dir() / "office10" / "test"
     if not folder.is_dir():
         return []
     classes = [sorted(p for p in c.iterdir() if p.is_file()) for c in sorted(folder.iterdir())]
@@ -83,7 +84,7 @@ def photo_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
         seed=0,
         train_limit=300,
     )
-    result = run_pipeline(config, _data_dir(), work / "photo")
+    result = run_pipeline(config, default_data_dir(), work / "photo")
     return Path(result.bundle_path).read_bytes(), (
         "run_pipeline(office10, 300 photos, 1 epoch, 1 SIQ iteration)"
     )

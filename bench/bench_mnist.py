@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.report import layer_histograms, run_environment
+from bench.report import default_data_dir, layer_histograms, run_environment
 from bench.sections import kept_sections
 from server.data import load_dataset
 from server.training.codebook import fit_codebook, within_cluster_sse
@@ -39,19 +38,13 @@ PIPELINE_SECONDS_TARGET = 180.0
 SIZE_RATIO_TARGET = 7.5
 
 
-def _default_data_dir() -> Path:
-    """$SIQ_DATA_DIR, else ../shared/data beside the checkout (as `make bench` sets it)."""
-    env = os.environ.get("SIQ_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _ints(s: str) -> list[int]:
     return [int(v) for v in s.split(",") if v]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_mnist", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument("--epochs", type=float, default=None, help="float epochs (default: mnist's)")
     p.add_argument("--max-iterations", type=int, default=5)
     p.add_argument("--grid-weight-bits", type=_ints, default=[2, 3, 4, 5, 8])

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.onchip_report import render
-from bench.report import utc_now
+from bench.report import default_data_dir, utc_now
 from shared.bundle import Bundle, read_bundle_file
 from shared.cgen import generate_bundle_c
 from shared.cgen.toolchain import (
@@ -52,18 +52,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MIXED_BITS = ("W2:fc1=1", "W4:fc1=1")
 
 
-def _default_data_dir() -> Path:
-    env = os.environ.get("SIQ_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _log(msg: str) -> None:
     print(f"[bench_onchip {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.bench_onchip", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument("--epochs", type=float, default=5.0, help="MNIST float epochs")
     p.add_argument("--retrain-epochs", type=float, default=0.5)
     p.add_argument("--max-iterations", type=int, default=2)

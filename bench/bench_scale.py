@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.report import default_data_dir
 from bench.scale_report import CPUS, RESULTS, lock_holds, write_results
 
 __all__ = ["main", "sweep_body", "run_sweep", "ray_task_overhead", "model_nodes", "summarize"]
@@ -170,7 +171,7 @@ def measure(
     """`rounds` rounds of every variant; `first_round` continues an earlier run's rotation."""
     import ray
 
-    data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
+    data_dir = default_data_dir()
     if not (data_dir / "mnist").is_dir():
         raise SystemExit(f"bench_scale needs MNIST under {data_dir}/mnist")
     body = sweep_body(train_limit, test_limit)

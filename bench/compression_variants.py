@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_compression import _default_data_dir
+from bench.report import default_data_dir
 from server.data import load_dataset
 from server.training.pipeline import QuantizeConfig, quantize_model
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--budget", type=int, default=22482)
     p.add_argument("--float-cache", type=Path, required=True)
-    p.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    p.add_argument("--data-dir", type=Path, default=default_data_dir())
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(1)

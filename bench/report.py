@@ -34,6 +34,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("mnist", "office10")
 
 
+def default_data_dir() -> Path:
+    """$SIQ_DATA_DIR, else ../shared/data beside the checkout (as `make bench` sets it)."""
+    env = os.environ.get("SIQ_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 def utc_now() -> str:
     """When a result was measured, as every benchmark's environment block states it."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
