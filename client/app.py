@@ -102,8 +102,12 @@ def create_app(
         # Made here, in the serving event loop, which an anyio limiter belongs to.
         app.state.lanes = dispatcher.lanes = Lanes(settings.inference_workers)
         stop = asyncio.Event()
+        pool = app.state.processes
+        warm = None if pool is None else lambda loaded: pool.warm(loaded.bundle)
+        if warm is not None and manager.current is not None:
+            warm(manager.current)  # the children load the network before the first request
         poller = asyncio.create_task(
-            manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s)
+            manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s, warm)
         )
         try:
             yield

@@ -189,15 +189,23 @@ class InferencePool:
         network in a child; the request's own error (ImageError, a pixel budget's 413...)
         raised here; None for a request over `child_pixels`, for the caller to run itself."""
         loop = asyncio.get_running_loop()
+        self.warm(bundle)
+        future: asyncio.Future[Answer | None] = loop.create_future()
+        self._waiting.append((next(self._jobs), _Job(uploads, future)))
+        self._feed()
+        return await future
+
+    def warm(self, bundle: Bundle) -> None:
+        """Have `processes` children of `bundle` on the running loop, starting the missing
+        ones (they load the network while requests wait in line); children of another bundle
+        stop once their batch is answered. The app calls it when a bundle goes into service,
+        so the first request does not wait for a spawn; `recognize` calls it too."""
+        loop = asyncio.get_running_loop()
         if self._stopped:  # children stopped earlier: reap the ones that have exited
             self._reap()
         self._retire(bundle.id, loop)
         while len(self._children) < self.processes:
             self._start(bundle, loop)
-        future: asyncio.Future[Answer | None] = loop.create_future()
-        self._waiting.append((next(self._jobs), _Job(uploads, future)))
-        self._feed()
-        return await future
 
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._children if c.process.pid is not None]

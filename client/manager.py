@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,12 +177,20 @@ class BundleManager:
             return False
         return self.source.kind == "latest" or self.current is None
 
-    async def poll(self, stop: asyncio.Event, poll_interval: float, retry_interval: float):
+    async def poll(
+        self,
+        stop: asyncio.Event,
+        poll_interval: float,
+        retry_interval: float,
+        swapped: Callable[[LoadedBundle], Any] | None = None,
+    ):
         """Refresh until `stop` is set: every poll_interval for `latest`, every retry_interval
-        until an id source is loaded (then stop)."""
+        until an id source is loaded (then stop). `swapped` is called, on this loop, with
+        each bundle put into service."""
         while not stop.is_set() and self.needs_polling:
             try:
-                await asyncio.to_thread(self.refresh)
+                if await asyncio.to_thread(self.refresh) and swapped is not None:
+                    swapped(self.current)
             except Exception:  # a bug must not end polling silently
                 log.exception("unexpected error while refreshing the bundle")
             if not self.needs_polling:

@@ -71,7 +71,7 @@ class ClientMetrics:
         )
         self.inference_processes = Gauge(  # its function is the pool's, when there is one
             "siq_client_inference_processes",
-            "inference processes running (SIQ_INFERENCE_PROCESSES; started by the first request)",
+            "inference processes running (SIQ_INFERENCE_PROCESSES; started with each bundle)",
             registry=self.registry,
         )
         self.inference_process_losses = Counter(

@@ -269,6 +269,8 @@ def run(args: argparse.Namespace, services: list[ServiceProcess]) -> None:
             "SIQ_STATE_DIR": str(state / "client"),
             "SIQ_POLL_INTERVAL_S": os.environ.get("SIQ_POLL_INTERVAL_S", "2"),
             "SIQ_RETRY_INTERVAL_S": os.environ.get("SIQ_RETRY_INTERVAL_S", "1"),
+            # as docker-compose.yml: recognition in one child process beside the event loop
+            "SIQ_INFERENCE_PROCESSES": os.environ.get("SIQ_INFERENCE_PROCESSES", "1"),
         }
         client = _start("client", args, args.client_port, client_env, state / "logs/client.log")
         services.append(client)

@@ -263,3 +263,26 @@ def test_the_request_budget_holds_with_inference_processes(tmp_path_factory, bun
         refused = _post(http, [("files", (f"d{i}.png", png, "image/png")) for i in range(4)])
     assert ok.status_code == 200, ok.text
     assert refused.status_code == 413 and "limit per request" in refused.text
+
+
+def test_children_start_with_each_bundle_put_into_service(tmp_path, server, bundle_a, bundle_b, digits):  # fmt: skip
+    """Not with the first request: a bundle going into service (at start, or swapped in by
+    the poller) gets its children then, and the request finds them loaded."""
+    from shared.bundle import bundle_id
+    from tests.client.conftest import build_app
+    from tests.conftest import wait_until
+
+    server.publish(bundle_a)
+    app = build_app(tmp_path, "latest:digits", server, inference_processes=1, poll_interval_s=0.05)
+    app.state.manager.refresh()  # serving from the start, as from the cache
+    pool = app.state.processes
+    with TestClient(app) as http:
+        first = wait_until(pool.pids, 30, 0.02, what="a child before any request")
+        assert _metric(http, "siq_client_inference_processes") == 1
+        server.publish(bundle_b)
+        swapped = wait_until(
+            lambda: pool.pids() != first and pool.pids(), 30, 0.02, what="the new bundle's child"
+        )
+        answer = _post(http, {"file": ("d.png", png_bytes(digits[0]), "image/png")})
+        assert answer.status_code == 200 and answer.json()["bundle_id"] == bundle_id(bundle_b)
+        assert pool.pids() == swapped  # the child started with the swap, not by the request
