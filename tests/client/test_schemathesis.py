@@ -11,14 +11,15 @@ from tests.schema_fuzz import run_schemathesis, schemathesis_cli
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(tmp_path, service_env, bundle_a):
+@pytest.mark.parametrize("processes", ["0", "1"])  # in the serving process, in a child
+def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(tmp_path, service_env, bundle_a, processes):  # fmt: skip
     if schemathesis_cli() is None:
         pytest.skip("schemathesis is not installed (make install installs the dev extra)")
     path = tmp_path / "a.siq"
     path.write_bytes(bundle_a)
     env = dict(
         service_env, SIQ_BUNDLE=str(path), SIQ_STATE_DIR=str(tmp_path / "state"),
-        SIQ_BODY_TIMEOUT_S="5",
+        SIQ_BODY_TIMEOUT_S="5", SIQ_INFERENCE_PROCESSES=processes,
     )  # fmt: skip
     client = start_service("client", env, tmp_path / "client.log")
     try:
