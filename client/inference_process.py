@@ -16,6 +16,11 @@ network once for the batch and answers each request (labels, probabilities, timi
 own error: an image it cannot decode fails alone, with the same 4xx). The event loop reads
 the answers when the pipe is readable (`add_reader`): no thread on the serving side.
 
+`run(bundle, work)` sends one whole request's work instead, a picklable `work(loaded)` that
+runs alone in a child: the Open Inference Protocol's `infer` route sends `infer_bytes` (the
+body in, the answer's bytes out), so parsing, decoding, the network and encoding leave the
+serving process too.
+
 A child that dies (a crash in a decoder, a kill), or leaves a batch unanswered for
 `BATCH_TIMEOUT_S` (and is killed), fails that batch's requests with 503 and is started again
 for the next. A new bundle gets new children; the old ones finish their batch
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from client.batching import predict_each
+from client.oip_codec import ProtocolError
 from shared import errors
 from shared.bundle import Bundle
 from shared.errors import NotReadyError, SIQError
@@ -84,6 +90,12 @@ def _serve(
         answers: list[tuple[int, str, Any]] = []
         inputs: list[tuple[int, np.ndarray, dict[str, float]]] = []
         for job, uploads in jobs:
+            if callable(uploads):  # a whole request's work (`InferencePool.run`), alone
+                try:
+                    answers.append((job, "done", uploads(loaded)))
+                except Exception as exc:
+                    answers.append((job, "error", _portable(exc)))
+                continue
             try:
                 opened = open_uploads(
                     uploads, max_pixels=max_pixels, max_request_pixels=max_request_pixels
@@ -118,26 +130,40 @@ def _predict(network: Any, inputs: list[tuple[int, np.ndarray, dict[str, float]]
     return out
 
 
+# the errors a child's answer may carry, raised again in the parent by name: shared.errors'
+# and the protocol's (AuthError never comes from a child)
+_PORTABLE: dict[str, type[SIQError]] = {
+    **{
+        name: kind
+        for name, kind in vars(errors).items()
+        if isinstance(kind, type) and issubclass(kind, SIQError) and kind is not errors.AuthError
+    },
+    ProtocolError.__name__: ProtocolError,
+}
+
+
 def _portable(exc: Exception) -> tuple[str, str]:
     """An exception as (SIQError class name, message): raised again in the parent as itself
     (the same HTTP status); anything else becomes a 500's RuntimeError there."""
     name = type(exc).__name__
-    if isinstance(exc, SIQError) and isinstance(getattr(errors, name, None), type):
+    if _PORTABLE.get(name) is type(exc):
         return name, str(exc)
     return "RuntimeError", f"{name}: {exc}"
 
 
 def _raise(name: str, message: str) -> Exception:
-    kind = getattr(errors, name, None)
-    if isinstance(kind, type) and issubclass(kind, SIQError) and kind is not errors.AuthError:
-        return kind(message)
-    return RuntimeError(message)
+    kind = _PORTABLE.get(name)
+    return RuntimeError(message) if kind is None else kind(message)
 
 
 @dataclass
 class _Job:
-    uploads: list[tuple[str, bytes]]
-    future: asyncio.Future[Answer | None]
+    uploads: list[tuple[str, bytes]] | Callable[[Any], Any]  # images, or `run`'s work
+    future: asyncio.Future[Any]
+
+    @property
+    def images(self) -> int:  # a `run` job counts as a full batch: it goes alone
+        return MAX_BATCH_IMAGES if callable(self.uploads) else len(self.uploads)
 
 
 @dataclass
@@ -188,9 +214,18 @@ class InferencePool:
         """Labels, probabilities and timings of `uploads` (name, bytes) through `bundle`'s
         network in a child; the request's own error (ImageError, a pixel budget's 413...)
         raised here; None for a request over `child_pixels`, for the caller to run itself."""
-        loop = asyncio.get_running_loop()
+        return await self._submit(bundle, uploads)
+
+    async def run(self, bundle: Bundle, work: Callable[[Any], Any]) -> Any:
+        """`work(loaded)` in a child, `loaded` its LoadedBundle of `bundle`: a request that
+        is not a batch of uploads (an inference request of the Open Inference Protocol). It
+        goes alone; its SIQError is raised here as itself, like `recognize`'s. `work` must be
+        picklable (a module-level function, or a functools.partial of one)."""
+        return await self._submit(bundle, work)
+
+    async def _submit(self, bundle: Bundle, uploads: Any) -> Any:
         self.warm(bundle)
-        future: asyncio.Future[Answer | None] = loop.create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((next(self._jobs), _Job(uploads, future)))
         self._feed()
         return await future
@@ -258,10 +293,10 @@ class InferencePool:
                 if job.future.done():  # its caller left
                     self._waiting.popleft()
                     continue
-                if batch and images + len(job.uploads) > MAX_BATCH_IMAGES:
+                if batch and images + job.images > MAX_BATCH_IMAGES:
                     break  # the next batch's (a larger request goes alone)
                 batch[job_id] = job
-                images += len(job.uploads)
+                images += job.images
                 self._waiting.popleft()
             if not batch:
                 return
@@ -270,6 +305,11 @@ class InferencePool:
             except OSError:
                 child.in_flight = batch
                 self._died(child)
+                continue
+            except Exception as exc:  # a `run` job that cannot be pickled: nothing was sent
+                for job in batch.values():
+                    if not job.future.done():
+                        job.future.set_exception(RuntimeError(f"not sent to a child: {exc}"))
                 continue
             child.in_flight = batch
             child.deadline = child.loop.call_later(self.batch_timeout_s, self._overdue, child)
@@ -317,7 +357,7 @@ class InferencePool:
             ran += len(job.uploads) if status == "ok" else 0
             if job.future.done():
                 continue
-            if status in ("ok", "heavy"):
+            if status in ("ok", "heavy", "done"):
                 job.future.set_result(payload)
             else:
                 job.future.set_exception(_raise(*payload))

@@ -22,14 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from client.api.deps import (
-    AdmissionDep,
-    DispatcherDep,
-    LoadedDep,
-    ManagerDep,
-    MetricsDep,
-    SettingsDep,
-)
+from client.api.deps import LoadedDep, ManagerDep, serving_of
 from client.oip_codec import HEADER_LENGTH
 from client.oip_model import Limits, check_model, infer_bytes, model_metadata
 from client.recognize import read_body
@@ -106,18 +99,11 @@ async def model_ready(name: str, manager: ManagerDep, version: str | None = None
 
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer(
-    name: str,
-    request: Request,
-    loaded: LoadedDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    admission: AdmissionDep,
-    dispatcher: DispatcherDep,
-    version: str | None = None,
-) -> Response:
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    serving = serving_of(request)  # 503 before the first bundle
+    settings, loaded = serving.settings, serving.loaded
     check_model(loaded, name, version)
-    admission.admit()  # the line /recognize waits in: 503 + Retry-After when it is full
+    serving.admission.admit()  # the line /recognize waits in: 503 + Retry-After when full
     try:
         body = await read_body(request, settings.max_upload_bytes, settings.body_timeout_s)
         limits = Limits(
@@ -126,18 +112,21 @@ async def infer(
             settings.max_request_pixels,
             settings.max_upload_bytes,
         )
-        work = functools.partial(
+        work = functools.partial(  # work(loaded): parse, decode, the network, encode
             infer_bytes,
-            loaded,
-            body,
+            body=body,
             header_length=request.headers.get(HEADER_LENGTH),
             content_encoding=request.headers.get("content-encoding"),
             limits=limits,
         )
-        # parsing a tensor, decoding and the network all take CPU: a worker thread (what
-        # the images cost is known only once the body is parsed)
-        content, headers, images = await dispatcher.in_thread(work)
+        # all of it takes CPU: in an inference process when there are some (a GIL of its
+        # own), else in a worker thread (what the images cost is known only once parsed)
+        if serving.processes is not None:
+            done = await serving.processes.run(loaded.bundle, work)
+        else:
+            done = await serving.dispatcher.in_thread(functools.partial(work, loaded))
+        content, headers, images = done
     finally:
-        admission.release()
-    metrics.images.inc(images)
+        serving.admission.release()
+    serving.metrics.images.inc(images)
     return Response(content, headers=headers)

@@ -286,3 +286,39 @@ def test_children_start_with_each_bundle_put_into_service(tmp_path, server, bund
         answer = _post(http, {"file": ("d.png", png_bytes(digits[0]), "image/png")})
         assert answer.status_code == 200 and answer.json()["bundle_id"] == bundle_id(bundle_b)
         assert pool.pids() == swapped  # the child started with the swap, not by the request
+
+
+def _pid(loaded) -> int:
+    return os.getpid()
+
+
+def _refuse(loaded) -> None:
+    from client.oip_codec import ProtocolError
+
+    raise ProtocolError("refused in the child")
+
+
+def test_run_does_a_requests_work_in_the_child_and_raises_its_error_here(bundle_a):
+    import functools
+
+    from client.inference_process import InferencePool
+    from client.oip_codec import ProtocolError
+    from shared.bundle import decode_bundle
+    from tests.conftest import run_async
+
+    pool = InferencePool(1, max_pixels=10**6)
+    bundle = decode_bundle(bundle_a)
+
+    async def main():
+        try:
+            pid = await pool.run(bundle, functools.partial(_pid))
+            with pytest.raises(ProtocolError, match="refused in the child"):
+                await pool.run(bundle, _refuse)  # the same class: the same 400
+            with pytest.raises(RuntimeError, match="not sent"):
+                await pool.run(bundle, lambda loaded: 0)  # a lambda does not pickle
+            return pid, pool.pids(), await pool.run(bundle, _pid)  # and it serves on
+        finally:
+            pool.close()
+
+    pid, pids, again = run_async(main)
+    assert pid != os.getpid() and pids == [pid] and again == pid

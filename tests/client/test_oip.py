@@ -26,7 +26,7 @@ from shared.bundle import bundle_id, decode_bundle
 from shared.engine import IntegerNetwork
 from shared.errors import ImageTooLargeError
 from shared.preprocess import decode_image, preprocess
-from tests.client.conftest import png_bytes
+from tests.client.conftest import build_app, png_bytes
 
 MODEL = "random-lenet"  # the data set of tests.factories' lenet bundles
 INFER = f"/v2/models/{MODEL}/infer"
@@ -125,11 +125,35 @@ def test_decompression_is_bounded():
 # --- the routes --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def http(make_app, tmp_path, bundle_a):
+LIMITS = {"max_images": 4, "max_upload_bytes": 64 * 1024}
+
+
+@pytest.fixture(scope="module")
+def child_http(tmp_path_factory, bundle_a):
+    """A client whose inference requests run in its inference process: the serving
+    process's worker-thread path is broken, so an answer can only come from the child."""
+    root = tmp_path_factory.mktemp("oip-child")
+    path = root / "a.siq"
+    path.write_bytes(bundle_a)
+    app = build_app(root, str(path), inference_processes=1, **LIMITS)
+
+    async def no_thread(work):
+        raise AssertionError("an inference request ran in the serving process")
+
+    app.state.dispatcher.in_thread = no_thread
+    with TestClient(app) as http:
+        yield http
+
+
+@pytest.fixture(params=["thread", "child"])
+def http(request, make_app, tmp_path, bundle_a):
+    """Every route test twice: in a worker thread of the serving process, and in an
+    inference process (SIQ_INFERENCE_PROCESSES=1): the same answers, the same errors."""
+    if request.param == "child":
+        return request.getfixturevalue("child_http")
     path = tmp_path / "a.siq"
     path.write_bytes(bundle_a)
-    return TestClient(make_app(str(path), max_images=4, max_upload_bytes=64 * 1024))
+    return TestClient(make_app(str(path), **LIMITS))
 
 
 def tensor_input(x: np.ndarray, datatype: str = "FP32", name: str = "input") -> dict:
