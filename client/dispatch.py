@@ -25,10 +25,11 @@ import anyio
 
 from client.admission import Lanes
 
-__all__ = ["Dispatcher", "INLINE_CPU_S", "INLINE_PIXELS"]
+__all__ = ["Dispatcher", "INLINE_CPU_S", "INLINE_PIXELS", "INLINE_BODY_BYTES"]
 
 INLINE_CPU_S = 0.001  # an MNIST digit: 0.25-0.9 ms (a quiet or a crowded machine); office10: 2-5
 INLINE_PIXELS = 160_000  # a 400x400 image (a 300x300 JPEG drafted: 0.3 ms); larger ones take longer
+INLINE_BODY_BYTES = 32 * 1024  # an inference request parsed on the loop (one photo: ~27 KB)
 _WINDOW = 8  # measurements kept per bundle
 _SAMPLE = 16  # one request in this many is measured
 T = TypeVar("T")

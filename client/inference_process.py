@@ -17,7 +17,7 @@ own error: an image it cannot decode fails alone, with the same 4xx). The event 
 the answers when the pipe is readable (`add_reader`): no thread on the serving side.
 
 `run(bundle, work)` sends one whole request's work instead, a picklable `work(loaded)` that
-runs alone in a child: the Open Inference Protocol's `infer` route sends `infer_bytes` (the
+runs on its own in a child (several share a round trip): the Open Inference Protocol's `infer` route sends `infer_bytes` (the
 body in, the answer's bytes out), so parsing, decoding, the network and encoding leave the
 serving process too.
 
@@ -42,6 +42,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MAX_PIXELS = 1_000_000  # a request of up to eleven 300x300 photos, ~4 ms of decoding
 MAX_BATCH_IMAGES = 64
+RUN_WEIGHT = 4  # images a `run` job counts for in a batch: up to 16 of them share a round trip
 BATCH_TIMEOUT_S = 60.0  # a batch is at most 64 images of under 1 M pixels: ~2 s of decoding
 Answer = tuple[np.ndarray, np.ndarray, dict[str, float]]  # labels, probabilities, timings
 
@@ -162,8 +164,8 @@ class _Job:
     future: asyncio.Future[Any]
 
     @property
-    def images(self) -> int:  # a `run` job counts as a full batch: it goes alone
-        return MAX_BATCH_IMAGES if callable(self.uploads) else len(self.uploads)
+    def images(self) -> int:  # a `run` job's images are not known: it counts as RUN_WEIGHT
+        return RUN_WEIGHT if callable(self.uploads) else len(self.uploads)
 
 
 @dataclass
@@ -219,8 +221,9 @@ class InferencePool:
     async def run(self, bundle: Bundle, work: Callable[[Any], Any]) -> Any:
         """`work(loaded)` in a child, `loaded` its LoadedBundle of `bundle`: a request that
         is not a batch of uploads (an inference request of the Open Inference Protocol). It
-        goes alone; its SIQError is raised here as itself, like `recognize`'s. `work` must be
-        picklable (a module-level function, or a functools.partial of one)."""
+        shares the child's round trip with other waiting requests (counted as `RUN_WEIGHT`
+        images) but runs alone; its SIQError is raised here as itself, like `recognize`'s.
+        `work` must be picklable (a module-level function, or a functools.partial of one)."""
         return await self._submit(bundle, work)
 
     async def _submit(self, bundle: Bundle, uploads: Any) -> Any:
@@ -306,13 +309,31 @@ class InferencePool:
                 child.in_flight = batch
                 self._died(child)
                 continue
-            except Exception as exc:  # a `run` job that cannot be pickled: nothing was sent
-                for job in batch.values():
-                    if not job.future.done():
-                        job.future.set_exception(RuntimeError(f"not sent to a child: {exc}"))
-                continue
+            except Exception:  # a `run` job that cannot be pickled: nothing was sent
+                self._refuse_unpicklable(batch)
+                self._feed()  # the rest, to this child again
+                return
             child.in_flight = batch
             child.deadline = child.loop.call_later(self.batch_timeout_s, self._overdue, child)
+
+    def _refuse_unpicklable(self, batch: dict[int, _Job]) -> None:
+        """Fail the jobs of `batch` that cannot be pickled (a `run` of a lambda, say: a bug
+        of its caller, a 500); the others go back to the front of the line."""
+        keep = []
+        for job_id, job in batch.items():
+            try:
+                ForkingPickler.dumps(job.uploads)
+            except Exception as exc:
+                if not job.future.done():
+                    why = f"not sent to an inference process: {type(exc).__name__}: {exc}"
+                    job.future.set_exception(RuntimeError(why))
+            else:
+                keep.append((job_id, job))
+        if len(keep) == len(batch):  # none failed alone: the batch as a whole cannot go
+            for _, job in keep:
+                job.future.set_exception(RuntimeError("not sent to an inference process"))
+            return
+        self._waiting.extendleft(reversed(keep))
 
     def _overdue(self, child: _Child) -> None:
         """A batch not answered in time (a decoder that never returns): the child is killed,

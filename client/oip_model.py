@@ -35,7 +35,7 @@ from client.oip_codec import (
     encode_infer_response,
     parse_infer_request,
 )
-from client.recognize import batch_of, open_uploads
+from client.recognize import OpenedUploads, batch_of, open_uploads
 from shared.errors import ImageTooLargeError, NotFoundError
 
 __all__ = [
@@ -46,6 +46,9 @@ __all__ = [
     "model_name",
     "check_model",
     "model_metadata",
+    "Prepared",
+    "prepare",
+    "finish",
     "run_inference",
     "infer_bytes",
 ]
@@ -100,29 +103,31 @@ def model_metadata(loaded: LoadedBundle) -> dict[str, Any]:
     }
 
 
-def infer_bytes(
-    loaded: LoadedBundle,
+@dataclass
+class Prepared:
+    """An inference request read and checked, nothing decoded or run yet: what running it
+    will cost (`images`, `pixels`) is known, so the caller can choose where it runs."""
+
+    request: InferRequest
+    input: Tensor
+    opened: OpenedUploads | None  # encoded images: their headers read, budgets checked
+    images: int
+    pixels: int
+
+
+def prepare(
     body: bytes,
     *,
     header_length: str | None,
     content_encoding: str | None,
     limits: Limits,
-) -> tuple[bytes, dict[str, str], int]:
-    """One `infer` request's body to the answer's (body, headers) and its image count. Runs in a worker thread:
-    parsing a large JSON tensor, decoding images and the network all take CPU."""
+    input_shape: tuple[int, ...],
+) -> Prepared:
+    """The first half of a request: decompress and parse the body, check the outputs asked
+    for and the one input (its images' headers read and their pixel budgets enforced, as
+    /recognize does; a tensor's shape checked against `input_shape`). Cheap for a small body."""
     body = decompress(body, content_encoding, limits.max_body_bytes)
     request = parse_infer_request(body, header_length)
-    outputs = run_inference(loaded, request, limits)
-    content, headers = encode_infer_response(
-        model_name(loaded), loaded.bundle.id, request.id, outputs
-    )
-    return content, headers, outputs[0][0].shape[0] if outputs else 0
-
-
-def run_inference(
-    loaded: LoadedBundle, request: InferRequest, limits: Limits
-) -> list[tuple[Tensor, bool]]:
-    """The requested outputs (each with whether to send it binary) for the request's input."""
     wanted = request.outputs
     if wanted is not None:
         unknown = [o.name for o in wanted if o.name not in OUTPUTS]
@@ -133,7 +138,63 @@ def run_inference(
             f"send exactly one input, {INPUT_IMAGES!r} or {INPUT_TENSOR!r}, "
             f"not {len(request.inputs)}"
         )
-    x = _batch(loaded, request.inputs[0], limits)  # (N, C, H, W) float32 in [0, 1]
+    tensor = request.inputs[0]
+    if tensor.name == INPUT_IMAGES:
+        opened = open_uploads(
+            _uploads(tensor, limits),
+            max_pixels=limits.max_pixels,
+            max_request_pixels=limits.max_request_pixels,
+        )
+        return Prepared(request, tensor, opened, len(opened.images), opened.pixels)
+    if tensor.name == INPUT_TENSOR:
+        _check_tensor(tensor, input_shape, limits)
+        n = tensor.shape[0]
+        return Prepared(request, tensor, None, n, n * int(np.prod(input_shape[1:])))
+    raise ProtocolError(
+        f"unknown input {tensor.name!r}; send {INPUT_IMAGES!r} (BYTES, encoded images) or "
+        f"{INPUT_TENSOR!r} (FP32 or UINT8, N x C x H x W)"
+    )
+
+
+def finish(loaded: LoadedBundle, prepared: Prepared) -> tuple[bytes, dict[str, str], int]:
+    """The second half: decode the images (or convert the tensor), run the network, encode
+    the answer's (body, headers); with the image count. Decoding and the network take CPU."""
+    if prepared.opened is not None:
+        x, _ = batch_of(loaded, prepared.opened)  # the /recognize recipe, one image at a time
+    else:
+        x = _tensor_values(prepared.input)
+    outputs = run_inference(loaded, prepared.request, x)
+    content, headers = encode_infer_response(
+        model_name(loaded), loaded.bundle.id, prepared.request.id, outputs
+    )
+    return content, headers, prepared.images
+
+
+def infer_bytes(
+    loaded: LoadedBundle,
+    body: bytes,
+    *,
+    header_length: str | None,
+    content_encoding: str | None,
+    limits: Limits,
+) -> tuple[bytes, dict[str, str], int]:
+    """One `infer` request's body to the answer's (body, headers) and its image count:
+    `prepare` then `finish`, in one call (an inference process runs it so)."""
+    prepared = prepare(
+        body,
+        header_length=header_length,
+        content_encoding=content_encoding,
+        limits=limits,
+        input_shape=tuple(loaded.network.input_shape),
+    )
+    return finish(loaded, prepared)
+
+
+def run_inference(
+    loaded: LoadedBundle, request: InferRequest, x: np.ndarray
+) -> list[tuple[Tensor, bool]]:
+    """The requested outputs (each with whether to send it binary) for the network's input
+    `x` (N, C, H, W) float32 in [0, 1]."""
     net = loaded.network
     labels, probs = net.predict(x)  # exactly what /recognize answers from
     names = net.class_names
@@ -144,6 +205,7 @@ def run_inference(
         # FP64 whatever the engine's float type: a float32 value is exact in float64
         "probabilities": Tensor("probabilities", "FP64", (n, k), probs.astype(np.float64)),
     }
+    wanted = request.outputs
     names_out = OUTPUTS if wanted is None else [o.name for o in wanted]
     if "logits" in names_out:  # a second pass, only when asked: predict does not return them
         logits = net.forward_int(net.quantize_input(x))  # (N, K) int64
@@ -153,17 +215,6 @@ def run_inference(
     return [(tensors[o.name], o.binary) for o in wanted]
 
 
-def _batch(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:
-    if tensor.name == INPUT_IMAGES:
-        return _images(loaded, tensor, limits)
-    if tensor.name == INPUT_TENSOR:
-        return _tensor(loaded, tensor, limits)
-    raise ProtocolError(
-        f"unknown input {tensor.name!r}; send {INPUT_IMAGES!r} (BYTES, encoded images) or "
-        f"{INPUT_TENSOR!r} (FP32 or UINT8, N x C x H x W)"
-    )
-
-
 def _count(n: int, limits: Limits) -> None:
     if n < 1:
         raise ProtocolError("the batch is empty: send at least one image")
@@ -171,7 +222,8 @@ def _count(n: int, limits: Limits) -> None:
         raise ImageTooLargeError(f"too many images: {n}, at most {limits.max_images}")
 
 
-def _images(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:
+def _uploads(tensor: Tensor, limits: Limits) -> list[tuple[str, bytes]]:
+    """The encoded images of an `images` input, named images[i]."""
     if (
         tensor.datatype != "BYTES"
         or len(tensor.shape) not in (1, 2)
@@ -196,29 +248,26 @@ def _images(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:
                     f"file ({exc})"
                 ) from exc
         uploads.append((f"{INPUT_IMAGES}[{index}]", data))
-    # the /recognize steps and limits: headers first (pixels per image and per request),
-    # then one image at a time decoded and preprocessed
-    opened = open_uploads(
-        uploads, max_pixels=limits.max_pixels, max_request_pixels=limits.max_request_pixels
-    )
-    batch, _ = batch_of(loaded, opened)
-    return batch
+    return uploads
 
 
-def _tensor(loaded: LoadedBundle, tensor: Tensor, limits: Limits) -> np.ndarray:
-    shape = tuple(loaded.network.input_shape)
+def _check_tensor(tensor: Tensor, shape: tuple[int, ...], limits: Limits) -> None:
     if len(tensor.shape) != 4 or tensor.shape[1:] != shape:
         raise ProtocolError(
             f"input {INPUT_TENSOR!r} must have shape [N, {', '.join(map(str, shape))}], "
             f"not {list(tensor.shape)}"
         )
     _count(tensor.shape[0], limits)
+    if tensor.datatype not in ("FP32", "UINT8"):
+        raise ProtocolError(f"input {INPUT_TENSOR!r} must be FP32 or UINT8, not {tensor.datatype}")
+
+
+def _tensor_values(tensor: Tensor) -> np.ndarray:
+    """A checked `input` tensor as the network's float32 input."""
     assert isinstance(tensor.data, np.ndarray)
     if tensor.datatype == "UINT8":
         # the same float32 values preprocess() makes: integer / 255 in float32
         return tensor.data.astype(np.float32) / np.float32(255.0)
-    if tensor.datatype != "FP32":
-        raise ProtocolError(f"input {INPUT_TENSOR!r} must be FP32 or UINT8, not {tensor.datatype}")
     x = tensor.data
     if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
         raise ProtocolError(f"input {INPUT_TENSOR!r}: FP32 values must be finite, in [0, 1]")

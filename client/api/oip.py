@@ -23,8 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from client.api.deps import LoadedDep, ManagerDep, serving_of
+from client.dispatch import INLINE_BODY_BYTES
 from client.oip_codec import HEADER_LENGTH
-from client.oip_model import Limits, check_model, infer_bytes, model_metadata
+from client.oip_model import Limits, check_model, finish, infer_bytes, model_metadata, prepare
 from client.recognize import read_body
 from shared.errors import SIQError
 
@@ -112,20 +113,34 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
             settings.max_request_pixels,
             settings.max_upload_bytes,
         )
-        work = functools.partial(  # work(loaded): parse, decode, the network, encode
-            infer_bytes,
-            body=body,
-            header_length=request.headers.get(HEADER_LENGTH),
-            content_encoding=request.headers.get("content-encoding"),
-            limits=limits,
-        )
-        # all of it takes CPU: in an inference process when there are some (a GIL of its
-        # own), else in a worker thread (what the images cost is known only once parsed)
-        if serving.processes is not None:
-            done = await serving.processes.run(loaded.bundle, work)
-        else:
-            done = await serving.dispatcher.in_thread(functools.partial(work, loaded))
-        content, headers, images = done
+        header_length = request.headers.get(HEADER_LENGTH)
+        encoding = request.headers.get("content-encoding")
+        if serving.processes is not None:  # all of it in an inference process (its own GIL)
+            work = functools.partial(  # work(loaded): parse, decode, the network, encode
+                infer_bytes,
+                body=body,
+                header_length=header_length,
+                content_encoding=encoding,
+                limits=limits,
+            )
+            content, headers, images = await serving.processes.run(loaded.bundle, work)
+        else:  # as /recognize: what it costs is known once it is read, then inline or a thread
+            read = functools.partial(
+                prepare,
+                body,
+                header_length=header_length,
+                content_encoding=encoding,
+                limits=limits,
+                input_shape=tuple(loaded.network.input_shape),
+            )
+            small = encoding is None and len(body) <= INLINE_BODY_BYTES
+            prepared = read() if small else await serving.dispatcher.in_thread(read)
+            content, headers, images = await serving.dispatcher.run(
+                functools.partial(finish, loaded, prepared),
+                key=f"oip:{loaded.bundle.id}",
+                images=prepared.images,
+                pixels=prepared.pixels,
+            )
     finally:
         serving.admission.release()
     serving.metrics.images.inc(images)
