@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import struct
 import sys
 import tempfile
 import time
@@ -309,7 +310,42 @@ def multipart_request(host: str, port: int, name: str, image: bytes) -> bytes:
     return head.encode() + body
 
 
-async def http_load(host: str, port: int, images: list[bytes], requests: int, concurrency: int):
+def infer_request(host: str, port: int, model: str, image: bytes) -> bytes:
+    """The bytes of one keep-alive Open Inference Protocol `POST /v2/models/{model}/infer`
+    with the image as a one-element BYTES input in Triton's binary tensor form, label and
+    probabilities asked for: what `tritonclient.http` sends by default."""
+    element = struct.pack("<I", len(image)) + image  # a BYTES element: length, then bytes
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(element)},
+                }
+            ],
+            "outputs": [{"name": "label"}, {"name": "probabilities"}],
+        }
+    ).encode()
+    head = (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\n"
+        f"Content-Length: {len(header) + len(element)}\r\n\r\n"
+    )
+    return head.encode() + header + element
+
+
+async def http_load(
+    host: str,
+    port: int,
+    images: list[bytes],
+    requests: int,
+    concurrency: int,
+    *,
+    payloads: list[bytes] | None = None,
+):
     """`concurrency` keep-alive connections, each sending its next request when the last
     answer is in, until `requests` are done. The requests are encoded beforehand and answers
     are read by Content-Length only: a full HTTP client (httpx) costs ~5 ms of CPU a request
@@ -317,8 +353,10 @@ async def http_load(host: str, port: int, images: list[bytes], requests: int, co
     queueing showed up as 100-600 ms p99 latency, measured).
 
     A connection that breaks (reset, closed mid-answer) counts one transport error and is
-    opened again; so does one the service closes (`Connection: close`), without an error."""
-    payloads = [multipart_request(host, port, f"{i}", image) for i, image in enumerate(images)]
+    opened again; so does one the service closes (`Connection: close`), without an error.
+    `payloads`: whole HTTP requests to send instead of /recognize uploads of `images`."""
+    if payloads is None:
+        payloads = [multipart_request(host, port, f"{i}", im) for i, im in enumerate(images)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     transport_errors = [0]

@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_client import RESULTS, get_bundle, http_load, load_images
+from bench.bench_client import RESULTS, get_bundle, http_load, infer_request, load_images
 from bench.report import default_data_dir
 from scripts.processes import ServiceProcess, start_service
+from shared.bundle import decode_bundle
 
 __all__ = ["main", "photo_jpegs", "measure", "section", "write_section", "kept_section"]
 
@@ -129,7 +130,7 @@ def _start(stack: ExitStack, module: str, work: Path, name: str, **settings: str
 
 
 def measure(
-    kinds: dict[str, tuple[list[bytes], Path]],
+    kinds: dict[str, tuple[list[bytes], Path, str | None]],
     work: Path,
     *,
     rounds: int,
@@ -138,7 +139,9 @@ def measure(
     workers: tuple[int, ...] = (1,),
     processes: int = 0,
 ) -> dict[str, Any]:
-    """kinds: name -> (encoded images, bundle file). Per kind, the bare route and the client
+    """kinds: name -> (encoded images, bundle file, None for /recognize or the model name to
+    send them to /v2/models/{model}/infer as tritonclient does). Per kind, the bare route
+    (the same images uploaded) and the client
     with each worker count (and, with `processes`, one worker with that many inference
     processes: `client_w1_p{N}`), in interleaved rounds; req/s, p50, p99, per-round ratios."""
     with ExitStack() as stack:
@@ -149,7 +152,7 @@ def measure(
         if processes:
             settings = {"SIQ_INFERENCE_PROCESSES": str(processes)}
             clients.append((f"client_w1_p{processes}", f"p{processes}", settings))
-        for kind, (_, bundle) in kinds.items():
+        for kind, (_, bundle, _) in kinds.items():
             targets[kind] = [("bare", bare)]
             for label, name, settings in clients:
                 client = _start(
@@ -167,17 +170,24 @@ def measure(
             for _, service in targets[kind][1:]:
                 service.wait_ready("/readyz", timeout=120)
 
-        def run(service: ServiceProcess, images: list[bytes], count: int) -> dict:
+        def run(service: ServiceProcess, kind: str, count: int) -> dict:
+            images, _, model = kinds[kind]
+            payloads = None
+            if model is not None and service is not bare:
+                payloads = [infer_request(service.host, service.port, model, i) for i in images]
             before = cpu_seconds(service.proc.pid)
-            out = asyncio.run(http_load(service.host, service.port, images, count, concurrency))
+            load = http_load(
+                service.host, service.port, images, count, concurrency, payloads=payloads
+            )
+            out = asyncio.run(load)
             out["server_cpu_ms_per_request"] = (
                 (cpu_seconds(service.proc.pid) - before) / count * 1e3
             )
             return out
 
-        for kind, (images, _) in kinds.items():  # warm up: plans, caches, connections
+        for kind in kinds:  # warm up: plans, caches, connections
             for _, service in targets[kind]:
-                run(service, images, min(64, requests))
+                run(service, kind, min(64, requests))
         samples: dict[str, dict[str, list[dict]]] = {
             kind: {who: [] for who, _ in targets[kind]} for kind in kinds
         }
@@ -186,7 +196,7 @@ def measure(
             for kind in order:
                 pairs = targets[kind] if r % 2 == 0 else list(reversed(targets[kind]))
                 for who, service in pairs:
-                    samples[kind][who].append(run(service, kinds[kind][0], requests))
+                    samples[kind][who].append(run(service, kind, requests))
     out: dict[str, Any] = {}
     for kind, by_who in samples.items():
         bare_rps = [s["requests_per_s"] for s in by_who["bare"]]
@@ -236,7 +246,10 @@ def section(result: dict[str, Any]) -> str:
         f"{result['concurrency']} keep-alive connections, one image per request, "
         f"{result['rounds']} interleaved rounds of {result['requests_per_round']} requests per "
         "server; req/s and latencies are medians over rounds, the ratio is the median of "
-        "each round's client / bare. The load generator runs on the same cores. "
+        "each round's client / bare. The load generator runs on the same cores. A row sent "
+        "to /v2/models/.../infer measures that route in the /recognize columns (one image "
+        "as a binary BYTES input, label and probabilities asked for, as tritonclient sends "
+        "it), against the bare route with the same images uploaded. "
         f"Machine: {result['machine']}. {result['note']}",
         "",
         "| image | recognition runs | bare FastAPI req/s | /recognize req/s "
@@ -334,21 +347,26 @@ def main(argv: list[str] | None = None) -> int:
     workers = tuple(int(n) for n in args.workers.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        kinds: dict[str, tuple[list[bytes], Path]] = {}
+        kinds: dict[str, tuple[list[bytes], Path, str | None]] = {}
         bundles, labels = {}, {}
         data, source = get_bundle(args.digit_bundle, work)
         (work / "digit.siq").write_bytes(data)
-        kinds["png"] = (load_images(64), work / "digit.siq")
+        kinds["png"] = (load_images(64), work / "digit.siq", None)
         bundles["png"], labels["png"] = source, "MNIST digit, 28x28 PNG"
+        # the same PNGs as the Open Inference Protocol's binary BYTES input (tritonclient's)
+        model = decode_bundle(data).dataset or "siq"
+        kinds["png_v2"] = (kinds["png"][0], work / "digit.siq", model)
+        bundles["png_v2"] = source
+        labels["png_v2"] = f"the same PNGs to /v2/models/{model}/infer"
         photos = photo_jpegs(64)
         if photos:
             data, source = photo_bundle(args.photo_bundle, work)
             (work / "photo.siq").write_bytes(data)
-            kinds["jpeg"] = (photos, work / "photo.siq")
+            kinds["jpeg"] = (photos, work / "photo.siq", None)
             bundles["jpeg"], labels["jpeg"] = source, "office10 photo, 300x300 JPEG"
             # the same photos through the digit network: the upload and decoding cost of a
             # photo without the photo network's compute
-            kinds["jpeg_digit"] = (photos, work / "digit.siq")
+            kinds["jpeg_digit"] = (photos, work / "digit.siq", None)
             bundles["jpeg_digit"] = bundles["png"]
             labels["jpeg_digit"] = "the same JPEGs, digit bundle"
         result = measure(
@@ -363,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(
         bundles=bundles,
         labels=labels,
-        load="asyncio streams, pre-encoded multipart requests, keep-alive",
+        load="asyncio streams, pre-encoded multipart (or inference) requests, keep-alive",
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         note=args.note,
     )
