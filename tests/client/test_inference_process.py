@@ -299,6 +299,7 @@ def _refuse(loaded) -> None:
 
 
 def test_run_does_a_requests_work_in_the_child_and_raises_its_error_here(bundle_a):
+    import asyncio
     import functools
 
     from client.inference_process import InferencePool
@@ -311,7 +312,14 @@ def test_run_does_a_requests_work_in_the_child_and_raises_its_error_here(bundle_
 
     async def main():
         try:
-            pid = await pool.run(bundle, functools.partial(_pid))
+            # both wait for the child to load, then go in one batch: the one that cannot
+            # be pickled fails alone
+            pid, bad = await asyncio.gather(
+                pool.run(bundle, functools.partial(_pid)),
+                pool.run(bundle, lambda loaded: 0),
+                return_exceptions=True,
+            )
+            assert isinstance(bad, RuntimeError) and "pickle" in str(bad)
             with pytest.raises(ProtocolError, match="refused in the child"):
                 await pool.run(bundle, _refuse)  # the same class: the same 400
             with pytest.raises(RuntimeError, match="not sent"):
