@@ -17,9 +17,9 @@ own error: an image it cannot decode fails alone, with the same 4xx). The event 
 the answers when the pipe is readable (`add_reader`): no thread on the serving side.
 
 `run(bundle, work)` sends one whole request's work instead, a picklable `work(loaded)` that
-runs on its own in a child (several share a round trip): the Open Inference Protocol's `infer` route sends `infer_bytes` (the
-body in, the answer's bytes out), so parsing, decoding, the network and encoding leave the
-serving process too.
+runs on its own in a child (up to 16 share a round trip): the Open Inference Protocol's
+`infer` route sends `infer_bytes` (the body in, the answer's bytes out), so parsing,
+decoding, the network and encoding leave the serving process too.
 
 A child that dies (a crash in a decoder, a kill), or leaves a batch unanswered for
 `BATCH_TIMEOUT_S` (and is killed), fails that batch's requests with 503 and is started again
@@ -92,7 +92,7 @@ def _serve(
         answers: list[tuple[int, str, Any]] = []
         inputs: list[tuple[int, np.ndarray, dict[str, float]]] = []
         for job, uploads in jobs:
-            if callable(uploads):  # a whole request's work (`InferencePool.run`), alone
+            if callable(uploads):  # a whole request's work (`InferencePool.run`), on its own
                 try:
                     answers.append((job, "done", uploads(loaded)))
                 except Exception as exc:
