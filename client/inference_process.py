@@ -202,6 +202,7 @@ class InferencePool:
             "max_request_pixels": max_request_pixels,
             "child_pixels": child_pixels,
         }
+        self.child_pixels = child_pixels  # `run`'s work should hand back larger requests too
         self.batch_timeout_s = batch_timeout_s
         self._target = target
         self._observe = observe

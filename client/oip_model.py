@@ -177,9 +177,12 @@ def infer_bytes(
     header_length: str | None,
     content_encoding: str | None,
     limits: Limits,
-) -> tuple[bytes, dict[str, str], int]:
+    max_pixels: int | None = None,
+) -> tuple[bytes, dict[str, str], int] | None:
     """One `infer` request's body to the answer's (body, headers) and its image count:
-    `prepare` then `finish`, in one call (an inference process runs it so)."""
+    `prepare` then `finish`, in one call (an inference process runs it so). With
+    `max_pixels`, a request whose input decodes to more is not run: None, for the caller to
+    run it elsewhere (the serving process's heavy lane, as /recognize does)."""
     prepared = prepare(
         body,
         header_length=header_length,
@@ -187,6 +190,10 @@ def infer_bytes(
         limits=limits,
         input_shape=tuple(loaded.network.input_shape),
     )
+    if max_pixels is not None and prepared.pixels > max_pixels:
+        if prepared.opened is not None:
+            prepared.opened.close()
+        return None
     return finish(loaded, prepared)
 
 

@@ -115,6 +115,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
         )
         header_length = request.headers.get(HEADER_LENGTH)
         encoding = request.headers.get("content-encoding")
+        done = None
         if serving.processes is not None:  # all of it in an inference process (its own GIL)
             work = functools.partial(  # work(loaded): parse, decode, the network, encode
                 infer_bytes,
@@ -122,9 +123,10 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
                 header_length=header_length,
                 content_encoding=encoding,
                 limits=limits,
+                max_pixels=serving.processes.child_pixels,  # larger: handed back (None)
             )
-            content, headers, images = await serving.processes.run(loaded.bundle, work)
-        else:  # as /recognize: what it costs is known once it is read, then inline or a thread
+            done = await serving.processes.run(loaded.bundle, work)
+        if done is None:  # as /recognize: once read, what it costs says inline or a thread
             read = functools.partial(
                 prepare,
                 body,
@@ -135,12 +137,13 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
             )
             small = encoding is None and len(body) <= INLINE_BODY_BYTES
             prepared = read() if small else await serving.dispatcher.in_thread(read)
-            content, headers, images = await serving.dispatcher.run(
+            done = await serving.dispatcher.run(
                 functools.partial(finish, loaded, prepared),
                 key=f"oip:{loaded.bundle.id}",
                 images=prepared.images,
                 pixels=prepared.pixels,
             )
+        content, headers, images = done
     finally:
         serving.admission.release()
     serving.metrics.images.inc(images)

@@ -408,3 +408,35 @@ def test_unknown_models_and_versions_are_404(http):
     assert http.get(f"/v2/models/{MODEL}/versions/1").status_code == 404
     answer = http.post(f"/v2/models/{MODEL}/versions/1/infer", json={"inputs": []})
     assert answer.status_code == 404 and "no version" in answer.json()["error"]
+
+
+def test_a_request_too_heavy_for_the_child_runs_in_the_serving_process(make_app, tmp_path, bundle_a):  # fmt: skip
+    """As /recognize: an inference process hands back a request whose images decode to more
+    than its pixel bound (seconds of decoding would hold up everyone's batch), and the
+    serving process runs it, with the same answer."""
+    path = tmp_path / "a.siq"
+    path.write_bytes(bundle_a)
+    app = make_app(str(path), inference_processes=1, **LIMITS)
+    ran_here: list[int] = []
+    original = app.state.dispatcher.run
+
+    async def recording(work, *, key, images, pixels):
+        ran_here.append(pixels)
+        return await original(work, key=key, images=images, pixels=pixels)
+
+    app.state.dispatcher.run = recording
+    big = np.full((1100, 1000), 255, np.uint8)  # 1.1 M pixels, over the child's 1 M
+    big[300:800, 450:550] = 0
+    small = sketch_digits(1)[0]
+    with TestClient(app) as http:
+        for image, here in ((small, []), (big, [1100 * 1000])):
+            data = png_bytes(image)
+            _, labels, probs, _ = engine_outputs(bundle_a, [data])
+            body, headers = binary_request(
+                [({"name": "images", "datatype": "BYTES", "shape": [1]}, bytes_elements(data))]
+            )
+            answer = http.post(INFER, content=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+            out = {o["name"]: o for o in answer.json()["outputs"]}
+            assert out["label"]["data"] == labels.tolist()
+            assert ran_here == here  # the small one ran in the child, the big one here
