@@ -197,12 +197,11 @@ class InferencePool:
         if processes < 1:
             raise ValueError("processes must be >= 1")
         self.processes = processes
-        self._limits = {
+        self._limits: dict[str, Any] = {  # the child's keyword arguments
             "max_pixels": max_pixels,
             "max_request_pixels": max_request_pixels,
             "child_pixels": child_pixels,
         }
-        self.child_pixels = child_pixels  # `run`'s work should hand back larger requests too
         self.batch_timeout_s = batch_timeout_s
         self._target = target
         self._observe = observe
@@ -245,6 +244,11 @@ class InferencePool:
         self._retire(bundle.id, loop)
         while len(self._children) < self.processes:
             self._start(bundle, loop)
+
+    @property
+    def child_pixels(self) -> int:
+        """The children's pixel bound: `run`'s work should hand back larger requests too."""
+        return self._limits["child_pixels"]
 
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._children if c.process.pid is not None]
@@ -376,7 +380,7 @@ class InferencePool:
             job = child.in_flight.pop(job_id, None)
             if job is None:
                 continue
-            ran += len(job.uploads) if status == "ok" else 0
+            ran += job.images if status == "ok" else 0
             if job.future.done():
                 continue
             if status in ("ok", "heavy", "done"):

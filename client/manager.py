@@ -189,7 +189,8 @@ class BundleManager:
         each bundle put into service."""
         while not stop.is_set() and self.needs_polling:
             try:
-                if await asyncio.to_thread(self.refresh) and swapped is not None:
+                put_in = await asyncio.to_thread(self.refresh)
+                if put_in and swapped is not None and self.current is not None:
                     swapped(self.current)
             except Exception:  # a bug must not end polling silently
                 log.exception("unexpected error while refreshing the bundle")

@@ -116,16 +116,16 @@ class Prepared:
 
 
 def prepare(
+    loaded: LoadedBundle,
     body: bytes,
     *,
     header_length: str | None,
     content_encoding: str | None,
     limits: Limits,
-    input_shape: tuple[int, ...],
 ) -> Prepared:
     """The first half of a request: decompress and parse the body, check the outputs asked
     for and the one input (its images' headers read and their pixel budgets enforced, as
-    /recognize does; a tensor's shape checked against `input_shape`). Cheap for a small body."""
+    /recognize does; a tensor's shape checked against the network's). Cheap for a small body."""
     body = decompress(body, content_encoding, limits.max_body_bytes)
     request = parse_infer_request(body, header_length)
     wanted = request.outputs
@@ -147,6 +147,7 @@ def prepare(
         )
         return Prepared(request, tensor, opened, len(opened.images), opened.pixels)
     if tensor.name == INPUT_TENSOR:
+        input_shape = tuple(loaded.network.input_shape)
         _check_tensor(tensor, input_shape, limits)
         n = tensor.shape[0]
         return Prepared(request, tensor, None, n, n * int(np.prod(input_shape[1:])))
@@ -184,11 +185,7 @@ def infer_bytes(
     `max_pixels`, a request whose input decodes to more is not run: None, for the caller to
     run it elsewhere (the serving process's heavy lane, as /recognize does)."""
     prepared = prepare(
-        body,
-        header_length=header_length,
-        content_encoding=content_encoding,
-        limits=limits,
-        input_shape=tuple(loaded.network.input_shape),
+        loaded, body, header_length=header_length, content_encoding=content_encoding, limits=limits
     )
     if max_pixels is not None and prepared.pixels > max_pixels:
         if prepared.opened is not None:

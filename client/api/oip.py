@@ -115,7 +115,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
         )
         header_length = request.headers.get(HEADER_LENGTH)
         encoding = request.headers.get("content-encoding")
-        done = None
+        done: tuple[bytes, dict[str, str], int] | None = None
         if serving.processes is not None:  # all of it in an inference process (its own GIL)
             work = functools.partial(  # work(loaded): parse, decode, the network, encode
                 infer_bytes,
@@ -129,11 +129,11 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
         if done is None:  # as /recognize: once read, what it costs says inline or a thread
             read = functools.partial(
                 prepare,
+                loaded,
                 body,
                 header_length=header_length,
                 content_encoding=encoding,
                 limits=limits,
-                input_shape=tuple(loaded.network.input_shape),
             )
             small = encoding is None and len(body) <= INLINE_BODY_BYTES
             prepared = read() if small else await serving.dispatcher.in_thread(read)
