@@ -123,7 +123,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         head, binary = body, b""
     else:
         text = header_length.strip()
-        if not text.isdigit() or int(text) > len(body):
+        # isascii: str.isdigit() also takes digits int() refuses, such as the superscript '²'
+        if not (text.isascii() and text.isdigit()) or int(text) > len(body):
             raise ProtocolError(
                 f"Inference-Header-Content-Length {header_length!r} is not a length within "
                 f"the {len(body)}-byte body"
@@ -288,7 +289,12 @@ def _from_json(
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise ProtocolError(f"input {name!r}: BYTES data must be strings")
-        return [v.encode("utf-8") for v in flat]
+        try:
+            return [v.encode("utf-8") for v in flat]
+        except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800" has no UTF-8
+            raise ProtocolError(
+                f"input {name!r}: a BYTES element is not valid Unicode text ({exc.reason})"
+            ) from None
     dtype = DATATYPES[datatype]
     assert dtype is not None
     if not all(isinstance(v, int | float) for v in flat):  # bool is an int

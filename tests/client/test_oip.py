@@ -323,6 +323,20 @@ MALFORMED = [
         400,
         "within",
     ),  # fmt: skip
+    (
+        "header length a superscript digit",  # '²'.isdigit() is true, int('²') raises
+        b"{}",
+        {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")},
+        400,
+        "within",
+    ),  # fmt: skip
+    (
+        "lone surrogate in a BYTES element",  # no UTF-8 for it
+        {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}]},
+        {},
+        400,
+        "Unicode",
+    ),  # fmt: skip
     ("unknown encoding", b"{}", {"Content-Encoding": "br"}, 400, "Content-Encoding"),
     ("corrupt gzip", b"{}", {"Content-Encoding": "gzip"}, 400, "decompressed"),
 ]
