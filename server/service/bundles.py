@@ -30,7 +30,7 @@ from shared.errors import BundleError, NotFoundError
 __all__ = ["BundleStore", "BundleRecord", "NotFoundError"]
 
 log = logging.getLogger(__name__)
-BUNDLE_ID = re.compile(r"^[0-9a-f]{64}$")
+BUNDLE_ID = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` would let a final newline pass
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -93,7 +93,7 @@ class BundleStore:
         return publish_decision(rule, accuracy, len(bundle.class_names), current)
 
     def path(self, bundle_id: str) -> Path:
-        if not BUNDLE_ID.match(bundle_id):
+        if not BUNDLE_ID.fullmatch(bundle_id):
             raise NotFoundError(f"no bundle with id {bundle_id!r} (ids are 64 hex digits)")
         return self.bundle_dir / f"{bundle_id}{BUNDLE_SUFFIX}"
 

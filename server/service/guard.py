@@ -11,6 +11,8 @@ sees it. A pure ASGI middleware, so it can answer without reading the body:
   deadline for the whole body, not per read, so a sender that trickles a byte now and then
   is cut off as surely as one that stops (uvicorn has no read timeout of its own, so a slow
   sender would hold a connection forever);
+- HEAD is GET without the body (RFC 9110): the GET route answers it, its dependencies (the
+  read token with SIQ_PROTECT_READS) included, and the guard sends only the headers;
 - an exception no handler took becomes a plain 500 that names no internals, and the
   connection stays usable (Starlette's last-resort handler re-raises, which makes uvicorn
   drop the keep-alive connection).
@@ -84,12 +86,19 @@ class Guard:
             await _answer(send, refusal.http_status, error_body(refusal), _auth_headers(refusal))
             return
         started = refused = False
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if refused:  # the guard answered already; what the app says next goes nowhere
                 return
             started = started or message["type"] == "http.response.start"
+            if head and message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
             await send(message)
 
         async def refuse(status: int, code: str, message: str) -> Message:
