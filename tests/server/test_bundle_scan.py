@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fastapi.testclient import TestClient
 
 from server.service.app import create_app
