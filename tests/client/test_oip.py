@@ -29,7 +29,7 @@ from client.oip_model import Limits, prepare
 from shared.bundle import bundle_id, decode_bundle
 from shared.engine import IntegerNetwork
 from shared.errors import ImageTooLargeError
-from shared.preprocess import decode_image, preprocess
+from shared.image import decode_image, preprocess
 from tests.client.conftest import build_app, png_bytes
 
 MODEL = "random-lenet"  # the data set of tests.factories' lenet bundles
