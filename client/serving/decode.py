@@ -4,7 +4,7 @@
 to more than the pixel budgets: what a request will cost is known before a pixel is decoded,
 so the run stage (client/serving/run.py) can choose where it runs. `decode_images` then
 decodes one image at a time and preprocesses each by the bundle's own recipe
-(shared/preprocess.py) into float32 (N, C, H, W); `decode_timed` is the same with the
+(shared/image/) into float32 (N, C, H, W); `decode_timed` is the same with the
 timings /recognize reports. The Open Inference Protocol's `images` input uses them too
 (client/oip_model.py), and so does an inference process (client/serving/children.py).
 """
@@ -21,7 +21,7 @@ from PIL import Image
 
 from client.manager import LoadedBundle
 from shared.errors import ImageError, ImageTooLargeError
-from shared.preprocess import load_for, open_image, preprocess
+from shared.image import load_for, open_image, preprocess
 
 __all__ = ["OpenedUploads", "open_uploads", "decode_images", "decode_timed"]
 
