@@ -16,7 +16,7 @@ import client.api.recognize as recognize_api
 from client.admission import HEAVY_PIXELS, Admission
 from shared.errors import OverloadedError
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 DIGIT = png_bytes(255 - mnist_test_digits(1)[0])
 

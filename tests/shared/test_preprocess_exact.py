@@ -23,7 +23,7 @@ from shared.preprocess import (
     image_to_float,
     preprocess_digit,
 )
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 # --- the reference: shared/preprocess.py's digit recipe as first written -----------------------
 
