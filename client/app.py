@@ -37,7 +37,7 @@ from client.settings import BundleSource, ClientSettings, load_settings
 from client.workers import serve_workers
 from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
-__all__ = ["create_app", "serve_main"]
+__all__ = ["create_app", "configure_logging", "serve_main"]
 
 log = logging.getLogger("client")
 
@@ -157,6 +157,18 @@ def create_app(
     return app
 
 
+def configure_logging(level: str) -> None:
+    """The client's log: its own changes of state (client.bundles), not one line per request
+    that httpx makes (its INFO "HTTP Request: GET .../bundles/latest 304" on every poll);
+    those show with --log-level debug."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    debugging = level.upper() == "DEBUG"
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
+
+
 def serve_main(argv: list[str], *, epilog: str | None = None) -> int:
     """`python -m client [--host H] [--port P] [--workers N]`; exit status 2 on an unusable
     configuration. `epilog` ends --help (client/__main__.py lists its commands there)."""
@@ -175,9 +187,7 @@ def serve_main(argv: list[str], *, epilog: str | None = None) -> int:
         "--workers", type=int, default=None, help="server processes (default: SIQ_WORKERS, 1)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         if args.workers is not None:
             if not 1 <= args.workers <= 64:
