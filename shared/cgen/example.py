@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.preprocess import check_spec
+from shared.image import check_spec
 
 __all__ = ["EXAMPLE_FILE", "HOST_BUILD", "example_program", "recipe_in_words"]
 
@@ -20,7 +20,7 @@ HOST_BUILD = "cc -std=c99 -O2 -o siq_example siq_example.c siq_model.c"
 
 def recipe_in_words(spec: dict[str, Any]) -> list[str]:
     """The preprocessing recipe `spec` (manifest input.preprocess) as numbered steps that end
-    in the C x H x W bytes siq_predict reads (shared/preprocess.py is the reference)."""
+    in the C x H x W bytes siq_predict reads (shared/image/preprocessing.py is the reference)."""
     spec = check_spec(spec)
     if spec["kind"] == "digit":
         return [
@@ -78,7 +78,7 @@ def example_program(manifest: dict[str, Any], bundle_id: str | None = None) -> s
     names = ",\n    ".join(_c_string(str(n)) for n in manifest["input"]["class_names"])
     recipe = "\n".join(f"     {line}" for line in recipe_in_words(spec))
     reference = (
-        "python3 -c 'import sys, numpy as np; from shared.preprocess import preprocess_bytes; "
+        "python3 -c 'import sys, numpy as np; from shared.image import preprocess_bytes; "
         f'x = preprocess_bytes(open(sys.argv[1], "rb").read(), {_py_dict(spec)}); '
         "sys.stdout.buffer.write(np.rint(x * 255).astype(np.uint8).tobytes())' "
         "photo.jpg > pixels.bin"
@@ -89,9 +89,10 @@ def example_program(manifest: dict[str, Any], bundle_id: str | None = None) -> s
    Build and run on a computer:
      {HOST_BUILD}
      ./siq_example pixels.bin          (or - to read stdin)
-   On a microcontroller, compile siq_model.c with your firmware (for example
-   arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -O2 -c siq_model.c) and call siq_predict as
-   main does below; it needs no heap, no libc beyond memcpy/memset, no floating point.
+   On a microcontroller, compile siq_model.c with your firmware's cross compiler (for a
+   Cortex-M4: -mcpu=cortex-m4 -mthumb -O2; the DSP instructions are used where the core has
+   them) and call siq_predict as main does below; it needs no heap, no libc beyond
+   memcpy/memset, no floating point.
 
    siq_predict takes the image already preprocessed: SIQ_INPUT_CHANNELS x SIQ_INPUT_HEIGHT x
    SIQ_INPUT_WIDTH bytes. This bundle's recipe (manifest input.preprocess =

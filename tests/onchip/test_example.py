@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.onchip.toolchain import STRICT_FLAGS, missing_host_tools
 from shared.bundle import decode_bundle
 from shared.cgen import EXAMPLE_FILE, HOST_BUILD, example_program, generate_bundle_c, write_sources
-from shared.cgen.toolchain import STRICT_FLAGS, missing_host_tools
-from shared.preprocess import preprocess_bytes
+from shared.image import preprocess_bytes
 from tests.factories import make_random_bundle
 from tests.onchip.conftest import engine_logits
 from tests.samples import SAMPLE_DIR, mnist_test_digits
@@ -107,5 +107,5 @@ def test_the_recipe_is_in_the_comment() -> None:
     assert re.search(r"shorter side is \d+ pixels", photo) and "C x H x W" in photo
     for text in (digit, photo):
         comment = text.split("*/", 1)[0]
-        assert HOST_BUILD in comment and "arm-none-eabi-gcc" in comment
+        assert HOST_BUILD in comment and "-mcpu=cortex-m4" in comment
         assert "*/" not in comment[2:] and "#include" in text.split("*/", 1)[1]
