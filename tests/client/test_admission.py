@@ -18,7 +18,7 @@ from client.serving.admit import Admission
 from client.serving.run import HEAVY_PIXELS
 from shared.errors import OverloadedError
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 DIGIT = png_bytes(255 - mnist_test_digits(1)[0])
 
