@@ -111,8 +111,8 @@ def load_for(image: Image.Image, spec: dict) -> Image.Image:
     """`load_image` for the recipe `spec`: a photo recipe with `"draft": true` first asks a JPEG
     for its smallest DCT scale (1/2, 1/4 or 1/8, libjpeg's scaled decoding, Pillow's
     `Image.draft`) whose shorter side still reaches `resize`; the bilinear resize then starts
-    from that. A 300x300 JPEG for a 64-pixel recipe decodes at 75x75: 0.22 ms instead of 0.48,
-    and its resize 0.08 ms instead of 0.55 (bench/results/http_profile.md)."""
+    from that: less to decode and less to resize (a 300x300 JPEG for a 64-pixel recipe decodes
+    at 75x75; its timings: bench/results/http_profile.md)."""
     if spec.get("draft") and spec.get("kind") == "photo" and image.format == "JPEG":
         try:  # at least the size preprocess_photo resizes to
             image.draft(None, _resized(image.size, spec["resize"]))

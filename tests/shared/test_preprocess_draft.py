@@ -1,4 +1,4 @@
-"""The photo recipe's `draft` option (shared.preprocess.load_for): a JPEG decodes at the smallest
+"""The photo recipe's `draft` option (shared.image's load_for): a JPEG decodes at the smallest
 DCT scale whose shorter side still reaches `resize`; other formats, and recipes without the
 option (every bundle made before it), decode in full as before."""
 
