@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from shared.api import ErrorResponse
-from shared.errors import SIQError, error_body
+from shared.errors import SIQError, error_body, error_headers
 
 __all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
 
@@ -60,8 +60,10 @@ async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.http_status
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(exc), status_code=status, headers=headers)
+    headers = error_headers(exc) or {}  # Retry-After on 429 queue_full
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(exc), status_code=status, headers=headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
