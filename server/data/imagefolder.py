@@ -51,7 +51,7 @@ MAX_PIXELS = 40_000_000  # a decompression-bomb guard, far above any real photo
 
 def photo_spec(size: int = INPUT_SIZE, resize: int = RESIZE, draft: bool = True) -> dict:
     """The manifest's `input.preprocess` for photo data sets. `draft`: JPEGs decode at the
-    smallest DCT scale that still reaches `resize` (shared.image's load_for), here and in
+    smallest DCT scale that still reaches `resize` (load_image_for_recipe), here and in
     the client alike."""
     spec: dict = {"kind": "photo", "resize": resize, "crop": size}
     if draft:
