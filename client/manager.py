@@ -32,13 +32,16 @@ from shared.bundle import (
     Bundle,
     bundle_id,
     read_bundle_file,
+    read_signature,
     remove_temp_files,
+    signature_path,
+    verify,
     write_bundle_atomic,
+    write_signature,
 )
 from shared.engine import IntegerNetwork, load_engine
-from shared.errors import BundleError, ConfigError
-from shared.preprocess import check_spec, output_shape
-from shared.signing import read_signature, signature_path, verify, write_signature
+from shared.errors import BundleError, ConfigError, NotReadyError
+from shared.image import check_spec, output_shape
 
 __all__ = ["LoadedBundle", "BundleManager", "load_network"]
 
@@ -100,6 +103,16 @@ class BundleManager:
         self.metrics = metrics
         self.hmac_key = hmac_key
         self.current: LoadedBundle | None = None
+
+    def serving(self) -> LoadedBundle:
+        """The bundle in service now (a request keeps it whatever swaps happen meanwhile);
+        NotReadyError (503) before the first."""
+        loaded = self.current
+        if loaded is None:
+            raise NotReadyError(
+                f"no bundle is loaded yet ({self.source.describe()}); try again shortly"
+            )
+        return loaded
 
     # --- swapping -----------------------------------------------------------------------
 

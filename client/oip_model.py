@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +30,16 @@ import numpy as np
 
 from client.manager import LoadedBundle
 from client.oip_codec import (
+    Budget,
     InferRequest,
     ProtocolError,
     Tensor,
+    check_declared,
     decompress,
     encode_infer_response,
     parse_infer_request,
 )
-from client.recognize import OpenedUploads, batch_of, open_uploads
+from client.serving.decode import OpenedUploads, decode_images, open_uploads
 from shared.errors import ImageTooLargeError, NotFoundError
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "model_metadata",
     "Prepared",
     "prepare",
+    "budget_of",
     "finish",
     "run_inference",
     "infer_bytes",
@@ -125,9 +130,16 @@ def prepare(
 ) -> Prepared:
     """The first half of a request: decompress and parse the body, check the outputs asked
     for and the one input (its images' headers read and their pixel budgets enforced, as
-    /recognize does; a tensor's shape checked against the network's). Cheap for a small body."""
-    body = decompress(body, content_encoding, limits.max_body_bytes)
-    request = parse_infer_request(body, header_length)
+    /recognize does; a tensor's shape checked against the network's). Cheap for a small body;
+    what a body declares is checked against the limits before it is inflated or parsed whole."""
+    budget = budget_of(loaded, limits)
+    body = decompress(
+        body,
+        content_encoding,
+        limits.max_body_bytes,
+        peek=functools.partial(check_declared, budget=budget, complete=False),
+    )
+    request = parse_infer_request(body, header_length, budget)
     wanted = request.outputs
     if wanted is not None:
         unknown = [o.name for o in wanted if o.name not in OUTPUTS]
@@ -157,11 +169,18 @@ def prepare(
     )
 
 
+def budget_of(loaded: LoadedBundle, limits: Limits) -> Budget:
+    """The most a request may declare: `max_images` images, as many values as that many of
+    the network's input tensors (an `images` input declares one value per image)."""
+    per_image = math.prod(loaded.network.input_shape)
+    return Budget(limits.max_images, limits.max_images * per_image)
+
+
 def finish(loaded: LoadedBundle, prepared: Prepared) -> tuple[bytes, dict[str, str], int]:
     """The second half: decode the images (or convert the tensor), run the network, encode
     the answer's (body, headers); with the image count. Decoding and the network take CPU."""
     if prepared.opened is not None:
-        x, _ = batch_of(loaded, prepared.opened)  # the /recognize recipe, one image at a time
+        x, _ = decode_images(loaded, prepared.opened)  # the /recognize recipe, one image at a time
     else:
         x = _tensor_values(prepared.input)
     outputs = run_inference(loaded, prepared.request, x)

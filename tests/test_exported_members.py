@@ -1,5 +1,5 @@
-"""Every shared/ module states its public API in `__all__`, and every name there exists
-(after httpx's tests/test_exported_members.py)."""
+"""Every shared/ module and package states its public API in `__all__`, and every name there
+exists (after httpx's tests/test_exported_members.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 SHARED_MODULES = sorted(
-    f"shared.{path.stem}"
-    for path in (REPO_ROOT / "shared").glob("*.py")
-    if not path.name.startswith("_")
+    ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in (REPO_ROOT / "shared").rglob("*.py")
+    if path.parent != REPO_ROOT / "shared" or not path.name.startswith("_")
 )
 
 
 def test_shared_has_modules() -> None:
-    assert "shared.errors" in SHARED_MODULES
+    assert {"shared.errors", "shared.bundle", "shared.bundle.format"} <= set(SHARED_MODULES)
 
 
 @pytest.mark.parametrize("name", SHARED_MODULES)
@@ -29,3 +29,15 @@ def test_module_declares_existing_all(name: str) -> None:
     assert len(set(exported)) == len(exported), f"{name}.__all__ has duplicates"
     missing = [member for member in exported if not hasattr(module, member)]
     assert not missing, f"{name}.__all__ names missing members: {missing}"
+
+
+SHARED_PACKAGES = [m for m in SHARED_MODULES if (REPO_ROOT / m.replace(".", "/")).is_dir()]
+
+
+@pytest.mark.parametrize("name", SHARED_PACKAGES)
+def test_package_exports_hide_none_of_its_modules(name: str) -> None:
+    """A package whose public name equals one of its modules' names hides that module:
+    `import shared.image.preprocess as pp` gave the function `preprocess`, not the module."""
+    package = importlib.import_module(name)
+    modules = {p.stem for p in (REPO_ROOT / name.replace(".", "/")).glob("*.py")}
+    assert not modules & set(package.__all__), f"{name} exports the names of its modules"

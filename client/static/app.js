@@ -13,7 +13,7 @@ let sequence = 0;    // answers to older requests are dropped
 let lastPoint = null;
 let autoTimer = null;
 
-// White ink on black: shared/preprocess.py finds the ink on either polarity, and an opaque
+// White ink on black: shared/image/ finds the ink on either polarity, and an opaque
 // background keeps the PNG free of transparency (transparent pixels would be background too).
 function clearPad() {
   ctx.fillStyle = "#000";

@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import IO
 
 from fastapi import FastAPI
@@ -59,6 +60,16 @@ def _lock_state_dir(settings: ServerSettings) -> IO[str]:
     return lock
 
 
+def _hold_open(db_path: Path) -> sqlite3.Connection:
+    """A connection held for the server's life, so the database's WAL and shared-memory
+    files stay in place between requests: SQLite removes them when its last connection
+    closes, and a reader that must create them again cannot on a full disk. Held open,
+    reads keep working with no space left; writes answer 507 (api/errors.py)."""
+    conn = sqlite3.connect(db_path, check_same_thread=False)
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the WAL index
+    return conn
+
+
 def create_app(
     settings: ServerSettings | None = None, *, state_lock: IO[str] | None = None
 ) -> FastAPI:
@@ -88,8 +99,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lock = state_lock or _lock_state_dir(settings)
+        keeper = _hold_open(settings.db_path)
         try:
-            added = bundle_store.scan()
+            added = bundle_store.scan(settings.publish_rule)
             if added:
                 log.info("registered %d bundle file(s) found in %s", added, settings.bundle_dir)
             runner.start()
@@ -100,6 +112,7 @@ def create_app(
                 coordinator.stop()
                 runner.stop()
         finally:
+            keeper.close()
             lock.close()
 
     app = FastAPI(

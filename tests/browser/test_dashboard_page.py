@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.schemas import BundleList, QuantizeJobList
+from shared.api import BundleList, QuantizeJobList
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import ServiceProcess, child_env, start_service
 

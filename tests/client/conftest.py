@@ -15,8 +15,7 @@ from PIL import Image
 
 from client.app import create_app
 from client.settings import ClientSettings, parse_bundle_source
-from shared.bundle import bundle_id
-from shared.signing import sign
+from shared.bundle import bundle_id, sign
 from tests.factories import make_random_bundle
 
 SERVER = "http://server.test"
@@ -108,6 +107,14 @@ def build_app(root: Path, bundle: str, server: FakeServer | None = None, **overr
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     source = parse_bundle_source(settings.bundle, settings.server_url)
     return create_app(settings, source, http=server.client() if server else None)
+
+
+@pytest.fixture
+def bundle_file(tmp_path: Path, bundle_a: bytes) -> Path:
+    """bundle_a as a file: a client's SIQ_BUNDLE."""
+    path = tmp_path / "a.siq"
+    path.write_bytes(bundle_a)
+    return path
 
 
 @pytest.fixture

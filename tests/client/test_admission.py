@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import client.api.recognize as recognize_api
-from client.admission import HEAVY_PIXELS, Admission
+import client.serving.run as run_stage
+from client.serving.admit import Admission
+from client.serving.run import HEAVY_PIXELS
 from shared.errors import OverloadedError
 from tests.client.conftest import png_bytes
 from tests.shared.test_preprocess import mnist_test_digits
@@ -21,15 +22,8 @@ from tests.shared.test_preprocess import mnist_test_digits
 DIGIT = png_bytes(255 - mnist_test_digits(1)[0])
 
 
-@pytest.fixture
-def bundle_file(tmp_path, bundle_a):
-    path = tmp_path / "a.siq"
-    path.write_bytes(bundle_a)
-    return path
-
-
 def test_admission_counts_places_and_sheds_past_them():
-    admission = Admission(workers=2, queued=1, retry_after_s=0.2)
+    admission = Admission(workers=2, queued=1, readers=8, retry_after_s=0.2)
     for _ in range(3):
         admission.admit()
     assert admission.waiting == 1
@@ -39,7 +33,7 @@ def test_admission_counts_places_and_sheds_past_them():
     admission.release()
     admission.admit()  # a place came free
     with pytest.raises(ValueError):
-        Admission(workers=0, queued=1)
+        Admission(workers=0, queued=1, readers=8)
 
 
 class Gate:
@@ -49,7 +43,7 @@ class Gate:
         self.open = threading.Event()
         self.lock = threading.Lock()
         self.running = self.most = self.heavy = self.most_heavy = 0
-        original = recognize_api.prepared  # decode + preprocess, in the lanes
+        original = run_stage.decode_timed  # decode + preprocess, in the lanes
 
         def held(loaded, opened):
             big = opened.pixels > HEAVY_PIXELS
@@ -67,7 +61,7 @@ class Gate:
                     self.running -= 1
                     self.heavy -= big
 
-        monkeypatch.setattr(recognize_api, "prepared", held)
+        monkeypatch.setattr(run_stage, "decode_timed", held)
 
 
 def post_all(http: TestClient, bodies: list[bytes]) -> list:

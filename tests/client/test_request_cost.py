@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import client.recognize as recognize_module
+import client.serving.decode as recognize_module
 from client.settings import load_settings
 from shared.errors import ConfigError
 from tests.client.conftest import png_bytes
@@ -26,13 +26,6 @@ def large_digit() -> bytes:
     buf = io.BytesIO()
     digit.convert("RGBA").save(buf, format="PNG")
     return buf.getvalue()
-
-
-@pytest.fixture
-def bundle_file(tmp_path, bundle_a):
-    path = tmp_path / "a.siq"
-    path.write_bytes(bundle_a)
-    return path
 
 
 class DecodeWatch:

@@ -7,12 +7,17 @@ set, 500 bad_bundle: a stored file is corrupt, not the caller's fault). Besides 
 
     request validation           422 invalid_request, `field` names the first bad field
     unknown route / method       404 not_found / 405 method_not_allowed
+    no space left to write       507 insufficient_storage (SQLite's "database or disk is full",
+                                 or ENOSPC / EDQUOT from a file write): the server's disk is
+                                 full; reads keep working (server/service/app.py `_hold_open`)
     anything else                500 internal_error, naming no internals (server.service.guard)
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,10 +27,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from shared.errors import SIQError, error_body
-from shared.schemas import ErrorResponse
+from shared.api import ErrorResponse
+from shared.errors import SIQError, error_body, error_headers
 
-__all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
+__all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES", "STORAGE_RESPONSES"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "the body is over SIQ_MAX_BODY_BYTES"},
     422: {"model": ErrorResponse, "description": "invalid request; `field` names the culprit"},
 }
+# what a route that writes can also answer
+STORAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    507: {"model": ErrorResponse, "description": "insufficient_storage: the server's disk is full"},
+}
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def error_response(
@@ -60,8 +70,10 @@ async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.http_status
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(exc), status_code=status, headers=headers)
+    headers = error_headers(exc) or {}  # Retry-After on 429 queue_full
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(exc), status_code=status, headers=headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -103,7 +115,25 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(allowed)
 
 
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """507 when a write found no space (the cause named), else the 500 it always was."""
+    if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+        cause = str(exc)
+    elif isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        cause = exc.strerror or str(exc)
+    else:
+        raise exc
+    log.error("%s %s: no space to write: %s", request.method, request.url.path, cause)
+    message = (
+        f"the server's disk is full ({cause}), so nothing can be written; reads still work. "
+        "Free space under SIQ_STATE_DIR and retry (/readyz says when it is writable again)"
+    )
+    return error_response(507, "insufficient_storage", message)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sqlite3.Error, _storage_error)
+    app.add_exception_handler(OSError, _storage_error)

@@ -25,7 +25,7 @@ from server.service.api.deps import (
 )
 from server.service.api.errors import ERROR_RESPONSES
 from server.service.jobs import JobRecord
-from shared.schemas import ErrorResponse, JobStatus, QuantizeJobList, QuantizeJobPublic
+from shared.api import ErrorResponse, JobStatus, QuantizeJobList, QuantizeJobPublic
 
 __all__ = ["router", "to_public"]
 

@@ -1,4 +1,4 @@
-"""/recognize with SIQ_INFERENCE_PROCESSES (client/inference_process.py): the answers of the
+"""/recognize with SIQ_INFERENCE_PROCESSES (client/serving/children.py): the answers of the
 in-process route, each request's own errors, and a child that dies is replaced."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_answers_equal_the_in_process_route(both, digits):
         assert x["label"] == y["label"] and x["filename"] == y["filename"]
         assert x["probabilities"] == y["probabilities"]
     assert set(b.json()["timings_ms"]) == {"decode", "preprocess", "inference", "total"}
-    assert child.app.state.processes.pids()  # it ran in a child
+    assert child.app.state.pipeline.runner.pool.pids()  # it ran in a child
     metrics = child.get("/metrics").text  # its batch sizes, as in process
     assert "siq_client_batch_images_count" in metrics
     count = next(x for x in metrics.splitlines() if x.startswith("siq_client_batch_images_count"))
@@ -92,7 +92,7 @@ def test_a_child_that_dies_is_replaced(both, digits):
     _, child = both
     good = {"file": ("d.png", png_bytes(digits[1]), "image/png")}
     assert _post(child, good).status_code == 200
-    (pid,) = child.app.state.processes.pids()
+    (pid,) = child.app.state.pipeline.runner.pool.pids()
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -105,7 +105,7 @@ def test_a_child_that_dies_is_replaced(both, digits):
         time.sleep(0.05)
     answers = [_post(child, good).status_code for _ in range(3)]
     assert answers == [200, 200, 200]
-    assert child.app.state.processes.pids() != [pid]
+    assert child.app.state.pipeline.runner.pool.pids() != [pid]
     # an operator sees it: one child lost because it exited, one running again
     assert _metric(child, 'siq_client_inference_process_losses_total{reason="exited"}') == 1
     assert _metric(child, "siq_client_inference_processes") == 1
@@ -117,9 +117,9 @@ def test_inference_processes_cannot_be_negative():
 
 
 def test_a_new_bundle_gets_new_children(bundle_a, bundle_b, digits):
-    from client.inference_process import InferencePool
     from client.manager import load_network
-    from client.recognize import open_uploads, prepared
+    from client.serving.children import InferencePool
+    from client.serving.decode import decode_timed, open_uploads
     from shared.bundle import decode_bundle
     from tests.conftest import run_async
 
@@ -140,7 +140,7 @@ def test_a_new_bundle_gets_new_children(bundle_a, bundle_b, digits):
     assert pid_a and pid_b and pid_a != pid_b
     for bundle, (labels, probs, _) in ((a, first), (b, second)):
         loaded = load_network(bundle, "test")
-        batch, _ = prepared(loaded, open_uploads(uploads, max_pixels=10**6))
+        batch, _ = decode_timed(loaded, open_uploads(uploads, max_pixels=10**6))
         want_labels, want_probs = loaded.network.predict(batch)
         assert labels.tolist() == want_labels.tolist()
         assert np.array_equal(probs, want_probs)
@@ -149,9 +149,9 @@ def test_a_new_bundle_gets_new_children(bundle_a, bundle_b, digits):
 def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(bundle_a, digits):
     import asyncio
 
-    from client.inference_process import MAX_BATCH_IMAGES, InferencePool
     from client.manager import load_network
-    from client.recognize import open_uploads, prepared
+    from client.serving.children import MAX_BATCH_IMAGES, InferencePool
+    from client.serving.decode import decode_timed, open_uploads
     from shared.bundle import decode_bundle
     from tests.conftest import run_async
 
@@ -170,7 +170,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(bundle_a, 
     assert 8 * len(requests) > 2 * MAX_BATCH_IMAGES  # more than two batches' worth
     loaded = load_network(bundle, "test")
     for uploads, (labels, probs, _) in zip(requests, answers, strict=True):
-        batch, _ = prepared(loaded, open_uploads(uploads, max_pixels=10**6))
+        batch, _ = decode_timed(loaded, open_uploads(uploads, max_pixels=10**6))
         want_labels, want_probs = loaded.network.predict(batch)
         assert labels.tolist() == want_labels.tolist()
         assert np.array_equal(probs, want_probs)  # integer logits: batching changes nothing
@@ -185,7 +185,7 @@ def _hang(conn, bundle, **limits):  # a child whose decoder never returns
 def test_a_child_that_never_answers_is_killed_and_its_requests_get_503(bundle_a, digits):
     import asyncio
 
-    from client.inference_process import InferencePool
+    from client.serving.children import InferencePool
     from shared.bundle import decode_bundle
     from shared.errors import NotReadyError
     from tests.conftest import run_async
@@ -215,7 +215,7 @@ def test_a_child_that_never_answers_is_killed_and_its_requests_get_503(bundle_a,
 
 
 def test_the_child_enforces_the_pixel_budgets_and_hands_back_larger_requests(bundle_a, digits):
-    from client.inference_process import InferencePool
+    from client.serving.children import InferencePool
     from shared.bundle import decode_bundle
     from shared.errors import ImageTooLargeError
     from tests.conftest import run_async
@@ -275,7 +275,7 @@ def test_children_start_with_each_bundle_put_into_service(tmp_path, server, bund
     server.publish(bundle_a)
     app = build_app(tmp_path, "latest:digits", server, inference_processes=1, poll_interval_s=0.05)
     app.state.manager.refresh()  # serving from the start, as from the cache
-    pool = app.state.processes
+    pool = app.state.pipeline.runner.pool
     with TestClient(app) as http:
         first = wait_until(pool.pids, 30, 0.02, what="a child before any request")
         assert _metric(http, "siq_client_inference_processes") == 1
@@ -302,8 +302,8 @@ def test_run_does_a_requests_work_in_the_child_and_raises_its_error_here(bundle_
     import asyncio
     import functools
 
-    from client.inference_process import InferencePool
     from client.oip_codec import ProtocolError
+    from client.serving.children import InferencePool
     from shared.bundle import decode_bundle
     from tests.conftest import run_async
 

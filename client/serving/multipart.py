@@ -1,11 +1,12 @@
-"""The common multipart/form-data upload, split without the general parser.
+"""The common multipart/form-data upload, split without the general parser (for the read
+stage, client/serving/read.py).
 
 A /recognize request is nearly always one well-formed form of a few file parts. Starlette's
 `MultiPartParser` (python-multipart's callback parser and a spooled temporary file per file)
-cost about a third of /recognize's own time for a digit (cProfile of the route under 16
-concurrent requests), more than the digit recipe. `file_parts` splits such a body at its
-boundary with `bytes.find` instead and returns what the general parser would return for it: per
-part, the field name and filename (decoded as Starlette decodes them) and the content.
+cost more of /recognize's own time for a digit than the digit recipe (a cProfile of the route
+under load). `file_parts` splits such a body at its boundary with `bytes.find` instead and
+returns what the general parser would return for it: per part, the field name and filename
+(decoded as Starlette decodes them) and the content.
 
 Anything it does not recognise as that simple case (a part without a filename, a header it
 does not know, a missing or repeated disposition parameter, a body not framed exactly by the
@@ -23,7 +24,7 @@ __all__ = ["file_parts"]
 
 _KNOWN_HEADERS = (b"content-disposition", b"content-type")
 # The forms every HTTP client sends, read by a regular expression: the general header parser
-# took a third of the fast path's time. Anything else (quoting, escapes, other parameters)
+# was the fast path's largest cost. Anything else (quoting, escapes, other parameters)
 # goes through python-multipart's `parse_options_header`, as the general parser does.
 _PLAIN_TYPE = re.compile(r"multipart/form-data;\s*boundary=([0-9A-Za-z'()+_,./:=?-]{1,70})", re.I)
 _PLAIN_DISPOSITION = re.compile(rb'form-data; name="([^"\\]*)"; filename="([^"\\]*)"')

@@ -1,23 +1,23 @@
-"""Opportunistic batching: the images of concurrent requests go through the network in one
-call, in a worker thread.
+"""Stage 4, batch: the images of concurrent requests go through the network in one call.
 
-Why: one request's network call at batch 1 costs the event loop's thread the whole pass, and a
-pass costs much more per image at batch 1 than in a batch (bench/results/client.md: 12,000
-against 30,000 digits/s). ONNX Runtime releases the GIL while it runs, so a batch running in a
-worker thread uses the second core while the event loop goes on parsing, decoding and answering
-the other requests.
+Why: a network call costs much more per image at batch 1 than in a batch
+(bench/results/client.md), and ONNX Runtime releases the GIL while it runs, so a batch run in
+a worker thread uses a second core while the event loop goes on reading, decoding and
+answering the other requests.
 
 How: a request's preprocessed images join the line of their network and wait on a future. When
 no batch of that network is running, a drain task starts: it takes every waiting request (up to
 `max_images` images; a larger request goes alone), runs one `network.predict`, hands each
 request its rows and takes the next line, until the line is empty. The call runs in a worker
-thread, unless the network was measured to cost under `INLINE_S` an image: then handing it
-to a thread and back costs more than it frees (a digit network: 0.93 ms of server CPU a
-request inline, 1.04 in a thread, bench_http), and it runs on the event loop, still batched
-with the requests that reached the network in the same turn of the loop. There is
-no timer: a lone request runs at once in a batch of one, and under load a batch is what arrived
-while the previous one ran (Triton's dynamic batcher with a queue delay of 0). When a batch
-fails, its requests run one at a time, so one request's error is only its own.
+thread, unless the network was measured to cost under `INLINE_S` an image: then handing it to
+a thread and back costs more than it frees, and it runs on the event loop, still batched with
+the requests that reached the network in the same turn of the loop. There is no timer: a lone
+request runs at once in a batch of one, and under load a batch is what arrived while the
+previous one ran (Triton's dynamic batcher with a queue delay of 0). When a batch fails, its
+requests run one at a time (`predict_each`), so one request's error is only its own.
+
+Used by the in-process runner (client/serving/run.py); an inference process batches the same
+way with `predict_each` (client/serving/children.py).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 
 __all__ = ["Batcher", "INLINE_S", "MAX_BATCH_IMAGES", "predict_each"]
 
-INLINE_S = 0.0002  # a digit: 30-90 us an image; an office10 photo: ~500 us
-MAX_BATCH_IMAGES = 64  # a digit batch of 64 runs at 2.5x batch 1's speed per image; 128 no more
+INLINE_S = 0.0002  # between a digit network's cost per image and a photo network's
+MAX_BATCH_IMAGES = 64  # where the gain per image of a larger batch levels off
 
 
 class Network(Protocol):

@@ -1,33 +1,33 @@
-"""Recognition in child processes beside the HTTP event loop (`SIQ_INFERENCE_PROCESSES`).
+"""Inference processes: the `InChildren` runner's children (`SIQ_INFERENCE_PROCESSES`).
 
 Why: in one process, the event loop and the threads that decode and run the network share one
-GIL. Under load the loop holds it most of the time, and every time a worker thread comes back
-from Pillow's decoder or ONNX Runtime it waits for it: with one worker thread, the loop's and
-the worker's CPU time per request added up to the whole time per request, so nothing ran in
-parallel (bench/results/http_profile.md). A child process has a GIL of its own: the serving
-process parses HTTP and answers, the children decode, preprocess and run the network. This is
-TorchServe's split (a frontend, and backend worker processes fed over a socket).
+GIL; under load the loop holds it most of the time, and a worker thread back from Pillow's
+decoder or ONNX Runtime waits for it, so little runs in parallel
+(bench/results/http_profile.md). A child process has a GIL of its own: the serving process
+reads and answers, the children decode, preprocess and run the network. This is TorchServe's
+split (a frontend, and backend worker processes fed over a socket).
 
 How: each child holds the bundle's network (sent once, when it starts) and serves batches
 over a pipe. A request's image bytes join the line of the pool; a child with no batch in
 flight takes everything waiting (up to `MAX_BATCH_IMAGES` images), decodes and preprocesses
-each request with the very functions the in-process route uses (`client.recognize`), runs the
-network once for the batch and answers each request (labels, probabilities, timings, or its
-own error: an image it cannot decode fails alone, with the same 4xx). The event loop reads
-the answers when the pipe is readable (`add_reader`): no thread on the serving side.
+each request with the functions the serving process uses (client/serving/decode.py), runs the
+network once for the batch (`predict_each`, client/serving/batch.py) and answers each request
+(labels, probabilities, timings, or its own error: an image it cannot decode fails alone,
+with the same 4xx). The event loop reads the answers when the pipe is readable
+(`add_reader`): no thread on the serving side.
 
 `run(bundle, work)` sends one whole request's work instead, a picklable `work(loaded)` that
-runs on its own in a child (up to 16 share a round trip): the Open Inference Protocol's
-`infer` route sends `infer_bytes` (the body in, the answer's bytes out), so parsing,
+runs on its own in a child (several share a round trip): the Open Inference Protocol's
+`infer` route sends `oip_model.infer_bytes` (the body in, the answer's bytes out), so parsing,
 decoding, the network and encoding leave the serving process too.
 
 A child that dies (a crash in a decoder, a kill), or leaves a batch unanswered for
 `BATCH_TIMEOUT_S` (and is killed), fails that batch's requests with 503 and is started again
-for the next. A new bundle gets new children; the old ones finish their batch
-and exit. The child reads the images' headers (the serving process does not: 5 % of its time
-for a digit) and enforces the pixel budgets; a request whose images would decode to more than
-`MAX_PIXELS` comes back unrun (`recognize` returns None) and the route recognises it in the
-serving process (its heavy lane): seconds of decoding in a child would hold up a whole batch.
+for the next. A new bundle gets new children; the old ones finish their batch and exit. The
+child, not the serving process, reads the images' headers and enforces the pixel budgets; a
+request whose images would decode to more than `MAX_PIXELS` comes back unrun (None) and the
+serving process runs it (its heavy lane): seconds of decoding in a child would hold up a
+whole batch.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from client.batching import predict_each
 from client.oip_codec import ProtocolError
+from client.serving.batch import predict_each
 from shared import errors
 from shared.bundle import Bundle
 from shared.errors import NotReadyError, SIQError
@@ -57,10 +57,10 @@ __all__ = ["InferencePool", "MAX_PIXELS", "MAX_BATCH_IMAGES", "BATCH_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 1_000_000  # a request of up to eleven 300x300 photos, ~4 ms of decoding
+MAX_PIXELS = 1_000_000  # eleven 300x300 photos: decoded in milliseconds, not seconds
 MAX_BATCH_IMAGES = 64
 RUN_WEIGHT = 4  # images a `run` job counts for in a batch: up to 16 of them share a round trip
-BATCH_TIMEOUT_S = 60.0  # a batch is at most 64 images of under 1 M pixels: ~2 s of decoding
+BATCH_TIMEOUT_S = 60.0  # far beyond what 64 images of under MAX_PIXELS take to decode
 Answer = tuple[np.ndarray, np.ndarray, dict[str, float]]  # labels, probabilities, timings
 
 
@@ -76,7 +76,7 @@ def _serve(
     shutdown closes it; a Ctrl-C in the terminal is the parent's to handle)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from client.manager import load_network
-    from client.recognize import open_uploads, prepared
+    from client.serving.decode import decode_timed, open_uploads
 
     try:
         loaded = load_network(bundle, "process")
@@ -106,7 +106,7 @@ def _serve(
                     opened.close()
                     answers.append((job, "heavy", None))
                     continue
-                batch, timings = prepared(loaded, opened)
+                batch, timings = decode_timed(loaded, opened)
                 inputs.append((job, batch, timings))
             except Exception as exc:
                 answers.append((job, "error", _portable(exc)))
@@ -153,7 +153,8 @@ def _portable(exc: Exception) -> tuple[str, str]:
     return "RuntimeError", f"{name}: {exc}"
 
 
-def _raise(name: str, message: str) -> Exception:
+def _rebuilt(name: str, message: str) -> Exception:
+    """The exception `_portable` described, made again here (to be raised by the caller)."""
     kind = _PORTABLE.get(name)
     return RuntimeError(message) if kind is None else kind(message)
 
@@ -386,7 +387,7 @@ class InferencePool:
             if status in ("ok", "heavy", "done"):
                 job.future.set_result(payload)
             else:
-                job.future.set_exception(_raise(*payload))
+                job.future.set_exception(_rebuilt(*payload))
         child.in_flight.clear()
         if ran and self._observe is not None:
             self._observe(ran)
