@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE
+from tests.browser.conftest import DESKTOP, PHONE, serve
 from tests.browser.strokes import digit_strokes
-from tests.conftest import ServiceProcess, child_env, start_service
+from tests.conftest import ServiceProcess
 
 pipeline = pytest.importorskip("server.training.pipeline", reason="needs the server extra (torch)")
 # training a bundle or a job inside a test: minutes when the machine is shared, not seconds
@@ -73,24 +73,16 @@ def photo_bundle(tmp_path_factory: pytest.TempPathFactory, office10_dir: Path) -
     )
 
 
-def _serve(bundle: Path, data_dir: Path, root: Path) -> Iterator[ServiceProcess]:
-    env = child_env(data_dir, SIQ_BUNDLE=str(bundle), SIQ_STATE_DIR=str(root / "state"))
-    client = start_service("client", env, root / "client.log")
-    try:
-        client.wait_ready("/readyz")
-        yield client
-    finally:
-        client.stop()
-
-
 @pytest.fixture(scope="module")
 def digit_client(mnist_bundle, data_dir, tmp_path_factory) -> Iterator[ServiceProcess]:
-    yield from _serve(mnist_bundle, data_dir, tmp_path_factory.mktemp("digit-client"))
+    root = tmp_path_factory.mktemp("digit-client")
+    yield from serve("client", data_dir, root, SIQ_BUNDLE=str(mnist_bundle))
 
 
 @pytest.fixture(scope="module")
 def photo_client(photo_bundle, data_dir, tmp_path_factory) -> Iterator[ServiceProcess]:
-    yield from _serve(photo_bundle, data_dir, tmp_path_factory.mktemp("photo-client"))
+    root = tmp_path_factory.mktemp("photo-client")
+    yield from serve("client", data_dir, root, SIQ_BUNDLE=str(photo_bundle))
 
 
 def _draw(page, strokes, *, touch: bool = False) -> None:

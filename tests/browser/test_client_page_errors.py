@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.conftest import DESKTOP, PHONE
-from tests.conftest import ServiceProcess, child_env, start_service
+from tests.browser.conftest import DESKTOP, PHONE, serve
+from tests.conftest import ServiceProcess
 from tests.factories import make_random_bundle
 
 # the start of a real PDF: what a user picks with "All files" in the file chooser
@@ -27,13 +27,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
     root = tmp_path_factory.mktemp("client-page-errors")
     bundle = root / "random.siq"
     bundle.write_bytes(make_random_bundle(3))
-    env = child_env(data_dir, SIQ_BUNDLE=str(bundle), SIQ_STATE_DIR=str(root / "state"))
-    service = start_service("client", env, root / "client.log")
-    try:
-        service.wait_ready("/readyz")
-        yield service
-    finally:
-        service.stop()
+    yield from serve("client", data_dir, root, SIQ_BUNDLE=str(bundle))
 
 
 @pytest.fixture(params=[DESKTOP, PHONE], ids=["desktop", "phone"])

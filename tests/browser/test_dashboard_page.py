@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from shared.api import BundleList, QuantizeJobList
-from tests.browser.conftest import DESKTOP, PHONE
-from tests.conftest import ServiceProcess, child_env, start_service
+from tests.browser.conftest import DESKTOP, PHONE, serve
+from tests.conftest import ServiceProcess
 
 TOKEN = "dashboard-page-token"
 BUNDLE_ID = "0123456789abcdef" * 4
@@ -24,13 +24,7 @@ BUNDLE_ID = "0123456789abcdef" * 4
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("dashboard-page")
-    env = child_env(data_dir, SIQ_STATE_DIR=str(root / "state"), SIQ_API_TOKEN=TOKEN)
-    service = start_service("server", env, root / "server.log")
-    try:
-        service.wait_ready("/readyz")
-        yield service
-    finally:
-        service.stop()
+    yield from serve("server", data_dir, root, SIQ_API_TOKEN=TOKEN)
 
 
 @pytest.fixture
