@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 
 import httpx
@@ -34,11 +35,16 @@ from client.settings import BundleSource, ClientSettings, load_settings
 from client.workers import serve_workers
 from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
-__all__ = ["create_app", "serve_main"]
+__all__ = ["create_app", "configure_logging", "serve_main"]
 
 log = logging.getLogger("client")
 
-_DESCRIPTION = "The SIQ recognition client: serves POST /recognize from a bundle, integers only."
+_DESCRIPTION = textwrap.fill(
+    "The SIQ recognition client: serves a quantised bundle over HTTP (POST /recognize, the "
+    "Open Inference Protocol under /v2, a page at /) with integer arithmetic only. Without a "
+    "command, it starts serving.",
+    width=80,
+)
 
 
 async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
@@ -128,20 +134,37 @@ def create_app(
     return app
 
 
-def serve_main(argv: list[str]) -> int:
+def configure_logging(level: str) -> None:
+    """The client's log: its own changes of state (client.bundles), not one line per request
+    that httpx makes (its INFO "HTTP Request: GET .../bundles/latest 304" on every poll);
+    those show with --log-level debug."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    debugging = level.upper() == "DEBUG"
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
+
+
+def serve_main(argv: list[str], *, epilog: str | None = None) -> int:
     """`python -m client [--host H] [--port P] [--workers N]`; exit status 2 on an unusable
-    configuration."""
-    parser = argparse.ArgumentParser(prog="python -m client", description=_DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--log-level", default="info")
+    configuration. `epilog` ends --help (client/__main__.py lists its commands there)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m client",
+        description=_DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="server processes (default: SIQ_WORKERS, 1)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         if args.workers is not None:
             if not 1 <= args.workers <= 64:

@@ -3,7 +3,7 @@ and a finger's touches on a phone-sized touch screen) are recognised, an office 
 file input gets the label the integer engine gives that file, and screenshots are kept.
 
 `python -m client` runs as a real process serving a bundle file the fixture trains: MNIST
-(8k images, 2 epochs, one SIQ pass; under a minute on 2 quiet cores) for the pad, and a tiny office10
+(the committed sample's 8k images, 2 epochs, one SIQ pass; under a minute on 2 quiet cores) for the pad, and a tiny office10
 photonet for the upload. The PNGs the pad sent are saved beside the screenshots. What the page
 shows when a request fails is in test_client_page_errors.py (no training there)."""
 
@@ -18,6 +18,7 @@ import pytest
 from tests.browser.conftest import DESKTOP, PHONE, serve
 from tests.browser.strokes import digit_strokes
 from tests.conftest import ServiceProcess
+from tests.samples import sample_mnist_source
 
 pipeline = pytest.importorskip("server.training.pipeline", reason="needs the server extra (torch)")
 # training a bundle or a job inside a test: minutes when the machine is shared, not seconds
@@ -40,20 +41,21 @@ def _train(tmp: Path, data_dir: Path, **config) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mnist_bundle(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    return _train(
-        tmp_path_factory.mktemp("mnist"),
-        mnist_dir.parent,
-        dataset="mnist",
-        weight_bits=4,
-        activation_bits=4,
-        epochs=2,
-        retrain_epochs=0.25,
-        max_iterations=1,
-        seed=0,
-        train_limit=8000,
-        test_limit=500,
-    )
+def mnist_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with sample_mnist_source():  # the committed sample: its first 8000 are MNIST's
+        return _train(
+            tmp_path_factory.mktemp("mnist"),
+            None,
+            dataset="mnist",
+            weight_bits=4,
+            activation_bits=4,
+            epochs=2,
+            retrain_epochs=0.25,
+            max_iterations=1,
+            seed=0,
+            train_limit=8000,
+            test_limit=500,
+        )
 
 
 @pytest.fixture(scope="module")

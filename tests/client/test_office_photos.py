@@ -24,8 +24,18 @@ pytestmark = pytest.mark.slow
 CLASSES = ("cup", "lamp", "watch")
 
 
+@pytest.fixture(
+    scope="module", params=["sample", pytest.param("full", marks=pytest.mark.full_data)]
+)
+def office10(request: pytest.FixtureRequest, office10_dir: Path) -> Path:
+    """office10: the committed sample, and the whole data set for the `full_data` run."""
+    if request.param == "sample":
+        return office10_dir
+    return request.getfixturevalue("full_data_dir") / "office10"
+
+
 @pytest.fixture(scope="module")
-def photonet_bundle(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photonet_bundle(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny photonet trained on 40 office10 photos (a few optimiser steps)."""
     torch.set_num_threads(1)
     config = QuantizeConfig(
@@ -40,7 +50,7 @@ def photonet_bundle(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory
         seed=0,
     )
     out = tmp_path_factory.mktemp("bundles")
-    result = run_pipeline(config, office10_dir.parent, out)
+    result = run_pipeline(config, office10.parent, out)
     return Path(result.bundle_path)
 
 
@@ -62,11 +72,11 @@ def _odd_variants(src: Path, dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def photo_folder(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo_folder(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small image folder of real office10 test photos (plus odd sizes/modes)."""
     root = tmp_path_factory.mktemp("photos") / "office_small"
     for cls in CLASSES:
-        files = sorted((office10_dir / "test" / cls).iterdir())[:3]
+        files = sorted((office10 / "test" / cls).iterdir())[:3]
         for split in ("train", "test"):
             (root / split / cls).mkdir(parents=True)
             for f in files:

@@ -16,7 +16,7 @@ import client.serving.decode as recognize_module
 from client.settings import load_settings
 from shared.errors import ConfigError
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from shared.image.preprocessing import (
     _gray,
     _quartiles,
 )
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 # --- the reference: shared/preprocess.py's digit recipe as first written -----------------------
 
