@@ -61,7 +61,7 @@ __all__ = [
 
 FORMAT = "siq-bundle"
 FORMAT_VERSION = 1  # written when a manifest names none
-FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle_v2.py)
+FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle/v2.py)
 MANIFEST_KEY = "siq_manifest"
 # version 2 stores the same canonical manifest text zlib-compressed (level 9) and base64'd:
 # 4.3 kB of JSON, escaped inside the header's JSON, was a fifth of a 22 kB pruned bundle
