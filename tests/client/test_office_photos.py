@@ -92,7 +92,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
     assert bundle.manifest["input"]["preprocess"]["kind"] == "photo"
     net = IntegerNetwork(bundle)
 
-    # server side: the data-set loader (shared.preprocess on the files) + the integer engine
+    # server side: the data-set loader (shared.image on the files) + the integer engine
     ds = load_imagefolder(photo_folder, "office_small")
     labels, probs = net.predict(ds.test_x.astype(np.float32) / 255.0)  # (N,), (N, classes)
 
@@ -120,7 +120,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
 
 
 def test_photo_bytes_round_trip_is_lossless(photo_folder: Path) -> None:
-    """uint8 storage of the loader's arrays loses nothing of shared.preprocess's output."""
+    """uint8 storage of the loader's arrays loses nothing of shared.image.preprocessing's output."""
     from shared.image import decode_image, preprocess
 
     ds = load_imagefolder(photo_folder)

@@ -1,5 +1,5 @@
 """Where errors become HTTP responses. Every error body has the shape
-`{"error": {"code": str, "message": str, "field": str | null}}` (shared.schemas.ErrorResponse).
+`{"error": {"code": str, "message": str, "field": str | null}}` (shared.api.schemas.ErrorResponse).
 
 Domain errors (SIQError) answer with the one mapping of shared/errors.py: `exc.http_status`
 and `error_body(exc)` (404 not found, 409 conflict, 401/403 auth, 422 bad config or data
