@@ -33,6 +33,7 @@ __all__ = [
     "GraphError",
     "Value",
     "as_dag",
+    "as_chain",
     "activation",
     "groups",
     "requantises",
@@ -90,6 +91,29 @@ def as_dag(graph: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(new)
         previous = node.get("name", previous)
     return out
+
+
+def as_chain(graph: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The graph in version-1 chain form (no `inputs`, a `relu` flag per weighted layer) when
+    it is one: every node takes the one before it, only chain ops, no groups, activations
+    relu or none; else None. Lets the implementations that have a fast chain path keep it
+    for any format version."""
+    chain: list[dict[str, Any]] = []
+    previous = INPUT
+    for node in as_dag(graph):
+        if (
+            node["op"] not in CHAIN_OPS
+            or node["inputs"] != [previous]
+            or groups(node) != 1
+            or (node["op"] in WEIGHTED_OPS and activation(node) not in ("relu", "none"))
+        ):
+            return None
+        link = {k: v for k, v in node.items() if k not in ("inputs", "activation", "groups")}
+        if node["op"] in WEIGHTED_OPS:
+            link["relu"] = activation(node) == "relu"
+        chain.append(link)
+        previous = node["name"]
+    return chain
 
 
 def activation(node: dict[str, Any]) -> str:
