@@ -94,7 +94,9 @@ def mnist_w4a4_bytes(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) 
     """One small real W4A4 MNIST bundle (3000 images, one epoch, one SIQ pass) for the whole
     session: the client's and the on-chip tests both read it, so it is trained once."""
     pipeline = pytest.importorskip("server.training.pipeline")
-    config = pipeline.QuantizeConfig(
+    from server.params import JobParams
+
+    config = JobParams(
         dataset="mnist",
         weight_bits=4,
         activation_bits=4,

@@ -24,6 +24,7 @@ from server.service.jobs import JobStore, connect, utcnow
 from server.service.publishing import PublishRule, publish_decision
 from shared.bundle import BUNDLE_SUFFIX, bundle_id, read_bundle_file, remove_temp_files
 from shared.errors import BundleError, NotFoundError
+from shared.schemas import IterationMetrics, JobResult
 
 __all__ = ["BundleStore", "BundleRecord", "NotFoundError"]
 
@@ -142,20 +143,23 @@ class BundleStore:
         jobs: JobStore,
         job_id: str,
         attempt: int,
-        result: dict[str, Any],
+        result: JobResult,
         path: Path,
         rule: PublishRule,
+        *,
+        iterations: list[IterationMetrics] | None = None,
     ) -> bool:
         """Record a job's success and its bundle (published if `rule` lets it) in one
         transaction, unless a cancel was accepted meanwhile: then False and nothing recorded
         (the caller finishes the job cancelled). Both executors end a good job here."""
-        result = {**result, **self.judge(path, rule)}
-        row = self.row_for(path, job_id, published=result["published"])
+        result = result.model_copy(update=self.judge(path, rule))
+        row = self.row_for(path, job_id, published=bool(result.published))
         return jobs.finish(
             job_id,
             attempt,
             "succeeded",
             result=result,
+            iterations=iterations,
             unless_cancelled=True,
             also=lambda conn: self.insert(conn, row),
         )

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.data.imagefolder import load_imagefolder
-from server.training.pipeline import QuantizeConfig, run_pipeline
+from server.params import JobParams
+from server.training.pipeline import run_pipeline
 from shared.bundle import read_bundle_file
 from shared.engine import IntegerNetwork
 
@@ -28,7 +29,7 @@ CLASSES = ("cup", "lamp", "watch")
 def photonet_bundle(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny photonet trained on 40 office10 photos (a few optimiser steps)."""
     torch.set_num_threads(1)
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="office10",
         weight_bits=4,
         activation_bits=5,

@@ -8,7 +8,10 @@ import pytest
 
 from server.data import check_dataset
 from server.service.jobs import JobStore
+from server.service.verdicts import interrupted, job_error
 from shared.errors import ConflictError, NotFoundError, UnknownDatasetError
+from shared.schemas import IterationMetrics, Progress
+from tests.server.api_helpers import job_result, plain_job
 
 CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
 
@@ -21,7 +24,7 @@ def store(tmp_path: Path) -> JobStore:
 
 
 def test_create_get_and_page_newest_first(store: JobStore) -> None:
-    ids = [store.create({**CONFIG, "seed": i})[0].id for i in range(5)]
+    ids = [store.create(plain_job({**CONFIG, "seed": i}))[0].id for i in range(5)]
     assert store.get(ids[0]).status == "queued"
     page, total = store.page(limit=2, offset=0)
     assert total == 5
@@ -33,34 +36,34 @@ def test_create_get_and_page_newest_first(store: JobStore) -> None:
 
 
 def test_idempotency_key_returns_same_job_and_rejects_other_params(store: JobStore) -> None:
-    first, created = store.create(CONFIG, "key-1")
-    again, created_again = store.create(dict(CONFIG), "key-1")
+    first, created = store.create(plain_job(CONFIG), "key-1")
+    again, created_again = store.create(plain_job(dict(CONFIG)), "key-1")
     assert created and not created_again
     assert again.id == first.id
     with pytest.raises(ConflictError, match="different parameters"):
-        store.create({**CONFIG, "weight_bits": 2}, "key-1")
-    other, created_other = store.create(CONFIG, "key-2")
+        store.create(plain_job({**CONFIG, "weight_bits": 2}), "key-1")
+    other, created_other = store.create(plain_job(CONFIG), "key-2")
     assert created_other and other.id != first.id
 
 
 def test_claim_runs_oldest_first_and_finish_needs_current_attempt(store: JobStore) -> None:
-    a, _ = store.create(CONFIG)
-    b, _ = store.create(CONFIG)
+    a, _ = store.create(plain_job(CONFIG))
+    b, _ = store.create(plain_job(CONFIG))
     claimed = store.claim_next()
     assert claimed is not None and claimed.id == a.id and claimed.status == "running"
-    assert not store.finish(a.id, claimed.attempt + 1, "succeeded", result={"x": 1})
-    assert store.finish(a.id, claimed.attempt, "succeeded", result={"x": 1})
+    assert not store.finish(a.id, claimed.attempt + 1, "succeeded", result=job_result())
+    assert store.finish(a.id, claimed.attempt, "succeeded", result=job_result())
     assert store.get(a.id).status == "succeeded"
     # a terminal job is never finished twice
-    assert not store.finish(a.id, None, "failed", error={"code": "x", "message": "y"})
+    assert not store.finish(a.id, None, "failed", error=job_error("x", "y"))
     nxt = store.claim_next()
     assert nxt is not None and nxt.id == b.id
     assert store.claim_next() is None
 
 
 def test_cancel_queued_now_running_on_request_finished_conflict(store: JobStore) -> None:
-    queued, _ = store.create(CONFIG)
-    running, _ = store.create(CONFIG)
+    queued, _ = store.create(plain_job(CONFIG))
+    running, _ = store.create(plain_job(CONFIG))
     store.cancel(queued.id)  # still queued: the oldest
     assert store.get(queued.id).status == "cancelled"
     claimed = store.claim_next()
@@ -75,25 +78,25 @@ def test_cancel_queued_now_running_on_request_finished_conflict(store: JobStore)
 
 
 def test_progress_and_iterations_are_recorded(store: JobStore) -> None:
-    job, _ = store.create(CONFIG)
+    job, _ = store.create(plain_job(CONFIG))
     claimed = store.claim_next()
     assert claimed is not None
-    it = {"iteration": 1, "accuracy_after_kmeans": 0.5}
-    store.set_progress(job.id, claimed.attempt, {"stage": "training", "fraction": 0.5}, it)
-    store.set_progress(job.id, claimed.attempt, {"stage": "quantizing", "fraction": 0.6})
+    it = IterationMetrics(iteration=1, accuracy_after_kmeans=0.5)
+    store.set_progress(job.id, claimed.attempt, Progress(stage="training", fraction=0.5), it)
+    store.set_progress(job.id, claimed.attempt, Progress(stage="quantizing", fraction=0.6))
     got = store.get(job.id)
-    assert got.progress == {"stage": "quantizing", "fraction": 0.6}
+    assert got.progress == Progress(stage="quantizing", fraction=0.6)
     assert got.iterations == [it]
 
 
 def test_interrupt_running_fails_only_running_jobs(store: JobStore) -> None:
-    a, _ = store.create(CONFIG)
-    b, _ = store.create(CONFIG)
+    a, _ = store.create(plain_job(CONFIG))
+    b, _ = store.create(plain_job(CONFIG))
     store.claim_next()
-    assert store.interrupt_running("gone") == [a.id]
+    assert store.interrupt_running(interrupted()) == [a.id]
     failed = store.get(a.id)
     assert failed.status == "failed"
-    assert failed.error == {"code": "interrupted", "message": "gone"}
+    assert failed.error == interrupted()
     assert store.get(b.id).status == "queued"
     assert store.counts_by_status() == {"failed": 1, "queued": 1}
 
@@ -106,14 +109,15 @@ def test_check_dataset_names_the_available_ones(tmp_path: Path) -> None:
 
 
 def test_progress_is_throttled_but_the_final_event_always_lands(store: JobStore) -> None:
-    from server.service.runner import _Reporter
+    from server.service.job_worker import _Reporter
 
-    job, _ = store.create(CONFIG)
+    job, _ = store.create(plain_job(CONFIG))
     claimed = store.claim_next()
     assert claimed is not None
     reporter = _Reporter(store, job.id, claimed.attempt)
     reporter.progress({"stage": "packaging", "fraction": 0.97, "message": "writing"})
     reporter.progress({"stage": "packaging", "fraction": 0.98, "message": "still writing"})
-    assert store.get(job.id).progress["fraction"] == 0.97  # throttled: same stage, too soon
+    throttled = Progress(stage="packaging", fraction=0.97, message="writing")
+    assert store.get(job.id).progress == throttled  # the same stage, too soon
     reporter.progress({"stage": "packaging", "fraction": 1.0, "message": "done"})
-    assert store.get(job.id).progress == {"stage": "packaging", "fraction": 1.0, "message": "done"}
+    assert store.get(job.id).progress == Progress(stage="packaging", fraction=1.0, message="done")
