@@ -36,7 +36,7 @@ from bench.report import default_data_dir
 from scripts.processes import start_service
 from shared.bundle import decode_bundle, layer_weights
 from shared.engine import IntegerNetwork, load_engine
-from shared.preprocess import decode_image, preprocess
+from shared.image import decode_image, preprocess
 
 __all__ = ["main", "float_model", "time_per_batch", "http_load", "multipart_request", "load_images"]
 
@@ -239,7 +239,7 @@ def profile_onnx_engine(engine: Any, x: np.ndarray, runs: int = 400) -> list[lis
     the profiler adds a few microseconds to every node."""
     import onnxruntime as ort
 
-    from shared.onnx_export import UNSAFE_FUSIONS
+    from shared.onnx import UNSAFE_FUSIONS
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -269,7 +269,9 @@ def profile_onnx_engine(engine: Any, x: np.ndarray, runs: int = 400) -> list[lis
 def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> list[list]:
     """Where one thread's time goes: the engine's prepared pass for this batch size, timed
     step by step (input quantisation, patch copies, matmuls, pools, requantisation)."""
-    from shared.engine import _Plan  # the engine's internals, on purpose: this is a profile
+    from shared.engine.numpy_engine import (
+        _Plan,  # the engine's internals, on purpose: this is a profile
+    )
 
     plan = _Plan(net, len(x), quantized=False)
     totals: dict[str, float] = {}

@@ -42,10 +42,10 @@ from bench.report import default_data_dir, run_environment, utc_now
 from server.data import load_dataset
 from server.params import JobParams
 from server.training.pipeline import quantize_model, train_float
-from shared import bundle_v2, entropy
-from shared.bitpack import unpack_codes
-from shared.bundle import decode_bundle, encode_bundle
-from shared.graph import weight_shape
+from shared.bundle import decode_bundle, encode_bundle, entropy
+from shared.bundle import v2 as bundle_v2
+from shared.bundle.bitpack import unpack_codes
+from shared.network import weight_shape
 
 __all__ = ["main", "coder_comparison", "layout_comparison"]
 

@@ -31,9 +31,7 @@ import numpy as np
 
 from bench.onchip_report import render
 from bench.report import default_data_dir, utc_now
-from shared.bundle import Bundle, read_bundle_file
-from shared.cgen import generate_bundle_c
-from shared.cgen.toolchain import (
+from scripts.onchip.toolchain import (
     firmware_build,
     host_build,
     host_run,
@@ -41,8 +39,10 @@ from shared.cgen.toolchain import (
     missing_host_tools,
     qemu_run,
 )
-from shared.cost import cost_report
+from shared.bundle import Bundle, read_bundle_file
+from shared.cgen import generate_bundle_c
 from shared.engine import IntegerNetwork
+from shared.network import cost_report
 
 __all__ = ["main"]
 

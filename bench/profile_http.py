@@ -30,12 +30,12 @@ __all__ = ["STEPS", "categorise", "main"]
 
 # (step, a frame that marks it); a sample counts for the step of its innermost marked frame
 STEPS = [
-    ("network (engine predict)", "predict (shared/engine.py"),
-    ("network (engine predict)", "shared/onnx_engine.py"),
-    ("preprocessing", "preprocess (shared/preprocess.py"),
-    ("image decoding", "load_image (shared/preprocess.py"),
-    ("image decoding", "open_image (shared/preprocess.py"),
-    ("image decoding", "decode_image (shared/preprocess.py"),
+    ("network (engine predict)", "predict (shared/engine/numpy_engine.py"),
+    ("network (engine predict)", "shared/engine/onnx_engine.py"),
+    ("preprocessing", "preprocess (shared/image/preprocessing.py"),
+    ("image decoding", "load_image (shared/image/preprocessing.py"),
+    ("image decoding", "open_image (shared/image/preprocessing.py"),
+    ("image decoding", "decode_image (shared/image/preprocessing.py"),
     ("answer building", "recognize (client/recognize.py"),
     ("answer building", "answer (client/recognize.py"),
     ("batching (client/batching.py)", "client/batching.py"),

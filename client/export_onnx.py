@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shared.bundle import read_bundle_file
 from shared.errors import BundleError
-from shared.onnx_export import to_onnx
+from shared.onnx import to_onnx
 
 __all__ = ["main"]
 

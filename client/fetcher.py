@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from shared.bundle import MAX_BUNDLE_BYTES, Bundle, bundle_id, decode_bundle
+from shared.bundle import MAX_BUNDLE_BYTES, Bundle, bundle_id, decode_bundle, verify
 from shared.errors import BundleError
-from shared.signing import verify
 
 __all__ = ["FetchError", "FetchedBundle", "BundleFetcher", "id_from_headers"]
 

@@ -32,13 +32,16 @@ from shared.bundle import (
     Bundle,
     bundle_id,
     read_bundle_file,
+    read_signature,
     remove_temp_files,
+    signature_path,
+    verify,
     write_bundle_atomic,
+    write_signature,
 )
 from shared.engine import IntegerNetwork, load_engine
 from shared.errors import BundleError, ConfigError
-from shared.preprocess import check_spec, output_shape
-from shared.signing import read_signature, signature_path, verify, write_signature
+from shared.image import check_spec, output_shape
 
 __all__ = ["LoadedBundle", "BundleManager", "load_network"]
 

@@ -18,14 +18,23 @@ Numeric tensors are little-endian, row-major. A BYTES tensor's binary form is ea
 4-byte little-endian length and its bytes; in JSON its elements are strings (UTF-8).
 
 Every malformed request raises ProtocolError (400), never anything else.
+
+What a request costs is checked before it is paid: with a `Budget`, the shapes a request
+declares are read from its JSON text (`declared_shapes`, a scan, no parse) and checked against
+the budget before the text is parsed, and, for a compressed body, after its first
+`PEEK_BYTES` are inflated and before the rest is (a gzip of a 10,000-image tensor is refused
+at its header); the JSON text may hold no more values than those shapes declare (counted by
+its commas), so a small declared shape cannot smuggle a large parse.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +48,9 @@ __all__ = [
     "Tensor",
     "RequestedOutput",
     "InferRequest",
+    "Budget",
+    "declared_shapes",
+    "check_declared",
     "decompress",
     "parse_infer_request",
     "encode_infer_response",
@@ -64,6 +76,12 @@ DATATYPES: dict[str, np.dtype | None] = {
     "BYTES": None,
 }
 _MAX_RANK = 16
+PEEK_BYTES = 64 * 1024  # of a compressed body, inflated and checked before the rest
+# JSON text per declared value: "0," and a "],[" between nested lists at most; plus slack for
+# the rest of the header (names, parameters, an id)
+_COMMAS_PER_VALUE, _SPARE_COMMAS = 2, 1024
+_SHAPE = re.compile(rb'"shape"\s*:\s*\[([^\[\]]{0,400})\]')
+_MAX_DIGITS = 18  # a dimension longer than this is over any budget (and int() stays cheap)
 
 
 class ProtocolError(SIQError):
@@ -97,8 +115,64 @@ class InferRequest:
     binary_output: bool  # the default of outputs not listed (`binary_data_output`)
 
 
-def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
-    """Undo a request's Content-Encoding (gzip, deflate, identity), at most `max_bytes` out."""
+@dataclass(frozen=True)
+class Budget:
+    """What one request may declare: at most `max_batch` in an input's first dimension and
+    `max_values` elements in any input (the /recognize limits, in the model's units)."""
+
+    max_batch: int
+    max_values: int
+
+
+def declared_shapes(text: bytes) -> list[tuple[int, ...]]:
+    """The shapes a JSON inference header declares (every `"shape": [d, ...]` of plain
+    integers), found by a scan, without parsing it; a dimension too long to read counts as
+    over any budget. What is not a plain list of integers is left to the parser."""
+    shapes = []
+    for match in _SHAPE.finditer(text):
+        parts = match.group(1).split(b",")
+        dims = [p.strip() for p in parts] if match.group(1).strip() else []
+        if not all(d.isdigit() for d in dims):
+            continue
+        shapes.append(tuple(int(d) if len(d) <= _MAX_DIGITS else 1 << 62 for d in dims))
+    return shapes
+
+
+def check_declared(text: bytes, budget: Budget, *, complete: bool) -> None:
+    """413 (ImageTooLargeError) when a shape declared in `text` is over `budget`; with
+    `complete` (the whole JSON header), also 400 when the text holds more values than its
+    shapes declare. Costs a scan of the text, never a parse."""
+    shapes = declared_shapes(text)
+    for shape in shapes:
+        values = math.prod(shape)
+        if shape and shape[0] > budget.max_batch:
+            raise ImageTooLargeError(
+                f"too many images: an input declares shape {list(shape)}, at most "
+                f"{budget.max_batch} in its first dimension"
+            )
+        if values > budget.max_values:
+            raise ImageTooLargeError(
+                f"an input declares shape {list(shape)}: {values} values, at most "
+                f"{budget.max_values}"
+            )
+    if complete:
+        declared = sum(math.prod(shape) for shape in shapes)
+        if text.count(b",") > _COMMAS_PER_VALUE * declared + _SPARE_COMMAS:
+            raise ProtocolError(
+                f"the inference header holds more values than its inputs' shapes declare "
+                f"({declared} in all)"
+            )
+
+
+def decompress(
+    body: bytes,
+    encoding: str | None,
+    max_bytes: int,
+    *,
+    peek: Callable[[bytes], None] | None = None,
+) -> bytes:
+    """Undo a request's Content-Encoding (gzip, deflate, identity), at most `max_bytes` out.
+    `peek` sees the first PEEK_BYTES inflated before the rest is (it raises to stop there)."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
@@ -106,7 +180,12 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         raise ProtocolError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
     try:
         inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        out = inflater.decompress(body, max_bytes + 1)
+        head = inflater.decompress(body, min(PEEK_BYTES, max_bytes + 1))
+        if peek is not None:
+            peek(head)
+        out = head
+        if not inflater.eof and len(head) <= max_bytes:  # (a max_length of 0 means no limit)
+            out += inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - len(head))
     except zlib.error as exc:
         raise ProtocolError(f"the {encoding} body cannot be decompressed: {exc}") from exc
     if len(out) > max_bytes or inflater.unconsumed_tail:
@@ -116,19 +195,25 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     return out
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+def parse_infer_request(
+    body: bytes, header_length: str | None, budget: Budget | None = None
+) -> InferRequest:
     """The inference request in `body`; `header_length` is the Inference-Header-Content-Length
-    header (None when absent: the whole body is JSON)."""
+    header (None when absent: the whole body is JSON). With `budget`, the JSON header's
+    declared shapes and its size are checked against it before it is parsed."""
     if header_length is None:
         head, binary = body, b""
     else:
         text = header_length.strip()
-        if not text.isdigit() or int(text) > len(body):
+        # isascii: str.isdigit() also takes digits int() refuses, such as the superscript '²'
+        if not (text.isascii() and text.isdigit()) or int(text) > len(body):
             raise ProtocolError(
                 f"Inference-Header-Content-Length {header_length!r} is not a length within "
                 f"the {len(body)}-byte body"
             )
         head, binary = body[: int(text)], body[int(text) :]
+    if budget is not None:
+        check_declared(head, budget, complete=True)
     try:
         doc = json.loads(head)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -288,7 +373,12 @@ def _from_json(
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise ProtocolError(f"input {name!r}: BYTES data must be strings")
-        return [v.encode("utf-8") for v in flat]
+        try:
+            return [v.encode("utf-8") for v in flat]
+        except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800" has no UTF-8
+            raise ProtocolError(
+                f"input {name!r}: a BYTES element is not valid Unicode text ({exc.reason})"
+            ) from None
     dtype = DATATYPES[datatype]
     assert dtype is not None
     if not all(isinstance(v, int | float) for v in flat):  # bool is an int

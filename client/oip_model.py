@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +30,11 @@ import numpy as np
 
 from client.manager import LoadedBundle
 from client.oip_codec import (
+    Budget,
     InferRequest,
     ProtocolError,
     Tensor,
+    check_declared,
     decompress,
     encode_infer_response,
     parse_infer_request,
@@ -48,6 +52,7 @@ __all__ = [
     "model_metadata",
     "Prepared",
     "prepare",
+    "budget_of",
     "finish",
     "run_inference",
     "infer_bytes",
@@ -125,9 +130,16 @@ def prepare(
 ) -> Prepared:
     """The first half of a request: decompress and parse the body, check the outputs asked
     for and the one input (its images' headers read and their pixel budgets enforced, as
-    /recognize does; a tensor's shape checked against the network's). Cheap for a small body."""
-    body = decompress(body, content_encoding, limits.max_body_bytes)
-    request = parse_infer_request(body, header_length)
+    /recognize does; a tensor's shape checked against the network's). Cheap for a small body;
+    what a body declares is checked against the limits before it is inflated or parsed whole."""
+    budget = budget_of(loaded, limits)
+    body = decompress(
+        body,
+        content_encoding,
+        limits.max_body_bytes,
+        peek=functools.partial(check_declared, budget=budget, complete=False),
+    )
+    request = parse_infer_request(body, header_length, budget)
     wanted = request.outputs
     if wanted is not None:
         unknown = [o.name for o in wanted if o.name not in OUTPUTS]
@@ -155,6 +167,13 @@ def prepare(
         f"unknown input {tensor.name!r}; send {INPUT_IMAGES!r} (BYTES, encoded images) or "
         f"{INPUT_TENSOR!r} (FP32 or UINT8, N x C x H x W)"
     )
+
+
+def budget_of(loaded: LoadedBundle, limits: Limits) -> Budget:
+    """The most a request may declare: `max_images` images, as many values as that many of
+    the network's input tensors (an `images` input declares one value per image)."""
+    per_image = math.prod(loaded.network.input_shape)
+    return Budget(limits.max_images, limits.max_images * per_image)
 
 
 def finish(loaded: LoadedBundle, prepared: Prepared) -> tuple[bytes, dict[str, str], int]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.schemas import ErrorResponse
+from shared.api import ErrorResponse
 
 __all__ = ["RecognizeResult", "RecognizeAnswer", "RECOGNIZE", "NOT_READY", "error_responses"]
 

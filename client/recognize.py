@@ -34,7 +34,7 @@ from shared.errors import (
     UnsupportedImageError,
     UploadError,
 )
-from shared.preprocess import load_for, open_image, preprocess
+from shared.image import load_for, open_image, preprocess
 
 __all__ = [
     "read_uploads",

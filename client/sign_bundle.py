@@ -13,9 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from shared.bundle import read_bundle_file
+from shared.bundle import read_bundle_file, sign, write_signature
 from shared.errors import BundleError
-from shared.signing import sign, write_signature
 
 __all__ = ["sign_main"]
 

@@ -6,10 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.bitpack import pack_codes
 from shared.bundle import encode_bundle
-from shared.graph import weight_shape
-from shared.quant import quantize_multiplier
+from shared.bundle.bitpack import pack_codes
+from shared.network import quantize_multiplier, weight_shape
 
 ARCHS: dict[str, dict[str, Any]] = {
     # LeNet-shaped, 1x28x28 digits

@@ -1,5 +1,5 @@
-"""Every shared/ module states its public API in `__all__`, and every name there exists
-(after httpx's tests/test_exported_members.py)."""
+"""Every shared/ module and package states its public API in `__all__`, and every name there
+exists (after httpx's tests/test_exported_members.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 SHARED_MODULES = sorted(
-    f"shared.{path.stem}"
-    for path in (REPO_ROOT / "shared").glob("*.py")
-    if not path.name.startswith("_")
+    ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in (REPO_ROOT / "shared").rglob("*.py")
+    if path.parent != REPO_ROOT / "shared" or not path.name.startswith("_")
 )
 
 
 def test_shared_has_modules() -> None:
-    assert "shared.errors" in SHARED_MODULES
+    assert {"shared.errors", "shared.bundle", "shared.bundle.format"} <= set(SHARED_MODULES)
 
 
 @pytest.mark.parametrize("name", SHARED_MODULES)

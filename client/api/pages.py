@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.pages import pages_router
+from shared.api import pages_router
 
 __all__ = ["STATIC_DIR", "router"]
 

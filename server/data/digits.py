@@ -23,7 +23,7 @@ def digit_to_mnist(img: np.ndarray) -> np.ndarray:
     preprocessed into what the network was trained on."""
     from PIL import Image
 
-    from shared.preprocess import preprocess_digit
+    from shared.image import preprocess_digit
 
     padded = np.pad(img, 4)  # a clean background border for the polarity check
     pil = Image.fromarray(np.clip(padded * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")

@@ -175,7 +175,7 @@ def _limit(items: list[tuple[Path, int]], limit: int | None, seed: int) -> list:
 def _decode_all(items: list[tuple[Path, int]], spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """Decode + preprocess each file with shared.preprocess; skip (and name) failures.
     Returns uint8 (N, 3, S, S) and int64 (N,)."""
-    from shared.preprocess import decode_image, preprocess
+    from shared.image import decode_image, preprocess
 
     xs: list[np.ndarray] = []
     ys: list[int] = []

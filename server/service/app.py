@@ -89,7 +89,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lock = state_lock or _lock_state_dir(settings)
         try:
-            added = bundle_store.scan()
+            added = bundle_store.scan(settings.publish_rule)
             if added:
                 log.info("registered %d bundle file(s) found in %s", added, settings.bundle_dir)
             runner.start()

@@ -4,10 +4,12 @@ pipeline) plus one SQLite row each, so listing and "latest for a data set" need 
 A bundle is registered when its job succeeds, and at server start every `*.siq` file in the
 directory that has no row yet is registered too (bundles made with `python -m server quantize
 --out <bundle dir>`). A file whose bytes do not hash to its name is skipped with a warning.
-The scan never publishes the bundle of a job this server knows but that did not succeed (a job
-killed after its file was renamed into place but before it was recorded ends `interrupted`);
-a file naming no job, or a job this database never had (copied from another server), is
-registered as before. The scan also removes the `.tmp-*` files a killed writer left.
+The scan never registers the bundle of a job this server knows but that did not succeed (a
+job killed after its file was renamed into place but before it was recorded ends
+`interrupted`); a file naming no job, or a job this database never had (copied from another
+server), is registered, and published only if the publishing rule (publishing.py) lets it,
+as a job's bundle is: files are judged oldest first (`provenance.created`), each against the
+latest before it. The scan also removes the `.tmp-*` files a killed writer left.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from typing import Any
 
 from server.service.jobs import JobStore, connect, utcnow
 from server.service.publishing import PublishRule, publish_decision
+from shared.api import IterationMetrics, JobResult
 from shared.bundle import BUNDLE_SUFFIX, bundle_id, read_bundle_file, remove_temp_files
 from shared.errors import BundleError, NotFoundError
-from shared.schemas import IterationMetrics, JobResult
 
 __all__ = ["BundleStore", "BundleRecord", "NotFoundError"]
 
 log = logging.getLogger(__name__)
-BUNDLE_ID = re.compile(r"^[0-9a-f]{64}$")
+BUNDLE_ID = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` would let a final newline pass
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -92,7 +94,7 @@ class BundleStore:
         return publish_decision(rule, accuracy, len(bundle.class_names), current)
 
     def path(self, bundle_id: str) -> Path:
-        if not BUNDLE_ID.match(bundle_id):
+        if not BUNDLE_ID.fullmatch(bundle_id):
             raise NotFoundError(f"no bundle with id {bundle_id!r} (ids are 64 hex digits)")
         return self.bundle_dir / f"{bundle_id}{BUNDLE_SUFFIX}"
 
@@ -164,9 +166,10 @@ class BundleStore:
             also=lambda conn: self.insert(conn, row),
         )
 
-    def scan(self) -> int:
+    def scan(self, rule: PublishRule) -> int:
         """Register every bundle file in the directory that has no row yet (except those of
-        jobs that did not succeed); returns how many. Removes leftover `.tmp-*` files."""
+        jobs that did not succeed), published only where `rule` lets it; returns how many.
+        Removes leftover `.tmp-*` files."""
         for leftover in remove_temp_files(self.bundle_dir):
             log.warning("removed %s, a partial bundle file a killed writer left", leftover)
         with connect(self.db_path, write=False) as conn:
@@ -175,25 +178,37 @@ class BundleStore:
         jobs = {r[0]: r[1] for r in rows}
         # a job the publishing rule refused stays unpublished after a restart too
         refused = {r[0] for r in rows if r[2] and json.loads(r[2]).get("published") is False}
-        added = 0
-        for path in sorted(self.bundle_dir.glob(f"*{BUNDLE_SUFFIX}")):
+        found = []
+        for path in self.bundle_dir.glob(f"*{BUNDLE_SUFFIX}"):
             if path.name.startswith(".") or path.stem in known:
                 continue
             try:
-                job_id = (read_bundle_file(path).manifest.get("provenance") or {}).get("job_id")
-                if job_id in jobs and jobs[job_id] != "succeeded":
-                    log.warning(
-                        "not publishing %s: its job %s is %s, not succeeded",
-                        path,
-                        job_id,
-                        jobs[job_id],
-                    )
-                    continue
-                self.register(path, published=job_id not in refused)
+                provenance = read_bundle_file(path).manifest.get("provenance") or {}
+            except (BundleError, KeyError, TypeError, ValueError) as exc:
+                log.warning("skipping bundle file %s: %s", path, exc)
+                continue
+            job_id = provenance.get("job_id")
+            if job_id in jobs and jobs[job_id] != "succeeded":
+                log.warning(
+                    "not publishing %s: its job %s is %s, not succeeded", path, job_id, jobs[job_id]
+                )
+                continue
+            found.append((str(provenance.get("created") or ""), path.name, path, job_id))
+        added = 0
+        for _, _, path, job_id in sorted(found):  # oldest first: each judged against the last
+            try:
+                published = job_id not in refused and self._scan_verdict(path, rule)
+                self.register(path, published=published)
                 added += 1
             except (BundleError, KeyError, TypeError, ValueError) as exc:
                 log.warning("skipping bundle file %s: %s", path, exc)
         return added
+
+    def _scan_verdict(self, path: Path, rule: PublishRule) -> bool:
+        verdict = self.judge(path, rule)
+        if not verdict["published"]:
+            log.warning("found %s at start: %s", path, verdict["publish_note"])
+        return bool(verdict["published"])
 
     def get(self, bundle_id: str) -> BundleRecord:
         self.path(bundle_id)  # validates the id's shape

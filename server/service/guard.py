@@ -7,8 +7,12 @@ sees it. A pure ASGI middleware, so it can answer without reading the body:
   /metrics included; /healthz and /readyz stay open for orchestrators;
 - a body over SIQ_MAX_BODY_BYTES is refused with 413: from Content-Length at once, or while
   it streams in when the length is not declared;
-- a body that stops arriving is answered 408 after SIQ_BODY_TIMEOUT_S (uvicorn has no read
-  timeout of its own, so a slow sender would hold a connection forever);
+- a body that has not all arrived SIQ_BODY_TIMEOUT_S after its headers is answered 408: one
+  deadline for the whole body, not per read, so a sender that trickles a byte now and then
+  is cut off as surely as one that stops (uvicorn has no read timeout of its own, so a slow
+  sender would hold a connection forever);
+- HEAD is GET without the body (RFC 9110): the GET route answers it, its dependencies (the
+  read token with SIQ_PROTECT_READS) included, and the guard sends only the headers;
 - an exception no handler took becomes a plain 500 that names no internals, and the
   connection stays usable (Starlette's last-resort handler re-raises, which makes uvicorn
   drop the keep-alive connection).
@@ -82,12 +86,19 @@ class Guard:
             await _answer(send, refusal.http_status, error_body(refusal), _auth_headers(refusal))
             return
         started = refused = False
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if refused:  # the guard answered already; what the app says next goes nowhere
                 return
             started = started or message["type"] == "http.response.start"
+            if head and message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
             await send(message)
 
         async def refuse(status: int, code: str, message: str) -> Message:
@@ -121,7 +132,12 @@ class Guard:
             if needs_token and (problem := token_problem(self.token, headers.get("authorization"))):
                 return problem
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if (
+            length is not None
+            and length.isascii()
+            and length.isdigit()
+            and int(length) > self.max_body_bytes
+        ):
             err = SIQError(self._too_large())
             err.code, err.http_status = "body_too_large", 413
             return err
@@ -131,16 +147,20 @@ class Guard:
         self, receive: Receive, refuse: Callable[[int, str, str], Awaitable[Message]]
     ) -> Receive:
         received, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s  # the whole body's
 
         async def limited_receive() -> Message:
             nonlocal received, complete
             if complete:  # later calls wait for a disconnect: no deadline on those
                 return await receive()
             try:
-                async with asyncio.timeout(self.body_timeout_s):
+                async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                late = f"the request body did not arrive within {self.body_timeout_s:g} s"
+                late = (
+                    f"the request body did not arrive within {self.body_timeout_s:g} s "
+                    f"(SIQ_BODY_TIMEOUT_S, for the whole body; {received} bytes came)"
+                )
                 return await refuse(408, "body_timeout", late)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

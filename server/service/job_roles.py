@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from server.job_spec import JobSpec, SweepCell
 from server.progress import ProgressFn
+from shared.api import IterationMetrics, JobResult
 from shared.errors import ConfigError
-from shared.schemas import IterationMetrics, JobResult
 
 __all__ = [
     "JobOutput",

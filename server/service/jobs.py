@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from server.job_spec import JobRole, JobSpec, PlainJob, SweepCell, SweepLead
 from server.params import JobParams
 from server.progress import ProgressEvent
+from shared.api import ErrorInfo, IterationMetrics, JobResult, JobStatus, Progress
 from shared.errors import ConflictError, NotFoundError, QueueFullError
-from shared.schemas import ErrorInfo, IterationMetrics, JobResult, JobStatus, Progress
 
 __all__ = [
     "JobStore",

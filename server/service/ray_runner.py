@@ -38,9 +38,9 @@ from server.service.jobs import JobRecord, JobStore, progress_of
 from server.service.ray_task import NAMESPACE, TASK_NAME, JobLedger, Outcome, run_job_task
 from server.service.settings import ServerSettings
 from server.service.verdicts import error_record, interrupted, job_error
+from shared.api import ErrorInfo
 from shared.bundle import write_bundle_atomic
 from shared.errors import ConfigError
-from shared.schemas import ErrorInfo
 
 __all__ = ["RayRunner", "WORKER_DIED"]
 

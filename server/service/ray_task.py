@@ -28,7 +28,7 @@ import ray
 from server.job_spec import JobSpec
 from server.progress import ProgressEvent, Throttle
 from server.service.job_roles import JobOutput
-from shared.schemas import ErrorInfo
+from shared.api import ErrorInfo
 
 __all__ = ["JobLedger", "Outcome", "run_job_task", "NAMESPACE", "TASK_NAME"]
 

@@ -3,8 +3,8 @@ person reads in the job's `error` (code + message)."""
 
 from __future__ import annotations
 
+from shared.api import ErrorInfo
 from shared.errors import SIQError, error_body
-from shared.schemas import ErrorInfo
 
 __all__ = ["INTERRUPTED", "job_error", "interrupted", "error_record"]
 

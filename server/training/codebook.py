@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shared.graph import round_half_up
+from shared.network import round_half_up
 
 __all__ = [
     "fit_codebook",

@@ -30,10 +30,10 @@ from server.training.models import layer_name, weighted_layers
 from server.training.prune import magnitude_mask, pruned_codebook, unit_mask
 from server.training.quantsim import QuantSimNet
 from server.training.train import to_float
-from shared import bundle_v2
 from shared.bundle import Bundle, layer_weights
+from shared.bundle import v2 as bundle_v2
 from shared.errors import ConfigError
-from shared.graph import codebook_size
+from shared.network import codebook_size
 
 __all__ = [
     "SPARSITIES",

@@ -19,12 +19,11 @@ import numpy as np
 from server.data import Dataset
 from server.training.models import graph_of, layer_name, weighted_layers
 from server.training.quantsim import QuantSimNet
-from shared import bundle_v2
-from shared.bitpack import pack_codes
 from shared.bundle import Bundle, decode_bundle, encode_bundle
+from shared.bundle import v2 as bundle_v2
+from shared.bundle.bitpack import pack_codes
 from shared.engine import IntegerNetwork
-from shared.graph import bits_of_codebook, round_half_up
-from shared.quant import quantize_multiplier
+from shared.network import bits_of_codebook, quantize_multiplier, round_half_up
 
 __all__ = [
     "integer_layers",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from torch import nn
 
 from shared.errors import ConfigError
-from shared.graph import WEIGHTED_OPS, is_relu_chain, windows
+from shared.network import WEIGHTED_OPS, is_relu_chain, windows
 
 __all__ = [
     "MODEL_BUILDERS",

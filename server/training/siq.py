@@ -63,7 +63,7 @@ from server.training.models import layer_name, weighted_layers
 from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity, unit_mask
 from server.training.quantsim import LayerQuant, QuantSimNet, calibrate
 from server.training.train import CancelCheck, evaluate, train_model
-from shared.graph import carries_relu, codebook_size
+from shared.network import carries_relu, codebook_size
 
 __all__ = [
     "BUDGET_RETRAIN_FACTOR",

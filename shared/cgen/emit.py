@@ -30,8 +30,7 @@ from shared.cgen.model import (
 )
 from shared.cgen.runtime import PRELUDE, bytes_per_word, interleave_rows, row_kernel
 from shared.errors import UnsupportedModelError
-from shared.graph import windows
-from shared.quant import quantize_input
+from shared.network import quantize_input, windows
 
 __all__ = ["LayerPlan", "CModel", "generate_c", "input_table"]
 

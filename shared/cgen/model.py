@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.bitpack import pack_codes, unpack_codes
+from shared.bundle.bitpack import pack_codes, unpack_codes
 from shared.errors import UnsupportedModelError
-from shared.graph import weight_shape
+from shared.network import weight_shape
 
 __all__ = [
     "DenseLayer",

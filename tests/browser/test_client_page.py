@@ -179,7 +179,7 @@ def test_an_office_photo_is_recognised(
 ) -> None:
     from shared.bundle import read_bundle_file
     from shared.engine import IntegerNetwork
-    from shared.preprocess import preprocess_bytes
+    from shared.image import preprocess_bytes
 
     bundle = read_bundle_file(photo_bundle)
     photo = sorted((office10_dir / "test" / "cup").glob("*"))[0]

@@ -15,8 +15,7 @@ from PIL import Image
 
 from client.app import create_app
 from client.settings import ClientSettings, parse_bundle_source
-from shared.bundle import bundle_id
-from shared.signing import sign
+from shared.bundle import bundle_id, sign
 from tests.factories import make_random_bundle
 
 SERVER = "http://server.test"

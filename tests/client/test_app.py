@@ -18,7 +18,7 @@ from client.settings import load_settings
 from shared.bundle import bundle_id, decode_bundle
 from shared.engine import IntegerNetwork
 from shared.errors import ConfigError
-from shared.preprocess import decode_image, preprocess
+from shared.image import decode_image, preprocess
 from tests.client.conftest import png_bytes
 from tests.shared.test_preprocess import mnist_test_digits
 

@@ -13,9 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from client.__main__ import main as client_main
-from shared.bundle import bundle_id
+from shared.bundle import bundle_id, sign, signature_path
 from shared.errors import ConfigError
-from shared.signing import sign, signature_path
 from tests.client.conftest import FakeServer
 
 

@@ -112,7 +112,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
 
 def test_photo_bytes_round_trip_is_lossless(photo_folder: Path) -> None:
     """uint8 storage of the loader's arrays loses nothing of shared.preprocess's output."""
-    from shared.preprocess import decode_image, preprocess
+    from shared.image import decode_image, preprocess
 
     ds = load_imagefolder(photo_folder)
     f = sorted((photo_folder / "test" / CLASSES[0]).iterdir())[-1]  # the small gray variant

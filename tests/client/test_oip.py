@@ -8,6 +8,7 @@ import base64
 import gzip
 import json
 import struct
+import types
 import zlib
 
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from client import oip_codec
+from client.manager import load_network
 from client.oip_codec import (
     ProtocolError,
     Tensor,
@@ -22,10 +25,11 @@ from client.oip_codec import (
     encode_infer_response,
     parse_infer_request,
 )
+from client.oip_model import Limits, prepare
 from shared.bundle import bundle_id, decode_bundle
 from shared.engine import IntegerNetwork
 from shared.errors import ImageTooLargeError
-from shared.preprocess import decode_image, preprocess
+from shared.image import decode_image, preprocess
 from tests.client.conftest import build_app, png_bytes
 
 MODEL = "random-lenet"  # the data set of tests.factories' lenet bundles
@@ -122,6 +126,85 @@ def test_decompression_is_bounded():
         decompress(raw, "br", 1000)
 
 
+# --- what a request declares, checked before it is inflated or parsed ---------------------------
+
+BIG_LIMITS = Limits(max_images=64, max_pixels=16_000_000, max_request_pixels=64_000_000,
+                    max_body_bytes=20 * 1024 * 1024)  # fmt: skip
+
+
+def tensor_json(shape: list[int], values: int) -> bytes:
+    """A JSON FP32 `input` tensor of `values` zeros declaring `shape` (before its data)."""
+    head = json.dumps({"name": "input", "datatype": "FP32", "shape": shape})[:-1]
+    return b'{"inputs": [' + head.encode() + b', "data": [' + b"0," * (values - 1) + b"0]}]}"
+
+
+@pytest.fixture
+def inflated(monkeypatch) -> list[int]:
+    """How many bytes the codec's inflaters have put out."""
+    out: list[int] = []
+    real = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self._inner = real(*args, **kwargs)
+
+        def decompress(self, data, max_length=0):
+            chunk = self._inner.decompress(data, max_length)
+            out.append(len(chunk))
+            return chunk
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(oip_codec.zlib, "decompressobj", Counting)
+    return out
+
+
+@pytest.fixture
+def no_parse(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the request was parsed")
+
+    monkeypatch.setattr(oip_codec, "json", types.SimpleNamespace(loads=refuse))
+
+
+def test_a_gzip_of_too_many_images_is_refused_at_its_header(loaded_a, inflated, no_parse):
+    """15 KB of gzip, 15.7 MB of JSON, 10,000 images: 413 after the first 64 KB inflated."""
+    body = gzip.compress(tensor_json([10_000, 1, 28, 28], 10_000 * 784))
+    assert len(body) < 100_000
+    with pytest.raises(ImageTooLargeError, match="too many images"):
+        prepare(loaded_a, body, header_length=None, content_encoding="gzip", limits=BIG_LIMITS)
+    assert sum(inflated) <= oip_codec.PEEK_BYTES
+
+
+def test_a_shape_declared_after_the_data_is_checked_before_the_parse(loaded_a, no_parse):
+    doc = {"inputs": [{"name": "input", "datatype": "FP32", "data": [0] * 1000,
+                       "shape": [1000, 1, 1, 1]}]}  # fmt: skip
+    body = gzip.compress(json.dumps(doc).encode())
+    with pytest.raises(ImageTooLargeError, match="too many images"):
+        prepare(loaded_a, body, header_length=None, content_encoding="gzip", limits=BIG_LIMITS)
+    with pytest.raises(ImageTooLargeError, match="values"):  # first dimension fine, size not
+        parse_infer_request(json.dumps({"inputs": [{"shape": [1, 10**40]}]}).encode(), None,
+                            oip_codec.Budget(64, 50_176))  # fmt: skip
+
+
+def test_more_values_than_the_shape_declares_are_refused_unparsed(loaded_a, no_parse):
+    body = gzip.compress(tensor_json([1, 1, 28, 28], 10_000 * 784))
+    with pytest.raises(ProtocolError, match="more values than"):
+        prepare(loaded_a, body, header_length=None, content_encoding="gzip", limits=BIG_LIMITS)
+
+
+def test_requests_within_the_budget_still_parse(loaded_a):
+    body = gzip.compress(tensor_json([64, 1, 28, 28], 64 * 784))
+    prepared = prepare(loaded_a, body, header_length=None, content_encoding="gzip",
+                       limits=BIG_LIMITS)  # fmt: skip
+    assert prepared.images == 64
+    nested = {"inputs": [tensor_input(np.zeros((3, 1, 28, 28), np.float32))]}
+    nested["inputs"][0]["data"] = np.zeros((3, 1, 28, 28)).tolist()  # "]," between rows too
+    assert prepare(loaded_a, json.dumps(nested).encode(), header_length=None,
+                   content_encoding=None, limits=BIG_LIMITS).images == 3  # fmt: skip
+
+
 # --- the routes --------------------------------------------------------------------------------
 
 
@@ -154,6 +237,11 @@ def http(request, make_app, tmp_path, bundle_a):
     path = tmp_path / "a.siq"
     path.write_bytes(bundle_a)
     return TestClient(make_app(str(path), **LIMITS))
+
+
+@pytest.fixture(scope="module")
+def loaded_a(bundle_a):
+    return load_network(decode_bundle(bundle_a), "file")
 
 
 def tensor_input(x: np.ndarray, datatype: str = "FP32", name: str = "input") -> dict:
@@ -322,6 +410,20 @@ MALFORMED = [
         {"Inference-Header-Content-Length": "-1"},
         400,
         "within",
+    ),  # fmt: skip
+    (
+        "header length a superscript digit",  # '²'.isdigit() is true, int('²') raises
+        b"{}",
+        {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")},
+        400,
+        "within",
+    ),  # fmt: skip
+    (
+        "lone surrogate in a BYTES element",  # no UTF-8 for it
+        {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}]},
+        {},
+        400,
+        "Unicode",
     ),  # fmt: skip
     ("unknown encoding", b"{}", {"Content-Encoding": "br"}, 400, "Content-Encoding"),
     ("corrupt gzip", b"{}", {"Content-Encoding": "gzip"}, 400, "decompressed"),

@@ -80,7 +80,7 @@ def test_onnx_export_and_served_engine_are_exact_on_a_trained_bundle(trained_bun
     ort = pytest.importorskip("onnxruntime")
     from shared.bundle import decode_bundle
     from shared.engine import IntegerNetwork, load_engine
-    from shared.onnx_export import to_onnx
+    from shared.onnx import to_onnx
     from tests.shared.reference import reference_logits
 
     bundle = decode_bundle(trained_bundle)

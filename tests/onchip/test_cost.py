@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from shared.bundle import decode_bundle, layer_weights
-from shared.cost import ENERGY_PJ, cost_report, layer_costs
+from shared.network import ENERGY_PJ, cost_report, layer_costs
 from tests.factories import make_random_bundle, make_random_network
 
 

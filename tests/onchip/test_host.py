@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
+from scripts.onchip.toolchain import host_build, host_run, missing_host_tools
 from shared.bundle import decode_bundle
 from shared.cgen import generate_bundle_c
-from shared.cgen.toolchain import host_build, host_run, missing_host_tools
 from tests.factories import make_random_bundle
 from tests.onchip.conftest import engine_logits, mnist_test_images
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scripts.onchip.toolchain import firmware_build, missing_arm_tools, qemu_run, undefined_symbols
 from shared.bundle import decode_bundle
 from shared.cgen import generate_bundle_c
-from shared.cgen.toolchain import firmware_build, missing_arm_tools, qemu_run, undefined_symbols
 from tests.factories import make_random_bundle
 from tests.onchip.conftest import engine_logits, mnist_test_images
 from tests.onchip.test_host import sparse_images

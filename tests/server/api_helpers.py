@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from server.job_spec import JobSpec
 from server.params import JobParams
 from server.service.settings import ServerSettings
-from shared.schemas import JobResult
+from shared.api import JobResult
 
 FAKE = "tests.server.fake_pipelines"
 TINY_JOB = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}

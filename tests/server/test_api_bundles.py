@@ -84,3 +84,30 @@ def test_bundle_files_found_at_start_are_registered(tmp_path: Path) -> None:
         assert [b["id"] for b in items] == [good.stem]
         assert items[0]["dataset"] == "random-lenet"
         assert client.get(f"/bundles/{good.stem}").content == good.read_bytes()
+
+
+def test_an_id_with_a_final_newline_is_not_an_id(tmp_path: Path) -> None:
+    """`^...$` let "<64 hex>\n" pass as an id (`$` matches before a final newline)."""
+    settings = make_settings(tmp_path)
+    good = write_bundle_atomic(settings.bundle_dir, make_random_bundle(seed=5))
+    with TestClient(create_app(settings)) as client:
+        resp = client.get(f"/bundles/{good.stem}%0A")
+        assert resp.status_code == 404
+        assert "64 hex digits" in resp.json()["error"]["message"]
+
+
+def test_head_answers_gets_headers_after_the_token_check(tmp_path: Path) -> None:
+    """HEAD is GET without the body: the read token is checked first (not a 405), and the
+    headers are GET's (length, ETag, the bundle id)."""
+    settings = make_settings(tmp_path, api_token="tok", protect_reads=True)
+    good = write_bundle_atomic(settings.bundle_dir, make_random_bundle(seed=5))
+    auth = {"Authorization": "Bearer tok"}
+    with TestClient(create_app(settings)) as client:
+        for path in (f"/bundles/{good.stem}", f"/bundles/{good.stem}/manifest", "/bundles"):
+            assert client.head(path).status_code == 401, path
+            head, get = client.head(path, headers=auth), client.get(path, headers=auth)
+            assert head.status_code == 200 and head.content == b"", path
+            assert head.headers["content-length"] == get.headers["content-length"], path
+        head = client.head(f"/bundles/{good.stem}", headers=auth)
+        assert head.headers["ETag"] == f'"{good.stem}"'
+        assert client.head("/bundles/" + "0" * 64, headers=auth).status_code == 404

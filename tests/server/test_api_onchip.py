@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from server.service.app import create_app
 from shared.bundle import decode_bundle, write_bundle_atomic
 from shared.cgen import generate_bundle_c
-from shared.cost import cost_report
+from shared.network import cost_report
 from tests.factories import make_random_bundle
 from tests.server.api_helpers import make_settings
 

@@ -4,6 +4,7 @@ names no internals and keeps the connection, corrupt databases, protected reads.
 
 from __future__ import annotations
 
+import select
 import socket
 import sqlite3
 import threading
@@ -99,18 +100,45 @@ def test_the_token_is_checked_before_the_body(live: tuple[str, object]) -> None:
         assert wrong.status_code == 403
 
 
+def _job_post(live: tuple[str, object], first: bytes) -> socket.socket:
+    """A socket that has sent a job's headers (a 100-byte body) and the body's `first` bytes."""
+    host, port = live[0].removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(
+        b"POST /quantize-jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + first
+    )
+    return conn
+
+
 def test_a_body_that_stops_arriving_is_timed_out(live: tuple[str, object]) -> None:
-    url, _ = live
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(
-            b"POST /quantize-jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
-            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"data'
-        )
+    with _job_post(live, first=b'{"data') as conn:
         started = time.monotonic()
         answer = conn.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert time.monotonic() - started < 5
+
+
+def test_a_body_that_trickles_in_gets_408_at_the_deadline_for_the_whole_body(
+    live: tuple[str, object],
+) -> None:
+    """One byte every 0.3 s never lets a 0.5 s wait between reads run out: the deadline is for
+    the whole body (issue 28 item 2), so the answer is a 408 long before the 100 bytes are in."""
+    with _job_post(live, first=b"") as conn:
+        answered = False
+        for _ in range(40):  # at most 12 s of trickle, 40 of the 100 bytes
+            try:
+                conn.sendall(b" ")
+            except OSError:  # the server answered and closed
+                answered = True
+                break
+            answered = bool(select.select([conn], [], [], 0.3)[0])
+            if answered:
+                break
+        assert answered, "no answer while the body trickled in"
+        answer = conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"whole body" in answer
 
 
 def test_a_validation_error_does_not_echo_a_hostile_body(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from server.data import list_datasets, load_dataset
 from server.data.imagefolder import INPUT_SIZE, find_imagefolders, load_imagefolder
 from server.training.augment import augment_photos, color_jitter, random_resized_crop
 from shared.errors import DatasetError
-from shared.preprocess import decode_image, preprocess
+from shared.image import decode_image, preprocess
 
 S = INPUT_SIZE
 

@@ -9,8 +9,8 @@ import pytest
 from server.data import check_dataset
 from server.service.jobs import JobStore
 from server.service.verdicts import interrupted, job_error
+from shared.api import IterationMetrics, Progress
 from shared.errors import ConflictError, NotFoundError, UnknownDatasetError
-from shared.schemas import IterationMetrics, Progress
 from tests.server.api_helpers import job_result, plain_job
 
 CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}

@@ -19,7 +19,7 @@ from server.training.siq import SIQSettings, run_siq
 from server.training.train import to_float
 from shared.bundle import decode_bundle, layer_weights
 from shared.engine import IntegerNetwork
-from shared.quant import accumulator_bound
+from shared.network import accumulator_bound
 
 U32 = 2.0**-24  # unit roundoff of float32
 

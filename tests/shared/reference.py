@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.bitpack import unpack_codes
 from shared.bundle import Bundle
-from shared.graph import weight_shape
+from shared.bundle.bitpack import unpack_codes
+from shared.network import weight_shape
 
 
 def reference_logits(bundle: Bundle, q: np.ndarray) -> np.ndarray:

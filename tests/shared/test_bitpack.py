@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shared.bitpack import pack_codes, packed_size, unpack_codes
+from shared.bundle.bitpack import pack_codes, packed_size, unpack_codes
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

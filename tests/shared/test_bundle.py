@@ -10,9 +10,9 @@ from shared.bundle import (
     decode_bundle,
     encode_bundle,
     read_bundle_file,
+    with_checksum,
     write_bundle_atomic,
 )
-from shared.bundle_checksum import with_checksum
 from shared.engine import IntegerNetwork
 from shared.errors import BundleError
 from tests.factories import make_random_bundle, make_random_network

@@ -8,8 +8,7 @@ import struct
 
 import pytest
 
-from shared.bundle import bundle_id, decode_bundle, read_bundle_file
-from shared.bundle_checksum import CHECKSUM_KEY
+from shared.bundle import CHECKSUM_KEY, bundle_id, decode_bundle, read_bundle_file
 from shared.errors import BundleError
 from tests.factories import make_random_bundle
 

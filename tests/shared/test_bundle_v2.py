@@ -12,13 +12,12 @@ import pytest
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from shared import bundle_v2
-from shared.bitpack import pack_codes, unpack_codes
-from shared.bundle import bundle_id, decode_bundle, encode_bundle
-from shared.bundle_checksum import with_checksum
+from shared.bundle import bundle_id, decode_bundle, encode_bundle, with_checksum
+from shared.bundle import v2 as bundle_v2
+from shared.bundle.bitpack import pack_codes, unpack_codes
 from shared.engine import IntegerNetwork
 from shared.errors import BundleError
-from shared.graph import weight_shape
+from shared.network import weight_shape
 from tests.factories import make_random_network
 
 DATA = Path(__file__).parent / "data"

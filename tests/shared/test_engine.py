@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from shared import engine
 from shared.bundle import decode_bundle
 from shared.engine import IntegerNetwork, carrier_dtype
+from shared.engine import numpy_engine as engine
 from tests.factories import make_random_bundle
 from tests.shared.reference import reference_logits
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shared import entropy
+from shared.bundle import entropy
 
 
 @pytest.mark.parametrize("alphabet", [1, 2, 16, 256])

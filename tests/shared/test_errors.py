@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.api import ErrorResponse
 from shared.errors import (
     AuthError,
     BodyTimeoutError,
@@ -26,7 +27,6 @@ from shared.errors import (
     error_body,
     error_headers,
 )
-from shared.schemas import ErrorResponse
 
 # Every class of shared.errors with the status the app that raises it answered before.
 STATUSES: list[tuple[type[SIQError], int]] = [

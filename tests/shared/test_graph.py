@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.graph import (
+from shared.network import (
     bits_of_codebook,
     carries_relu,
     codebook_size,

@@ -43,8 +43,8 @@ def test_engine_equals_reference_and_numpy(arch, wbits, abits, threads):
 def test_the_session_keeps_the_arithmetic_it_was_given(tmp_path):
     # ONNX Runtime may rewrite a graph; what it runs must still be plain exact ops (no
     # Mul or Add folded into weights, no fused float kernels we have not reasoned about)
-    from shared.onnx_engine import OnnxEngine
-    from shared.onnx_export import UNSAFE_FUSIONS
+    from shared.engine.onnx_engine import OnnxEngine
+    from shared.onnx import UNSAFE_FUSIONS
 
     bundle = decode_bundle(make_random_bundle(1, per_channel=True))
     options = ort.SessionOptions()
@@ -74,7 +74,7 @@ def test_backends_can_be_chosen_and_numpy_is_the_fallback(monkeypatch):
     with pytest.raises(ValueError):
         load_engine(bundle, backend="tflite")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "shared.onnx_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "shared.engine.onnx_engine", raising=False)
     assert isinstance(load_engine(bundle), IntegerNetwork)
     with pytest.raises(ImportError):
         load_engine(bundle, backend="onnxruntime")
@@ -95,7 +95,7 @@ def test_qlinearconv_requantises_as_the_export_assumes():
     # spread over float32's integers and on both sides of rounding ties
     from onnx import TensorProto, helper, numpy_helper
 
-    from shared.quant import scaled_requantize
+    from shared.network import scaled_requantize
 
     rng = np.random.default_rng(0)
     for scale in np.float32(rng.uniform(1e-5, 1e-2, 8)):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared import onnx_export, onnx_layers
 from shared.bundle import decode_bundle, encode_bundle
 from shared.engine import IntegerNetwork
-from shared.onnx_export import ExportError, to_onnx
+from shared.onnx import ExportError, to_onnx
+from shared.onnx import export as onnx_export
+from shared.onnx import layers as onnx_layers
 from tests.factories import make_random_bundle, make_random_network
 from tests.shared.reference import reference_logits
 

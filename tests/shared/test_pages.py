@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from client.api.pages import STATIC_DIR as CLIENT_STATIC
 from server.service.api.pages import STATIC_DIR as SERVER_STATIC
-from shared.pages import pages_router
+from shared.api import pages_router
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import shared.preprocess as pp
+import shared.image.preprocessing as pp
 from shared.errors import ConfigError, ImageError, ImageTooLargeError, UnsupportedImageError
-from shared.preprocess import (
+from shared.image import (
     check_spec,
     decode_image,
     output_shape,

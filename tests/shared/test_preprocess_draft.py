@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import ConfigError
-from shared.preprocess import check_spec, decode_image, load_for, open_image, preprocess
+from shared.image import check_spec, decode_image, load_for, open_image, preprocess
 
 FULL = {"kind": "photo", "resize": 64, "crop": 64}
 DRAFT = {**FULL, "draft": True}

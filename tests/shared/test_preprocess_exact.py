@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from shared.errors import ImageError
-from shared.preprocess import (
+from shared.image import decode_image, image_to_float, preprocess_digit
+from shared.image.preprocessing import (
     _BOX_INK,
     _WORK_SIDE,
     DIGIT_BOX,
@@ -19,9 +20,6 @@ from shared.preprocess import (
     DIGIT_SIZE,
     _gray,
     _quartiles,
-    decode_image,
-    image_to_float,
-    preprocess_digit,
 )
 from tests.shared.test_preprocess import mnist_test_digits
 

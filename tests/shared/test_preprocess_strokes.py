@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shared.preprocess import preprocess_digit
+from shared.image import preprocess_digit
 
 
 def ring(size: int, box: tuple[int, int, int, int], width: int) -> Image.Image:

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from shared.graph import round_half_up
-from shared.quant import (
+from shared.network import (
     affine_requantize,
     fit_affine_requant,
     quantize_input,
     quantize_multiplier,
     requant_thresholds,
     requantize,
+    round_half_up,
 )
 
 
@@ -119,7 +119,7 @@ def test_quantize_input_into_buffers_gives_the_same_codes():
 
 @pytest.mark.parametrize("bits,scale", [(4, 1 / 15), (8, 1 / 255), (5, 1 / 31), (2, 0.1234567)])
 def test_fit_input_quant_equals_quantize_input_on_every_float32_near_a_step(bits, scale):
-    from shared.quant import fit_input_quant, scaled_quantize_input
+    from shared.network import fit_input_quant, scaled_quantize_input
 
     factor = fit_input_quant(scale, bits)
     assert factor is not None
@@ -135,7 +135,7 @@ def test_fit_input_quant_equals_quantize_input_on_every_float32_near_a_step(bits
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fit_scaled_requant_equals_requantize_on_every_accumulator(seed):
-    from shared.quant import fit_scaled_requant, scaled_requantize
+    from shared.network import fit_scaled_requant, scaled_requantize
 
     rng = np.random.default_rng(seed)
     bits = [2, 4, 8][seed % 3]

@@ -3,7 +3,7 @@ import hmac
 
 import pytest
 
-from shared.signing import sign, verify
+from shared.bundle import sign, verify
 
 DATA = b"\x00siq bundle bytes\xff" * 10
 

@@ -20,10 +20,9 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from server.service.api.deps import BundleStoreDep, SettingsDep, require_reader
 from server.service.api.errors import ERROR_RESPONSES
-from shared.bundle import decode_bundle
-from shared.onnx_export import to_onnx
-from shared.schemas import BundleInfo, BundleList, ErrorResponse
-from shared.signing import sign
+from shared.api import BundleInfo, BundleList, ErrorResponse
+from shared.bundle import decode_bundle, sign
+from shared.onnx import to_onnx
 
 __all__ = ["router"]
 

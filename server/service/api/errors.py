@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from shared.api import ErrorResponse
 from shared.errors import SIQError, error_body
-from shared.schemas import ErrorResponse
 
 __all__ = ["install_error_handlers", "error_response", "ERROR_RESPONSES"]
 

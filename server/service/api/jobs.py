@@ -27,7 +27,7 @@ from server.service.api.deps import (
 )
 from server.service.api.errors import ERROR_RESPONSES
 from server.service.jobs import JobRecord
-from shared.schemas import (
+from shared.api import (
     ErrorResponse,
     JobResult,
     JobStatus,

@@ -15,7 +15,7 @@ from server.service.api.bundles import BUNDLE_ROUTES, DatasetQuery
 from server.service.api.deps import BundleStoreDep
 from shared.bundle import decode_bundle
 from shared.cgen import generate_bundle_c, sources_tar_gz
-from shared.cost import cost_report
+from shared.network import cost_report
 
 __all__ = ["router"]
 

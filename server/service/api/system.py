@@ -11,7 +11,7 @@ from server.data import list_datasets
 from server.service.api.deps import ContextDep, SettingsDep, require_reader
 from server.service.api.errors import ERROR_RESPONSES
 from server.service.metrics import CONTENT_TYPE_LATEST
-from shared.schemas import DatasetInfo, HealthStatus
+from shared.api import DatasetInfo, HealthStatus
 
 __all__ = ["router"]
 

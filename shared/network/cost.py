@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shared.graph import output_shape
+from shared.network.graph import output_shape
 
 __all__ = ["ENERGY_PJ", "ENERGY_SOURCE", "layer_costs", "cost_report"]
 

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from shared import entropy
-from shared.bitpack import pack_codes, packed_size, unpack_codes
+from shared.bundle import entropy
+from shared.bundle.bitpack import pack_codes, packed_size, unpack_codes
 from shared.errors import BundleError
-from shared.graph import codebook_size, weight_shape
+from shared.network import codebook_size, weight_shape
 
 __all__ = [
     "VERSION",

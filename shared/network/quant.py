@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.graph import round_half_up
+from shared.network.graph import round_half_up
 
 __all__ = [
     "MAX_ACCUMULATOR",

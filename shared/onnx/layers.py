@@ -16,19 +16,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared import onnx_proto as pb
 from shared.bundle import Bundle
-from shared.engine import FLOAT32_EXACT
+from shared.engine.numpy_engine import FLOAT32_EXACT
 from shared.errors import SIQError
-from shared.onnx_graph import GraphBuilder, Value, cast, maxpool
-from shared.quant import (
-    ROUNDINGS,
+from shared.network import (
     accumulator_bound,
     fit_affine_requant,
     fit_input_quant,
     fit_scaled_requant,
     requant_thresholds,
 )
+from shared.network.quant import ROUNDINGS
+from shared.onnx import proto as pb
+from shared.onnx.graph import GraphBuilder, Value, cast, maxpool
 
 __all__ = [
     "QLINEAR_MIN_CHANNELS",

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from shared import onnx_proto as pb
 from shared.bundle import Bundle, layer_weights
+from shared.onnx import proto as pb
 
 __all__ = ["GraphBuilder", "Value", "cast", "maxpool", "settled"]
 

@@ -24,19 +24,20 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from shared import bundle_v2
-from shared.bitpack import packed_size, unpack_codes
-from shared.bundle_checksum import check_content, with_checksum
+from shared.bundle import v2 as bundle_v2
+from shared.bundle.bitpack import packed_size, unpack_codes
+from shared.bundle.checksum import check_content, with_checksum
 from shared.errors import BundleError
-from shared.graph import (
+from shared.network import (
     KNOWN_OPS,
+    MAX_ACCUMULATOR,
     WEIGHTED_OPS,
+    accumulator_bound,
     carries_relu,
     codebook_size,
     output_shape,
     weight_shape,
 )
-from shared.quant import MAX_ACCUMULATOR, accumulator_bound
 
 __all__ = [
     "FORMAT",

@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from shared import graph
 from shared.bundle import Bundle, layer_weights
-from shared.quant import (
+from shared.network import (
     accumulator_bound,
     affine_requantize,
     fit_affine_requant,
+    graph,
     quantize_input,
     requantize,
 )
@@ -81,8 +81,8 @@ def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> A
         raise ValueError(f"backend must be auto, onnxruntime or numpy, not {backend!r}")
     if backend != "numpy":
         try:
-            from shared.onnx_engine import OnnxEngine
-            from shared.onnx_export import ExportError
+            from shared.engine.onnx_engine import OnnxEngine
+            from shared.onnx import ExportError
         except ImportError:
             if backend == "onnxruntime":
                 raise

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from shared.bundle import Bundle, weight_shape
-from shared.engine import SPLIT_MACS, BundleIO, check_images, softmax
-from shared.onnx_export import UNSAFE_FUSIONS, to_onnx
-from shared.quant import quantize_input
+from shared.bundle import Bundle
+from shared.engine.numpy_engine import SPLIT_MACS, BundleIO, check_images, softmax
+from shared.network import quantize_input, weight_shape
+from shared.onnx import UNSAFE_FUSIONS, to_onnx
 
 __all__ = ["OnnxEngine"]
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from shared import onnx_proto as pb
 from shared.bundle import Bundle
-from shared.onnx_graph import GraphBuilder, Value, maxpool
-from shared.onnx_layers import (
+from shared.onnx import proto as pb
+from shared.onnx.graph import GraphBuilder, Value, maxpool
+from shared.onnx.layers import (
     Carrier,
     ExportError,
     logits_layer,

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cgen.board import CALIBRATION_LOOPS, HOST_HARNESS_C, LINKER_SCRIPT, STARTUP_C, harness_c
+from scripts.onchip.board import (
+    CALIBRATION_LOOPS,
+    HOST_HARNESS_C,
+    LINKER_SCRIPT,
+    STARTUP_C,
+    harness_c,
+)
 from shared.cgen.emit import CModel
 
 __all__ = [
