@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from server.data import check_dataset
+from server.job_spec import SweepCell, SweepLead
 from server.service.jobs import JobStore
 from server.service.verdicts import interrupted, job_error
 from shared.api import IterationMetrics, Progress
@@ -121,3 +125,115 @@ def test_progress_is_throttled_but_the_final_event_always_lands(store: JobStore)
     assert store.get(job.id).progress == throttled  # the same stage, too soon
     reporter.progress({"stage": "packaging", "fraction": 1.0, "message": "done"})
     assert store.get(job.id).progress == Progress(stage="packaging", fraction=1.0, message="done")
+
+
+# The jobs table and rows as the store wrote them before a job's role had a column (a sweep
+# cell's role rode in its config under "sweep").
+OLD_SCHEMA = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT,
+    created TEXT NOT NULL,
+    started TEXT,
+    finished TEXT,
+    progress TEXT,
+    iterations TEXT NOT NULL DEFAULT '[]',
+    result TEXT,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_by_status ON jobs (status, seq);
+"""
+OLD_RESULT = {
+    "float_accuracy": 0.95,
+    "quantized_accuracy": 0.94,
+    "bundle_id": "ab" * 32,
+    "bundle_path": "/state/bundles/" + "ab" * 32 + ".siq",
+    "bundle_bytes": 5000,
+    "float_bytes": 40000,
+    "iterations": [{"iteration": 1, "accuracy_after_kmeans": 0.9, "seconds": 1.5}],
+    "converged": True,
+    "seconds": 12.5,
+    "published": True,
+    "simulated_accuracy": 0.94,
+}
+
+
+def _old_database(path: Path) -> None:
+    def row(job_id: str, status: str, config: dict, key: str | None = None, **cols: object):
+        text = json.dumps(config, sort_keys=True)
+        values = {
+            "id": job_id,
+            "status": status,
+            "config": text,
+            "idempotency_key": key,
+            "request_hash": hashlib.sha256(text.encode()).hexdigest(),
+            "created": "2026-12-01T10:00:00.000+00:00",
+            **cols,
+        }
+        names = ", ".join(values)
+        conn.execute(
+            f"INSERT INTO jobs ({names}) VALUES ({', '.join('?' * len(values))})",
+            [json.dumps(v) if isinstance(v, dict | list) else v for v in values.values()],
+        )
+
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    lead = {"id": "s1", "role": "lead"}
+    child = {"id": "s1", "role": "child", "float_job": "lead1"}
+    row(
+        "plain1",
+        "succeeded",
+        {**CONFIG, "epochs": 3.0},
+        "client-key",
+        started="2026-12-01T10:00:01.000+00:00",
+        finished="2026-12-01T10:00:13.500+00:00",
+        progress={"stage": "packaging", "fraction": 1.0, "message": "done"},
+        iterations=OLD_RESULT["iterations"],
+        result=OLD_RESULT,
+        attempt=1,
+    )
+    row("failed1", "failed", CONFIG, error={"code": "interrupted", "message": "gone"})
+    row("lead1", "running", {**CONFIG, "seed": 1, "sweep": lead}, "sweep:s1:1:4:4", attempt=1)
+    row(
+        "cell1", "queued", {**CONFIG, "seed": 1, "weight_bits": 2, "sweep": child}, "sweep:s1:1:2:4"
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_a_database_the_old_store_wrote_still_reads(tmp_path: Path) -> None:
+    from server.service.api.jobs import to_public
+
+    _old_database(tmp_path / "siq.db")
+    store = JobStore(tmp_path / "siq.db")
+    store.init_schema()
+    store.init_schema()  # a second start finds it migrated
+    plain = store.get("plain1")
+    assert plain.spec == plain_job({**CONFIG, "epochs": 3})
+    assert plain.result is not None and plain.result.quantized_accuracy == 0.94
+    assert plain.seconds() == 12.5
+    assert plain.iterations[0].accuracy_after_kmeans == 0.9
+    public = to_public(plain).model_dump(mode="json")
+    assert public["config"] == {**CONFIG, "epochs": 3.0} and public["role"]["kind"] == "plain"
+    assert "bundle_path" not in public["result"] and "iterations" not in public["result"]
+    assert public["result"]["simulated_accuracy"] == 0.94
+    assert store.get("failed1").error == job_error("interrupted", "gone")
+    # the sweep's roles moved out of the configs into typed roles
+    assert store.get("lead1").spec.role == SweepLead(sweep_id="s1")
+    cell = store.get("cell1").spec
+    assert cell.role == SweepCell(sweep_id="s1", lead_job="lead1")
+    assert "sweep" not in cell.params.model_fields_set
+    # Idempotency-Keys still match: a client's retry, and a sweep re-queuing its cell
+    assert store.create(plain_job({**CONFIG, "epochs": 3}), "client-key") == (plain, False)
+    again, created = store.create(cell, "sweep:s1:1:2:4")
+    assert again.id == "cell1" and not created
+    # and the rest of the store works on it
+    assert store.counts_by_status() == {"succeeded": 1, "failed": 1, "running": 1, "queued": 1}
+    claimed = store.claim_next()
+    assert claimed is not None and claimed.id == "cell1"

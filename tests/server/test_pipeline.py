@@ -167,3 +167,14 @@ def test_cli_bad_input_exits_nonzero(
     )
     assert code == 2
     assert "mnist" in capsys.readouterr().err
+
+
+def test_every_model_family_fits_the_per_layer_maps_bound() -> None:
+    """A per-layer map of a job may name MAX_LAYERS layers: more than any family has."""
+    from server.params import MAX_LAYERS
+    from server.training.models import MODEL_BUILDERS, weighted_layers
+
+    for arch in MODEL_BUILDERS:
+        for channels in (1, 3):
+            model = build_model(arch, channels, 10, 64)
+            assert len(weighted_layers(model)) <= MAX_LAYERS, arch

@@ -30,6 +30,7 @@ from server.service.jobs import JobRecord
 from shared.api import (
     ErrorResponse,
     JobResult,
+    JobRoleInfo,
     JobStatus,
     QuantizeJobList,
     QuantizeJobPublic,
@@ -76,6 +77,7 @@ def to_public(job: JobRecord) -> QuantizeJobPublic:
         weight_bits=params.weight_bits,
         activation_bits=params.activation_bits,
         config=params.model_dump(exclude_unset=True),
+        role=JobRoleInfo.model_validate(job.spec.role.model_dump()),
         created=job.created,
         started=job.started,
         finished=job.finished,
