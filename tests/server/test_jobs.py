@@ -199,6 +199,8 @@ def _old_database(path: Path) -> None:
         attempt=1,
     )
     row("failed1", "failed", CONFIG, error={"code": "interrupted", "message": "gone"})
+    wide = {f"fc{i}": 2 for i in range(40)}  # more layers than today's bound allows
+    row("wide1", "failed", {**CONFIG, "bits_per_layer": wide}, error={"code": "x", "message": "y"})
     row("lead1", "running", {**CONFIG, "seed": 1, "sweep": lead}, "sweep:s1:1:4:4", attempt=1)
     row(
         "cell1", "queued", {**CONFIG, "seed": 1, "weight_bits": 2, "sweep": child}, "sweep:s1:1:2:4"
@@ -224,6 +226,9 @@ def test_a_database_the_old_store_wrote_still_reads(tmp_path: Path) -> None:
     assert "bundle_path" not in public["result"] and "iterations" not in public["result"]
     assert public["result"]["simulated_accuracy"] == 0.94
     assert store.get("failed1").error == job_error("interrupted", "gone")
+    wide = store.get("wide1")  # read as stored, though the bound refuses it now
+    assert wide.spec.params.bits_per_layer == {f"fc{i}": 2 for i in range(40)}
+    assert "bits_per_layer" in to_public(wide).config
     # the sweep's roles moved out of the configs into typed roles
     assert store.get("lead1").spec.role == SweepLead(sweep_id="s1")
     cell = store.get("cell1").spec
@@ -234,6 +239,6 @@ def test_a_database_the_old_store_wrote_still_reads(tmp_path: Path) -> None:
     again, created = store.create(cell, "sweep:s1:1:2:4")
     assert again.id == "cell1" and not created
     # and the rest of the store works on it
-    assert store.counts_by_status() == {"succeeded": 1, "failed": 1, "running": 1, "queued": 1}
+    assert store.counts_by_status() == {"succeeded": 1, "failed": 2, "running": 1, "queued": 1}
     claimed = store.claim_next()
     assert claimed is not None and claimed.id == "cell1"
