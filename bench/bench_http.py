@@ -26,7 +26,6 @@ import io
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -37,12 +36,13 @@ import numpy as np
 
 from bench.bench_client import RESULTS, get_bundle, http_load, infer_request, load_images
 from bench.report import default_data_dir
+from bench.sections import replace_section
 from scripts.processes import ServiceProcess, start_service
 from shared.bundle import decode_bundle
 
-__all__ = ["main", "photo_jpegs", "measure", "section", "write_section", "kept_section"]
+__all__ = ["main", "photo_jpegs", "measure", "section", "SECTION"]
 
-BEGIN, END = "<!-- bench_http -->", "<!-- /bench_http -->"
+SECTION = "bench_http"  # its section of client.md, which bench_client keeps (bench/sections.py)
 
 
 def photo_jpegs(count: int, side: int = 300, quality: int = 90) -> list[bytes]:
@@ -240,7 +240,6 @@ def section(result: dict[str, Any]) -> str:
     """The markdown section of client.md for a `measure` result (with bundle notes)."""
     workers = result["workers"]
     lines = [
-        BEGIN,
         "## HTTP: /recognize against a bare FastAPI upload route",
         "",
         f"Same uvicorn (one worker process unless said), same load generator ({result['load']}), "
@@ -304,28 +303,8 @@ def section(result: dict[str, Any]) -> str:
         "",
         "Where the time went (py-spy of the client under this load, before and after): "
         "bench/results/http_profile.md.",
-        END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def kept_section(path: Path) -> str:
-    """This benchmark's section of `path` as it stands ('' when none), for bench_client to
-    keep when it rewrites the rest of client.md."""
-    old = path.read_text() if path.exists() else ""
-    found = re.search(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", old, re.S)
-    return found.group(0) if found else ""
-
-
-def write_section(text: str, path: Path) -> None:
-    """Put `text` in place of the marked section of `path` (appended when it has none)."""
-    old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text, old)
-    else:
-        new = old + ("\n" if old and not old.endswith("\n\n") else "") + text
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "http.json").write_text(json.dumps(result, indent=2) + "\n")
     text = section(result)
-    write_section(text, args.out / "client.md")
+    replace_section(args.out / "client.md", SECTION, text)
     print(text)
     return 0
 

@@ -170,7 +170,7 @@ def measure(
         "c_accuracy": float((host.argmax(axis=1) == labels).mean()),
         "engine_accuracy": float((want.argmax(axis=1) == labels).mean()),
         "macs": sum(p.macs for p in cmodel.layers),
-        "arena_bytes": cmodel.arena_bytes,
+        "activation_bytes": cmodel.activation_bytes,  # SIQ_ARENA_BYTES adds patch and scratch
         "patch_bytes": cmodel.patch_bytes,
         "scratch_bytes": cmodel.scratch_bytes,
         "layers": [

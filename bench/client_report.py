@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.sections import kept_sections
+
 __all__ = ["PEERS_TITLE", "write_report"]
 
 PEERS_TITLE = {
@@ -112,11 +114,8 @@ def write_report(result: dict, out: Path, name: str = "client") -> None:
         "",
     ]
     lines += _profile_table(result["engine"]["profile"], "step")
-    from bench.bench_http import kept_section  # bench_http's own section of this file, kept
-
-    path = out / f"{name}.md"
-    kept = kept_section(path)
-    path.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
+    path = out / f"{name}.md"  # bench_http's section of it is kept
+    path.write_text("\n".join(lines) + "\n" + kept_sections(path))
 
 
 def _profile_table(profile: dict[str, list], what: str) -> list[str]:

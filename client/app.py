@@ -1,6 +1,7 @@
 """The recognition client's app: `create_app` wires the bundle manager, the metrics, the
-lifespan (bundle polling, the inference limiter) and the error handlers, and mounts the routers
-of client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics;
+serving pipeline (client/serving/), the lifespan (bundle polling, the runner's start, its
+children warmed with each bundle) and the error handlers, and mounts the routers of
+client/api/ (recognize: POST /recognize; system: /bundle, /healthz, /readyz, /metrics;
 oip: the Open Inference Protocol v2 under /v2).
 `serve_main` is `python -m client`.
 
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 
 import httpx
@@ -24,23 +26,25 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from client.admission import Admission, Lanes
 from client.api import oip, pages, recognize, system
-from client.batching import Batcher
-from client.dispatch import Dispatcher
 from client.fetcher import BundleFetcher
-from client.inference_process import InferencePool
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
+from client.serving.pipeline import make_pipeline
 from client.settings import BundleSource, ClientSettings, load_settings
 from client.workers import serve_workers
 from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
-__all__ = ["create_app", "serve_main"]
+__all__ = ["create_app", "configure_logging", "serve_main"]
 
 log = logging.getLogger("client")
 
-_DESCRIPTION = "The SIQ recognition client: serves POST /recognize from a bundle, integers only."
+_DESCRIPTION = textwrap.fill(
+    "The SIQ recognition client: serves a quantised bundle over HTTP (POST /recognize, the "
+    "Open Inference Protocol under /v2, a page at /) with integer arithmetic only. Without a "
+    "command, it starts serving.",
+    width=80,
+)
 
 
 async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
@@ -92,22 +96,17 @@ def create_app(
     )
     manager = BundleManager(source, settings.state_dir, fetcher, metrics, settings.hmac_key)
     manager.load_initial()  # a bad file source fails here, before serving
-    dispatcher = Dispatcher()
+    pipeline = make_pipeline(settings, manager, metrics)
+    runner = pipeline.runner
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # at most inference_workers requests decode and run at once, the rest wait in line:
-        # more threads than cores only contend for the GIL (16 concurrent requests on 2
-        # cores: 40 threads ~510 req/s and p99 60 ms, 2 threads ~630 and 30 ms, measured).
-        # Made here, in the serving event loop, which an anyio limiter belongs to.
-        app.state.lanes = dispatcher.lanes = Lanes(settings.inference_workers)
+        runner.start()  # on the serving event loop, which its limiters belong to
         stop = asyncio.Event()
-        pool = app.state.processes
-        warm = None if pool is None else lambda loaded: pool.warm(loaded.bundle)
-        if warm is not None and manager.current is not None:
-            warm(manager.current)  # the children load the network before the first request
+        if manager.current is not None:
+            runner.warm(manager.current)  # children load the network before a request
         poller = asyncio.create_task(
-            manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s, warm)
+            manager.poll(stop, settings.poll_interval_s, settings.retry_interval_s, runner.warm)
         )
         try:
             yield
@@ -119,27 +118,11 @@ def create_app(
                 log.warning("bundle polling did not stop in time")
             if own_http and http is not None:
                 http.close()
-            if app.state.processes is not None:
-                app.state.processes.close()
+            runner.close()
 
     app = FastAPI(title="SIQ recognition client", version="0.1.0", lifespan=lifespan)
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
-    app.state.admission = Admission(settings.inference_workers, settings.max_queued_requests)
-    app.state.dispatcher = dispatcher
-    app.state.batcher = Batcher(observe=metrics.batch_images.observe)
-    app.state.processes = (
-        InferencePool(
-            settings.inference_processes,
-            max_pixels=settings.max_pixels,
-            max_request_pixels=settings.max_request_pixels,
-            observe=metrics.batch_images.observe,
-            lost=lambda reason: metrics.inference_process_losses.labels(reason).inc(),
-        )
-        if settings.inference_processes
-        else None
-    )
-    if app.state.processes is not None:
-        metrics.inference_processes.set_function(app.state.processes.running)
+    app.state.pipeline = pipeline
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -151,20 +134,37 @@ def create_app(
     return app
 
 
-def serve_main(argv: list[str]) -> int:
+def configure_logging(level: str) -> None:
+    """The client's log: its own changes of state (client.bundles), not one line per request
+    that httpx makes (its INFO "HTTP Request: GET .../bundles/latest 304" on every poll);
+    those show with --log-level debug."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    debugging = level.upper() == "DEBUG"
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
+
+
+def serve_main(argv: list[str], *, epilog: str | None = None) -> int:
     """`python -m client [--host H] [--port P] [--workers N]`; exit status 2 on an unusable
-    configuration."""
-    parser = argparse.ArgumentParser(prog="python -m client", description=_DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--log-level", default="info")
+    configuration. `epilog` ends --help (client/__main__.py lists its commands there)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m client",
+        description=_DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="server processes (default: SIQ_WORKERS, 1)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         if args.workers is not None:
             if not 1 <= args.workers <= 64:

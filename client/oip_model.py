@@ -39,7 +39,7 @@ from client.oip_codec import (
     encode_infer_response,
     parse_infer_request,
 )
-from client.recognize import OpenedUploads, batch_of, open_uploads
+from client.serving.decode import OpenedUploads, decode_images, open_uploads
 from shared.errors import ImageTooLargeError, NotFoundError
 
 __all__ = [
@@ -180,7 +180,7 @@ def finish(loaded: LoadedBundle, prepared: Prepared) -> tuple[bytes, dict[str, s
     """The second half: decode the images (or convert the tensor), run the network, encode
     the answer's (body, headers); with the image count. Decoding and the network take CPU."""
     if prepared.opened is not None:
-        x, _ = batch_of(loaded, prepared.opened)  # the /recognize recipe, one image at a time
+        x, _ = decode_images(loaded, prepared.opened)  # the /recognize recipe, one image at a time
     else:
         x = _tensor_values(prepared.input)
     outputs = run_inference(loaded, prepared.request, x)

@@ -35,12 +35,14 @@ class RecognizeAnswer(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     why = {
-        408: "the request body did not arrive within SIQ_BODY_TIMEOUT_S",
+        408: "the request body did not arrive within SIQ_BODY_TIMEOUT_S, or came slower than "
+        "SIQ_BODY_MIN_RATE bytes/s after SIQ_BODY_RATE_GRACE_S",
         413: "too many bytes, images or pixels (SIQ_MAX_UPLOAD_BYTES, SIQ_MAX_IMAGES, "
         "SIQ_MAX_PIXELS, SIQ_MAX_REQUEST_PIXELS)",
         415: "not an image in a supported format, or not multipart / image/*",
         422: "an image that cannot be used (empty, truncated, blank) or a malformed upload",
-        503: "no bundle loaded yet, or overloaded (Retry-After says when to try again)",
+        503: "no bundle loaded yet, or overloaded: too many bodies being read or requests "
+        "waiting (Retry-After says when to try again)",
     }
     return {s: {"model": ErrorResponse, "description": why[s]} for s in statuses}
 

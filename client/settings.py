@@ -55,13 +55,30 @@ class ClientSettings(BaseSettings):
         16_000_000, ge=1, description="decoded pixels per /recognize request, all images summed"
     )
     body_timeout_s: float = Field(
-        30.0, gt=0, le=3600, description="a /recognize body must arrive within this (408)"
+        30.0, gt=0, le=3600, description="a request body must arrive whole within this (408)"
+    )
+    body_min_rate: float = Field(
+        1024.0,
+        ge=0,
+        le=1e9,
+        description="bytes/s a request body must average once SIQ_BODY_RATE_GRACE_S have "
+        "passed (408); 0: no minimum",
+    )
+    body_rate_grace_s: float = Field(
+        5.0, ge=0, le=3600, description="the time a body has before its minimum rate applies"
+    )
+    max_reading_bodies: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description="request bodies read at once; more get 503 at once (memory: this x "
+        "SIQ_MAX_UPLOAD_BYTES at most)",
     )
     max_queued_requests: int = Field(
         64,
         ge=0,
         le=100_000,
-        description="/recognize requests that may wait for a worker; more get 503 at once",
+        description="read requests that may wait for a worker; more get 503 at once",
     )
     inference_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,

@@ -1,14 +1,13 @@
 """Several server processes on one port (`SIQ_WORKERS` / `--workers N`), each with a listening
 socket of its own, bound with SO_REUSEPORT so that the kernel spreads new connections across
-them (gunicorn's `reuse_port`, nginx's `reuseport`).
+them (gunicorn's `reuse_port`, nginx's `reuseport`). This is before the serving path
+(client/serving/): it decides which process a connection reaches.
 
 Why not uvicorn's own workers: they share one listening socket, and whichever process wakes
-first accepts every connection waiting (16 keep-alive connections opened at once, bench_http's
-load generator: all 16 went to one of two workers, py-spy of both); and that socket is made
-without naming TCP, so asyncio does not set TCP_NODELAY on its connections, and every answer
-waited for the caller's delayed ACK (44 ms a request at any concurrency, measured; one
-worker, whose socket asyncio makes itself: 0.9 ms). Two workers answered 0.31x the requests
-of one.
+first accepts every connection waiting, so keep-alive connections opened at once all went to
+one worker; and that socket is made without naming TCP, so asyncio does not set TCP_NODELAY
+on its connections, and every answer waited for the caller's delayed ACK
+(bench/results/http_profile.md).
 
 `serve_workers` starts the workers (spawned processes; each builds its app from the
 environment with `create_app`, so each loads the bundle itself), restarts one that dies
@@ -34,8 +33,7 @@ log = logging.getLogger(__name__)
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port) with SO_REUSEPORT, listening. Made with the protocol
     named (IPPROTO_TCP): asyncio sets TCP_NODELAY only on connections whose socket says TCP,
-    and uvicorn's own worker sockets (protocol 0) get none, so a response written in two
-    pieces waited for the caller's delayed ACK: 44 ms a request, measured."""
+    and without it a response written in two pieces waits for the caller's delayed ACK."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,6 +47,9 @@ def _serve(host: str, port: int, log_level: str) -> None:
     """One worker: its own socket, its own app."""
     import uvicorn
 
+    from client.app import configure_logging
+
+    configure_logging(log_level)  # a spawned process starts with no logging set up
     config = uvicorn.Config(
         "client.app:create_app", factory=True, host=host, port=port, log_level=log_level
     )

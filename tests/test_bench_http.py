@@ -3,7 +3,8 @@ bench_client rewrites the rest, and says the ratio of each image kind."""
 
 from __future__ import annotations
 
-from bench.bench_http import BEGIN, END, kept_section, section, write_section
+from bench.bench_http import SECTION, section
+from bench.sections import kept_sections, replace_section
 
 
 def fake_result() -> dict:
@@ -24,16 +25,24 @@ def fake_result() -> dict:
 
 def test_section_is_written_in_place_and_kept(tmp_path):
     text = section(fake_result())
-    assert text.startswith(BEGIN) and text.rstrip().endswith(END)
     assert "**0.61**" in text and "1.15x" in text  # the ratio, and 2 workers / 1
     md = tmp_path / "client.md"
     md.write_text("# Client benchmark\n\nengine table\n")
-    write_section(text, md)
-    write_section(text.replace("0.61", "0.62"), md)  # replaced, not appended twice
+    replace_section(md, SECTION, text)
+    replace_section(md, SECTION, text.replace("0.61", "0.62"))  # replaced, not appended twice
     body = md.read_text()
-    assert body.count(BEGIN) == 1 and "**0.62**" in body and body.startswith("# Client")
-    assert kept_section(md).count(BEGIN) == 1
-    assert kept_section(tmp_path / "missing.md") == ""
+    begin = f"<!-- section: {SECTION} -->"
+    assert body.count(begin) == 1 and "**0.62**" in body and body.startswith("# Client")
+    assert kept_sections(md).count(begin) == 1
+    assert kept_sections(tmp_path / "missing.md") == ""
+
+
+def test_bench_client_keeps_the_section_it_does_not_write():
+    """client.md as committed: bench_client's rewrite keeps bench_http's section."""
+    from tests.conftest import REPO_ROOT
+
+    kept = kept_sections(REPO_ROOT / "bench" / "results" / "client.md")
+    assert kept.count(f"<!-- section: {SECTION} -->") == 1 and "## HTTP" in kept
 
 
 def test_the_inference_process_client_gets_its_own_row():

@@ -29,3 +29,15 @@ def test_module_declares_existing_all(name: str) -> None:
     assert len(set(exported)) == len(exported), f"{name}.__all__ has duplicates"
     missing = [member for member in exported if not hasattr(module, member)]
     assert not missing, f"{name}.__all__ names missing members: {missing}"
+
+
+SHARED_PACKAGES = [m for m in SHARED_MODULES if (REPO_ROOT / m.replace(".", "/")).is_dir()]
+
+
+@pytest.mark.parametrize("name", SHARED_PACKAGES)
+def test_package_exports_hide_none_of_its_modules(name: str) -> None:
+    """A package whose public name equals one of its modules' names hides that module:
+    `import shared.image.preprocess as pp` gave the function `preprocess`, not the module."""
+    package = importlib.import_module(name)
+    modules = {p.stem for p in (REPO_ROOT / name.replace(".", "/")).glob("*.py")}
+    assert not modules & set(package.__all__), f"{name} exports the names of its modules"

@@ -14,7 +14,6 @@ no bundle is loaded).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,12 +21,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from client.api.deps import LoadedDep, ManagerDep, serving_of
-from client.dispatch import INLINE_BODY_BYTES
-from client.oip_codec import HEADER_LENGTH
-from client.oip_model import Limits, check_model, finish, infer_bytes, model_metadata, prepare
-from client.recognize import read_body
-from shared.errors import SIQError
+from client.api.deps import LoadedDep, ManagerDep, pipeline_of
+from client.oip_model import check_model, model_metadata
+from shared.errors import SIQError, error_headers
 
 __all__ = ["router"]
 
@@ -36,7 +32,8 @@ EXTENSIONS = ["binary_tensor_data"]
 
 
 class _ProtocolRoute(APIRoute):
-    """Answers every SIQError of its route as the protocol's `{"error": "..."}`."""
+    """Answers every SIQError of its route as the protocol's `{"error": "..."}`, with the
+    error's headers (503 overloaded: Retry-After)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -45,7 +42,9 @@ class _ProtocolRoute(APIRoute):
             try:
                 return await handler(request)
             except SIQError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+                return JSONResponse(
+                    {"error": str(exc)}, status_code=exc.http_status, headers=error_headers(exc)
+                )
 
         return route
 
@@ -101,50 +100,5 @@ async def model_ready(name: str, manager: ManagerDep, version: str | None = None
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
-    serving = serving_of(request)  # 503 before the first bundle
-    settings, loaded = serving.settings, serving.loaded
-    check_model(loaded, name, version)
-    serving.admission.admit()  # the line /recognize waits in: 503 + Retry-After when full
-    try:
-        body = await read_body(request, settings.max_upload_bytes, settings.body_timeout_s)
-        limits = Limits(
-            settings.max_images,
-            settings.max_pixels,
-            settings.max_request_pixels,
-            settings.max_upload_bytes,
-        )
-        header_length = request.headers.get(HEADER_LENGTH)
-        encoding = request.headers.get("content-encoding")
-        done: tuple[bytes, dict[str, str], int] | None = None
-        if serving.processes is not None:  # all of it in an inference process (its own GIL)
-            work = functools.partial(  # work(loaded): parse, decode, the network, encode
-                infer_bytes,
-                body=body,
-                header_length=header_length,
-                content_encoding=encoding,
-                limits=limits,
-                max_pixels=serving.processes.child_pixels,  # larger: handed back (None)
-            )
-            done = await serving.processes.run(loaded.bundle, work)
-        if done is None:  # as /recognize: once read, what it costs says inline or a thread
-            read = functools.partial(
-                prepare,
-                loaded,
-                body,
-                header_length=header_length,
-                content_encoding=encoding,
-                limits=limits,
-            )
-            small = encoding is None and len(body) <= INLINE_BODY_BYTES
-            prepared = read() if small else await serving.dispatcher.in_thread(read)
-            done = await serving.dispatcher.run(
-                functools.partial(finish, loaded, prepared),
-                key=f"oip:{loaded.bundle.id}",
-                images=prepared.images,
-                pixels=prepared.pixels,
-            )
-        content, headers, images = done
-    finally:
-        serving.admission.release()
-    serving.metrics.images.inc(images)
+    content, headers = await pipeline_of(request).infer(request, name, version)
     return Response(content, headers=headers)

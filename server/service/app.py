@@ -14,8 +14,10 @@ import logging
 import os
 import sqlite3
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import IO
 
 from fastapi import FastAPI
@@ -59,6 +61,16 @@ def _lock_state_dir(settings: ServerSettings) -> IO[str]:
     return lock
 
 
+def _hold_open(db_path: Path) -> sqlite3.Connection:
+    """A connection held for the server's life, so the database's WAL and shared-memory
+    files stay in place between requests: SQLite removes them when its last connection
+    closes, and a reader that must create them again cannot on a full disk. Held open,
+    reads keep working with no space left; writes answer 507 (api/errors.py)."""
+    conn = sqlite3.connect(db_path, check_same_thread=False)
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the WAL index
+    return conn
+
+
 def create_app(
     settings: ServerSettings | None = None, *, state_lock: IO[str] | None = None
 ) -> FastAPI:
@@ -88,6 +100,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lock = state_lock or _lock_state_dir(settings)
+        keeper = _hold_open(settings.db_path)
         try:
             added = bundle_store.scan(settings.publish_rule)
             if added:
@@ -100,6 +113,7 @@ def create_app(
                 coordinator.stop()
                 runner.stop()
         finally:
+            keeper.close()
             lock.close()
 
     app = FastAPI(
@@ -128,12 +142,28 @@ def create_app(
     return app
 
 
-def serve_main(argv: list[str] | None = None) -> int:
-    """`python -m server [--host H] [--port P]`; exit 2 with a message on a bad configuration."""
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+_DESCRIPTION = textwrap.fill(
+    "The SIQ training server: trains networks on a data set and quantises them with supervised "
+    "iterative quantization (POST /quantize-jobs), keeps the bundles it wrote (GET /bundles) "
+    "and shows both on a dashboard at /. Without a command, it starts serving.",
+    width=80,
+)
+
+
+def serve_main(argv: list[str] | None = None, *, epilog: str | None = None) -> int:
+    """`python -m server [--host H] [--port P]`; exit 2 with a message on a bad configuration.
+    `epilog` ends --help (server/__main__.py lists its commands there)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description=_DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", help="bind address (SIQ_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (SIQ_PORT, default 8000)")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}

@@ -18,14 +18,23 @@ import json
 import logging
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.service.derived import DerivedFiles
 from server.service.jobs import JobStore, connect, utcnow
 from server.service.publishing import PublishRule, publish_decision
 from shared.api import IterationMetrics, JobResult
-from shared.bundle import BUNDLE_SUFFIX, bundle_id, read_bundle_file, remove_temp_files
+from shared.bundle import (
+    BUNDLE_SUFFIX,
+    Bundle,
+    bundle_id,
+    decode_bundle,
+    read_bundle_file,
+    remove_temp_files,
+)
 from shared.errors import BundleError, NotFoundError
 
 __all__ = ["BundleStore", "BundleRecord", "NotFoundError"]
@@ -73,6 +82,7 @@ class BundleStore:
         self.db_path = Path(db_path)
         self.bundle_dir = Path(bundle_dir)
         self._verified: dict[str, tuple[int, int]] = {}  # id -> (size, mtime_ns) hashed OK
+        self._derived = DerivedFiles(self.bundle_dir / "derived")
 
     def init_schema(self) -> None:
         with connect(self.db_path) as conn:
@@ -170,7 +180,7 @@ class BundleStore:
         """Register every bundle file in the directory that has no row yet (except those of
         jobs that did not succeed), published only where `rule` lets it; returns how many.
         Removes leftover `.tmp-*` files."""
-        for leftover in remove_temp_files(self.bundle_dir):
+        for leftover in [*remove_temp_files(self.bundle_dir), *self._derived.remove_temp_files()]:
             log.warning("removed %s, a partial bundle file a killed writer left", leftover)
         with connect(self.db_path, write=False) as conn:
             known = {r[0] for r in conn.execute("SELECT id FROM bundles")}
@@ -272,6 +282,13 @@ class BundleStore:
                 )
             self._verified[record.id] = stamp
         return data
+
+    def derived(self, record: BundleRecord, name: str, make: Callable[[Bundle], bytes]) -> bytes:
+        """A file made from the bundle by `make` (C sources, ONNX, cost report), made once and
+        kept beside the bundles in `derived/<id>/<name>` (server/service/derived.py)."""
+        return self._derived.get(
+            record.id, name, lambda: make(decode_bundle(self.read(record), expected_id=record.id))
+        )
 
     def manifest(self, record: BundleRecord) -> dict[str, Any]:
         return read_bundle_file(self.path(record.id), expected_id=record.id).manifest

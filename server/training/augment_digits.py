@@ -3,7 +3,7 @@
 MNIST's digits come from one population of writers, scanned one way. A digit drawn with a
 mouse or a finger, photographed with a phone or scanned at low resolution differs in stroke
 width, slant, proportions, sharpness, noise and resolution. The client's `digit`
-preprocessing (shared/preprocess.py) already crops to the ink, fits it into 20x20 and
+preprocessing (shared/image/preprocessing.py) already crops to the ink, fits it into 20x20 and
 centres it by mass, so what remains to learn is what survives that crop: this module makes
 each variation on a float batch `x` (B, 1, 28, 28) in [0, 1], in plain torch, seeded by the
 `torch.Generator` passed in.

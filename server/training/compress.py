@@ -2,7 +2,7 @@
 
 plan_compression   before SIQ: measure each layer's sensitivity on the validation split
                    (only that layer quantised and pruned, the others float), measure what
-                   its storage would cost by encoding it (shared.bundle_v2), and pick one
+                   its storage would cost by encoding it (shared.bundle.v2), and pick one
                    option per layer (server/training/allocate.py): under `size_budget_bytes`
                    the least summed loss whose bundle fits; under `sparsity` the least
                    loss that prunes that share of all weights. Explicit `bits_per_layer` /

@@ -8,7 +8,7 @@ gets there fast, and why each shortcut is exact:
   layer runs in int64.
 - Requantisation `(acc * multiplier + 2^(shift-1)) >> shift` is applied as
   `floor(acc * scale + offset)` in the carrier's float type, with per-channel constants
-  (bias folded in) that `shared.quant.fit_affine_requant` proved equal on every accumulator
+  (bias folded in) that `shared.network.quant.fit_affine_requant` proved equal on every accumulator
   the layer can produce; a layer where no such constants are found requantises in int64.
 - A max-pool that directly follows a weighted layer is applied to the accumulators before
   requantisation: requantisation is monotonic, so `pool(requant(acc)) == requant(pool(acc))`.
@@ -16,9 +16,8 @@ gets there fast, and why each shortcut is exact:
   the linear layer after a flatten takes its weight rows in (H, W, C) order, so the flatten is
   a free reshape.
 - Each batch size runs a prepared `_Plan`: scratch arrays allocated and views taken once,
-  then reused. Fresh multi-megabyte arrays per layer cost page faults (measured as up to half
-  the time of a threaded batch), and Python glue between numpy calls holds the GIL, which
-  the threads of a split batch wait on.
+  then reused. Fresh multi-megabyte arrays per layer cost page faults, and Python glue
+  between numpy calls holds the GIL, which the threads of a split batch wait on.
 """
 
 from __future__ import annotations
@@ -38,80 +37,21 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from shared.bundle import Bundle, layer_weights
-from shared.network import (
+from shared.engine.base import SPLIT_MACS, BundleIO, check_images, softmax
+from shared.network import graph
+from shared.network.quant import (
     accumulator_bound,
     affine_requantize,
+    carrier_dtype,
     fit_affine_requant,
-    graph,
     quantize_input,
     requantize,
 )
 
-__all__ = ["IntegerNetwork", "load_engine", "check_images", "carrier_dtype", "softmax"]
+__all__ = ["IntegerNetwork"]
 
-FLOAT32_EXACT = 2**24
-FLOAT64_EXACT = 2**53
 # Memory of one prepared batch; larger batches run in pieces of at most this size.
 WORKSPACE_BYTES = 32 * 2**20
-# With threads > 1, a batch is split across the threads when each share has at least this
-# many multiply-adds: handing work to a thread costs ~70-100 us here (a wake-up), so less
-# work runs faster where it is. (Splitting one image's big matmuls in row blocks was
-# measured too: 250 -> 229 us for a 19M multiply-add matmul, slower within a whole pass.)
-SPLIT_MACS = 10_000_000
-
-
-def carrier_dtype(bound: int) -> np.dtype:
-    """The cheapest dtype in which every accumulator with |acc| <= bound is exact."""
-    if bound < FLOAT32_EXACT:
-        return np.dtype(np.float32)
-    if bound < FLOAT64_EXACT:
-        return np.dtype(np.float64)
-    return np.dtype(np.int64)
-
-
-def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> Any:
-    """The engine to serve a bundle with: `predict(images) -> (labels, probabilities)`,
-    `forward_int(codes) -> logits`, both exact to the integer contract.
-
-    `backend="auto"` runs the bundle's ONNX graph in ONNX Runtime when onnxruntime is
-    installed (2-3x faster than numpy here: bench/results/client.md), else `IntegerNetwork`;
-    "onnxruntime" or "numpy" ask for one.
-    """
-    if backend not in ("auto", "onnxruntime", "numpy"):
-        raise ValueError(f"backend must be auto, onnxruntime or numpy, not {backend!r}")
-    if backend != "numpy":
-        try:
-            from shared.engine.onnx_engine import OnnxEngine
-            from shared.onnx import ExportError
-        except ImportError:
-            if backend == "onnxruntime":
-                raise
-        else:
-            try:
-                return OnnxEngine(bundle, threads=threads)
-            except ExportError:  # no exact ONNX graph for it (> 8-bit codebooks, wide sums)
-                if backend == "onnxruntime":
-                    raise
-    return IntegerNetwork(bundle, threads=threads)
-
-
-def check_images(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-    """x as a batch (N, C, H, W) of the network's input shape; one image gains N = 1."""
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[None]
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"expected images of shape (N, {input_shape}), got {x.shape}")
-    return x
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of float64 logits (N, classes), in one new array (the same values as
-    exp(z) / sum(exp(z)), z = logits - max, computed in place)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
 
 
 @dataclass
@@ -167,21 +107,6 @@ class _Plans:
             with self._lock:
                 if len(self._free) < self._keep:
                     self._free.append(cache)
-
-
-class BundleIO:
-    """What every engine reads from a bundle's manifest: id, bits, scales, input shape, class
-    names (IntegerNetwork here, OnnxEngine in shared/onnx_engine.py)."""
-
-    def _read_io(self, bundle: Bundle, threads: int) -> None:
-        m = bundle.manifest
-        self.threads = max(1, int(threads))
-        self.bundle_id = bundle.id
-        self.activation_bits = int(m["activation_bits"])
-        self.input_scale = float(m["input"]["scale"])
-        self.logit_scale = float(m["logit_scale"])
-        self.input_shape = (m["input"]["channels"], m["input"]["height"], m["input"]["width"])
-        self.class_names = list(m["input"]["class_names"])
 
 
 class IntegerNetwork(BundleIO):
@@ -316,7 +241,7 @@ class IntegerNetwork(BundleIO):
             return fn(batch)
         size, extra = divmod(n, pieces)
         parts, start = [], 0
-        for i in range(pieces):  # slices: np.array_split takes ~25 us
+        for i in range(pieces):  # slices: cheaper than np.array_split
             end = start + size + (i < extra)
             parts.append(batch[start:end])
             start = end
@@ -493,7 +418,7 @@ _POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """One long-lived pool per size: starting threads per call cost ~1 ms a batch."""
+    """One long-lived pool per size: starting threads on every call costs more than a batch."""
     with _POOLS_LOCK:
         if threads not in _POOLS:
             _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="siq-engine")

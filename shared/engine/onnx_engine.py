@@ -1,9 +1,9 @@
-"""The integer network run by ONNX Runtime: the bundle's "fast" ONNX graph (`shared.onnx_export`:
+"""The integer network run by ONNX Runtime: the bundle's "fast" ONNX graph (`shared.onnx.export`:
 float32 convolutions, MatMulInteger for large linear layers, the input quantised in the graph;
 exact by the same bounds as the numpy engine) in an onnxruntime session.
 
 Why: ONNX Runtime runs the whole pass in C++ (MLAS kernels, no Python between layers), where
-the numpy engine pays ~1-5 us of interpreter and dispatch per numpy call, ~30 calls a pass
+the numpy engine pays interpreter and dispatch time for each of its ~30 numpy calls a pass
 (profiles of both: bench/results/client.md). The session turns off the graph rewrites that
 would fold the requantisation's Mul/Add into the weights (`UNSAFE_FUSIONS`); tests compare
 its logits with the reference to the last bit and check which ops the rewritten graph keeps.
@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from shared.bundle import Bundle
-from shared.engine.numpy_engine import SPLIT_MACS, BundleIO, check_images, softmax
+from shared.engine.base import SPLIT_MACS, BundleIO, check_images, softmax
 from shared.network import quantize_input, weight_shape
 from shared.onnx import UNSAFE_FUSIONS, to_onnx
 
@@ -38,14 +38,14 @@ class OnnxEngine(BundleIO):
         requests already run in parallel; calls from several threads at once are safe)."""
         self._read_io(bundle, threads)
         # float32 images in, quantised in the graph as `quantize_input` does (in float64):
-        # measured 63 vs 77 us a batch of 1 with numpy quantising into a codes graph
+        # faster than numpy quantising into a graph that takes codes (tuning_notes.md)
         self.model = to_onnx(bundle, carrier="fast", inputs="images", logits_dtype=None)
         self._slots = threading.local()  # per thread: IO bindings and output buffers
         self._single = self._session(1)
         kind = self._single.get_outputs()[0].type  # "tensor(float)" or "tensor(int32)"
         self._logits_dtype = np.dtype(np.float32 if kind == "tensor(float)" else np.int32)
         # a small batch runs on one thread: waking ONNX Runtime's pool for each of ~30 nodes
-        # costs more than it saves (the numpy engine's SPLIT_MACS rule, same threshold)
+        # costs more than it saves (SPLIT_MACS, the numpy engine's threshold too)
         self._pooled = self._session(self.threads) if self.threads > 1 else self._single
         self._split_batch = max(1, self.threads * SPLIT_MACS // max(1, _macs(bundle)))
 
@@ -94,7 +94,7 @@ class OnnxEngine(BundleIO):
         """The logits of float32 images, in a buffer this thread reuses for batches of this
         size: read it before the next call. Bound in and out once (ONNX Runtime's IO binding)
         instead of `session.run`, which builds its feeds and allocates its outputs on every
-        call: measured 22 -> 10 us a call at batch 1, a fifth of the whole pass."""
+        call (at batch 1 a large share of the whole pass: bench/results/tuning_notes.md)."""
         n = len(images)
         session = self._pooled if n >= self._split_batch else self._single
         slots = self._slots.__dict__.setdefault("by_batch", {})

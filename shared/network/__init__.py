@@ -20,9 +20,12 @@ from shared.network.graph import (
     windows,
 )
 from shared.network.quant import (
+    FLOAT32_EXACT,
+    FLOAT64_EXACT,
     MAX_ACCUMULATOR,
     accumulator_bound,
     affine_requantize,
+    carrier_dtype,
     fit_affine_requant,
     fit_input_quant,
     fit_scaled_requant,
@@ -46,6 +49,9 @@ __all__ = [
     "codebook_size",
     "bits_of_codebook",
     "MAX_ACCUMULATOR",
+    "FLOAT32_EXACT",
+    "FLOAT64_EXACT",
+    "carrier_dtype",
     "quantize_input",
     "quantize_multiplier",
     "requantize",

@@ -14,6 +14,9 @@ from shared.network.graph import round_half_up
 
 __all__ = [
     "MAX_ACCUMULATOR",
+    "FLOAT32_EXACT",
+    "FLOAT64_EXACT",
+    "carrier_dtype",
     "quantize_input",
     "quantize_multiplier",
     "requantize",
@@ -29,6 +32,19 @@ __all__ = [
 
 # acc * multiplier (multiplier < 2^31) must fit in int64.
 MAX_ACCUMULATOR = 2**31
+# Integers below these magnitudes, and every sum of them that stays below, are exact in
+# float32 / float64 (24 and 53 bits of significand).
+FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+
+
+def carrier_dtype(bound: int) -> np.dtype:
+    """The cheapest dtype in which every accumulator with |acc| <= bound is exact."""
+    if bound < FLOAT32_EXACT:
+        return np.dtype(np.float32)
+    if bound < FLOAT64_EXACT:
+        return np.dtype(np.float64)
+    return np.dtype(np.int64)
 
 
 def quantize_input(

@@ -1,5 +1,5 @@
 """The layers of a bundle's integer network as ONNX nodes, each exact (docs/ARCHITECTURE.md,
-"Exactness"; the carriers and the requantisation forms: `shared.onnx_export`'s docstring).
+"Exactness"; the carriers and the requantisation forms: `shared.onnx.export`'s docstring).
 
 - `quantize_images`: float32 images to input codes, `quant.quantize_input`'s float64 ops.
 - `weighted`: a layer with ReLU (and the max-pool after it): multiply-adds (`accumulate`,
@@ -17,16 +17,16 @@ from typing import Any, Literal
 import numpy as np
 
 from shared.bundle import Bundle
-from shared.engine.numpy_engine import FLOAT32_EXACT
 from shared.errors import SIQError
-from shared.network import (
+from shared.network.quant import (
+    FLOAT32_EXACT,
+    ROUNDINGS,
     accumulator_bound,
     fit_affine_requant,
     fit_input_quant,
     fit_scaled_requant,
     requant_thresholds,
 )
-from shared.network.quant import ROUNDINGS
 from shared.onnx import proto as pb
 from shared.onnx.graph import GraphBuilder, Value, cast, maxpool
 
@@ -72,11 +72,10 @@ def quantize_images(g: GraphBuilder, name: str, scale: float, bits: int) -> Valu
 
 def _floats(carrier: Carrier, layer: dict[str, Any], exact32: bool, weights: int) -> bool:
     """Whether a layer multiplies in float32: never for "int"; for "float" where exact; for
-    "fast" where exact, except linear layers of 2^16 weights or more. Measured in ONNX
-    Runtime 1.32 on AVX2, one thread: a 16->32 channel 5x5 convolution on 12x12 maps takes
-    27 us in float32 and 40 us as ConvInteger (batch 64: 1.4 vs 4.4 ms); a 512x512 linear
-    layer 31 us as a float32 MatMul and 11-14 us as MatMulInteger (batch 64: 385 vs 200-260
-    us); a small linear layer is not worth the Casts to and from uint8 around it."""
+    "fast" where exact, except linear layers of 2^16 weights or more: ONNX Runtime's float32
+    convolutions beat ConvInteger, MatMulInteger beats a large float32 MatMul, and a small
+    linear layer is not worth the Casts to and from uint8 around it (the timings:
+    bench/results/tuning_notes.md)."""
     if carrier == "int" or not exact32:
         return False
     return carrier == "float" or layer["op"] == "conv2d" or weights < 2**16
@@ -167,7 +166,7 @@ def weighted(
     exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
     floats = _floats(carrier, layer, exact32, w.size)
     # a float32 Conv adds the (integer) bias itself; then the requantisation's offset is one
-    # number for the layer, not one per channel (a scalar Add: measured 2x faster)
+    # number for the layer, not one per channel (a scalar Add is the faster one)
     conv_bias = floats and layer["op"] == "conv2d"
     channels = (1, -1, 1, 1) if layer["op"] == "conv2d" else (1, -1)
     top = (1 << bits) - 1
@@ -235,7 +234,7 @@ def _scaled_requant(
     into the convolution (clipping the accumulators at the threshold of the top code is
     the clip of the codes, Mul and rounding being non-decreasing); before a layer that takes
     uint8 codes, the floor rounding ends at that layer's Cast (truncation). Otherwise
-    Conv -> [MaxPool] -> Mul -> Round -> Clip. Each node saved is ~2-3 us at batch 1."""
+    Conv -> [MaxPool] -> Mul -> Round -> Clip. Each node saved is time saved at batch 1."""
     name, top = layer["name"], (1 << bits) - 1
     raw = accumulator_bound(w, np.zeros_like(bias), bits)
     order = ("floor", "half_even") if uint8_next and not _qlinear(layer, qlinear) else ROUNDINGS
@@ -275,10 +274,9 @@ def _scaled_requant(
 
 def _qlinear(layer: dict[str, Any], allowed: bool) -> bool:
     """Whether a float-exact convolution runs as QLinearConv: where allowed ("fast") and it
-    has QLINEAR_MIN_CHANNELS input channels or more. Measured in ONNX Runtime 1.32 (AVX-512
-    VNNI, one thread): 16 -> 32 channels 5x5 on 12x12 maps, 9 us as QLinearConv and 18 us as
-    a float Conv at batch 1 (batch 64: 0.38 vs 1.0 ms); 1 -> 16 channels on 28x28, 25 vs 7 us
-    (4.3 vs 0.27 ms: its int8 kernels want channels to work on)."""
+    has QLINEAR_MIN_CHANNELS input channels or more: ONNX Runtime's int8 kernels beat its
+    float Conv where they have channels to work on, and lose on a first layer with one
+    (the timings: bench/results/tuning_notes.md)."""
     return allowed and layer["op"] == "conv2d" and layer["in_channels"] >= QLINEAR_MIN_CHANNELS
 
 
@@ -304,7 +302,7 @@ def _qlinear_conv(
     rounded half to even, saturated to 0..255: `scaled_requantize(n, scale, 8, "half_even")`
     with the ReLU's clip at 0 (measured equal on 1.6M accumulators, ties included, and
     checked by the tests against the reference); then a uint8 Clip at the top code. ONNX
-    Runtime runs it in NHWC with int8 dot products: a third of its float Conv's time."""
+    Runtime runs it in NHWC with int8 dot products, faster than its float Conv."""
     name = layer["name"]
     k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
     per_channel = len(scale) > 1

@@ -110,6 +110,14 @@ def build_app(root: Path, bundle: str, server: FakeServer | None = None, **overr
 
 
 @pytest.fixture
+def bundle_file(tmp_path: Path, bundle_a: bytes) -> Path:
+    """bundle_a as a file: a client's SIQ_BUNDLE."""
+    path = tmp_path / "a.siq"
+    path.write_bytes(bundle_a)
+    return path
+
+
+@pytest.fixture
 def make_app(tmp_path: Path) -> AppFactory:
     """make_app(bundle, server=None, **settings) -> FastAPI app (lifespan not started)."""
     return functools.partial(build_app, tmp_path)

@@ -1,6 +1,7 @@
-"""Load shedding on /recognize (issue 11, item 8): past SIQ_MAX_QUEUED_REQUESTS waiting
-requests a new one is answered 503 with Retry-After at once; and one worker stays free of
-requests with large images, so ordinary ones do not wait behind them."""
+"""Load shedding on /recognize (issue 11, item 8; client/serving/admit.py): past
+SIQ_MAX_QUEUED_REQUESTS waiting requests a new one is answered 503 with Retry-After at once,
+and bodies being read are counted apart (SIQ_MAX_READING_BODIES, issue 28 item 1); and one
+worker stays free of requests with large images, so ordinary ones do not wait behind them."""
 
 from __future__ import annotations
 
@@ -12,24 +13,18 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import client.api.recognize as recognize_api
-from client.admission import HEAVY_PIXELS, Admission
+import client.serving.run as run_stage
+from client.serving.admit import Admission
+from client.serving.run import HEAVY_PIXELS
 from shared.errors import OverloadedError
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 DIGIT = png_bytes(255 - mnist_test_digits(1)[0])
 
 
-@pytest.fixture
-def bundle_file(tmp_path, bundle_a):
-    path = tmp_path / "a.siq"
-    path.write_bytes(bundle_a)
-    return path
-
-
 def test_admission_counts_places_and_sheds_past_them():
-    admission = Admission(workers=2, queued=1, retry_after_s=0.2)
+    admission = Admission(workers=2, queued=1, readers=8, retry_after_s=0.2)
     for _ in range(3):
         admission.admit()
     assert admission.waiting == 1
@@ -39,7 +34,21 @@ def test_admission_counts_places_and_sheds_past_them():
     admission.release()
     admission.admit()  # a place came free
     with pytest.raises(ValueError):
-        Admission(workers=0, queued=1)
+        Admission(workers=0, queued=1, readers=8)
+
+
+def test_bodies_being_read_are_counted_apart_from_places_in_line():
+    admission = Admission(workers=1, queued=0, readers=2)
+    admission.start_reading()
+    admission.start_reading()
+    admission.admit()  # a read request's place: the reading count does not take it
+    with pytest.raises(OverloadedError, match="2 request bodies are being read") as refused:
+        admission.start_reading()
+    assert refused.value.retry_after == 1 and admission.shed == 1
+    admission.done_reading()
+    admission.start_reading()  # a reading place came free
+    with pytest.raises(ValueError):
+        Admission(workers=1, queued=0, readers=0)
 
 
 class Gate:
@@ -49,7 +58,7 @@ class Gate:
         self.open = threading.Event()
         self.lock = threading.Lock()
         self.running = self.most = self.heavy = self.most_heavy = 0
-        original = recognize_api.prepared  # decode + preprocess, in the lanes
+        original = run_stage.decode_timed  # decode + preprocess, in the lanes
 
         def held(loaded, opened):
             big = opened.pixels > HEAVY_PIXELS
@@ -67,7 +76,7 @@ class Gate:
                     self.running -= 1
                     self.heavy -= big
 
-        monkeypatch.setattr(recognize_api, "prepared", held)
+        monkeypatch.setattr(run_stage, "decode_timed", held)
 
 
 def post_all(http: TestClient, bodies: list[bytes]) -> list:

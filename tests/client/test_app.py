@@ -20,19 +20,12 @@ from shared.engine import IntegerNetwork
 from shared.errors import ConfigError
 from shared.image import decode_image, preprocess
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:
     return 255 - mnist_test_digits(12)  # dark ink on white paper, as people photograph
-
-
-@pytest.fixture
-def bundle_file(tmp_path, bundle_a):
-    path = tmp_path / "a.siq"
-    path.write_bytes(bundle_a)
-    return path
 
 
 @pytest.fixture
@@ -175,11 +168,11 @@ def test_no_bundle_yet_is_503_not_500(make_app, server):
 def test_requests_beyond_the_inference_workers_wait_in_line(
     make_app, bundle_file, digits, monkeypatch
 ):
-    import client.api.recognize as recognize_api
+    import client.serving.run as run_stage
 
     running, most = [0], [0]
     lock = threading.Lock()
-    original = recognize_api.prepared  # decode + preprocess
+    original = run_stage.decode_timed  # decode + preprocess
 
     def tracked(*args, **kwargs):
         with lock:
@@ -192,7 +185,7 @@ def test_requests_beyond_the_inference_workers_wait_in_line(
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(recognize_api, "prepared", tracked)
+    monkeypatch.setattr(run_stage, "decode_timed", tracked)
     image = png_bytes(digits[0])
     codes: list[int] = []
     # the limiter lives in the serving event loop: started by the lifespan, as in production

@@ -1,4 +1,4 @@
-"""Opportunistic batching (client/batching.py): concurrent requests' images go through the
+"""Opportunistic batching (client/serving/batch.py): concurrent requests' images go through the
 network in one call, each request gets its own rows back, and one request's failure is its
 own."""
 
@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from client import batching
-from client.batching import INLINE_S, Batcher, predict_each
+from client.serving import batch as batching
+from client.serving.batch import INLINE_S, Batcher, predict_each
 from tests.conftest import run_async
 
 

@@ -14,13 +14,6 @@ from fastapi.testclient import TestClient
 from tests.conftest import start_service
 
 
-@pytest.fixture
-def bundle_file(tmp_path, bundle_a):
-    path = tmp_path / "a.siq"
-    path.write_bytes(bundle_a)
-    return path
-
-
 def test_404_and_405_use_the_error_shape(make_app, bundle_file):
     http = TestClient(make_app(str(bundle_file)))
     missing = http.get("/no/such/route")

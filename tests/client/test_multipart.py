@@ -1,4 +1,4 @@
-"""The multipart fast path (client/multipart.py) returns what Starlette's general parser
+"""The multipart fast path (client/serving/multipart.py) returns what Starlette's general parser
 returns for the simple forms it takes, and None for anything else (the general parser then
 answers, with its own messages)."""
 
@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
-from client.multipart import file_parts
+from client.serving.multipart import file_parts
 from tests.conftest import run_async
 
 

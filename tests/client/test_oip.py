@@ -223,7 +223,7 @@ def child_http(tmp_path_factory, bundle_a):
     async def no_thread(work):
         raise AssertionError("an inference request ran in the serving process")
 
-    app.state.dispatcher.in_thread = no_thread
+    app.state.pipeline.runner.local.in_thread = no_thread
     with TestClient(app) as http:
         yield http
 
@@ -520,13 +520,13 @@ def test_a_request_too_heavy_for_the_child_runs_in_the_serving_process(make_app,
     path.write_bytes(bundle_a)
     app = make_app(str(path), inference_processes=1, **LIMITS)
     ran_here: list[int] = []
-    original = app.state.dispatcher.run
+    original = app.state.pipeline.runner.local.call
 
     async def recording(work, *, key, images, pixels):
         ran_here.append(pixels)
         return await original(work, key=key, images=images, pixels=pixels)
 
-    app.state.dispatcher.run = recording
+    app.state.pipeline.runner.local.call = recording
     big = np.full((1100, 1000), 255, np.uint8)  # 1.1 M pixels, over the child's 1 M
     big[300:800, 450:550] = 0
     small = sketch_digits(1)[0]

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import client.recognize as recognize_module
+import client.serving.decode as recognize_module
 from client.settings import load_settings
 from shared.errors import ConfigError
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,6 @@ def large_digit() -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def bundle_file(tmp_path, bundle_a):
-    path = tmp_path / "a.siq"
-    path.write_bytes(bundle_a)
-    return path
-
-
 class DecodeWatch:
     """Counts the images decoded and the most that were decoded and not yet released."""
 
@@ -43,7 +36,7 @@ class DecodeWatch:
         self.alive = 0
         self.most_alive = 0
         self.lock = threading.Lock()
-        original_load, original_close = recognize_module.load_for, Image.Image.close
+        original_load, original_close = recognize_module.load_image_for_recipe, Image.Image.close
         watch = self
 
         def load(image, spec):
@@ -61,7 +54,7 @@ class DecodeWatch:
                 image._siq_watched = False
             return original_close(image)
 
-        monkeypatch.setattr(recognize_module, "load_for", load)
+        monkeypatch.setattr(recognize_module, "load_image_for_recipe", load)
         monkeypatch.setattr(Image.Image, "close", close)
 
 

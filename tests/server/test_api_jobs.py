@@ -211,3 +211,17 @@ def test_shutdown_stops_workers_and_start_fails_orphaned_running_jobs(tmp_path: 
         job = client.get(f"/quantize-jobs/{orphan.id}").json()
         assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
         assert client.get("/quantize-jobs", params={"status": "running"}).json()["total"] == 0
+
+
+def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    """The README and the OpenAPI promise `Retry-After` with 429 `queue_full` (issue 28, 7)."""
+    settings = make_settings(tmp_path, "slow", max_concurrent_jobs=1, max_queued_jobs=1)
+    with TestClient(create_app(settings)) as client:
+        answers = [client.post("/quantize-jobs", json={**TINY_JOB, "seed": i}) for i in range(3)]
+        refused = answers[-1]
+        assert refused.status_code == 429, [a.status_code for a in answers]
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert int(refused.headers["Retry-After"]) > 0
+        for answer in answers[:-1]:
+            if answer.status_code < 300:  # the first may still be queued when the second comes
+                client.post(f"/quantize-jobs/{answer.json()['id']}/cancel")

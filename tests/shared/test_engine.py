@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from shared.bundle import decode_bundle
-from shared.engine import IntegerNetwork, carrier_dtype
+from shared.engine import IntegerNetwork
 from shared.engine import numpy_engine as engine
+from shared.network import carrier_dtype
 from tests.factories import make_random_bundle
 from tests.shared.reference import reference_logits
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from server.service.api.deps import BundleStoreDep, SettingsDep, require_reader
 from server.service.api.errors import ERROR_RESPONSES
 from shared.api import BundleInfo, BundleList, ErrorResponse
-from shared.bundle import decode_bundle, sign
+from shared.bundle import sign
 from shared.onnx import to_onnx
 
 __all__ = ["router"]
@@ -109,7 +109,7 @@ def bundle_onnx(
     inputs: Literal["codes", "images"] = "codes",
 ) -> Response:
     record = bundles.resolve(bundle_id, dataset)
-    model = to_onnx(decode_bundle(bundles.read(record), expected_id=record.id), inputs=inputs)
+    model = bundles.derived(record, f"{inputs}.onnx", lambda b: to_onnx(b, inputs=inputs))
     return Response(
         model,
         media_type="application/octet-stream",

@@ -7,13 +7,13 @@ GET /bundles/{id}/cost   the cost report: weight and activation memory, MACs, en
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Response
 
 from server.service.api.bundles import BUNDLE_ROUTES, DatasetQuery
 from server.service.api.deps import BundleStoreDep
-from shared.bundle import decode_bundle
 from shared.cgen import generate_bundle_c, sources_tar_gz
 from shared.network import cost_report
 
@@ -33,8 +33,7 @@ TAR_GZ: dict[int | str, dict[str, Any]] = {
 )
 def bundle_c(bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None) -> Response:
     record = bundles.resolve(bundle_id, dataset)
-    bundle = decode_bundle(bundles.read(record), record.id)
-    data = sources_tar_gz(generate_bundle_c(bundle))
+    data = bundles.derived(record, "c.tar.gz", lambda b: sources_tar_gz(generate_bundle_c(b)))
     name = f"siq_model-{record.id[:12]}.tar.gz"
     headers = {
         "Content-Disposition": f'attachment; filename="{name}"',
@@ -48,4 +47,7 @@ def bundle_cost(
     bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None
 ) -> dict[str, Any]:
     record = bundles.resolve(bundle_id, dataset)
-    return {"bundle_id": record.id, **cost_report(bundles.manifest(record))}
+    report = bundles.derived(
+        record, "cost.json", lambda b: json.dumps(cost_report(b.manifest)).encode()
+    )
+    return {"bundle_id": record.id, **json.loads(report)}

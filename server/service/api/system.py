@@ -37,8 +37,9 @@ def readyz(ctx: ContextDep) -> Response:
     except Exception as exc:  # noqa: BLE001 - report, don't raise
         checks["database"] = f"error: {exc}"
     try:
-        with tempfile.NamedTemporaryFile(dir=ctx.settings.bundle_dir, prefix=".probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=ctx.settings.bundle_dir, prefix=".probe-") as probe:
+            probe.write(bytes(4096))  # a block of data: an empty file fits on a full disk
+            probe.flush()
         checks["state_dir"] = "ok"
     except OSError as exc:
         checks["state_dir"] = f"error: {exc.strerror or exc}"
