@@ -1,5 +1,5 @@
 """Bit-grid sweeps: every (seed, weight bits, activation bits) cell is an ordinary quantize
-job; the float model trains once per seed (server/service/job_roles.py).
+job; the float model trains once per seed (the roles: server/job_spec.py).
 
 On creation each seed's first cell is queued as the seed's *lead*. The moment a lead has
 written its float checkpoint, `advance()` queues the seed's other cells as children that
@@ -21,7 +21,7 @@ from typing import Any
 
 from server.job_spec import JobRole, JobSpec, SweepCell, SweepLead
 from server.params import JobParams
-from server.service.job_roles import checkpoint_path
+from server.service.checkpoints import checkpoint_path
 from server.service.jobs import JobRecord, JobStore, connect, utcnow
 from shared.errors import ConflictError, NotFoundError
 
