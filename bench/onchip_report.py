@@ -46,7 +46,7 @@ def _uniform_width(row: dict[str, Any]) -> bool:
 def _chip_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| network | C accuracy % | host = engine | M3 = engine | M4 = engine | flash KB | RAM KB "
-        "(data+bss+stack) | arena B | M4 instructions | per MAC | M3 instructions |",
+        "(data+bss+stack) | activations B | M4 instructions | per MAC | M3 instructions |",
         "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -54,13 +54,13 @@ def _chip_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {_name(r)} | {100 * r['c_accuracy']:.2f} | {r['host_equal']} ({r['host_images']}) "
             f"| {m3['equal']} ({m3['images']}) | {m4['equal']} ({m4['images']}) "
-            f"| {_kb(m4['flash_bytes'])} | {_kb(m4['ram_bytes'])} | {r['arena_bytes']} "
+            f"| {_kb(m4['flash_bytes'])} | {_kb(m4['ram_bytes'])} | {r['activation_bytes']} "
             f"| {m4['instructions_median']:,.0f} | {m4['instructions_per_mac']:.2f} "
             f"| {m3['instructions_median']:,.0f} |"
             if m3
             else f"| {_name(r)} | {100 * r['c_accuracy']:.2f} | {r['host_equal']} | – | "
             f"{m4['equal']} ({m4['images']}) | {_kb(m4['flash_bytes'])} | {_kb(m4['ram_bytes'])} "
-            f"| {r['arena_bytes']} | {m4['instructions_median']:,.0f} "
+            f"| {r['activation_bytes']} | {m4['instructions_median']:,.0f} "
             f"| {m4['instructions_per_mac']:.2f} | – |"
         )
     return lines
@@ -140,9 +140,9 @@ def _cost_tables(row: dict[str, Any]) -> list[str]:
         f"being one step): {cost['peak_activation_bits']:,} bits at {cost['activation_bits']} "
         f"bits ({cost['peak_activation_bits'] // 8:,} B), against "
         f"{cost['peak_activation_bits_int8'] // 8:,} B at 8 bits and "
-        f"{cost['peak_activation_bits_float32'] // 8:,} B in float32; the chip's arena, "
+        f"{cost['peak_activation_bits_float32'] // 8:,} B in float32; the chip's activation regions, "
         f"rounded to words and with the input read from the caller's pixels: "
-        f"{row['arena_bytes']:,} B.",
+        f"{row['activation_bytes']:,} B.",
         "",
         "Operations per image, counted both ways (with 2^b centroids an output needs n additions "
         "into 2^b bins and 2^b multiplications):",
@@ -324,7 +324,7 @@ def render(
             f"library on the {office['host_images']} test photos (host = engine: "
             f"{office['host_equal']}); on the M4: logits = engine on {m4['images']} photos: "
             f"**{m4['equal']}**, flash {_kb(m4['flash_bytes'])} KB, RAM {_kb(m4['ram_bytes'])} KB "
-            f"(arena {office['arena_bytes']:,} B), {m4['instructions_median']:,.0f} instructions "
+            f"(activations {office['activation_bytes']:,} B), {m4['instructions_median']:,.0f} instructions "
             f"per inference, {m4['instructions_per_mac']:.2f} per MAC "
             f"({office['macs']:,} MACs).",
         ]

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 
 import httpx
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.api import oip, pages, recognize, system
 from client.fetcher import BundleFetcher
+from client.logs import configure_logging
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
 from client.serving.pipeline import make_pipeline
@@ -38,7 +40,12 @@ __all__ = ["create_app", "serve_main"]
 
 log = logging.getLogger("client")
 
-_DESCRIPTION = "The SIQ recognition client: serves POST /recognize from a bundle, integers only."
+_DESCRIPTION = textwrap.fill(
+    "The SIQ recognition client: serves a quantised bundle over HTTP (POST /recognize, the "
+    "Open Inference Protocol under /v2, a page at /) with integer arithmetic only. Without a "
+    "command, it starts serving.",
+    width=80,
+)
 
 
 async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
@@ -128,20 +135,25 @@ def create_app(
     return app
 
 
-def serve_main(argv: list[str]) -> int:
+def serve_main(argv: list[str], *, epilog: str | None = None) -> int:
     """`python -m client [--host H] [--port P] [--workers N]`; exit status 2 on an unusable
-    configuration."""
-    parser = argparse.ArgumentParser(prog="python -m client", description=_DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--log-level", default="info")
+    configuration. `epilog` ends --help (client/__main__.py lists its commands there)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m client",
+        description=_DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="server processes (default: SIQ_WORKERS, 1)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         if args.workers is not None:
             if not 1 <= args.workers <= 64:

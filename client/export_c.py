@@ -1,5 +1,8 @@
 """`python -m client export-c BUNDLE --out DIR`: write the bundle's C library
-(siq_model.h, siq_model.c; docs/ARCHITECTURE.md "On chip") and print one JSON line."""
+(siq_model.h, siq_model.c; docs/ARCHITECTURE.md "On chip") and an example program using it
+(siq_example.c: how to build it, and how an image becomes the `pixels` siq_predict takes), and
+print one JSON line: the files, the build line, the static arena (SIQ_ARENA_BYTES) and its
+parts, the weight bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 import sys
 
 from shared.bundle import read_bundle_file
-from shared.cgen import generate_bundle_c, write_sources
+from shared.cgen import HOST_BUILD, generate_bundle_c, write_sources
 from shared.errors import SIQError
 
 __all__ = ["main"]
@@ -16,10 +19,15 @@ __all__ = ["main"]
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m client export-c", description="Generate a bundle's C99 library."
+        prog="python -m client export-c",
+        description="Write a bundle as a C99 library for microcontrollers (siq_model.h, "
+        "siq_model.c: integer-only, no heap) and siq_example.c, a program that uses it; "
+        "its opening comment says how to build it and how an image becomes the input.",
     )
     parser.add_argument("bundle", help="path to a .siq bundle file")
-    parser.add_argument("--out", required=True, help="directory for siq_model.h and siq_model.c")
+    parser.add_argument(
+        "--out", required=True, help="directory for siq_model.h, siq_model.c, siq_example.c"
+    )
     args = parser.parse_args(argv)
     try:
         bundle = read_bundle_file(args.bundle)
@@ -33,7 +41,11 @@ def main(argv: list[str]) -> int:
             {
                 "bundle_id": bundle.id,
                 "files": [str(p) for p in paths],
-                "arena_bytes": model.arena_bytes,
+                "build": HOST_BUILD,
+                "arena_bytes": model.arena_bytes,  # SIQ_ARENA_BYTES: the parts below
+                "activation_bytes": model.activation_bytes,
+                "patch_bytes": model.patch_bytes,
+                "accumulator_bytes": model.scratch_bytes,
                 "weight_bytes": sum(p.weight_bytes + p.table_bytes for p in model.layers),
             }
         )

@@ -3,7 +3,8 @@
 `BundleManager.current` is a `LoadedBundle` (bundle + engine + preprocessing spec) or
 None. It is replaced by one reference assignment, so a request that read it keeps a complete,
 consistent network for its whole life while a swap happens. A fetch or verification that fails
-leaves `current` untouched, is logged and counted.
+leaves `current` untouched and is counted. Polls are logged when what they find changes (no
+bundle yet, unreachable, refused, back to the current bundle), not one line per poll.
 
 Cache layout under SIQ_STATE_DIR: `bundles/<id>.siq` (the last good bundle; older ones are
 removed) and `current.json` = {"id", "source", "signature"}, written after the bundle file.
@@ -103,6 +104,13 @@ class BundleManager:
         self.metrics = metrics
         self.hmac_key = hmac_key
         self.current: LoadedBundle | None = None
+        self._state: str | None = None  # what the last poll found, logged when it changes
+
+    def _found(self, state: str, level: int, message: str, *args: object) -> None:
+        """Log what a poll found, once: the same finding on the next polls says nothing."""
+        if state != self._state:
+            self._state = state
+            log.log(level, message, *args)
 
     def serving(self) -> LoadedBundle:
         """The bundle in service now (a request keeps it whatever swaps happen meanwhile);
@@ -166,6 +174,7 @@ class BundleManager:
             if self.source.kind == "latest":
                 fetched = self.fetcher.fetch_latest(self.source.value, current_id)
                 if fetched is None:
+                    self._up_to_date(current_id)
                     return False
             elif self.source.value == current_id:
                 return False
@@ -174,15 +183,39 @@ class BundleManager:
             loaded = load_network(fetched.bundle, "server")
         except FetchError as exc:
             self.metrics.fetch_failures.labels("unreachable").inc()
-            log.warning("bundle fetch failed, still serving %s: %s", current_id, exc)
+            self._found(
+                f"unreachable {exc}",
+                logging.WARNING,
+                "bundle fetch failed, still serving %s: %s (said again only when it changes)",
+                current_id,
+                exc,
+            )
             return False
         except BundleError as exc:
             self.metrics.fetch_failures.labels("refused").inc()
-            log.error("bundle refused, still serving %s: %s", current_id, exc)
+            self._found(
+                f"refused {exc}",
+                logging.ERROR,
+                "bundle refused, still serving %s: %s",
+                current_id,
+                exc,
+            )
             return False
+        self._state = f"serving {loaded.bundle.id}"
         self.install(loaded)
         self._write_cache(fetched.data, fetched.signature)
         return True
+
+    def _up_to_date(self, current_id: str | None) -> None:
+        if current_id is None:
+            self._found(
+                "no bundle",
+                logging.INFO,
+                "the server has no bundle for %r yet; waiting for one",
+                self.source.value,
+            )
+        else:
+            self._found(f"serving {current_id}", logging.INFO, "bundle %s is current", current_id)
 
     @property
     def needs_polling(self) -> bool:

@@ -21,9 +21,12 @@ __all__ = ["sign_main"]
 
 def sign_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m client sign-bundle", description=__doc__.split("\n")[0]
+        prog="python -m client sign-bundle",
+        description="Write FILE.sig beside each bundle FILE: the signature a client with "
+        "SIQ_BUNDLE_HMAC_KEY set needs before it serves the file. The key is read from "
+        "SIQ_BUNDLE_HMAC_KEY, never from the command line.",
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a .siq bundle file")
     args = parser.parse_args(argv)
     key = os.environ.get("SIQ_BUNDLE_HMAC_KEY", "")
     if not key:

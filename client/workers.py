@@ -47,6 +47,9 @@ def _serve(host: str, port: int, log_level: str) -> None:
     """One worker: its own socket, its own app."""
     import uvicorn
 
+    from client.logs import configure_logging
+
+    configure_logging(log_level)  # a spawned process starts with no logging set up
     config = uvicorn.Config(
         "client.app:create_app", factory=True, host=host, port=port, log_level=log_level
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from server.data.dataset import DIGIT_CLASSES, Dataset, DatasetInfo
-from server.params import RECIPES
+from server.recipes import RECIPES
 from shared.errors import DatasetError
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "cache_dir",
     "read_idx",
     "load_mnist",
+    "mnist_dataset",
     "available",
     "load",
 ]
@@ -156,22 +157,29 @@ def load_mnist(
                 f"{files[name]}: MD5 {got} does not match the published {md5} "
                 "(corrupt or truncated copy; replace it with the original file)"
             )
-    train_x = read_idx(files["train-images-idx3-ubyte.gz"])
-    train_y = read_idx(files["train-labels-idx1-ubyte.gz"])
-    test_x = read_idx(files["t10k-images-idx3-ubyte.gz"])
-    test_y = read_idx(files["t10k-labels-idx1-ubyte.gz"])
-    ds = Dataset(
+    return mnist_dataset(
+        read_idx(files["train-images-idx3-ubyte.gz"])[:train_limit],
+        read_idx(files["train-labels-idx1-ubyte.gz"])[:train_limit],
+        read_idx(files["t10k-images-idx3-ubyte.gz"])[:test_limit],
+        read_idx(files["t10k-labels-idx1-ubyte.gz"])[:test_limit],
+    )
+
+
+def mnist_dataset(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> Dataset:
+    """The `mnist` Dataset of these uint8 images (N, 28, 28) and labels (N,)."""
+    return Dataset(
         name=NAME,
-        train_x=train_x[:train_limit, None].copy(),  # (N, 1, 28, 28)
-        train_y=train_y[:train_limit].astype(np.int64),
-        test_x=test_x[:test_limit, None].copy(),
-        test_y=test_y[:test_limit].astype(np.int64),
+        train_x=train_x[:, None].copy(),  # (N, 1, 28, 28)
+        train_y=train_y.astype(np.int64),
+        test_x=test_x[:, None].copy(),
+        test_y=test_y.astype(np.int64),
         class_names=list(DIGIT_CLASSES),
         preprocess={"kind": "digit"},
         arch="lenet",
         recipe=RECIPES["mnist"],
     )
-    return ds
 
 
 def _counts(files: dict[str, Path]) -> tuple[int, int] | None:

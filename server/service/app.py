@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -143,12 +144,28 @@ def create_app(
     return app
 
 
-def serve_main(argv: list[str] | None = None) -> int:
-    """`python -m server [--host H] [--port P]`; exit 2 with a message on a bad configuration."""
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+_DESCRIPTION = textwrap.fill(
+    "The SIQ training server: trains networks on a data set and quantises them with supervised "
+    "iterative quantization (POST /quantize-jobs), keeps the bundles it wrote (GET /bundles) "
+    "and shows both on a dashboard at /. Without a command, it starts serving.",
+    width=80,
+)
+
+
+def serve_main(argv: list[str] | None = None, *, epilog: str | None = None) -> int:
+    """`python -m server [--host H] [--port P]`; exit 2 with a message on a bad configuration.
+    `epilog` ends --help (server/__main__.py lists its commands there)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description=_DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", help="bind address (SIQ_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (SIQ_PORT, default 8000)")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}

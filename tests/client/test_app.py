@@ -20,7 +20,7 @@ from shared.engine import IntegerNetwork
 from shared.errors import ConfigError
 from shared.image import decode_image, preprocess
 from tests.client.conftest import png_bytes
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from client.settings import ClientSettings
 from tests.client.conftest import build_app, png_bytes
 from tests.client.test_app import bomb_png, jpeg_truncated
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.data.imagefolder import load_imagefolder
-from server.training.pipeline import QuantizeConfig, run_pipeline
+from server.params import JobParams
+from server.training.pipeline import run_pipeline
 from shared.bundle import read_bundle_file
 from shared.engine import IntegerNetwork
 
@@ -24,11 +25,21 @@ pytestmark = pytest.mark.slow
 CLASSES = ("cup", "lamp", "watch")
 
 
+@pytest.fixture(
+    scope="module", params=["sample", pytest.param("full", marks=pytest.mark.full_data)]
+)
+def office10(request: pytest.FixtureRequest, office10_dir: Path) -> Path:
+    """office10: the committed sample, and the whole data set for the `full_data` run."""
+    if request.param == "sample":
+        return office10_dir
+    return request.getfixturevalue("full_data_dir") / "office10"
+
+
 @pytest.fixture(scope="module")
-def photonet_bundle(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photonet_bundle(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny photonet trained on 40 office10 photos (a few optimiser steps)."""
     torch.set_num_threads(1)
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="office10",
         weight_bits=4,
         activation_bits=5,
@@ -40,7 +51,7 @@ def photonet_bundle(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory
         seed=0,
     )
     out = tmp_path_factory.mktemp("bundles")
-    result = run_pipeline(config, office10_dir.parent, out)
+    result = run_pipeline(config, office10.parent, out)
     return Path(result.bundle_path)
 
 
@@ -62,11 +73,11 @@ def _odd_variants(src: Path, dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def photo_folder(office10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo_folder(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small image folder of real office10 test photos (plus odd sizes/modes)."""
     root = tmp_path_factory.mktemp("photos") / "office_small"
     for cls in CLASSES:
-        files = sorted((office10_dir / "test" / cls).iterdir())[:3]
+        files = sorted((office10 / "test" / cls).iterdir())[:3]
         for split in ("train", "test"):
             (root / split / cls).mkdir(parents=True)
             for f in files:
@@ -82,7 +93,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
     assert bundle.manifest["input"]["preprocess"]["kind"] == "photo"
     net = IntegerNetwork(bundle)
 
-    # server side: the data-set loader (shared.preprocess on the files) + the integer engine
+    # server side: the data-set loader (shared.image on the files) + the integer engine
     ds = load_imagefolder(photo_folder, "office_small")
     labels, probs = net.predict(ds.test_x.astype(np.float32) / 255.0)  # (N,), (N, classes)
 
@@ -110,7 +121,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
 
 
 def test_photo_bytes_round_trip_is_lossless(photo_folder: Path) -> None:
-    """uint8 storage of the loader's arrays loses nothing of shared.preprocess's output."""
+    """uint8 storage of the loader's arrays loses nothing of shared.image.preprocessing's output."""
     from shared.image import decode_image, preprocess
 
     ds = load_imagefolder(photo_folder)

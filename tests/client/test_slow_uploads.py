@@ -17,7 +17,7 @@ import pytest
 from client.oip_model import model_name
 from tests.client.conftest import png_bytes
 from tests.conftest import run_async
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits
 
 DIGIT = png_bytes(255 - mnist_test_digits(1)[0])
 MODEL_INFER = "/v2/models/{model}/infer"

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.shared.test_preprocess import mnist_test_digits
+from tests.samples import mnist_test_digits, mnist_test_labels
 
 pipeline = pytest.importorskip("server.training.pipeline")
 
@@ -21,13 +21,6 @@ N = 60
 @pytest.fixture(scope="module")
 def trained_bundle(mnist_w4a4_bytes: bytes) -> bytes:
     return mnist_w4a4_bytes  # trained once per session (tests/conftest.py)
-
-
-def labels_of_test_digits(mnist_dir) -> np.ndarray:
-    import gzip
-
-    with gzip.open(mnist_dir / "t10k-labels-idx1-ubyte.gz") as f:
-        return np.frombuffer(f.read(8 + N)[8:], np.uint8).astype(np.int64)
 
 
 def variant_png(a: np.ndarray, variant: str, rng: np.random.Generator) -> bytes:
@@ -50,11 +43,11 @@ def variant_png(a: np.ndarray, variant: str, rng: np.random.Generator) -> bytes:
 
 
 @pytest.mark.slow
-def test_variants_are_recognised_like_the_original(make_app, tmp_path, trained_bundle, mnist_dir):
+def test_variants_are_recognised_like_the_original(make_app, tmp_path, trained_bundle):
     path = tmp_path / "trained.siq"
     path.write_bytes(trained_bundle)
     http = TestClient(make_app(str(path)))
-    digits, truth = mnist_test_digits(N), labels_of_test_digits(mnist_dir)
+    digits, truth = mnist_test_digits(N), mnist_test_labels(N)
     rng = np.random.default_rng(0)
     predicted = {}
     for variant in ("original", "inverted", "rgba", "off_centre"):

@@ -1,16 +1,14 @@
-"""On-chip test fixtures: a trained MNIST W4A4 bundle (once per session, when MNIST is there)
-and the test images with the integer logits shared.engine gives them."""
+"""On-chip test fixtures: a trained MNIST W4A4 bundle (once per session, from the committed
+sample) and the test images with the integer logits shared.engine gives them."""
 
 from __future__ import annotations
-
-import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shared.bundle import Bundle, decode_bundle
 from shared.engine import IntegerNetwork
+from tests.samples import mnist_test_digits
 
 
 def engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
@@ -20,10 +18,9 @@ def engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
     return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
 
 
-def mnist_test_images(mnist_dir: Path, count: int) -> np.ndarray:
-    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as f:
-        raw = f.read(16 + 784 * count)[16:]
-    return np.frombuffer(raw, np.uint8).reshape(count, 1, 28, 28)
+def mnist_test_images(count: int) -> np.ndarray:
+    """The first `count` MNIST test digits (the committed sample), uint8 (count, 1, 28, 28)."""
+    return mnist_test_digits(count)[:, None]
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
-"""`python -m client export-c BUNDLE --out DIR` writes the two files and says so in JSON; a bad
-bundle path is a clear error and exit status 2."""
+"""`python -m client export-c BUNDLE --out DIR` writes the library's two files and the example
+program and says so in JSON, with the arena siq_model.h declares; a bad bundle path is a clear
+error and exit status 2."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from client.__main__ import main
 from shared.bundle import decode_bundle
@@ -17,10 +19,22 @@ def test_export_c_writes_the_library(tmp_path, capsys):
     path.write_bytes(data)
     assert main(["export-c", str(path), "--out", str(tmp_path / "c")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert sorted(p.rsplit("/", 1)[-1] for p in out["files"]) == ["siq_model.c", "siq_model.h"]
-    expected = generate_bundle_c(decode_bundle(data)).files
-    for name, text in expected.items():
+    names = sorted(p.rsplit("/", 1)[-1] for p in out["files"])
+    assert names == ["siq_example.c", "siq_model.c", "siq_model.h"]
+    model = generate_bundle_c(decode_bundle(data))
+    for name, text in {**model.files, **model.example}.items():
         assert (tmp_path / "c" / name).read_text() == text
+    # one truth about the static arena: the JSON says what the header declares
+    header = (tmp_path / "c" / "siq_model.h").read_text()
+    declared = int(re.search(r"#define SIQ_ARENA_BYTES (\d+)", header).group(1))  # type: ignore[union-attr]
+    assert out["arena_bytes"] == declared == model.arena_bytes
+    parts = out["activation_bytes"] + out["patch_bytes"] + out["accumulator_bytes"]
+    assert parts == declared
+    assert (
+        f"static uint32_t siq_arena[{declared // 4}];"
+        in (tmp_path / "c" / "siq_model.c").read_text()
+    )
+    assert out["build"] == "cc -std=c99 -O2 -o siq_example siq_example.c siq_model.c"
 
 
 def test_export_c_bad_bundle(tmp_path, capsys):

@@ -60,8 +60,8 @@ def test_random_bundles_match_the_engine(tmp_path, arch, weight_bits, activation
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the first of them trains the session's bundle (a loaded machine)
-def test_trained_mnist_bundle_on_1000_test_images(tmp_path, mnist_w4a4, mnist_dir):
-    images = mnist_test_images(mnist_dir, 1000)
+def test_trained_mnist_bundle_on_1000_test_images(tmp_path, mnist_w4a4):
+    images = mnist_test_images(1000)
     want = engine_logits(mnist_w4a4, images)
     assert len(np.unique(want.argmax(axis=1))) == 10  # a real network, not a constant one
     exe = host_build(generate_bundle_c(mnist_w4a4), tmp_path)

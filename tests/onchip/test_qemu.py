@@ -49,8 +49,8 @@ def test_random_bundles_on_the_chip(tmp_path, cpu, arch, weight_bits, activation
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the first of them trains the session's bundle (a loaded machine)
 @pytest.mark.parametrize("cpu", ["m3", "m4"])
-def test_trained_mnist_bundle_on_20_test_images(tmp_path, cpu, mnist_w4a4, mnist_dir):
-    images = mnist_test_images(mnist_dir, 20)
+def test_trained_mnist_bundle_on_20_test_images(tmp_path, cpu, mnist_w4a4):
+    images = mnist_test_images(20)
     want = engine_logits(mnist_w4a4, images)
     fw = firmware_build(generate_bundle_c(mnist_w4a4), tmp_path, cpu, images)
     run = qemu_run(fw, 10)

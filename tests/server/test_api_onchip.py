@@ -33,7 +33,8 @@ def test_c_sources_and_cost_of_a_bundle(tmp_path: Path) -> None:
         assert resp.headers["content-type"] == "application/gzip"
         with tarfile.open(fileobj=io.BytesIO(resp.content), mode="r:gz") as tar:
             files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}  # type: ignore[union-attr]
-        expected = generate_bundle_c(decode_bundle(data)).files
+        model = generate_bundle_c(decode_bundle(data))
+        expected = {**model.files, **model.example}  # the library and siq_example.c
         assert files == {f"siq_model/{k}": v for k, v in expected.items()}
 
         cost = client.get(f"/bundles/{bid}/cost")

@@ -17,6 +17,7 @@ from server.data import mnist as mnist_source
 from server.data.digits import load_digits
 from server.data.mnist import MNIST_FILES, load_mnist, read_idx
 from shared.errors import DatasetError
+from tests.samples import SAMPLE_DIR, mnist_sample
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:
@@ -83,8 +84,10 @@ def test_missing_files_say_where_to_put_them(tmp_path: Path, monkeypatch) -> Non
     assert str(tmp_path / "mnist") in message and "train-images-idx3-ubyte.gz" in message
 
 
-def test_real_mnist_matches_published_md5(mnist_dir: Path, tmp_path: Path) -> None:
-    ds = load_dataset("mnist", mnist_dir.parent, train_limit=100, test_limit=50)
+@pytest.mark.full_data
+def test_real_mnist_matches_published_md5(full_data_dir: Path, tmp_path: Path) -> None:
+    mnist_dir = full_data_dir / "mnist"
+    ds = load_dataset("mnist", full_data_dir, train_limit=100, test_limit=50)
     assert ds.train_x.shape == (100, 1, 28, 28) and ds.test_y.shape == (50,)
     assert set(MNIST_FILES) <= {p.name for p in mnist_dir.iterdir()}
     # a corrupted copy of the real files is refused
@@ -131,3 +134,20 @@ def test_validation_split_comes_from_training_set() -> None:
     assert all(r.tobytes() in train_rows for r in vx)
     again = split_validation(ds, 0.1, seed=3)
     np.testing.assert_array_equal(again[3], vy)
+
+
+@pytest.mark.full_data
+def test_the_committed_samples_are_the_first_images_of_the_data_sets(full_data_dir: Path) -> None:
+    """tests/data holds MNIST's first 8000 + 1000 images and office10 photos byte for byte: a
+    test trained on the sample sees what it would see on the whole data set."""
+    sample = mnist_sample()
+    ds = load_dataset("mnist", full_data_dir, train_limit=8000, test_limit=1000)
+    np.testing.assert_array_equal(ds.train_x[:, 0], sample["train_x"])
+    np.testing.assert_array_equal(ds.train_y, sample["train_y"])
+    np.testing.assert_array_equal(ds.test_x[:, 0], sample["test_x"])
+    np.testing.assert_array_equal(ds.test_y, sample["test_y"])
+    photos = sorted(p for p in (SAMPLE_DIR / "office10").rglob("*") if p.is_file())
+    assert len(photos) == 70
+    for photo in photos:
+        original = full_data_dir / photo.relative_to(SAMPLE_DIR)
+        assert photo.read_bytes() == original.read_bytes(), photo

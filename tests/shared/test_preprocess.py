@@ -1,6 +1,4 @@
-import gzip
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -20,20 +18,9 @@ from shared.image import (
     preprocess_digit,
     preprocess_photo,
 )
+from tests.samples import mnist_test_digits
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def mnist_test_digits(n: int) -> np.ndarray:
-    """The first n MNIST test digits, uint8 (n, 28, 28), read from the IDX file."""
-    data_dir = Path(os.environ.get("SIQ_DATA_DIR", REPO.parent / "shared" / "data"))
-    path = data_dir / "mnist" / "t10k-images-idx3-ubyte.gz"
-    if not path.exists():
-        pytest.skip(f"MNIST not found at {path}")
-    with gzip.open(path) as f:
-        magic, count, rows, cols = struct.unpack(">IIII", f.read(16))
-        assert magic == 2051
-        return np.frombuffer(f.read(n * rows * cols), np.uint8).reshape(n, rows, cols)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:

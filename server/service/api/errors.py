@@ -1,11 +1,13 @@
 """Where errors become HTTP responses. Every error body has the shape
-`{"error": {"code": str, "message": str, "field": str | null}}` (shared.schemas.ErrorResponse).
+`{"error": {"code": str, "message": str, "field": str | null}}` (shared.api.schemas.ErrorResponse).
 
 Domain errors (SIQError) answer with the one mapping of shared/errors.py: `exc.http_status`
 and `error_body(exc)` (404 not found, 409 conflict, 401/403 auth, 422 bad config or data
 set, 500 bad_bundle: a stored file is corrupt, not the caller's fault). Besides those:
 
-    request validation           422 invalid_request, `field` names the first bad field
+    request validation           422 invalid_request, `field` names the first bad field; a
+                                 body that is not a JSON object (malformed, no JSON
+                                 Content-Type, an array...) says so, with `field` "body"
     unknown route / method       404 not_found / 405 method_not_allowed
     no space left to write       507 insufficient_storage (SQLite's "database or disk is full",
                                  or ENOSPC / EDQUOT from a file write): the server's disk is
@@ -76,10 +78,40 @@ async def _siq_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=status, headers=headers or None)
 
 
+def _body_problem(request: Request, err: Mapping[str, Any]) -> str | None:
+    """What is wrong with a JSON body as a whole, in words (None: a field's problem). Pydantic
+    says "body: Input should be a valid dictionary" for a body sent without a JSON
+    Content-Type, and names the character offset as the field of malformed JSON."""
+    loc = tuple(err.get("loc", ()))
+    if not loc or loc[0] != "body":
+        return None
+    if err.get("type") == "json_invalid":
+        why = str((err.get("ctx") or {}).get("error", "malformed"))[:_MAX_NAME]
+        at = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return f"the body is not valid JSON: {why}{at}"
+    if len(loc) > 1 or isinstance(err.get("input"), dict):
+        return None  # a field's problem, or a whole object's (a model validator's)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (content_type == "application/json" or content_type.endswith("+json")):
+        sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        return f"the body must be a JSON object sent with Content-Type: application/json ({sent})"
+    if err.get("type") == "missing":
+        return "the body is empty: send a JSON object"
+    kind = type(err.get("input")).__name__
+    kind = {"list": "an array", "str": "a string", "int": "a number", "float": "a number"}.get(
+        kind, kind
+    )
+    return f"the body must be a JSON object ({{...}}), not {kind}"
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems, first_field = [], None
     errors = exc.errors()
+    for err in errors:
+        whole = _body_problem(request, err)
+        if whole is not None:  # then the fields' errors, if any, say nothing more
+            return error_response(422, "invalid_request", whole, "body")
+    problems, first_field = [], None
     for err in errors[:_MAX_PROBLEMS]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         name = ".".join(loc)[:_MAX_NAME] or "body"
