@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from pydantic_settings import BaseSettings
 from client.settings import ClientSettings
 from server.service.settings import ServerSettings
 from tests.conftest import REPO_ROOT
+from tests.test_cli_help import help_of
 
 README = REPO_ROOT / "README.md"
 MAX_LINES = 300
@@ -92,16 +91,8 @@ def makefile() -> tuple[set[str], set[str], str]:
 
 @cache
 def help_text(*args: str) -> str:
-    """`python -m args... --help`, which must succeed."""
-    result = subprocess.run(
-        [sys.executable, "-m", *args, "--help"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"python -m {' '.join(args)} --help: {result.stderr[-600:]}"
-    return result.stdout
+    """`python -m args... --help`, which must succeed (once per command for the module)."""
+    return help_of(*args)
 
 
 def check_flags(words: list[str], help: str, where: str) -> None:
