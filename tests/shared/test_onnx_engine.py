@@ -89,43 +89,6 @@ def test_bundles_without_an_exact_graph_fall_back_to_numpy():
     assert isinstance(engine, IntegerNetwork)
 
 
-def test_qlinearconv_requantises_as_the_export_assumes():
-    # the "fast" graph's QLinearConv layers rest on ONNX Runtime computing
-    # clip(round_half_even(float32(acc + bias) * scale), 0, 255): probe it on accumulators
-    # spread over float32's integers and on both sides of rounding ties
-    from onnx import TensorProto, helper, numpy_helper
-
-    from shared.network import scaled_requantize
-
-    rng = np.random.default_rng(0)
-    for scale in np.float32(rng.uniform(1e-5, 1e-2, 8)):
-        ties = np.round((rng.integers(0, 255, 2048) + 0.5) / np.float64(scale)).astype(np.int64)
-        n = np.concatenate([rng.integers(-(2**23), 2**23, 2048), ties + rng.integers(-2, 3, 2048)])
-        n = n[np.abs(n) < 2**24]
-        inits = {
-            "xs": np.float32(1), "xz": np.uint8(0), "ws": scale, "wz": np.int8(0),
-            "ys": np.float32(1), "yz": np.uint8(0),
-            "w": np.zeros((len(n), 1, 1, 1), np.int8), "b": n.astype(np.int32),
-        }  # fmt: skip
-        node = helper.make_node(
-            "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"]
-        )
-        graph = helper.make_graph(
-            [node],
-            "probe",
-            [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 1, 1])],
-            [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
-            [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        session = ort.InferenceSession(
-            model.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-        got = session.run(None, {"x": np.zeros((1, 1, 1, 1), np.uint8)})[0].reshape(-1)
-        np.testing.assert_array_equal(got, scaled_requantize(n, scale, 8, "half_even"))
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_dag_bundles_are_served_by_onnxruntime_exactly(seed):
     # format version 3: load_engine("auto") runs the DAG's ONNX graph, equal to the reference
