@@ -257,7 +257,7 @@ def render(res: dict[str, Any], command: str) -> str:
             "| coder | bytes | decode ms (median of 7) |",
             "|---|---|---|",
             f"| order-0 entropy (bound) | {coder['entropy_bytes']:,.0f} | |",
-            f"| canonical Huffman, `shared/entropy.py` (numpy) | {coder['huffman_bytes']:,.0f} | "
+            f"| canonical Huffman, `shared.bundle.entropy` (numpy) | {coder['huffman_bytes']:,.0f} | "
             f"{coder['huffman_decode_ms']:.1f} |",
         ]
         if coder.get("constriction"):

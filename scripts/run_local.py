@@ -259,7 +259,7 @@ def run(args: argparse.Namespace, services: list[ServiceProcess]) -> None:
         answer = http.get(f"{server.url}/datasets", headers=headers, timeout=30)
         if answer.status_code != 200:
             raise RunError(f"GET /datasets answered {answer.status_code}: {answer.text}")
-        names = [d["name"] for d in answer.json()]  # a list of shared.schemas.DatasetInfo
+        names = [d["name"] for d in answer.json()]  # a list of shared.api.schemas.DatasetInfo
         dataset = choose_dataset(args.dataset, names)
 
         client_env = {

@@ -152,7 +152,7 @@ class QueueFullError(OverloadedError):
 
 
 def error_body(exc: SIQError) -> dict[str, dict[str, str | None]]:
-    """The JSON body of an error answer, `shared.schemas.ErrorResponse`'s shape:
+    """The JSON body of an error answer, `shared.api.schemas.ErrorResponse`'s shape:
     `{"error": {"code", "message", "field"}}`; send it with status `exc.http_status`."""
     return {"error": {"code": exc.code, "message": str(exc), "field": getattr(exc, "field", None)}}
 

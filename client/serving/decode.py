@@ -21,7 +21,7 @@ from PIL import Image
 
 from client.manager import LoadedBundle
 from shared.errors import ImageError, ImageTooLargeError
-from shared.image import load_for, open_image, preprocess
+from shared.image import load_image_for_recipe, open_image, preprocess
 
 __all__ = ["OpenedUploads", "open_uploads", "decode_images", "decode_timed"]
 
@@ -82,7 +82,7 @@ def decode_images(loaded: LoadedBundle, opened: OpenedUploads) -> tuple[np.ndarr
     try:
         for index, (name, image) in enumerate(zip(opened.names, opened.images, strict=True)):
             t = time.perf_counter()
-            _labelled(index, name, load_for, image, loaded.preprocess)
+            _labelled(index, name, load_image_for_recipe, image, loaded.preprocess)
             decode_s += time.perf_counter() - t
             arrays.append(_labelled(index, name, preprocess, image, loaded.preprocess))
             image.close()  # frees the decoded pixels now, not when the request ends

@@ -1,13 +1,14 @@
 """The serving path, stage by stage: what POST /recognize and POST /v2/.../infer do between
 the HTTP edge (client/api/) and the network.
 
-    admit   a reading place (503 past SIQ_MAX_READING_BODIES)            admit.py
-    read    the whole body: size (413), deadline and minimum rate (408)  read.py
-    admit   a place in line (503 past workers + SIQ_MAX_QUEUED_REQUESTS) admit.py
-    run     decode and batch the images, run the network, wherever the   run.py
-            runner says: inline, a worker thread, an inference process     (decode.py, batch.py,
-                                                                             children.py)
-    answer  /recognize's JSON; the protocol's answer (oip_model.finish)   answer.py
+    admit   a reading place: 503 past SIQ_MAX_READING_BODIES             admit.py
+    read    the whole body: 413 over its size; 408 past its deadline     read.py
+            or under its minimum rate
+    admit   a place in line: 503 past workers + SIQ_MAX_QUEUED_REQUESTS  admit.py
+    run     the Runner: decode (decode.py) and batch (batch.py) the      run.py
+            images and run the network inline, in a worker thread, or
+            in an inference process (children.py)
+    answer  /recognize's JSON; /v2: oip_model.finish's bytes             answer.py
 
 `Pipeline` holds each stage's one object; `create_app` makes it (`make_pipeline`) and puts it
 on `app.state.pipeline`, the only serving state the routes read.

@@ -50,7 +50,25 @@ function drawSegment(from, to, width) {
 
 function showPad() {
   $("preview").hidden = true;
+  $("preview-note").hidden = true;
   pad.hidden = false;
+}
+
+// The chosen file in place of the pad, once the browser has decoded it; a file it cannot
+// show (a PDF, a broken image) gets a line of text instead of a broken-image icon.
+function showPreview(file) {
+  const preview = $("preview");
+  const note = $("preview-note");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  pad.hidden = true;
+  preview.hidden = true;
+  note.hidden = true;
+  preview.onload = () => { preview.hidden = false; };
+  preview.onerror = () => {
+    note.textContent = `No preview: this browser cannot show ${file.name || "the file"} as an image.`;
+    note.hidden = false;
+  };
+  preview.src = URL.createObjectURL(file);
 }
 
 pad.addEventListener("pointerdown", (event) => {
@@ -114,6 +132,14 @@ function errorText(body, status) {
   return `the client answered HTTP ${status}`;
 }
 
+// A request that failed leaves no answer of an earlier one on the page: no bars, no timings.
+function showError(text) {
+  $("classes").replaceChildren();
+  $("timing").textContent = "";
+  delete prediction.dataset.label;
+  setPrediction("error", text);
+}
+
 async function send(blob, filename) {
   const mine = ++sequence;
   setPrediction("busy", "Recognising…");
@@ -124,13 +150,12 @@ async function send(blob, filename) {
     response = await fetch("/recognize", { method: "POST", body: form });
     body = await response.json().catch(() => null);
   } catch (err) {
-    if (mine === sequence) setPrediction("error", `Cannot reach the client: ${err.message}`);
+    if (mine === sequence) showError(`Cannot reach the client: ${err.message}`);
     return;
   }
   if (mine !== sequence) return;
   if (!response.ok || !body || !body.results) {
-    $("classes").replaceChildren();
-    setPrediction("error", `Not recognised: ${errorText(body, response.status)}`);
+    showError(`Not recognised: ${errorText(body, response.status)}`);
     return;
   }
   showResult(body);
@@ -181,11 +206,7 @@ function fmt(v) {
 
 function sendFile(file) {
   if (!file) return;
-  const preview = $("preview");
-  if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);
-  preview.hidden = false;
-  pad.hidden = true;
+  showPreview(file);
   clearPad();
   send(file, file.name || "upload");
 }
@@ -211,7 +232,7 @@ drop.addEventListener("drop", (event) => {
   $("drop-hint").hidden = true;
   const file = [...(event.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/"));
   if (file) sendFile(file);
-  else setPrediction("error", "That was not an image file.");
+  else showError("That was not an image file.");
 });
 
 $("recognize").addEventListener("click", () => {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from server.data.dataset import DIGIT_CLASSES, Dataset, DatasetInfo
-from server.params import RECIPES
+from server.recipes import RECIPES
 
 __all__ = ["NAME", "digit_to_mnist", "load_digits", "available", "load"]
 
@@ -18,7 +18,7 @@ NAME = "digits"
 
 def digit_to_mnist(img: np.ndarray) -> np.ndarray:
     """(h, w) ink in [0, 1] -> (28, 28) uint8 in MNIST layout, through the very
-    `shared.preprocess.preprocess_digit` the client applies to an upload (crop to the ink,
+    `shared.image.preprocessing.preprocess_digit` the client applies to an upload (crop to the ink,
     fit into 20x20, centre of mass at (14, 14)), so a digits image posted to the client is
     preprocessed into what the network was trained on."""
     from PIL import Image

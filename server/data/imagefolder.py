@@ -4,7 +4,7 @@ Layouts:
 - `<name>/train/<class>/...` and `<name>/test/<class>/...`: the split is the folder's own;
 - `<name>/<class>/...`: a seeded, stratified split (`TEST_FRACTION` of each class to test).
 
-Every image, train and test, goes through `shared.preprocess` with the data set's
+Every image, train and test, goes through `shared.image.preprocessing` with the data set's
 `{"kind": "photo", "resize": RESIZE, "crop": INPUT_SIZE, "draft": true}` spec, the very code the client runs
 on an upload, so the accuracy the server measures is the one the client delivers. Training
 images then get random crops, flips and colour jitter on the fly (the `imagefolder` recipe's
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from server.data.dataset import Dataset, DatasetInfo
-from server.params import RECIPES
+from server.recipes import RECIPES
 from shared.errors import DatasetError, ImageError
 
 __all__ = [
@@ -51,7 +51,7 @@ MAX_PIXELS = 40_000_000  # a decompression-bomb guard, far above any real photo
 
 def photo_spec(size: int = INPUT_SIZE, resize: int = RESIZE, draft: bool = True) -> dict:
     """The manifest's `input.preprocess` for photo data sets. `draft`: JPEGs decode at the
-    smallest DCT scale that still reaches `resize` (shared.preprocess.load_for), here and in
+    smallest DCT scale that still reaches `resize` (load_image_for_recipe), here and in
     the client alike."""
     spec: dict = {"kind": "photo", "resize": resize, "crop": size}
     if draft:
@@ -173,7 +173,7 @@ def _limit(items: list[tuple[Path, int]], limit: int | None, seed: int) -> list:
 
 
 def _decode_all(items: list[tuple[Path, int]], spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Decode + preprocess each file with shared.preprocess; skip (and name) failures.
+    """Decode + preprocess each file with shared.image.preprocessing; skip (and name) failures.
     Returns uint8 (N, 3, S, S) and int64 (N,)."""
     from shared.image import decode_image, preprocess
 

@@ -50,6 +50,8 @@ function askToken(reason) {
   return tokenPrompt;
 }
 
+$("token-cancel").addEventListener("click", () => $("token-dialog").close("cancel"));
+
 async function api(path, options = {}) {
   for (;;) {
     const headers = { ...(options.headers || {}) };
@@ -134,6 +136,13 @@ function progressBar(fraction, label) {
   return wrap;
 }
 
+// Each cell carries its column's name: on a phone a table row is shown as a card of
+// "name value" lines (style.css, table.cards) instead of being cut off at the right.
+function labelCells(tbody) {
+  const names = [...tbody.closest("table").tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of tbody.rows) [...row.cells].forEach((td, i) => { td.dataset.label = names[i] || ""; });
+}
+
 function link(href, text) {
   const a = document.createElement("a");
   a.href = href;
@@ -160,26 +169,78 @@ async function loadDatasets() {
   if (preferred) select.value = preferred.name;
 }
 
-function fillBits() {
-  const options = (lo, hi, chosen) => Array.from({ length: hi - lo + 1 }, (_, i) => {
-    const option = document.createElement("option");
-    option.value = option.textContent = String(lo + i);
-    option.selected = lo + i === chosen;
-    return option;
-  });
-  document.querySelector("[name=weight_bits]").replaceChildren(...options(1, 8, 4));
-  document.querySelector("[name=activation_bits]").replaceChildren(...options(2, 8, 4));
+// The form's limits, choices and defaults come from the API's own schema (the body of
+// POST /quantize-jobs in /openapi.json), so the page never allows what the server refuses.
+const PREFERRED_BITS = 4; // the bit widths the form starts on, where the schema allows them
+let jobSchema = {}; // field name -> its JSON schema (the non-null branch of an optional field)
+
+function fieldSchemas(openapi) {
+  const resolve = (node) => {
+    if (!node?.$ref) return node;
+    return node.$ref.replace(/^#\//, "").split("/").reduce((at, key) => at?.[key], openapi);
+  };
+  const body = resolve(openapi.paths?.["/quantize-jobs"]?.post?.requestBody?.content?.["application/json"]?.schema);
+  const fields = {};
+  for (const [name, prop] of Object.entries(body?.properties || {})) {
+    const branch = (prop.anyOf || [prop]).map(resolve).find((b) => b.type !== "null") || prop;
+    fields[name] = { ...branch, default: prop.default, description: prop.description };
+  }
+  return fields;
 }
 
-const INTEGER_FIELDS = new Set(["weight_bits", "activation_bits", "max_iterations", "train_limit",
-  "test_limit", "seed"]);
+function option(value, selected) {
+  const node = document.createElement("option");
+  node.value = node.textContent = String(value);
+  node.selected = selected;
+  return node;
+}
+
+function limitField(field, schema) {
+  if (schema.description) field.title = schema.description;
+  if (field.tagName === "SELECT") {
+    const values = schema.enum || (schema.type === "integer"
+      ? Array.from({ length: schema.maximum - schema.minimum + 1 }, (_, i) => schema.minimum + i) : []);
+    const chosen = schema.default ?? (values.includes(PREFERRED_BITS) ? PREFERRED_BITS : values[0]);
+    field.replaceChildren(...values.map((v) => option(v, v === chosen)));
+    return;
+  }
+  field.step = schema.type === "integer" ? "1" : "any";
+  if (schema.minimum !== undefined) field.min = schema.minimum;
+  if (schema.exclusiveMinimum !== undefined) field.min = schema.exclusiveMinimum;
+  if (schema.maximum !== undefined) field.max = schema.maximum;
+  if (!field.placeholder && schema.default !== undefined && schema.default !== null) {
+    field.placeholder = String(schema.default);
+  }
+  field.addEventListener("input", () => {
+    // HTML has no exclusive minimum: say it the way the browser says the others
+    const low = schema.exclusiveMinimum;
+    const tooLow = low !== undefined && field.value !== "" && Number(field.value) <= low;
+    field.setCustomValidity(tooLow ? `Please enter a value greater than ${low}.` : "");
+  });
+}
+
+async function loadJobSchema() {
+  const result = await api("/openapi.json");
+  if (!result.ok) {
+    $("submit-status").textContent = `Cannot read the job parameters: ${errorText(result)}`;
+    return;
+  }
+  jobSchema = fieldSchemas(result.body);
+  const form = $("job-form");
+  for (const [name, schema] of Object.entries(jobSchema)) {
+    const field = form.elements.namedItem(name);
+    if (field && name !== "dataset") limitField(field, schema);
+  }
+}
 
 function formBody(form) {
   const body = {};
   for (const [name, value] of new FormData(form).entries()) {
     if (value === "") continue; // empty: the server's (data set's) default
-    if (name === "dataset" || name === "weight_quantizer") body[name] = value;
-    else body[name] = INTEGER_FIELDS.has(name) ? parseInt(value, 10) : parseFloat(value);
+    // a number as typed (2.5 for an integer is the server's to refuse, not ours to cut to 2)
+    const numeric = form.elements.namedItem(name).type === "number"
+      || ["integer", "number"].includes(jobSchema[name]?.type);
+    body[name] = numeric ? Number(value) : value;
   }
   return body;
 }
@@ -244,6 +305,7 @@ async function refreshJobs() {
       return tr;
     });
     $("jobs-body").replaceChildren(...rows);
+    labelCells($("jobs-body"));
     $("jobs-empty").hidden = items.length > 0;
     $("jobs-count").textContent = total > items.length ? `newest ${items.length} of ${total}` : "";
     // a job that just finished may have published a bundle
@@ -274,7 +336,7 @@ function plotIterations(iterations) {
     .map((it) => [it.iteration, 100 * it[key], `iteration ${it.iteration}: ${(100 * it[key]).toFixed(2)} %`]);
   window.SIQCharts.plot($("iterations-chart"), {
     x: { label: "SIQ iteration", integer: true, min: 0.5, max: Math.max(1, iterations.length) + 0.5 },
-    y: { label: "validation accuracy %", pad: 0.15, clampMax: 100, format: (v) => v.toFixed(1) },
+    y: { label: "validation accuracy %", pad: 0.15, clampMax: 100 },
     series: [
       { name: "after k-means", color: COLORS[1], kind: "line", points: points("accuracy_after_kmeans") },
       { name: "after retraining", color: COLORS[0], kind: "line", points: points("accuracy_after_retrain") },
@@ -285,7 +347,7 @@ function plotIterations(iterations) {
     .map((it) => [it.iteration, it.codebook_change, `iteration ${it.iteration}: ${it.codebook_change.toFixed(4)}`]);
   window.SIQCharts.plot($("change-chart"), {
     x: { label: "SIQ iteration", integer: true, min: 0.5, max: Math.max(1, iterations.length) + 0.5 },
-    y: { label: "relative change", min: 0, pad: 0.15, format: (v) => v.toFixed(3) },
+    y: { label: "relative change", min: 0, pad: 0.15 },
     series: [{ name: "codebook change", color: COLORS[2], kind: "bars", points: change }],
     empty: "the first iteration has no previous codebook",
   });
@@ -407,6 +469,7 @@ async function refreshBundles() {
     return tr;
   });
   $("bundles-body").replaceChildren(...rows);
+  labelCells($("bundles-body"));
   $("bundles-empty").hidden = items.length > 0;
   $("bundles-empty").textContent = "No bundles yet: a succeeded job publishes one.";
   plotBundles(items);
@@ -426,7 +489,7 @@ function plotBundles(items) {
   }
   window.SIQCharts.plot($("size-chart"), {
     x: { label: "bytes (bundle file; float32: parameter bytes)", log: true, format: siBytes },
-    y: { label: "test accuracy %", pad: 0.1, clampMax: 100, format: (v) => v.toFixed(1) },
+    y: { label: "test accuracy %", pad: 0.1, clampMax: 100 },
     series,
     empty: "no bundles yet",
   });
@@ -455,7 +518,7 @@ $("forget-token").addEventListener("click", () => {
 $("job-form").addEventListener("submit", submitJob);
 window.addEventListener("hashchange", route);
 showTokenState();
-fillBits();
+loadJobSchema();
 loadDatasets();
 refreshJobs();
 refreshBundles();

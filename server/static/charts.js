@@ -14,16 +14,21 @@
     return node;
   }
 
-  function niceTicks(lo, hi, count) {
+  // Ticks on 1, 2 or 5 x 10^k, with as many decimals as that step needs: a step of 0.05
+  // labels 99.30, 99.35, 99.40 (one decimal would print 99.3, 99.3, 99.4).
+  // An integer axis (SIQ iterations) steps by 1 at least.
+  function niceTicks(lo, hi, count, integer) {
     const span = hi - lo || 1;
     const raw = span / Math.max(1, count);
     const mag = 10 ** Math.floor(Math.log10(raw));
-    const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
+    const nice = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
+    const step = integer ? Math.max(1, nice) : nice;
     const ticks = [];
     for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) {
       ticks.push(Number(t.toPrecision(12)));
     }
-    return ticks;
+    const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+    return { ticks, format: (v) => v.toFixed(decimals) };
   }
 
   function logTicks(lo, hi) {
@@ -68,6 +73,7 @@
   }
 
   // spec: {x: {label, log, min, max, integer, format}, y: {...},
+  //        (format: for log axes; a linear axis labels its ticks with its step's decimals)
   //        series: [{name, color, kind: "line" | "points" | "bars", hollow, points: [[x, y, label?]]}],
   //        empty: "text when there is nothing to draw"}
   function plot(svg, spec) {
@@ -83,23 +89,25 @@
         spec.empty || "nothing to plot yet"));
       return;
     }
-    const x0 = MARGIN.left, x1 = width - MARGIN.right;
-    const y0 = height - MARGIN.bottom, y1 = MARGIN.top;
     const [xl, xh] = axisRange(all.map((p) => p[0]), spec.x);
     const [yl, yh] = axisRange(all.map((p) => p[1]), spec.y);
+    const ticksOf = (axis, lo, hi, count) => (axis.log
+      ? { ticks: logTicks(lo, hi), format: axis.format || String }
+      : niceTicks(lo, hi, count, axis.integer));
+    const { ticks: yTicks, format: fy } = ticksOf(spec.y, yl, yh, 5);
+    const { ticks: xTicks, format: fx } = ticksOf(spec.x, xl, xh, 6);
+    // room for the widest y label (about 6.5 units a character at 11 px) beside the axis title
+    const widest = Math.max(0, ...yTicks.map((t) => fy(t).length));
+    const x0 = Math.max(MARGIN.left, Math.ceil(28 + 6.5 * widest)), x1 = width - MARGIN.right;
+    const y0 = height - MARGIN.bottom, y1 = MARGIN.top;
     const sx = scale(spec.x, xl, xh, x0, x1);
     const sy = scale(spec.y, yl, yh, y0, y1);
-    const fx = spec.x.format || ((v) => String(v));
-    const fy = spec.y.format || ((v) => String(v));
 
     const grid = el("g", { class: "grid" });
-    const yTicks = spec.y.log ? logTicks(yl, yh) : niceTicks(yl, yh, 5);
     for (const t of yTicks) {
       grid.append(el("line", { x1: x0, x2: x1, y1: sy(t), y2: sy(t) }));
       grid.append(el("text", { x: x0 - 6, y: sy(t) + 4, "text-anchor": "end" }, fy(t)));
     }
-    let xTicks = spec.x.log ? logTicks(xl, xh) : niceTicks(xl, xh, 6);
-    if (spec.x.integer) xTicks = xTicks.filter((t) => Number.isInteger(t));
     for (const t of xTicks) {
       grid.append(el("line", { x1: sx(t), x2: sx(t), y1: y0, y2: y0 + 4 }));
       grid.append(el("text", { x: sx(t), y: y0 + 17, "text-anchor": "middle" }, fx(t)));

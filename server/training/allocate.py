@@ -2,7 +2,7 @@
 sensitivities: which option per layer keeps the network best while the whole fits.
 
 Each layer offers options (bits, sparsity) with a cost (the bytes its packed storage takes,
-measured by encoding it with shared.bundle_v2, or its count of kept weights) and a loss (how
+measured by encoding it with shared.bundle.v2, or its count of kept weights) and a loss (how
 much the validation cross-entropy rises when only that layer is quantised and pruned so).
 Treating losses as additive across layers (the usual assumption of sensitivity analysis:
 Deep Compression section 2, HAQ, HAWQ) turns the choice into a multiple-choice knapsack,

@@ -2,7 +2,7 @@
 
 plan_compression   before SIQ: measure each layer's sensitivity on the validation split
                    (only that layer quantised and pruned, the others float), measure what
-                   its storage would cost by encoding it (shared.bundle_v2), and pick one
+                   its storage would cost by encoding it (shared.bundle.v2), and pick one
                    option per layer (server/training/allocate.py): under `size_budget_bytes`
                    the least summed loss whose bundle fits; under `sparsity` the least
                    loss that prunes that share of all weights. Explicit `bits_per_layer` /
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from server.params import QuantizeConfig
+from server.params import JobParams
 from server.training.allocate import LayerOption, allocate
 from server.training.codebook import assign_codes, fit_codebook, snap_to_grid
 from server.training.models import layer_name, weighted_layers
@@ -67,7 +67,7 @@ class CompressionPlan:
     unit_pruned: tuple[str, ...] = ()  # layers whose sparsity prunes whole output units
 
 
-def wants_compression(config: QuantizeConfig) -> bool:
+def wants_compression(config: JobParams) -> bool:
     return any(
         v is not None
         for v in (
@@ -79,7 +79,7 @@ def wants_compression(config: QuantizeConfig) -> bool:
     )
 
 
-def check_layer_names(config: QuantizeConfig, model: nn.Sequential) -> None:
+def check_layer_names(config: JobParams, model: nn.Sequential) -> None:
     """ConfigError naming the field when bits_per_layer / sparsity_per_layer name a layer
     the model does not have."""
     names = [layer_name(m) for m in weighted_layers(model)]
@@ -173,7 +173,7 @@ def unit_prunable(model: nn.Sequential) -> list[str]:
 
 
 def _choices(
-    config: QuantizeConfig, names: list[str], units: list[str]
+    config: JobParams, names: list[str], units: list[str]
 ) -> dict[str, list[tuple[int, float, bool]]]:
     """(bits, sparsity, units) candidates per layer, explicit settings fixing their part.
     Under a byte budget the `units` layers prune whole output units and take any bits from
@@ -211,7 +211,7 @@ def _choices(
 def plan_compression(
     model: nn.Sequential,
     val: tuple[np.ndarray, np.ndarray],
-    config: QuantizeConfig,
+    config: JobParams,
     *,
     method: str,
     codebook_bits: int,

@@ -4,7 +4,7 @@ client will see it (docs/ARCHITECTURE.md, "The integer network, precisely" and "
 For a weighted layer with input scale s_x, weight scale s_w and (ReLU layers) output scale s_y:
     W      = codebook_int[codes]                       (codes: nearest centroid of the weights)
     bias   = round_half_up(b_real / (s_x * s_w))      (accumulator units)
-    M      = s_x * s_w / s_y  ~=  multiplier / 2^shift (shared.quant.quantize_multiplier)
+    M      = s_x * s_w / s_y  ~=  multiplier / 2^shift (shared.network.quant.quantize_multiplier)
 The last layer's accumulators are the logits, real value acc * (s_x * s_w) = logit_scale.
 """
 

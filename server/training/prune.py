@@ -3,7 +3,7 @@ which weights to drop, how fast to drop them, and a codebook that keeps zero exa
 
 Pure numpy, no torch: the SIQ loop (server/training/siq.py) applies the masks to its shadow
 weights, holds the pruned ones at zero through retraining, and stores them as the codebook's
-reserved zero, which the bundle's sparse layout (shared/bundle_v2.py) then leaves implicit.
+reserved zero, which the bundle's sparse layout (shared/bundle/v2.py) then leaves implicit.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def unit_mask(weights: np.ndarray, sparsity: float, keep: np.ndarray | None = No
     units, all but the `round(sparsity * out)` units of smallest L2 norm. Units already
     pruned in `keep` (no weight kept) stay pruned and count first, as in magnitude_mask; a
     kept unit keeps the weights `keep` kept. The bundle stores such a layer as a dense block
-    of its kept units (shared/bundle_v2.py, layout "block"), positions costing nothing."""
+    of its kept units (shared/bundle/v2.py, layout "block"), positions costing nothing."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
     w = np.asarray(weights, dtype=np.float64)

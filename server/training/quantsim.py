@@ -1,5 +1,5 @@
 """The quantised forward pass used in training: `QuantSimNet` runs the float model's layers as
-shared/engine.py runs the bundle, in float arithmetic (docs/ARCHITECTURE.md, "The integer
+shared/engine/ runs the bundle, in float arithmetic (docs/ARCHITECTURE.md, "The integer
 network, precisely"):
 
     input        q = clip(round_half_up(x / s_in), 0, A) * s_in
@@ -10,7 +10,7 @@ network, precisely"):
 
 Gradients reach the float shadow weights through the straight-through estimator. The
 engine requantises with an integer multiplier and shift that approximate s_acc / s_y
-(shared.quant.quantize_multiplier); where that approximation and float rounding move a
+(shared.network.quant.quantize_multiplier); where that approximation and float rounding move a
 value across a rounding boundary the two can differ by one code (tests/server/
 test_quantsim_engine.py measures how often on a trained network).
 
@@ -59,7 +59,7 @@ class LayerQuant:
 
 
 def _round_half_up(t: torch.Tensor) -> torch.Tensor:
-    """shared.graph.round_half_up's rule, floor(t + 0.5), on tensors (autograd needs torch)."""
+    """shared.network.round_half_up's rule, floor(t + 0.5), on tensors (autograd needs torch)."""
     return torch.floor(t + 0.5)
 
 

@@ -1,7 +1,8 @@
 """The bundle file: one safetensors file that carries a quantised network
 (docs/ARCHITECTURE.md, "Bundle layout").
 
-    format    Bundle, encode / decode / validate, ids, atomic writes (format versions 1 and 2)
+    format    Bundle, encode / decode / validate, ids (format versions 1 and 2)
+    files     bundles on disk: <id>.siq read back against its name, atomic writes
     v2        format version 2's per-layer storage (packed, Huffman, sparse, block layouts)
     bitpack   fixed-width b-bit code packing
     entropy   canonical Huffman coding
@@ -10,24 +11,26 @@
 """
 
 from shared.bundle.checksum import CHECKSUM_KEY, check_content, content_checksum, with_checksum
-from shared.bundle.format import (
+from shared.bundle.files import (
     BUNDLE_SUFFIX,
+    TEMP_PREFIX,
+    read_bundle_file,
+    remove_temp_files,
+    write_bundle_atomic,
+)
+from shared.bundle.format import (
     FORMAT,
     FORMAT_VERSION,
     FORMAT_VERSIONS,
     MANIFEST_KEY,
     MANIFEST_ZLIB_KEY,
     MAX_BUNDLE_BYTES,
-    TEMP_PREFIX,
     Bundle,
     bundle_id,
     decode_bundle,
     encode_bundle,
     layer_weights,
-    read_bundle_file,
-    remove_temp_files,
     validate,
-    write_bundle_atomic,
 )
 from shared.bundle.signing import read_signature, sign, signature_path, verify, write_signature
 

@@ -13,7 +13,7 @@ changed byte there no longer parses.
 
 This protects against accident, not against an attacker: whoever can rewrite a file can
 rewrite its checksum. Bundle ids (the SHA-256 of the whole file) and HMAC signatures
-(shared/signing.py) are what stand against tampering.
+(shared/bundle/signing.py) are what stand against tampering.
 
 Bundles written before the checksum existed carry none: `check_content` accepts those only
 when the caller has verified the bytes against their id (`id_verified=True`).

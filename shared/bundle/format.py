@@ -1,5 +1,6 @@
-"""The bundle: one safetensors file holding a whole integer network (docs/ARCHITECTURE.md,
-"Bundle layout"). Its id is the SHA-256 of its bytes.
+"""The bundle's bytes: one safetensors file holding a whole integer network
+(docs/ARCHITECTURE.md, "Bundle layout"). Its id is the SHA-256 of its bytes. Bundles as files
+on disk: shared/bundle/files.py.
 
 `encode_bundle` and `decode_bundle` run the same `validate` so that no bundle that would be
 rejected on reading can be written, and nothing unchecked reaches the engine.
@@ -11,13 +12,9 @@ import base64
 import binascii
 import hashlib
 import json
-import os
-import re
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,31 +43,24 @@ __all__ = [
     "MANIFEST_KEY",
     "MANIFEST_ZLIB_KEY",
     "MAX_BUNDLE_BYTES",
-    "BUNDLE_SUFFIX",
     "Bundle",
     "bundle_id",
     "encode_bundle",
     "decode_bundle",
-    "read_bundle_file",
-    "write_bundle_atomic",
-    "remove_temp_files",
-    "TEMP_PREFIX",
     "layer_weights",
     "validate",
 ]
 
 FORMAT = "siq-bundle"
 FORMAT_VERSION = 1  # written when a manifest names none
-FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle_v2.py)
+FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle/v2.py)
 MANIFEST_KEY = "siq_manifest"
 # version 2 stores the same canonical manifest text zlib-compressed (level 9) and base64'd:
-# 4.3 kB of JSON, escaped inside the header's JSON, was a fifth of a 22 kB pruned bundle
+# the JSON, escaped inside the header's JSON, was a large share of a small pruned bundle
+# (the sizes: docs/ARCHITECTURE.md, "Bundle layout (format version 2)")
 MANIFEST_ZLIB_KEY = "siq_manifest_zlib"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-BUNDLE_SUFFIX = ".siq"
-TEMP_PREFIX = ".tmp-"  # files being written; a killed writer leaves them behind
-_HEX_ID = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -136,57 +126,6 @@ def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
         tensors = bundle_v2.unpack_layers(manifest, tensors)  # the v1 tensors, same integers
     validate(manifest, tensors)
     return Bundle(id=digest, manifest=manifest, tensors=tensors, size=len(data))
-
-
-def read_bundle_file(path: str | os.PathLike[str], expected_id: str | None = None) -> Bundle:
-    """Read and decode a bundle file. A file named `<id>.siq` is checked against that id."""
-    path = Path(path)
-    if expected_id is None and path.suffix == BUNDLE_SUFFIX and _HEX_ID.match(path.stem):
-        expected_id = path.stem
-    try:
-        size = path.stat().st_size
-        if size > MAX_BUNDLE_BYTES:
-            raise BundleError(f"{path}: {size} bytes is more than the {MAX_BUNDLE_BYTES} limit")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read bundle file {path}: {exc.strerror or exc}") from exc
-    try:
-        return decode_bundle(data, expected_id)
-    except BundleError as exc:
-        raise BundleError(f"{path}: {exc}") from exc
-
-
-def write_bundle_atomic(directory: str | os.PathLike[str], data: bytes) -> Path:
-    """Write `data` as `<directory>/<id>.siq` via a temporary file and a rename, so no reader
-    ever sees a partial file. Returns the final path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{bundle_id(data)}{BUNDLE_SUFFIX}"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=BUNDLE_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return final
-
-
-def remove_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """Delete the `.tmp-*` files a killed writer left in `directory` (a process that owns the
-    directory calls this at start, before it writes). Returns what it removed."""
-    removed = []
-    for path in Path(directory).glob(f"{TEMP_PREFIX}*"):
-        try:
-            if path.is_file():
-                path.unlink()
-                removed.append(path)
-        except OSError:
-            pass  # not ours to remove, or gone already
-    return removed
 
 
 # --- validation ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ bytes, a fifth of a pruned conv layer). `L.packed` holds, in order:
     codebook     2^b signed integers, `codebook_bytes` (1, 2 or 4) each, little-endian
     bias         out signed integers, `bias_bytes` each
     multiplier   `requant` int32, then shift: `requant` int8   (ReLU layers; requant 1 or out)
-    tables       Huffman code lengths, 4 bits each (shared.entropy): 2^b for the codes, then
+    tables       Huffman code lengths, 4 bits each (shared.bundle.entropy): 2^b for the codes, then
                  2^index_bits for the gaps (layout "sparse")
     masks        layout "block" only: one bit per output unit (row), then one per input
                  column (the rest of the weight's shape, flattened), each padded to bytes

@@ -197,7 +197,8 @@ static inline void siq_emit(int32_t *out, int32_t s, int first)
 # Per weight format: bytes of one row per activation word, and the C expression of the
 # weight word for pair slot j read through row pointer `w`.
 # Rows per pass of a row kernel: 4 accumulators, the pointers, the table, the mask and the
-# activation word still fit the 13 registers (measured: 1.75 instead of 2.0 per MAC at 2 rows).
+# activation word still fit the 13 registers, and fewer rows cost more instructions per MAC
+# (bench/results/tuning_notes.md).
 ROWS = 4
 _BYTES_PER_SLOT = {"t4": 1.0, "t3": 0.75, "t2": 0.5, "i8": 2.0}
 

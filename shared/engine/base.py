@@ -12,7 +12,7 @@ __all__ = ["BundleIO", "SPLIT_MACS", "check_images", "softmax"]
 
 # With threads > 1, a batch is split across the threads only when each share has at least
 # this many multiply-adds: below it, waking a thread costs more than the share's work
-# (bench/results/engine_notes.md).
+# (bench/results/tuning_notes.md).
 SPLIT_MACS = 10_000_000
 
 

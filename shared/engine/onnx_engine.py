@@ -38,7 +38,7 @@ class OnnxEngine(BundleIO):
         requests already run in parallel; calls from several threads at once are safe)."""
         self._read_io(bundle, threads)
         # float32 images in, quantised in the graph as `quantize_input` does (in float64):
-        # faster than numpy quantising into a graph that takes codes (engine_notes.md)
+        # faster than numpy quantising into a graph that takes codes (tuning_notes.md)
         self.model = to_onnx(bundle, carrier="fast", inputs="images", logits_dtype=None)
         self._slots = threading.local()  # per thread: IO bindings and output buffers
         self._single = self._session(1)
@@ -94,7 +94,7 @@ class OnnxEngine(BundleIO):
         """The logits of float32 images, in a buffer this thread reuses for batches of this
         size: read it before the next call. Bound in and out once (ONNX Runtime's IO binding)
         instead of `session.run`, which builds its feeds and allocates its outputs on every
-        call (at batch 1 a large share of the whole pass: bench/results/engine_notes.md)."""
+        call (at batch 1 a large share of the whole pass: bench/results/tuning_notes.md)."""
         n = len(images)
         session = self._pooled if n >= self._split_batch else self._single
         slots = self._slots.__dict__.setdefault("by_batch", {})

@@ -5,7 +5,7 @@ loaders run it on image files, so a network sees the same arrays in training and
 
     decode_image(bytes, max_pixels=...)  -> PIL image (first frame, fully loaded)
     open_image / load_image              the same in two steps: header (size checked), pixels
-    load_for(image, spec)                load_image, at a JPEG's DCT scale when the recipe drafts
+    load_image_for_recipe(image, spec)   load_image, at a JPEG's DCT scale when the recipe drafts
     preprocess(image, spec)              -> float32 (C, H, W) in [0, 1]
 
 `digit` ({"kind": "digit"}) rebuilds MNIST's layout: gray, ink found on either polarity (dark
@@ -14,7 +14,8 @@ box, scaled to fit 20x20 keeping the aspect ratio, placed in 28x28 with its cent
 pixel (14, 14), the strongest ink = 1.0 (after the scaling too). `photo` ({"kind": "photo",
 "resize": S, "crop": C}) is RGB with alpha composited on white, shorter side resized to S
 (bilinear), centre crop C x C, / 255; with `"draft": true` a JPEG is first decoded at the
-smallest DCT scale whose shorter side still reaches S (`load_for`; new photo bundles say so).
+smallest DCT scale whose shorter side still reaches S (`load_image_for_recipe`; new photo
+bundles say so).
 
 Every output value is a multiple of 1/255, so `round(x * 255)` stores it in uint8 losslessly.
 """
@@ -37,7 +38,7 @@ __all__ = [
     "decode_image",
     "open_image",
     "load_image",
-    "load_for",
+    "load_image_for_recipe",
     "check_spec",
     "output_shape",
     "preprocess",
@@ -107,12 +108,12 @@ def load_image(image: Image.Image) -> Image.Image:
     return image
 
 
-def load_for(image: Image.Image, spec: dict) -> Image.Image:
+def load_image_for_recipe(image: Image.Image, spec: dict) -> Image.Image:
     """`load_image` for the recipe `spec`: a photo recipe with `"draft": true` first asks a JPEG
     for its smallest DCT scale (1/2, 1/4 or 1/8, libjpeg's scaled decoding, Pillow's
     `Image.draft`) whose shorter side still reaches `resize`; the bilinear resize then starts
-    from that. A 300x300 JPEG for a 64-pixel recipe decodes at 75x75: 0.22 ms instead of 0.48,
-    and its resize 0.08 ms instead of 0.55 (bench/results/http_profile.md)."""
+    from that: less to decode and less to resize (a 300x300 JPEG for a 64-pixel recipe decodes
+    at 75x75; its timings: bench/results/http_profile.md)."""
     if spec.get("draft") and spec.get("kind") == "photo" and image.format == "JPEG":
         try:  # at least the size preprocess_photo resizes to
             image.draft(None, _resized(image.size, spec["resize"]))
@@ -125,10 +126,10 @@ def decode_image(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, spec: dict | None = None
 ) -> Image.Image:
     """Decode `data` (first frame of animations) into a loaded PIL image: `open_image` (the
-    size checked from the header before decoding) then `load_image` (`load_for` the recipe
-    `spec` when given)."""
+    size checked from the header before decoding) then `load_image`, or
+    `load_image_for_recipe` when a recipe `spec` is given."""
     image = open_image(data, max_pixels=max_pixels)
-    return load_image(image) if spec is None else load_for(image, check_spec(spec))
+    return load_image(image) if spec is None else load_image_for_recipe(image, check_spec(spec))
 
 
 def image_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

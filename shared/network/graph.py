@@ -1,7 +1,7 @@
 """The graph contract of a bundle, stated once (docs/ARCHITECTURE.md, "The integer network,
 precisely"): which ops there are, how many windows a convolution or max-pool has, the shape
 each op outputs, which layers carry a ReLU, the bit width a codebook's length implies, and
-the rounding rule. shared/bundle.py validates with it, shared/engine.py plans with it, and
+the rounding rule. shared.bundle validates with it, shared.engine plans with it, and
 the server's models, quantised forward pass and export build with it.
 
 Layers are the manifest's graph entries: dicts with `op` and the op's fields. Shapes are

@@ -4,7 +4,7 @@ Carriers for the multiply-adds (docs/ARCHITECTURE.md, "Exactness"):
 
 - `carrier="int"` (the export): ConvInteger / MatMulInteger on uint8 codes with int32
   accumulators, exact by the ONNX spec in any runtime. Weights go as int8, or as uint8 w + 128
-  with zero point 128 where int8 pairs could saturate a uint8 x int8 kernel (`onnx_layers._accumulate`).
+  with zero point 128 where int8 pairs could saturate a uint8 x int8 kernel (`layers._accumulate`).
   Needs codebook values in int8 (codebook_bits <= 8).
 - `carrier="float"`: Conv / MatMul / Gemm in float32, exact where a layer's accumulator
   bound is < 2^24, because then every partial sum is an integer float32 holds exactly, in
@@ -12,17 +12,18 @@ Carriers for the multiply-adds (docs/ARCHITECTURE.md, "Exactness"):
   integer ops.
 - `carrier="fast"` (what the client's engine runs): float32 convolutions and small linear
   layers, MatMulInteger for large linear layers: in ONNX Runtime each the faster exact form
-  (measured, `onnx_layers._floats`; ConvInteger is slower than its float Conv there).
+  (`layers._floats`, its timings in bench/results/tuning_notes.md; ConvInteger is slower than
+  its float Conv there).
 
 Requantisation is the proved float form: `clip(floor(acc * scale + offset), 0, A)` as plain
-Mul, Add, Floor, Clip with constants from `shared.quant.fit_affine_requant` (float32, else
+Mul, Add, Floor, Clip with constants from `shared.network.quant.fit_affine_requant` (float32, else
 float64); a layer without such constants gets the int64 formula, `(acc + bias) * multiplier
 + 2^(shift-1)`, floored by `2^shift` (an int64 Div after Max(., 0): for the non-negative
 values that survive the clip, truncating division is the floor). A max-pool after a layer
 whose requantisation runs in float32 is applied to the accumulators, as the engine does.
 
 Runtimes must not rewrite this arithmetic: ONNX Runtime's fusions that fold a Mul or Add
-into a Conv/MatMul's weights (`UNSAFE_FUSIONS`) would; `shared.onnx_engine` turns them off
+into a Conv/MatMul's weights (`UNSAFE_FUSIONS`) would; `shared.engine.onnx_engine` turns them off
 and the tests check which ops its optimised graph keeps.
 """
 

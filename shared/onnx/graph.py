@@ -1,8 +1,8 @@
 """The few pieces every ONNX graph of a bundle is built from: `GraphBuilder` (nodes and
-constants as protobuf bytes, `shared.onnx_proto`), `Value` (a tensor's name, dtype and a
+constants as protobuf bytes, `shared.onnx.proto`), `Value` (a tensor's name, dtype and a
 pending floor) and the dtype-aware primitives `cast`, `settled` and `maxpool`.
 
-`shared.onnx_layers` writes each layer of the integer network with them; `shared.onnx_export`
+`shared.onnx.layers` writes each layer of the integer network with them; `shared.onnx.export`
 walks the bundle's graph and assembles the model.
 """
 

@@ -75,7 +75,7 @@ def _floats(carrier: Carrier, layer: dict[str, Any], exact32: bool, weights: int
     "fast" where exact, except linear layers of 2^16 weights or more: ONNX Runtime's float32
     convolutions beat ConvInteger, MatMulInteger beats a large float32 MatMul, and a small
     linear layer is not worth the Casts to and from uint8 around it (the timings:
-    bench/results/engine_notes.md)."""
+    bench/results/tuning_notes.md)."""
     if carrier == "int" or not exact32:
         return False
     return carrier == "float" or layer["op"] == "conv2d" or weights < 2**16
@@ -276,7 +276,7 @@ def _qlinear(layer: dict[str, Any], allowed: bool) -> bool:
     """Whether a float-exact convolution runs as QLinearConv: where allowed ("fast") and it
     has QLINEAR_MIN_CHANNELS input channels or more: ONNX Runtime's int8 kernels beat its
     float Conv where they have channels to work on, and lose on a first layer with one
-    (the timings: bench/results/engine_notes.md)."""
+    (the timings: bench/results/tuning_notes.md)."""
     return allowed and layer["op"] == "conv2d" and layer["in_channels"] >= QLINEAR_MIN_CHANNELS
 
 

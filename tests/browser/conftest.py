@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from scripts.processes import ServiceProcess
+from tests.conftest import REPO_ROOT, child_env, start_service
 
 # Flags for a closed network (see the README's browser-test section): no background
 # connections to Google's services, no sandbox (CI runs as root), no GPU.
@@ -66,6 +67,18 @@ def browser() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+
+
+def serve(module: str, data_dir: Path, root: Path, **settings: str) -> Iterator[ServiceProcess]:
+    """`python -m module` (server or client) with its state and log under `root`, until the
+    generator is closed: `yield from serve(...)` in a module-scoped fixture."""
+    env = child_env(data_dir, SIQ_STATE_DIR=str(root / "state"), **settings)
+    service = start_service(module, env, root / f"{module}.log")
+    try:
+        service.wait_ready("/readyz")
+        yield service
+    finally:
+        service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE
-from tests.conftest import ServiceProcess, child_env, start_service
+from tests.browser.conftest import DESKTOP, PHONE, serve
+from tests.conftest import ServiceProcess
 
 pytest.importorskip("server.training.pipeline", reason="needs the server extra (torch)")
 # training a bundle or a job inside a test: minutes when the machine is shared, not seconds
@@ -24,14 +24,7 @@ JOB_TIMEOUT_MS = 400_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServiceProcess]:
-    root = tmp_path_factory.mktemp("dashboard")
-    env = child_env(data_dir, SIQ_STATE_DIR=str(root / "state"), SIQ_API_TOKEN=TOKEN)
-    service = start_service("server", env, root / "server.log")
-    try:
-        service.wait_ready("/readyz")
-        yield service
-    finally:
-        service.stop()
+    yield from serve("server", data_dir, tmp_path_factory.mktemp("dashboard"), SIQ_API_TOKEN=TOKEN)
 
 
 def test_submit_a_job_and_watch_it_succeed(browser, server, artifacts: Path) -> None:

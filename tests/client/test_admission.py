@@ -1,6 +1,7 @@
-"""Load shedding on /recognize (issue 11, item 8): past SIQ_MAX_QUEUED_REQUESTS waiting
-requests a new one is answered 503 with Retry-After at once; and one worker stays free of
-requests with large images, so ordinary ones do not wait behind them."""
+"""Load shedding on /recognize (issue 11, item 8; client/serving/admit.py): past
+SIQ_MAX_QUEUED_REQUESTS waiting requests a new one is answered 503 with Retry-After at once,
+and bodies being read are counted apart (SIQ_MAX_READING_BODIES, issue 28 item 1); and one
+worker stays free of requests with large images, so ordinary ones do not wait behind them."""
 
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ def test_admission_counts_places_and_sheds_past_them():
     admission.admit()  # a place came free
     with pytest.raises(ValueError):
         Admission(workers=0, queued=1, readers=8)
+
+
+def test_bodies_being_read_are_counted_apart_from_places_in_line():
+    admission = Admission(workers=1, queued=0, readers=2)
+    admission.start_reading()
+    admission.start_reading()
+    admission.admit()  # a read request's place: the reading count does not take it
+    with pytest.raises(OverloadedError, match="2 request bodies are being read") as refused:
+        admission.start_reading()
+    assert refused.value.retry_after == 1 and admission.shed == 1
+    admission.done_reading()
+    admission.start_reading()  # a reading place came free
+    with pytest.raises(ValueError):
+        Admission(workers=1, queued=0, readers=0)
 
 
 class Gate:

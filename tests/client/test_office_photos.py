@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.data.imagefolder import load_imagefolder
-from server.training.pipeline import QuantizeConfig, run_pipeline
+from server.params import JobParams
+from server.training.pipeline import run_pipeline
 from shared.bundle import read_bundle_file
 from shared.engine import IntegerNetwork
 
@@ -38,7 +39,7 @@ def office10(request: pytest.FixtureRequest, office10_dir: Path) -> Path:
 def photonet_bundle(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny photonet trained on 40 office10 photos (a few optimiser steps)."""
     torch.set_num_threads(1)
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="office10",
         weight_bits=4,
         activation_bits=5,
@@ -92,7 +93,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
     assert bundle.manifest["input"]["preprocess"]["kind"] == "photo"
     net = IntegerNetwork(bundle)
 
-    # server side: the data-set loader (shared.preprocess on the files) + the integer engine
+    # server side: the data-set loader (shared.image on the files) + the integer engine
     ds = load_imagefolder(photo_folder, "office_small")
     labels, probs = net.predict(ds.test_x.astype(np.float32) / 255.0)  # (N,), (N, classes)
 
@@ -120,7 +121,7 @@ def test_client_labels_equal_server_engine_on_office_photos(
 
 
 def test_photo_bytes_round_trip_is_lossless(photo_folder: Path) -> None:
-    """uint8 storage of the loader's arrays loses nothing of shared.preprocess's output."""
+    """uint8 storage of the loader's arrays loses nothing of shared.image.preprocessing's output."""
     from shared.image import decode_image, preprocess
 
     ds = load_imagefolder(photo_folder)

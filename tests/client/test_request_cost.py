@@ -36,7 +36,7 @@ class DecodeWatch:
         self.alive = 0
         self.most_alive = 0
         self.lock = threading.Lock()
-        original_load, original_close = recognize_module.load_for, Image.Image.close
+        original_load, original_close = recognize_module.load_image_for_recipe, Image.Image.close
         watch = self
 
         def load(image, spec):
@@ -54,7 +54,7 @@ class DecodeWatch:
                 image._siq_watched = False
             return original_close(image)
 
-        monkeypatch.setattr(recognize_module, "load_for", load)
+        monkeypatch.setattr(recognize_module, "load_image_for_recipe", load)
         monkeypatch.setattr(Image.Image, "close", close)
 
 

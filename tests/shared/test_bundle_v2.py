@@ -87,7 +87,7 @@ def test_long_zero_runs_need_escapes():
 
 
 def _resave(manifest: dict, tensors: dict) -> bytes:
-    """Bundle bytes with a content checksum that matches the edit (shared.bundle_checksum):
+    """Bundle bytes with a content checksum that matches the edit (shared.bundle.checksum):
     what a writer with a bug would produce, so the v2 reader's own checks are what refuse it."""
     return st_save(tensors, metadata={"siq_manifest": with_checksum(manifest, tensors)})
 

@@ -1,5 +1,5 @@
 """The one error -> HTTP status mapping (shared.errors) gives the statuses the apps answered
-with before it moved there, and `error_body` has shared.schemas.ErrorResponse's shape."""
+with before it moved there, and `error_body` has shared.api.schemas.ErrorResponse's shape."""
 
 from __future__ import annotations
 

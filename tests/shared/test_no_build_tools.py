@@ -28,8 +28,16 @@ def _dotted(node: ast.AST) -> str:
 
 def process_uses(path: Path) -> list[str]:
     """What in a file could start another program: imports of process modules, calls that
-    start processes, and string constants naming a compiler or emulator."""
+    start processes, and string constants (not docstrings) naming a compiler or emulator."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -43,7 +51,11 @@ def process_uses(path: Path) -> list[str]:
                     found.append((node.lineno, f"imports {name}"))
         elif isinstance(node, ast.Call) and PROCESS_CALLS.match(_dotted(node.func)):
             found.append((node.lineno, f"calls {_dotted(node.func)}"))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings  # prose may name them
+        ):
             tool = TOOL_NAMES.search(node.value)
             if tool:
                 found.append((node.lineno, f"names {tool.group(0)!r}"))
@@ -67,11 +79,11 @@ def test_the_check_sees_the_harness() -> None:
 def test_calls_and_names_are_seen(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "import os\nfrom os import system\n"
+        '"""Not run here: gcc."""\nimport os\nfrom os import system\n'
         "def build():\n    os.system('make')\n    return 'arm-none-eabi-gcc'\n"
     )
     assert process_uses(sample) == [
-        "line 2: imports os.system",
-        "line 4: calls os.system",
-        "line 5: names 'arm-none-eabi-gcc'",
+        "line 3: imports os.system",
+        "line 5: calls os.system",
+        "line 6: names 'arm-none-eabi-gcc'",
     ]

@@ -1,4 +1,4 @@
-"""shared.pages serves a folder's index.html at / and its files at /static/<name>, and only
+"""shared.api.pages serves a folder's index.html at / and its files at /static/<name>, and only
 those; the two pages the services ship reference only files that exist and nothing outside
 their own origin."""
 

@@ -1,6 +1,6 @@
-"""The photo recipe's `draft` option (shared.preprocess.load_for): a JPEG decodes at the smallest
-DCT scale whose shorter side still reaches `resize`; other formats, and recipes without the
-option (every bundle made before it), decode in full as before."""
+"""The photo recipe's `draft` option (shared.image.load_image_for_recipe): a JPEG decodes at the
+smallest DCT scale whose shorter side still reaches `resize`; other formats, and recipes
+without the option (every bundle made before it), decode in full as before."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import ConfigError
-from shared.image import check_spec, decode_image, load_for, open_image, preprocess
+from shared.image import check_spec, decode_image, load_image_for_recipe, open_image, preprocess
 
 FULL = {"kind": "photo", "resize": 64, "crop": 64}
 DRAFT = {**FULL, "draft": True}
@@ -37,17 +37,17 @@ def photo(size: tuple[int, int], fmt: str = "JPEG") -> bytes:
     ],
 )
 def test_a_jpeg_decodes_at_the_smallest_scale_that_reaches_the_resize(size, decoded):
-    image = load_for(open_image(photo(size)), DRAFT)
+    image = load_image_for_recipe(open_image(photo(size)), DRAFT)
     assert image.size == decoded and min(image.size) >= 64
     assert preprocess(image, DRAFT).shape == (3, 64, 64)
 
 
 def test_without_the_option_or_for_other_formats_the_decode_is_full():
-    assert load_for(open_image(photo((300, 300))), FULL).size == (300, 300)
-    assert load_for(open_image(photo((300, 300), "PNG")), DRAFT).size == (300, 300)
-    full = preprocess(load_for(open_image(photo((300, 300), "PNG")), FULL), FULL)
+    assert load_image_for_recipe(open_image(photo((300, 300))), FULL).size == (300, 300)
+    assert load_image_for_recipe(open_image(photo((300, 300), "PNG")), DRAFT).size == (300, 300)
+    full = preprocess(load_image_for_recipe(open_image(photo((300, 300), "PNG")), FULL), FULL)
     assert np.array_equal(
-        full, preprocess(load_for(open_image(photo((300, 300), "PNG")), DRAFT), DRAFT)
+        full, preprocess(load_image_for_recipe(open_image(photo((300, 300), "PNG")), DRAFT), DRAFT)
     )
 
 

@@ -1,4 +1,4 @@
-"""The digit recipe of shared/preprocess.py against its straightforward form (the code before
+"""The digit recipe of shared.image against its straightforward form (the code before
 its per-call overheads were cut, kept here as the reference): the same float32 arrays, bit for
 bit, on MNIST test digits and on images of every mode and polarity."""
 
@@ -23,7 +23,7 @@ from shared.image.preprocessing import (
 )
 from tests.samples import mnist_test_digits
 
-# --- the reference: shared/preprocess.py's digit recipe as first written -----------------------
+# --- the reference: shared.image's digit recipe as first written ----------------------------------
 
 
 def ref_to_255ths(x: np.ndarray) -> np.ndarray:

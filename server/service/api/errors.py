@@ -1,5 +1,5 @@
 """Where errors become HTTP responses. Every error body has the shape
-`{"error": {"code": str, "message": str, "field": str | null}}` (shared.schemas.ErrorResponse).
+`{"error": {"code": str, "message": str, "field": str | null}}` (shared.api.schemas.ErrorResponse).
 
 Domain errors (SIQError) answer with the one mapping of shared/errors.py: `exc.http_status`
 and `error_body(exc)` (404 not found, 409 conflict, 401/403 auth, 422 bad config or data
@@ -89,8 +89,8 @@ def _body_problem(request: Request, err: Mapping[str, Any]) -> str | None:
         why = str((err.get("ctx") or {}).get("error", "malformed"))[:_MAX_NAME]
         at = f" at character {loc[1]}" if len(loc) > 1 else ""
         return f"the body is not valid JSON: {why}{at}"
-    if len(loc) > 1:
-        return None
+    if len(loc) > 1 or isinstance(err.get("input"), dict):
+        return None  # a field's problem, or a whole object's (a model validator's)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (content_type == "application/json" or content_type.endswith("+json")):
         sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"

@@ -1,4 +1,4 @@
-"""The server's dashboard at `/` (files in server/static/, served by shared.pages): jobs with
+"""The server's dashboard at `/` (files in server/static/, served by shared.api.pages): jobs with
 live progress, a submit form, a job's SIQ iterations plotted, and the bundles with an
 accuracy-against-size chart. The page only calls this server's own API; it asks for the
 token when a request answers 401 and keeps it in the tab's sessionStorage."""
