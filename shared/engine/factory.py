@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.bundle import DAG_VERSION, Bundle
+from shared.bundle import Bundle
 from shared.engine.numpy_engine import IntegerNetwork
 
 __all__ = ["BACKENDS", "load_engine"]
@@ -18,8 +18,7 @@ def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> A
 
     `backend="auto"` runs the bundle's ONNX graph in ONNX Runtime when onnxruntime is
     installed (the faster one: bench/results/client.md), else `IntegerNetwork`;
-    "onnxruntime" or "numpy" ask for one. A format-version-3 bundle (a DAG) has no ONNX
-    export yet: "onnxruntime" refuses it with ExportError, "auto" serves it with numpy.
+    "onnxruntime" or "numpy" ask for one. Chains and DAGs (format version 3) alike.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be auto, onnxruntime or numpy, not {backend!r}")
@@ -32,8 +31,6 @@ def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> A
                 raise
         else:
             try:
-                if bundle.manifest["format_version"] >= DAG_VERSION:
-                    raise ExportError("the ONNX export does not cover format version 3 (DAGs) yet")
                 return OnnxEngine(bundle, threads=threads)
             except ExportError:  # no exact ONNX graph for it (> 8-bit codebooks, wide sums)
                 if backend == "onnxruntime":

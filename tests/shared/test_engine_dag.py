@@ -1,15 +1,14 @@
 """The numpy engine on DAG graphs (format version 3): equal to the reference interpreter on
-hundreds of random DAGs, chains of version 3 on the fast plan, and the ONNX backend refusing
-DAGs until their export exists."""
+hundreds of random DAGs, chains of version 3 on the fast plan. (The ONNX Runtime backend on
+DAGs: test_onnx_engine.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shared.engine import IntegerNetwork, load_engine
+from shared.engine import IntegerNetwork
 from shared.engine.reference import run_reference
-from shared.onnx import ExportError
 from tests.factories import GraphBuilder, random_codes, random_dag_bundle
 
 
@@ -73,11 +72,3 @@ def test_a_version_three_chain_runs_on_the_fast_plan() -> None:
     np.testing.assert_array_equal(
         net.forward_int(q), run_reference(bundle.manifest, bundle.tensors, q)
     )
-
-
-def test_onnxruntime_refuses_a_dag_and_auto_falls_back_to_numpy() -> None:
-    pytest.importorskip("onnxruntime")
-    bundle = random_dag_bundle(1)
-    with pytest.raises(ExportError, match="version 3"):
-        load_engine(bundle, backend="onnxruntime")
-    assert load_engine(bundle, backend="auto").backend == "numpy"
