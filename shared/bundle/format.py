@@ -61,8 +61,9 @@ __all__ = [
 FORMAT = "siq-bundle"
 FORMAT_VERSION = 1  # written when a manifest names none
 DAG_VERSION = 3  # the graph as a DAG of named nodes (docs/ARCHITECTURE.md)
-# 2: compact per-layer storage (shared/bundle/v2.py); 3: the DAG, v1's tensor layout
+# 2: compact per-layer storage (shared/bundle/v2.py); 3: the DAG, stored as version 2 is
 FORMAT_VERSIONS = (1, bundle_v2.VERSION, DAG_VERSION)
+PACKED_VERSIONS = (bundle_v2.VERSION, DAG_VERSION)
 MANIFEST_KEY = "siq_manifest"
 # version 2 stores the same canonical manifest text zlib-compressed (level 9) and base64'd:
 # the JSON, escaped inside the header's JSON, was a large share of a small pruned bundle
@@ -110,7 +111,7 @@ def encode_bundle(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> b
     manifest.setdefault("format_version", FORMAT_VERSION)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     validate(manifest, tensors)
-    if manifest["format_version"] == bundle_v2.VERSION:
+    if manifest["format_version"] in PACKED_VERSIONS:
         manifest["storage"], tensors = bundle_v2.pack_layers(manifest, tensors)
         text = with_checksum(manifest, tensors)
         packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
@@ -131,10 +132,14 @@ def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
     except Exception as exc:  # safetensors raises its own error types
         raise BundleError(f"bundle tensors are unreadable: {exc}") from exc
     check_content(_stored_manifest(data), tensors, id_verified=expected_id is not None)
-    if manifest.get("format_version") == bundle_v2.VERSION:
+    if _packed(manifest.get("format_version")):
         tensors = bundle_v2.unpack_layers(manifest, tensors)  # the v1 tensors, same integers
     validate(manifest, tensors)
     return Bundle(id=digest, manifest=manifest, tensors=tensors, size=len(data))
+
+
+def _packed(version: Any) -> bool:
+    return not isinstance(version, bool) and version in PACKED_VERSIONS
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -148,7 +153,7 @@ def _stored_manifest(data: bytes) -> str:
 
 def _manifest_text(metadata: dict[str, Any]) -> str:
     """The manifest text from the header's metadata: plain under MANIFEST_KEY (version 1,
-    and version 2 as first written), or compressed under MANIFEST_ZLIB_KEY (version 2)."""
+    and version 2 as first written), or compressed under MANIFEST_ZLIB_KEY (versions 2 and 3)."""
     if MANIFEST_ZLIB_KEY not in metadata:
         return metadata[MANIFEST_KEY]
     if MANIFEST_KEY in metadata:

@@ -11,7 +11,7 @@ The reference interpreter that every implementation is tested against is
 shared.engine.reference.run_reference.
 """
 
-from shared.network.cost import ENERGY_PJ, ENERGY_SOURCE, cost_report, layer_costs
+from shared.network.cost import ENERGY_PJ, ENERGY_SOURCE, cost_report, layer_costs, op_costs
 from shared.network.graph import (
     ACCUMULATORS,
     ACTIVATIONS,
@@ -107,5 +107,6 @@ __all__ = [
     "ENERGY_PJ",
     "ENERGY_SOURCE",
     "layer_costs",
+    "op_costs",
     "cost_report",
 ]

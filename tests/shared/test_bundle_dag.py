@@ -3,15 +3,26 @@ contract's list is refused with BundleError (never another exception)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import json
+import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from safetensors.numpy import load as st_load
 
-from shared.bundle import DAG_VERSION, decode_bundle, encode_bundle
+from shared.bundle import (
+    DAG_VERSION,
+    MANIFEST_ZLIB_KEY,
+    decode_bundle,
+    encode_bundle,
+    with_checksum,
+)
 from shared.errors import BundleError
 from shared.network import as_dag, check_graph
 from tests.factories import GraphBuilder, make_random_network, random_dag_network
@@ -163,3 +174,35 @@ def test_any_mutated_graph_is_refused_as_a_bundle_error_or_read(seed: int) -> No
         _mutations(rng, manifest)
     with contextlib.suppress(BundleError):  # refused as a bundle error, or a valid graph
         encode_bundle(copy.deepcopy(manifest), tensors)
+
+
+def test_a_dag_bundle_is_stored_packed_with_plain_add_constants() -> None:
+    manifest, tensors = _net()
+    data = encode_bundle(manifest, tensors)
+    stored = st_load(data)
+    assert set(stored) == {"c1.packed", "c2.packed", "fc.packed", "a.multiplier", "a.shift"}
+    np.testing.assert_array_equal(stored["a.multiplier"], tensors["a.multiplier"])
+    assert set(decode_bundle(data).manifest["storage"]) == {"c1", "c2", "fc"}
+
+
+def _restored(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """The bundle with its stored (compressed) manifest edited and the checksum made
+    consistent again, so that the validator, not the checksum, judges it."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    meta = header["__metadata__"]
+    manifest = json.loads(zlib.decompress(base64.b64decode(meta[MANIFEST_ZLIB_KEY])))
+    edit(manifest)
+    text = with_checksum(manifest, st_load(data))
+    meta[MANIFEST_ZLIB_KEY] = base64.b64encode(zlib.compress(text.encode())).decode()
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data[8 + n :]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_stored_dag_with_a_mutated_graph_reads_as_a_bundle_error(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    data = _restored(encode_bundle(*random_dag_network(seed)), lambda m: _mutations(rng, m))
+    with contextlib.suppress(BundleError):
+        decode_bundle(data)

@@ -4,12 +4,14 @@ clamp, the requantisation's rounding; and whole graphs through `run_reference`."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from shared.bundle import decode_bundle
+from shared.bundle import bundle_id, decode_bundle
 from shared.engine.reference import run_node, run_reference
-from shared.network import as_dag
+from shared.network import as_dag, quantize_input
 from tests.factories import GraphBuilder, make_random_bundle, random_codes, random_dag_bundle
 from tests.shared.reference import reference_logits
 
@@ -218,3 +220,15 @@ def test_random_dags_are_deterministic_per_seed(seed: int) -> None:
     one, two = random_dag_bundle(seed), random_dag_bundle(seed)
     assert one.id == two.id
     assert random_dag_bundle(seed + 100).id != one.id
+
+
+def test_the_committed_version_one_bundle_gives_its_committed_logits() -> None:
+    data = Path(__file__).parent / "data"
+    raw = (data / "v1_lenet_w3.siq").read_bytes()
+    bundle = decode_bundle(raw, expected_id=bundle_id(raw))  # written before checksums
+    x = np.load(data / "v1_lenet_w3_inputs.npy").astype(np.float64)
+    codes = quantize_input(x, bundle.manifest["input"]["scale"], bundle.manifest["activation_bits"])
+    np.testing.assert_array_equal(
+        run_reference(bundle.manifest, bundle.tensors, codes),
+        np.load(data / "v1_lenet_w3_logits.npy"),
+    )
