@@ -207,7 +207,7 @@ class QuantizeSweepCreate(JobKnobs):
 
     weight_bits: list[WeightBits] = Field(min_length=1, max_length=8)
     activation_bits: list[ActivationBits] = Field(min_length=1, max_length=7)
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
+    seeds: list[Seed] = Field([0], min_length=1, max_length=8, description="a float model each")
     byte_budget: int | None = Field(
         None, ge=1, description="the best bundle is the most accurate of at most this size"
     )
