@@ -191,7 +191,7 @@ class JobParams(JobKnobs):
         try:
             return cls.model_validate(d)
         except ValidationError as exc:
-            raise config_error(exc) from None
+            raise _config_error(exc) from None
 
 
 class QuantizeJobCreate(JobParams):
@@ -242,7 +242,7 @@ class QuantizeSweepCreate(JobKnobs):
         return JobParams.model_validate({"dataset": self.dataset, **cell, **self.knobs()})
 
 
-def config_error(exc: ValidationError) -> ConfigError:
+def _config_error(exc: ValidationError) -> ConfigError:
     """The first problem of `exc` as a ConfigError whose `field` names the parameter."""
     first = exc.errors()[0]
     name = ".".join(str(p) for p in first.get("loc", ())) or "config"
