@@ -365,16 +365,22 @@ def accumulators(
     bits = int(bundle.manifest["activation_bits"])
     bound = int(accumulator_bound(w, bias, bits).max())
     floats = _floats(carrier, layer, bound < FLOAT32_EXACT, w.size)
-    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1)
+    conv_bias = floats and layer["op"] == "conv2d"  # a float Conv adds the bias itself
+    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1, bias if conv_bias else None)
     dtype = acc.dtype if dtype is None else np.dtype(dtype)
     if dtype == np.float32 and bound >= FLOAT32_EXACT:
         raise ExportError(f"layer {name}: logits up to {bound} are not exact in float32")
     # exact in both: |acc + bias| < 2^24 in float32, < 2^31 (the bundle's bound) in int32
-    channels = (-1, 1, 1) if layer["op"] == "conv2d" else (-1,)
-    total = g.const(f"{name}_bias", bias.astype(acc.dtype).reshape(channels))
-    if acc.dtype == dtype:
-        return Value(g.op("Add", [acc.name, total], name, out=out), dtype)
-    total = g.op("Add", [acc.name, total], name)
+    if conv_bias:
+        total = acc.name
+    else:
+        channels = (-1, 1, 1) if layer["op"] == "conv2d" else (-1,)
+        bias_const = g.const(f"{name}_bias", bias.astype(acc.dtype).reshape(channels))
+        if acc.dtype == dtype:
+            return Value(g.op("Add", [acc.name, bias_const], name, out=out), dtype)
+        total = g.op("Add", [acc.name, bias_const], name)
+    if acc.dtype == dtype and out is None:
+        return Value(total, dtype)
     return Value(g.op("Cast", [total], name, out=out, to=pb.DTYPES[dtype]), dtype)
 
 
