@@ -369,3 +369,14 @@ def test_uploaded_office10_trains_a_bundle_then_is_deleted(tmp_path: Path) -> No
         assert bundle.status_code == 200 and len(bundle.content) > 0
         assert client.delete("/datasets/office").status_code == 204
         assert list(settings.uploads_dir.iterdir()) == []
+
+
+def test_an_archive_may_exceed_the_server_wide_body_bound(tmp_path: Path) -> None:
+    """SIQ_MAX_BODY_BYTES bounds JSON bodies; an archive has its own bound."""
+    settings = make_settings(tmp_path, max_body_bytes=1024)
+    body = zip_of(good_files())
+    assert len(body) > 1024
+    with TestClient(create_app(settings)) as client:
+        assert post(client, body).status_code == 201
+        job = {"dataset": "mine", "weight_bits": 4, "activation_bits": 4, "x": "y" * 2000}
+        assert client.post("/quantize-jobs", json=job).status_code == 413
