@@ -12,7 +12,7 @@ import torch
 
 from server.cli import quantize_main
 from server.data import load_dataset
-from server.training.export import engine_predictions
+from server.training.export import engine_predictions, legacy_chain
 from server.training.models import build_model, graph_of
 from server.training.pipeline import JobCancelled, QuantizeConfig, run_pipeline
 from server.training.quantsim import QuantSimNet, calibrate, choose_activation_scale
@@ -59,11 +59,17 @@ def test_lenet_graph_uses_only_engine_ops() -> None:
     assert [g["op"] for g in graph] == [
         "conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten", "linear", "linear",
     ]  # fmt: skip
-    assert [g["relu"] for g in graph if "relu" in g] == [True, True, True, False]
+    assert [g["activation"] for g in graph if "activation" in g] == ["relu"] * 3 + ["none"]
+    assert [g["inputs"] for g in graph][:2] == [["input"], ["conv1"]]
+    chain = legacy_chain(graph)  # what its bundles hold: the version-2 chain form
+    assert chain is not None and [g.get("relu") for g in chain if "relu" in g] == [
+        True, True, True, False,
+    ]  # fmt: skip
+    assert all("inputs" not in g and "groups" not in g for g in chain)
     assert graph[5]["in_features"] == 512
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ConfigError):
-        build_model("resnet", 1, 10, 28)
+        build_model("alexnet", 1, 10, 28)
 
 
 def test_activation_scale_clips_outliers() -> None:
