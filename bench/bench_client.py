@@ -54,12 +54,13 @@ def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
             if config.get(k) is not None
         )
         return data, f"file {Path(path).name} ({made})"
-    from server.training.pipeline import QuantizeConfig, run_pipeline
+    from server.params import JobParams
+    from server.training.pipeline import run_pipeline
 
     data_dir = default_data_dir()
     dataset = "mnist" if (data_dir / "mnist").is_dir() else "digits"
     # a quick model: the benchmark measures speed, which does not depend on accuracy
-    config = QuantizeConfig(
+    config = JobParams(
         dataset=dataset,
         epochs=1,
         retrain_epochs=0.25,

@@ -40,7 +40,8 @@ import torch
 from bench.compression_report import KB, RATIO_STRETCH, RATIO_TARGET, plot, render
 from bench.report import default_data_dir, run_environment, utc_now
 from server.data import load_dataset
-from server.training.pipeline import QuantizeConfig, quantize_model, train_float
+from server.params import JobParams
+from server.training.pipeline import quantize_model, train_float
 from shared.bundle import decode_bundle, encode_bundle, entropy
 from shared.bundle import v2 as bundle_v2
 from shared.bundle.bitpack import unpack_codes
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace, save: Any = lambda out: None) -> dict[str, Any
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     ds = load_dataset("mnist", args.data_dir)
-    base = QuantizeConfig(dataset="mnist", weight_bits=4, activation_bits=4)
+    base = JobParams(dataset="mnist", weight_bits=4, activation_bits=4)
     if args.float_cache is not None and args.float_cache.exists():
         fm = torch.load(args.float_cache, weights_only=False)
         _log(f"float model from {args.float_cache} (trained in {fm.seconds:.1f}s)")
@@ -379,7 +380,7 @@ def time_job(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _quantize(fm: Any, ds: Any, cfg: QuantizeConfig) -> tuple[Any, bytes]:
+def _quantize(fm: Any, ds: Any, cfg: JobParams) -> tuple[Any, bytes]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

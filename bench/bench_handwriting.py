@@ -49,18 +49,19 @@ BEFORE = {"handwriting_augment": None, "epochs": 6.0, "retrain_epochs": 1.0}
 def _train(data_dir: Path, handwriting: bool) -> tuple[Path, float]:
     """A default MNIST W4A4 job; `handwriting=False` trains with the recipe as it was before
     (`BEFORE`)."""
-    from server import params
+    from server import recipes
+    from server.params import JobParams
     from server.training.pipeline import run_pipeline
 
-    saved = params.RECIPES["mnist"]
+    saved = recipes.RECIPES["mnist"]
     if not handwriting:
-        params.RECIPES["mnist"] = saved.model_copy(update=BEFORE)
+        recipes.RECIPES["mnist"] = saved.model_copy(update=BEFORE)
     try:
         out = Path(tempfile.mkdtemp(prefix="bench-handwriting-"))
-        config = params.QuantizeConfig(dataset="mnist", weight_bits=4, activation_bits=4)
+        config = JobParams(dataset="mnist", weight_bits=4, activation_bits=4)
         result = run_pipeline(config, data_dir, out)
     finally:
-        params.RECIPES["mnist"] = saved
+        recipes.RECIPES["mnist"] = saved
     return Path(result.bundle_path), float(result.seconds)
 
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[handwriting] trained {side} in {time.perf_counter() - started:.0f} s")
         rows[side] = {**measure(bundle), "seconds": seconds}
         print(f"[handwriting] {side}: {json.dumps(rows[side])}", flush=True)
-    from server.params import RECIPES
+    from server.recipes import RECIPES
 
     res = {
         **rows,

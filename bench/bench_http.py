@@ -74,9 +74,10 @@ def photo_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     depend on accuracy)."""
     if path:
         return get_bundle(path, work)
-    from server.training.pipeline import QuantizeConfig, run_pipeline
+    from server.params import JobParams
+    from server.training.pipeline import run_pipeline
 
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="office10",
         activation_bits=5,
         epochs=1,

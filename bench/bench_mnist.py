@@ -25,9 +25,10 @@ import torch
 from bench.report import default_data_dir, layer_histograms, run_environment
 from bench.sections import kept_sections
 from server.data import load_dataset
+from server.params import JobParams
 from server.training.codebook import fit_codebook, within_cluster_sse
 from server.training.models import layer_name, weighted_layers
-from server.training.pipeline import QuantizeConfig, quantize_model, train_float
+from server.training.pipeline import quantize_model, train_float
 
 __all__ = ["main", "TARGETS"]
 
@@ -66,8 +67,8 @@ def _log(msg: str) -> None:
     print(f"[bench_mnist {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _config(args: argparse.Namespace, **kw: Any) -> QuantizeConfig:
-    return QuantizeConfig(
+def _config(args: argparse.Namespace, **kw: Any) -> JobParams:
+    return JobParams(
         dataset="mnist",
         epochs=args.epochs,
         train_limit=args.train_limit,

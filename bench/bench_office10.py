@@ -30,7 +30,8 @@ import torch
 
 from bench.report import layer_histograms
 from server.data import load_dataset
-from server.training.pipeline import FloatModel, QuantizeConfig, quantize_model, train_float
+from server.params import JobParams
+from server.training.pipeline import FloatModel, quantize_model, train_float
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = ((4, 5, 0.02), (5, 5, 0.01))  # (weight bits, activation bits, allowed mean drop)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(seed: int, wb: int, ab: int, q: str, tmp: Path) -> None:
         fm = floats[seed]
-        cfg = QuantizeConfig.from_dict(
+        cfg = JobParams.from_dict(
             {
                 **base(seed).to_dict(),
                 "weight_bits": wb,
@@ -227,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = time.perf_counter() - started
         save(result, args.out)
 
-    def base(seed: int) -> QuantizeConfig:
-        return QuantizeConfig(
+    def base(seed: int) -> JobParams:
+        return JobParams(
             dataset="office10",
             seed=seed,
             epochs=args.epochs,

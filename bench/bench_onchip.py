@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse_mixed(spec: str) -> tuple[int, dict[str, int]]:
     """'W2:fc1=1,conv2=3' -> (2, {'fc1': 1, 'conv2': 3}): the other layers' bits, and the
-    named layers' own (QuantizeConfig checks the layer names and the ranges)."""
+    named layers' own (JobParams checks the layer names and the ranges)."""
     head, sep, rest = spec.partition(":")
     if not (head[:1] in ("W", "w") and head[1:].isdigit() and sep and rest):
         raise ValueError(f"mixed-bits config {spec!r} is not like W2:fc1=1")
@@ -293,7 +293,8 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
     import torch
 
     from server.data import load_dataset
-    from server.training.pipeline import QuantizeConfig, quantize_model, train_float
+    from server.params import JobParams
+    from server.training.pipeline import quantize_model, train_float
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
         _log(f"MNIST float model from {args.float_cache} ({fm.float_accuracy:.4f})")
     else:
         _log(f"MNIST float training ({len(ds.train_y)} images, {args.epochs or 'default'} epochs)")
-        fm = train_float(ds, QuantizeConfig(**base))
+        fm = train_float(ds, JobParams(**base))
         if args.float_cache is not None:
             torch.save(fm, args.float_cache)
     res["float_accuracy"] = fm.float_accuracy
@@ -330,7 +331,7 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
         work = Path(tmp)
         keep = args.keep_bundles or work / "bundles"
         for b, a, wq, layers in configs:
-            cfg = QuantizeConfig(
+            cfg = JobParams(
                 **base, weight_bits=b, activation_bits=a, weight_quantizer=wq, bits_per_layer=layers
             )
             r = quantize_model(fm, ds, cfg, keep)
@@ -353,10 +354,11 @@ def office10_row(args: argparse.Namespace, keep: Path, work: Path) -> dict[str, 
     """Train an office10 photonet (`--office10-epochs`), quantise it to W4A5 and measure it on
     the host and the Cortex-M4 (`--office10-images` photos)."""
     from server.data import load_dataset
-    from server.training.pipeline import QuantizeConfig, quantize_model, train_float
+    from server.params import JobParams
+    from server.training.pipeline import quantize_model, train_float
 
     office = load_dataset("office10", args.data_dir)
-    cfg = QuantizeConfig(
+    cfg = JobParams(
         dataset="office10",
         weight_bits=4,
         activation_bits=5,

@@ -23,7 +23,8 @@ import torch
 
 from bench.report import default_data_dir
 from server.data import load_dataset
-from server.training.pipeline import QuantizeConfig, quantize_model
+from server.params import JobParams
+from server.training.pipeline import quantize_model
 
 __all__ = ["main"]
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     ds = load_dataset("mnist", args.data_dir)
     fm = torch.load(args.float_cache, weights_only=False)
-    cfg = QuantizeConfig(
+    cfg = JobParams(
         dataset="mnist",
         weight_bits=4,
         activation_bits=4,

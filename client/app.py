@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.api import oip, pages, recognize, system
 from client.fetcher import BundleFetcher
+from client.logs import configure_logging
 from client.manager import BundleManager
 from client.metrics import ClientMetrics, MetricsMiddleware
 from client.serving.pipeline import make_pipeline
@@ -35,7 +36,7 @@ from client.settings import BundleSource, ClientSettings, load_settings
 from client.workers import serve_workers
 from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
-__all__ = ["create_app", "configure_logging", "serve_main"]
+__all__ = ["create_app", "serve_main"]
 
 log = logging.getLogger("client")
 
@@ -132,18 +133,6 @@ def create_app(
     app.include_router(oip.router)
     app.include_router(pages.router)  # the browser page at / (client/api/pages.py)
     return app
-
-
-def configure_logging(level: str) -> None:
-    """The client's log: its own changes of state (client.bundles), not one line per request
-    that httpx makes (its INFO "HTTP Request: GET .../bundles/latest 304" on every poll);
-    those show with --log-level debug."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    debugging = level.upper() == "DEBUG"
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
 
 
 def serve_main(argv: list[str], *, epilog: str | None = None) -> int:

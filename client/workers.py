@@ -47,7 +47,7 @@ def _serve(host: str, port: int, log_level: str) -> None:
     """One worker: its own socket, its own app."""
     import uvicorn
 
-    from client.app import configure_logging
+    from client.logs import configure_logging
 
     configure_logging(log_level)  # a spawned process starts with no logging set up
     config = uvicorn.Config(

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from server.params import JobParams, QuantizeConfig
+from server.params import JobParams
 from server.progress import ProgressEvent, ProgressFn, Throttle
 from shared.errors import SIQError
 
@@ -113,7 +113,7 @@ def quantize_main(argv: list[str]) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        config = QuantizeConfig.from_dict({k: getattr(args, k) for k in JobParams.model_fields})
+        config = JobParams.from_dict({k: getattr(args, k) for k in JobParams.model_fields})
         result = run_pipeline(config, data_dir, args.out, progress=_printer(time.monotonic()))
     except SIQError as exc:
         print(f"error ({exc.code}): {exc}", file=sys.stderr)

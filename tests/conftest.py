@@ -133,7 +133,9 @@ def mnist_w4a4_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     pass) for the whole session: the client's and the on-chip tests both read it, so it is
     trained once."""
     pipeline = pytest.importorskip("server.training.pipeline")
-    config = pipeline.QuantizeConfig(
+    from server.params import JobParams
+
+    config = JobParams(
         dataset="mnist",
         weight_bits=4,
         activation_bits=4,

@@ -1,7 +1,7 @@
 """The package boundaries of docs/ARCHITECTURE.md: shared/, client/ and the server's HTTP
-service (server/service, server/data, server/params.py, server/progress.py) never import
-torch (the client image carries none; training runs in its own worker process), server/
-never imports client/, client/ never imports server/.
+service (server/service, server/data, server/params.py, recipes.py, job_spec.py, progress.py)
+never import torch (the client image carries none; training runs in its own worker process),
+server/ never imports client/, client/ never imports server/.
 
 Checked three times: statically over every .py file (catches imports on paths a test never
 runs), in a fresh interpreter (catches torch pulled in through a dependency), and in a real
@@ -30,10 +30,19 @@ FORBIDDEN: dict[str, set[str]] = {
     "server/service": TORCH | {"server.training"},
     "server/data": TORCH | {"server.training", "server.service"},
     "server/params.py": TORCH | {"server.training", "server.service"},
+    "server/recipes.py": TORCH | {"server.training", "server.service"},
+    "server/job_spec.py": TORCH | {"server.training", "server.service"},
     "server/progress.py": TORCH | {"server.training", "server.service"},
 }
 # the server's torch-free modules, as imported in a fresh interpreter
-TORCH_FREE_SERVER = ["server/service", "server/data", "server/params.py", "server/progress.py"]
+TORCH_FREE_SERVER = [
+    "server/service",
+    "server/data",
+    "server/params.py",
+    "server/recipes.py",
+    "server/job_spec.py",
+    "server/progress.py",
+]
 
 
 def imported_modules(path: Path) -> set[str]:

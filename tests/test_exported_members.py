@@ -41,3 +41,13 @@ def test_package_exports_hide_none_of_its_modules(name: str) -> None:
     package = importlib.import_module(name)
     modules = {p.stem for p in (REPO_ROOT / name.replace(".", "/")).glob("*.py")}
     assert not modules & set(package.__all__), f"{name} exports the names of its modules"
+
+
+def test_every_folder_of_modules_is_a_package() -> None:
+    """pyproject's package discovery (and so the Docker images) takes only folders with an
+    __init__.py: a folder of modules without one would be missing from an install."""
+    folders = {p.parent for p in (REPO_ROOT / "shared").rglob("*.py")}
+    loose = sorted(
+        str(f.relative_to(REPO_ROOT)) for f in folders if not (f / "__init__.py").is_file()
+    )
+    assert not loose, f"folders of modules without __init__.py: {loose}"

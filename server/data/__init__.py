@@ -4,7 +4,7 @@
 here imports torch: the HTTP service lists data sets and checks job submissions with it.
 
 Every loader returns a `Dataset` (server/data/dataset.py) carrying its family's recipe of
-training defaults (server.params.RECIPES).
+training defaults (server.recipes.RECIPES).
 """
 
 from __future__ import annotations

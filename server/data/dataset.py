@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.params import Recipe
+from server.recipes import Recipe
 
 __all__ = ["Dataset", "DatasetInfo", "DIGIT_CLASSES", "split_validation"]
 
@@ -26,7 +26,7 @@ class Dataset:
     class_names: list[str]
     preprocess: dict  # the manifest's input.preprocess, e.g. {"kind": "digit"}
     arch: str  # model family: "lenet" (1x28x28) or "photonet" (3xSxS photos)
-    recipe: Recipe  # the family's training defaults (server.params.RECIPES)
+    recipe: Recipe  # the family's training defaults (server.recipes.RECIPES)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

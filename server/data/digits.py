@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from server.data.dataset import DIGIT_CLASSES, Dataset, DatasetInfo
-from server.params import RECIPES
+from server.recipes import RECIPES
 
 __all__ = ["NAME", "digit_to_mnist", "load_digits", "available", "load"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from server.data.dataset import Dataset, DatasetInfo
-from server.params import RECIPES
+from server.recipes import RECIPES
 from shared.errors import DatasetError, ImageError
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from server.data.dataset import DIGIT_CLASSES, Dataset, DatasetInfo
-from server.params import RECIPES
+from server.recipes import RECIPES
 from shared.errors import DatasetError
 
 __all__ = [

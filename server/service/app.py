@@ -30,6 +30,7 @@ from server.service.executor import make_runner
 from server.service.guard import Guard
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
+from server.service.openapi import install_openapi
 from server.service.settings import ServerSettings, load_settings, prepare_state_dir
 from server.service.sweeps import SweepCoordinator, SweepStore
 from shared.errors import ConfigError
@@ -123,6 +124,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    install_openapi(app, settings)  # security declared as this server checks it
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
     # outermost: refuses a bad token or an oversized body before anything reads the body

@@ -26,6 +26,7 @@ from typing import Any
 from server.service.derived import DerivedFiles
 from server.service.jobs import JobStore, connect, utcnow
 from server.service.publishing import PublishRule, publish_decision
+from shared.api import IterationMetrics, JobResult
 from shared.bundle import (
     BUNDLE_SUFFIX,
     Bundle,
@@ -154,20 +155,23 @@ class BundleStore:
         jobs: JobStore,
         job_id: str,
         attempt: int,
-        result: dict[str, Any],
+        result: JobResult,
         path: Path,
         rule: PublishRule,
+        *,
+        iterations: list[IterationMetrics] | None = None,
     ) -> bool:
         """Record a job's success and its bundle (published if `rule` lets it) in one
         transaction, unless a cancel was accepted meanwhile: then False and nothing recorded
         (the caller finishes the job cancelled). Both executors end a good job here."""
-        result = {**result, **self.judge(path, rule)}
-        row = self.row_for(path, job_id, published=result["published"])
+        result = result.model_copy(update=self.judge(path, rule))
+        row = self.row_for(path, job_id, published=bool(result.published))
         return jobs.finish(
             job_id,
             attempt,
             "succeeded",
             result=result,
+            iterations=iterations,
             unless_cancelled=True,
             also=lambda conn: self.insert(conn, row),
         )

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from server.service.bundles import BundleStore
 from server.service.jobs import JobStore
-from server.service.runner import JobRunner
+from server.service.local_runner import JobRunner
 from server.service.settings import ServerSettings
 from shared.errors import ConfigError
 

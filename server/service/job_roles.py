@@ -1,16 +1,12 @@
 """What one job runs, for both executors (local worker processes and Ray tasks), and where a
 sweep's float checkpoints live.
 
-A job runs the configured pipeline (`SIQ_PIPELINE`, by default
-server.training.pipeline:run_job). A sweep marks its cells in their config under `"sweep"`:
-
-    {"id": S, "role": "lead"}                     trains the float model of its seed, hands
-                                                  the float checkpoint over as soon as it
-                                                  exists (`on_checkpoint`), then quantises
-    {"id": S, "role": "child", "float_job": J}    quantises from job J's float checkpoint
-
-so the float model trains once per seed. Every role ends with a bundle, so every cell is an
-ordinary job. Torch-free: the pipeline is imported by name, in the process that runs it.
+A job runs the configured pipeline (`SIQ_PIPELINE`, by default server.training.job:run_job),
+a `PipelineFn`: the job's `JobSpec` in, its result out, its bundle written to `out_dir`. A
+sweep cell (role `SweepCell`) starts from its lead's float checkpoint (`checkpoint`); a lead
+(`SweepLead`) hands its own over through `on_checkpoint` as soon as it exists; every role
+ends with a bundle. Torch-free: the pipeline is imported by name, in the process that runs
+it.
 """
 
 from __future__ import annotations
@@ -20,8 +16,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from server.job_spec import JobSpec, SweepCell
+from server.progress import ProgressFn
+from shared.api import IterationMetrics, JobResult
 from shared.errors import ConfigError
 
 __all__ = [
@@ -29,41 +28,50 @@ __all__ = [
     "PipelineFn",
     "execute_job",
     "resolve_pipeline",
-    "sweep_role",
-    "float_job_of",
+    "lead_job",
     "checkpoint_path",
     "read_checkpoint",
     "write_checkpoint",
 ]
 
-# 'module:function' (config dict, data_dir, out_dir, progress=, should_cancel=, job_id=,
-# and for sweep cells checkpoint=, on_checkpoint=) -> result dict.
-PipelineFn = Callable[..., dict[str, Any]]
+
+class PipelineFn(Protocol):
+    """'module:function' that runs a job: the result as a dict of `JobResult`'s fields plus
+    `iterations` (each an `IterationMetrics`); the bundle written as `out_dir/<id>.siq`."""
+
+    def __call__(
+        self,
+        spec: JobSpec,
+        data_dir: Path | None,
+        out_dir: Path,
+        *,
+        progress: ProgressFn,
+        should_cancel: Callable[[], bool],
+        job_id: str,
+        checkpoint: bytes | None,
+        on_checkpoint: Callable[[bytes], object],
+    ) -> dict[str, Any]: ...
 
 
 @dataclass
 class JobOutput:
-    result: dict[str, Any]  # the pipeline's result dict (bundle_id, accuracies, ...)
+    result: JobResult  # accuracies, sizes, bundle id, ...
+    iterations: list[IterationMetrics]  # the SIQ iterations, in order
     bundle: bytes  # the bundle file's bytes
 
 
 def resolve_pipeline(ref: str) -> PipelineFn:
     module, _, attr = ref.partition(":")
     try:
-        return getattr(importlib.import_module(module), attr)
+        fn: PipelineFn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"pipeline {ref!r} cannot be loaded: {exc}") from exc
+    return fn
 
 
-def sweep_role(config: dict[str, Any]) -> dict[str, Any] | None:
-    role = config.get("sweep")
-    return role if isinstance(role, dict) else None
-
-
-def float_job_of(config: dict[str, Any]) -> str | None:
-    """The lead job whose float checkpoint a sweep child starts from (None for others)."""
-    role = sweep_role(config)
-    return str(role["float_job"]) if role and role.get("role") == "child" else None
+def lead_job(spec: JobSpec) -> str | None:
+    """The sweep lead whose float checkpoint this job starts from (None: it trains its own)."""
+    return spec.role.lead_job if isinstance(spec.role, SweepCell) else None
 
 
 def checkpoint_path(checkpoint_dir: Path, job_id: str) -> Path:
@@ -90,21 +98,31 @@ def write_checkpoint(checkpoint_dir: Path, job_id: str, data: bytes) -> Path:
 
 def execute_job(
     pipeline_ref: str,
-    config: dict[str, Any],
+    spec: JobSpec,
     data_dir: Path | None,
     out_dir: Path,
     *,
-    progress: Callable[[Any], None],
+    progress: ProgressFn,
     should_cancel: Callable[[], bool],
     job_id: str,
     checkpoint: bytes | None = None,
-    on_checkpoint: Callable[[bytes], object] | None = None,
+    on_checkpoint: Callable[[bytes], object],
 ) -> JobOutput:
     """Run the job; its bundle is written to `out_dir/<id>.siq` and returned as bytes too.
-    Only a sweep cell gets the checkpoint hooks (a plain pipeline need not know them)."""
-    hooks: dict[str, Any] = {"progress": progress, "should_cancel": should_cancel}
-    if sweep_role(config) is not None:
-        hooks.update(checkpoint=checkpoint, on_checkpoint=on_checkpoint)
-    result = resolve_pipeline(pipeline_ref)(config, data_dir, out_dir, job_id=job_id, **hooks)
-    bundle = (out_dir / f"{result['bundle_id']}.siq").read_bytes()
-    return JobOutput(result=result, bundle=bundle)
+    A result the pipeline returns that is not a `JobResult` fails the job (ValidationError)."""
+    raw = resolve_pipeline(pipeline_ref)(
+        spec,
+        data_dir,
+        out_dir,
+        progress=progress,
+        should_cancel=should_cancel,
+        job_id=job_id,
+        checkpoint=checkpoint,
+        on_checkpoint=on_checkpoint,
+    )
+    iterations = [IterationMetrics.model_validate(it) for it in raw.get("iterations") or ()]
+    result = JobResult.model_validate(
+        {k: v for k, v in raw.items() if k not in ("iterations", "bundle_path")}
+    )
+    bundle = (out_dir / f"{result.bundle_id}.siq").read_bytes()
+    return JobOutput(result=result, iterations=iterations, bundle=bundle)

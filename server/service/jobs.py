@@ -4,29 +4,44 @@ read and write (WAL mode, short transactions, a fresh connection per operation).
 States: queued -> running -> succeeded | failed | cancelled. A worker only finishes a job it
 still owns: every claim bumps `attempt`, and terminal writes are conditional on it, so a
 straggler process can never overwrite the verdict of a restarted server.
+
+A row holds the job's `JobSpec` (server/job_spec.py) in two columns: `config`, the parameters
+the caller set (JSON), and `role`, the role as JSON (NULL for a plain job). `JobRecord` reads a
+row back as typed models. A database written before roles had a column kept a sweep cell's
+role inside its config (`"sweep": {...}`); `init_schema` moves it into `role` (schema version 1).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from server.job_spec import JobRole, JobSpec, PlainJob, SweepCell, SweepLead
+from server.params import JobParams
+from server.progress import ProgressEvent
+from shared.api import ErrorInfo, IterationMetrics, JobResult, JobStatus, Progress
 from shared.errors import ConflictError, NotFoundError, QueueFullError
 
 __all__ = [
     "JobStore",
     "JobRecord",
+    "progress_of",
     "connect",
     "utcnow",
 ]
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1  # 1: the `role` column
 
 
 def utcnow() -> str:
@@ -59,6 +74,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT UNIQUE NOT NULL,
     status TEXT NOT NULL,
     config TEXT NOT NULL,
+    role TEXT,
     idempotency_key TEXT UNIQUE,
     request_hash TEXT,
     created TEXT NOT NULL,
@@ -75,18 +91,21 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 
 
-@dataclass
-class JobRecord:
+class JobRecord(BaseModel):
+    """One job as the store holds it."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str
-    status: str
-    config: dict[str, Any]
-    created: str
-    started: str | None = None
-    finished: str | None = None
-    progress: dict[str, Any] | None = None
-    iterations: list[dict[str, Any]] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    status: JobStatus
+    spec: JobSpec
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+    progress: Progress | None = None
+    iterations: list[IterationMetrics] = Field(default_factory=list)
+    result: JobResult | None = None
+    error: ErrorInfo | None = None
     cancel_requested: bool = False
     attempt: int = 0
 
@@ -98,7 +117,7 @@ class JobRecord:
         return cls(
             id=row["id"],
             status=row["status"],
-            config=load("config"),
+            spec=JobSpec(params=_stored_params(row["config"]), role=_role(row["role"])),
             created=row["created"],
             started=row["started"],
             finished=row["finished"],
@@ -113,8 +132,63 @@ class JobRecord:
     def seconds(self) -> float | None:
         if self.started is None or self.finished is None:
             return None
-        delta = datetime.fromisoformat(self.finished) - datetime.fromisoformat(self.started)
-        return delta.total_seconds()
+        return (self.finished - self.started).total_seconds()
+
+
+def _stored_params(text: str) -> JobParams:
+    """A row's parameters. One that today's bounds refuse (written before they were
+    tightened) still reads, unvalidated: the record shows what ran; running it again fails
+    with the bound's message."""
+    try:
+        return JobParams.model_validate_json(text)
+    except ValidationError as exc:
+        data = json.loads(text)
+        log.warning("a stored job config no longer validates (%s); read as stored", exc)
+        return JobParams.model_construct(_fields_set=set(data), **data)
+
+
+_ROLE: TypeAdapter[JobRole] = TypeAdapter(JobRole)
+
+
+def _role(text: str | None) -> JobRole:
+    return PlainJob() if text is None else _ROLE.validate_json(text)
+
+
+def _config_text(spec: JobSpec) -> str:
+    """The parameters the caller set, as stored (and hashed for Idempotency-Key)."""
+    return json.dumps(spec.params.model_dump(exclude_unset=True), sort_keys=True)
+
+
+def _role_text(role: JobRole) -> str | None:
+    return None if isinstance(role, PlainJob) else role.model_dump_json()
+
+
+def _request_hash(config_text: str, role_text: str | None) -> str:
+    """What an Idempotency-Key is bound to (for a plain job: its parameters alone, as before
+    roles had a column, so a retry across the upgrade still matches)."""
+    text = config_text if role_text is None else f"{config_text}\0{role_text}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _legacy_role(sweep: Any) -> str:
+    """A role kept inside the config by the old store, as a `role` column's JSON."""
+    if sweep.get("role") == "child":
+        role: JobRole = SweepCell(sweep_id=str(sweep["id"]), lead_job=str(sweep["float_job"]))
+    else:
+        role = SweepLead(sweep_id=str(sweep["id"]))
+    return role.model_dump_json()
+
+
+def progress_of(event: ProgressEvent) -> tuple[Progress, IterationMetrics | None]:
+    """A pipeline's progress event as the job's progress and, when an SIQ iteration ended,
+    that iteration (what `JobStore.set_progress` records)."""
+    progress = Progress(
+        stage=str(event.get("stage") or "running"),
+        fraction=min(1.0, max(0.0, float(event.get("fraction") or 0.0))),
+        message=str(event.get("message") or ""),
+    )
+    iteration = event.get("iteration")
+    return progress, None if iteration is None else IterationMetrics.model_validate(iteration)
 
 
 def _plain(value: Any) -> Any:
@@ -124,7 +198,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _dumps(value: Any) -> str | None:
+def _dumps(value: BaseModel | list[Any] | None) -> str | None:
+    if isinstance(value, BaseModel):
+        return json.dumps(value.model_dump(), default=_plain, sort_keys=True)
     return None if value is None else json.dumps(value, default=_plain, sort_keys=True)
 
 
@@ -139,18 +215,43 @@ class JobStore:
             conn.executescript(_SCHEMA)
         finally:
             conn.close()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database an older server wrote up to SCHEMA_VERSION."""
+        with connect(self.db_path) as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}
+            if "role" not in columns:
+                conn.execute("ALTER TABLE jobs ADD COLUMN role TEXT")
+            rows = conn.execute(
+                "SELECT id, config FROM jobs WHERE config LIKE '%\"sweep\"%'"
+            ).fetchall()
+            for job_id, text in rows:
+                config = json.loads(text)
+                sweep = config.pop("sweep", None)
+                if not isinstance(sweep, dict):
+                    continue
+                config_text, role_text = json.dumps(config, sort_keys=True), _legacy_role(sweep)
+                conn.execute(
+                    "UPDATE jobs SET config = ?, role = ?, request_hash = ? WHERE id = ?",
+                    (config_text, role_text, _request_hash(config_text, role_text), job_id),
+                )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------ API side
 
     def create(
         self,
-        config: dict[str, Any],
+        spec: JobSpec,
         idempotency_key: str | None = None,
         max_queued: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """A new queued job, or (with a known idempotency key) the job it made before.
         Returns (job, created). QueueFullError when `max_queued` jobs are queued already."""
-        request_hash = hashlib.sha256(_dumps(config).encode()).hexdigest()  # type: ignore[union-attr]
+        config_text, role_text = _config_text(spec), _role_text(spec.role)
+        request_hash = _request_hash(config_text, role_text)
         with connect(self.db_path) as conn:
             if idempotency_key is not None:
                 row = conn.execute(
@@ -174,9 +275,9 @@ class JobStore:
                     )
             job_id = uuid.uuid4().hex
             conn.execute(
-                "INSERT INTO jobs (id, status, config, idempotency_key, request_hash, created)"
-                " VALUES (?, 'queued', ?, ?, ?, ?)",
-                (job_id, _dumps(config), idempotency_key, request_hash, utcnow()),
+                "INSERT INTO jobs (id, status, config, role, idempotency_key, request_hash,"
+                " created) VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, config_text, role_text, idempotency_key, request_hash, utcnow()),
             )
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return JobRecord.from_row(row), True
@@ -243,7 +344,7 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET status = 'running', started = ?, attempt = attempt + 1,"
                 " progress = ? WHERE id = ?",
-                (utcnow(), _dumps({"stage": "starting", "fraction": 0.0, "message": ""}), row[0]),
+                (utcnow(), _dumps(Progress(stage="starting", fraction=0.0)), row[0]),
             )
             claimed = conn.execute("SELECT * FROM jobs WHERE id = ?", (row[0],)).fetchone()
         return JobRecord.from_row(claimed)
@@ -263,13 +364,17 @@ class JobStore:
         return bool(row and row[0])
 
     def set_progress(
-        self, job_id: str, attempt: int, progress: dict[str, Any], iteration: dict | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        progress: Progress,
+        iteration: IterationMetrics | None = None,
     ) -> None:
         with connect(self.db_path) as conn:
             if iteration is not None:
                 row = conn.execute("SELECT iterations FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 iterations = json.loads(row[0]) if row else []
-                iterations.append(iteration)
+                iterations.append(iteration.model_dump())
                 conn.execute(
                     "UPDATE jobs SET iterations = ? WHERE id = ? AND status = 'running'"
                     " AND attempt = ?",
@@ -286,21 +391,23 @@ class JobStore:
         attempt: int | None,
         status: str,
         *,
-        result: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
+        result: JobResult | None = None,
+        iterations: list[IterationMetrics] | None = None,
+        error: ErrorInfo | None = None,
         unless_cancelled: bool = False,
         also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> bool:
         """Move a running job to a terminal state; False if it is no longer ours to finish.
         `attempt=None` finishes whichever attempt is running (the runner's verdict).
+        `iterations`, when given, replace those the progress reports collected.
         `unless_cancelled`: not if a cancel was accepted meanwhile (checked in the same
         transaction, so a cancel is either honoured or answered 409 "already succeeded").
         `also(conn)` runs in the same transaction when the job was finished."""
         sets = "status = ?, finished = ?, result = ?, error = ?"
         args: list[Any] = [status, utcnow(), _dumps(result), _dumps(error)]
-        if result is not None and isinstance(result.get("iterations"), list):
+        if iterations is not None:
             sets += ", iterations = ?"
-            args.append(_dumps(result["iterations"]))
+            args.append(json.dumps([it.model_dump() for it in iterations], default=_plain))
         query = f"UPDATE jobs SET {sets} WHERE id = ? AND status = 'running'"
         args.append(job_id)
         if attempt is not None:
@@ -314,14 +421,13 @@ class JobStore:
                 also(conn)
             return finished
 
-    def interrupt_running(self, message: str) -> list[str]:
-        """Fail every job still marked running (its process is gone): error `interrupted`."""
-        error = _dumps({"code": "interrupted", "message": message})
+    def interrupt_running(self, error: ErrorInfo) -> list[str]:
+        """Fail every job still marked running (its process is gone) with `error`."""
         with connect(self.db_path) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'running'")]
             conn.execute(
                 "UPDATE jobs SET status = 'failed', finished = ?, error = ? WHERE status = 'running'",
-                (utcnow(), error),
+                (utcnow(), _dumps(error)),
             )
         return ids
 

@@ -33,11 +33,12 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 
 from server.service.bundles import BundleStore
-from server.service.job_roles import float_job_of, read_checkpoint, write_checkpoint
-from server.service.jobs import JobRecord, JobStore
-from server.service.ray_task import NAMESPACE, TASK_NAME, JobLedger, run_job_task
-from server.service.runner import INTERRUPTED, error_record
+from server.service.job_roles import lead_job, read_checkpoint, write_checkpoint
+from server.service.jobs import JobRecord, JobStore, progress_of
+from server.service.ray_task import NAMESPACE, TASK_NAME, JobLedger, Outcome, run_job_task
 from server.service.settings import ServerSettings
+from server.service.verdicts import error_record, interrupted, job_error
+from shared.api import ErrorInfo
 from shared.bundle import write_bundle_atomic
 from shared.errors import ConfigError
 
@@ -149,12 +150,7 @@ class RayRunner:
                 self._drain()  # outcomes that arrived meanwhile are kept, not failed
             for job_id, task in list(self._tasks.items()):
                 ray.cancel(task.ref, force=True)
-                self.store.finish(
-                    job_id,
-                    task.attempt,
-                    "failed",
-                    error={"code": "interrupted", "message": INTERRUPTED},
-                )
+                self.store.finish(job_id, task.attempt, "failed", error=interrupted())
                 self.on_job_end(job_id)
             self._tasks.clear()
         finally:
@@ -174,12 +170,13 @@ class RayRunner:
         recovered = 0
         for job in running:
             found = ray.get(self._ledger.outcome.remote(job.id))
-            if found is not None and found[0] == job.attempt:
+            # (an outcome of another server version's shape is not ours to read: interrupted)
+            if found is not None and found[0] == job.attempt and isinstance(found[1], Outcome):
                 self._apply(job.id, job.attempt, found[1])
                 recovered += 1
         for stale in finished - {job.id for job in running}:
             self._ledger.forget.remote(stale)  # recorded before the restart already
-        lost = self.store.interrupt_running(INTERRUPTED)
+        lost = self.store.interrupt_running(interrupted())
         if recovered or lost:
             log.warning(
                 "restart: %d finished job(s) recovered, %d interrupted", recovered, len(lost)
@@ -228,7 +225,7 @@ class RayRunner:
                 self._ledger,
                 job.id,
                 job.attempt,
-                job.config,
+                job.spec,
                 self.settings.pipeline,
                 str(self.settings.data_dir) if self.settings.data_dir else None,
                 checkpoint,
@@ -241,27 +238,22 @@ class RayRunner:
         log.info("job %s submitted as Ray task %s", job.id, ref.hex()[:16])
 
     def _checkpoint_for(self, job: JobRecord) -> Any:
-        """A sweep child's float checkpoint, put into the object store once per float job."""
-        float_job = float_job_of(job.config)
-        if float_job is None:
+        """A sweep cell's float checkpoint, put into the object store once per lead job."""
+        lead = lead_job(job.spec)
+        if lead is None:
             return None
-        if float_job not in self._checkpoint_refs:
-            data = read_checkpoint(self.settings.checkpoint_dir, float_job)
-            self._checkpoint_refs[float_job] = ray.put(data)
+        if lead not in self._checkpoint_refs:
+            data = read_checkpoint(self.settings.checkpoint_dir, lead)
+            self._checkpoint_refs[lead] = ray.put(data)
             while len(self._checkpoint_refs) > CHECKPOINT_REFS_KEPT:
                 self._checkpoint_refs.pop(next(iter(self._checkpoint_refs)))
-        return self._checkpoint_refs[float_job]
+        return self._checkpoint_refs[lead]
 
     def _drain(self) -> list[str]:
         """Record progress and checkpoints; collect tasks that finished. The finished ids."""
         drained = ray.get(self._ledger.drain.remote(), timeout=30)
         for job_id, attempt, event in drained["events"]:
-            progress = {
-                "stage": str(event.get("stage") or "running"),
-                "fraction": min(1.0, max(0.0, float(event.get("fraction") or 0.0))),
-                "message": str(event.get("message") or ""),
-            }
-            self.store.set_progress(job_id, attempt, progress, event.get("iteration"))
+            self.store.set_progress(job_id, attempt, *progress_of(event))
         for job_id, _attempt, data in drained["checkpoints"]:
             write_checkpoint(self.settings.checkpoint_dir, job_id, data)
         for job_id in drained["finished"]:
@@ -278,47 +270,54 @@ class RayRunner:
         if found is not None and found[0] == task.attempt:
             self._apply(job_id, task.attempt, found[1])
             return
+        error: ErrorInfo | None
         try:
             ray.get(task.ref, timeout=5)
-            error = {"code": "internal_error", "message": "the Ray task left no outcome"}
+            error = job_error("internal_error", "the Ray task left no outcome")
         except TaskCancelledError:
             error = None
         except GetTimeoutError:
             self._tasks[job_id] = task  # the outcome is on its way; look again next tick
             return
         except RayError as exc:
-            error = {
-                "code": WORKER_DIED,
-                "message": "the Ray worker running this job died before it finished "
+            error = job_error(
+                WORKER_DIED,
+                "the Ray worker running this job died before it finished "
                 f"({type(exc).__name__}: killed, out of memory, or its node left the "
                 "cluster); it is not retried: submit it again",
-            }
+            )
         if error is None or self.store.cancel_requested(job_id):
             self.store.finish(job_id, task.attempt, "cancelled")
         else:
-            log.error("job %s: %s", job_id, error["message"])
+            log.error("job %s: %s", job_id, error.message)
             self.store.finish(job_id, task.attempt, "failed", error=error)
         self.on_job_end(job_id)
 
-    def _apply(self, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
+    def _apply(self, job_id: str, attempt: int, outcome: Outcome) -> None:
         """Record a deposited outcome: success and the bundle's row together (unless a
         cancel came first), else the failure or the cancel."""
-        if outcome["status"] == "succeeded":
+        recorded, error = False, outcome.error
+        if outcome.output is not None:
+            out = outcome.output
             try:
-                path = write_bundle_atomic(self.settings.bundle_dir, outcome["bundle"])
-                result = dict(outcome["result"], bundle_path=str(path))
-                rule = self.settings.publish_rule
-                if self.bundles.finish_succeeded(self.store, job_id, attempt, result, path, rule):
-                    outcome = {"status": "recorded"}
-                else:  # a cancel accepted meanwhile is honoured (issue 11, item 6)
-                    outcome = {"status": "cancelled", "error": None}
+                path = write_bundle_atomic(self.settings.bundle_dir, out.bundle)
+                recorded = self.bundles.finish_succeeded(
+                    self.store,
+                    job_id,
+                    attempt,
+                    out.result,
+                    path,
+                    self.settings.publish_rule,
+                    iterations=out.iterations,
+                )
+                # not recorded: a cancel accepted meanwhile is honoured (issue 11, item 6)
             except Exception as exc:  # noqa: BLE001 - a bad bundle fails its job, not the loop
-                outcome = {"status": "failed", "error": error_record(exc)}
-        if outcome["status"] != "recorded":
-            if self.store.cancel_requested(job_id):
+                error = error_record(exc)
+        if not recorded:
+            if error is None or self.store.cancel_requested(job_id):
                 self.store.finish(job_id, attempt, "cancelled")
             else:
-                self.store.finish(job_id, attempt, "failed", error=outcome["error"])
+                self.store.finish(job_id, attempt, "failed", error=error)
         self._ledger.forget.remote(job_id)
         self.on_job_end(job_id)
 

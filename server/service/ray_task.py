@@ -19,17 +19,29 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from server.job_spec import JobSpec
 from server.progress import ProgressEvent, Throttle
+from server.service.job_roles import JobOutput
+from shared.api import ErrorInfo
 
-__all__ = ["JobLedger", "run_job_task", "NAMESPACE", "TASK_NAME"]
+__all__ = ["JobLedger", "Outcome", "run_job_task", "NAMESPACE", "TASK_NAME"]
 
 NAMESPACE = "siq"
 TASK_NAME = "siq_job"  # Ray names the worker process `ray::siq_job` while it runs one
+
+
+@dataclass
+class Outcome:
+    """How a job's task ended: its output (result, iterations, bundle bytes) or its error."""
+
+    output: JobOutput | None = None
+    error: ErrorInfo | None = None
 
 
 class JobLedger:
@@ -38,7 +50,7 @@ class JobLedger:
     def __init__(self) -> None:
         self._events: list[tuple[str, int, dict[str, Any]]] = []
         self._checkpoints: list[tuple[str, int, bytes]] = []
-        self._outcomes: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._outcomes: dict[str, tuple[int, Outcome]] = {}
 
     def report(self, job_id: str, attempt: int, event: dict[str, Any]) -> None:
         self._events.append((job_id, attempt, event))
@@ -46,7 +58,7 @@ class JobLedger:
     def checkpoint(self, job_id: str, attempt: int, data: bytes) -> None:
         self._checkpoints.append((job_id, attempt, data))
 
-    def deposit(self, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
+    def deposit(self, job_id: str, attempt: int, outcome: Outcome) -> None:
         self._outcomes[job_id] = (attempt, outcome)
 
     def drain(self) -> dict[str, Any]:
@@ -55,7 +67,7 @@ class JobLedger:
         checkpoints, self._checkpoints = self._checkpoints, []
         return {"events": events, "checkpoints": checkpoints, "finished": list(self._outcomes)}
 
-    def outcome(self, job_id: str) -> tuple[int, dict[str, Any]] | None:
+    def outcome(self, job_id: str) -> tuple[int, Outcome] | None:
         return self._outcomes.get(job_id)
 
     def forget(self, job_id: str) -> None:
@@ -79,7 +91,7 @@ def run_job_task(
     ledger: Any,
     job_id: str,
     attempt: int,
-    config: dict[str, Any],
+    spec: JobSpec,
     pipeline_ref: str,
     data_dir: str | None,
     checkpoint: bytes | None,
@@ -87,7 +99,7 @@ def run_job_task(
     """The body of the Ray task (declared with resources by the runner). Returns the verdict;
     the outcome itself is in the ledger before this returns."""
     from server.service.job_roles import execute_job
-    from server.service.runner import error_record
+    from server.service.verdicts import error_record
 
     ran_on: dict[str, Any] = {
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -109,7 +121,7 @@ def run_job_task(
         with tempfile.TemporaryDirectory(prefix="siq-ray-") as tmp:
             out = execute_job(
                 pipeline_ref,
-                config,
+                spec,
                 Path(local_data) if local_data else None,
                 Path(tmp),
                 progress=_Progress(ledger, job_id, attempt),
@@ -118,10 +130,9 @@ def run_job_task(
                 checkpoint=checkpoint,
                 on_checkpoint=lambda data: ledger.checkpoint.remote(job_id, attempt, data),
             )
-        result = {k: v for k, v in out.result.items() if k != "bundle_path"}
-        result["ray_node"] = ran_on
-        outcome: dict[str, Any] = {"status": "succeeded", "result": result, "bundle": out.bundle}
+        out.result = out.result.model_copy(update={"ray_node": ran_on})
+        outcome = Outcome(output=out)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's verdict
-        outcome = {"status": "failed", "error": error_record(exc)}
+        outcome = Outcome(error=error_record(exc))
     ray.get(ledger.deposit.remote(job_id, attempt, outcome))
-    return str(outcome["status"])
+    return "succeeded" if outcome.output is not None else "failed"

@@ -26,7 +26,7 @@ from shared.errors import ConfigError
 __all__ = ["ServerSettings", "load_settings", "prepare_state_dir"]
 
 log = logging.getLogger(__name__)
-REAL_PIPELINE = "server.training.pipeline:run_job"
+REAL_PIPELINE = "server.training.job:run_job"
 
 
 class ServerSettings(BaseSettings):

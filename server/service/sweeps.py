@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from server.job_spec import JobRole, JobSpec, SweepCell, SweepLead
+from server.params import JobParams
 from server.service.job_roles import checkpoint_path
 from server.service.jobs import JobRecord, JobStore, connect, utcnow
 from shared.errors import ConflictError, NotFoundError
@@ -85,7 +87,7 @@ class SweepStore:
                 ],
             )
         for seed, (wb, ab) in leads.items():
-            self._queue(sweep_id, request, seed, wb, ab, {"id": sweep_id, "role": "lead"})
+            self._queue(sweep_id, request, seed, wb, ab, SweepLead(sweep_id=sweep_id))
         return sweep_id
 
     def _queue(
@@ -95,18 +97,20 @@ class SweepStore:
         seed: int,
         wb: int,
         ab: int,
-        role: dict[str, Any],
+        role: JobRole,
     ) -> None:
-        config = {
-            "dataset": request["dataset"],
-            "weight_bits": wb,
-            "activation_bits": ab,
-            "seed": seed,
-            **request["knobs"],
-            "sweep": role,
-        }
+        params = JobParams.model_validate(
+            {
+                "dataset": request["dataset"],
+                "weight_bits": wb,
+                "activation_bits": ab,
+                "seed": seed,
+                **request["knobs"],
+            }
+        )
         # The idempotency key makes a repeated advance() (two threads, a restart) harmless.
-        job, _ = self.jobs.create(config, f"sweep:{sweep_id}:{seed}:{wb}:{ab}")
+        key = f"sweep:{sweep_id}:{seed}:{wb}:{ab}"
+        job, _ = self.jobs.create(JobSpec(params=params, role=role), key)
         with connect(self.db_path) as conn:
             conn.execute(
                 "UPDATE sweep_runs SET job_id = ? WHERE sweep_id = ? AND seed = ?"
@@ -126,7 +130,7 @@ class SweepStore:
         queued = 0
         for sweep_id, seed, wb, ab, lead_job, request in waiting:
             if checkpoint_path(self.checkpoint_dir, lead_job).exists():
-                role = {"id": sweep_id, "role": "child", "float_job": lead_job}
+                role = SweepCell(sweep_id=sweep_id, lead_job=lead_job)
                 self._queue(sweep_id, json.loads(request), seed, wb, ab, role)
                 queued += 1
         return queued
@@ -208,9 +212,9 @@ def _run_view(
     view["status"] = job.status
     if job.result:
         for key in ("quantized_accuracy", "float_accuracy", "bundle_id", "bundle_bytes"):
-            view[key] = job.result.get(key)
+            view[key] = getattr(job.result, key)
     if job.error:
-        view["error"] = job.error
+        view["error"] = job.error.model_dump()
     return view
 
 

@@ -8,7 +8,7 @@ from the `torch.Generator` passed in, which keeps training seeded and reproducib
   resampled back to H x W with one `affine_grid` + `grid_sample` for the whole batch;
   the same affine map also does the horizontal flip.
 - `color_jitter`: per-image brightness (multiplicative) and contrast (around the image mean).
-- `augment_photos`: both, with a recipe's `PhotoAugment` settings (server/params.py holds
+- `augment_photos`: both, with a recipe's `PhotoAugment` settings (server/recipes.py holds
   the defaults); `augment_for(recipe)` is the batch hook training calls, or None: the
   photos' or, for digits, `augment_digits.augment_handwriting`.
 """
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from server.params import PhotoAugment, Recipe
+from server.recipes import PhotoAugment, Recipe
 from server.training.augment_digits import augment_handwriting
 
 __all__ = ["AugmentFn", "random_resized_crop", "color_jitter", "augment_photos", "augment_for"]

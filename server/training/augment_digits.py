@@ -19,7 +19,7 @@ each variation on a float batch `x` (B, 1, 28, 28) in [0, 1], in plain torch, se
   the preprocessing does, so the network always sees inputs of the served range.
 
 `augment_handwriting` applies each with its own probability (`HandwritingAugment` in
-server/params.py, the MNIST recipe's); a share of every batch (`keep`) stays as it is, so
+server/recipes.py, the MNIST recipe's); a share of every batch (`keep`) stays as it is, so
 MNIST itself is still learnt as well as before.
 """
 
@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from server.params import HandwritingAugment
+from server.recipes import HandwritingAugment
 
 __all__ = [
     "augment_handwriting",
@@ -152,7 +152,7 @@ def augment_handwriting(
     params: HandwritingAugment | None = None,
 ) -> torch.Tensor:
     """All of the above, each image drawing its own, sized by `params` (the MNIST recipe's,
-    server/params.py). (B, 1, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1]."""
+    server/recipes.py). (B, 1, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1]."""
     p = (params or HandwritingAugment()).model_dump()
     b = x.shape[0]
     out = random_affine(

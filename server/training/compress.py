@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server.params import QuantizeConfig
+from server.params import JobParams
 from server.training.allocate import LayerOption, allocate
 from server.training.codebook import assign_codes, fit_codebook, snap_to_grid
 from server.training.models import GraphNet, layer_name, weighted_layers
@@ -66,7 +66,7 @@ class CompressionPlan:
     unit_pruned: tuple[str, ...] = ()  # layers whose sparsity prunes whole output units
 
 
-def wants_compression(config: QuantizeConfig) -> bool:
+def wants_compression(config: JobParams) -> bool:
     return any(
         v is not None
         for v in (
@@ -78,7 +78,7 @@ def wants_compression(config: QuantizeConfig) -> bool:
     )
 
 
-def check_layer_names(config: QuantizeConfig, model: GraphNet) -> None:
+def check_layer_names(config: JobParams, model: GraphNet) -> None:
     """ConfigError naming the field when bits_per_layer / sparsity_per_layer name a layer
     the model does not have."""
     names = [layer_name(m) for m in weighted_layers(model)]
@@ -178,7 +178,7 @@ def unit_prunable(model: GraphNet) -> list[str]:
 
 
 def _choices(
-    config: QuantizeConfig, names: list[str], units: list[str]
+    config: JobParams, names: list[str], units: list[str]
 ) -> dict[str, list[tuple[int, float, bool]]]:
     """(bits, sparsity, units) candidates per layer, explicit settings fixing their part.
     Under a byte budget the `units` layers prune whole output units and take any bits from
@@ -216,7 +216,7 @@ def _choices(
 def plan_compression(
     model: GraphNet,
     val: tuple[np.ndarray, np.ndarray],
-    config: QuantizeConfig,
+    config: JobParams,
     *,
     method: str,
     codebook_bits: int,

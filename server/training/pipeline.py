@@ -4,7 +4,7 @@ the integer engine (docs/ARCHITECTURE.md, "The pipeline").
 `run_pipeline` is what a job runs. The benchmarks use the two halves separately, so one float
 model serves many (weight bits, activation bits) configurations:
 
-    ds = load_for(config, data_dir)
+    ds = load_job_dataset(config, data_dir)
     fm = train_float(ds, config)                       # FloatModel
     result = quantize_model(fm, ds, config, out_dir)   # PipelineResult
 """
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from server.data import Dataset, load_dataset, split_validation
-from server.params import QuantizeConfig
+from server.params import JobParams
 from server.progress import ProgressFn, Reporter
 from server.training.augment import augment_for
 from server.training.batchnorm import fold_batchnorm
@@ -49,15 +49,13 @@ from shared.bundle import bundle_id, decode_bundle, write_bundle_atomic
 from shared.errors import ConfigError
 
 __all__ = [
-    "QuantizeConfig",
     "JobCancelled",
     "FloatModel",
     "PipelineResult",
-    "load_for",
+    "load_job_dataset",
     "train_float",
     "quantize_model",
     "run_pipeline",
-    "run_job",
 ]
 
 VALIDATION_FRACTION = 0.1
@@ -104,7 +102,8 @@ class PipelineResult:
         return asdict(self)
 
 
-def load_for(config: QuantizeConfig, data_dir: Path | None) -> Dataset:
+def load_job_dataset(config: JobParams, data_dir: Path | None) -> Dataset:
+    """The job's data set, cut to its train_limit / test_limit."""
     return load_dataset(
         config.dataset, data_dir, train_limit=config.train_limit, test_limit=config.test_limit
     )
@@ -112,7 +111,7 @@ def load_for(config: QuantizeConfig, data_dir: Path | None) -> Dataset:
 
 def train_float(
     ds: Dataset,
-    config: QuantizeConfig,
+    config: JobParams,
     *,
     report: Reporter | None = None,
     cancel: CancelCheck | None = None,
@@ -151,7 +150,7 @@ def train_float(
 def quantize_model(
     fm: FloatModel,
     ds: Dataset,
-    config: QuantizeConfig,
+    config: JobParams,
     out_dir: Path | None = None,
     *,
     report: Reporter | None = None,
@@ -268,9 +267,7 @@ def quantize_model(
     )
 
 
-def _overhead_bytes(
-    fm: FloatModel, ds: Dataset, config: QuantizeConfig, settings: SIQSettings
-) -> int:
+def _overhead_bytes(fm: FloatModel, ds: Dataset, config: JobParams, settings: SIQSettings) -> int:
     """What a bundle of this network holds besides its layers' packed storage (manifest and
     safetensors header), measured on a draft: the float model quantised without retraining,
     pruned in every layer (so the storage entries are the long, sparse ones), with as many
@@ -311,7 +308,7 @@ def _overhead_bytes(
 
 
 def run_pipeline(
-    config: QuantizeConfig,
+    config: JobParams,
     data_dir: Path | None,
     out_dir: Path,
     *,
@@ -323,7 +320,7 @@ def run_pipeline(
     cancel = CancelCheck(should_cancel)
     report = Reporter(progress)
     report.part(0.0, 0.02, "loading")(0.0, f"loading data set {config.dataset}")
-    ds = load_for(config, data_dir)
+    ds = load_job_dataset(config, data_dir)
     c, size, _ = ds.input_shape
     check_layer_names(config, build_model(ds.arch, c, ds.num_classes, size))  # before training
     cancel(force=True)
@@ -333,25 +330,3 @@ def run_pipeline(
     )
     result.seconds = time.perf_counter() - started
     return result
-
-
-def run_job(
-    config: dict[str, Any],
-    data_dir: Path | None,
-    out_dir: Path,
-    *,
-    checkpoint: bytes | None = None,
-    on_checkpoint: Callable[[bytes], object] | None = None,
-    **hooks: Any,
-) -> dict[str, Any]:
-    """What a job's worker process runs (SIQ_PIPELINE's default): the stored config dict in,
-    the result dict out (ConfigError for a bad config). A sweep's cell (`config["sweep"]`,
-    server/service/job_roles.py) runs from or hands over a float checkpoint."""
-    if isinstance(config.get("sweep"), dict):
-        from server.training.sweep import run_sweep_run
-
-        plain = {k: v for k, v in config.items() if k != "sweep"}
-        return run_sweep_run(
-            plain, data_dir, out_dir, checkpoint=checkpoint, on_checkpoint=on_checkpoint, **hooks
-        )
-    return run_pipeline(QuantizeConfig.from_dict(config), data_dir, out_dir, **hooks).to_dict()

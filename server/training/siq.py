@@ -54,8 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from server.params import QuantizeConfig, Recipe
+from server.params import JobParams
 from server.progress import Reporter
+from server.recipes import Recipe
 from server.training.augment import AugmentFn, augment_for
 from server.training.batchnorm import fold_batchnorm
 from server.training.codebook import codebook_change, fit_codebook, snap_to_grid
@@ -116,7 +117,7 @@ class SIQSettings:
         return (self.layer_bits or {}).get(name, self.weight_bits)
 
     @classmethod
-    def for_job(cls, config: QuantizeConfig, recipe: Recipe) -> SIQSettings:
+    def for_job(cls, config: JobParams, recipe: Recipe) -> SIQSettings:
         """A job's settings: its parameters, and its data set's recipe with the job's
         retrain_epochs where set (under a byte budget, BUDGET_RETRAIN_FACTOR x the recipe's)."""
         recipe = recipe.for_job(config)

@@ -19,13 +19,14 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from server.data import Dataset, split_validation
-from server.params import QuantizeConfig
+from server.params import JobParams
 from server.progress import ProgressFn, Reporter
 from server.training.models import build_model
 from server.training.pipeline import (
     VALIDATION_FRACTION,
     FloatModel,
-    load_for,
+    PipelineResult,
+    load_job_dataset,
     quantize_model,
     train_float,
 )
@@ -38,11 +39,11 @@ __all__ = ["FLOAT_KEYS", "encode_checkpoint", "decode_checkpoint", "run_sweep_ru
 FLOAT_KEYS = ("dataset", "epochs", "seed", "train_limit", "test_limit")
 
 
-def _float_params(config: QuantizeConfig) -> dict[str, Any]:
+def _float_params(config: JobParams) -> dict[str, Any]:
     return {k: getattr(config, k) for k in FLOAT_KEYS}
 
 
-def encode_checkpoint(fm: FloatModel, config: QuantizeConfig) -> bytes:
+def encode_checkpoint(fm: FloatModel, config: JobParams) -> bytes:
     state = {k: v.detach().contiguous() for k, v in fm.model.state_dict().items()}
     meta = {
         "float_params": _float_params(config),
@@ -59,7 +60,7 @@ def _metadata(data: bytes) -> dict[str, Any]:
     return json.loads(header.get("__metadata__", {}).get("siq_float", "{}"))
 
 
-def decode_checkpoint(data: bytes, ds: Dataset, config: QuantizeConfig) -> FloatModel:
+def decode_checkpoint(data: bytes, ds: Dataset, config: JobParams) -> FloatModel:
     """The float model of `data`, refused unless it was trained with this run's float
     parameters (same data set, seed, epochs and subsets)."""
     try:
@@ -87,7 +88,7 @@ def decode_checkpoint(data: bytes, ds: Dataset, config: QuantizeConfig) -> Float
 
 
 def run_sweep_run(
-    config: dict[str, Any],
+    cfg: JobParams,
     data_dir: Path | None,
     out_dir: Path,
     *,
@@ -96,15 +97,14 @@ def run_sweep_run(
     should_cancel: Callable[[], bool] | None = None,
     on_checkpoint: Callable[[bytes], object] | None = None,
     job_id: str | None = None,
-) -> dict[str, Any]:
+) -> PipelineResult:
     """One grid cell. Without `checkpoint` this is the seed's lead: it trains the float model
     and hands the checkpoint to `on_checkpoint` before quantising."""
     started = time.perf_counter()
-    cfg = QuantizeConfig.from_dict(config)
     cancel = CancelCheck(should_cancel)
     report = Reporter(progress)
     report.part(0.0, 0.02, "loading")(0.0, f"loading data set {cfg.dataset}")
-    ds = load_for(cfg, data_dir)
+    ds = load_job_dataset(cfg, data_dir)
     cancel(force=True)
     lo = 0.02
     if checkpoint is None:
@@ -119,4 +119,4 @@ def run_sweep_run(
         fm, ds, cfg, out_dir, report=report.part(lo, 1.0), cancel=cancel, job_id=job_id
     )
     result.seconds = time.perf_counter() - started
-    return result.to_dict()
+    return result

@@ -19,6 +19,7 @@ __all__ = [
     "JobResult",
     "ErrorInfo",
     "ErrorResponse",
+    "JobRoleInfo",
     "QuantizeJobPublic",
     "QuantizeJobList",
     "BundleInfo",
@@ -75,6 +76,15 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
+class JobRoleInfo(BaseModel):
+    """How a job's float model comes to be: `plain` trains its own; a sweep's `sweep_lead`
+    trains the one its seed's other cells (`sweep_cell`, naming the `lead_job`) start from."""
+
+    kind: Literal["plain", "sweep_lead", "sweep_cell"] = "plain"
+    sweep_id: str | None = Field(default=None, description="the sweep of a lead or cell")
+    lead_job: str | None = Field(default=None, description="a cell: the lead job it starts from")
+
+
 class QuantizeJobPublic(BaseModel):
     id: str
     status: JobStatus
@@ -82,6 +92,7 @@ class QuantizeJobPublic(BaseModel):
     weight_bits: int
     activation_bits: int
     config: dict[str, Any] = Field(description="the parameters as submitted")
+    role: JobRoleInfo = JobRoleInfo()
     created: datetime
     started: datetime | None = None
     finished: datetime | None = None

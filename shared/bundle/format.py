@@ -56,7 +56,8 @@ FORMAT_VERSION = 1  # written when a manifest names none
 FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle/v2.py)
 MANIFEST_KEY = "siq_manifest"
 # version 2 stores the same canonical manifest text zlib-compressed (level 9) and base64'd:
-# 4.3 kB of JSON, escaped inside the header's JSON, was a fifth of a 22 kB pruned bundle
+# the JSON, escaped inside the header's JSON, was a large share of a small pruned bundle
+# (the sizes: docs/ARCHITECTURE.md, "Bundle layout (format version 2)")
 MANIFEST_ZLIB_KEY = "siq_manifest_zlib"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024

@@ -4,7 +4,7 @@ Carriers for the multiply-adds (docs/ARCHITECTURE.md, "Exactness"):
 
 - `carrier="int"` (the export): ConvInteger / MatMulInteger on uint8 codes with int32
   accumulators, exact by the ONNX spec in any runtime. Weights go as int8, or as uint8 w + 128
-  with zero point 128 where int8 pairs could saturate a uint8 x int8 kernel (`onnx_layers._accumulate`).
+  with zero point 128 where int8 pairs could saturate a uint8 x int8 kernel (`layers._accumulate`).
   Needs codebook values in int8 (codebook_bits <= 8).
 - `carrier="float"`: Conv / MatMul / Gemm in float32, exact where a layer's accumulator
   bound is < 2^24, because then every partial sum is an integer float32 holds exactly, in

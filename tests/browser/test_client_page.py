@@ -34,9 +34,9 @@ MIN_CORRECT = 18  # of the 20 drawings
 
 
 def _train(tmp: Path, data_dir: Path, **config) -> Path:
-    from server.params import QuantizeConfig
+    from server.params import JobParams
 
-    result = pipeline.run_pipeline(QuantizeConfig(**config), data_dir, tmp)
+    result = pipeline.run_pipeline(JobParams(**config), data_dir, tmp)
     return Path(result.bundle_path)
 
 

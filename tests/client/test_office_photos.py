@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.data.imagefolder import load_imagefolder
-from server.training.pipeline import QuantizeConfig, run_pipeline
+from server.params import JobParams
+from server.training.pipeline import run_pipeline
 from shared.bundle import read_bundle_file
 from shared.engine import IntegerNetwork
 
@@ -38,7 +39,7 @@ def office10(request: pytest.FixtureRequest, office10_dir: Path) -> Path:
 def photonet_bundle(office10: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny photonet trained on 40 office10 photos (a few optimiser steps)."""
     torch.set_num_threads(1)
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="office10",
         weight_bits=4,
         activation_bits=5,

@@ -9,7 +9,7 @@ import logging
 import httpx
 import pytest
 
-from client.app import configure_logging
+from client.logs import configure_logging
 from shared.bundle import bundle_id
 
 

@@ -8,11 +8,27 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from server.job_spec import JobSpec
+from server.params import JobParams
 from server.service.settings import ServerSettings
+from shared.api import JobResult
 
 FAKE = "tests.server.fake_pipelines"
 TINY_JOB = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def plain_job(params: dict[str, Any]) -> JobSpec:
+    """A plain job of these parameters, as the POST /quantize-jobs route makes one."""
+    return JobSpec(params=JobParams.model_validate(params))
+
+
+def job_result(bundle_id: str = "0" * 64, **fields: Any) -> JobResult:
+    """A job's result with made-up figures."""
+    figures = {"float_accuracy": 0.9, "quantized_accuracy": 0.8, "bundle_bytes": 1000}
+    return JobResult.model_validate(
+        {**figures, "float_bytes": 4000, "seconds": 1.0, "bundle_id": bundle_id, **fields}
+    )
 
 
 def make_settings(tmp_path: Path, pipeline: str = "succeed", **overrides: Any) -> ServerSettings:
@@ -60,7 +76,7 @@ TINY_SWEEP = {
     "train_limit": 300,
     "test_limit": 100,
 }
-REAL_PIPELINE = "server.training.pipeline:run_job"
+REAL_PIPELINE = "server.training.job:run_job"
 
 
 def wait_sweep(client: TestClient, sweep_id: str, timeout: float = 900.0) -> dict:

@@ -25,12 +25,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     integer-engine evaluation. Returns the result, the bundle dir and the progress events."""
     import torch
 
-    from server.training.pipeline import QuantizeConfig, run_pipeline
+    from server.params import JobParams
+    from server.training.pipeline import run_pipeline
 
     torch.set_num_threads(1)
     out_dir: Path = tmp_path_factory.mktemp("bundles")
     events: list[dict] = []
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="digits",
         weight_bits=3,
         activation_bits=4,

@@ -1,7 +1,7 @@
 """Stand-ins for server.training.pipeline that the job runner loads by dotted path
 (`SIQ_PIPELINE=tests.server.fake_pipelines:<name>`) in its worker processes: fast, slow,
-deaf to cancellation, or failing. Same dict-in, dict-out interface as
-server.training.pipeline.run_job."""
+deaf to cancellation, or failing. Same interface as server.training.job.run_job: the job's
+JobSpec in, the result dict out."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.job_spec import JobSpec
 from shared.bundle import bundle_id, encode_bundle, write_bundle_atomic
 from shared.errors import ConfigError
 from tests.factories import make_random_network
@@ -18,7 +19,7 @@ class FakeCancelled(Exception):
     pass
 
 
-def succeed(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+def succeed(spec: JobSpec, data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
     """Two fake SIQ iterations, then a random (valid) bundle for the job's data set."""
     progress = hooks["progress"]
     progress({"stage": "training", "fraction": 0.2, "message": "epoch 1/1"})
@@ -32,12 +33,11 @@ def succeed(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hook
         }
         iterations.append(it)
         progress({"stage": "retraining", "fraction": 0.4 * i, "message": "", "iteration": it})
+    params = spec.params
     manifest, tensors = make_random_network(
-        config.get("seed", 0),
-        weight_bits=config["weight_bits"],
-        activation_bits=config["activation_bits"],
+        params.seed, weight_bits=params.weight_bits, activation_bits=params.activation_bits
     )
-    manifest["provenance"] = {"dataset": config["dataset"], "job_id": hooks.get("job_id")}
+    manifest["provenance"] = {"dataset": params.dataset, "job_id": hooks.get("job_id")}
     manifest["metrics"] = {"float_accuracy": 0.9, "quantized_accuracy": 0.8}
     data = encode_bundle(manifest, tensors)
     path = write_bundle_atomic(out_dir, data)
@@ -54,7 +54,7 @@ def succeed(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hook
     }
 
 
-def slow(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+def slow(spec: JobSpec, data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
     """Trains 'forever' (60 s), polling should_cancel like the real pipeline."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -65,26 +65,26 @@ def slow(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: 
     raise AssertionError("the slow fake was never cancelled")
 
 
-def deaf(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+def deaf(spec: JobSpec, data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
     """Never polls should_cancel: only terminating the process stops it."""
     hooks["progress"]({"stage": "training", "fraction": 0.1, "message": "deaf"})
     time.sleep(60)
     raise AssertionError("the deaf fake was never killed")
 
 
-def fail(config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
-    if config.get("seed") == 7:
+def fail(spec: JobSpec, data_dir: Path | None, out_dir: Path, **hooks: Any) -> dict:
+    if spec.params.seed == 7:
         raise ConfigError("seed 7 is cursed")
     raise RuntimeError("boom")
 
 
 def succeed_reporting_task(
-    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
+    spec: JobSpec, data_dir: Path | None, out_dir: Path, **hooks: Any
 ) -> dict:
     """`succeed`, plus the process and the Ray task it ran in (None outside Ray)."""
     import os
 
-    result = succeed(config, data_dir, out_dir, **hooks)
+    result = succeed(spec, data_dir, out_dir, **hooks)
     try:
         import ray
 
@@ -95,7 +95,7 @@ def succeed_reporting_task(
 
 
 def cancel_while_packaging(
-    config: dict[str, Any], data_dir: Path | None, out_dir: Path, **hooks: Any
+    spec: JobSpec, data_dir: Path | None, out_dir: Path, **hooks: Any
 ) -> dict:
     """Like `succeed`, but reports `packaging` and waits (up to 20 s) for a cancel, which it
     then ignores, as the real pipeline's last stages do: the runner must still honour it."""
@@ -103,4 +103,4 @@ def cancel_while_packaging(
     deadline = time.monotonic() + 20
     while not hooks["should_cancel"]() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return succeed(config, data_dir, out_dir, **hooks)
+    return succeed(spec, data_dir, out_dir, **hooks)

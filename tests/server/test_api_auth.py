@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from server.service.app import create_app
@@ -50,3 +51,29 @@ def test_protect_reads_covers_reads_but_not_health(tmp_path: Path) -> None:
         assert client.get("/quantize-jobs", headers=auth).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings, protected",
+    [
+        ({}, set()),
+        ({"api_token": TOKEN}, {"post"}),
+        ({"api_token": TOKEN, "protect_reads": True}, {"post", "get"}),
+    ],
+    ids=["no token", "token", "token and protected reads"],
+)
+def test_the_api_description_declares_the_token_where_it_is_checked(
+    tmp_path: Path, settings: dict, protected: set[str]
+) -> None:
+    """Issue 28 item 11: security (and 401/403) is declared where this server demands the
+    token, nowhere else; with no token the document has no security scheme at all."""
+    with TestClient(create_app(make_settings(tmp_path, **settings))) as client:
+        doc = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    schemes = doc.get("components", {}).get("securitySchemes", {})
+    assert bool(schemes) == ("api_token" in settings)
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            demanded = method in protected and path not in ("/healthz", "/readyz")
+            assert ("security" in operation) == demanded, (method, path)
+            assert ("401" in operation["responses"]) == demanded, (method, path)
+            assert ("507" in operation["responses"]) == (method == "post"), (method, path)

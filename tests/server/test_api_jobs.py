@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.service.app import create_app
-from tests.server.api_helpers import TINY_JOB, make_settings, wait_job
+from tests.server.api_helpers import TINY_JOB, make_settings, plain_job, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,7 @@ def test_shutdown_stops_workers_and_start_fails_orphaned_running_jobs(tmp_path: 
 
     # A server that died without a shutdown leaves a job `running` in the database.
     store = app.state.ctx.jobs
-    orphan, _ = store.create({**TINY_JOB, "seed": 9})
+    orphan, _ = store.create(plain_job({**TINY_JOB, "seed": 9}))
     assert store.claim_next() is not None
     with TestClient(create_app(settings)) as client:
         job = client.get(f"/quantize-jobs/{orphan.id}").json()

@@ -19,7 +19,7 @@ pytest.importorskip(
 )
 pytestmark = pytest.mark.slow
 
-REAL = "server.training.pipeline:run_job"
+REAL = "server.training.job:run_job"
 TINY_REAL_JOB = {
     "dataset": "digits",
     "weight_bits": 4,

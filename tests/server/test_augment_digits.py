@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.params import RECIPES, HandwritingAugment
+from server.recipes import RECIPES, HandwritingAugment
 from server.training.augment import augment_for
 from server.training.augment_digits import (
     augment_handwriting,

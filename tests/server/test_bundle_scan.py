@@ -13,10 +13,11 @@ from server.service.app import create_app
 from server.service.bundles import BundleStore
 from server.service.jobs import JobStore
 from server.service.publishing import PublishRule
+from server.service.verdicts import interrupted
 from shared.bundle import TEMP_PREFIX, encode_bundle, write_bundle_atomic
 from shared.errors import NotFoundError
 from tests.factories import make_random_network
-from tests.server.api_helpers import make_settings
+from tests.server.api_helpers import job_result, make_settings, plain_job
 
 CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4, "seed": 0}
 RULE = PublishRule()
@@ -47,11 +48,11 @@ def stores(tmp_path: Path) -> tuple[JobStore, BundleStore]:
 
 def test_scan_skips_the_bundle_of_an_interrupted_job(stores: tuple[JobStore, BundleStore]) -> None:
     jobs, bundles = stores
-    job, _ = jobs.create(CONFIG)
+    job, _ = jobs.create(plain_job(CONFIG))
     jobs.claim_next()
     # killed after the rename, before the verdict: the restart marks the job interrupted
     lost = _bundle_file(bundles.bundle_dir, 1, job.id)
-    jobs.interrupt_running("gone")
+    jobs.interrupt_running(interrupted())
     assert bundles.scan(RULE) == 0
     with pytest.raises(NotFoundError):
         bundles.latest("digits")
@@ -61,11 +62,11 @@ def test_scan_skips_the_bundle_of_an_interrupted_job(stores: tuple[JobStore, Bun
 
 def test_scan_registers_succeeded_and_jobless_bundles(stores: tuple[JobStore, BundleStore]) -> None:
     jobs, bundles = stores
-    job, _ = jobs.create(CONFIG)
+    job, _ = jobs.create(plain_job(CONFIG))
     claimed = jobs.claim_next()
     assert claimed is not None
     done = _bundle_file(bundles.bundle_dir, 2, job.id)
-    jobs.finish(job.id, claimed.attempt, "succeeded", result={})
+    jobs.finish(job.id, claimed.attempt, "succeeded", result=job_result(done.stem))
     cli = _bundle_file(bundles.bundle_dir, 3, None)  # `python -m server quantize --out`
     assert bundles.scan(RULE) == 2
     assert {r.id for r in bundles.list()} == {done.stem, cli.stem}

@@ -12,11 +12,12 @@ import torch
 
 from server.cli import quantize_main
 from server.data import load_dataset
-from server.params import RECIPES
+from server.params import JobParams
+from server.recipes import RECIPES
 from server.training.compress import prune_to_fit
 from server.training.export import engine_predictions
 from server.training.models import build_model, weighted_layers
-from server.training.pipeline import QuantizeConfig, run_pipeline
+from server.training.pipeline import run_pipeline
 from server.training.quantsim import QuantSimNet
 from server.training.siq import (
     BUDGET_RETRAIN_FACTOR,
@@ -35,7 +36,7 @@ def test_pruned_weights_stay_zero_through_retraining() -> None:
     torch.manual_seed(0)
     ds = load_dataset("digits", None, train_limit=300, test_limit=10)
     model = build_model("lenet", 1, 10, 28)
-    config = QuantizeConfig(dataset="digits", weight_bits=3, max_iterations=3)
+    config = JobParams(dataset="digits", weight_bits=3, max_iterations=3)
     settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
     settings.retrain_epochs, settings.prune_steps, settings.calibration_images = 0.5, 2, 64
     settings.sparsity = {"fc1": 0.9, "conv2": 0.5}
@@ -61,7 +62,7 @@ def test_gradual_pruning_inside_retraining_reaches_the_targets() -> None:
     torch.manual_seed(0)
     ds = load_dataset("digits", None, train_limit=300, test_limit=10)
     model = build_model("lenet", 1, 10, 28)
-    config = QuantizeConfig(dataset="digits", weight_bits=2, max_iterations=3, tolerance=0.0)
+    config = JobParams(dataset="digits", weight_bits=2, max_iterations=3, tolerance=0.0)
     settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
     settings.retrain_epochs, settings.prune_steps, settings.calibration_images = 1.0, 2, 64
     settings.sparsity, settings.unit_pruned = {"fc1": 0.8, "conv2": 0.5}, ("fc1",)
@@ -85,7 +86,7 @@ def test_gradual_pruning_inside_retraining_reaches_the_targets() -> None:
 def test_unit_pruning_drops_whole_units_and_the_next_layers_columns() -> None:
     torch.manual_seed(0)
     model = build_model("lenet", 1, 10, 28)
-    config = QuantizeConfig(dataset="digits", max_iterations=3)
+    config = JobParams(dataset="digits", max_iterations=3)
     settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
     settings.sparsity, settings.unit_pruned = {"fc1": 0.75, "conv2": 0.5}, ("fc1",)
     masks: dict[str, np.ndarray] = {}
@@ -106,10 +107,10 @@ def test_unit_pruning_drops_whole_units_and_the_next_layers_columns() -> None:
 
 def test_a_budget_job_retrains_longer_unless_it_says_otherwise() -> None:
     recipe = RECIPES["mnist"]
-    plain = SIQSettings.for_job(QuantizeConfig(dataset="mnist"), recipe)
-    budget = SIQSettings.for_job(QuantizeConfig(dataset="mnist", size_budget_bytes=22482), recipe)
+    plain = SIQSettings.for_job(JobParams(dataset="mnist"), recipe)
+    budget = SIQSettings.for_job(JobParams(dataset="mnist", size_budget_bytes=22482), recipe)
     explicit = SIQSettings.for_job(
-        QuantizeConfig(dataset="mnist", size_budget_bytes=22482, retrain_epochs=0.5), recipe
+        JobParams(dataset="mnist", size_budget_bytes=22482, retrain_epochs=0.5), recipe
     )
     assert plain.retrain_epochs == recipe.retrain_epochs
     assert budget.retrain_epochs == recipe.retrain_epochs * BUDGET_RETRAIN_FACTOR
@@ -119,7 +120,7 @@ def test_a_budget_job_retrains_longer_unless_it_says_otherwise() -> None:
 def test_prune_to_fit_drops_whole_units_of_a_block_layer() -> None:
     torch.manual_seed(0)
     model = build_model("lenet", 1, 10, 28)
-    config = QuantizeConfig(dataset="digits", weight_bits=2, max_iterations=1)
+    config = JobParams(dataset="digits", weight_bits=2, max_iterations=1)
     settings = SIQSettings.for_job(config, RECIPES["digits"].for_job(config))
     settings.sparsity, settings.unit_pruned = {"fc1": 0.5}, ("fc1",)
     masks = prune_weights(model, settings, 1, {})
@@ -175,7 +176,7 @@ def test_budget_run_fits_and_reports_its_allocation(tmp_path: Path, capsys) -> N
 
 
 def test_explicit_bits_and_sparsity_per_layer(tmp_path: Path) -> None:
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="digits",
         weight_bits=4,
         bits_per_layer={"fc1": 2, "conv1": 5},
@@ -197,26 +198,24 @@ def test_explicit_bits_and_sparsity_per_layer(tmp_path: Path) -> None:
 def test_unknown_layer_and_impossible_budget_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bits_per_layer") as info:
         run_pipeline(
-            QuantizeConfig(dataset="digits", bits_per_layer={"fc9": 2}, **SMALL), None, tmp_path
+            JobParams(dataset="digits", bits_per_layer={"fc9": 2}, **SMALL), None, tmp_path
         )
     assert info.value.field == "bits_per_layer"
     with pytest.raises(ConfigError, match="size_budget_bytes"):
         run_pipeline(
-            QuantizeConfig(dataset="digits", size_budget_bytes=2500, max_iterations=1, **SMALL),
+            JobParams(dataset="digits", size_budget_bytes=2500, max_iterations=1, **SMALL),
             None,
             tmp_path,
         )
     with pytest.raises(ConfigError, match="sparsity"):
-        QuantizeConfig.from_dict({"dataset": "digits", "sparsity_per_layer": {"fc1": 1.0}})
+        JobParams.from_dict({"dataset": "digits", "sparsity_per_layer": {"fc1": 1.0}})
     with pytest.raises(ConfigError, match="size_budget_bytes"):
-        QuantizeConfig.from_dict({"dataset": "digits", "size_budget_bytes": 100})
+        JobParams.from_dict({"dataset": "digits", "size_budget_bytes": 100})
     assert not list(tmp_path.glob("*.siq"))
 
 
 def test_global_sparsity_prunes_that_share(tmp_path: Path) -> None:
-    config = QuantizeConfig(
-        dataset="digits", weight_bits=3, sparsity=0.9, max_iterations=2, **SMALL
-    )
+    config = JobParams(dataset="digits", weight_bits=3, sparsity=0.9, max_iterations=2, **SMALL)
     result = run_pipeline(config, None, tmp_path)
     assert result.allocation is not None
     total = sum(a["weights"] for a in result.allocation.values())

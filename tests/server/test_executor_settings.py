@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.service.app import create_app, serve_main
-from server.service.runner import JobRunner
+from server.service.local_runner import JobRunner
 from server.service.settings import load_settings
 from shared.errors import ConfigError
 from tests.conftest import REPO_ROOT

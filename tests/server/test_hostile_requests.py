@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from server.service.app import create_app, serve_main
 from server.service.jobs import JobStore
 from shared.errors import ConfigError
-from tests.server.api_helpers import TINY_JOB, make_settings
+from tests.server.api_helpers import TINY_JOB, make_settings, plain_job
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_readiness_sees_corrupted_pages(tmp_path: Path) -> None:
     app = create_app(settings)
     store = JobStore(settings.db_path)
     for i in range(300):  # ended jobs: the runner has nothing to touch meanwhile
-        store.cancel(store.create({**TINY_JOB, "seed": i})[0].id)
+        store.cancel(store.create(plain_job({**TINY_JOB, "seed": i}))[0].id)
     with TestClient(app) as client:
         conn = sqlite3.connect(settings.db_path)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

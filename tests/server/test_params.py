@@ -8,8 +8,9 @@ from pydantic import ValidationError
 
 from server.cli import build_parser
 from server.data import BUILTIN_DATASETS
-from server.params import MAX_LIMIT, RECIPES, JobParams, QuantizeConfig, QuantizeJobCreate
+from server.params import MAX_LIMIT, JobParams, QuantizeJobCreate
 from server.progress import Reporter, Throttle
+from server.recipes import RECIPES
 from shared.errors import ConfigError
 
 
@@ -32,26 +33,25 @@ def test_http_body_needs_the_bit_widths_and_stores_only_what_was_sent() -> None:
     body = QuantizeJobCreate.model_validate(
         {"dataset": "digits", "weight_bits": 2, "activation_bits": 4, "seed": None, "epochs": 3}
     )
-    assert body.to_config() == {
+    assert body.model_dump(exclude_unset=True) == {
         "dataset": "digits",
         "weight_bits": 2,
         "activation_bits": 4,
         "epochs": 3.0,
     }
-    config = QuantizeConfig.from_dict(body.to_config())
-    assert config.seed == 0 and config.max_iterations == 5 and config.version == 1
+    assert body.seed == 0 and body.max_iterations == 5 and body.to_dict()["version"] == 1
 
 
 @pytest.mark.parametrize("field", ["train_limit", "test_limit"])
 def test_limits_are_bounded(field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        QuantizeConfig.from_dict({"dataset": "digits", field: MAX_LIMIT + 1})
+        JobParams.from_dict({"dataset": "digits", field: MAX_LIMIT + 1})
 
 
 def test_every_family_has_a_recipe_and_jobs_override_epochs() -> None:
     assert set(BUILTIN_DATASETS) | {"imagefolder"} == set(RECIPES)
     assert RECIPES["imagefolder"].photo_augment is not None
-    job = QuantizeConfig(dataset="mnist", retrain_epochs=0.25)
+    job = JobParams(dataset="mnist", retrain_epochs=0.25)
     recipe = RECIPES["mnist"].for_job(job)
     assert recipe.retrain_epochs == 0.25 and recipe.epochs == RECIPES["mnist"].epochs
 

@@ -12,9 +12,10 @@ import torch
 
 from server.cli import quantize_main
 from server.data import load_dataset
+from server.params import JobParams
 from server.training.export import engine_predictions, legacy_chain
 from server.training.models import build_model, graph_of
-from server.training.pipeline import JobCancelled, QuantizeConfig, run_pipeline
+from server.training.pipeline import JobCancelled, run_pipeline
 from server.training.quantsim import QuantSimNet, calibrate, choose_activation_scale
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
@@ -39,18 +40,18 @@ from shared.errors import ConfigError
 )
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field) as info:
-        QuantizeConfig.from_dict({"dataset": "digits", field: value})
+        JobParams.from_dict({"dataset": "digits", field: value})
     assert getattr(info.value, "field", None) == field
 
 
 def test_config_round_trip_and_unknown_keys() -> None:
-    cfg = QuantizeConfig(dataset="mnist", weight_bits=2, epochs=3, kmeans="lloyd")
-    assert QuantizeConfig.from_dict(cfg.to_dict()) == cfg
-    assert QuantizeConfig.from_dict({"dataset": "digits", "seed": None}).seed == 0
+    cfg = JobParams(dataset="mnist", weight_bits=2, epochs=3, kmeans="lloyd")
+    assert JobParams.from_dict(cfg.to_dict()) == cfg
+    assert JobParams.from_dict({"dataset": "digits", "seed": None}).seed == 0
     with pytest.raises(ConfigError, match="colour"):
-        QuantizeConfig.from_dict({"dataset": "digits", "colour": "red"})
+        JobParams.from_dict({"dataset": "digits", "colour": "red"})
     with pytest.raises(ConfigError, match="dataset"):
-        QuantizeConfig.from_dict({"weight_bits": 4})
+        JobParams.from_dict({"weight_bits": 4})
 
 
 def test_lenet_graph_uses_only_engine_ops() -> None:
@@ -122,18 +123,18 @@ def test_cancellation_stops_the_job(tmp_path: Path) -> None:
         calls["n"] += 1
         return calls["n"] > 1
 
-    cfg = QuantizeConfig(dataset="digits", epochs=50, train_limit=300, test_limit=50)
+    cfg = JobParams(dataset="digits", epochs=50, train_limit=300, test_limit=50)
     with pytest.raises(JobCancelled):
         run_pipeline(cfg, None, tmp_path, should_cancel=should_cancel)
     assert not list(tmp_path.glob("*.siq"))
 
 
 def test_calibration_gives_every_relu_layer_a_scale() -> None:
-    from server.params import RECIPES
+    from server.recipes import RECIPES
     from server.training.siq import SIQSettings, quantize_layers
 
     model = build_model("lenet", 1, 10, 28)
-    config = QuantizeConfig(dataset="digits", weight_bits=2)
+    config = JobParams(dataset="digits", weight_bits=2)
     layers = quantize_layers(model, SIQSettings.for_job(config, RECIPES["digits"]))
     sim = QuantSimNet(model, layers, activation_bits=4)
     calibrate(sim, np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8))
@@ -172,3 +173,14 @@ def test_cli_bad_input_exits_nonzero(
     )
     assert code == 2
     assert "mnist" in capsys.readouterr().err
+
+
+def test_every_model_family_fits_the_per_layer_maps_bound() -> None:
+    """A per-layer map of a job may name MAX_LAYERS layers: more than any family has."""
+    from server.params import MAX_LAYERS
+    from server.training.models import MODEL_BUILDERS, weighted_layers
+
+    for arch in MODEL_BUILDERS:
+        for channels in (1, 3):
+            model = build_model(arch, channels, 10, 64)
+            assert len(weighted_layers(model)) <= MAX_LAYERS, arch

@@ -107,7 +107,8 @@ def test_prune_to_fit_shrinks_the_largest_pruned_layer() -> None:
     import torch
 
     from server.data.dataset import DIGIT_CLASSES, Dataset
-    from server.params import RECIPES, QuantizeConfig
+    from server.params import JobParams
+    from server.recipes import RECIPES
     from server.training.compress import allocation_report, prune_to_fit
     from server.training.export import encode_quantized
     from server.training.models import build_model
@@ -121,7 +122,7 @@ def test_prune_to_fit_shrinks_the_largest_pruned_layer() -> None:
     ds = Dataset("t", images, labels, images, labels, DIGIT_CLASSES, {"kind": "digit"}, "lenet",
                  RECIPES["digits"])  # fmt: skip
     model = build_model("lenet", 1, 10, 28)
-    config = QuantizeConfig(dataset="t", weight_bits=3)
+    config = JobParams(dataset="t", weight_bits=3)
     settings = SIQSettings.for_job(config, RECIPES["digits"])
     settings.sparsity, settings.prune_steps = {"fc1": 0.9, "conv2": 0.5}, 1
     masks = prune_weights(model, settings, 1, {})

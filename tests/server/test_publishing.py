@@ -16,6 +16,7 @@ from server.service.publishing import PublishRule, publish_decision
 from shared.bundle import encode_bundle, write_bundle_atomic
 from shared.errors import ConflictError, QueueFullError
 from tests.factories import make_random_network
+from tests.server.api_helpers import plain_job
 
 CONFIG = {"dataset": "digits", "weight_bits": 4, "activation_bits": 4}
 
@@ -58,21 +59,21 @@ def test_refused_bundle_is_kept_by_id_but_not_latest(tmp_path: Path) -> None:
 def test_queue_is_bounded_but_replays_still_answer(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "siq.db")
     store.init_schema()
-    first, _ = store.create(CONFIG, "k", max_queued=2)
-    store.create({**CONFIG, "seed": 1}, max_queued=2)
+    first, _ = store.create(plain_job(CONFIG), "k", max_queued=2)
+    store.create(plain_job({**CONFIG, "seed": 1}), max_queued=2)
     with pytest.raises(QueueFullError) as raised:
-        store.create({**CONFIG, "seed": 2}, max_queued=2)
+        store.create(plain_job({**CONFIG, "seed": 2}), max_queued=2)
     assert raised.value.http_status == 429 and raised.value.retry_after > 0
-    again, created = store.create(CONFIG, "k", max_queued=2)
+    again, created = store.create(plain_job(CONFIG), "k", max_queued=2)
     assert again.id == first.id and not created
 
 
 def test_idempotency_conflict_does_not_name_the_other_job(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "siq.db")
     store.init_schema()
-    theirs, _ = store.create(CONFIG, "shared-key")
+    theirs, _ = store.create(plain_job(CONFIG), "shared-key")
     with pytest.raises(ConflictError) as raised:
-        store.create({**CONFIG, "weight_bits": 2}, "shared-key")
+        store.create(plain_job({**CONFIG, "weight_bits": 2}), "shared-key")
     assert theirs.id not in str(raised.value)
 
 

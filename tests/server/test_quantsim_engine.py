@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from server.data import load_dataset
-from server.params import QuantizeConfig
+from server.params import JobParams
 from server.training.export import encode_quantized
 from server.training.pipeline import train_float
 from server.training.siq import SIQSettings, run_siq
@@ -33,7 +33,7 @@ def _gamma(n: int) -> float:
 def trained() -> dict:
     torch.manual_seed(0)
     ds = load_dataset("digits", None, train_limit=500)  # all 359 test images
-    config = QuantizeConfig(
+    config = JobParams(
         dataset="digits", weight_bits=3, activation_bits=4, epochs=4, retrain_epochs=0.5,
         max_iterations=1, seed=0,
     )  # fmt: skip

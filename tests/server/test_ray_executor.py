@@ -20,8 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.service.app import create_app
+from server.service.job_roles import JobOutput
 from server.service.jobs import JobStore
-from server.service.ray_task import NAMESPACE, TASK_NAME
+from server.service.ray_task import NAMESPACE, TASK_NAME, Outcome
 from server.service.settings import ServerSettings
 from shared.bundle import bundle_id, encode_bundle
 from tests.factories import make_random_network
@@ -29,7 +30,9 @@ from tests.server.api_helpers import (
     REAL_PIPELINE,
     TINY_JOB,
     TINY_SWEEP,
+    job_result,
     make_settings,
+    plain_job,
     wait_job,
     wait_sweep,
 )
@@ -181,24 +184,17 @@ def test_restart_recovers_deposited_outcomes_and_interrupts_the_rest(
     with TestClient(create_app(settings)):
         pass  # creates the state directory and this server's ledger
     store = JobStore(settings.db_path)
-    finished, _ = store.create({**TINY_JOB, "seed": 5})
-    lost, _ = store.create({**TINY_JOB, "seed": 6})
+    finished, _ = store.create(plain_job({**TINY_JOB, "seed": 5}))
+    lost, _ = store.create(plain_job({**TINY_JOB, "seed": 6}))
     assert store.claim_next() is not None and store.claim_next() is not None  # both running
     manifest, tensors = make_random_network(5, weight_bits=4, activation_bits=4)
     manifest["provenance"] = {"dataset": "digits", "job_id": finished.id}
     manifest["metrics"] = {"float_accuracy": 0.9, "quantized_accuracy": 0.8}
     data = encode_bundle(manifest, tensors)
-    result = {
-        "float_accuracy": 0.9,
-        "quantized_accuracy": 0.8,
-        "bundle_id": bundle_id(data),
-        "bundle_bytes": len(data),
-        "float_bytes": 4 * len(data),
-        "seconds": 1.0,
-    }
+    result = job_result(bundle_id(data), bundle_bytes=len(data), float_bytes=4 * len(data))
     server_id = (settings.state_dir / "ray-server-id").read_text().strip()
     ledger = ray.get_actor(f"siq-ledger-{server_id}", namespace=NAMESPACE)
-    outcome = {"status": "succeeded", "result": result, "bundle": data}
+    outcome = Outcome(output=JobOutput(result=result, iterations=[], bundle=data))
     ray.get(ledger.deposit.remote(finished.id, 1, outcome))
 
     with TestClient(create_app(settings)) as client:

@@ -38,4 +38,4 @@ def test_sigterm_to_the_process_group_interrupts_running_jobs(tmp_path: Path) ->
         os.killpg(server.proc.pid, signal.SIGTERM)
         server.proc.wait(timeout=30)
     error = JobStore(tmp_path / "state" / "siq.db").get(job_id).error
-    assert error is not None and error["code"] == "interrupted", (error, server.log_tail())
+    assert error is not None and error.code == "interrupted", (error, server.log_tail())

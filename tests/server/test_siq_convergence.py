@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.params import QuantizeConfig, Recipe
+from server.params import JobParams
+from server.recipes import Recipe
 from server.training.models import build_model
 from server.training.siq import SIQSettings, run_siq
 from server.training.train import train_model
@@ -38,7 +39,7 @@ def _siq(**kw: Any) -> Any:
     model = build_model("lenet", 1, 10, 28)
     x, y = _tiny_data(256)
     train_model(model, x, y, epochs=2, lr=3e-3, batch_size=64)
-    config = QuantizeConfig(dataset="digits", weight_bits=3, **kw)
+    config = JobParams(dataset="digits", weight_bits=3, **kw)
     recipe = Recipe(epochs=2, retrain_epochs=0.25, batch_size=64)
     settings = dataclasses.replace(SIQSettings.for_job(config, recipe), calibration_images=64)
     return run_siq(model, (x, y), _tiny_data(128, seed=1), settings)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from server.service.api.sweeps import QuantizeSweepCreate
 from server.service.app import create_app
 from server.service.sweeps import _best
 from tests.server.api_helpers import REAL_PIPELINE, TINY_SWEEP, make_settings, wait_job, wait_sweep
@@ -33,10 +34,17 @@ def test_sweep_runs_every_cell_as_a_job_from_one_float_model(local_sweep: dict) 
     for run in runs:
         job = by_id[run["job_id"]]
         assert job["status"] == "succeeded"
-        assert job["config"]["sweep"]["id"] == sweep["id"]
+        assert "sweep" not in job["config"]  # the role is the job's, not a parameter
+        assert job["role"]["sweep_id"] == sweep["id"]
         assert job["result"]["quantized_accuracy"] == run["quantized_accuracy"]
         if run["role"] == "child":
-            assert job["config"]["sweep"]["float_job"] == lead["job_id"]
+            assert job["role"] == {
+                "kind": "sweep_cell",
+                "sweep_id": sweep["id"],
+                "lead_job": lead["job_id"],
+            }
+        else:
+            assert job["role"]["kind"] == "sweep_lead"
     # One float model: every cell reports the lead's float accuracy.
     assert len({r["float_accuracy"] for r in runs}) == 1
     table = sweep["table"]
@@ -83,6 +91,21 @@ def test_bad_sweeps_are_422(tmp_path: Path, change: dict, needle: str) -> None:
         assert resp.status_code == 422, resp.text
         assert needle in resp.json()["error"]["message"]
         assert client.get("/quantize-jobs").json()["total"] == 0
+
+
+def test_the_sweep_schema_lists_what_the_route_takes(tmp_path: Path) -> None:
+    """The OpenAPI body of POST /quantize-sweeps names exactly the sweep's fields: no `seed`
+    (a sweep takes `seeds`), which the route refuses with a message saying so (issue 28,
+    item 8)."""
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+        body = schema["QuantizeSweepCreate"]
+        assert "seed" not in body["properties"] and "seeds" in body["properties"]
+        assert set(body["properties"]) == set(QuantizeSweepCreate.model_fields)
+        assert body["additionalProperties"] is False
+        resp = client.post("/quantize-sweeps", json={**TINY_SWEEP, "seed": 3})
+        assert resp.status_code == 422
+        assert "`seeds` (a list), not `seed`" in resp.json()["error"]["message"]
 
 
 def test_unknown_sweep_or_dataset(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ router = APIRouter(**BUNDLE_ROUTES)
 DatasetQuery = Annotated[
     str | None, Query(max_length=100, description="with `latest`: newest for this data set")
 ]
-BUNDLE_FILE = {
+BUNDLE_FILE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {}}, "description": "the bundle file"},
     304: {"description": "not modified (If-None-Match matched the ETag)"},
     500: {"model": ErrorResponse, "description": "bad_bundle: the file no longer matches its id"},
@@ -59,7 +59,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 @router.get(
     "/{bundle_id}",
     response_class=Response,
-    responses=BUNDLE_FILE,  # type: ignore[arg-type]
+    responses=BUNDLE_FILE,
     summary="Download a bundle (`latest` with ?dataset= resolves to the newest)",
 )
 def download_bundle(

@@ -89,8 +89,8 @@ def _body_problem(request: Request, err: Mapping[str, Any]) -> str | None:
         why = str((err.get("ctx") or {}).get("error", "malformed"))[:_MAX_NAME]
         at = f" at character {loc[1]}" if len(loc) > 1 else ""
         return f"the body is not valid JSON: {why}{at}"
-    if len(loc) > 1:
-        return None
+    if len(loc) > 1 or isinstance(err.get("input"), dict):
+        return None  # a field's problem, or a whole object's (a model validator's)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (content_type == "application/json" or content_type.endswith("+json")):
         sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from server.data import check_dataset
+from server.job_spec import JobSpec
 from server.params import QuantizeJobCreate
+from server.service.api.bounded_body import BoundedBodyRoute
 from server.service.api.deps import (
     JobStoreDep,
     RunnerDep,
@@ -25,11 +27,23 @@ from server.service.api.deps import (
 )
 from server.service.api.errors import ERROR_RESPONSES
 from server.service.jobs import JobRecord
-from shared.api import ErrorResponse, JobStatus, QuantizeJobList, QuantizeJobPublic
+from shared.api import (
+    ErrorResponse,
+    JobResult,
+    JobRoleInfo,
+    JobStatus,
+    QuantizeJobList,
+    QuantizeJobPublic,
+)
 
 __all__ = ["router", "to_public"]
 
-router = APIRouter(prefix="/quantize-jobs", tags=["quantize jobs"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/quantize-jobs",
+    tags=["quantize jobs"],
+    responses=ERROR_RESPONSES,
+    route_class=BoundedBodyRoute,
+)
 MAX_OFFSET = 1 << 31  # SQLite's OFFSET is a signed 64-bit integer; no server holds 2^31 jobs
 IdempotencyKey = Annotated[
     str | None,
@@ -43,32 +57,35 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _public_result(result: dict | None) -> dict | None:
-    """The result without server paths and without the iterations (shown beside it)."""
-    if result is None:
-        return None
-    return {k: v for k, v in result.items() if k not in ("bundle_path", "iterations")}
+# kept in the results of jobs an older server recorded: a server path and the iterations
+# (shown beside the result)
+_NOT_PUBLIC = {"bundle_path", "iterations"}
 
 
 def to_public(job: JobRecord) -> QuantizeJobPublic:
     links = {"self": f"/quantize-jobs/{job.id}", "cancel": f"/quantize-jobs/{job.id}/cancel"}
-    if job.result and job.result.get("bundle_id"):
-        links["bundle"] = f"/bundles/{job.result['bundle_id']}"
+    result = job.result
+    if result is not None:
+        links["bundle"] = f"/bundles/{result.bundle_id}"
+        if _NOT_PUBLIC & set(result.model_extra or ()):
+            result = JobResult.model_validate(result.model_dump(exclude=_NOT_PUBLIC))
+    params = job.spec.params
     return QuantizeJobPublic(
         id=job.id,
-        status=job.status,  # type: ignore[arg-type]
-        dataset=job.config.get("dataset", ""),
-        weight_bits=job.config.get("weight_bits", 0),
-        activation_bits=job.config.get("activation_bits", 0),
-        config=job.config,
-        created=job.created,  # type: ignore[arg-type]
-        started=job.started,  # type: ignore[arg-type]
-        finished=job.finished,  # type: ignore[arg-type]
+        status=job.status,
+        dataset=params.dataset,
+        weight_bits=params.weight_bits,
+        activation_bits=params.activation_bits,
+        config=params.model_dump(exclude_unset=True),
+        role=JobRoleInfo.model_validate(job.spec.role.model_dump()),
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
         cancel_requested=job.cancel_requested,
-        progress=job.progress,  # type: ignore[arg-type]
-        iterations=job.iterations,  # type: ignore[arg-type]
-        result=_public_result(job.result),  # type: ignore[arg-type]
-        error=job.error,  # type: ignore[arg-type]
+        progress=job.progress,
+        iterations=job.iterations,
+        result=result,
+        error=job.error,
         links=links,
     )
 
@@ -112,7 +129,7 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> QuantizeJobPublic:
     check_dataset(body.dataset, settings.data_dir)
-    job, created = jobs.create(body.to_config(), idempotency_key, settings.max_queued_jobs)
+    job, created = jobs.create(JobSpec(params=body), idempotency_key, settings.max_queued_jobs)
     if created:
         runner.wake()
     else:

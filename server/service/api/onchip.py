@@ -20,13 +20,15 @@ from shared.network import cost_report
 __all__ = ["router"]
 
 router = APIRouter(**BUNDLE_ROUTES)
-TAR_GZ = {200: {"content": {"application/gzip": {}}, "description": "siq_model/{.h,.c}"}}
+TAR_GZ: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/gzip": {}}, "description": "siq_model/{.h,.c}"}
+}
 
 
 @router.get(
     "/{bundle_id}/c",
     response_class=Response,
-    responses=TAR_GZ,  # type: ignore[arg-type]
+    responses=TAR_GZ,
     summary="The bundle as a dependency-free C99 library (.tar.gz)",
 )
 def bundle_c(bundle_id: str, bundles: BundleStoreDep, dataset: DatasetQuery = None) -> Response:

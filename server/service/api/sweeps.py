@@ -8,13 +8,14 @@ POST /quantize-sweeps/{id}/cancel  cancel every run not finished yet
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import Field, model_validator
 
 from server.data import check_dataset
-from server.params import ActivationBits, JobParams, WeightBits
+from server.params import ActivationBits, JobKnobs, Seed, WeightBits
+from server.service.api.bounded_body import BoundedBodyRoute
 from server.service.api.deps import (
     RunnerDep,
     SettingsDep,
@@ -26,28 +27,35 @@ from server.service.api.errors import ERROR_RESPONSES
 
 __all__ = ["router", "QuantizeSweepCreate", "MAX_RUNS"]
 
-router = APIRouter(prefix="/quantize-sweeps", tags=["quantize sweeps"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/quantize-sweeps",
+    tags=["quantize sweeps"],
+    responses=ERROR_RESPONSES,
+    route_class=BoundedBodyRoute,
+)
 MAX_RUNS = 64
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
-class QuantizeSweepCreate(JobParams):
-    """A job's parameters with lists where a job has one value: weight_bits,
-    activation_bits and seeds span the grid; the other knobs apply to every run."""
+class QuantizeSweepCreate(JobKnobs):
+    """A job's knobs, with lists where a job has one value: weight_bits, activation_bits
+    and seeds span the grid; the other knobs apply to every run."""
 
-    weight_bits: list[WeightBits] = Field(min_length=1, max_length=8)  # type: ignore[assignment]
-    activation_bits: list[ActivationBits] = Field(  # type: ignore[assignment]
-        min_length=1, max_length=7
-    )
+    weight_bits: list[WeightBits] = Field(min_length=1, max_length=8)
+    activation_bits: list[ActivationBits] = Field(min_length=1, max_length=7)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
     byte_budget: int | None = Field(
         None, ge=1, description="the best bundle is the most accurate of at most this size"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_not_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            raise ValueError("a sweep takes `seeds` (a list), not `seed`")
+        return data
+
     @model_validator(mode="after")
     def _grid(self) -> QuantizeSweepCreate:
-        if "seed" in self.model_fields_set:
-            raise ValueError("a sweep takes `seeds` (a list), not `seed`")
         for name in ("weight_bits", "activation_bits", "seeds"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
@@ -58,7 +66,7 @@ class QuantizeSweepCreate(JobParams):
         return self
 
     def to_request(self) -> dict[str, Any]:
-        grid = {"dataset", "weight_bits", "activation_bits", "seeds", "seed", "byte_budget"}
+        grid = {"dataset", "weight_bits", "activation_bits", "seeds", "byte_budget"}
         return {
             "dataset": self.dataset,
             "weight_bits": self.weight_bits,

@@ -1,0 +1,97 @@
+"""What the server's OpenAPI document says about authentication and storage: what this
+server, with these settings, does (a schema fuzzer holds the server to it).
+
+FastAPI declares the bearer scheme on every route that takes the token dependency, whether
+or not the server has a token. Here an operation declares `security` (and documents 401 and
+403) only when this server demands the token for it: a token is set, and the operation
+writes, or SIQ_PROTECT_READS guards reads (then /metrics too, which the front door guards).
+With no token, the document has no security scheme at all. Every operation that writes
+documents 507 (a full disk, api/errors.py). A request body's `dataset` lists the data sets
+the server had when it made the document (`enum`): a name it does not know is refused (422).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from server.data import list_datasets
+from server.service.api.errors import ERROR_RESPONSES, STORAGE_RESPONSES
+from server.service.guard import OPEN_PATHS, PROTECTED_READ_PATHS
+from server.service.settings import ServerSettings
+
+__all__ = ["install_openapi"]
+
+SCHEME = "HTTPBearer"
+_READS = frozenset({"get", "head", "options"})
+_AUTH_STATUSES = ("401", "403")
+REQUEST_BODIES = ("QuantizeJobCreate", "QuantizeSweepCreate")
+
+
+def install_openapi(app: FastAPI, settings: ServerSettings) -> None:
+    """Make `app.openapi()` answer the document for `settings` (built once, then cached)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            describe_datasets(doc, [d["name"] for d in list_datasets(settings.data_dir)])
+            app.openapi_schema = describe_auth(doc, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def describe_datasets(doc: dict[str, Any], names: list[str]) -> None:
+    """Every request body's `dataset` is one of `names` (those the server has now)."""
+    for name in REQUEST_BODIES:
+        schema = doc.get("components", {}).get("schemas", {}).get(name)
+        if schema is not None and "dataset" in schema.get("properties", {}):
+            schema["properties"]["dataset"]["enum"] = sorted(names)
+
+
+def describe_auth(doc: dict[str, Any], settings: ServerSettings) -> dict[str, Any]:
+    """`doc` with security declared where this server checks the token, and 507 on writes."""
+    storage = _documented(STORAGE_RESPONSES)
+    auth = _documented({int(s): ERROR_RESPONSES[int(s)] for s in _AUTH_STATUSES})
+    for path, operations in doc.get("paths", {}).items():
+        for method, operation in operations.items():
+            writes = method not in _READS
+            if writes:
+                operation["responses"].update(storage)
+            declared = "security" in operation or path in PROTECTED_READ_PATHS
+            if declared and path not in OPEN_PATHS and _demands_token(settings, writes):
+                operation["security"] = [{SCHEME: []}]
+                operation["responses"].update(auth)
+                continue
+            operation.pop("security", None)
+            for status in _AUTH_STATUSES:
+                operation["responses"].pop(status, None)
+    if settings.api_token is None:
+        schemes = doc.get("components", {}).get("securitySchemes", {})
+        schemes.pop(SCHEME, None)
+        if not schemes:
+            doc.get("components", {}).pop("securitySchemes", None)
+    return doc
+
+
+def _demands_token(settings: ServerSettings, writes: bool) -> bool:
+    return settings.api_token is not None and (writes or settings.protect_reads)
+
+
+def _documented(responses: dict[int | str, dict[str, Any]]) -> dict[str, Any]:
+    """ERROR_RESPONSES-style entries as OpenAPI response objects."""
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {
+        str(status): {
+            "description": entry["description"],
+            "content": {"application/json": {"schema": ref}},
+        }
+        for status, entry in responses.items()
+    }
