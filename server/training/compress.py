@@ -119,8 +119,8 @@ def measure_options(
     h = to_float(x[np.sort(take)])
     labels = torch.from_numpy(np.asarray(y)[np.sort(take)]).long()
     with torch.no_grad():
-        values = model.run(h)  # every node's value: the nodes before a layer are kept
-    base = _loss(model, h, labels, values, len(model.nodes))
+        cache = model.run(h)  # every node's value: the nodes before a layer are kept
+    base = _loss(model, h, labels, cache, len(model.nodes))
     options: dict[str, list[LayerOption]] = {}
 
     def fit(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +151,7 @@ def measure_options(
             values = codebook_int[codes]  # (n,) integer weights
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(values * s_w).reshape(m.weight.shape))
-            loss = _loss(model, h, labels, values, i) - base
+            loss = _loss(model, h, labels, cache, i) - base
             # + the fixed part: int8 codebook, biases in accumulator units (two bytes each
             # as a rule), multiplier and shift
             size = bundle_v2.codes_size(codes, bits, rows) + k + 2 * rows + 5 * relu
