@@ -132,7 +132,7 @@ def measure_options(
     for i, node in enumerate(model.nodes):
         if node.op not in WEIGHTED_OPS:
             continue
-        m = model.ops[node.name]
+        m = model.weighted(node.name)
         name = node.name
         original = m.weight.detach().clone()
         w = original.double().numpy().ravel()  # (n,)

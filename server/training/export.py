@@ -15,6 +15,7 @@ always was (`legacy_chain`); any other graph as version 3.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -77,7 +78,7 @@ def add_multipliers(ratio_x: float, ratio_y: float) -> tuple[int, int, int]:
     big = max(ratio_x, ratio_y)
     m_big, shift = quantize_multiplier(big)
     other = ratio_y if ratio_x >= ratio_y else ratio_x
-    m_other = int(round_half_up(np.float64(other * 2.0**shift)))
+    m_other = math.floor(other * 2.0**shift + 0.5)  # round_half_up
     return (m_big, m_other, shift) if ratio_x >= ratio_y else (m_other, m_big, shift)
 
 
@@ -117,7 +118,7 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
             continue
         if node.op not in WEIGHTED_OPS:
             continue
-        m = sim.model.ops[node.name]
+        m = sim.model.weighted(node.name)
         lq = sim.layers[node.name]
         bits = bits_of_codebook(len(lq.codebook_int))
         s_x = value[node.inputs[0]]

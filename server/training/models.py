@@ -91,6 +91,21 @@ class GraphNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1]
         return self.run(x)[self.nodes[-1].name]
 
+    def weighted(self, name: str) -> nn.Conv2d | nn.Linear:
+        """The conv2d / linear module of node `name`."""
+        m = self.ops[name]
+        if not isinstance(m, nn.Conv2d | nn.Linear):
+            raise KeyError(f"{name} is not a weighted node")
+        return m
+
+    def window(self, name: str) -> tuple[int, int]:
+        """(kernel_size, stride) of pool node `name`."""
+        m = self.ops[name]
+        if not isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
+            raise KeyError(f"{name} is not a pool node")
+        stride = m.stride if m.stride is not None else m.kernel_size
+        return _int_pair(m.kernel_size, "kernel"), _int_pair(stride, "stride")
+
     def run(
         self,
         x: torch.Tensor,
@@ -236,7 +251,7 @@ def layer_name(m: nn.Module) -> str:
 
 def weighted_layers(model: GraphNet) -> list[nn.Conv2d | nn.Linear]:
     """The conv2d / linear modules, in graph order."""
-    return [model.ops[n.name] for n in model.nodes if n.op in WEIGHTED_OPS]  # type: ignore[misc]
+    return [model.weighted(n.name) for n in model.nodes if n.op in WEIGHTED_OPS]
 
 
 def _node_fields(model: GraphNet, node: Node, weight_bits: int | None) -> dict:

@@ -103,10 +103,12 @@ class PipelineResult:
 
 
 def load_job_dataset(config: JobParams, data_dir: Path | None) -> Dataset:
-    """The job's data set, cut to its train_limit / test_limit."""
-    return load_dataset(
+    """The job's data set, cut to its train_limit / test_limit, with the job's network
+    family (`arch`) and that family's recipe where it names one."""
+    ds = load_dataset(
         config.dataset, data_dir, train_limit=config.train_limit, test_limit=config.test_limit
     )
+    return ds.with_arch(config.arch)
 
 
 def train_float(

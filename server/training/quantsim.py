@@ -38,7 +38,7 @@ from torch import nn
 from server.training.codebook import assign_codes_tensor, dequantize
 from server.training.models import RELU6_TOP, GraphNet, Node, layer_name
 from server.training.train import to_float
-from shared.network import WEIGHTED_OPS, round_half_up
+from shared.network import WEIGHTED_OPS
 
 __all__ = [
     "LayerQuant",
@@ -91,7 +91,7 @@ def _ste(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def relu6_clamp(output_scale: float, bits: int) -> int:
     """relu6's top code: min(A, round_half_up(6 / s_y)), at least 1 (the spec's clamp_max)."""
     top = (1 << bits) - 1
-    return int(max(1, min(top, round_half_up(np.float64(RELU6_TOP / output_scale)))))
+    return max(1, min(top, math.floor(RELU6_TOP / output_scale + 0.5)))  # round_half_up
 
 
 def choose_activation_scale(acc: torch.Tensor, bits: int, max_values: int = 1 << 18) -> float:
@@ -193,7 +193,7 @@ class QuantSimNet(nn.Module):
     def _node(self, node: Node, args: list[Value], choose_scale: ScaleChooser | None) -> Value:
         h, s_x = args[0]
         if node.op in WEIGHTED_OPS:
-            m = self.model.ops[node.name]
+            m = self.model.weighted(node.name)
             lq = self.layers[node.name]
             s_acc = s_x * lq.weight_scale  # accumulator scale
             b_real = m.bias if m.bias is not None else m.weight.new_zeros(m.weight.shape[0])
@@ -216,8 +216,7 @@ class QuantSimNet(nn.Module):
         if node.op == "maxpool2d":
             return self.model.ops[node.name](h), s_x  # commutes with the (monotone) quantiser
         if node.op == "avgpool2d":
-            pool = self.model.ops[node.name]
-            return _pool_codes(h, s_x, node, pool.kernel_size, pool.stride)
+            return _pool_codes(h, s_x, node, *self.model.window(node.name))
         if node.op == "global_avgpool":
             if h.shape[2] != h.shape[3]:
                 raise ValueError(f"{node.name}: global_avgpool of a non-square map")

@@ -184,3 +184,38 @@ def test_every_model_family_fits_the_per_layer_maps_bound() -> None:
         for channels in (1, 3):
             model = build_model(arch, channels, 10, 64)
             assert len(weighted_layers(model)) <= MAX_LAYERS, arch
+
+
+def test_a_job_names_its_network_family_and_gets_that_familys_recipe() -> None:
+    from server.params import ARCHS
+    from server.recipes import RECIPES
+    from server.training.models import MODEL_BUILDERS
+    from server.training.pipeline import load_job_dataset
+
+    assert set(ARCHS) == set(MODEL_BUILDERS)
+    ds = load_job_dataset(JobParams(dataset="digits", arch="dsnet", test_limit=10), None)
+    assert ds.arch == "dsnet" and ds.recipe == RECIPES["digits"].archs["dsnet"]
+    assert load_job_dataset(JobParams(dataset="digits", test_limit=10), None).arch == "lenet"
+    with pytest.raises(ConfigError, match="arch") as info:
+        JobParams.from_dict({"dataset": "digits", "arch": "alexnet"})
+    assert getattr(info.value, "field", None) == "arch"
+
+
+@pytest.mark.parametrize("arch", ["mobilenet", "resnet"])
+def test_photo_recipes_of_the_new_families_train(arch: str) -> None:
+    """A few batches of each photo family's recipe (augmentation, rates) on random photos."""
+    from server.data import Dataset
+    from server.data.dataset import DIGIT_CLASSES
+    from server.recipes import RECIPES
+    from server.training.pipeline import train_float
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70, 3, 64, 64), dtype=np.uint8)
+    y = rng.integers(0, 10, 70)
+    photo = {"kind": "photo", "resize": 64, "crop": 64}
+    ds = Dataset("p", x, y, x[:8], y[:8], DIGIT_CLASSES, photo, "photonet", RECIPES["imagefolder"])
+    ds = ds.with_arch(arch)
+    recipe = ds.recipe
+    assert recipe.photo_augment is not None and recipe.epochs > RECIPES["imagefolder"].epochs
+    fm = train_float(ds, JobParams(dataset="p", epochs=2 * recipe.batch_size / 63))
+    assert 0 <= fm.float_accuracy <= 1 and len(fm.model.norms) > 0
