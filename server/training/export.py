@@ -7,15 +7,14 @@ For a weighted node with input scale s_x, weight scale s_w and (relu / relu6) ou
     M      = s_x * s_w / s_y  ~=  multiplier / 2^shift (shared.network.quant.quantize_multiplier)
     relu6  clamp_max = min(A, round_half_up(6 / s_y))
 For an add of x (codes or accumulators, scale s_x) and y (codes, s_y) into codes of scale s_out:
-    [M_x, M_y] / 2^shift ~= [s_x / s_out, s_y / s_out]   (one shift: add_multipliers)
+    [M_x, M_y] / 2^shift ~= [s_x / s_out, s_y / s_out]   (one shift: quantize_add_multipliers)
 The last node's accumulators are the logits, real value acc * (s_x * s_w) = logit_scale.
 A chain network (lenet, photonet) is written as a version-2 bundle in the chain form, as it
-always was (`legacy_chain`); any other graph as version 3.
+always was (shared.network.as_chain); any other graph as version 3.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -24,28 +23,24 @@ import numpy as np
 
 from server.data import Dataset
 from server.training.models import graph_of
-from server.training.quantsim import QuantSimNet, relu6_clamp
-from shared.bundle import Bundle, decode_bundle, encode_bundle
+from server.training.quantsim import QuantSimNet
+from shared.bundle import DAG_VERSION, Bundle, decode_bundle, encode_bundle
 from shared.bundle import v2 as bundle_v2
 from shared.bundle.bitpack import pack_codes
 from shared.engine import IntegerNetwork
 from shared.network import (
-    KNOWN_OPS,
     WEIGHTED_OPS,
+    as_chain,
     bits_of_codebook,
-    is_relu_chain,
+    quantize_add_multipliers,
     quantize_multiplier,
+    relu6_clamp_max,
     round_half_up,
 )
 
-DAG_VERSION = 3  # the bundle format of graphs that are not chains
-
 __all__ = [
-    "DAG_VERSION",
-    "add_multipliers",
     "value_scales",
     "integer_layers",
-    "legacy_chain",
     "build_manifest",
     "encode_quantized",
     "engine_accuracy",
@@ -70,16 +65,6 @@ def _rounded(obj: Any, digits: int = 6) -> Any:
     if isinstance(obj, list | tuple):
         return [_rounded(v, digits) for v in obj]
     return obj
-
-
-def add_multipliers(ratio_x: float, ratio_y: float) -> tuple[int, int, int]:
-    """An add's [M_x, M_y] and its one shift s: M / 2^s ~ each input's scale / s_out. The
-    larger ratio picks s as quantize_multiplier does; the other is rounded to that shift."""
-    big = max(ratio_x, ratio_y)
-    m_big, shift = quantize_multiplier(big)
-    other = ratio_y if ratio_x >= ratio_y else ratio_x
-    m_other = math.floor(other * 2.0**shift + 0.5)  # round_half_up
-    return (m_big, m_other, shift) if ratio_x >= ratio_y else (m_other, m_big, shift)
 
 
 def value_scales(sim: QuantSimNet) -> dict[str, float]:
@@ -111,9 +96,9 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
     for node in sim.model.nodes:
         if node.op == "add":
             s_x, s_y, s_out = (value[node.inputs[0]], value[node.inputs[1]], value[node.name])
-            m_x, m_y, shift = add_multipliers(s_x / s_out, s_y / s_out)
-            tensors[f"{node.name}.multiplier"] = np.array([m_x, m_y], dtype=np.int32)
-            tensors[f"{node.name}.shift"] = np.array([shift], dtype=np.int32)
+            pair, shared_shift = quantize_add_multipliers(s_x / s_out, s_y / s_out)
+            tensors[f"{node.name}.multiplier"] = pair  # (2,) [M_x, M_y]
+            tensors[f"{node.name}.shift"] = shared_shift  # (1,)
             scales[node.name] = {"input_scales": [s_x, s_y], "output_scale": s_out}
             continue
         if node.op not in WEIGHTED_OPS:
@@ -145,29 +130,6 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
     return tensors, scales, logit_scale
 
 
-def legacy_chain(graph: list[dict]) -> list[dict] | None:
-    """The graph in the version 1/2 chain form (no `inputs`; `relu: bool`; no `groups`),
-    or None when it is not such a chain: ops conv2d (groups 1), linear, maxpool2d, flatten,
-    each reading the node before it, ReLU after every weighted node but the last. Chain
-    networks (lenet, photonet) are written as version-2 bundles, byte for byte as before
-    the DAG contract."""
-    chain: list[dict] = []
-    prev = "input"
-    for layer in graph:
-        entry = {k: v for k, v in layer.items() if k not in ("inputs", "activation", "groups")}
-        if layer["op"] not in KNOWN_OPS or layer["inputs"] != [prev] or layer.get("groups", 1) != 1:
-            return None
-        if layer["op"] in WEIGHTED_OPS:
-            if layer["activation"] not in ("relu", "none"):
-                return None
-            entry["relu"] = layer["activation"] == "relu"
-        chain.append(entry)
-        prev = layer["name"]
-    if not is_relu_chain([g["relu"] for g in chain if g["op"] in WEIGHTED_OPS]):
-        return None
-    return chain
-
-
 def build_manifest(
     sim: QuantSimNet,
     dataset: Dataset,
@@ -190,11 +152,11 @@ def build_manifest(
         if layer["name"] in sim.layers:  # each layer's own codebook width (per-layer bits)
             layer["weight_bits"] = bits_of_codebook(len(sim.layers[layer["name"]].codebook_int))
         if layer.get("activation") == "relu6":
-            layer["clamp_max"] = relu6_clamp(
+            layer["clamp_max"] = relu6_clamp_max(
                 scales[layer["name"]]["output_scale"], sim.activation_bits
             )
     weight_bits = max(g["weight_bits"] for g in graph if g["name"] in sim.layers)  # the widest
-    chain = legacy_chain(graph)
+    chain = as_chain(graph)
     return {
         "format": "siq-bundle",
         # chains: version 2 (compact: sparse layers, entropy-coded codes); DAGs: version 3

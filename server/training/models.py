@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import ConfigError
-from shared.network import WEIGHTED_OPS, windows
+from shared.network import WEIGHTED_OPS, GraphError, check_graph, windows
 
 __all__ = [
-    "ACTIVATIONS",
     "MODEL_BUILDERS",
     "Node",
     "GraphNet",
@@ -46,7 +45,6 @@ __all__ = [
 ]
 
 HIDDEN = 512
-ACTIVATIONS = ("relu", "relu6", "none")
 RELU6_TOP = 6.0  # relu6's upper clamp, in real units
 POOL_OPS = ("maxpool2d", "avgpool2d")
 
@@ -152,7 +150,14 @@ def build_model(arch: str, in_channels: int, num_classes: int, input_size: int) 
     if arch not in MODEL_BUILDERS:
         raise ConfigError(f"unknown model family {arch!r}; known: {sorted(MODEL_BUILDERS)}")
     model = MODEL_BUILDERS[arch](in_channels, num_classes, input_size)
-    graph_of(model)  # fails early on what the integer engine does not run
+    graph = graph_of(model, 8)
+    for node in graph:  # relu6's clamp comes with calibration: any valid one for the check
+        if node.get("activation") == "relu6":
+            node["clamp_max"] = 255
+    try:  # fails early on what the integer engine does not run
+        check_graph(graph, (in_channels, input_size, input_size), 8)
+    except GraphError as exc:
+        raise ConfigError(f"{arch}: {exc}") from None
     return model
 
 
@@ -257,8 +262,6 @@ def weighted_layers(model: GraphNet) -> list[nn.Conv2d | nn.Linear]:
 def _node_fields(model: GraphNet, node: Node, weight_bits: int | None) -> dict:
     """The manifest fields of one node (version 3), checked against what the engine runs."""
     entry: dict = {"op": node.op, "name": node.name, "inputs": list(node.inputs)}
-    if node.activation not in ACTIVATIONS:
-        raise ConfigError(f"{node.name}: unknown activation {node.activation!r}")
     m = model.ops[node.name] if node.name in model.ops else None  # noqa: SIM401
     if node.op == "conv2d" and isinstance(m, nn.Conv2d):
         if _int_pair(m.dilation, "dilation") != 1:
@@ -289,37 +292,15 @@ def _node_fields(model: GraphNet, node: Node, weight_bits: int | None) -> dict:
     if node.op in WEIGHTED_OPS:
         entry.update(weight_bits=weight_bits, activation=node.activation)
     elif node.op == "add":
-        if node.activation == "none":
-            raise ConfigError(f"{node.name}: an add ends in relu or relu6")
         entry["activation"] = node.activation
     return entry
 
 
 def graph_of(model: GraphNet, weight_bits: int | None = None) -> list[dict]:
     """The manifest graph (format version 3): one dict per node, with its `inputs`; relu6's
-    `clamp_max` depends on the calibrated scale and is added by export. Refuses what the
-    integer contract does not allow: accumulators (a weighted node with activation none)
-    read by anything but the output or an add's first input, an output that is not
-    accumulators, inputs that are not earlier nodes, arity."""
-    graph: list[dict] = []
-    accumulators: set[str] = set()
-    seen = {"input"}
-    for node in model.nodes:
-        arity = 2 if node.op == "add" else 1
-        if len(node.inputs) != arity or any(i not in seen for i in node.inputs):
-            raise ConfigError(f"{node.name}: inputs {list(node.inputs)} are not earlier nodes")
-        if node.name in seen:
-            raise ConfigError(f"{node.name}: duplicate node name")
-        late = node.inputs[1:] if node.op == "add" else node.inputs
-        if any(i in accumulators for i in late):
-            raise ConfigError(f"{node.name}: reads accumulators (only an add's first input may)")
-        graph.append(_node_fields(model, node, weight_bits))
-        if node.op in WEIGHTED_OPS and node.activation == "none":
-            accumulators.add(node.name)
-        seen.add(node.name)
-    if not model.nodes or model.nodes[-1].name not in accumulators:
-        raise ConfigError("the last node must be a conv2d or linear without activation (logits)")
-    return graph
+    `clamp_max` depends on the calibrated scale and is added by export. (The contract's
+    structural rules are shared.network.check_graph's, which `build_model` applies.)"""
+    return [_node_fields(model, node, weight_bits) for node in model.nodes]
 
 
 def float_param_bytes(model: nn.Module) -> int:

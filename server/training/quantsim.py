@@ -38,14 +38,13 @@ from torch import nn
 from server.training.codebook import assign_codes_tensor, dequantize
 from server.training.models import RELU6_TOP, GraphNet, Node, layer_name
 from server.training.train import to_float
-from shared.network import WEIGHTED_OPS
+from shared.network import WEIGHTED_OPS, relu6_clamp_max
 
 __all__ = [
     "LayerQuant",
     "QuantSimNet",
     "calibrate",
     "choose_activation_scale",
-    "relu6_clamp",
 ]
 
 Weighted = nn.Conv2d | nn.Linear
@@ -86,12 +85,6 @@ def _round_half_up(t: torch.Tensor) -> torch.Tensor:
 def _ste(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """`target` forward, identity gradient to `value` backward."""
     return value + (target - value).detach()
-
-
-def relu6_clamp(output_scale: float, bits: int) -> int:
-    """relu6's top code: min(A, round_half_up(6 / s_y)), at least 1 (the spec's clamp_max)."""
-    top = (1 << bits) - 1
-    return max(1, min(top, math.floor(RELU6_TOP / output_scale + 0.5)))  # round_half_up
 
 
 def choose_activation_scale(acc: torch.Tensor, bits: int, max_values: int = 1 << 18) -> float:
@@ -167,7 +160,7 @@ class QuantSimNet(nn.Module):
     def top_of(self, activation: str, output_scale: float) -> int:
         """The largest code a requantising node writes: A, or relu6's clamp_max."""
         if activation == "relu6":
-            return relu6_clamp(output_scale, self.activation_bits)
+            return relu6_clamp_max(output_scale, self.activation_bits)
         return self.top
 
     def output_scale_of(self, node: Node) -> float | None:

@@ -8,6 +8,7 @@ contract's reference interpreter's and the numpy engine's integers on every imag
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,26 +16,30 @@ import torch
 
 from server.data import Dataset
 from server.data.dataset import DIGIT_CLASSES
+from server.params import JobParams
 from server.recipes import RECIPES
 from server.training.batchnorm import fold_batchnorm
-from server.training.export import encode_quantized
+from server.training.export import encode_quantized, engine_accuracy
 from server.training.models import GraphNet, build_model
+from server.training.pipeline import load_job_dataset, run_pipeline
 from server.training.quantsim import QuantSimNet, calibrate
 from server.training.siq import SIQSettings, quantize_layers
 from server.training.train import to_float, train_model
-from shared.bundle import decode_bundle
+from shared.bundle import decode_bundle, read_bundle_file
 from shared.engine import IntegerNetwork
+from shared.engine.reference import run_reference
 
 SIZE = 32  # small maps keep the test in seconds; every op and stride still occurs
 
 
 def _images(n: int, channels: int, seed: int = 0) -> np.ndarray:
     """Smooth random images (uint8, N x C x SIZE x SIZE): blurred noise, so that pools and
-    convolutions see structure rather than white noise."""
+    convolutions see structure rather than white noise, each channel with its own gain."""
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.random((n, channels, SIZE // 4, SIZE // 4)))
     x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear")
-    return (x.numpy() * 255).round().astype(np.uint8)
+    gain = rng.uniform(0.3, 1.0, (n, channels, 1, 1))
+    return (x.numpy() * gain * 255).round().astype(np.uint8)
 
 
 def _with_statistics(model: GraphNet, x: np.ndarray) -> GraphNet:
@@ -70,7 +75,9 @@ def _quantised(arch: str, x: np.ndarray, y: np.ndarray) -> QuantSimNet:
     """Fold, k-means codebooks, calibrate, a few retraining steps through the quantised
     forward pass (gradients through every rounding, add and pool), calibrate again."""
     channels = x.shape[1]
-    model = fold_batchnorm(_with_statistics(build_model(arch, channels, 10, SIZE), x))
+    model = _with_statistics(build_model(arch, channels, 10, SIZE), x)
+    train_model(model, x, y, epochs=10, lr=1e-2, batch_size=8)  # seconds: a net that has learnt
+    model = fold_batchnorm(model)
     settings = SIQSettings(
         weight_bits=4, activation_bits=4, method="optimal", max_iterations=1, tolerance=0.0,
         codebook_tolerance=None, retrain_epochs=0.0, retrain_lr=0.0, batch_size=16,
@@ -88,11 +95,9 @@ def _quantised(arch: str, x: np.ndarray, y: np.ndarray) -> QuantSimNet:
 
 @pytest.mark.parametrize("arch", ["mobilenet", "resnet"])
 def test_quantised_forward_pass_is_the_bundles_integer_network(arch: str) -> None:
-    from shared.engine.reference import run_reference
-
     torch.manual_seed(0)
     x = _images(40, 3, seed=2)
-    y = np.random.default_rng(3).integers(0, 10, len(x))
+    y = x.astype(np.float64).mean((2, 3)).argmax(1)  # the brightest channel: 3 classes
     sim = _quantised(arch, x, y)
     ds = Dataset("t", x, y, x, y, DIGIT_CLASSES, {"kind": "photo", "resize": SIZE, "crop": SIZE},
                  arch, RECIPES["imagefolder"])  # fmt: skip
@@ -117,3 +122,20 @@ def test_quantised_forward_pass_is_the_bundles_integer_network(arch: str) -> Non
     np.testing.assert_array_equal(np.floor(units + 0.5).astype(np.int64), reference)
     np.testing.assert_array_equal(units.argmax(1), reference.argmax(1))
     assert len(np.unique(reference.argmax(1))) > 1  # not a constant network
+
+
+def test_a_dsnet_job_writes_a_version_3_bundle_the_engine_scores(tmp_path: Path) -> None:
+    """The whole job with `arch`: float training with batch norm, folding, SIQ, a v3 bundle
+    whose engine accuracy is the job's (digits, seconds)."""
+    config = JobParams(
+        dataset="digits", arch="dsnet", weight_bits=4, activation_bits=4, epochs=10,
+        retrain_epochs=0.3, max_iterations=1, train_limit=400, test_limit=100,
+    )  # fmt: skip
+    result = run_pipeline(config, None, tmp_path)
+    bundle = read_bundle_file(Path(str(result.bundle_path)))
+    assert bundle.manifest["format_version"] == 3
+    assert bundle.manifest["provenance"]["config"]["arch"] == "dsnet"
+    assert not any("norm" in name for name in bundle.tensors)
+    ds = load_job_dataset(config, None)
+    assert engine_accuracy(bundle, ds.test_x, ds.test_y) == result.quantized_accuracy
+    assert result.quantized_accuracy > 0.3  # learnt something in seconds (chance: 0.1)

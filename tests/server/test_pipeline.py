@@ -13,12 +13,13 @@ import torch
 from server.cli import quantize_main
 from server.data import load_dataset
 from server.params import JobParams
-from server.training.export import engine_predictions, legacy_chain
+from server.training.export import engine_predictions
 from server.training.models import build_model, graph_of
 from server.training.pipeline import JobCancelled, run_pipeline
 from server.training.quantsim import QuantSimNet, calibrate, choose_activation_scale
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
+from shared.network import as_chain
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def test_lenet_graph_uses_only_engine_ops() -> None:
     ]  # fmt: skip
     assert [g["activation"] for g in graph if "activation" in g] == ["relu"] * 3 + ["none"]
     assert [g["inputs"] for g in graph][:2] == [["input"], ["conv1"]]
-    chain = legacy_chain(graph)  # what its bundles hold: the version-2 chain form
+    chain = as_chain(graph)  # what its bundles hold: the version-2 chain form
     assert chain is not None and [g.get("relu") for g in chain if "relu" in g] == [
         True, True, True, False,
     ]  # fmt: skip
