@@ -1,4 +1,4 @@
-"""Reliability benchmark (issue 11): what a hostile or heavy caller costs the client.
+"""Reliability benchmark (issues 11 and 28): what a hostile or heavy caller costs the services.
 
     python -m bench.bench_reliability [--requests 10000] [--concurrency 32] [--seconds 10]
     python -m bench.bench_reliability --client-src DIR --only attack   # another checkout
@@ -18,6 +18,23 @@
    announces 100 MB (Content-Length) and streams it unless answered within 1 s (the server
    refuses bodies over SIQ_MAX_BODY_BYTES from Content-Length). `--only server` measures just this row and keeps the others of an
    existing report.
+
+Issue 28's rows (each `--only NAME` measures one and keeps the other rows of an existing report):
+
+4. `slow-uploads` (item 1): `--tricklers` (70) connections each announce a 100,000-byte
+   /recognize body and send one byte every `--trickle-interval` s (2), reopening when
+   answered or closed, while an ordinary caller sends one digit every 0.25 s: the share of
+   ordinary requests answered 200 within 2 s (target >= 99 %).
+5. `server-trickle` (item 2): `--server-tricklers` (8) connections trickle a 10,000-byte
+   POST /quantize-jobs body, one byte every `--trickle-interval` s: what they are answered and
+   after how long (goal: 408 at SIQ_BODY_TIMEOUT_S, `--server-body-timeout` sets it), and
+   /healthz meanwhile.
+6. `oip-bomb` (item 4): `--bomb-callers` (4) callers send, back to back, a 15 KB gzip of a
+   10,000-image FP32 JSON tensor to /v2 infer (one declaring its 10,000 images, one declaring
+   one image): the client's peak RSS, its /healthz latency and ordinary /recognize meanwhile.
+7. `job-json` (item 5): `--job-callers` (8) callers send, back to back, a 1 MiB
+   POST /quantize-jobs body whose `bits_per_layer` has as many entries as fit: the server's
+   peak RSS and /healthz latency meanwhile.
 
 `--client-src DIR` runs `python -m client` from another checkout (e.g. `git archive main`),
 for a before/after comparison on the same machine. Writes bench/results/reliability.json
@@ -46,6 +63,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.attacks import Prober, Trickle, flood, job_json_body, oip_bombs, trickler
 from bench.bench_client import http_load, load_images
 from bench.report import utc_now
 from scripts.processes import ServiceProcess, pick_port
@@ -55,6 +73,9 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 SERVER_ROW_MARK = "<!-- server row: /healthz while a 100 MB body is refused (issue 11, item 3) -->"
+# the report's rows by key; `--only` replaces one and keeps the others (and the header)
+ROWS = ("attack", "load", "server", "slow_uploads", "server_trickle", "oip_bomb", "job_json")
+WITHIN_MS = 2000.0  # an ordinary request counts as served when answered 200 within this
 
 
 def _png(image: Image.Image) -> bytes:
@@ -283,21 +304,176 @@ async def _healthz_during(url: str, seconds: float, body_mb: int) -> dict[str, A
     return row
 
 
-def bench_server(work: Path, seconds: float, body_mb: int = 100) -> dict[str, Any]:
+@contextlib.contextmanager
+def server_process(work: Path, **settings: str) -> Iterator[ServiceProcess]:
+    """`python -m server` of this checkout (fake pipeline, its own state), ready; stopped on exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIQ_")}
+    port = pick_port()
     env.update(
-        SIQ_STATE_DIR=str(work / "server-state"),
+        SIQ_STATE_DIR=str(work / f"server-state-{port}"),
         SIQ_PIPELINE="tests.server.fake_pipelines:succeed",
         PYTHONPATH=str(REPO),
     )
-    port = pick_port()
+    env.update({f"SIQ_{k.upper()}": v for k, v in settings.items()})
     args = ["--log-level", "warning"]
-    with ServiceProcess(
-        "server", port=port, env=env, log_path=work / "server.log", args=args, cwd=REPO
-    ) as server:
+    log = work / f"server-{port}.log"
+    with ServiceProcess("server", port=port, env=env, log_path=log, args=args, cwd=REPO) as server:
         server.wait_ready("/healthz", timeout=60)
+        yield server
+
+
+def bench_server(work: Path, seconds: float, body_mb: int = 100) -> dict[str, Any]:
+    with server_process(work) as server:
         row = asyncio.run(_healthz_during(server.url, seconds, body_mb))
         row["rss_peak_mb"] = rss_mb(server.proc.pid)[1]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+# --- issue 28 ------------------------------------------------------------------------------
+
+
+def _recognize(url: str, digit: bytes) -> Any:
+    return lambda http: http.post(f"{url}/recognize", files={"file": ("d.png", digit, "image/png")})
+
+
+def _healthz(url: str) -> Any:
+    return lambda http: http.get(f"{url}/healthz")
+
+
+async def _under_attack(
+    send: Any, callers: int, seconds: float, probes: list[Prober]
+) -> dict[str, Any]:
+    """`callers` back-to-back senders for `seconds` while `probes` run, until the last attack
+    request is answered."""
+    stop_attack, stop_probes = asyncio.Event(), asyncio.Event()
+    watching = [asyncio.create_task(p.run(stop_probes)) for p in probes]
+    attack = asyncio.create_task(flood(send, callers, stop_attack))
+    await asyncio.sleep(seconds)
+    stop_attack.set()
+    row = await attack
+    stop_probes.set()
+    await asyncio.gather(*watching)
+    return row
+
+
+async def _slow_uploads(
+    port: int, digit: bytes, seconds: float, tricklers: int, interval_s: float
+) -> dict[str, Any]:
+    url, stop, seen = f"http://127.0.0.1:{port}", asyncio.Event(), Trickle()
+    head = (
+        b"POST /recognize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    slow = [
+        asyncio.create_task(trickler("127.0.0.1", port, head, stop, seen, interval_s=interval_s))
+        for _ in range(tricklers)
+    ]
+    await asyncio.sleep(min(interval_s, seconds / 4))  # the tricklers first, as in the issue
+    ordinary = Prober(_recognize(url, digit), interval_s=0.25, timeout_s=10.0)
+    probing = asyncio.create_task(ordinary.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(probing, *slow)
+    return {**seen.summary(), **ordinary.summary("ordinary", WITHIN_MS)}
+
+
+def bench_slow_uploads(
+    bundle: Path, work: Path, src: Path, digit: bytes, seconds: float, tricklers: int,
+    interval_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    with client_process(bundle, work, src) as (proc, port):
+        row = asyncio.run(_slow_uploads(port, digit, seconds, tricklers, interval_s))
+        row["rss_peak_mb"] = rss_mb(proc.pid)[1]
+    row.update(tricklers=tricklers, interval_s=interval_s, seconds=seconds)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+async def _server_trickle(
+    server: ServiceProcess, tricklers: int, interval_s: float, cap_s: float
+) -> dict[str, Any]:
+    stop, seen = asyncio.Event(), Trickle()
+    head = (
+        b"POST /quantize-jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        b"\r\nContent-Length: 10000\r\n\r\n"
+    )
+    health = Prober(_healthz(server.url), interval_s=0.05)
+    probing = asyncio.create_task(health.run(stop))
+    slow = [
+        trickler("127.0.0.1", server.port, head, stop, seen, interval_s=interval_s, reopen=False)
+        for _ in range(tricklers)
+    ]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*slow), cap_s)
+    stop.set()
+    await probing
+    unanswered = tricklers - sum(seen.statuses.values())
+    if unanswered:
+        seen.statuses[f"none within {cap_s:g} s"] = unanswered
+    return {**seen.summary(), **health.summary("healthz")}
+
+
+def bench_server_trickle(
+    work: Path, tricklers: int, interval_s: float, body_timeout_s: float | None
+) -> dict[str, Any]:
+    settings = {} if body_timeout_s is None else {"body_timeout_s": str(body_timeout_s)}
+    cap_s = (body_timeout_s or 30.0) + 30.0
+    with server_process(work, **settings) as server:
+        row = asyncio.run(_server_trickle(server, tricklers, interval_s, cap_s))
+        row["rss_peak_mb"] = rss_mb(server.proc.pid)[1]
+    row.update(tricklers=tricklers, interval_s=interval_s, body_timeout_s=body_timeout_s)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def bench_oip_bomb(
+    bundle: Path, work: Path, src: Path, digit: bytes, seconds: float, callers: int
+) -> list[dict[str, Any]]:
+    from shared.bundle import decode_bundle
+
+    model = decode_bundle(bundle.read_bytes()).dataset or "siq"
+    rows = []
+    for name, body in oip_bombs().items():
+        with client_process(bundle, work, src) as (proc, port):
+            url = f"http://127.0.0.1:{port}"
+
+            def send(http: httpx.AsyncClient, url: str = url, body: bytes = body) -> Any:
+                headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+                return http.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
+
+            health = Prober(_healthz(url), interval_s=0.05)
+            ordinary = Prober(_recognize(url, digit), interval_s=0.05)
+            sampler = RssSampler(proc.pid)
+            sampler.start()
+            row = asyncio.run(_under_attack(send, callers, seconds, [health, ordinary]))
+            sampler.stop.set()
+            sampler.join()
+            row.update(health.summary("healthz"), **ordinary.summary("ordinary", WITHIN_MS))
+            row.update(body=name, body_kb=round(len(body) / 1e3, 1), callers=callers,
+                       rss_peak_mb=max(sampler.peak, rss_mb(proc.pid)[1]))  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def bench_job_json(work: Path, seconds: float, callers: int) -> dict[str, Any]:
+    body = job_json_body()
+    with server_process(work) as server:
+
+        def send(http: httpx.AsyncClient) -> Any:
+            headers = {"Content-Type": "application/json"}
+            return http.post(f"{server.url}/quantize-jobs", content=body, headers=headers)
+
+        health = Prober(_healthz(server.url), interval_s=0.05)
+        sampler = RssSampler(server.proc.pid)
+        sampler.start()
+        row = asyncio.run(_under_attack(send, callers, seconds, [health]))
+        sampler.stop.set()
+        sampler.join()
+        row.update(health.summary("healthz"))
+        row.update(body_bytes=len(body), entries=body.count(b":4"), callers=callers,
+                   rss_peak_mb=max(sampler.peak, rss_mb(server.proc.pid)[1]))  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
 
@@ -361,7 +537,8 @@ def write_report(result: dict[str, Any], out: Path, name: str) -> None:
             f"`python -m server` (fake pipeline), default settings; one caller polls /healthz "
             f"every 50 ms, first alone for {server.get('seconds', result['seconds']):.0f} s, then "
             f"while another sends POST /quantize-jobs announcing {server['body_mb']} MB "
-            "(Content-Length) and streaming it unless answered within 1 s. Command: `{server.get('command', result['command'])}`"
+            "(Content-Length) and streaming it unless answered within 1 s. "
+            f"Command: `{server.get('command', result['command'])}`"
             f"{', run ' + server['when'] if server.get('when') else ''}.",
             "",
             "| 100 MB body answered | in s | /healthz alone p50 / p99 / max ms (n) | /healthz during p50 / p99 / max ms (n) | server peak RSS MB |",
@@ -378,7 +555,103 @@ def write_report(result: dict[str, Any], out: Path, name: str) -> None:
             lines += [server["remark"], ""]
     else:
         lines += ["_Not measured yet: `--only server` fills this row._", ""]
+    lines += _issue28_sections(result)
     (out / f"{name}.md").write_text("\n".join(lines))
+
+
+def _ms3(row: dict[str, Any], prefix: str) -> str:
+    return (
+        f"{row[prefix + '_p50_ms']:.1f} / {row[prefix + '_p99_ms']:.1f} / "
+        f"{row[prefix + '_max_ms']:.1f} ({row[prefix + '_n']})"
+    )
+
+
+def _ran(row: dict[str, Any]) -> str:
+    return f"Command: `{row['command']}`, run {row['when']}. {row.get('note', '')}".strip()
+
+
+_PENDING = "_Not measured yet: `python -m bench.bench_reliability --only {}` fills this section._"
+
+
+def _issue28_sections(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for key, only, title in (
+        ("slow_uploads", "slow-uploads", "Slow uploads against /recognize (issue 28, item 1)"),
+        ("server_trickle", "server-trickle", "A body trickled to the server (issue 28, item 2)"),
+        ("oip_bomb", "oip-bomb", "gzip bombs to /v2 infer (issue 28, item 4)"),
+        ("job_json", "job-json", "Small JSON, expensive to validate (issue 28, item 5)"),
+    ):
+        if not result.get(key):
+            lines += [f"## {title}", "", _PENDING.format(only), ""]
+    if r := result.get("slow_uploads"):
+        lines += [
+            "## Slow uploads against /recognize (issue 28, item 1)",
+            "",
+            f"{r['tricklers']} connections each announce a 100,000-byte /recognize body and send "
+            f"one byte every {r['interval_s']:g} s, reopening when answered or closed, for "
+            f"{r['seconds']:g} s; meanwhile an ordinary caller sends one MNIST digit every 0.25 s. "
+            f"Target: at least 99 % of the ordinary requests answered 200 within "
+            f"{WITHIN_MS / 1e3:g} s. {_ran(r)}",
+            "",
+            "| ordinary answered 200 within 2 s | ordinary answers | ordinary p50 / p99 / max ms (n) | trickling connections | their answers | client peak RSS MB |",
+            "|---:|---|---|---:|---|---:|",
+            f"| {r['ordinary_ok_within_share']:.1%} | {_counts(r['ordinary_statuses'])} | "
+            f"{_ms3(r, 'ordinary')} | {r['trickle_connections']} | "
+            f"{_counts(r['trickle_statuses'])} | {r['rss_peak_mb']:.0f} |",
+            "",
+        ]
+    if r := result.get("server_trickle"):
+        timeout = r["body_timeout_s"]
+        setting = "the default" if timeout is None else f"{timeout:g} s"
+        lines += [
+            "## A body trickled to the server (issue 28, item 2)",
+            "",
+            f"{r['tricklers']} connections each announce a 10,000-byte POST /quantize-jobs body "
+            f"and send one byte every {r['interval_s']:g} s until answered; SIQ_BODY_TIMEOUT_S "
+            f"{setting}. Goal: 408 at SIQ_BODY_TIMEOUT_S. {_ran(r)}",
+            "",
+            "| answers | answered after p50 / max s | /healthz p50 / p99 / max ms (n) | server peak RSS MB |",
+            "|---|---|---|---:|",
+            f"| {_counts(r['trickle_statuses'])} | {r['trickle_answered_p50_s']:.1f} / "
+            f"{r['trickle_answered_max_s']:.1f} | {_ms3(r, 'healthz')} | {r['rss_peak_mb']:.0f} |",
+            "",
+        ]
+    if rows := result.get("oip_bomb"):
+        lines += [
+            "## gzip bombs to /v2 infer (issue 28, item 4)",
+            "",
+            f"{rows[0]['callers']} callers send the body back to back for {rows[0]['seconds']:g} s "
+            "(each finishes the request it is in): a gzip of a JSON FP32 `input` tensor of "
+            "10,000 zero images; meanwhile one caller polls the client's /healthz every 50 ms and "
+            f"another sends one MNIST digit to /recognize every 50 ms. {_ran(rows[0])}",
+            "",
+            "| body | KB | answers | s per request | client peak RSS MB | /healthz p50 / p99 / max ms (n) | ordinary p50 / p99 / max ms (n) | ordinary 200 within 2 s |",
+            "|---|---:|---|---:|---:|---|---|---:|",
+        ]
+        for r in rows:
+            mean = r["attack_seconds_mean"] or float("nan")
+            lines.append(
+                f"| {r['body']} | {r['body_kb']} | {_counts(r['attack_statuses'])} | {mean:.3f} | "
+                f"{r['rss_peak_mb']:.0f} | {_ms3(r, 'healthz')} | {_ms3(r, 'ordinary')} | "
+                f"{r['ordinary_ok_within_share']:.1%} |"
+            )
+        lines.append("")
+    if r := result.get("job_json"):
+        mean = r["attack_seconds_mean"] or float("nan")
+        lines += [
+            "## Small JSON, expensive to validate (issue 28, item 5)",
+            "",
+            f"{r['callers']} callers send, back to back for {r['seconds']:g} s, a "
+            f"{r['body_bytes']:,}-byte POST /quantize-jobs body whose `bits_per_layer` has "
+            f"{r['entries']:,} entries; one caller polls /healthz every 50 ms. {_ran(r)}",
+            "",
+            "| answers | s per request | server peak RSS MB | /healthz p50 / p99 / max ms (n) |",
+            "|---|---:|---:|---|",
+            f"| {_counts(r['attack_statuses'])} | {mean:.3f} | {r['rss_peak_mb']:.0f} | "
+            f"{_ms3(r, 'healthz')} |",
+            "",
+        ]
+    return lines
 
 
 def _counts(statuses: dict[str, int]) -> str:
@@ -393,7 +666,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-queue", type=int, default=4)
     p.add_argument("--attackers", type=int, default=os.cpu_count() or 1, help="default: CPUs")
     p.add_argument("--client-src", type=Path, default=REPO, help="checkout to run the client from")
-    p.add_argument("--only", choices=("attack", "load", "server"))
+    p.add_argument(
+        "--only",
+        choices=(
+            "attack",
+            "load",
+            "server",
+            "slow-uploads",
+            "server-trickle",
+            "oip-bomb",
+            "job-json",
+        ),
+    )
+    p.add_argument("--tricklers", type=int, default=70, help="slow-uploads: connections")
+    p.add_argument("--trickle-interval", type=float, default=2.0, help="s between body bytes")
+    p.add_argument("--server-tricklers", type=int, default=8)
+    p.add_argument(
+        "--server-body-timeout", type=float, help="SIQ_BODY_TIMEOUT_S for server-trickle"
+    )
+    p.add_argument("--bomb-callers", type=int, default=4)
+    p.add_argument("--job-callers", type=int, default=8)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="reliability")
     args = p.parse_args(argv)
@@ -433,9 +725,30 @@ def main(argv: list[str] | None = None) -> int:
                 note=result["note"],
             )
             result["server"] = server
+        stamp = {"command": result["command"], "when": utc_now(), "note": result["note"]}
+        if args.only in (None, "slow-uploads"):
+            result["slow_uploads"] = {
+                **bench_slow_uploads(bundle, work, src, images[0], args.seconds, args.tricklers,
+                                     args.trickle_interval),
+                **stamp,
+            }  # fmt: skip
+        if args.only in (None, "server-trickle"):
+            result["server_trickle"] = {
+                **bench_server_trickle(
+                    work, args.server_tricklers, args.trickle_interval, args.server_body_timeout
+                ),
+                **stamp,
+            }
+        if args.only in (None, "oip-bomb"):
+            bombs = bench_oip_bomb(bundle, work, src, images[0], args.seconds, args.bomb_callers)
+            result["oip_bomb"] = [{**r, **stamp, "seconds": args.seconds} for r in bombs]
+        if args.only in (None, "job-json"):
+            job = bench_job_json(work, args.seconds, args.job_callers)
+            result["job_json"] = {**job, **stamp, "seconds": args.seconds}
     previous = args.out / f"{args.name}.json"
-    if args.only == "server" and previous.is_file():  # keep the client rows of the last run
-        result = {**json.loads(previous.read_text()), "server": result["server"]}
+    if args.only is not None and previous.is_file():  # keep the last run's header, other rows
+        measured = {k: v for k, v in result.items() if k in ROWS}
+        result = {**json.loads(previous.read_text()), **measured}
     write_report(result, args.out, args.name)
     print((args.out / f"{args.name}.md").read_text())
     return 0

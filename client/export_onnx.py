@@ -1,7 +1,8 @@
 """`python -m client export-onnx BUNDLE --out FILE`: a bundle file as an ONNX model.
 
-The default graph is integer-only (ConvInteger / MatMulInteger, int32 accumulators): it runs
-wherever ONNX runs and gives `shared.engine`'s integer logits bit for bit. Input `codes`
+The default graph is integer-only (ConvInteger / MatMulInteger, int32 accumulators, int64
+adds): it runs wherever ONNX runs and gives `shared.engine`'s integer logits bit for bit, for
+chain bundles (format versions 1 and 2) and DAG bundles (version 3) alike. Input `codes`
 (uint8, N x C x H x W) or, with `--inputs images`, `images` (float32 in [0, 1]); output
 `logits` (int32). Probabilities are softmax(logits * logit_scale), the scale being in the
 model's metadata (`siq_logit_scale`).
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from shared.bundle import read_bundle_file
 from shared.errors import BundleError
-from shared.onnx import to_onnx
+from shared.onnx import ExportError, to_onnx
 
 __all__ = ["main"]
 
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
     try:
         bundle = read_bundle_file(args.bundle)
         model = to_onnx(bundle, carrier=args.carrier, inputs=args.inputs)
-    except (BundleError, OSError) as exc:
+    except (BundleError, ExportError, OSError) as exc:
         print(f"export-onnx: {args.bundle}: {exc}", file=sys.stderr)
         return 2
     args.out.write_bytes(model)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,12 @@ class LoadedBundle:
             "input": {k: m["input"][k] for k in ("channels", "height", "width")},
             "preprocess": self.preprocess,
             "bytes": self.bundle.size,
+            "network": {  # a chain (format versions 1, 2) or a DAG (3): its ops, counted
+                "format_version": m.get("format_version", 1),
+                "nodes": len(m["graph"]),
+                "ops": dict(Counter(node["op"] for node in m["graph"])),
+            },
+            "backend": self.network.backend,  # the engine that answers: onnxruntime or numpy
             "metrics": m.get("metrics", {}),
             "loaded_at": self.loaded_at.isoformat(),
             "source": self.source,

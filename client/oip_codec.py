@@ -21,10 +21,12 @@ Every malformed request raises ProtocolError (400), never anything else.
 
 What a request costs is checked before it is paid: with a `Budget`, the shapes a request
 declares are read from its JSON text (`declared_shapes`, a scan, no parse) and checked against
-the budget before the text is parsed, and, for a compressed body, after its first
-`PEEK_BYTES` are inflated and before the rest is (a gzip of a 10,000-image tensor is refused
-at its header); the JSON text may hold no more values than those shapes declare (counted by
-its commas), so a small declared shape cannot smuggle a large parse.
+the budget before the text is parsed; the JSON text may hold no more values than those shapes
+declare (counted by its commas), so a small declared shape cannot smuggle a large parse. A
+compressed body is inflated a piece at a time and watched as it comes out (`DeclaredWatch`):
+the shapes in its first `PEEK_BYTES` are checked before anything more is inflated (a gzip of a
+10,000-image tensor is refused at its header), and more values than they declare stop the
+inflation where they pass the count.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "Budget",
     "declared_shapes",
     "check_declared",
+    "DeclaredWatch",
     "decompress",
     "parse_infer_request",
     "encode_infer_response",
@@ -77,6 +80,7 @@ DATATYPES: dict[str, np.dtype | None] = {
 }
 _MAX_RANK = 16
 PEEK_BYTES = 64 * 1024  # of a compressed body, inflated and checked before the rest
+_INFLATE_STEP = 1 << 20  # then inflated this much at a time, each piece watched
 # JSON text per declared value: "0," and a "],[" between nested lists at most; plus slack for
 # the rest of the header (names, parameters, an id)
 _COMMAS_PER_VALUE, _SPARE_COMMAS = 2, 1024
@@ -156,12 +160,43 @@ def check_declared(text: bytes, budget: Budget, *, complete: bool) -> None:
                 f"{budget.max_values}"
             )
     if complete:
-        declared = sum(math.prod(shape) for shape in shapes)
-        if text.count(b",") > _COMMAS_PER_VALUE * declared + _SPARE_COMMAS:
-            raise ProtocolError(
-                f"the inference header holds more values than its inputs' shapes declare "
-                f"({declared} in all)"
-            )
+        _check_values(text.count(b","), shapes)
+
+
+def _check_values(commas: int, shapes: list[tuple[int, ...]]) -> None:
+    declared = sum(math.prod(shape) for shape in shapes)
+    if commas > _COMMAS_PER_VALUE * declared + _SPARE_COMMAS:
+        raise ProtocolError(
+            f"the inference header holds more values than its inputs' shapes declare "
+            f"({declared} in all)"
+        )
+
+
+class DeclaredWatch:
+    """Watches a body as it is inflated, piece by piece (`decompress(watch=...)`): the shapes
+    declared in the first piece are checked against `budget` at once, and once they are
+    known the JSON header's values are counted as they come, so a body carrying more than
+    they declare stops inflating there. `header_length`: the Inference-Header-Content-Length
+    (None: the whole body is JSON); only that many bytes are counted."""
+
+    def __init__(self, budget: Budget, header_length: str | None) -> None:
+        self.budget = budget
+        text = (header_length or "").strip()
+        valid = text.isascii() and text.isdigit()
+        self.json_left = None if header_length is None else int(text) if valid else 0
+        self.shapes: list[tuple[int, ...]] | None = None
+        self.commas = 0
+
+    def __call__(self, piece: bytes) -> None:
+        if self.shapes is None:
+            check_declared(piece, self.budget, complete=False)
+            self.shapes = declared_shapes(piece)
+        if self.json_left is not None:
+            piece = piece[: self.json_left]
+            self.json_left -= len(piece)
+        self.commas += piece.count(b",")
+        if self.shapes:  # (a header whose shapes come after its data is counted when parsed)
+            _check_values(self.commas, self.shapes)
 
 
 def decompress(
@@ -169,30 +204,36 @@ def decompress(
     encoding: str | None,
     max_bytes: int,
     *,
-    peek: Callable[[bytes], None] | None = None,
+    watch: Callable[[bytes], None] | None = None,
 ) -> bytes:
     """Undo a request's Content-Encoding (gzip, deflate, identity), at most `max_bytes` out.
-    `peek` sees the first PEEK_BYTES inflated before the rest is (it raises to stop there)."""
+    Inflates the first PEEK_BYTES, then _INFLATE_STEP at a time; `watch` sees each piece
+    before the next is inflated (it raises to stop there)."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
         raise ProtocolError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
+    pieces, total, data, step = [], 0, body, PEEK_BYTES
     try:
         inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        head = inflater.decompress(body, min(PEEK_BYTES, max_bytes + 1))
-        if peek is not None:
-            peek(head)
-        out = head
-        if not inflater.eof and len(head) <= max_bytes:  # (a max_length of 0 means no limit)
-            out += inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - len(head))
+        while not inflater.eof and total <= max_bytes:
+            # (max_length is >= 1 here: 0 would mean no limit)
+            piece = inflater.decompress(data, min(step, max_bytes + 1 - total))
+            if not piece:  # the input ran out before the stream's end
+                break
+            if watch is not None:
+                watch(piece)
+            pieces.append(piece)
+            total += len(piece)
+            data, step = inflater.unconsumed_tail, _INFLATE_STEP
     except zlib.error as exc:
         raise ProtocolError(f"the {encoding} body cannot be decompressed: {exc}") from exc
-    if len(out) > max_bytes or inflater.unconsumed_tail:
+    if total > max_bytes:
         raise ImageTooLargeError(f"the decompressed body is over the {max_bytes}-byte limit")
     if not inflater.eof:
         raise ProtocolError(f"the {encoding} body is truncated")
-    return out
+    return b"".join(pieces)
 
 
 def parse_infer_request(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +30,10 @@ import numpy as np
 from client.manager import LoadedBundle
 from client.oip_codec import (
     Budget,
+    DeclaredWatch,
     InferRequest,
     ProtocolError,
     Tensor,
-    check_declared,
     decompress,
     encode_infer_response,
     parse_infer_request,
@@ -137,7 +136,7 @@ def prepare(
         body,
         content_encoding,
         limits.max_body_bytes,
-        peek=functools.partial(check_declared, budget=budget, complete=False),
+        watch=DeclaredWatch(budget, header_length),
     )
     request = parse_infer_request(body, header_length, budget)
     wanted = request.outputs

@@ -58,3 +58,9 @@ class JobSpec(BaseModel):
 
     params: JobParams
     role: JobRole = PlainJob()
+
+    @property
+    def lead_job(self) -> str | None:
+        """The sweep lead whose float checkpoint this job starts from (None: it trains its
+        own)."""
+        return self.role.lead_job if isinstance(self.role, SweepCell) else None

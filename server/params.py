@@ -7,6 +7,8 @@ and help, written down once (torch-free: the HTTP service imports it).
   (server/cli.py), so the names, bounds and help agree everywhere.
 - `QuantizeJobCreate`: the body of POST /quantize-jobs, the same fields with the bit widths
   required. It *is* a `JobParams`: the route puts it into the job's `JobSpec` as it is.
+- `QuantizeSweepCreate`: the body of POST /quantize-sweeps, the knobs with lists for the grid
+  (`weight_bits`, `activation_bits`, `seeds`); `cell(...)` is one cell's `JobParams`.
 
 Every map and list is bounded (`MAX_LAYERS` named layers at most), so an oversized body is
 refused at its size, before its entries are validated.
@@ -42,6 +44,8 @@ __all__ = [
     "JobKnobs",
     "JobParams",
     "QuantizeJobCreate",
+    "QuantizeSweepCreate",
+    "MAX_RUNS",
 ]
 
 CONFIG_VERSION = 1
@@ -54,6 +58,7 @@ MAX_ITERATIONS = 20
 # (server/training/models.py; tests/server/test_params.py checks this bound covers them).
 MAX_LAYERS = 32
 MIN_BUDGET = 2048  # below this not even the manifest fits
+MAX_RUNS = 64  # cells of a sweep's grid
 
 DatasetName = Annotated[
     str,
@@ -194,6 +199,47 @@ class QuantizeJobCreate(JobParams):
 
     weight_bits: WeightBits
     activation_bits: ActivationBits
+
+
+class QuantizeSweepCreate(JobKnobs):
+    """A job's knobs, with lists where a job has one value: weight_bits, activation_bits
+    and seeds span the grid; the other knobs apply to every run."""
+
+    weight_bits: list[WeightBits] = Field(min_length=1, max_length=8)
+    activation_bits: list[ActivationBits] = Field(min_length=1, max_length=7)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
+    byte_budget: int | None = Field(
+        None, ge=1, description="the best bundle is the most accurate of at most this size"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_not_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            raise ValueError("a sweep takes `seeds` (a list), not `seed`")
+        return data
+
+    @model_validator(mode="after")
+    def _grid(self) -> QuantizeSweepCreate:
+        for name in ("weight_bits", "activation_bits", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: distinct values, got {values}")
+        runs = len(self.weight_bits) * len(self.activation_bits) * len(self.seeds)
+        if runs > MAX_RUNS:
+            raise ValueError(f"the grid has {runs} runs; at most {MAX_RUNS}")
+        return self
+
+    def knobs(self) -> dict[str, Any]:
+        """The knobs the caller set that every cell shares (all but the data set and the
+        grid): what a sweep's summary shows as its `config`."""
+        grid = {"dataset", "weight_bits", "activation_bits", "seeds", "byte_budget"}
+        return self.model_dump(exclude_unset=True, exclude=grid)
+
+    def cell(self, seed: int, weight_bits: int, activation_bits: int) -> JobParams:
+        """The parameters of one cell of the grid."""
+        cell = {"weight_bits": weight_bits, "activation_bits": activation_bits, "seed": seed}
+        return JobParams.model_validate({"dataset": self.dataset, **cell, **self.knobs()})
 
 
 def config_error(exc: ValidationError) -> ConfigError:

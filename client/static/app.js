@@ -287,6 +287,13 @@ async function loadBundle() {
       "measured by the server on the test set with the integer engine this client runs");
   }
   addBundleField(list, "size", `${(body.bytes / 1024).toFixed(1)} KiB`);
+  if (body.network) {
+    const ops = Object.entries(body.network.ops).map(([op, n]) => `${op} ${n}`).join(", ");
+    addBundleField(list, "network", `${body.network.nodes} nodes`, ops);
+  }
+  if (body.backend) {
+    addBundleField(list, "engine", body.backend, "the integer engine that answers here");
+  }
   list.dataset.state = "ready";
   list.dataset.bundleId = body.id;
   setTimeout(loadBundle, 60000); // the client swaps in new bundles while it runs

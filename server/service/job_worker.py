@@ -18,7 +18,8 @@ from pathlib import Path
 
 from server.progress import ProgressEvent, Throttle
 from server.service.bundles import BundleStore
-from server.service.job_roles import execute_job, lead_job, read_checkpoint, write_checkpoint
+from server.service.checkpoints import read_checkpoint, write_checkpoint
+from server.service.job_execution import execute_job
 from server.service.jobs import JobStore, progress_of
 from server.service.publishing import PublishRule
 from server.service.verdicts import error_record
@@ -79,7 +80,7 @@ def job_main(
     reporter = _Reporter(store, job_id, attempt)
     checkpoint_dir = Path(db_path).parent / "checkpoints"  # ServerSettings.checkpoint_dir
     try:
-        lead = lead_job(spec)
+        lead = spec.lead_job
         out = execute_job(
             pipeline_ref,
             spec,

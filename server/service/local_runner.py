@@ -5,7 +5,7 @@
 `spawn`ed process per job (`job_worker.job_main`, which records the job's progress and
 outcome itself), enforces cancellation (the pipeline polls `should_cancel`; a worker that
 has not stopped `cancel_grace_s` later is terminated) and notices workers that died without
-a verdict. The worker imports the pipeline (`SIQ_PIPELINE`, server/service/job_roles.py);
+a verdict. The worker imports the pipeline (`SIQ_PIPELINE`, server/service/job_execution.py);
 this process never does (server.training.job:run_job imports torch).
 
 Restarts: a job still `running` when the server starts belonged to a process that is gone;

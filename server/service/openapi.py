@@ -6,8 +6,7 @@ or not the server has a token. Here an operation declares `security` (and docume
 403) only when this server demands the token for it: a token is set, and the operation
 writes, or SIQ_PROTECT_READS guards reads (then /metrics too, which the front door guards).
 With no token, the document has no security scheme at all. Every operation that writes
-documents 507 (a full disk, api/errors.py). A request body's `dataset` lists the data sets
-the server had when it made the document (`enum`): a name it does not know is refused (422).
+documents 507 (a full disk, api/errors.py).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from server.data import list_datasets
 from server.service.api.errors import ERROR_RESPONSES, STORAGE_RESPONSES
 from server.service.guard import OPEN_PATHS, PROTECTED_READ_PATHS
 from server.service.settings import ServerSettings
@@ -27,7 +25,6 @@ __all__ = ["install_openapi"]
 SCHEME = "HTTPBearer"
 _READS = frozenset({"get", "head", "options"})
 _AUTH_STATUSES = ("401", "403")
-REQUEST_BODIES = ("QuantizeJobCreate", "QuantizeSweepCreate")
 
 
 def install_openapi(app: FastAPI, settings: ServerSettings) -> None:
@@ -41,19 +38,10 @@ def install_openapi(app: FastAPI, settings: ServerSettings) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            describe_datasets(doc, [d["name"] for d in list_datasets(settings.data_dir)])
             app.openapi_schema = describe_auth(doc, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def describe_datasets(doc: dict[str, Any], names: list[str]) -> None:
-    """Every request body's `dataset` is one of `names` (those the server has now)."""
-    for name in REQUEST_BODIES:
-        schema = doc.get("components", {}).get("schemas", {}).get(name)
-        if schema is not None and "dataset" in schema.get("properties", {}):
-            schema["properties"]["dataset"]["enum"] = sorted(names)
 
 
 def describe_auth(doc: dict[str, Any], settings: ServerSettings) -> dict[str, Any]:

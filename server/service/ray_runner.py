@@ -33,7 +33,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 
 from server.service.bundles import BundleStore
-from server.service.job_roles import lead_job, read_checkpoint, write_checkpoint
+from server.service.checkpoints import read_checkpoint, write_checkpoint
 from server.service.jobs import JobRecord, JobStore, progress_of
 from server.service.ray_task import NAMESPACE, TASK_NAME, JobLedger, Outcome, run_job_task
 from server.service.settings import ServerSettings
@@ -239,7 +239,7 @@ class RayRunner:
 
     def _checkpoint_for(self, job: JobRecord) -> Any:
         """A sweep cell's float checkpoint, put into the object store once per lead job."""
-        lead = lead_job(job.spec)
+        lead = job.spec.lead_job
         if lead is None:
             return None
         if lead not in self._checkpoint_refs:

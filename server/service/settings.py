@@ -95,7 +95,7 @@ class ServerSettings(BaseSettings):
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Float models a sweep's runs start from (server/service/job_roles.py)."""
+        """Float models a sweep's runs start from (server/service/checkpoints.py)."""
         return self.state_dir / "checkpoints"
 
     @property

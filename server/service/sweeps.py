@@ -1,5 +1,5 @@
 """Bit-grid sweeps: every (seed, weight bits, activation bits) cell is an ordinary quantize
-job; the float model trains once per seed (server/service/job_roles.py).
+job; the float model trains once per seed (the roles: server/job_spec.py).
 
 On creation each seed's first cell is queued as the seed's *lead*. The moment a lead has
 written its float checkpoint, `advance()` queues the seed's other cells as children that
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from server.job_spec import JobRole, JobSpec, SweepCell, SweepLead
-from server.params import JobParams
-from server.service.job_roles import checkpoint_path
+from server.params import QuantizeSweepCreate
+from server.service.checkpoints import checkpoint_path
 from server.service.jobs import JobRecord, JobStore, connect, utcnow
 from shared.errors import ConflictError, NotFoundError
 
@@ -62,21 +62,20 @@ class SweepStore:
 
     # ------------------------------------------------------------ writes
 
-    def create(self, request: dict[str, Any]) -> str:
-        """A sweep of `request` ({dataset, weight_bits: [...], activation_bits: [...],
-        seeds: [...], byte_budget, knobs: {...}}); queues one lead job per seed."""
+    def create(self, request: QuantizeSweepCreate) -> str:
+        """A sweep of `request`; queues one lead job per seed."""
         sweep_id = uuid.uuid4().hex
         cells = [
             (seed, wb, ab)
-            for seed in request["seeds"]
-            for wb in request["weight_bits"]
-            for ab in request["activation_bits"]
+            for seed in request.seeds
+            for wb in request.weight_bits
+            for ab in request.activation_bits
         ]
         leads = {seed: (wb, ab) for seed, wb, ab in reversed(cells)}  # each seed's first cell
         with connect(self.db_path) as conn:
             conn.execute(
                 "INSERT INTO sweeps (id, created, request) VALUES (?, ?, ?)",
-                (sweep_id, utcnow(), json.dumps(request)),
+                (sweep_id, utcnow(), request.model_dump_json(exclude_unset=True)),
             )
             conn.executemany(
                 "INSERT INTO sweep_runs (sweep_id, seed, weight_bits, activation_bits, role)"
@@ -93,24 +92,15 @@ class SweepStore:
     def _queue(
         self,
         sweep_id: str,
-        request: dict[str, Any],
+        request: QuantizeSweepCreate,
         seed: int,
         wb: int,
         ab: int,
         role: JobRole,
     ) -> None:
-        params = JobParams.model_validate(
-            {
-                "dataset": request["dataset"],
-                "weight_bits": wb,
-                "activation_bits": ab,
-                "seed": seed,
-                **request["knobs"],
-            }
-        )
+        spec = JobSpec(params=request.cell(seed, wb, ab), role=role)
         # The idempotency key makes a repeated advance() (two threads, a restart) harmless.
-        key = f"sweep:{sweep_id}:{seed}:{wb}:{ab}"
-        job, _ = self.jobs.create(JobSpec(params=params, role=role), key)
+        job, _ = self.jobs.create(spec, f"sweep:{sweep_id}:{seed}:{wb}:{ab}")
         with connect(self.db_path) as conn:
             conn.execute(
                 "UPDATE sweep_runs SET job_id = ? WHERE sweep_id = ? AND seed = ?"
@@ -131,7 +121,7 @@ class SweepStore:
         for sweep_id, seed, wb, ab, lead_job, request in waiting:
             if checkpoint_path(self.checkpoint_dir, lead_job).exists():
                 role = SweepCell(sweep_id=sweep_id, lead_job=lead_job)
-                self._queue(sweep_id, json.loads(request), seed, wb, ab, role)
+                self._queue(sweep_id, _request(request), seed, wb, ab, role)
                 queued += 1
         return queued
 
@@ -166,7 +156,7 @@ class SweepStore:
     def summary(self, sweep_id: str) -> dict[str, Any]:
         """Status, every run, the accuracy x bits table and the best bundle within budget."""
         sweep = self._sweep(sweep_id)
-        request = json.loads(sweep["request"])
+        request = _request(sweep["request"])
         runs = self._runs(sweep_id)
         jobs = {r["job_id"]: self.jobs.get(r["job_id"]) for r in runs if r["job_id"]}
         leads = {r["seed"]: jobs.get(r["job_id"]) for r in runs if r["role"] == "lead"}
@@ -178,20 +168,29 @@ class SweepStore:
             "id": sweep_id,
             "status": _sweep_status([v["status"] for v in views], bool(sweep["cancel_requested"])),
             "created": sweep["created"],
-            "dataset": request["dataset"],
-            "weight_bits": request["weight_bits"],
-            "activation_bits": request["activation_bits"],
-            "seeds": request["seeds"],
-            "byte_budget": request.get("byte_budget"),
-            "config": request["knobs"],
+            "dataset": request.dataset,
+            "weight_bits": request.weight_bits,
+            "activation_bits": request.activation_bits,
+            "seeds": request.seeds,
+            "byte_budget": request.byte_budget,
+            "config": request.knobs(),
             "runs": views,
             "table": _table(request, views),
-            "best": _best(views, request.get("byte_budget")),
+            "best": _best(views, request.byte_budget),
             "links": {
                 "self": f"/quantize-sweeps/{sweep_id}",
                 "cancel": f"/quantize-sweeps/{sweep_id}/cancel",
             },
         }
+
+
+def _request(text: str) -> QuantizeSweepCreate:
+    """A sweep's stored request: its body as sent (older servers stored the knobs apart, as
+    `{dataset, weight_bits, activation_bits, seeds, byte_budget, knobs: {...}}`)."""
+    data = json.loads(text)
+    if isinstance(data.get("knobs"), dict):
+        data = {**data.pop("knobs"), **data}
+    return QuantizeSweepCreate.model_validate(data)
 
 
 def _run_view(
@@ -226,13 +225,13 @@ def _sweep_status(statuses: list[str], cancelled: bool) -> str:
     return "succeeded" if all(s == "succeeded" for s in statuses) else "failed"
 
 
-def _table(request: dict[str, Any], views: list[dict[str, Any]]) -> dict[str, Any]:
+def _table(request: QuantizeSweepCreate, views: list[dict[str, Any]]) -> dict[str, Any]:
     """Rows: weight bits; columns: activation bits; cells: the mean integer-engine test
     accuracy over the seeds that succeeded (null until one has), and the bundle size."""
     accuracy, sizes = [], []
-    for wb in request["weight_bits"]:
+    for wb in request.weight_bits:
         acc_row, size_row = [], []
-        for ab in request["activation_bits"]:
+        for ab in request.activation_bits:
             done = [
                 v
                 for v in views
@@ -247,8 +246,8 @@ def _table(request: dict[str, Any], views: list[dict[str, Any]]) -> dict[str, An
     return {
         "rows": "weight_bits",
         "columns": "activation_bits",
-        "weight_bits": request["weight_bits"],
-        "activation_bits": request["activation_bits"],
+        "weight_bits": request.weight_bits,
+        "activation_bits": request.activation_bits,
         "quantized_accuracy": accuracy,
         "bundle_bytes": sizes,
     }

@@ -2,7 +2,7 @@
 default, server.training.job:run_job). It takes the job's `JobSpec` and runs what its role
 asks for: a plain job the whole pipeline (server/training/pipeline.py), a sweep's lead or cell
 its grid cell (server/training/sweep.py); the result comes back as a dict
-(server/service/job_roles.py reads it as a `JobResult`).
+(server/service/job_execution.py reads it as a `JobResult`).
 """
 
 from __future__ import annotations

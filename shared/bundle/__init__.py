@@ -1,7 +1,7 @@
 """The bundle file: one safetensors file that carries a quantised network
 (docs/ARCHITECTURE.md, "Bundle layout").
 
-    format    Bundle, encode / decode / validate, ids (format versions 1 and 2)
+    format    Bundle, encode / decode / validate, ids (format versions 1, 2 and 3: the DAG)
     files     bundles on disk: <id>.siq read back against its name, atomic writes
     v2        format version 2's per-layer storage (packed, Huffman, sparse, block layouts)
     bitpack   fixed-width b-bit code packing
@@ -19,6 +19,7 @@ from shared.bundle.files import (
     write_bundle_atomic,
 )
 from shared.bundle.format import (
+    DAG_VERSION,
     FORMAT,
     FORMAT_VERSION,
     FORMAT_VERSIONS,
@@ -38,6 +39,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
+    "DAG_VERSION",
     "MANIFEST_KEY",
     "MANIFEST_ZLIB_KEY",
     "MAX_BUNDLE_BYTES",

@@ -26,13 +26,19 @@ from shared.bundle.bitpack import packed_size, unpack_codes
 from shared.bundle.checksum import check_content, with_checksum
 from shared.errors import BundleError
 from shared.network import (
-    KNOWN_OPS,
+    ACCUMULATORS,
+    CHAIN_OPS,
     MAX_ACCUMULATOR,
+    MAX_ADD_SUM,
     WEIGHTED_OPS,
+    GraphError,
     accumulator_bound,
+    add_bound,
+    as_dag,
     carries_relu,
+    check_graph,
     codebook_size,
-    output_shape,
+    requantises,
     weight_shape,
 )
 
@@ -40,6 +46,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
+    "DAG_VERSION",
     "MANIFEST_KEY",
     "MANIFEST_ZLIB_KEY",
     "MAX_BUNDLE_BYTES",
@@ -53,7 +60,10 @@ __all__ = [
 
 FORMAT = "siq-bundle"
 FORMAT_VERSION = 1  # written when a manifest names none
-FORMAT_VERSIONS = (1, bundle_v2.VERSION)  # 2: compact per-layer storage (shared/bundle/v2.py)
+DAG_VERSION = 3  # the graph as a DAG of named nodes (docs/ARCHITECTURE.md)
+# 2: compact per-layer storage (shared/bundle/v2.py); 3: the DAG, stored as version 2 is
+FORMAT_VERSIONS = (1, bundle_v2.VERSION, DAG_VERSION)
+PACKED_VERSIONS = (bundle_v2.VERSION, DAG_VERSION)
 MANIFEST_KEY = "siq_manifest"
 # version 2 stores the same canonical manifest text zlib-compressed (level 9) and base64'd:
 # the JSON, escaped inside the header's JSON, was a large share of a small pruned bundle
@@ -101,7 +111,7 @@ def encode_bundle(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> b
     manifest.setdefault("format_version", FORMAT_VERSION)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     validate(manifest, tensors)
-    if manifest["format_version"] == bundle_v2.VERSION:
+    if manifest["format_version"] in PACKED_VERSIONS:
         manifest["storage"], tensors = bundle_v2.pack_layers(manifest, tensors)
         text = with_checksum(manifest, tensors)
         packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
@@ -122,10 +132,14 @@ def decode_bundle(data: bytes, expected_id: str | None = None) -> Bundle:
     except Exception as exc:  # safetensors raises its own error types
         raise BundleError(f"bundle tensors are unreadable: {exc}") from exc
     check_content(_stored_manifest(data), tensors, id_verified=expected_id is not None)
-    if manifest.get("format_version") == bundle_v2.VERSION:
+    if _packed(manifest.get("format_version")):
         tensors = bundle_v2.unpack_layers(manifest, tensors)  # the v1 tensors, same integers
     validate(manifest, tensors)
     return Bundle(id=digest, manifest=manifest, tensors=tensors, size=len(data))
+
+
+def _packed(version: Any) -> bool:
+    return not isinstance(version, bool) and version in PACKED_VERSIONS
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -139,7 +153,7 @@ def _stored_manifest(data: bytes) -> str:
 
 def _manifest_text(metadata: dict[str, Any]) -> str:
     """The manifest text from the header's metadata: plain under MANIFEST_KEY (version 1,
-    and version 2 as first written), or compressed under MANIFEST_ZLIB_KEY (version 2)."""
+    and version 2 as first written), or compressed under MANIFEST_ZLIB_KEY (versions 2 and 3)."""
     if MANIFEST_ZLIB_KEY not in metadata:
         return metadata[MANIFEST_KEY]
     if MANIFEST_KEY in metadata:
@@ -200,7 +214,7 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     _require(
         manifest.get("format") == FORMAT, f"not an SIQ bundle (format {manifest.get('format')!r})"
     )
-    version = manifest.get("format_version")
+    version: Any = manifest.get("format_version")
     _require(
         version in FORMAT_VERSIONS and not isinstance(version, bool),
         f"bundle format version {version!r} is not supported (this reader knows "
@@ -227,45 +241,35 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     )
     graph: Any = manifest.get("graph")
     _require(isinstance(graph, list) and len(graph) > 0, "manifest: 'graph' must be a list")
-
-    shape: tuple[int, ...] = (channels, height, width)  # per-image activation shape
-    expected: set[str] = set()
-    weighted = [
-        layer for layer in graph if isinstance(layer, dict) and layer.get("op") in WEIGHTED_OPS
-    ]
-    _require(len(weighted) > 0, "graph has no weighted layer")
-    seen: set[str] = set()
-    done = 0  # weighted layers checked
-    for i, layer in enumerate(graph):
-        _require(isinstance(layer, dict), f"graph[{i}] is not an object")
-        op, name = layer.get("op"), layer.get("name")
-        _require(op in KNOWN_OPS, f"graph[{i}]: unknown op {op!r} (known: {', '.join(KNOWN_OPS)})")
-        _require(
-            isinstance(name, str) and bool(name) and name not in seen,
-            f"graph[{i}]: bad or duplicate name",
-        )
-        seen.add(name)
-        where = f"layer {name}"
-        if op == "flatten":
-            shape = (int(np.prod(shape)),)
-        elif op == "maxpool2d":
-            _require(len(shape) == 3, f"{where}: maxpool2d needs a (C, H, W) input")
-            k = _int_field(layer, "kernel_size", 1, 64, where)
-            _int_field(layer, "stride", 1, 64, where)
-            _require(shape[1] >= k and shape[2] >= k, f"{where}: input smaller than the kernel")
-            shape = output_shape(layer, shape)
-        else:
-            shape = _check_weighted(layer, shape, tensors, a_bits, cb_bits, where)
-            expected.update(f"{name}.{t}" for t in ("codes", "codebook", "bias"))
-            relu = carries_relu(done, len(weighted))
-            done += 1
+    if version < DAG_VERSION:
+        _check_chain(graph, version)
+    else:
+        for i, node in enumerate(graph):
             _require(
-                layer.get("relu") is relu,
-                f"{where}: every weighted layer but the last must have relu true, the last false",
+                isinstance(node, dict) and "inputs" in node,
+                f"graph[{i}]: a version-{version} node must be an object with 'inputs'",
             )
-            if relu:
-                expected.update((f"{name}.multiplier", f"{name}.shift"))
-                _check_requant(layer, tensors, where)
+    dag = as_dag(graph)
+    try:
+        values = check_graph(dag, (channels, height, width), a_bits)
+    except GraphError as exc:
+        raise BundleError(str(exc)) from exc
+    expected: set[str] = set()
+    bounds: dict[str, np.ndarray] = {}  # per weighted node, the |accumulator| bound per channel
+    for node in dag:
+        name, where = node["name"], f"layer {node['name']}"
+        if node["op"] in WEIGHTED_OPS:
+            bounds[name] = _check_weighted(node, tensors, a_bits, cb_bits, where)
+            expected.update(f"{name}.{t}" for t in ("codes", "codebook", "bias"))
+        if requantises(node):
+            expected.update((f"{name}.multiplier", f"{name}.shift"))
+            if node["op"] == "add":
+                first = node["inputs"][0]
+                bound = bounds[first] if values[first].kind == ACCUMULATORS else (1 << a_bits) - 1
+                _check_add(node, tensors, bound, a_bits, where)
+            else:
+                _check_requant(node, tensors, where)
+    shape = values[dag[-1]["name"]].shape
     _require(
         shape == (len(names),), f"network output shape {shape} does not match {len(names)} classes"
     )
@@ -273,6 +277,33 @@ def validate(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
     missing = expected - set(tensors)
     _require(not missing, f"bundle lacks tensors: {', '.join(sorted(missing))}")
     _require(not extra, f"bundle has unexpected tensors: {', '.join(sorted(extra))}")
+
+
+def _check_chain(graph: list[Any], version: int) -> None:
+    """What a version 1 or 2 graph must be beyond the DAG rules: a chain of the chain ops,
+    without DAG fields, a `relu` flag on every weighted layer but the last."""
+    weighted = [n for n in graph if isinstance(n, dict) and n.get("op") in WEIGHTED_OPS]
+    done = 0
+    for i, node in enumerate(graph):
+        _require(isinstance(node, dict), f"graph[{i}] is not an object")
+        op = node.get("op")
+        _require(
+            op in CHAIN_OPS,
+            f"graph[{i}]: unknown op {op!r} for a version-{version} bundle "
+            f"(known: {', '.join(CHAIN_OPS)}; the others need format version {DAG_VERSION})",
+        )
+        dag_fields = sorted({"inputs", "activation", "groups"} & set(node))
+        _require(
+            not dag_fields,
+            f"graph[{i}]: {', '.join(dag_fields)} need format version {DAG_VERSION}",
+        )
+        if op in WEIGHTED_OPS:
+            _require(
+                node.get("relu") is carries_relu(done, len(weighted)),
+                f"layer {node.get('name')}: every weighted layer but the last must have relu "
+                "true, the last false",
+            )
+            done += 1
 
 
 def _tensor(tensors: dict[str, np.ndarray], key: str, dtype: type, where: str) -> np.ndarray:
@@ -286,31 +317,15 @@ def _tensor(tensors: dict[str, np.ndarray], key: str, dtype: type, where: str) -
 
 def _check_weighted(
     layer: dict[str, Any],
-    shape: tuple[int, ...],
     tensors: dict[str, np.ndarray],
     a_bits: int,
     cb_bits: int,
     where: str,
-) -> tuple[int, ...]:
-    name = layer["name"]
-    bits = _int_field(layer, "weight_bits", 1, 8, where)
-    if layer["op"] == "conv2d":
-        _require(len(shape) == 3, f"{where}: conv2d needs a (C, H, W) input")
-        cin = _int_field(layer, "in_channels", 1, 1 << 16, where)
-        cout = _int_field(layer, "out_channels", 1, 1 << 16, where)
-        k = _int_field(layer, "kernel_size", 1, 64, where)
-        _int_field(layer, "stride", 1, 64, where)
-        p = _int_field(layer, "padding", 0, 64, where)
-        _require(cin == shape[0], f"{where}: in_channels {cin} != incoming {shape[0]}")
-        h, w = shape[1] + 2 * p, shape[2] + 2 * p
-        _require(h >= k and w >= k, f"{where}: input smaller than the kernel")
-        out_shape = output_shape(layer, shape)
-    else:
-        _require(len(shape) == 1, f"{where}: linear needs a flat input (add a flatten)")
-        fin = _int_field(layer, "in_features", 1, 1 << 24, where)
-        cout = _int_field(layer, "out_features", 1, 1 << 16, where)
-        _require(fin == shape[0], f"{where}: in_features {fin} != incoming {shape[0]}")
-        out_shape = output_shape(layer, shape)
+) -> np.ndarray:
+    """A weighted node's codes, codebook and bias (its fields and shapes passed
+    check_graph); returns its accumulator bound per output channel."""
+    name, bits = layer["name"], layer["weight_bits"]
+    cout = weight_shape(layer)[0]
     count = int(np.prod(weight_shape(layer)))
     codes = _tensor(tensors, f"{name}.codes", np.uint8, where)
     _require(
@@ -332,12 +347,12 @@ def _check_weighted(
         weights = layer_weights(layer, tensors)
     except ValueError as exc:
         raise BundleError(f"{where}: {exc}") from exc
-    bound = int(accumulator_bound(weights, bias, a_bits).max())
+    bound = accumulator_bound(weights, bias, a_bits)
     _require(
-        bound < MAX_ACCUMULATOR,
-        f"{where}: accumulators may reach {bound}, beyond the exact bound 2^31",
+        int(bound.max()) < MAX_ACCUMULATOR,
+        f"{where}: accumulators may reach {int(bound.max())}, beyond the exact bound 2^31",
     )
-    return out_shape
+    return bound
 
 
 def _check_requant(layer: dict[str, Any], tensors: dict[str, np.ndarray], where: str) -> None:
@@ -351,3 +366,27 @@ def _check_requant(layer: dict[str, Any], tensors: dict[str, np.ndarray], where:
     )
     _require(bool((multiplier >= 1).all()), f"{where}: multiplier must be positive")
     _require(bool(((shift >= 1) & (shift <= 62)).all()), f"{where}: shift must lie in 1..62")
+
+
+def _check_add(
+    node: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    bound_x: np.ndarray | int,
+    a_bits: int,
+    where: str,
+) -> None:
+    """An add's multiplier (2,) `[M_x, M_y]` in [0, 2^31), shift (1,) in 1..62, and the
+    bound `|x| * M_x + A * M_y < 2^62` with |x| bounded by its first input."""
+    name = node["name"]
+    multiplier = _tensor(tensors, f"{name}.multiplier", np.int32, where)
+    shift = _tensor(tensors, f"{name}.shift", np.int32, where)
+    _require(
+        multiplier.shape == (2,) and shift.shape == (1,),
+        f"{where}: an add's multiplier must have shape (2,) and its shift (1,)",
+    )
+    _require(bool((multiplier >= 0).all()), f"{where}: multipliers must lie in 0..2^31-1")
+    _require(1 <= int(shift[0]) <= 62, f"{where}: shift must lie in 1..62")
+    bound = add_bound(bound_x, multiplier, a_bits)
+    _require(
+        bound < MAX_ADD_SUM, f"{where}: the add's sum may reach {bound}, beyond the bound 2^62"
+    )

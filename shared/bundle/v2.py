@@ -32,6 +32,9 @@ The writer tries every layout and index width per layer and keeps the smallest.
 "cols_kept"}. `crc32` is zlib's CRC-32 of `L.packed`,
 so a damaged stream is refused with a clear error before it is decoded.
 
+Format version 3 (a DAG graph) is stored the same way: its weighted nodes packed, an add's
+`multiplier` and `shift` kept as the plain I32 tensors they are (3 and 1 values).
+
 `pack_layers` turns validated v1 tensors into v2 ones; `unpack_layers` turns v2 tensors back
 into exactly the v1 tensors (the same integers), which `shared.bundle.validate` then checks
 as for any bundle, so the engine never sees the v2 layout.
@@ -353,6 +356,12 @@ def _weighted(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [g for g in manifest["graph"] if g.get("op") in ("conv2d", "linear")]
 
 
+def _plain_keys(graph: list[Any]) -> set[str]:
+    """The tensors stored as they are: an add's multiplier and shift (version 3)."""
+    adds = [g.get("name") for g in graph if isinstance(g, dict) and g.get("op") == "add"]
+    return {f"{a}.{t}" for a in adds for t in ("multiplier", "shift")}
+
+
 def pack_layers(
     manifest: dict[str, Any], tensors: dict[str, np.ndarray]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -371,6 +380,7 @@ def pack_layers(
             codes, bits, tensors[f"{name}.codebook"], tensors[f"{name}.bias"], requant, rows
         )
         packed[f"{name}.packed"], storage[name] = data, entry
+    packed.update({key: tensors[key] for key in _plain_keys(manifest["graph"])})
     return storage, packed
 
 
@@ -383,12 +393,13 @@ def unpack_layers(
     if not isinstance(storage, dict) or not isinstance(graph, list):
         raise BundleError("version-2 manifest needs 'storage' and 'graph' objects")
     layers = [g for g in graph if isinstance(g, dict) and g.get("op") in ("conv2d", "linear")]
-    expected = {f"{g.get('name')}.packed" for g in layers}
+    plain = _plain_keys(graph)
+    expected = {f"{g.get('name')}.packed" for g in layers} | plain
     if set(tensors) != expected:
         raise BundleError(
-            f"version-2 bundle must hold exactly the tensors {', '.join(sorted(expected))}"
+            f"a packed bundle must hold exactly the tensors {', '.join(sorted(expected))}"
         )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {key: tensors[key] for key in plain}
     for layer in layers:
         name, bits = layer.get("name"), layer.get("weight_bits")
         where = f"layer {name}"
@@ -397,8 +408,8 @@ def unpack_layers(
         try:
             count = int(np.prod(weight_shape(layer)))
             cout = int(layer["out_channels" if layer["op"] == "conv2d" else "out_features"])
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"{where}: incomplete layer description ({exc})") from exc
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            raise BundleError(f"{where}: incomplete layer description ({exc!r})") from exc
         if not 0 < count <= 1 << 28 or not 0 < cout <= 1 << 16:
             raise BundleError(f"{where}: layer size out of range")
         decoded = decode_layer(

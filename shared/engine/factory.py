@@ -18,7 +18,7 @@ def load_engine(bundle: Bundle, *, threads: int = 1, backend: str = "auto") -> A
 
     `backend="auto"` runs the bundle's ONNX graph in ONNX Runtime when onnxruntime is
     installed (the faster one: bench/results/client.md), else `IntegerNetwork`;
-    "onnxruntime" or "numpy" ask for one.
+    "onnxruntime" or "numpy" ask for one. Chains and DAGs (format version 3) alike.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be auto, onnxruntime or numpy, not {backend!r}")

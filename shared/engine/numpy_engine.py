@@ -15,6 +15,9 @@ gets there fast, and why each shortcut is exact:
 - Activations are NHWC, so a convolution's patches are runs of `k*C` contiguous values, and
   the linear layer after a flatten takes its weight rows in (H, W, C) order, so the flatten is
   a free reshape.
+- A graph that is not a chain (residual adds, grouped convolutions, average pools, relu6:
+  format version 3) runs through the general path, `shared.engine.dag.DagProgram`, node by
+  node with the same exactness rules; chains of any format version keep the plan below.
 - Each batch size runs a prepared `_Plan`: scratch arrays allocated and views taken once,
   then reused. Fresh multi-megabyte arrays per layer cost page faults, and Python glue
   between numpy calls holds the GIL, which the threads of a split batch wait on.
@@ -38,6 +41,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from shared.bundle import Bundle, layer_weights
 from shared.engine.base import SPLIT_MACS, BundleIO, check_images, softmax
+from shared.engine.dag import DagProgram
 from shared.network import graph
 from shared.network.quant import (
     accumulator_bound,
@@ -123,9 +127,19 @@ class IntegerNetwork(BundleIO):
         GIL); keep 1 where requests already run in parallel, as in the client."""
         m = bundle.manifest
         self._read_io(bundle, threads)
+        # as many plan caches as threads may run passes at once (a split batch: `threads`;
+        # a server's request threads: about one per CPU); more are made on demand, not kept
+        self._plans = _Plans(keep=max(self.threads + 1, os.cpu_count() or 1))
         self._layers: list[Any] = []
+        self._dag: DagProgram | None = None
+        layers = graph.as_chain(m["graph"])
+        if layers is None:
+            dag = graph.as_dag(m["graph"])
+            self._dag = DagProgram(dag, bundle.tensors, self.input_shape, self.activation_bits)
+            self._chunk = max(1, WORKSPACE_BYTES // self._dag.bytes_per_image)
+            self._macs = self._dag.macs
+            return
         shape: tuple[int, ...] = self.input_shape  # (C, H, W), or (features,) after a flatten
-        layers = m["graph"]
         for i, layer in enumerate(layers):
             unit = self._build(layer, bundle.tensors, shape, layers[i + 1 :])
             prev = self._layers[-1] if self._layers else None
@@ -143,9 +157,6 @@ class IntegerNetwork(BundleIO):
         one = _Plan(self, 1, quantized=False)
         self._chunk = max(1, WORKSPACE_BYTES // one.nbytes)  # images per piece, at most
         self._macs = one.macs  # multiply-adds per image
-        # as many plan caches as threads may run passes at once (a split batch: `threads`;
-        # a server's request threads: about one per CPU); more are made on demand, not kept
-        self._plans = _Plans(keep=max(self.threads + 1, os.cpu_count() or 1))
 
     def _build(
         self,
@@ -255,6 +266,9 @@ class IntegerNetwork(BundleIO):
 
     def _forward(self, x: np.ndarray, quantized: bool) -> np.ndarray:
         """Images (N, C, H, W) (codes, or floats to quantise) to int64 logits."""
+        if self._dag is not None:
+            codes = x if quantized else quantize_input(x, self.input_scale, self.activation_bits)
+            return self._dag.run(codes)
         key = (len(x), quantized)
         with self._plans.take() as plans:
             plan = plans.pop(key, None) or _Plan(self, *key)

@@ -1,6 +1,7 @@
 """The integer network run by ONNX Runtime: the bundle's "fast" ONNX graph (`shared.onnx.export`:
-float32 convolutions, MatMulInteger for large linear layers, the input quantised in the graph;
-exact by the same bounds as the numpy engine) in an onnxruntime session.
+float32 convolutions, MatMulInteger for large linear layers, int64 adds, integer pool
+divisions, the input quantised in the graph; exact by the same bounds as the numpy engine) in
+an onnxruntime session, for chains and DAGs alike.
 
 Why: ONNX Runtime runs the whole pass in C++ (MLAS kernels, no Python between layers), where
 the numpy engine pays interpreter and dispatch time for each of its ~30 numpy calls a pass
@@ -23,6 +24,7 @@ import onnxruntime as ort
 from shared.bundle import Bundle
 from shared.engine.base import SPLIT_MACS, BundleIO, check_images, softmax
 from shared.network import quantize_input, weight_shape
+from shared.network.graph import WEIGHTED_OPS, as_dag, check_graph
 from shared.onnx import UNSAFE_FUSIONS, to_onnx
 
 __all__ = ["OnnxEngine"]
@@ -114,14 +116,15 @@ class OnnxEngine(BundleIO):
 
 
 def _macs(bundle: Bundle) -> int:
-    """Multiply-adds of one image's pass: weights x output positions, per weighted layer."""
-    shape = (bundle.manifest["input"]["height"], bundle.manifest["input"]["width"])
-    total = 0
-    for layer in bundle.manifest["graph"]:
-        if layer["op"] in ("conv2d", "maxpool2d"):
-            k, s, p = layer["kernel_size"], layer["stride"], layer.get("padding", 0)
-            shape = ((shape[0] + 2 * p - k) // s + 1, (shape[1] + 2 * p - k) // s + 1)
-        if layer["op"] in ("conv2d", "linear"):
-            positions = shape[0] * shape[1] if layer["op"] == "conv2d" else 1
-            total += positions * math.prod(weight_shape(layer))
-    return total
+    """Multiply-adds of one image's pass: weights x output positions, per weighted node."""
+    m = bundle.manifest
+    spec = m["input"]
+    graph = as_dag(m["graph"])
+    values = check_graph(
+        graph, (spec["channels"], spec["height"], spec["width"]), int(m["activation_bits"])
+    )
+    return sum(
+        math.prod(values[node["name"]].shape[1:]) * math.prod(weight_shape(node))
+        for node in graph
+        if node["op"] in WEIGHTED_OPS
+    )

@@ -1,20 +1,39 @@
 """The integer network's definition, which every reader and writer of a bundle follows
 (docs/ARCHITECTURE.md, "The integer network, precisely"):
 
-    graph   the layer graph: ops, shapes, the ReLU-chain rule, codebook sizes, round_half_up
-    quant   the arithmetic: input quantiser, requantisation and its checked float forms, bounds
+    graph   the graph contract: ops, the DAG form (as_dag), shapes and value kinds, the
+            structural checks (check_graph), codebook sizes, round_half_up
+    quant   the arithmetic: input quantiser, requantisation and its checked float forms,
+            add multipliers, relu6's clamp, bounds
     cost    what a network costs on a chip, from its manifest alone
+
+The reference interpreter that every implementation is tested against is
+shared.engine.reference.run_reference.
 """
 
-from shared.network.cost import ENERGY_PJ, ENERGY_SOURCE, cost_report, layer_costs
+from shared.network.cost import ENERGY_PJ, ENERGY_SOURCE, cost_report, layer_costs, op_costs
 from shared.network.graph import (
+    ACCUMULATORS,
+    ACTIVATIONS,
+    CHAIN_OPS,
+    CODES,
+    INPUT,
     KNOWN_OPS,
     WEIGHTED_OPS,
+    GraphError,
+    Value,
+    activation,
+    as_chain,
+    as_dag,
     bits_of_codebook,
     carries_relu,
+    check_graph,
+    clamp_top,
     codebook_size,
+    groups,
     is_relu_chain,
     output_shape,
+    requantises,
     round_half_up,
     weight_shape,
     windows,
@@ -23,14 +42,18 @@ from shared.network.quant import (
     FLOAT32_EXACT,
     FLOAT64_EXACT,
     MAX_ACCUMULATOR,
+    MAX_ADD_SUM,
     accumulator_bound,
+    add_bound,
     affine_requantize,
     carrier_dtype,
     fit_affine_requant,
     fit_input_quant,
     fit_scaled_requant,
+    quantize_add_multipliers,
     quantize_input,
     quantize_multiplier,
+    relu6_clamp_max,
     requant_thresholds,
     requantize,
     scaled_quantize_input,
@@ -38,8 +61,22 @@ from shared.network.quant import (
 )
 
 __all__ = [
+    "INPUT",
     "WEIGHTED_OPS",
+    "CHAIN_OPS",
     "KNOWN_OPS",
+    "ACTIVATIONS",
+    "CODES",
+    "ACCUMULATORS",
+    "GraphError",
+    "Value",
+    "as_dag",
+    "as_chain",
+    "activation",
+    "groups",
+    "requantises",
+    "clamp_top",
+    "check_graph",
     "round_half_up",
     "windows",
     "output_shape",
@@ -49,11 +86,14 @@ __all__ = [
     "codebook_size",
     "bits_of_codebook",
     "MAX_ACCUMULATOR",
+    "MAX_ADD_SUM",
     "FLOAT32_EXACT",
     "FLOAT64_EXACT",
     "carrier_dtype",
     "quantize_input",
     "quantize_multiplier",
+    "quantize_add_multipliers",
+    "relu6_clamp_max",
     "requantize",
     "requant_thresholds",
     "fit_affine_requant",
@@ -63,8 +103,10 @@ __all__ = [
     "fit_input_quant",
     "scaled_quantize_input",
     "accumulator_bound",
+    "add_bound",
     "ENERGY_PJ",
     "ENERGY_SOURCE",
     "layer_costs",
+    "op_costs",
     "cost_report",
 ]

@@ -12,6 +12,13 @@ The codebook's way of computing an output: with `2^b` centroids, add each of the
 inputs into the bin of its weight's code (n additions), then multiply each bin sum by its
 centroid and add those up (2^b multiplications, 2^b - 1 additions).
 
+A DAG (format version 3) counts the same per weighted node, with a grouped or depthwise
+convolution's fan-in `C/groups * k * k`; its other nodes are listed under `ops`: an add's
+two multiplications, two additions and 72 bits of constants (two multipliers, a shift) per
+output, an average pool's `n - 1` additions (and one division) per output, a max-pool's
+`n - 1` comparisons (the energy estimate counts the multiply-accumulates only). Its peak activation memory is the largest sum of the values alive at
+once (produced and still to be read), in values.
+
 The energy figures are an ESTIMATE from a per-operation table (ENERGY_PJ), not a measurement.
 """
 
@@ -20,9 +27,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shared.network.graph import output_shape
+from shared.network.graph import (
+    INPUT,
+    WEIGHTED_OPS,
+    as_chain,
+    as_dag,
+    groups,
+    output_shape,
+    requantises,
+)
 
-__all__ = ["ENERGY_PJ", "ENERGY_SOURCE", "layer_costs", "cost_report"]
+__all__ = ["ENERGY_PJ", "ENERGY_SOURCE", "layer_costs", "op_costs", "cost_report"]
 
 ENERGY_SOURCE = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
@@ -42,20 +57,21 @@ ENERGY_PJ = {
 }
 BIAS_BITS = 32
 REQUANT_BITS = 32 + 8  # multiplier + shift
+ADD_BITS = 2 * 32 + 8  # an add's two multipliers and its shift
 BASELINE_BITS = 8
 
 
 def _shapes(
     manifest: dict[str, Any],
 ) -> list[tuple[dict[str, Any], tuple[int, ...], tuple[int, ...]]]:
-    """(layer, input shape, output shape) per graph node, shapes per image."""
+    """(node in DAG form, first input's shape, output shape) per graph node, per image."""
     spec = manifest["input"]
-    shape: tuple[int, ...] = (spec["channels"], spec["height"], spec["width"])
+    shapes: dict[str, tuple[int, ...]] = {INPUT: (spec["channels"], spec["height"], spec["width"])}
     out = []
-    for layer in manifest["graph"]:
-        new = output_shape(layer, shape)
-        out.append((layer, shape, new))
-        shape = new
+    for node in as_dag(manifest["graph"]):
+        src = shapes[node["inputs"][0]]
+        shapes[node["name"]] = output_shape(node, src)
+        out.append((node, src, shapes[node["name"]]))
     return out
 
 
@@ -64,15 +80,18 @@ def layer_costs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     cb_bits = int(manifest["codebook_bits"])
     rows = []
     for layer, src, dst in _shapes(manifest):
-        if layer["op"] not in ("conv2d", "linear"):
+        if layer["op"] not in WEIGHTED_OPS:
             continue
         b = int(layer["weight_bits"])
         outs = math.prod(dst)  # output values per image
         o = dst[0]
-        fan_in = src[0] * layer["kernel_size"] ** 2 if layer["op"] == "conv2d" else src[0]
+        if layer["op"] == "conv2d":
+            fan_in = src[0] // groups(layer) * layer["kernel_size"] ** 2
+        else:
+            fan_in = src[0]
         n = o * fan_in
         macs = outs * fan_in
-        requant = REQUANT_BITS if layer["relu"] else 0
+        requant = REQUANT_BITS if requantises(layer) else 0
         bits = {
             "codes": n * b,
             "codebook": (1 << b) * cb_bits,
@@ -101,9 +120,41 @@ def layer_costs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def op_costs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per add or pool of the graph: outputs and operation counts per image, and
+    an add's constants in bits."""
+    rows = []
+    for node, src, dst in _shapes(manifest):
+        op, outs = node["op"], math.prod(dst)
+        if op == "add":
+            counts = {"multiplications": 2 * outs, "additions": 2 * outs, "comparisons": 0}
+        elif op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+            n = src[1] * src[2] if op == "global_avgpool" else node["kernel_size"] ** 2
+            kind = "comparisons" if op == "maxpool2d" else "additions"
+            counts = {"multiplications": 0, "additions": 0, "comparisons": 0}
+            counts[kind] = outs * (n - 1)
+            if op != "maxpool2d":
+                counts["divisions"] = outs
+        else:
+            continue
+        rows.append(
+            {
+                "name": node["name"],
+                "op": op,
+                "outputs": outs,
+                **counts,
+                "bits": ADD_BITS if op == "add" else 0,
+            }
+        )
+    return rows
+
+
 def _peak_activation_values(manifest: dict[str, Any]) -> int:
     """Largest (input + output) values one step holds, a convolution and the max-pool that
-    follows it being one step (the pool runs on its accumulators, as the chip does)."""
+    follows it being one step (the pool runs on its accumulators, as the chip does); for a
+    graph that is not a chain, the largest sum of the values alive at once."""
+    if as_chain(manifest["graph"]) is None:
+        return _peak_live_values(manifest)
     nodes = _shapes(manifest)
     peak, i = 0, 0
     while i < len(nodes):
@@ -114,11 +165,37 @@ def _peak_activation_values(manifest: dict[str, Any]) -> int:
         if layer["op"] == "conv2d" and i + 1 < len(nodes) and nodes[i + 1][0]["op"] == "maxpool2d":
             dst = nodes[i + 1][2]
             i += 1
-        if layer["op"] != "linear" or layer["relu"]:
+        if layer["op"] != "linear" or requantises(layer):
             peak = max(peak, math.prod(src) + math.prod(dst))
         else:
             peak = max(peak, math.prod(src))  # the logits are the caller's
         i += 1
+    return peak
+
+
+def _peak_live_values(manifest: dict[str, Any]) -> int:
+    """Per node, the values produced before it and read by it or later, plus its output (a
+    flatten is a view of its input); the largest such sum."""
+    nodes = _shapes(manifest)
+    spec = manifest["input"]
+    size = {INPUT: spec["channels"] * spec["height"] * spec["width"]}
+    alias = {INPUT: INPUT}  # a flatten's value is its input's
+    last_read: dict[str, int] = {}
+    for i, (node, _, dst) in enumerate(nodes):
+        for x in node["inputs"]:
+            last_read[alias[x]] = i
+        name = node["name"]
+        alias[name] = alias[node["inputs"][0]] if node["op"] == "flatten" else name
+        size[name] = math.prod(dst)
+    peak = 0
+    produced = [INPUT]
+    for i, (node, _, _) in enumerate(nodes):
+        name = node["name"]
+        live = sum(size[v] for v in produced if last_read.get(v, -1) >= i)
+        if alias[name] == name:
+            live += size[name]
+            produced.append(name)
+        peak = max(peak, live)
     return peak
 
 
@@ -153,12 +230,21 @@ def _energy(
 def cost_report(manifest: dict[str, Any]) -> dict[str, Any]:
     """Per-layer costs, totals, peak activation memory and the energy estimate of a bundle."""
     layers = layer_costs(manifest)
+    ops = op_costs(manifest)
     a = int(manifest["activation_bits"])
     total: dict[str, Any] = {
         key: sum(r[key] for r in layers)
         for key in ("weights", "macs", "float32_bits", "int8_bits", "outputs")
     }
     total["bits"] = {k: sum(r["bits"][k] for r in layers) for k in layers[0]["bits"]}
+    add_bits = sum(r["bits"] for r in ops)
+    total["bits"]["requant"] += add_bits
+    total["bits"]["total"] += add_bits
+    total["int8_bits"] += add_bits  # the 8-bit baseline holds the same add constants
+    total["ops"] = {
+        k: sum(r.get(k, 0) for r in ops)
+        for k in ("multiplications", "additions", "comparisons", "divisions")
+    }
     for way in ("direct", "codebook"):
         total[way] = {k: sum(r[way][k] for r in layers) for k in ("multiplications", "additions")}
     siq_bits = total["bits"]["total"]
@@ -176,6 +262,7 @@ def cost_report(manifest: dict[str, Any]) -> dict[str, Any]:
     siq_codebook["total"] = binned_arith + siq["weight_reads"] + siq["activation_reads"]
     return {
         "layers": layers,
+        "ops": ops,
         "total": total,
         "activation_bits": a,
         "peak_activation_bits": peak_values * a,

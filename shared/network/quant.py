@@ -28,10 +28,16 @@ __all__ = [
     "fit_input_quant",
     "scaled_quantize_input",
     "accumulator_bound",
+    "MAX_ADD_SUM",
+    "quantize_add_multipliers",
+    "add_bound",
+    "relu6_clamp_max",
 ]
 
 # acc * multiplier (multiplier < 2^31) must fit in int64.
 MAX_ACCUMULATOR = 2**31
+# an add's |x| * M_x + A * M_y, so that the sum plus its rounding term 2^(shift-1) fits int64
+MAX_ADD_SUM = 2**62
 # Integers below these magnitudes, and every sum of them that stays below, are exact in
 # float32 / float64 (24 and 53 bits of significand).
 FLOAT32_EXACT = 2**24
@@ -86,6 +92,33 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         shift = 62
         multiplier = max(multiplier, 1)
     return int(multiplier), int(shift)
+
+
+def quantize_add_multipliers(ratio_x: float, ratio_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """An add's constants for `out = clip((x * M_x + y * M_y + 2^(s-1)) >> s, 0, top)` with
+    `M_x / 2^s ~ ratio_x`, `M_y / 2^s ~ ratio_y` (ratio = input scale / output scale): one
+    shared shift, chosen for the larger ratio as `quantize_multiplier` does; the other
+    multiplier is rounded to that shift. Returns (multiplier int32 (2,), shift int32 (1,))."""
+    big = max(ratio_x, ratio_y)
+    if not (math.isfinite(ratio_x) and math.isfinite(ratio_y)) or min(ratio_x, ratio_y) <= 0:
+        raise ValueError(f"add ratios must be positive and finite, got {ratio_x!r}, {ratio_y!r}")
+    m, shift = quantize_multiplier(big)
+    pair = [m if r == big else min(m, round(r * 2.0**shift)) for r in (ratio_x, ratio_y)]
+    return np.array(pair, dtype=np.int32), np.array([shift], dtype=np.int32)
+
+
+def add_bound(bound_x: np.ndarray | int, multiplier: np.ndarray, bits: int) -> int:
+    """The largest |x * M_x + y * M_y| of an add whose first input is bounded by `bound_x`
+    (per channel, or A for codes) and whose second is codes; must stay below MAX_ADD_SUM."""
+    mx, my = (int(v) for v in np.asarray(multiplier, dtype=np.int64))
+    return int(np.max(bound_x)) * mx + ((1 << bits) - 1) * my
+
+
+def relu6_clamp_max(output_scale: float, bits: int) -> int:
+    """The code of 6.0 at a relu6 node's output scale, `min(A, round_half_up(6 / s_y))`:
+    the upper clip that the writer stores as `clamp_max`."""
+    top = (1 << bits) - 1
+    return int(max(1, min(top, math.floor(6.0 / output_scale + 0.5))))
 
 
 def requantize(

@@ -29,17 +29,22 @@ and the tests check which ops its optimised graph keeps.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from shared.bundle import Bundle
+from shared.network.graph import INPUT, WEIGHTED_OPS, as_dag, check_graph, requantises
 from shared.onnx import proto as pb
 from shared.onnx.graph import GraphBuilder, Value, maxpool
 from shared.onnx.layers import (
     Carrier,
     ExportError,
-    logits_layer,
+    accumulators,
+    add,
+    avgpool,
+    global_avgpool,
     quantize_images,
     takes_uint8,
     weighted,
@@ -77,33 +82,54 @@ def to_onnx(
     m = bundle.manifest
     bits = int(m["activation_bits"])
     c, h, w = m["input"]["channels"], m["input"]["height"], m["input"]["width"]
+    graph = as_dag(m["graph"])
+    shapes = {k: v.shape for k, v in check_graph(graph, (c, h, w), bits).items()}
+    consumers: dict[str, list[dict[str, Any]]] = {n["name"]: [] for n in graph}
+    for node in graph:
+        for source in node["inputs"]:
+            if source != INPUT:
+                consumers[source].append(node)
     g = GraphBuilder()
     if inputs == "images":
         x = quantize_images(g, "images", float(m["input"]["scale"]), bits)
     else:
         x = Value("codes", np.dtype(np.uint8))
-    graph = m["graph"]
-    logits = np.dtype(np.int32)
-    i = 0
-    while i < len(graph):
-        layer = graph[i]
-        pool = graph[i + 1] if i + 1 < len(graph) and graph[i + 1]["op"] == "maxpool2d" else None
-        if layer["op"] == "flatten":
-            flat = g.op("Flatten", [x.name], "flatten", axis=1)
-            x = Value(flat, x.dtype, x.floor_pending)
-        elif layer["op"] == "maxpool2d":
-            x = maxpool(g, x, layer)
-        elif not layer["relu"]:
-            logits = logits_layer(g, bundle, layer, x, carrier, logits_dtype)
+    values = {INPUT: x}
+    fused: set[str] = set()  # max-pools that went into the node before them
+    output = graph[-1]["name"]
+    for node in graph:
+        name, op = node["name"], node["op"]
+        if name in fused:
+            continue
+        args = [values[source] for source in node["inputs"]]
+        if op == "flatten":
+            flat = g.op("Flatten", [args[0].name], "flatten", axis=1)
+            values[name] = Value(flat, args[0].dtype, args[0].floor_pending)
+        elif op == "maxpool2d":
+            values[name] = maxpool(g, args[0], node)
+        elif op == "avgpool2d":
+            values[name] = avgpool(g, node, args[0], shapes[name][0], carrier, bits)
+        elif op == "global_avgpool":
+            positions = math.prod(shapes[node["inputs"][0]][1:])
+            values[name] = global_avgpool(g, node, args[0], positions)
+        elif op == "add":
+            values[name] = add(g, bundle, node, args[0], args[1])
+        elif not requantises(node):
+            out = "logits" if name == output else None
+            dtype = logits_dtype if name == output else None
+            values[name] = accumulators(g, bundle, node, args[0], carrier, dtype, out)
         else:
-            after = graph[i + 1 + (pool is not None) :]
-            uint8_next = any(  # the next weighted layer takes its codes as uint8
-                takes_uint8(g, bundle, nxt, carrier, bits)
-                for nxt in [n for n in after if n["op"] in ("conv2d", "linear")][:1]
+            after = consumers[name]
+            pool = after[0] if len(after) == 1 and after[0]["op"] == "maxpool2d" else None
+            if pool is not None:  # the pool goes into the node (before a float requantisation)
+                fused.add(pool["name"])
+                name, after = pool["name"], consumers[pool["name"]]
+            readers = _readers(after, consumers)
+            uint8_next = bool(readers) and all(  # the readers take the codes as uint8
+                takes_uint8(g, bundle, nxt, carrier, bits) for nxt in readers
             )
-            x = weighted(g, bundle, layer, x, bits, carrier, pool, uint8_next)
-            i += pool is not None  # the pool went into the layer
-        i += 1
+            values[name] = weighted(g, bundle, node, args[0], bits, carrier, pool, uint8_next)
+    logits = values[output].dtype
     proto = pb.graph(
         "siq",
         g.nodes,
@@ -124,3 +150,22 @@ def to_onnx(
             "siq_input_scale": repr(float(m["input"]["scale"])),
         },
     )
+
+
+def _readers(
+    nodes: list[dict[str, Any]], consumers: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The nodes that read a value's codes, looking through max-pools and flattens (which
+    pass codes on as they are); empty when any reader is not a weighted node."""
+    readers = []
+    for node in nodes:
+        if node["op"] in ("maxpool2d", "flatten"):
+            further = _readers(consumers[node["name"]], consumers)
+            if not further:
+                return []
+            readers += further
+        elif node["op"] in WEIGHTED_OPS:
+            readers.append(node)
+        else:
+            return []
+    return readers

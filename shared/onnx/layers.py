@@ -5,7 +5,10 @@
 - `weighted`: a layer with ReLU (and the max-pool after it): multiply-adds (`accumulate`,
   float32 or int32), then requantisation to the next layer's codes (`scaled_requant`, a
   `qlinear_conv`, the affine float form, or the int64 formula).
-- `logits_layer`: the last layer's accumulators plus bias.
+- `accumulators`: a layer without requantisation: its accumulators plus bias (the logits,
+  or an add's first input).
+- `add`: two values brought to one scale by integer multipliers and one shift, in int64.
+- `avgpool`, `global_avgpool`: window or map sums in integers, divided with rounding.
 - `takes_uint8`: whether a layer will want its input codes as uint8 (so the layer before
   can end in a truncating Cast).
 """
@@ -18,6 +21,7 @@ import numpy as np
 
 from shared.bundle import Bundle
 from shared.errors import SIQError
+from shared.network.graph import clamp_top, groups, requantises
 from shared.network.quant import (
     FLOAT32_EXACT,
     ROUNDINGS,
@@ -34,7 +38,10 @@ __all__ = [
     "QLINEAR_MIN_CHANNELS",
     "Carrier",
     "ExportError",
-    "logits_layer",
+    "accumulators",
+    "add",
+    "avgpool",
+    "global_avgpool",
     "quantize_images",
     "takes_uint8",
     "weighted",
@@ -90,7 +97,7 @@ def takes_uint8(
     bias = bundle.tensors[f"{layer['name']}.bias"].astype(np.int64)
     exact32 = int(accumulator_bound(w, bias, bits).max()) < FLOAT32_EXACT
     floats = _floats(carrier, layer, exact32, w.size)
-    return not floats or (layer["relu"] and _qlinear(layer, carrier == "fast"))
+    return not floats or (requantises(layer) and _qlinear(layer, carrier == "fast"))
 
 
 def _accumulate(
@@ -138,9 +145,8 @@ def _accumulate(
             ]
     dtype = np.dtype(np.float32 if floats else np.int32)
     if layer["op"] == "conv2d":
-        k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
         op = "Conv" if floats else "ConvInteger"
-        acc = g.op(op, operands, name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+        acc = g.op(op, operands, name, **_conv_attributes(layer))
     else:
         acc = g.op("MatMul" if floats else "MatMulInteger", operands, name)
     return Value(acc, dtype)
@@ -156,8 +162,9 @@ def weighted(
     pool: dict[str, Any] | None,
     uint8_next: bool = False,
 ) -> Value:
-    """A layer with ReLU: accumulate, (pool,) requantise to the next layer's codes (which
-    the next layer takes as uint8 when `uint8_next`)."""
+    """A layer with ReLU or ReLU6: accumulate, (pool,) requantise to the next layer's codes
+    (which the next layer takes as uint8 when `uint8_next`), clipped at the node's top code
+    (`clamp_top`: A, or relu6's clamp_max, which commutes with the max-pool)."""
     name, t = layer["name"], bundle.tensors
     w = g.weights(bundle, layer)
     bias = t[f"{name}.bias"].astype(np.int64)
@@ -169,7 +176,7 @@ def weighted(
     # number for the layer, not one per channel (a scalar Add is the faster one)
     conv_bias = floats and layer["op"] == "conv2d"
     channels = (1, -1, 1, 1) if layer["op"] == "conv2d" else (1, -1)
-    top = (1 << bits) - 1
+    top, clip_top = (1 << bits) - 1, clamp_top(layer, bits)
     if conv_bias:
         scaled = _scaled_requant(
             g, layer, x, w, bias, multiplier, shift, bits, pool, uint8_next, carrier == "fast"
@@ -197,7 +204,7 @@ def weighted(
         shape = channels if len(offset) > 1 else ()
         v = g.op("Add", [v, g.const(f"{name}_offset", offset.reshape(shape))], name)
         v = g.op("Floor", [v], name)
-        lo, hi = g.const("zero", np.zeros((), dtype)), g.const("top", np.array(top, dtype))
+        lo, hi = g.const("zero", np.zeros((), dtype)), g.const("top", np.array(clip_top, dtype))
         codes = Value(g.op("Clip", [v, lo, hi], name), np.dtype(dtype))
         break
     else:  # the int64 formula
@@ -209,7 +216,8 @@ def weighted(
         v = g.op("Max", [v, g.const("zero", np.int64(0))], name)
         step = np.left_shift(np.int64(1), shift).reshape(channels)
         v = g.op("Div", [v, g.const(f"{name}_step", step)], name)
-        codes = Value(g.op("Min", [v, g.const("top", np.int64(top))], name), np.dtype(np.int64))
+        hi = g.const("top", np.int64(clip_top))
+        codes = Value(g.op("Min", [v, hi], name), np.dtype(np.int64))
     return maxpool(g, codes, pool) if pool is not None else codes
 
 
@@ -234,8 +242,9 @@ def _scaled_requant(
     into the convolution (clipping the accumulators at the threshold of the top code is
     the clip of the codes, Mul and rounding being non-decreasing); before a layer that takes
     uint8 codes, the floor rounding ends at that layer's Cast (truncation). Otherwise
-    Conv -> [MaxPool] -> Mul -> Round -> Clip. Each node saved is time saved at batch 1."""
-    name, top = layer["name"], (1 << bits) - 1
+    Conv -> [MaxPool] -> Mul -> Round -> Clip. Each node saved is time saved at batch 1.
+    The top code is the node's (`clamp_top`): B is then the threshold of relu6's clamp_max."""
+    name, top, clip_top = layer["name"], (1 << bits) - 1, clamp_top(layer, bits)
     raw = accumulator_bound(w, np.zeros_like(bias), bits)
     order = ("floor", "half_even") if uint8_next and not _qlinear(layer, qlinear) else ROUNDINGS
     fitted = fit_scaled_requant(bias, multiplier, shift, bits, raw, order)
@@ -244,15 +253,15 @@ def _scaled_requant(
     rounding, scale, offset = fitted
     n_bias = bias + offset  # what the convolution adds
     if _qlinear(layer, qlinear) and rounding == "half_even" and _int8_exact(w, top):
-        return _qlinear_conv(g, layer, x, w, n_bias, scale, top, pool)
+        return _qlinear_conv(g, layer, x, w, n_bias, scale, clip_top, pool)
     acc = _accumulate(g, layer, x, w, True, top, n_bias)
     # the least arriving value with the top code, per channel (past float32's integers:
     # none reaches it, and the most that arrives is the clip)
-    ceiling = requant_thresholds(bias, multiplier, shift, bits)[:, -1] + n_bias
+    ceiling = requant_thresholds(bias, multiplier, shift, bits)[:, clip_top - 1] + n_bias
     rounded = np.rint if rounding == "half_even" else np.floor
     if len(scale) == 1 and np.all(ceiling == ceiling[0]):
         c = np.float32(ceiling[0] if ceiling[0] < FLOAT32_EXACT else (raw + n_bias).max())
-        if c > 0 and rounded(np.float32(c * scale[0])) <= top:  # checked: no code past top
+        if c > 0 and rounded(np.float32(c * scale[0])) <= clip_top:  # checked: none past it
             hi = g.const(f"{name}_ceiling", c)
             acc = Value(
                 g.op("Clip", [acc.name, g.const("zero", np.float32(0)), hi], name), acc.dtype
@@ -268,7 +277,7 @@ def _scaled_requant(
     shape = (1, -1, 1, 1) if len(scale) > 1 else ()
     v = g.op("Mul", [acc.name, g.const(f"{name}_scale", scale.reshape(shape))], name)
     v = g.op("Round" if rounding == "half_even" else "Floor", [v], name)
-    lo, hi = g.const("zero", np.float32(0)), g.const("top", np.float32(top))
+    lo, hi = g.const("zero", np.float32(0)), g.const("top", np.float32(clip_top))
     return Value(g.op("Clip", [v, lo, hi], name), np.dtype(np.float32))
 
 
@@ -285,6 +294,16 @@ def _int8_exact(w: np.ndarray, top: int) -> bool:
     AVX2 adds pairs of products in saturating int16)."""
     biggest = int(np.abs(w).max(initial=0))
     return biggest <= 127 and 2 * top * biggest <= 32767
+
+
+def _conv_attributes(layer: dict[str, Any]) -> dict[str, Any]:
+    """A convolution node's attributes; `group` only where there are groups (a chain's
+    convolutions export as they always did)."""
+    k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
+    attributes: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+    if groups(layer) > 1:
+        attributes["group"] = groups(layer)
+    return attributes
 
 
 def _qlinear_conv(
@@ -304,7 +323,6 @@ def _qlinear_conv(
     checked by the tests against the reference); then a uint8 Clip at the top code. ONNX
     Runtime runs it in NHWC with int8 dot products, faster than its float Conv."""
     name = layer["name"]
-    k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
     per_channel = len(scale) > 1
     operands = [
         cast(g, x, np.uint8).name,
@@ -318,7 +336,7 @@ def _qlinear_conv(
         g.const(f"{name}_bias", n_bias.astype(np.int32)),
     ]
     y = Value(
-        g.op("QLinearConv", operands, name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4),
+        g.op("QLinearConv", operands, name, **_conv_attributes(layer)),
         np.dtype(np.uint8),
     )
     if pool is not None:  # max-pool and clip commute
@@ -329,18 +347,18 @@ def _qlinear_conv(
     return y
 
 
-def logits_layer(
+def accumulators(
     g: GraphBuilder,
     bundle: Bundle,
     layer: dict[str, Any],
     x: Value,
     carrier: Carrier,
-    dtype: Any,
-) -> np.dtype:
-    """The last layer: accumulators + bias, as `logits` of `dtype` (None: the accumulator's);
-    the dtype they got."""
-    if layer["op"] != "linear":
-        raise ExportError(f"layer {layer['name']}: the ONNX export needs a linear last layer")
+    dtype: Any = None,
+    out: str | None = None,
+) -> Value:
+    """A weighted node without requantisation (activation "none"): its accumulators plus
+    bias, in `dtype` (None: the carrier's, float32 or int32, both exact), named `out` when
+    given (the graph's `logits`). They are the logits, or an add's first input."""
     name = layer["name"]
     w = g.weights(bundle, layer)
     bias = bundle.tensors[f"{name}.bias"].astype(np.int64)
@@ -352,10 +370,64 @@ def logits_layer(
     if dtype == np.float32 and bound >= FLOAT32_EXACT:
         raise ExportError(f"layer {name}: logits up to {bound} are not exact in float32")
     # exact in both: |acc + bias| < 2^24 in float32, < 2^31 (the bundle's bound) in int32
-    total = g.const(f"{name}_bias", bias.astype(acc.dtype))
+    channels = (-1, 1, 1) if layer["op"] == "conv2d" else (-1,)
+    total = g.const(f"{name}_bias", bias.astype(acc.dtype).reshape(channels))
     if acc.dtype == dtype:
-        g.op("Add", [acc.name, total], name, out="logits")
+        return Value(g.op("Add", [acc.name, total], name, out=out), dtype)
+    total = g.op("Add", [acc.name, total], name)
+    return Value(g.op("Cast", [total], name, out=out, to=pb.DTYPES[dtype]), dtype)
+
+
+def add(g: GraphBuilder, bundle: Bundle, node: dict[str, Any], x: Value, y: Value) -> Value:
+    """`clip((x * M_x + y * M_y + 2^(s-1)) >> s, 0, top)` in int64, as the contract writes
+    it: x codes or accumulators, y codes; the sum stays below 2^62 (the bundle's add bound),
+    and for the non-negative values that survive the clip an int64 Div is the floor."""
+    name, t = node["name"], bundle.tensors
+    mx, my = (np.int64(m) for m in t[f"{name}.multiplier"].astype(np.int64))
+    shift = int(t[f"{name}.shift"][0])
+    top = clamp_top(node, int(bundle.manifest["activation_bits"]))
+    v = g.op("Mul", [cast(g, x, np.int64).name, g.const(f"{name}_multiplier_x", mx)], name)
+    u = g.op("Mul", [cast(g, y, np.int64).name, g.const(f"{name}_multiplier_y", my)], name)
+    v = g.op("Add", [v, u], name)
+    v = g.op("Add", [v, g.const(f"{name}_half", np.int64(1 << (shift - 1)))], name)
+    v = g.op("Max", [v, g.const("zero", np.int64(0))], name)
+    v = g.op("Div", [v, g.const(f"{name}_step", np.int64(1 << shift))], name)
+    return Value(g.op("Min", [v, g.const("top", np.int64(top))], name), np.dtype(np.int64))
+
+
+def avgpool(
+    g: GraphBuilder, node: dict[str, Any], x: Value, channels: int, carrier: Carrier, bits: int
+) -> Value:
+    """`(sum + n // 2) // n` over each k x k window (n = k * k): the window sums as a
+    depthwise convolution with weights 1 (float32, exact: every sum is an integer below
+    A * n < 2^24; ConvInteger for the "int" carrier), then an int32 Add and Div (truncation
+    is the floor of these non-negative sums)."""
+    name, k = node["name"], node["kernel_size"]
+    window = {"kernel_size": k, "stride": node["stride"], "padding": 0, "groups": channels}
+    floats = carrier != "int" and ((1 << bits) - 1) * k * k < FLOAT32_EXACT
+    if floats:
+        ones = g.const(f"{name}_ones", np.ones((channels, 1, k, k), np.float32))
+        sums = g.op("Conv", [cast(g, x, np.float32).name, ones], name, **_conv_attributes(window))
+        sums = g.op("Cast", [sums], name, to=pb.DTYPES[np.dtype(np.int32)])
     else:
-        total = g.op("Add", [acc.name, total], name)
-        g.op("Cast", [total], name, out="logits", to=pb.DTYPES[dtype])
-    return dtype
+        ones = g.const(f"{name}_ones", np.ones((channels, 1, k, k), np.int8))
+        operands = [cast(g, x, np.uint8).name, ones, g.const("zero_u8", np.uint8(0))]
+        operands.append(g.const("zero_i8", np.int8(0)))
+        sums = g.op("ConvInteger", operands, name, **_conv_attributes(window))
+    return _divided(g, name, sums, k * k)
+
+
+def global_avgpool(g: GraphBuilder, node: dict[str, Any], x: Value, positions: int) -> Value:
+    """(N, C, H, W) -> (N, C): `(sum + n // 2) // n` over each map (n = H * W = positions),
+    summed in int32 (A * n < 2^31 for any map a bundle can hold)."""
+    name = node["name"]
+    axes = g.const("spatial_axes", np.array([2, 3], np.int64))
+    sums = g.op("ReduceSum", [cast(g, x, np.int32).name, axes], name, keepdims=0)
+    return _divided(g, name, sums, positions)
+
+
+def _divided(g: GraphBuilder, name: str, sums: str, n: int) -> Value:
+    """int32 sums of n codes to their rounded mean, `(sum + n // 2) // n`."""
+    v = g.op("Add", [sums, g.const(f"{name}_half", np.int32(n // 2))], name)
+    v = g.op("Div", [v, g.const(f"{name}_count", np.int32(n))], name)
+    return Value(v, np.dtype(np.int32))

@@ -21,7 +21,7 @@ import pytest
 from scripts.processes import ServiceProcess
 from tests.conftest import REPO_ROOT, child_env, start_service
 
-# Flags for a closed network (see the README's browser-test section): no background
+# Flags for a closed network (no outside connections in CI): no background
 # connections to Google's services, no sandbox (CI runs as root), no GPU.
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -1,5 +1,5 @@
 """The client's page in a real browser when a request goes wrong: a blank pad, a file that is
-not an image, a refused PDF after a photo was recognised. `python -m client` runs as a real
+not an image, a refused PDF after a photo was recognised; and the page's icon. `python -m client` runs as a real
 process serving a random bundle (tests/factories.py): nothing is trained, and what the
 network answers does not matter here, only what the page shows around it."""
 
@@ -104,3 +104,19 @@ def test_a_blank_pad_and_a_bad_file_say_what_is_wrong(page, tmp_path: Path) -> N
     assert "not an image" in error.inner_text()
     assert _broken_images(page) == 0
     page.get_by_test_id("preview-note").wait_for(state="visible")
+
+
+def test_the_page_has_an_icon(browser, client) -> None:
+    context = browser.new_context(**DESKTOP)
+    try:
+        page = context.new_page()
+        failed: list[str] = []
+        page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+        page.goto(client.url + "/")
+        page.locator('[data-testid="bundle"][data-state="ready"]').wait_for(timeout=15000)
+        href = page.locator("link[rel=icon]").get_attribute("href", timeout=5000)
+        icon = page.request.get(client.url + href)
+        assert icon.status == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert failed == []
+    finally:
+        context.close()

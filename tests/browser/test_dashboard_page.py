@@ -262,7 +262,7 @@ def test_the_page_has_an_icon(page, server) -> None:
     failed: list[str] = []
     page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
     _open_form(page, server)
-    href = page.locator("link[rel=icon]").get_attribute("href")
+    href = page.locator("link[rel=icon]").get_attribute("href", timeout=5000)
     icon = page.request.get(server.url + href)
     assert icon.status == 200 and icon.headers["content-type"] == "image/svg+xml"
     assert failed == []

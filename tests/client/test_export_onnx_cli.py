@@ -39,3 +39,32 @@ def test_a_bad_bundle_is_one_line_and_status_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("export-onnx: ") and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("carrier", ["int", "float", "fast"])
+def test_dag_bundles_export_with_the_reference_logits(tmp_path, capsys, carrier):
+    from shared.bundle import encode_bundle
+    from shared.engine.reference import run_reference
+    from tests.factories import random_codes, random_dag_network
+
+    data = encode_bundle(*random_dag_network(4, saturate=True))
+    (tmp_path / "dag.siq").write_bytes(data)
+    out = tmp_path / "dag.onnx"
+    argv = ["export-onnx", str(tmp_path / "dag.siq"), "--out", str(out), "--carrier", carrier]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["bytes"] == out.stat().st_size
+    bundle = decode_bundle(data)
+    q = random_codes(bundle, 5)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"codes": q.astype(np.uint8)})[0]
+    np.testing.assert_array_equal(got, run_reference(bundle.manifest, bundle.tensors, q))
+
+
+def test_a_bundle_the_carrier_cannot_express_is_one_line_and_status_2(tmp_path, capsys):
+    # 12-bit codebooks have no integer ONNX convolution: say so, suggest the float carrier
+    (tmp_path / "wide.siq").write_bytes(make_random_bundle(5, weight_bits=3, codebook_bits=12))
+    out = tmp_path / "wide.onnx"
+    assert main(["export-onnx", str(tmp_path / "wide.siq"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("export-onnx: ") and "carrier" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -188,10 +188,29 @@ def test_a_shape_declared_after_the_data_is_checked_before_the_parse(loaded_a, n
                             oip_codec.Budget(64, 50_176))  # fmt: skip
 
 
-def test_more_values_than_the_shape_declares_are_refused_unparsed(loaded_a, no_parse):
+def test_more_values_than_the_shape_declares_are_refused_unparsed(loaded_a, inflated, no_parse):
+    """One image declared, 10,000 sent: refused where the values pass the count, at once."""
     body = gzip.compress(tensor_json([1, 1, 28, 28], 10_000 * 784))
     with pytest.raises(ProtocolError, match="more values than"):
         prepare(loaded_a, body, header_length=None, content_encoding="gzip", limits=BIG_LIMITS)
+    assert sum(inflated) <= oip_codec.PEEK_BYTES
+    plain = tensor_json([1, 1, 28, 28], 10_000 * 784)  # uncompressed: counted before parsing
+    with pytest.raises(ProtocolError, match="more values than"):
+        prepare(loaded_a, plain, header_length=None, content_encoding=None, limits=BIG_LIMITS)
+
+
+def test_inflation_goes_on_past_the_first_piece(loaded_a):
+    """A body within its budget but larger than the first piece inflates whole, in pieces."""
+    raw = tensor_json([64, 1, 28, 28], 64 * 784).replace(b"0,", b"0.003921568627450980392,")
+    assert len(raw) > oip_codec.PEEK_BYTES + (1 << 20)  # three pieces
+    assert decompress(gzip.compress(raw), "gzip", 20 << 20) == raw
+    assert decompress(zlib.compress(raw), "deflate", 20 << 20) == raw
+    with pytest.raises(ImageTooLargeError):
+        decompress(gzip.compress(raw), "gzip", len(raw) - 1)
+    assert decompress(gzip.compress(raw), "gzip", len(raw)) == raw
+    with pytest.raises(ProtocolError, match="truncated"):
+        decompress(gzip.compress(raw)[:-100_000], "gzip", 20 << 20)
+    assert decompress(gzip.compress(b""), "gzip", 10) == b""
 
 
 def test_requests_within_the_budget_still_parse(loaded_a):

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from shared.bundle import decode_bundle, layer_weights
-from shared.network import ENERGY_PJ, cost_report, layer_costs
-from tests.factories import make_random_bundle, make_random_network
+from shared.network import ENERGY_PJ, cost_report, layer_costs, op_costs
+from tests.factories import GraphBuilder, make_random_bundle, make_random_network
 
 
 def test_layer_memory_and_macs_follow_the_graph():
@@ -56,3 +56,42 @@ def test_report_needs_no_tensors():
     manifest, _ = make_random_network(2, arch="photo")
     assert cost_report(manifest)["total"]["weights"] > 0
     assert np.isfinite(cost_report(manifest)["total"]["vs_float32"])
+
+
+def _dag_manifest():
+    b = GraphBuilder(0, (3, 8, 8))
+    stem = b.conv("input", 4, 3, padding=1, name="stem")  # 4x8x8
+    dw = b.depthwise(stem, 3, stride=2, padding=1, activation="relu6", name="dw")  # 4x4x4
+    pw = b.conv(dw, 6, 1, activation="none", name="pw")  # 6x4x4 accumulators
+    short = b.conv(dw, 6, 1, name="short")
+    a = b.add(pw, short, name="a")
+    p = b.avgpool(a, 2, name="p")  # 6x2x2
+    m = b.maxpool(p, 2, name="m")  # 6x1x1
+    fc = b.linear(b.global_avgpool(m, name="g"), 3, activation="none", name="fc")
+    return b.network(fc)[0]
+
+
+def test_dag_costs_count_groups_adds_and_pools():
+    manifest = _dag_manifest()
+    rows = {r["name"]: r for r in layer_costs(manifest)}
+    assert rows["dw"]["weights"] == 4 * 9  # depthwise: one 3x3 filter per channel
+    assert rows["dw"]["macs"] == 4 * 4 * 4 * 9
+    assert rows["pw"]["macs"] == 6 * 4 * 4 * 4
+    assert rows["pw"]["bits"]["requant"] == 0 and rows["dw"]["bits"]["requant"] == 40
+    ops = {r["name"]: r for r in op_costs(manifest)}
+    assert list(ops) == ["a", "p", "m", "g"]
+    assert ops["a"]["multiplications"] == 2 * 96 and ops["a"]["bits"] == 72
+    assert ops["p"]["additions"] == 24 * 3 and ops["p"]["divisions"] == 24
+    assert ops["m"]["comparisons"] == 6 * 3
+    assert ops["g"]["additions"] == 0 and ops["g"]["divisions"] == 6  # 1x1 maps
+    report = cost_report(manifest)
+    assert report["total"]["bits"]["total"] == sum(r["bits"]["total"] for r in rows.values()) + 72
+    assert report["total"]["ops"]["multiplications"] == 192
+    # the stem holds the input (192) and its output (256); at the add, dw has been read for
+    # the last time: pw, short and a (3 x 96) are alive
+    assert report["peak_activation_bits"] == (192 + 256) * 4
+    wide = _dag_manifest()  # the same graph on one input channel
+    wide["input"].update(channels=1)
+    wide["graph"][0]["in_channels"] = 1
+    # one input channel: the stem's output (256) with the input (64), or with dw's (64)
+    assert cost_report(wide)["peak_activation_bits"] == (256 + 64) * 4

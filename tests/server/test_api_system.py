@@ -57,7 +57,8 @@ def test_metrics_count_jobs_and_requests(tmp_path: Path) -> None:
 
 
 def test_openapi_describes_every_endpoint_and_errors(tmp_path: Path) -> None:
-    with TestClient(create_app(make_settings(tmp_path))) as client:
+    # with a token, so writes declare 401 (without one they cannot answer it: test_api_auth)
+    with TestClient(create_app(make_settings(tmp_path, api_token="tok"))) as client:
         spec = client.get("/openapi.json").json()
         paths = spec["paths"]
         for path in (

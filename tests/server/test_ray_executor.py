@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.service.app import create_app
-from server.service.job_roles import JobOutput
+from server.service.job_execution import JobOutput
 from server.service.jobs import JobStore
 from server.service.ray_task import NAMESPACE, TASK_NAME, Outcome
 from server.service.settings import ServerSettings

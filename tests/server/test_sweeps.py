@@ -3,14 +3,18 @@ once, validation of the grid, cancel, and the accuracy x bits summary."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from server.service.api.sweeps import QuantizeSweepCreate
+from server.job_spec import JobSpec, SweepCell, SweepLead
+from server.params import JobParams, QuantizeSweepCreate
 from server.service.app import create_app
-from server.service.sweeps import _best
+from server.service.checkpoints import write_checkpoint
+from server.service.jobs import JobStore, connect, utcnow
+from server.service.sweeps import SweepStore, _best
 from tests.server.api_helpers import REAL_PIPELINE, TINY_SWEEP, make_settings, wait_job, wait_sweep
 
 pytestmark = pytest.mark.slow
@@ -129,3 +133,44 @@ def test_cancel_stops_the_sweep(tmp_path: Path) -> None:
         assert done["status"] == "cancelled"
         assert {r["status"] for r in done["runs"] if r["role"] == "child"} == {"skipped"}
         assert client.get("/quantize-jobs").json()["total"] == 1
+
+
+def test_a_sweep_an_older_server_stored_still_reads_and_advances(tmp_path: Path) -> None:
+    """Sweeps stored before the request was kept as its body (knobs apart) still summarise,
+    and their cells still get the knobs."""
+    db = tmp_path / "siq.db"
+    jobs = JobStore(db)
+    jobs.init_schema()
+    sweeps = SweepStore(db, jobs, tmp_path / "checkpoints")
+    sweeps.init_schema()
+    old = {
+        "dataset": "digits",
+        "weight_bits": [2, 4],
+        "activation_bits": [4],
+        "seeds": [1],
+        "byte_budget": None,
+        "knobs": {"epochs": 3.0, "kmeans": "lloyd"},
+    }
+    lead_params = JobParams(dataset="digits", weight_bits=2, activation_bits=4, seed=1)
+    lead, _ = jobs.create(JobSpec(params=lead_params, role=SweepLead(sweep_id="s1")))
+    with connect(db) as conn:
+        conn.execute(
+            "INSERT INTO sweeps (id, created, request) VALUES ('s1', ?, ?)",
+            (utcnow(), json.dumps(old)),
+        )
+        conn.execute(
+            "INSERT INTO sweep_runs VALUES ('s1', 1, 2, 4, 'lead', ?), ('s1', 1, 4, 4, 'child', NULL)",
+            (lead.id,),
+        )
+    summary = sweeps.summary("s1")
+    assert summary["config"] == {"epochs": 3.0, "kmeans": "lloyd"}
+    assert summary["weight_bits"] == [2, 4] and summary["byte_budget"] is None
+    assert [r["status"] for r in summary["runs"]] == ["queued", "waiting"]
+    write_checkpoint(tmp_path / "checkpoints", lead.id, b"float model")
+    assert sweeps.advance() == 1
+    cell = next(r for r in sweeps.summary("s1")["runs"] if r["role"] == "child")
+    spec = jobs.get(cell["job_id"]).spec
+    assert spec.role == SweepCell(sweep_id="s1", lead_job=lead.id)
+    assert spec.params == JobParams(
+        dataset="digits", weight_bits=4, activation_bits=4, seed=1, epochs=3.0, kmeans="lloyd"
+    )

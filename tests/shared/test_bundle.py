@@ -74,7 +74,7 @@ def _reencode_header(data: bytes, edit) -> bytes:
         (lambda m: m.update(format_version=99), "version 99"),
         (lambda m: m.update(format="other"), "not an SIQ bundle"),
         (lambda m: m["graph"].insert(0, {"op": "softmax", "name": "s"}), "unknown op"),
-        (lambda m: m["graph"][0].update(out_channels=9), "conv1"),
+        (lambda m: m["graph"][0].update(out_channels=9), "conv2: in_channels 8 != incoming 9"),
         (lambda m: m["graph"][-1].update(relu=True), "relu"),
         (lambda m: m["input"].update(class_names=["a", "b"]), "classes"),
         (lambda m: m.update(activation_bits=9), "activation_bits"),

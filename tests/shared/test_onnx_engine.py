@@ -89,38 +89,50 @@ def test_bundles_without_an_exact_graph_fall_back_to_numpy():
     assert isinstance(engine, IntegerNetwork)
 
 
-def test_qlinearconv_requantises_as_the_export_assumes():
-    # the "fast" graph's QLinearConv layers rest on ONNX Runtime computing
-    # clip(round_half_even(float32(acc + bias) * scale), 0, 255): probe it on accumulators
-    # spread over float32's integers and on both sides of rounding ties
-    from onnx import TensorProto, helper, numpy_helper
+@pytest.mark.parametrize("seed", range(6))
+def test_dag_bundles_are_served_by_onnxruntime_exactly(seed):
+    # format version 3: load_engine("auto") runs the DAG's ONNX graph, equal to the reference
+    # interpreter and to the numpy engine, logits and probabilities
+    from shared.engine.reference import run_reference
+    from tests.factories import random_dag_bundle
 
-    from shared.network import scaled_requantize
+    bundle = random_dag_bundle(seed, saturate=seed % 2 == 1)
+    engine, numpy_net = load_engine(bundle), IntegerNetwork(bundle)
+    assert engine.backend == "onnxruntime"
+    x = np.random.default_rng(seed).random((5, *numpy_net.input_shape)).astype(np.float32)
+    q = numpy_net.quantize_input(x)
+    np.testing.assert_array_equal(
+        engine.forward_int(q), run_reference(bundle.manifest, bundle.tensors, q)
+    )
+    labels, probs = engine.predict(x)
+    want_labels, want_probs = numpy_net.predict(x)
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_array_equal(probs, want_probs)
 
-    rng = np.random.default_rng(0)
-    for scale in np.float32(rng.uniform(1e-5, 1e-2, 8)):
-        ties = np.round((rng.integers(0, 255, 2048) + 0.5) / np.float64(scale)).astype(np.int64)
-        n = np.concatenate([rng.integers(-(2**23), 2**23, 2048), ties + rng.integers(-2, 3, 2048)])
-        n = n[np.abs(n) < 2**24]
-        inits = {
-            "xs": np.float32(1), "xz": np.uint8(0), "ws": scale, "wz": np.int8(0),
-            "ys": np.float32(1), "yz": np.uint8(0),
-            "w": np.zeros((len(n), 1, 1, 1), np.int8), "b": n.astype(np.int32),
-        }  # fmt: skip
-        node = helper.make_node(
-            "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"]
+
+def test_the_session_keeps_the_arithmetic_of_a_dag(tmp_path):
+    # the DAG's adds and pool divisions are integer ops ONNX Runtime must run as written
+    from shared.engine.onnx_engine import OnnxEngine
+    from shared.onnx import UNSAFE_FUSIONS
+    from tests.factories import random_dag_bundle
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    options.log_severity_level = 3
+    ops: set[str] = set()
+    for seed in range(4):
+        model = OnnxEngine(random_dag_bundle(seed)).model
+        ort.InferenceSession(
+            model, options, providers=["CPUExecutionProvider"], disabled_optimizers=UNSAFE_FUSIONS
         )
-        graph = helper.make_graph(
-            [node],
-            "probe",
-            [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 1, 1])],
-            [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
-            [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        session = ort.InferenceSession(
-            model.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-        got = session.run(None, {"x": np.zeros((1, 1, 1, 1), np.uint8)})[0].reshape(-1)
-        np.testing.assert_array_equal(got, scaled_requantize(n, scale, 8, "half_even"))
+        for node in onnx.load(str(tmp_path / "optimised.onnx")).graph.node:
+            ops.add(node.op_type)
+            if node.op_type == "FusedConv":  # the Clip(0, B) of the accumulators, and no sum
+                assert {a.name: a.s for a in node.attribute}["activation"] == b"Clip"
+                assert len(node.input) == 3
+    ops.discard("FusedConv")
+    plain = {"Conv", "MaxPool", "Mul", "Add", "Div", "Floor", "Round", "Clip", "Flatten", "Cast"}
+    integer = {"Max", "Min", "ReduceSum", "MatMulInteger", "ConvInteger", "QLinearConv"}
+    layout = {"ReorderInput", "ReorderOutput", "Transpose", "NhwcMaxPool"}
+    assert ops <= plain | integer | layout | {"MatMul", "Gemm"}, ops
+    assert {"ReduceSum", "Div", "Max", "Min"} <= ops  # the adds and pools are there

@@ -1,5 +1,4 @@
-"""What one job runs, for both executors (local worker processes and Ray tasks), and where a
-sweep's float checkpoints live.
+"""What one job runs, for both executors (local worker processes and Ray tasks).
 
 A job runs the configured pipeline (`SIQ_PIPELINE`, by default server.training.job:run_job),
 a `PipelineFn`: the job's `JobSpec` in, its result out, its bundle written to `out_dir`. A
@@ -12,13 +11,12 @@ it.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.job_spec import JobSpec, SweepCell
+from server.job_spec import JobSpec
 from server.progress import ProgressFn
 from shared.api import IterationMetrics, JobResult
 from shared.errors import ConfigError
@@ -28,10 +26,6 @@ __all__ = [
     "PipelineFn",
     "execute_job",
     "resolve_pipeline",
-    "lead_job",
-    "checkpoint_path",
-    "read_checkpoint",
-    "write_checkpoint",
 ]
 
 
@@ -67,33 +61,6 @@ def resolve_pipeline(ref: str) -> PipelineFn:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"pipeline {ref!r} cannot be loaded: {exc}") from exc
     return fn
-
-
-def lead_job(spec: JobSpec) -> str | None:
-    """The sweep lead whose float checkpoint this job starts from (None: it trains its own)."""
-    return spec.role.lead_job if isinstance(spec.role, SweepCell) else None
-
-
-def checkpoint_path(checkpoint_dir: Path, job_id: str) -> Path:
-    """Where the float checkpoint a sweep's lead job `job_id` trained is kept."""
-    return checkpoint_dir / f"{job_id}.safetensors"
-
-
-def read_checkpoint(checkpoint_dir: Path, job_id: str) -> bytes:
-    try:
-        return checkpoint_path(checkpoint_dir, job_id).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"the float checkpoint of job {job_id} is missing") from None
-
-
-def write_checkpoint(checkpoint_dir: Path, job_id: str, data: bytes) -> Path:
-    """Atomically (temporary name, then rename): a reader never sees half a checkpoint."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(checkpoint_dir, job_id)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def execute_job(
