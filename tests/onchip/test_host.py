@@ -87,4 +87,3 @@ def test_the_library_is_integer_only_and_self_contained():
     ):
         assert f"#define {name}" in header
     assert "int siq_predict(const uint8_t *pixels, int32_t *logits);" in header
-
