@@ -19,6 +19,7 @@ import asyncio
 import functools
 import io
 import json
+import math
 import os
 import platform
 import struct
@@ -77,25 +78,35 @@ def get_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
 
 
 def float_model(bundle):
-    """The bundle's graph as a torch float32 network with dequantised weights."""
+    """The bundle's graph (a chain or a DAG) as a torch float32 network with dequantised
+    weights: convolutions (grouped too) and linear layers with real weights and biases, ReLU,
+    ReLU6 as a clamp at clamp_max times the output scale, adds of real values, the pools."""
     import torch
     from torch import nn
 
-    layers: list[nn.Module] = []
+    from shared.network.graph import INPUT, activation, as_dag, groups
+
     scales = bundle.manifest.get("layers", {})
-    for layer in bundle.manifest["graph"]:
-        op = layer["op"]
+    graph = as_dag(bundle.manifest["graph"])
+    modules: dict[str, nn.Module] = {}
+    tops: dict[str, float | None] = {}  # the activation's upper clip, real; None: no clip
+    for layer in graph:
+        op, name = layer["op"], layer["name"]
+        info = scales.get(name, {})
+        if op in ("conv2d", "linear", "add"):
+            act = activation(layer)
+            top = float(layer.get("clamp_max", 0)) * float(info.get("output_scale", 0.0))
+            tops[name] = None if act == "none" else (top or 6.0) if act == "relu6" else math.inf
         if op == "maxpool2d":
-            layers.append(nn.MaxPool2d(layer["kernel_size"], layer["stride"]))
-        elif op == "flatten":
-            layers.append(nn.Flatten())
-        else:
+            modules[name] = nn.MaxPool2d(layer["kernel_size"], layer["stride"])
+        elif op == "avgpool2d":
+            modules[name] = nn.AvgPool2d(layer["kernel_size"], layer["stride"])
+        elif op in ("conv2d", "linear"):
             w = layer_weights(layer, bundle.tensors).astype(np.float32)
-            info = scales.get(layer["name"], {})
             scale = float(info.get("weight_scale", 1.0))
             # real bias = integer bias x accumulator scale (input scale x weight scale)
             acc_scale = scale * float(info.get("input_scale", 0.0))
-            bias = bundle.tensors[f"{layer['name']}.bias"].astype(np.float32) * acc_scale
+            bias = bundle.tensors[f"{name}.bias"].astype(np.float32) * acc_scale
             m: nn.Conv2d | nn.Linear
             if op == "conv2d":
                 m = nn.Conv2d(
@@ -104,16 +115,43 @@ def float_model(bundle):
                     layer["kernel_size"],
                     layer["stride"],
                     layer["padding"],
+                    groups=groups(layer),
                 )
             else:
                 m = nn.Linear(layer["in_features"], layer["out_features"])
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(w * scale))
                 m.bias.copy_(torch.from_numpy(bias))  # type: ignore[union-attr]
-            layers.append(m)
-            if layer["relu"]:
-                layers.append(nn.ReLU())
-    return nn.Sequential(*layers).eval()
+            modules[name] = m
+
+    class FloatGraph(nn.Module):
+        """The graph's nodes in order, each on the values of its inputs (FX traces the loop
+        away, as torch.ao and torch.onnx.export need)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleDict({k.replace(".", "_"): v for k, v in modules.items()})
+
+        def forward(self, x):
+            values = {INPUT: x}
+            for node in graph:
+                op, name = node["op"], node["name"]
+                args = [values[source] for source in node["inputs"]]
+                if op == "flatten":
+                    y = torch.flatten(args[0], 1)
+                elif op == "global_avgpool":
+                    y = args[0].mean(dim=(2, 3))
+                elif op == "add":
+                    y = args[0] + args[1]
+                else:
+                    y = self.layers[name.replace(".", "_")](args[0])
+                top = tops.get(name)
+                if top is not None:
+                    y = torch.relu(y) if top == math.inf else torch.clamp(y, 0.0, top)
+                values[name] = y
+            return values[graph[-1]["name"]]
+
+    return FloatGraph().eval()
 
 
 def time_per_batch(fn, batches: list, min_seconds: float = 1.0) -> dict[str, float]:
@@ -268,11 +306,18 @@ def profile_onnx_engine(engine: Any, x: np.ndarray, runs: int = 400) -> list[lis
 
 def profile_engine(net: IntegerNetwork, x: np.ndarray, seconds: float = 0.5) -> list[list]:
     """Where one thread's time goes: the engine's prepared pass for this batch size, timed
-    step by step (input quantisation, patch copies, matmuls, pools, requantisation)."""
+    step by step (input quantisation, patch copies, matmuls, pools, requantisation); a DAG
+    bundle's pass as one figure."""
     from shared.engine.numpy_engine import (
         _Plan,  # the engine's internals, on purpose: this is a profile
     )
 
+    if net._dag is not None:  # a DAG runs as one DagProgram, not as the chain's steps
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or runs < 20:
+            net.predict(x)
+            runs += 1
+        return [["whole pass (DAG program)", 1e6 * (time.perf_counter() - start) / runs]]
     plan = _Plan(net, len(x), quantized=False)
     totals: dict[str, float] = {}
     runs = 0

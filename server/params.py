@@ -191,7 +191,7 @@ class JobParams(JobKnobs):
         try:
             return cls.model_validate(d)
         except ValidationError as exc:
-            raise config_error(exc) from None
+            raise _config_error(exc) from None
 
 
 class QuantizeJobCreate(JobParams):
@@ -207,7 +207,7 @@ class QuantizeSweepCreate(JobKnobs):
 
     weight_bits: list[WeightBits] = Field(min_length=1, max_length=8)
     activation_bits: list[ActivationBits] = Field(min_length=1, max_length=7)
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
+    seeds: list[Seed] = Field([0], min_length=1, max_length=8, description="a float model each")
     byte_budget: int | None = Field(
         None, ge=1, description="the best bundle is the most accurate of at most this size"
     )
@@ -242,7 +242,7 @@ class QuantizeSweepCreate(JobKnobs):
         return JobParams.model_validate({"dataset": self.dataset, **cell, **self.knobs()})
 
 
-def config_error(exc: ValidationError) -> ConfigError:
+def _config_error(exc: ValidationError) -> ConfigError:
     """The first problem of `exc` as a ConfigError whose `field` names the parameter."""
     first = exc.errors()[0]
     name = ".".join(str(p) for p in first.get("loc", ())) or "config"

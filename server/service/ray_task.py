@@ -27,7 +27,8 @@ import ray
 
 from server.job_spec import JobSpec
 from server.progress import ProgressEvent, Throttle
-from server.service.job_execution import JobOutput
+from server.service.job_execution import JobOutput, execute_job
+from server.service.verdicts import error_record
 from shared.api import ErrorInfo
 
 __all__ = ["JobLedger", "Outcome", "run_job_task", "NAMESPACE", "TASK_NAME"]
@@ -98,9 +99,6 @@ def run_job_task(
 ) -> str:
     """The body of the Ray task (declared with resources by the runner). Returns the verdict;
     the outcome itself is in the ledger before this returns."""
-    from server.service.job_execution import execute_job
-    from server.service.verdicts import error_record
-
     ran_on: dict[str, Any] = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "host": socket.gethostname(),

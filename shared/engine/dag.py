@@ -152,10 +152,10 @@ class DagProgram:
         if kk == k * k and og == 1:  # depthwise: each channel with its own k*k weights
             acc = np.einsum("mkg,kg->mg", patches[..., 0], matrix[:, :, 0].T)
         elif g == 1:
-            acc = patches.reshape(len(patches), -1) @ matrix[0]
+            acc = patches.reshape(len(patches), kk) @ matrix[0]
         else:  # (g, M, k*k*C/g) @ (g, k*k*C/g, O/g) -> (M, g, O/g)
-            by_group = patches.transpose(2, 0, 1, 3).reshape(g, len(patches), -1)
-            acc = np.matmul(by_group, matrix).transpose(1, 0, 2).reshape(len(patches), -1)
+            by_group = patches.transpose(2, 0, 1, 3).reshape(g, len(patches), kk)
+            acc = np.matmul(by_group, matrix).transpose(1, 0, 2).reshape(len(patches), g * og)
         return self._activate(step, acc).reshape(n, ho, wo, -1)
 
     def _linear(self, step: _Step, args: list[np.ndarray]) -> np.ndarray:

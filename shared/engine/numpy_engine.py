@@ -245,6 +245,8 @@ class IntegerNetwork(BundleIO):
     ) -> np.ndarray:
         """fn(batch) in pieces that fit WORKSPACE_BYTES, across the thread pool when `threads` > 1."""
         n = len(batch)
+        if n == 0:  # no images: no logits (the plans' reshapes need a batch)
+            return np.zeros((0, len(self.class_names)), np.int64)
         pieces = -(-n // self._chunk)
         if self.threads > 1 and n * self._macs >= self.threads * SPLIT_MACS and n >= self.threads:
             pieces = -(-max(pieces, self.threads) // self.threads) * self.threads

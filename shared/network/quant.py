@@ -103,7 +103,8 @@ def quantize_add_multipliers(ratio_x: float, ratio_y: float) -> tuple[np.ndarray
     if not (math.isfinite(ratio_x) and math.isfinite(ratio_y)) or min(ratio_x, ratio_y) <= 0:
         raise ValueError(f"add ratios must be positive and finite, got {ratio_x!r}, {ratio_y!r}")
     m, shift = quantize_multiplier(big)
-    pair = [m if r == big else min(m, round(r * 2.0**shift)) for r in (ratio_x, ratio_y)]
+    # the other ratio rounded half up at that shift (never above the larger's multiplier)
+    pair = [m if r == big else min(m, math.floor(r * 2.0**shift + 0.5)) for r in (ratio_x, ratio_y)]
     return np.array(pair, dtype=np.int32), np.array([shift], dtype=np.int32)
 
 

@@ -57,3 +57,22 @@ def test_bad_requests_are_clear_4xx(stored) -> None:
     # 12-bit codebooks have no integer (int8) ONNX convolution
     wide = client.get(f"/bundles/{wide_id}/onnx")
     assert wide.status_code == 422 and wide.json()["error"]["code"] == "not_exportable"
+
+
+def test_a_dag_bundle_gives_the_reference_logits(tmp_path: Path) -> None:
+    # format version 3: depthwise, adds, pools; the route serves its integer-only model
+    from shared.bundle import encode_bundle
+    from shared.engine.reference import run_reference
+    from tests.factories import random_codes, random_dag_network
+
+    settings = make_settings(tmp_path)
+    data = encode_bundle(*random_dag_network(2, saturate=True))
+    bundle = decode_bundle(data)
+    stored_id = write_bundle_atomic(settings.bundle_dir, data).stem
+    q = random_codes(bundle, 4)
+    with TestClient(create_app(settings)) as client:
+        resp = client.get(f"/bundles/{stored_id}/onnx")
+    assert resp.status_code == 200, resp.text
+    session = ort.InferenceSession(resp.content, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"codes": q.astype(np.uint8)})[0]
+    np.testing.assert_array_equal(got, run_reference(bundle.manifest, bundle.tensors, q))

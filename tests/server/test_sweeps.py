@@ -107,6 +107,8 @@ def test_the_sweep_schema_lists_what_the_route_takes(tmp_path: Path) -> None:
         assert "seed" not in body["properties"] and "seeds" in body["properties"]
         assert set(body["properties"]) == set(QuantizeSweepCreate.model_fields)
         assert body["additionalProperties"] is False
+        # a null knob means its default, the seeds' too, and the schema says so
+        assert {"type": "null"} in body["properties"]["seeds"]["anyOf"]
         resp = client.post("/quantize-sweeps", json={**TINY_SWEEP, "seed": 3})
         assert resp.status_code == 422
         assert "`seeds` (a list), not `seed`" in resp.json()["error"]["message"]

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shared.bundle import decode_bundle
 from shared.engine import IntegerNetwork
 from shared.engine.reference import run_reference
-from tests.factories import GraphBuilder, random_codes, random_dag_bundle
+from tests.factories import GraphBuilder, make_random_bundle, random_codes, random_dag_bundle
 
 
 @pytest.mark.parametrize("start", range(0, 300, 50))
@@ -72,3 +73,13 @@ def test_a_version_three_chain_runs_on_the_fast_plan() -> None:
     np.testing.assert_array_equal(
         net.forward_int(q), run_reference(bundle.manifest, bundle.tensors, q)
     )
+
+
+@pytest.mark.parametrize("dag", [True, False])
+def test_an_empty_batch_gives_no_logits(dag: bool) -> None:
+    bundle = random_dag_bundle(2) if dag else decode_bundle(make_random_bundle(0))
+    net = IntegerNetwork(bundle)
+    empty = np.zeros((0, *net.input_shape))
+    assert net.forward_int(empty.astype(np.int64)).shape == (0, len(net.class_names))
+    labels, probs = net.predict(empty)
+    assert labels.shape == (0,) and probs.shape == (0, len(net.class_names))

@@ -1,11 +1,15 @@
+import math
+
 import numpy as np
 import pytest
 
 from shared.network import (
     affine_requantize,
     fit_affine_requant,
+    quantize_add_multipliers,
     quantize_input,
     quantize_multiplier,
+    relu6_clamp_max,
     requant_thresholds,
     requantize,
     round_half_up,
@@ -158,3 +162,23 @@ def test_fit_scaled_requant_equals_requantize_on_every_accumulator(seed):
         want = requantize(acc + bias[o], m, s, bits)
         got = scaled_requantize(acc + bias[o] + offset[o], scale[o % len(scale)], bits, rounding)
         np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+def test_add_multipliers_share_the_larger_ratios_shift() -> None:
+    m, s = quantize_add_multipliers(0.75, 0.25)
+    assert m.dtype == np.int32 and s.shape == (1,)
+    big, shift = quantize_multiplier(0.75)
+    assert int(s[0]) == shift and int(m[0]) == big
+    assert int(m[1]) == 2**shift // 4  # 0.25 at that shift, exactly
+    m, s = quantize_add_multipliers(0.1, 3.0)  # the second input's ratio picks the shift
+    assert int(m[1]) == quantize_multiplier(3.0)[0]
+    assert int(m[0]) == math.floor(0.1 * 2.0 ** int(s[0]) + 0.5)
+    with pytest.raises(ValueError):
+        quantize_add_multipliers(0.0, 1.0)
+
+
+def test_relu6_clamp_max_is_the_code_of_six() -> None:
+    assert relu6_clamp_max(6 / 10, 4) == 10
+    assert relu6_clamp_max(0.1, 4) == 15  # 60 clips at A
+    assert relu6_clamp_max(100.0, 4) == 1  # at least 1
+    assert relu6_clamp_max(6 / 10.5, 5) == 11  # 10.5 rounds half up
