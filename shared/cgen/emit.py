@@ -286,44 +286,34 @@ class _Emitter:
             LayerPlan("input", "quantize", out_bytes=self.values["input.codes"].nbytes)
         )
 
+    def _step(self, node: dict[str, Any], func: str, shape: tuple[int, ...]) -> None:
+        """A node that is one function `siq_<name>(inputs..., dst)` writing codes of `shape`."""
+        name = node["name"]
+        self.funcs.append(func)
+        self._value(name, shape)
+        self.steps.append((f"siq_{self.ident[name]}", list(node["inputs"]), name))
+        self.plans.append(LayerPlan(name, node["op"], out_bytes=self.values[name].nbytes))
+
     def _pool(self, node: dict[str, Any]) -> None:
-        x = node["inputs"][0]
-        c, h, w = self.values[x].shape
+        c, h, w = self.values[node["inputs"][0]].shape
         k, s = node["kernel_size"], node["stride"]
         ph, pw = windows(h, k, s), windows(w, k, s)
-        name = f"siq_{self.ident[node['name']]}"
-        self.funcs.append(layers.maxpool(name, (c, h, w), k, s, ph, pw))
-        self._value(node["name"], (c, ph, pw))
-        self.steps.append((name, [x], node["name"]))
-        self.plans.append(
-            LayerPlan(node["name"], "maxpool2d", out_bytes=self.values[node["name"]].nbytes)
-        )
+        func = layers.maxpool(f"siq_{self.ident[node['name']]}", (c, h, w), k, s, ph, pw)
+        self._step(node, func, (c, ph, pw))
 
     def _avgpool(self, node: dict[str, Any]) -> None:
-        x = node["inputs"][0]
-        c, h, w = self.values[x].shape
+        c, h, w = self.values[node["inputs"][0]].shape
         k, s = node["kernel_size"], node["stride"]
         out = (windows(h, k, s), windows(w, k, s))
-        name = f"siq_{self.ident[node['name']]}"
         div = _divide(k * k, k * k * ((1 << self.a) - 1))
-        self.funcs.append(layers.avgpool(name, (c, h, w), k, s, out, div))
-        self._value(node["name"], (c, *out))
-        self.steps.append((name, [x], node["name"]))
-        self.plans.append(
-            LayerPlan(node["name"], "avgpool2d", out_bytes=self.values[node["name"]].nbytes)
-        )
+        func = layers.avgpool(f"siq_{self.ident[node['name']]}", (c, h, w), k, s, out, div)
+        self._step(node, func, (c, *out))
 
     def _global_avgpool(self, node: dict[str, Any]) -> None:
-        x = node["inputs"][0]
-        c, h, w = self.values[x].shape
-        name = f"siq_{self.ident[node['name']]}"
+        c, h, w = self.values[node["inputs"][0]].shape
         div = _divide(h * w, h * w * ((1 << self.a) - 1))
-        self.funcs.append(layers.global_avgpool(name, (c, h, w), div))
-        self._value(node["name"], (c,))
-        self.steps.append((name, [x], node["name"]))
-        self.plans.append(
-            LayerPlan(node["name"], "global_avgpool", out_bytes=self.values[node["name"]].nbytes)
-        )
+        func = layers.global_avgpool(f"siq_{self.ident[node['name']]}", (c, h, w), div)
+        self._step(node, func, (c,))
 
     def _flatten(self, node: dict[str, Any]) -> None:
         """A view of its input when only linear layers read it (they take channels-last maps
@@ -339,24 +329,16 @@ class _Emitter:
         elif hwc is None or all(u["op"] == "linear" for u in self.users[name]):
             self.values[name] = _Value(shape, False, "view", hwc=hwc, of=self._buffer(x))
         else:
-            fname = f"siq_{self.ident[name]}"
-            self.funcs.append(layers.flatten(fname, hwc))  # type: ignore[arg-type]
-            self._value(name, shape)
-            self.steps.append((fname, [x], name))
-            self.plans.append(LayerPlan(name, "flatten", out_bytes=self.values[name].nbytes))
+            func = layers.flatten(f"siq_{self.ident[name]}", hwc)  # type: ignore[arg-type]
+            self._step(node, func, shape)
 
     def _add(self, node: dict[str, Any]) -> None:
-        name = node["name"]
-        x, y = node["inputs"]
-        vx = self.values[x]
-        count = int(np.prod(vx.shape))
-        mx, my, s = self.m.adds[name]
+        x = self.values[node["inputs"][0]]
+        mx, my, s = self.m.adds[node["name"]]
         top = f"{int(node['clamp_max'])}u" if node["activation"] == "relu6" else "SIQ_TOP"
-        fname = f"siq_{self.ident[name]}"
-        self.funcs.append(layers.add(self.ident[name], count, vx.accumulators, mx, my, s, top))
-        self._value(name, vx.shape)
-        self.steps.append((fname, [x, y], name))
-        self.plans.append(LayerPlan(name, "add", const_bytes=0, out_bytes=self.values[name].nbytes))
+        count = int(np.prod(x.shape))
+        n = self.ident[node["name"]]
+        self._step(node, layers.add(n, count, x.accumulators, mx, my, s, top), x.shape)
 
     # --- weighted layers ------------------------------------------------------------------
 

@@ -40,9 +40,30 @@ static void {name}(const uint8_t *px, uint8_t *dst)
 """
 
 
-def maxpool(name: str, shape: tuple[int, int, int], k: int, s: int, ph: int, pw: int) -> str:
-    """A max-pool on codes (one that does not follow a convolution)."""
+def _windows(
+    name: str, shape: tuple[int, int, int], k: int, s: int, out: tuple[int, int], reduce: str
+) -> str:
+    """A pool on codes: per output value, `reduce` over its k x k window. `reduce` is
+    "max", or the C expression of the stored code from the window's `sum`."""
     c, _, w = shape
+    ph, pw = out
+    at = f"((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c"
+    if reduce == "max":
+        start, step, result = (
+            "best",
+            f"""{{
+                        uint32_t v = siq_get(src, {at});
+                        best = v > best ? v : best;
+                    }}""",
+            "best",
+        )
+    else:
+        start, step, result = (
+            "sum",
+            f"""
+                        sum += siq_get(src, {at});""",
+            reduce,
+        )
     return f"""
 static void {name}(const uint8_t *src, uint8_t *dst)
 {{
@@ -50,16 +71,25 @@ static void {name}(const uint8_t *src, uint8_t *dst)
     for (y = 0; y < {ph}u; y++)
         for (x = 0; x < {pw}u; x++)
             for (c = 0; c < {c}u; c++) {{
-                uint32_t best = 0;
+                uint32_t {start} = 0;
                 for (dy = 0; dy < {k}u; dy++)
-                    for (dx = 0; dx < {k}u; dx++) {{
-                        uint32_t v = siq_get(src, ((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c);
-                        best = v > best ? v : best;
-                    }}
-                siq_put(dst, (y * {pw}u + x) * {c}u + c, best);
+                    for (dx = 0; dx < {k}u; dx++) {step}
+                siq_put(dst, (y * {pw}u + x) * {c}u + c, {result});
             }}
 }}
 """
+
+
+def maxpool(name: str, shape: tuple[int, int, int], k: int, s: int, ph: int, pw: int) -> str:
+    """A max-pool on codes (one that does not follow a convolution)."""
+    return _windows(name, shape, k, s, (ph, pw), "max")
+
+
+def avgpool(
+    name: str, shape: tuple[int, int, int], k: int, s: int, out: tuple[int, int], div: str
+) -> str:
+    """An average pool on codes: `div` is the C expression of (sum + n // 2) // n."""
+    return _windows(name, shape, k, s, out, div)
 
 
 def gather(
@@ -131,6 +161,21 @@ static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint
 """
 
 
+def _store(at: str, value: str, req: str, accumulators: bool) -> tuple[str, str]:
+    """(the dst parameter, the statement storing channel `ch`'s accumulator `value` at index
+    `at`): the int32 itself when the node's value is accumulators, else its code `req` (a C
+    expression of `acc`)."""
+    if accumulators:
+        return "int32_t *dst", f"dst[{at}] = {value};"
+    return (
+        "uint8_t *dst",
+        f"""{{
+                int32_t acc = {value};
+                siq_put(dst, {at}, {req});
+            }}""",
+    )
+
+
 def conv(
     n: str,
     pooled: tuple[int, int],
@@ -152,16 +197,7 @@ def conv(
     ph, pw = pooled
     pk, ps = window
     g, ci = groups
-    dst = "int32_t *dst" if accumulators else "uint8_t *dst"
-    at = f"(py * {pw}u + px) * {o}u + ch"
-    store = (
-        f"dst[{at}] = siq_acc[ch];"
-        if accumulators
-        else f"""{{
-                int32_t acc = siq_acc[ch];
-                siq_put(dst, {at}, {req});
-            }}"""
-    )
+    dst, store = _store(f"(py * {pw}u + px) * {o}u + ch", "siq_acc[ch]", req, accumulators)
     if fetch is None and g == 1:  # the layout every chain has had (its bytes unchanged)
         return f"""
 static void siq_{n}(const uint8_t *src, {dst})
@@ -252,16 +288,7 @@ def depthwise(
     c, h, w = shape
     k, s, p = geometry
     ho, wo = out
-    dst = "int32_t *dst" if accumulators else "uint8_t *dst"
-    at = f"(oy * {wo}u + ox) * {c}u + ch"
-    store = (
-        f"dst[{at}] = sums[ch];"
-        if accumulators
-        else f"""{{
-                int32_t acc = sums[ch];
-                siq_put(dst, {at}, {req});
-            }}"""
-    )
+    dst, store = _store(f"(oy * {wo}u + ox) * {c}u + ch", "sums[ch]", req, accumulators)
     return f"""
 static void siq_{n}(const uint8_t *src, {dst})
 {{
@@ -307,29 +334,6 @@ static void siq_{n}(const {xt} *x, const uint8_t *y, uint8_t *dst)
         int64_t v = (int64_t){xv} * {mx} + (int64_t)siq_get(y, i) * {my} + INT64_C({1 << (s - 1)});
         siq_put(dst, i, {out});
     }}
-}}
-"""
-
-
-def avgpool(
-    name: str, shape: tuple[int, int, int], k: int, s: int, out: tuple[int, int], div: str
-) -> str:
-    """An average pool on codes: `div` is the C expression of (sum + n // 2) // n."""
-    c, _, w = shape
-    ph, pw = out
-    return f"""
-static void {name}(const uint8_t *src, uint8_t *dst)
-{{
-    uint32_t y, x, c, dy, dx;
-    for (y = 0; y < {ph}u; y++)
-        for (x = 0; x < {pw}u; x++)
-            for (c = 0; c < {c}u; c++) {{
-                uint32_t sum = 0;
-                for (dy = 0; dy < {k}u; dy++)
-                    for (dx = 0; dx < {k}u; dx++)
-                        sum += siq_get(src, ((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c);
-                siq_put(dst, (y * {pw}u + x) * {c}u + c, {div});
-            }}
 }}
 """
 
