@@ -16,8 +16,9 @@ A DAG (format version 3) counts the same per weighted node, with a grouped or de
 convolution's fan-in `C/groups * k * k`; its other nodes are listed under `ops`: an add's
 two multiplications, two additions and 72 bits of constants (two multipliers, a shift) per
 output, an average pool's `n - 1` additions (and one division) per output, a max-pool's
-`n - 1` comparisons (the energy estimate counts the multiply-accumulates only). Its peak activation memory is the largest sum of the values alive at
-once (produced and still to be read), in values.
+`n - 1` comparisons (the energy estimate counts the multiply-accumulates only). Its peak
+activation memory is the largest sum of the values alive at once (produced and still to be
+read), in values.
 
 The energy figures are an ESTIMATE from a per-operation table (ENERGY_PJ), not a measurement.
 """

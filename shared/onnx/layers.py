@@ -365,16 +365,22 @@ def accumulators(
     bits = int(bundle.manifest["activation_bits"])
     bound = int(accumulator_bound(w, bias, bits).max())
     floats = _floats(carrier, layer, bound < FLOAT32_EXACT, w.size)
-    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1)
+    conv_bias = floats and layer["op"] == "conv2d"  # a float Conv adds the bias itself
+    acc = _accumulate(g, layer, x, w, floats, (1 << bits) - 1, bias if conv_bias else None)
     dtype = acc.dtype if dtype is None else np.dtype(dtype)
     if dtype == np.float32 and bound >= FLOAT32_EXACT:
         raise ExportError(f"layer {name}: logits up to {bound} are not exact in float32")
     # exact in both: |acc + bias| < 2^24 in float32, < 2^31 (the bundle's bound) in int32
-    channels = (-1, 1, 1) if layer["op"] == "conv2d" else (-1,)
-    total = g.const(f"{name}_bias", bias.astype(acc.dtype).reshape(channels))
-    if acc.dtype == dtype:
-        return Value(g.op("Add", [acc.name, total], name, out=out), dtype)
-    total = g.op("Add", [acc.name, total], name)
+    if conv_bias:
+        total = acc.name
+    else:
+        channels = (-1, 1, 1) if layer["op"] == "conv2d" else (-1,)
+        bias_const = g.const(f"{name}_bias", bias.astype(acc.dtype).reshape(channels))
+        if acc.dtype == dtype:
+            return Value(g.op("Add", [acc.name, bias_const], name, out=out), dtype)
+        total = g.op("Add", [acc.name, bias_const], name)
+    if acc.dtype == dtype and out is None:
+        return Value(total, dtype)
     return Value(g.op("Cast", [total], name, out=out, to=pb.DTYPES[dtype]), dtype)
 
 
@@ -417,17 +423,22 @@ def avgpool(
     return _divided(g, name, sums, k * k)
 
 
-def global_avgpool(g: GraphBuilder, node: dict[str, Any], x: Value, positions: int) -> Value:
+def global_avgpool(
+    g: GraphBuilder, node: dict[str, Any], x: Value, positions: int, bits: int
+) -> Value:
     """(N, C, H, W) -> (N, C): `(sum + n // 2) // n` over each map (n = H * W = positions),
-    summed in int32 (A * n < 2^31 for any map a bundle can hold)."""
+    summed in int32 where every sum fits (A * n + n // 2 < 2^31), else in int64."""
     name = node["name"]
+    wide = ((1 << bits) - 1) * positions + positions // 2 >= 2**31
+    dtype = np.dtype(np.int64 if wide else np.int32)
     axes = g.const("spatial_axes", np.array([2, 3], np.int64))
-    sums = g.op("ReduceSum", [cast(g, x, np.int32).name, axes], name, keepdims=0)
-    return _divided(g, name, sums, positions)
+    sums = g.op("ReduceSum", [cast(g, x, dtype).name, axes], name, keepdims=0)
+    return _divided(g, name, sums, positions, dtype)
 
 
-def _divided(g: GraphBuilder, name: str, sums: str, n: int) -> Value:
-    """int32 sums of n codes to their rounded mean, `(sum + n // 2) // n`."""
-    v = g.op("Add", [sums, g.const(f"{name}_half", np.int32(n // 2))], name)
-    v = g.op("Div", [v, g.const(f"{name}_count", np.int32(n))], name)
-    return Value(v, np.dtype(np.int32))
+def _divided(g: GraphBuilder, name: str, sums: str, n: int, dtype: Any = np.int32) -> Value:
+    """Integer sums of n codes to their rounded mean, `(sum + n // 2) // n`, in `dtype`."""
+    dtype = np.dtype(dtype)
+    v = g.op("Add", [sums, g.const(f"{name}_half", np.array(n // 2, dtype))], name)
+    v = g.op("Div", [v, g.const(f"{name}_count", np.array(n, dtype))], name)
+    return Value(v, dtype)
