@@ -125,7 +125,7 @@ def _divide(n: int, largest: int) -> str:
     top = largest + half
     if n & (n - 1) == 0:
         return f"(sum + {half}u) >> {n.bit_length() - 1}"
-    if top < 1 << 24:
+    if top < 1 << 22:  # a bound on the check's work (maps of 16k values at 8 bits and more)
         t = np.arange(top + 1, dtype=np.uint64)
         for shift in range(1, 33):
             m = -(-(1 << shift) // n)
