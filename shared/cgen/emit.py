@@ -1,12 +1,14 @@
 """C99 sources from a DenseModel: `siq_model.h` and `siq_model.c` (docs/ARCHITECTURE.md,
 "On chip").
 
-The generated code runs the engine's integer network: the input quantiser is a 256-entry
-table from the 8-bit pixel, convolutions gather one patch at a time into a small buffer and
-run the row kernels of `shared.cgen.runtime`, a max-pool that follows a convolution is taken
-over the accumulators before requantising (requantisation is non-decreasing, as the engine
-uses too), and feature maps live channels-last in one static arena of two regions that the
-layers write in turn.
+The generated code runs the reference's integer network, one function per node of the DAG:
+the input quantiser is a 256-entry table from the 8-bit pixel, convolutions gather one patch
+at a time into a small buffer and run the row kernels of `shared.cgen.runtime` (pointwise ones
+read whole-word pixels in place, depthwise ones have a kernel of their own), a max-pool that
+follows a convolution is taken over the accumulators before requantising (requantisation is
+non-decreasing, as the engine uses too), and values live channels-last in one static arena:
+two regions written in turn for a chain, offsets planned from the values' lifetimes for any
+other graph.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def _divide(n: int, largest: int) -> str:
     top = largest + half
     if n & (n - 1) == 0:
         return f"(sum + {half}u) >> {n.bit_length() - 1}"
-    if top < 1 << 24:
+    if top < 1 << 22:  # a bound on the check's work (maps of 16k values at 8 bits and more)
         t = np.arange(top + 1, dtype=np.uint64)
         for shift in range(1, 33):
             m = -(-(1 << shift) // n)

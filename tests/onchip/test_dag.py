@@ -128,6 +128,11 @@ def _flatten_then_add(b: GraphBuilder) -> str:  # the flatten an add reads is in
     return b.add(b.linear(x, b.shapes[x][0], activation="none"), x)
 
 
+def _input_read_twice(b: GraphBuilder) -> str:  # the image's codes alive across a node
+    branch = b.conv("input", 3, 3, padding=1, activation="none")
+    return b.flatten(b.add(branch, "input"))
+
+
 def _linear_chain(b: GraphBuilder) -> str:  # flatten of the pixels, then linear relu6
     return b.linear(b.flatten("input"), 12, activation="relu6")
 
@@ -154,6 +159,7 @@ OPS: dict[str, Callable[[GraphBuilder], str]] = {
     "maxpool_alone": _maxpool_alone,
     "global_avgpool": _global_avgpool,
     "flatten_then_add": _flatten_then_add,
+    "input_read_twice": _input_read_twice,
     "linear_chain": _linear_chain,
     "linear_accumulators_add": _linear_accumulators_add,
 }
