@@ -111,7 +111,7 @@ def to_onnx(
             values[name] = avgpool(g, node, args[0], shapes[name][0], carrier, bits)
         elif op == "global_avgpool":
             positions = math.prod(shapes[node["inputs"][0]][1:])
-            values[name] = global_avgpool(g, node, args[0], positions)
+            values[name] = global_avgpool(g, node, args[0], positions, bits)
         elif op == "add":
             values[name] = add(g, bundle, node, args[0], args[1])
         elif not requantises(node):

@@ -423,17 +423,22 @@ def avgpool(
     return _divided(g, name, sums, k * k)
 
 
-def global_avgpool(g: GraphBuilder, node: dict[str, Any], x: Value, positions: int) -> Value:
+def global_avgpool(
+    g: GraphBuilder, node: dict[str, Any], x: Value, positions: int, bits: int
+) -> Value:
     """(N, C, H, W) -> (N, C): `(sum + n // 2) // n` over each map (n = H * W = positions),
-    summed in int32 (A * n < 2^31 for any map a bundle can hold)."""
+    summed in int32 where every sum fits (A * n + n // 2 < 2^31), else in int64."""
     name = node["name"]
+    wide = ((1 << bits) - 1) * positions + positions // 2 >= 2**31
+    dtype = np.dtype(np.int64 if wide else np.int32)
     axes = g.const("spatial_axes", np.array([2, 3], np.int64))
-    sums = g.op("ReduceSum", [cast(g, x, np.int32).name, axes], name, keepdims=0)
-    return _divided(g, name, sums, positions)
+    sums = g.op("ReduceSum", [cast(g, x, dtype).name, axes], name, keepdims=0)
+    return _divided(g, name, sums, positions, dtype)
 
 
-def _divided(g: GraphBuilder, name: str, sums: str, n: int) -> Value:
-    """int32 sums of n codes to their rounded mean, `(sum + n // 2) // n`."""
-    v = g.op("Add", [sums, g.const(f"{name}_half", np.int32(n // 2))], name)
-    v = g.op("Div", [v, g.const(f"{name}_count", np.int32(n))], name)
-    return Value(v, np.dtype(np.int32))
+def _divided(g: GraphBuilder, name: str, sums: str, n: int, dtype: Any = np.int32) -> Value:
+    """Integer sums of n codes to their rounded mean, `(sum + n // 2) // n`, in `dtype`."""
+    dtype = np.dtype(dtype)
+    v = g.op("Add", [sums, g.const(f"{name}_half", np.array(n // 2, dtype))], name)
+    v = g.op("Div", [v, g.const(f"{name}_count", np.array(n, dtype))], name)
+    return Value(v, dtype)

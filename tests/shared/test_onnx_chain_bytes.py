@@ -65,3 +65,20 @@ def test_chain_bundles_export_the_same_bytes(arch):
         else:
             model = to_onnx(bundle, carrier=carrier, inputs=inputs)  # type: ignore[arg-type]
         assert hashlib.sha256(model).hexdigest()[:16] == digest, (arch, carrier, inputs)
+
+
+def test_a_version_2_bundle_exports_the_graph_of_its_version_1_twin():
+    # the compact storage changes the file, not the network: the same ONNX graph
+    onnx = pytest.importorskip("onnx")
+    from shared.bundle import encode_bundle
+    from tests.factories import make_random_network
+
+    manifest, tensors = make_random_network(3, arch="photo", per_channel=True)
+    v1 = decode_bundle(encode_bundle(manifest, tensors))
+    v2 = decode_bundle(encode_bundle(dict(manifest, format_version=2), tensors))
+    for carrier in ("int", "float", "fast"):
+        graphs = [
+            onnx.load_from_string(to_onnx(b, carrier=carrier)).graph.SerializeToString()
+            for b in (v1, v2)
+        ]
+        assert graphs[0] == graphs[1], carrier

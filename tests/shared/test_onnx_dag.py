@@ -203,3 +203,32 @@ def test_qlinearconv_requantises_as_the_export_assumes(depthwise):
         got = session.run(None, {"x": np.zeros((1, c, 3, 3), np.uint8)})[0][0]  # (len(n), 3, 3)
         want = scaled_requantize(n, scale, 8, "half_even")
         np.testing.assert_array_equal(got, np.broadcast_to(want[:, None, None], got.shape))
+
+
+@pytest.mark.parametrize("bits", [8, 28])
+def test_global_avgpool_sums_in_int64_where_int32_could_overflow(bits):
+    # no bundle has maps big enough to pass 2^31 at 8 bits; wide codes make the case here
+    from shared.onnx import proto as pb
+    from shared.onnx.graph import GraphBuilder as OnnxGraph
+    from shared.onnx.graph import Value
+    from shared.onnx.layers import global_avgpool
+
+    g = OnnxGraph()
+    y = global_avgpool(g, {"name": "gap"}, Value("x", np.dtype(np.int64)), 5 * 3, bits)
+    assert y.dtype == (np.int64 if bits == 28 else np.int32)
+    g.op("Identity", [y.name], "out", out="y")
+    model = pb.model(
+        pb.graph(
+            "probe",
+            g.nodes,
+            g.initializers,
+            [pb.value_info("x", np.int64, [2, 4, 5, 3])],
+            [pb.value_info("y", y.dtype, [2, 4])],
+        ),  # fmt: skip
+        opset=17,
+        ir_version=8,
+        producer="test",
+    )
+    x = np.random.default_rng(bits).integers(0, 1 << bits, (2, 4, 5, 3))
+    got = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, (x.sum(axis=(2, 3)) + 7) // 15)
