@@ -141,3 +141,129 @@ def test_a_pytorch_resnet_is_quantised_and_served_exactly(
     if missing_host_tools() is None:
         exe = host_build(generate_bundle_c(bundle), tmp_path / "c")
         np.testing.assert_array_equal(host_run(exe, images, want.shape[1]), want)
+
+
+# --- hostile models ------------------------------------------------------------------------
+
+
+def _init(name: str, *shape: int) -> onnx.TensorProto:
+    data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    return numpy_helper.from_array(data, name)
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    inputs: tuple[str, ...] = ("image",),
+    output: str = "logits",
+) -> bytes:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(i, TensorProto.FLOAT, ["n", *SHAPE]) for i in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["n", 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+HEAD = [  # conv -> relu -> global pool -> flatten -> gemm: a network the contract takes
+    helper.make_node("Conv", ["image", "w"], ["c"], name="conv", pads=[1] * 4),
+    helper.make_node("Relu", ["c"], ["r"], name="relu"),
+    helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+    helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+    helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], name="fc", transB=1),
+]
+INITS = [_init("w", 4, 3, 3, 3), _init("fc", 10, 4), _init("fcb", 10)]
+
+
+def _too_many_nodes() -> bytes:
+    chain = [helper.make_node("Identity", ["image"], ["i0"], name="id0")]
+    chain += [helper.make_node("Identity", [f"i{k}"], [f"i{k + 1}"]) for k in range(70)]
+    head = [helper.make_node("Conv", ["i70", "w"], ["c"], name="conv", pads=[1] * 4), *HEAD[1:]]
+    return _model(chain + head, INITS)
+
+
+def _unsupported_op() -> bytes:
+    sig = helper.make_node("Sigmoid", ["c"], ["r"], name="squash")
+    return _model([HEAD[0], sig, *HEAD[2:]], INITS)
+
+
+def _dynamic_weights() -> bytes:
+    make_w = helper.make_node("Identity", ["image"], ["w_run"], name="weights_from_image")
+    conv = helper.make_node("Conv", ["image", "w_run"], ["c"], name="conv", pads=[1] * 4)
+    return _model([make_w, conv, *HEAD[1:]], INITS[1:])
+
+
+def _second_input() -> bytes:
+    return _model(HEAD, INITS, inputs=("image", "mask"))
+
+
+def _bad_attribute() -> bytes:
+    conv = helper.make_node("Conv", ["image", "w"], ["c"], name="conv", pads=[1, 1, 0, 0])
+    return _model([conv, *HEAD[1:]], INITS)
+
+
+def _add_without_relu() -> bytes:
+    conv2 = helper.make_node("Conv", ["image", "w"], ["c2"], name="conv2", pads=[1] * 4)
+    relu2 = helper.make_node("Relu", ["c2"], ["r2"], name="relu2")
+    add = helper.make_node("Add", ["r", "r2"], ["s"], name="residual")
+    pool = helper.make_node("GlobalAveragePool", ["s"], ["p"], name="pool")
+    return _model([HEAD[0], HEAD[1], conv2, relu2, add, pool, *HEAD[3:]], INITS)
+
+
+HOSTILE: dict[str, tuple[Any, int, str]] = {
+    "not onnx": (lambda: b"PK\x03\x04 this is a zip, not a model" * 10, 422, "not an ONNX model"),
+    "truncated": (lambda: _model(HEAD, INITS)[:300], 422, "not an ONNX model"),
+    "unsupported op": (_unsupported_op, 422, "Sigmoid node 'squash'"),
+    "unsupported attribute": (_bad_attribute, 422, "Conv node 'conv': pads"),
+    "add without relu": (_add_without_relu, 422, "Add node 'residual'"),
+    "too many nodes": (_too_many_nodes, 413, "SIQ_NETWORK_MAX_NODES"),
+    "too large": (lambda: b"\x00" * 2_100_000, 413, "SIQ_NETWORK_MAX_UPLOAD_BYTES"),
+    "second input": (_second_input, 422, "2 inputs"),
+    "dynamic weights": (_dynamic_weights, 422, "must be a constant (an initializer)"),
+    "empty": (lambda: b"", 422, "empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_model_is_refused_and_leaves_nothing(
+    server: tuple[TestClient, Path], case: str
+) -> None:
+    client, networks = server
+    make, status, words = HOSTILE[case]
+    resp = post_network(client, make())
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["error"]["message"], resp.json()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/networks").json() == []
+    assert list(networks.iterdir()) == []  # no staging folder, no stored network
+
+
+def test_the_plain_model_is_taken_and_names_are_checked(server: tuple[TestClient, Path]) -> None:
+    client, networks = server
+    resp = post_network(client, _model(HEAD, INITS), "plain")
+    assert resp.status_code == 201, resp.text
+    assert resp.headers["Location"] == "/networks/plain"
+    assert [n["op"] for n in resp.json()["graph"]] == ["conv2d", "global_avgpool", "linear"]
+    assert post_network(client, _model(HEAD, INITS), "plain").status_code == 409
+    assert post_network(client, _model(HEAD, INITS), "../evil").status_code == 422
+    assert client.get("/networks/plain").json()["parameters"] == 4 * 27 + 10 * 4 + 10
+    assert client.get("/networks/nope").status_code == 404
+    assert client.delete("/networks/nope").status_code == 404
+    assert [p.name for p in networks.iterdir()] == ["plain.safetensors"]
+
+
+def test_a_job_whose_data_set_does_not_fit_the_network_is_422(
+    server: tuple[TestClient, Path],
+) -> None:
+    client, _ = server
+    assert post_network(client, _model(HEAD, INITS), "photo10").status_code == 201
+    job = {"dataset": "digits", "network": "photo10", "weight_bits": 4, "activation_bits": 4}
+    resp = client.post("/quantize-jobs", json=job)
+    assert resp.status_code == 422, resp.text
+    assert "takes images of shape [3, 64, 64]" in resp.json()["error"]["message"]
+    resp = client.post("/quantize-jobs", json={**job, "network": "absent"})
+    assert resp.status_code == 422 and "no network named 'absent'" in resp.text
+    resp = client.post("/quantize-jobs", json={**job, "arch": "lenet"})
+    assert resp.status_code == 422 and "not both" in resp.text
