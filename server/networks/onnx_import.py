@@ -232,8 +232,8 @@ class _Importer:
             names = ", ".join(i.name for i in inputs)
             raise NetworkError(f"the model has {len(inputs)} inputs ({names}); it must have one")
         t = inputs[0].type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        if t.elem_type != 1 or len(dims) != 4 or any(d is None or d < 1 for d in dims[1:]):
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
+        if t.elem_type != 1 or len(dims) != 4 or any(d < 1 for d in dims[1:]):
             raise NetworkError(
                 f"input {inputs[0].name!r} must be float (N, C, H, W) with fixed C, H and W; "
                 f"it is {dims} of ONNX type {t.elem_type}"
@@ -241,7 +241,7 @@ class _Importer:
         if dims[2] != dims[3]:
             raise NetworkError(f"input {inputs[0].name!r}: images are square, got {dims}")
         self.value[inputs[0].name] = "input"
-        return int(dims[1]), int(dims[2]), int(dims[3])
+        return dims[1], dims[2], dims[3]
 
     def check(self, shape: tuple[int, int, int]) -> None:
         """The contract's structural rules (shared.network.check_graph) on the result."""

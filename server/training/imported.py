@@ -64,8 +64,8 @@ def build_network(net: StoredNetwork) -> GraphNet:
         nodes.append(Node(op, name, tuple(e["inputs"]), e.get("activation", "none")))
     model = GraphNet(nodes, modules, norms)
     state = {k: torch.from_numpy(v.copy()) for k, v in net.weights.items()}
-    for name, bn in norms.items():  # not in ONNX; the running statistics are given
-        state[f"norms.{name}.num_batches_tracked"] = bn.num_batches_tracked
+    for name in norms:  # not in ONNX; the running statistics are given
+        state[f"norms.{name}.num_batches_tracked"] = torch.tensor(0)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
