@@ -23,6 +23,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "check_dataset",
+    "dataset_names",
 ]
 
 # The named sources; every other name is an image folder. Both are always accepted at
@@ -40,9 +41,15 @@ def list_datasets(data_dir: Path | None) -> list[DatasetInfo]:
     return out
 
 
+def dataset_names(data_dir: Path | None) -> list[str]:
+    """The names a job may ask for, sorted: what `check_dataset` accepts and the OpenAPI
+    document lists (server/service/openapi.py)."""
+    return sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
+
+
 def check_dataset(name: str, data_dir: Path | None) -> None:
     """UnknownDatasetError (naming the available ones) unless `name` can be asked for."""
-    available = sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
+    available = dataset_names(data_dir)
     if name not in available:
         raise UnknownDatasetError(
             f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"
