@@ -61,8 +61,9 @@ RECOGNIZE: dict[str, Any] = {
                         "type": "object",
                         "properties": {
                             "file": {**_binary, "description": "one image"},
-                            "files": {"type": "array", "items": _binary},
+                            "files": {"type": "array", "items": _binary, "minItems": 1},
                         },
+                        "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
                     },
                 },
                 **{media: {"schema": _binary} for media in IMAGE_TYPES},
