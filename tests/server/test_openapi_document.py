@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from server.service.app import create_app
 from tests.samples import SAMPLE_DIR
 from tests.server.api_helpers import make_settings
+from tests.server.test_dataset_upload import ZIP, good_files, zip_of
 
 
 def _dataset_enum(client: TestClient, body: str) -> list[str]:
@@ -42,3 +43,15 @@ def test_a_sweeps_grid_lists_are_declared_distinct(tmp_path: Path) -> None:
         prop = body["properties"][name]
         array = next((s for s in prop.get("anyOf", ()) if s.get("type") == "array"), prop)
         assert array.get("uniqueItems") is True, name
+
+
+def test_an_uploaded_data_set_is_in_the_document_until_it_is_deleted(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    settings.data_dir.mkdir(parents=True)
+    with TestClient(create_app(settings)) as client:
+        body = zip_of(good_files())
+        upload = client.post("/datasets", params={"name": "mine"}, content=body, headers=ZIP)
+        assert upload.status_code in (200, 201), upload.text
+        assert _dataset_enum(client, "QuantizeJobCreate") == ["digits", "mine", "mnist"]
+        assert client.delete("/datasets/mine").status_code in (200, 204)
+        assert _dataset_enum(client, "QuantizeJobCreate") == ["digits", "mnist"]
