@@ -1,13 +1,16 @@
 """Supervised iterative quantization (Ji et al., SPIE 2015), read top to bottom:
 
-    shadow <- the float model's weights
+    shadow <- the float model's weights, batch norm folded into its convolutions
+              (server/training/batchnorm.py: the codebooks then hold the weights the integer
+              network uses, and retraining runs on the folded network)
     for t = 1 .. max_iterations:
         1. quantise:  per weighted layer, k-means the shadow weights into 2^b centroids; the
                       codebook is then put on the integer grid the bundle stores
                       (codebook_bits = 8: c_int = round_half_up(c / s_w), s_w = max|c| / 127)
-        2. calibrate: per ReLU layer, in order, the output scale s_y that minimises the mean
-                      squared error of a-bit activations (clipping search) on training images,
-                      with every earlier layer already quantised
+        2. calibrate: per requantising node (relu / relu6 layer, add), in order, the
+                      output scale s_y that minimises the mean squared error of a-bit
+                      activations (clipping search) on training images, with every earlier
+                      node already quantised
         3. acc_kmeans  <- validation accuracy of that integer-exact network
         4. retrain:   forward with W = codebook[nearest centroid of shadow] and fake-quantised
                       activations; the straight-through estimator updates the float shadow
