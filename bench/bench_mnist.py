@@ -26,6 +26,7 @@ from bench.report import default_data_dir, layer_histograms, run_environment
 from bench.sections import kept_sections
 from server.data import load_dataset
 from server.params import JobParams
+from server.training.batchnorm import fold_batchnorm
 from server.training.codebook import fit_codebook, within_cluster_sse
 from server.training.models import layer_name, weighted_layers
 from server.training.pipeline import quantize_model, train_float
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-iterations", type=int, default=1)
     p.add_argument("--grid-retrain-epochs", type=float, default=0.5)
     p.add_argument("--kmeans-bits", type=_ints, default=[2, 3, 4])
+    p.add_argument("--arch", default=None, help="network family (default: mnist's lenet)")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
@@ -70,6 +72,7 @@ def _log(msg: str) -> None:
 def _config(args: argparse.Namespace, **kw: Any) -> JobParams:
     return JobParams(
         dataset="mnist",
+        arch=args.arch,
         epochs=args.epochs,
         train_limit=args.train_limit,
         test_limit=args.test_limit,
@@ -105,12 +108,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     ds = load_dataset(
         "mnist", args.data_dir, train_limit=args.train_limit, test_limit=args.test_limit
-    )
+    ).with_arch(args.arch)
     base = _config(args)
     _log(f"float training ({len(ds.train_y)} train, {len(ds.test_y)} test images)")
     fm = train_float(ds, base)
     _log(f"float accuracy {fm.float_accuracy:.4f} in {fm.seconds:.1f}s")
     out: dict[str, Any] = {
+        "arch": ds.arch,
         "float_accuracy": fm.float_accuracy,
         "float_seconds": fm.seconds,
         "test_images": len(ds.test_y),
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["grid"].append(_row(r, wq))
                 _log(f"grid W{b}A{a} {wq}: {r.quantized_accuracy:.4f}")
 
-    out["kmeans"] = kmeans_comparison(fm.model, args.kmeans_bits)
+    out["kmeans"] = kmeans_comparison(fold_batchnorm(fm.model), args.kmeans_bits)
     for b in args.kmeans_bits:
         for method in ("optimal", "lloyd"):
             cfg = _config(args, weight_bits=b, activation_bits=4, kmeans=method, **grid)

@@ -1,7 +1,8 @@
 """`python -m bench.bench_office10`: SIQ on real office photos (office10, 10 classes, 442 train /
 147 test JPEGs of every size), measured with the integer engine the client runs.
 
-For each seed one float photonet is trained, then quantised (SIQ: k-means codebooks +
+For each seed one float network (the data set's photonet, or `--arch mobilenet` / `resnet`) is
+trained, then quantised (SIQ: k-means codebooks +
 retraining, activations calibrated to `a` bits) at the target configurations W4A5 and W5A5,
 with k-means and with the uniform baseline. On `--grid-seed` it also runs the bits grid
 (weight bits x activation bits x quantiser). Writes bench/results/office10.json (every run,
@@ -11,6 +12,7 @@ mean over seeds for the targets.
 
     python -m bench.bench_office10                      # 3 seeds + the grid on seed 0
     python -m bench.bench_office10 --seeds 0 --no-grid  # one seed, targets only
+    python -m bench.bench_office10 --arch mobilenet --no-grid --out bench/results/office10_mobilenet
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "the 2 cores (office10 has no time target). Integer accuracy = the bundle run by `shared.engine` (what the client "
         "delivers) on the 147 test photos.",
         "",
-        "## Float photonet",
+        f"## Float {result.get('arch', 'photonet')}",
         "",
         "| seed | float test % | val % | training s |",
         "|---:|---:|---:|---:|",
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=None, help="float epochs (data-set default)")
     p.add_argument("--retrain-epochs", type=float, default=None)
     p.add_argument("--max-iterations", type=int, default=3)
+    p.add_argument("--arch", default=None, help="network family (default: the data set's)")
+    p.add_argument("--train-limit", type=int, default=None, help="first N training photos")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--resume", action="store_true", help="keep the runs already in the JSON")
@@ -177,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print("set SIQ_DATA_DIR to the folder holding office10/", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    ds = load_dataset("office10", Path(data_env))
+    ds = load_dataset("office10", Path(data_env), train_limit=args.train_limit)
+    ds = ds.with_arch(args.arch)
     result: dict = {
         "dataset": "office10",
+        "arch": ds.arch,
         "command": " ".join(["python -m bench.bench_office10", *(argv or sys.argv[1:])]),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     def base(seed: int) -> JobParams:
         return JobParams(
             dataset="office10",
+            arch=args.arch,
+            train_limit=args.train_limit,
             seed=seed,
             epochs=args.epochs,
             retrain_epochs=args.retrain_epochs,

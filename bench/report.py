@@ -164,17 +164,19 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 def layer_histograms(model: Any, bundle_path: Path, bins: int = 60) -> list[dict]:
     """For the weight plot: each weighted layer's float weight histogram (from the float
-    `model`, an nn.Sequential) and the codebook values the bundle uses, in real units.
-    Benchmarks call it and store the result as `layers` in their JSON."""
+    `model`, a GraphNet, its batch norm folded as SIQ folds it) and the codebook values the
+    bundle uses, in real units. Benchmarks call it and store the result as `layers` in
+    their JSON."""
     import numpy as np
     from torch import nn
 
+    from server.training.batchnorm import fold_batchnorm
     from shared.bundle import layer_weights, read_bundle_file
 
     bundle = read_bundle_file(bundle_path)
     manifest = bundle.manifest
     out = []
-    for m in model:
+    for m in fold_batchnorm(model).modules():
         name = getattr(m, "siq_name", None)
         if name is None or not isinstance(m, nn.Conv2d | nn.Linear):
             continue

@@ -20,7 +20,7 @@ list only what the caller set. A bundle's manifest keeps them versioned (`to_dic
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -37,6 +37,8 @@ __all__ = [
     "CONFIG_VERSION",
     "MAX_LIMIT",
     "MAX_LAYERS",
+    "Arch",
+    "ARCHS",
     "DatasetName",
     "WeightBits",
     "ActivationBits",
@@ -54,9 +56,13 @@ MAX_LIMIT = 10_000_000  # train_limit / test_limit: far above any data set here
 MAX_EPOCHS = 100
 MAX_RETRAIN_EPOCHS = 20
 MAX_ITERATIONS = 20
-# Named layers a per-layer map may hold: the model families have at most 6 weighted layers
-# (server/training/models.py; tests/server/test_params.py checks this bound covers them).
+# Named layers a per-layer map may hold: the model families have at most 28 weighted layers
+# (server/training/models.py; tests/server/test_pipeline.py checks this bound covers them).
 MAX_LAYERS = 32
+# The network families a job may name (server/training/models.py builds them; a test checks
+# the two lists agree): chains lenet and photonet, and the DAGs with batch norm.
+Arch = Literal["lenet", "photonet", "mobilenet", "resnet", "dsnet"]
+ARCHS: tuple[str, ...] = get_args(Arch)
 MIN_BUDGET = 2048  # below this not even the manifest fits
 MAX_RUNS = 64  # cells of a sweep's grid
 
@@ -106,6 +112,11 @@ class JobKnobs(BaseModel):
     )
 
     dataset: DatasetName
+    arch: Arch | None = Field(
+        None,
+        description="network family: lenet, photonet (chains), mobilenet, resnet (photos), "
+        "dsnet (digits) (default: the data set's)",
+    )
     epochs: float | None = Field(
         None, gt=0, le=MAX_EPOCHS, description="float training epochs (default: the data set's)"
     )

@@ -1,6 +1,8 @@
 """The per-data-set recipes: each model family's training defaults (epochs, learning
 rates, batch size, augmentation), one `Recipe` per family in `RECIPES` (mnist, digits,
-imagefolder). A job's `epochs` / `retrain_epochs` override the recipe's (`Recipe.for_job`).
+imagefolder), for the family's own network; `Recipe.archs` holds the recipes of the other
+networks a job may name (`arch`: mobilenet and resnet for photos, dsnet for digits), taken
+with `for_arch`. A job's `epochs` / `retrain_epochs` override the recipe's (`Recipe.for_job`).
 Torch-free: the data registry (server/data/) names each data set's recipe.
 """
 
@@ -63,6 +65,12 @@ class Recipe(BaseModel):
     augment_shift: int = 0  # random shifts of up to this many pixels
     photo_augment: PhotoAugment | None = None
     handwriting_augment: HandwritingAugment | None = None
+    # the recipes of other network families than the data set's own, by arch
+    archs: dict[str, Recipe] = {}
+
+    def for_arch(self, arch: str) -> Recipe:
+        """The recipe of network family `arch` (this one where it names none)."""
+        return self.archs.get(arch, self)
 
     def for_job(self, params: JobKnobs) -> Recipe:
         """This recipe with the job's epochs / retrain_epochs where it sets them."""
@@ -74,12 +82,41 @@ class Recipe(BaseModel):
         return self.model_copy(update=update)
 
 
+# Batch-norm networks train longer at a higher rate; docs/MACHINE.md's reference run of
+# MobileNetV1-0.5 on office10 took 200 epochs. These are starting points: the accuracy runs
+# that choose between them are bench/bench_office10.py / bench_mnist.py --arch (bench/results/).
 RECIPES: dict[str, Recipe] = {
     "mnist": Recipe(
-        epochs=6, retrain_epochs=1.0, augment_shift=2, handwriting_augment=HandwritingAugment()
+        epochs=6,
+        retrain_epochs=1.0,
+        augment_shift=2,
+        handwriting_augment=HandwritingAugment(),
+        archs={
+            "dsnet": Recipe(
+                epochs=8,
+                retrain_epochs=1.0,
+                lr=5e-3,
+                augment_shift=2,
+                handwriting_augment=HandwritingAugment(),
+            )
+        },
     ),
     "digits": Recipe(
-        epochs=20, retrain_epochs=4.0, retrain_lr=1e-3, batch_size=64, augment_shift=2
+        epochs=20,
+        retrain_epochs=4.0,
+        retrain_lr=1e-3,
+        batch_size=64,
+        augment_shift=2,
+        archs={
+            "dsnet": Recipe(
+                epochs=40,
+                retrain_epochs=4.0,
+                lr=5e-3,
+                retrain_lr=1e-3,
+                batch_size=64,
+                augment_shift=2,
+            )  # fmt: skip
+        },
     ),
     "imagefolder": Recipe(
         epochs=40,
@@ -88,5 +125,17 @@ RECIPES: dict[str, Recipe] = {
         batch_size=32,
         weight_decay=5e-4,
         photo_augment=PhotoAugment(),
+        archs={
+            arch: Recipe(
+                epochs=epochs,
+                retrain_epochs=4.0,
+                lr=4e-3,
+                retrain_lr=5e-4,
+                batch_size=64,
+                weight_decay=5e-4,
+                photo_augment=PhotoAugment(),
+            )
+            for arch, epochs in (("mobilenet", 200), ("resnet", 120))
+        },
     ),
 }

@@ -4,6 +4,7 @@ from the training set, never from the test set."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +26,14 @@ class Dataset:
     test_y: np.ndarray  # int64 (M,)
     class_names: list[str]
     preprocess: dict  # the manifest's input.preprocess, e.g. {"kind": "digit"}
-    arch: str  # model family: "lenet" (1x28x28) or "photonet" (3xSxS photos)
-    recipe: Recipe  # the family's training defaults (server.recipes.RECIPES)
+    arch: str  # network family: "lenet" (1x28x28) or "photonet" (3xSxS photos), or a job's
+    recipe: Recipe  # the training defaults of the family and arch (server.recipes.RECIPES)
+
+    def with_arch(self, arch: str | None) -> Dataset:
+        """This data set trained with network family `arch` and its recipe (None: as is)."""
+        if arch is None or arch == self.arch:
+            return self
+        return dataclasses.replace(self, arch=arch, recipe=self.recipe.for_arch(arch))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

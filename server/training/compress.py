@@ -21,19 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from server.params import JobParams
 from server.training.allocate import LayerOption, allocate
 from server.training.codebook import assign_codes, fit_codebook, snap_to_grid
-from server.training.models import layer_name, weighted_layers
+from server.training.models import GraphNet, layer_name, weighted_layers
 from server.training.prune import magnitude_mask, pruned_codebook, unit_mask
 from server.training.quantsim import QuantSimNet
 from server.training.train import to_float
 from shared.bundle import Bundle, layer_weights
 from shared.bundle import v2 as bundle_v2
 from shared.errors import ConfigError
-from shared.network import codebook_size
+from shared.network import WEIGHTED_OPS, codebook_size
 
 __all__ = [
     "SPARSITIES",
@@ -79,7 +78,7 @@ def wants_compression(config: JobParams) -> bool:
     )
 
 
-def check_layer_names(config: JobParams, model: nn.Sequential) -> None:
+def check_layer_names(config: JobParams, model: GraphNet) -> None:
     """ConfigError naming the field when bits_per_layer / sparsity_per_layer name a layer
     the model does not have."""
     names = [layer_name(m) for m in weighted_layers(model)]
@@ -93,13 +92,16 @@ def check_layer_names(config: JobParams, model: nn.Sequential) -> None:
             raise err
 
 
-def _loss(model: nn.Module, h: torch.Tensor, y: torch.Tensor) -> float:
+def _loss(
+    model: GraphNet, h: torch.Tensor, y: torch.Tensor, values: dict[str, torch.Tensor], start: int
+) -> float:
+    """Cross-entropy with the nodes before `start` taken from `values` (an earlier run)."""
     with torch.no_grad():
-        return float(F.cross_entropy(model(h), y))
+        return float(F.cross_entropy(model.run(h, values, start)[model.nodes[-1].name], y))
 
 
 def measure_options(
-    model: nn.Sequential,
+    model: GraphNet,
     val: tuple[np.ndarray, np.ndarray],
     choices: dict[str, list[tuple[int, float, bool]]],
     *,
@@ -116,8 +118,9 @@ def measure_options(
     take = np.random.default_rng(seed).permutation(len(y))[:SENSITIVITY_IMAGES]
     h = to_float(x[np.sort(take)])
     labels = torch.from_numpy(np.asarray(y)[np.sort(take)]).long()
-    mods = list(model)
-    base = _loss(model, h, labels)
+    with torch.no_grad():
+        cache = model.run(h)  # every node's value: the nodes before a layer are kept
+    base = _loss(model, h, labels, cache, len(model.nodes))
     options: dict[str, list[LayerOption]] = {}
 
     def fit(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,16 +129,14 @@ def measure_options(
         centroids, _ = fit_codebook(sample, k, method, seed=seed)
         return centroids, assign_codes(w, centroids)
 
-    for i, m in enumerate(mods):
-        if not isinstance(m, nn.Conv2d | nn.Linear):
+    for i, node in enumerate(model.nodes):
+        if node.op not in WEIGHTED_OPS:
             continue
-        with torch.no_grad():
-            h_in = nn.Sequential(*mods[:i])(h) if i else h  # (N, ...) this layer's input
-        suffix = nn.Sequential(*mods[i:])
-        name = layer_name(m)
+        m = model.weighted(node.name)
+        name = node.name
         original = m.weight.detach().clone()
         w = original.double().numpy().ravel()  # (n,)
-        relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+        relu = node.activation != "none"
         opts: list[LayerOption] = []
         rows = int(original.shape[0])
         for bits, sparsity, units in choices[name]:
@@ -150,7 +151,7 @@ def measure_options(
             values = codebook_int[codes]  # (n,) integer weights
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(values * s_w).reshape(m.weight.shape))
-            loss = _loss(suffix, h_in, labels) - base
+            loss = _loss(model, h, labels, cache, i) - base
             # + the fixed part: int8 codebook, biases in accumulator units (two bytes each
             # as a rule), multiplier and shift
             size = bundle_v2.codes_size(codes, bits, rows) + k + 2 * rows + 5 * relu
@@ -162,13 +163,17 @@ def measure_options(
     return options
 
 
-def unit_prunable(model: nn.Sequential) -> list[str]:
-    """Linear layers whose outputs feed another linear layer: those whose whole units can go."""
-    weighted = weighted_layers(model)
+def unit_prunable(model: GraphNet) -> list[str]:
+    """Linear layers whose outputs feed another linear layer (and nothing else, the next
+    weighted layer): those whose whole units can go."""
+    nodes = model.nodes
+    weighted = [n for n in nodes if n.op in WEIGHTED_OPS]
     return [
-        layer_name(m)
-        for m, nxt in zip(weighted, weighted[1:], strict=False)
-        if isinstance(m, nn.Linear) and isinstance(nxt, nn.Linear)
+        node.name
+        for node, nxt in zip(weighted, weighted[1:], strict=False)
+        if node.op == nxt.op == "linear"
+        and nxt.inputs == (node.name,)
+        and all(node.name not in n.inputs for n in nodes if n is not nxt)
     ]
 
 
@@ -209,7 +214,7 @@ def _choices(
 
 
 def plan_compression(
-    model: nn.Sequential,
+    model: GraphNet,
     val: tuple[np.ndarray, np.ndarray],
     config: JobParams,
     *,

@@ -1,11 +1,16 @@
 """From a calibrated `QuantSimNet` to an integer network, a bundle, and its accuracy as the
 client will see it (docs/ARCHITECTURE.md, "The integer network, precisely" and "Bundle layout").
 
-For a weighted layer with input scale s_x, weight scale s_w and (ReLU layers) output scale s_y:
+For a weighted node with input scale s_x, weight scale s_w and (relu / relu6) output scale s_y:
     W      = codebook_int[codes]                       (codes: nearest centroid of the weights)
     bias   = round_half_up(b_real / (s_x * s_w))      (accumulator units)
     M      = s_x * s_w / s_y  ~=  multiplier / 2^shift (shared.network.quant.quantize_multiplier)
-The last layer's accumulators are the logits, real value acc * (s_x * s_w) = logit_scale.
+    relu6  clamp_max = min(A, round_half_up(6 / s_y))
+For an add of x (codes or accumulators, scale s_x) and y (codes, s_y) into codes of scale s_out:
+    [M_x, M_y] / 2^shift ~= [s_x / s_out, s_y / s_out]   (one shift: quantize_add_multipliers)
+The last node's accumulators are the logits, real value acc * (s_x * s_w) = logit_scale.
+A chain network (lenet, photonet) is written as a version-2 bundle in the chain form, as it
+always was (shared.network.as_chain); any other graph as version 3.
 """
 
 from __future__ import annotations
@@ -17,15 +22,24 @@ from typing import Any
 import numpy as np
 
 from server.data import Dataset
-from server.training.models import graph_of, layer_name, weighted_layers
+from server.training.models import graph_of
 from server.training.quantsim import QuantSimNet
-from shared.bundle import Bundle, decode_bundle, encode_bundle
+from shared.bundle import DAG_VERSION, Bundle, decode_bundle, encode_bundle
 from shared.bundle import v2 as bundle_v2
 from shared.bundle.bitpack import pack_codes
 from shared.engine import IntegerNetwork
-from shared.network import bits_of_codebook, quantize_multiplier, round_half_up
+from shared.network import (
+    WEIGHTED_OPS,
+    as_chain,
+    bits_of_codebook,
+    quantize_add_multipliers,
+    quantize_multiplier,
+    relu6_clamp_max,
+    round_half_up,
+)
 
 __all__ = [
+    "value_scales",
     "integer_layers",
     "build_manifest",
     "encode_quantized",
@@ -53,15 +67,46 @@ def _rounded(obj: Any, digits: int = 6) -> Any:
     return obj
 
 
+def value_scales(sim: QuantSimNet) -> dict[str, float]:
+    """Each node's value scale by name ("input" too): of its codes, or of its accumulators
+    (s_x * s_w) where a weighted node has no activation. Pools and flatten keep their
+    input's."""
+    scales = {"input": sim.input_scale}
+    for node in sim.model.nodes:
+        s_x = scales[node.inputs[0]]
+        if node.op in WEIGHTED_OPS:
+            lq = sim.layers[node.name]
+            out = lq.output_scale if lq.relu else s_x * lq.weight_scale
+        elif node.op == "add":
+            out = sim.add_scales.get(node.name)
+        else:
+            out = s_x
+        if out is None:
+            raise RuntimeError(f"node {node.name} is not calibrated")
+        scales[node.name] = out
+    return scales
+
+
 def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, dict], float]:
-    """Tensors per the bundle layout, per-layer scales for the manifest, and the logit scale."""
+    """Tensors per the bundle layout, per-node scales for the manifest, and the logit scale."""
     tensors: dict[str, np.ndarray] = {}
     scales: dict[str, dict] = {}
-    s_x = sim.input_scale
+    value = value_scales(sim)
     logit_scale = 0.0
-    for m in weighted_layers(sim.model):
-        lq = sim.layers[layer_name(m)]
+    for node in sim.model.nodes:
+        if node.op == "add":
+            s_x, s_y, s_out = (value[node.inputs[0]], value[node.inputs[1]], value[node.name])
+            pair, shared_shift = quantize_add_multipliers(s_x / s_out, s_y / s_out)
+            tensors[f"{node.name}.multiplier"] = pair  # (2,) [M_x, M_y]
+            tensors[f"{node.name}.shift"] = shared_shift  # (1,)
+            scales[node.name] = {"input_scales": [s_x, s_y], "output_scale": s_out}
+            continue
+        if node.op not in WEIGHTED_OPS:
+            continue
+        m = sim.model.weighted(node.name)
+        lq = sim.layers[node.name]
         bits = bits_of_codebook(len(lq.codebook_int))
+        s_x = value[node.inputs[0]]
         s_acc = s_x * lq.weight_scale
         codes = sim.codes_of(m).numpy().reshape(-1)  # (n,) C order of the weight
         bias_real = (  # (O,)
@@ -80,7 +125,6 @@ def integer_layers(sim: QuantSimNet) -> tuple[dict[str, np.ndarray], dict[str, d
             mult, shift = quantize_multiplier(s_acc / lq.output_scale)
             tensors[f"{lq.name}.multiplier"] = np.array([mult], dtype=np.int32)
             tensors[f"{lq.name}.shift"] = np.array([shift], dtype=np.int32)
-            s_x = lq.output_scale
         else:
             logit_scale = s_acc
     return tensors, scales, logit_scale
@@ -100,17 +144,24 @@ def build_manifest(
     job_id: str | None = None,
 ) -> dict[str, Any]:
     c, h, w = dataset.input_shape
-    for entry in scales.values():
-        entry["weight_quantizer"] = weight_quantizer
+    for name, entry in scales.items():
+        if name in sim.layers:
+            entry["weight_quantizer"] = weight_quantizer
     graph = graph_of(sim.model, weight_bits)
-    for layer in graph:  # each layer's own codebook width (per-layer bits)
-        if layer["name"] in sim.layers:
+    for layer in graph:
+        if layer["name"] in sim.layers:  # each layer's own codebook width (per-layer bits)
             layer["weight_bits"] = bits_of_codebook(len(sim.layers[layer["name"]].codebook_int))
+        if layer.get("activation") == "relu6":
+            layer["clamp_max"] = relu6_clamp_max(
+                scales[layer["name"]]["output_scale"], sim.activation_bits
+            )
     weight_bits = max(g["weight_bits"] for g in graph if g["name"] in sim.layers)  # the widest
+    chain = as_chain(graph)
     return {
         "format": "siq-bundle",
-        "format_version": bundle_v2.VERSION,  # compact: sparse layers, entropy-coded codes
-        "graph": graph,
+        # chains: version 2 (compact: sparse layers, entropy-coded codes); DAGs: version 3
+        "format_version": bundle_v2.VERSION if chain is not None else DAG_VERSION,
+        "graph": chain if chain is not None else graph,
         "input": {
             "channels": c,
             "height": h,

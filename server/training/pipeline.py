@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from server.data import Dataset, load_dataset, split_validation
 from server.params import JobParams
 from server.progress import ProgressFn, Reporter
 from server.training.augment import augment_for
+from server.training.batchnorm import fold_batchnorm
 from server.training.compress import (
     CompressionPlan,
     allocation_report,
@@ -35,7 +35,13 @@ from server.training.compress import (
     wants_compression,
 )
 from server.training.export import encode_quantized, engine_accuracy
-from server.training.models import build_model, float_param_bytes, layer_name, weighted_layers
+from server.training.models import (
+    GraphNet,
+    build_model,
+    float_param_bytes,
+    layer_name,
+    weighted_layers,
+)
 from server.training.quantsim import QuantSimNet, calibrate
 from server.training.siq import SIQSettings, prune_weights, quantize_layers, run_siq
 from server.training.train import CancelCheck, JobCancelled, evaluate, seed_everything, train_model
@@ -64,7 +70,7 @@ _ITERATION_KEYS = (
 
 @dataclass
 class FloatModel:
-    model: nn.Sequential
+    model: GraphNet
     float_accuracy: float  # test set
     val_accuracy: float
     seconds: float
@@ -97,10 +103,12 @@ class PipelineResult:
 
 
 def load_job_dataset(config: JobParams, data_dir: Path | None) -> Dataset:
-    """The job's data set, cut to its train_limit / test_limit."""
-    return load_dataset(
+    """The job's data set, cut to its train_limit / test_limit, with the job's network
+    family (`arch`) and that family's recipe where it names one."""
+    ds = load_dataset(
         config.dataset, data_dir, train_limit=config.train_limit, test_limit=config.test_limit
     )
+    return ds.with_arch(config.arch)
 
 
 def train_float(
@@ -162,7 +170,7 @@ def quantize_model(
     if wants_compression(config):
         report.part(0, 0.05, "quantizing")(0.0, "measuring each layer's sensitivity")
         plan = plan_compression(
-            fm.model,
+            fold_batchnorm(fm.model),
             fm.val,
             config,
             method=settings.method,
@@ -266,7 +274,7 @@ def _overhead_bytes(fm: FloatModel, ds: Dataset, config: JobParams, settings: SI
     safetensors header), measured on a draft: the float model quantised without retraining,
     pruned in every layer (so the storage entries are the long, sparse ones), with as many
     iteration records as the loop may write, plus room for the allocation report."""
-    model = copy.deepcopy(fm.model)
+    model = fold_batchnorm(fm.model)
     names = [layer_name(m) for m in weighted_layers(model)]
     draft_settings = dataclasses.replace(
         settings, sparsity={n: 0.9 for n in names}, prune_steps=1, max_iterations=1

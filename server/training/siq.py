@@ -1,13 +1,16 @@
 """Supervised iterative quantization (Ji et al., SPIE 2015), read top to bottom:
 
-    shadow <- the float model's weights
+    shadow <- the float model's weights, batch norm folded into its convolutions
+              (server/training/batchnorm.py: the codebooks then hold the weights the integer
+              network uses, and retraining runs on the folded network)
     for t = 1 .. max_iterations:
         1. quantise:  per weighted layer, k-means the shadow weights into 2^b centroids; the
                       codebook is then put on the integer grid the bundle stores
                       (codebook_bits = 8: c_int = round_half_up(c / s_w), s_w = max|c| / 127)
-        2. calibrate: per ReLU layer, in order, the output scale s_y that minimises the mean
-                      squared error of a-bit activations (clipping search) on training images,
-                      with every earlier layer already quantised
+        2. calibrate: per requantising node (relu / relu6 layer, add), in order, the
+                      output scale s_y that minimises the mean squared error of a-bit
+                      activations (clipping search) on training images, with every earlier
+                      node already quantised
         3. acc_kmeans  <- validation accuracy of that integer-exact network
         4. retrain:   forward with W = codebook[nearest centroid of shadow] and fake-quantised
                       activations; the straight-through estimator updates the float shadow
@@ -58,12 +61,13 @@ from server.params import JobParams
 from server.progress import Reporter
 from server.recipes import Recipe
 from server.training.augment import AugmentFn, augment_for
+from server.training.batchnorm import fold_batchnorm
 from server.training.codebook import codebook_change, fit_codebook, snap_to_grid
-from server.training.models import layer_name, weighted_layers
+from server.training.models import GraphNet, layer_name, weighted_layers
 from server.training.prune import magnitude_mask, pruned_codebook, ramp_sparsity, unit_mask
 from server.training.quantsim import LayerQuant, QuantSimNet, calibrate
 from server.training.train import CancelCheck, evaluate, train_model
-from shared.network import carries_relu, codebook_size
+from shared.network import codebook_size
 
 __all__ = [
     "BUDGET_RETRAIN_FACTOR",
@@ -136,17 +140,17 @@ class SIQSettings:
 
 
 def quantize_layers(
-    model: nn.Sequential, settings: SIQSettings, masks: dict[str, np.ndarray] | None = None
+    model: GraphNet, settings: SIQSettings, masks: dict[str, np.ndarray] | None = None
 ) -> dict[str, LayerQuant]:
     """Step 1: a codebook of 2^b centroids per weighted layer, on the integer grid; a layer
     with a pruning mask gets an exact zero and 2^b - 1 centroids fitted to its kept weights."""
-    weighted = weighted_layers(model)
+    activation = {node.name: node.activation for node in model.nodes}
     layers: dict[str, LayerQuant] = {}
 
     def fit(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return fit_codebook(w, k, settings.method, seed=settings.seed)
 
-    for i, m in enumerate(weighted):
+    for m in weighted_layers(model):
         name = layer_name(m)
         k = codebook_size(settings.bits_of(name))
         w = m.weight.detach().double().numpy().ravel()  # (n,)
@@ -163,7 +167,7 @@ def quantize_layers(
             centroids,
             s_w,
             codebook_int,
-            carries_relu(i, len(weighted)),
+            activation[name],
             counts=np.bincount(codes, minlength=k),
             mask=mask,
             zero_code=zero_code,
@@ -172,7 +176,7 @@ def quantize_layers(
 
 
 def prune_weights(
-    model: nn.Sequential, settings: SIQSettings, step: float, masks: dict[str, np.ndarray]
+    model: GraphNet, settings: SIQSettings, step: float, masks: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Step 0 (pruning): each layer with a target keeps all but its ramped share of
     smallest-magnitude weights, or of smallest-norm output units for the `unit_pruned`
@@ -206,7 +210,7 @@ def prune_weights(
     return new
 
 
-def _sparsity(layers: dict[str, LayerQuant], model: nn.Sequential) -> float:
+def _sparsity(layers: dict[str, LayerQuant], model: GraphNet) -> float:
     """Share of all weights that are pruned (their code is the zero entry)."""
     total = sum(m.weight.numel() for m in weighted_layers(model))
     pruned = sum(int((~lq.mask).sum()) for lq in layers.values() if lq.mask is not None)
@@ -217,7 +221,7 @@ PRUNE_EVENTS = 16  # pruning steps per iteration when pruning ramps inside retra
 
 
 def _pruning_steps(
-    model: nn.Sequential, sim: QuantSimNet, settings: SIQSettings, t: int, held: list
+    model: GraphNet, sim: QuantSimNet, settings: SIQSettings, t: int, held: list
 ) -> Callable[[int, int], None]:
     """The retraining hook of gradual pruning: PRUNE_EVENTS times over the first
     `prune_within` of iteration t's steps, prune up to ramp step t - 1 + the share done, and
@@ -292,7 +296,7 @@ def _converged(settings: SIQSettings, prev_acc: float | None, record: dict) -> b
 
 
 def run_siq(
-    float_model: nn.Sequential,
+    float_model: GraphNet,
     train: tuple[np.ndarray, np.ndarray],  # uint8 (N, C, H, W), int64 (N,)
     val: tuple[np.ndarray, np.ndarray],
     settings: SIQSettings,
@@ -304,7 +308,7 @@ def run_siq(
     progress as fractions of its own run."""
     started = time.perf_counter()
     say = report or Reporter(None)
-    model = copy.deepcopy(float_model)  # shadow weights start at the float weights
+    model = fold_batchnorm(float_model)  # shadow weights start at the (folded) float weights
     teacher = copy.deepcopy(float_model).eval() if settings.distill > 0 else None
     calib_idx = np.random.default_rng(settings.seed).permutation(len(train[1]))
     calib_x = train[0][np.sort(calib_idx[: settings.calibration_images])]

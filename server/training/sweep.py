@@ -36,7 +36,7 @@ from shared.errors import ConfigError
 __all__ = ["FLOAT_KEYS", "encode_checkpoint", "decode_checkpoint", "run_sweep_run"]
 
 # The parameters that decide the float model: runs that agree on these can share one.
-FLOAT_KEYS = ("dataset", "epochs", "seed", "train_limit", "test_limit")
+FLOAT_KEYS = ("dataset", "arch", "epochs", "seed", "train_limit", "test_limit")
 
 
 def _float_params(config: JobParams) -> dict[str, Any]:

@@ -1,16 +1,19 @@
 """C99 sources from a DenseModel: `siq_model.h` and `siq_model.c` (docs/ARCHITECTURE.md,
 "On chip").
 
-The generated code runs the engine's integer network: the input quantiser is a 256-entry
-table from the 8-bit pixel, convolutions gather one patch at a time into a small buffer and
-run the row kernels of `shared.cgen.runtime`, a max-pool that follows a convolution is taken
-over the accumulators before requantising (requantisation is non-decreasing, as the engine
-uses too), and feature maps live channels-last in one static arena of two regions that the
-layers write in turn.
+The generated code runs the reference's integer network, one function per node of the DAG:
+the input quantiser is a 256-entry table from the 8-bit pixel, convolutions gather one patch
+at a time into a small buffer and run the row kernels of `shared.cgen.runtime` (pointwise ones
+read whole-word pixels in place, depthwise ones have a kernel of their own), a max-pool that
+follows a convolution is taken over the accumulators before requantising (requantisation is
+non-decreasing, as the engine uses too), and values live channels-last in one static arena:
+two regions written in turn for a chain, offsets planned from the values' lifetimes for any
+other graph.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +33,7 @@ from shared.cgen.model import (
 )
 from shared.cgen.runtime import PRELUDE, bytes_per_word, interleave_rows, row_kernel
 from shared.errors import UnsupportedModelError
-from shared.network import quantize_input, windows
+from shared.network import INPUT, WEIGHTED_OPS, quantize_input, windows
 
 __all__ = ["LayerPlan", "CModel", "generate_c", "input_table"]
 
@@ -99,6 +102,63 @@ def _array(
     return f"static const {ctype} {name}[{len(vals)}] = {{\n    {body}\n}};\n"
 
 
+@dataclass
+class _Value:
+    """A node's value as the generated code holds it: `where` is "pixels" (the caller's CHW
+    bytes, read through the input quantiser), "arena" (its own buffer), "view" (the buffer of
+    value `of`: a flatten a linear layer reads in place) or "logits" (the caller's array)."""
+
+    shape: tuple[int, ...]
+    accumulators: bool
+    where: str
+    nbytes: int = 0
+    hwc: tuple[int, ...] | None = None  # a flatten of this channels-last map (linear's order)
+    of: str | None = None
+
+
+def _divide(n: int, largest: int) -> str:
+    """C expression of `(sum + n // 2) // n` for 0 <= sum <= largest (uint32 `sum`): a
+    multiply and a shift where one in 32 bits is checked equal on every such sum (so no
+    division, which a Cortex-M0 lacks), else `/` by the literal (gcc turns that into its own
+    multiply-shift or the chip's UDIV)."""
+    half = n // 2
+    top = largest + half
+    if n & (n - 1) == 0:
+        return f"(sum + {half}u) >> {n.bit_length() - 1}"
+    if top < 1 << 22:  # a bound on the check's work (maps of 16k values at 8 bits and more)
+        t = np.arange(top + 1, dtype=np.uint64)
+        for shift in range(1, 33):
+            m = -(-(1 << shift) // n)
+            if top * m >= 1 << 32:
+                break
+            if np.array_equal((t * np.uint64(m)) >> np.uint64(shift), t // np.uint64(n)):
+                return f"((sum + {half}u) * {m}u) >> {shift}"
+    return f"(sum + {half}u) / {n}u"
+
+
+def _plan_arena(
+    sizes: dict[str, int], lives: dict[str, tuple[int, int]]
+) -> tuple[dict[str, int], int]:
+    """Offsets in the activation arena for values alive over steps [first, last] (a step
+    writes its value while its inputs are alive): largest first, each at the lowest
+    word-aligned offset free of every value alive at the same time. Returns (offsets, bytes)."""
+    offsets: dict[str, int] = {}
+    for name in sorted(sizes, key=lambda v: (-sizes[v], lives[v][0])):
+        lo, hi = lives[name]
+        busy = sorted(
+            (offsets[o], offsets[o] + sizes[o])
+            for o in offsets
+            if lives[o][0] <= hi and lo <= lives[o][1]
+        )
+        at = 0
+        for start, stop in busy:
+            if at + sizes[name] <= start:
+                break
+            at = max(at, stop)
+        offsets[name] = at
+    return offsets, max([offsets[v] + sizes[v] for v in sizes], default=0)
+
+
 class _Emitter:
     def __init__(self, model: DenseModel, bundle_id: str | None):
         self.m = model
@@ -107,104 +167,208 @@ class _Emitter:
         self.bundle_id = bundle_id
         self.data: list[str] = []
         self.funcs: list[str] = []
-        self.calls: list[str] = []
+        self.steps: list[tuple[str, list[str], str]] = []  # (function, inputs, output value)
         self.plans: list[LayerPlan] = []
         self.formats: set[str] = set()
-        self.region = [0, 0]  # bytes of the two arena regions
+        self.values: dict[str, _Value] = {}
         self.patch_values = 0
         self.scratch = 1
+        self.ident: dict[str, str] = {}
 
     # --- the graph walk -------------------------------------------------------------------
 
     def run(self) -> CModel:
         graph = self.m.graph
-        shape: tuple[int, ...] = self.m.input_shape
-        where = "pixels"  # or region index 0 / 1
-        flat_source: tuple[int, ...] | None = None  # maps a following linear takes in HWC order
-        i = 0
-        while i < len(graph):
-            layer = graph[i]
-            op = layer["op"]
-            nxt = graph[i + 1] if i + 1 < len(graph) else None
-            if op == "maxpool2d":
-                if where == "pixels":
-                    where = self._quantize_input(shape)
-                shape, where = self._pool(layer, shape, where)
-            elif op == "flatten":
-                flat_source = shape if where != "pixels" and len(shape) == 3 else None
-                shape = (int(np.prod(shape)),)
-            elif op == "conv2d":
-                dense = self.m.layers[layer["name"]]
-                if not dense.relu:
-                    raise UnsupportedModelError(
-                        f"layer {dense.name}: a convolution without ReLU is not supported in C"
-                    )
-                pool = nxt if nxt is not None and nxt["op"] == "maxpool2d" else None
-                shape, where = self._conv(dense, shape, where, pool)
-                i += pool is not None
-            else:
-                dense = self.m.layers[layer["name"]]
-                source = flat_source if len(shape) == 1 else None
-                shape, where = self._linear(dense, shape, where, source)
-                flat_source = None
-            i += 1
-        if where != "logits":
+        users: dict[str, list[dict[str, Any]]] = {INPUT: []}
+        for node in graph:
+            users[node["name"]] = []
+            for x in node["inputs"]:
+                users[x].append(node)
+        self.users = users
+        for node in graph:
+            name = re.sub(r"[^A-Za-z0-9_]", "_", node["name"])
+            while name in self.ident.values():
+                name += "_"
+            self.ident[node["name"]] = name
+        self.values[INPUT] = _Value(self.m.input_shape, False, "pixels")
+        if not self._reads_pixels(graph):
+            self._quantize_input()
+        output = graph[-1]
+        if output["op"] != "linear":
+            if output["op"] == "conv2d":
+                raise UnsupportedModelError(
+                    f"layer {output['name']}: a convolution without ReLU is not supported in C "
+                    "as the output (the C generator needs the network to end in a linear layer)"
+                )
             raise UnsupportedModelError(
                 "the C generator needs the network to end in a linear layer"
             )
+        fused: set[str] = set()
+        for node in graph:
+            name, op = node["name"], node["op"]
+            if name in fused:
+                continue
+            if op in WEIGHTED_OPS and name != output["name"]:
+                self._check_accumulators(name)
+            if op == "conv2d":
+                dense = self.m.layers[name]
+                pool = self._fusable_pool(node, dense)
+                if pool is not None:
+                    fused.add(pool["name"])
+                self._conv(dense, node["inputs"][0], pool)
+            elif op == "linear":
+                self._linear(self.m.layers[name], node["inputs"][0], name == output["name"])
+            elif op == "maxpool2d":
+                self._pool(node)
+            elif op == "avgpool2d":
+                self._avgpool(node)
+            elif op == "global_avgpool":
+                self._global_avgpool(node)
+            elif op == "flatten":
+                self._flatten(node)
+            elif op == "add":
+                self._add(node)
+            else:
+                raise UnsupportedModelError(f"node {name}: op {op!r} is not supported in C")
         return self._files()
 
-    def _other(self, where: str) -> int:
-        return 0 if where in ("pixels", "1") else 1
+    def _check_accumulators(self, name: str) -> None:
+        """Accumulators (activation "none") are the output's or an add's first input (a
+        version-1 bundle's chain could end in a convolution without ReLU, then a flatten)."""
+        if self.m.layers[name].requantises:
+            return
+        if not all(u["op"] == "add" and u["inputs"][0] == name for u in self.users[name]):
+            raise UnsupportedModelError(
+                f"layer {name}: a convolution without ReLU is not supported in C "
+                "unless an add takes its accumulators"
+            )
 
-    def _src(self, where: str) -> str:
-        return "pixels" if where == "pixels" else f"r{where}"
+    def _reads_pixels(self, graph: list[dict[str, Any]]) -> bool:
+        """Whether the caller's pixels can be read where they are: their one reader is a
+        convolution without groups, or a flatten whose one reader is a linear layer (as every
+        chain has). Else the input is quantised into the arena first."""
+        readers = self.users[INPUT]
+        if len(readers) != 1:
+            return False
+        (node,) = readers
+        if node["op"] == "conv2d":
+            return self.m.layers[node["name"]].groups == 1
+        if node["op"] == "flatten":
+            after = self.users[node["name"]]
+            return len(after) == 1 and after[0]["op"] == "linear"
+        return False
 
-    def _claim(self, region: int, nbytes: int) -> None:
-        self.region[region] = max(self.region[region], nbytes)
+    def _fusable_pool(self, node: dict[str, Any], dense: DenseLayer) -> dict[str, Any] | None:
+        """The max-pool right after a convolution without groups that is the only reader of
+        its codes: it is taken over the accumulators (requantisation is non-decreasing)."""
+        readers = self.users[node["name"]]
+        if dense.groups != 1 or not dense.requantises or len(readers) != 1:
+            return None
+        return readers[0] if readers[0]["op"] == "maxpool2d" else None
 
-    def _quantize_input(self, shape: tuple[int, ...]) -> str:
-        c, h, w = shape
+    def _value(self, name: str, shape: tuple[int, ...], accumulators: bool = False) -> str:
+        count = int(np.prod(shape))
+        nbytes = 4 * count if accumulators else _value_bytes(count, self.a)
+        self.values[name] = _Value(tuple(shape), accumulators, "arena", nbytes)
+        return name
+
+    def _buffer(self, name: str) -> str:
+        """The value whose buffer holds `name` (a view's source)."""
+        value = self.values[name]
+        return value.of if value.of is not None else name
+
+    def _quantize_input(self) -> None:
+        c, h, w = self.m.input_shape
         name = "siq_quantize_input"
         self.funcs.append(layers.quantize_input(name, c, h, w))
-        out = self._other("pixels")
-        self._claim(out, _value_bytes(c * h * w, self.a))
-        self.calls.append(f"{name}(pixels, r{out});")
-        self.plans.append(LayerPlan("input", "quantize", out_bytes=_value_bytes(c * h * w, self.a)))
-        return str(out)
+        self._value("input.codes", (c, h, w))
+        self.values[INPUT] = _Value((c, h, w), False, "view", of="input.codes")
+        self.steps.append((name, [], "input.codes"))
+        self.plans.append(
+            LayerPlan("input", "quantize", out_bytes=self.values["input.codes"].nbytes)
+        )
 
-    def _pool(self, layer: dict[str, Any], shape: tuple[int, ...], where: str):
-        c, h, w = shape
-        k, s = layer["kernel_size"], layer["stride"]
+    def _step(self, node: dict[str, Any], func: str, shape: tuple[int, ...]) -> None:
+        """A node that is one function `siq_<name>(inputs..., dst)` writing codes of `shape`."""
+        name = node["name"]
+        self.funcs.append(func)
+        self._value(name, shape)
+        self.steps.append((f"siq_{self.ident[name]}", list(node["inputs"]), name))
+        self.plans.append(LayerPlan(name, node["op"], out_bytes=self.values[name].nbytes))
+
+    def _pool(self, node: dict[str, Any]) -> None:
+        c, h, w = self.values[node["inputs"][0]].shape
+        k, s = node["kernel_size"], node["stride"]
         ph, pw = windows(h, k, s), windows(w, k, s)
-        name = f"siq_{layer['name']}"
-        self.funcs.append(layers.maxpool(name, (c, h, w), k, s, ph, pw))
-        out = self._other(where)
-        nbytes = _value_bytes(c * ph * pw, self.a)
-        self._claim(out, nbytes)
-        self.calls.append(f"{name}({self._src(where)}, r{out});")
-        self.plans.append(LayerPlan(layer["name"], "maxpool2d", out_bytes=nbytes))
-        return (c, ph, pw), str(out)
+        func = layers.maxpool(f"siq_{self.ident[node['name']]}", (c, h, w), k, s, ph, pw)
+        self._step(node, func, (c, ph, pw))
+
+    def _avgpool(self, node: dict[str, Any]) -> None:
+        c, h, w = self.values[node["inputs"][0]].shape
+        k, s = node["kernel_size"], node["stride"]
+        out = (windows(h, k, s), windows(w, k, s))
+        div = _divide(k * k, k * k * ((1 << self.a) - 1))
+        func = layers.avgpool(f"siq_{self.ident[node['name']]}", (c, h, w), k, s, out, div)
+        self._step(node, func, (c, *out))
+
+    def _global_avgpool(self, node: dict[str, Any]) -> None:
+        c, h, w = self.values[node["inputs"][0]].shape
+        div = _divide(h * w, h * w * ((1 << self.a) - 1))
+        func = layers.global_avgpool(f"siq_{self.ident[node['name']]}", (c, h, w), div)
+        self._step(node, func, (c,))
+
+    def _flatten(self, node: dict[str, Any]) -> None:
+        """A view of its input when only linear layers read it (they take channels-last maps
+        in place, their weight columns permuted); else a copy into (C, H, W) order."""
+        x, name = node["inputs"][0], node["name"]
+        source = self.values[x]
+        shape = (int(np.prod(source.shape)),)
+        hwc = source.hwc
+        if len(source.shape) == 3 and source.shape[1:] != (1, 1):
+            hwc = source.shape
+        if source.where == "pixels":  # CHW already; its one reader is a linear layer
+            self.values[name] = _Value(shape, False, "pixels")
+        elif hwc is None or all(u["op"] == "linear" for u in self.users[name]):
+            self.values[name] = _Value(shape, False, "view", hwc=hwc, of=self._buffer(x))
+        else:
+            func = layers.flatten(f"siq_{self.ident[name]}", hwc)  # type: ignore[arg-type]
+            self._step(node, func, shape)
+
+    def _add(self, node: dict[str, Any]) -> None:
+        x = self.values[node["inputs"][0]]
+        mx, my, s = self.m.adds[node["name"]]
+        top = f"{int(node['clamp_max'])}u" if node["activation"] == "relu6" else "SIQ_TOP"
+        count = int(np.prod(x.shape))
+        n = self.ident[node["name"]]
+        self._step(node, layers.add(n, count, x.accumulators, mx, my, s, top), x.shape)
 
     # --- weighted layers ------------------------------------------------------------------
 
     def _weights(
         self, dense: DenseLayer, source: tuple[int, ...] | None
     ) -> tuple[str, int, int, LayerPlan]:
-        """Emit the layer's constant data; returns (kernel call prefix, row bytes, K', plan)."""
+        """Emit the layer's constant data; returns (kernel call prefix, row bytes, K', plan).
+        A grouped convolution's rows are packed per group (each group's rows are a kernel
+        call of their own)."""
         fmt = weight_format(dense, self.a)
         self.formats.add(fmt)
         rows = patch_order(dense, source)
         packed = pack_rows(dense, rows, fmt, self.a)  # (O, row bytes)
         kp = padded_length(rows.shape[1], fmt, self.a)
         if fmt != "bits":
-            packed = interleave_rows(packed, bytes_per_word(fmt, self.a))
-        n = dense.name
+            per = dense.out // dense.groups
+            packed = np.concatenate(
+                [
+                    interleave_rows(packed[i : i + per], bytes_per_word(fmt, self.a))
+                    for i in range(0, dense.out, per)
+                ]
+            )
+        n = self.ident[dense.name]
         stored = packed.reshape(-1)
         if fmt == "t3":  # the last row's 3-byte group is read as a 32-bit word
             stored = np.append(stored, np.uint8(0))
         self.data.append(_array("uint8_t", f"siq_w_{n}", stored, "0x{:02x}", 24))
-        plan = LayerPlan(n, dense.op, fmt=fmt, weight_bytes=stored.size)
+        plan = LayerPlan(dense.name, dense.op, fmt=fmt, weight_bytes=stored.size)
         self.data.append(_array("int32_t", f"siq_b_{n}", dense.bias, _i32))
         plan.const_bytes += 4 * dense.out
         if fmt in ("t4", "t3", "t2"):
@@ -233,83 +397,193 @@ class _Emitter:
         )
 
     def _requant(self, dense: DenseLayer, plan: LayerPlan) -> str:
-        """C expression requantising `acc` of channel `ch`."""
+        """C expression requantising `acc` of channel `ch` (relu6: then clipped at clamp_max)."""
         assert dense.multiplier is not None and dense.shift is not None
         m, s = dense.multiplier.reshape(-1), dense.shift.reshape(-1)
-        n = dense.name
+        n = self.ident[dense.name]
         if len(m) == 1 and len(s) == 1:
             r = 1 << (int(s[0]) - 1)
             plan.const_bytes += 8
-            return f"siq_requant(acc, {_i32(int(m[0]))}, INT64_C({r}), {int(s[0])}u)"
-        m = np.broadcast_to(m, (dense.out,))
-        s = np.broadcast_to(s, (dense.out,))
-        self.data.append(_array("int32_t", f"siq_m_{n}", m, _i32))
-        self.data.append(
-            _array("int64_t", f"siq_r_{n}", 1 << (s.astype(np.int64) - 1), "INT64_C({})", 8)
-        )
-        self.data.append(_array("uint8_t", f"siq_s_{n}", s, "{}"))
-        plan.const_bytes += dense.out * 13
-        return f"siq_requant(acc, siq_m_{n}[ch], siq_r_{n}[ch], siq_s_{n}[ch])"
+            req = f"siq_requant(acc, {_i32(int(m[0]))}, INT64_C({r}), {int(s[0])}u)"
+        else:
+            m = np.broadcast_to(m, (dense.out,))
+            s = np.broadcast_to(s, (dense.out,))
+            self.data.append(_array("int32_t", f"siq_m_{n}", m, _i32))
+            self.data.append(
+                _array("int64_t", f"siq_r_{n}", 1 << (s.astype(np.int64) - 1), "INT64_C({})", 8)
+            )
+            self.data.append(_array("uint8_t", f"siq_s_{n}", s, "{}"))
+            plan.const_bytes += dense.out * 13
+            req = f"siq_requant(acc, siq_m_{n}[ch], siq_r_{n}[ch], siq_s_{n}[ch])"
+        if dense.activation == "relu6":
+            req = f"siq_umin({req}, {dense.clamp_max}u)"
+        return req
 
-    def _conv(self, dense: DenseLayer, shape: tuple[int, ...], where: str, pool: dict | None):
-        c, h, w = shape
-        k, st, p, o = dense.kernel, dense.stride, dense.padding, dense.out
+    def _conv(self, dense: DenseLayer, x: str, pool: dict[str, Any] | None) -> None:
+        src = self.values[x]
+        c, h, w = src.shape
+        k, st, p, o, g = dense.kernel, dense.stride, dense.padding, dense.out, dense.groups
         ho, wo = windows(h + 2 * p, k, st), windows(w + 2 * p, k, st)
+        if dense.depthwise:
+            return self._depthwise(dense, x, (ho, wo))
         pk, ps = (pool["kernel_size"], pool["stride"]) if pool else (1, 1)
         ph, pw = windows(ho, pk, ps), windows(wo, pk, ps)
         call, rb, kp, plan = self._weights(dense, None)
-        plan.macs = o * c * k * k * ho * wo
+        plan.macs = o * (c // g) * k * k * ho * wo
         plan.pool = pool["name"] if pool else None
-        plan.patch_values = kp
-        self.patch_values = max(self.patch_values, kp)
         self.scratch = max(self.scratch, o)
-        req = self._requant(dense, plan)
-        n = dense.name
-        self.funcs.append(layers.gather(n, (c, h, w), (k, st, p), where == "pixels", kp, self.a))
-        rows = call.format(
-            x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0"
-        )
-        self.funcs.append(layers.conv(n, (ph, pw), (pk, ps), o, rows, req))
-        out = self._other(where)
-        plan.out_bytes = _value_bytes(o * ph * pw, self.a)
-        self._claim(out, plan.out_bytes)
-        self.calls.append(f"siq_{n}({self._src(where)}, r{out});")
+        req = self._requant(dense, plan) if dense.requantises else ""
+        n = self.ident[dense.name]
+        acc = not dense.requantises
+        pixels = src.where == "pixels"
+        in_place = not pixels and g == 1 and k == 1 and p == 0 and kp == c
+        if in_place:  # a pointwise convolution reads each pixel's C codes where they are
+            per_value = "/ 2u" if self.a <= 4 else ""
+            fetch = f"x = src + ((py * {ps}u + dy) * {st}u * {w}u + (px * {ps}u + dx) * {st}u) * {c}u {per_value};"
+            rows = call.format(x="x", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0")
+            self.funcs.append(
+                layers.conv(n, (ph, pw), (pk, ps), o, rows, req, fetch=fetch, accumulators=acc)
+            )
+        elif g == 1:
+            plan.patch_values = kp
+            self.funcs.append(layers.gather(n, (c, h, w), (k, st, p), pixels, kp, self.a))
+            rows = call.format(
+                x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0"
+            )
+            self.funcs.append(layers.conv(n, (ph, pw), (pk, ps), o, rows, req, accumulators=acc))
+        else:
+            plan.patch_values = kp
+            self.funcs.append(layers.gather_group(n, (c, h, w), (k, st, p), c // g))
+            rows = call.format(x="x", out="siq_acc + o", n=f"{o // g}u", first="dy == 0 && dx == 0")
+            self.funcs.append(
+                layers.conv(
+                    n, (ph, pw), (pk, ps), o, rows, req, groups=(g, c // g), accumulators=acc
+                )
+            )
+        self.patch_values = max(self.patch_values, plan.patch_values)
+        self._value(dense.name if pool is None else pool["name"], (o, ph, pw), acc)
+        plan.out_bytes = self.values[dense.name if pool is None else pool["name"]].nbytes
+        self.steps.append((f"siq_{n}", [x], dense.name if pool is None else pool["name"]))
         self.plans.append(plan)
-        return (o, ph, pw), str(out)
 
-    def _linear(self, dense: DenseLayer, shape: tuple[int, ...], where: str, source):
-        k, o, n = shape[0], dense.out, dense.name
-        call, rb, kp, plan = self._weights(dense, source)
+    def _depthwise(self, dense: DenseLayer, x: str, out: tuple[int, int]) -> None:
+        """Weights decoded at generation time, as int8 where the codebook fits, else int16."""
+        c, h, w = self.values[x].shape
+        k, n = dense.kernel, self.ident[dense.name]
+        wide = int(np.abs(dense.codebook).max()) > 127
+        ctype = "int16_t" if wide else "int8_t"
+        weights = dense.weights()[:, 0].transpose(1, 2, 0)  # (kh, kw, C)
+        self.data.append(_array(ctype, f"siq_dw_{n}", weights, "{}"))
+        self.data.append(_array("int32_t", f"siq_b_{n}", dense.bias, _i32))
+        fmt = "dw16" if wide else "dw8"
+        plan = LayerPlan(
+            dense.name, "conv2d", fmt=fmt, weight_bytes=weights.size * (2 if wide else 1)
+        )
+        plan.const_bytes += 4 * c
+        plan.macs = c * k * k * out[0] * out[1]
+        req = self._requant(dense, plan) if dense.requantises else ""
+        self.scratch = max(self.scratch, c)
+        geometry = (k, dense.stride, dense.padding)
+        self.funcs.append(
+            layers.depthwise(n, (c, h, w), geometry, out, ctype, req, not dense.requantises)
+        )
+        self._value(dense.name, (c, *out), not dense.requantises)
+        plan.out_bytes = self.values[dense.name].nbytes
+        self.steps.append((f"siq_{n}", [x], dense.name))
+        self.plans.append(plan)
+
+    def _linear(self, dense: DenseLayer, x: str, output: bool) -> None:
+        src = self.values[x]
+        k, o, n = src.shape[0], dense.out, self.ident[dense.name]
+        call, rb, kp, plan = self._weights(dense, src.hwc)
         plan.macs = o * k
-        prep = layers.linear_input(k, kp, where == "pixels")
-        if where == "pixels" or kp != k:
+        pixels = src.where == "pixels"
+        prep = layers.linear_input(k, kp, pixels)
+        if pixels or kp != k:
             plan.patch_values = kp
         self.patch_values = max(self.patch_values, plan.patch_values)
-        if not dense.relu:
+        if output or not dense.requantises:
             rows = call.format(x="x", out="logits", n=f"{o}u", first="1")
             self.funcs.append(layers.linear_logits(n, prep, rows))
-            self.calls.append(f"siq_{n}({self._src(where)}, logits);")
+            if output:
+                self.values[dense.name] = _Value((o,), True, "logits")
+            else:
+                self._value(dense.name, (o,), True)
+                plan.out_bytes = self.values[dense.name].nbytes
+            self.steps.append((f"siq_{n}", [x], dense.name))
             self.plans.append(plan)
-            return (o,), "logits"
+            return
         req = self._requant(dense, plan)
         self.scratch = max(self.scratch, min(CHUNK, o))
         rows = call.format(x="x", out="siq_acc", n="cnt", first="1")
         self.funcs.append(layers.linear_relu(n, prep, o, CHUNK, rows, req))
-        out = self._other(where)
-        plan.out_bytes = _value_bytes(o, self.a)
-        self._claim(out, plan.out_bytes)
-        self.calls.append(f"siq_{n}({self._src(where)}, r{out});")
+        self._value(dense.name, (o,))
+        plan.out_bytes = self.values[dense.name].nbytes
+        self.steps.append((f"siq_{n}", [x], dense.name))
         self.plans.append(plan)
-        return (o,), str(out)
 
     # --- the files ------------------------------------------------------------------------
+
+    def _layout(self) -> tuple[int, str, list[str]]:
+        """Where every value lives in the arena: (activation bytes, siq_predict's pointer
+        declarations, its calls). A chain (every value read by the next step alone) keeps two
+        regions that the steps write in turn, r0 and r1; any other graph gets the offsets of
+        `_plan_arena` from its values' lifetimes (a residual's identity stays alive while its
+        branch runs)."""
+        born: dict[str, int] = {}
+        lives: dict[str, tuple[int, int]] = {}
+        for i, (_, inputs, out) in enumerate(self.steps):
+            if self.values[out].where == "arena":
+                born[out] = i
+                lives[out] = (i, i)
+            for x in inputs:
+                buf = self._buffer(x)
+                if buf in lives:
+                    lives[buf] = (lives[buf][0], max(lives[buf][1], i))
+        sizes = {v: self.values[v].nbytes for v in lives}
+        chain = all(hi <= lo + 1 for lo, hi in lives.values())
+        if chain:
+            order = sorted(born, key=born.__getitem__)
+            region = {v: i % 2 for i, v in enumerate(order)}
+            region0 = max([sizes[v] for v in order if region[v] == 0], default=0)
+            region1 = max([sizes[v] for v in order if region[v] == 1], default=0)
+            arena = max(4, region0 + region1)
+            names = {v: f"r{region[v]}" for v in order}
+            decl = f"""uint8_t *r0 = (uint8_t *)siq_arena;
+    uint8_t *r1 = r0 + {region0};
+    (void)r0;
+    (void)r1;"""
+        else:
+            offsets, used = _plan_arena(sizes, lives)
+            arena = max(4, used)
+            names = {v: f"a + {offsets[v]}" for v in offsets}
+            decl = """uint8_t *a = (uint8_t *)siq_arena;
+    (void)a;"""
+
+        def arg(name: str) -> str:
+            if name == "pixels":
+                return name
+            value = self.values[name]
+            if value.where == "pixels":
+                return "pixels"
+            if value.where == "logits":
+                return "logits"
+            ptr = names[self._buffer(name)]
+            if value.accumulators:
+                return f"(int32_t *)({ptr})"
+            return ptr
+
+        calls = [
+            f"{fname}({', '.join(arg(x) for x in [*(inputs or ['pixels']), out])});"
+            for fname, inputs, out in self.steps
+        ]
+        return arena, decl, calls
 
     def _files(self) -> CModel:
         c, h, w = self.m.input_shape
         a = self.a
         patch_words = max(1, _value_bytes(self.patch_values, a) // 4)
-        region0 = self.region[0]
-        arena = max(4, region0 + self.region[1])
+        arena, decl, calls_list = self._layout()
         model = CModel(
             files={},
             layers=self.plans,
@@ -353,7 +627,7 @@ int siq_predict(const uint8_t *pixels, int32_t *logits);
             for p in self.plans
         )
         kernels = "".join(row_kernel(f, a) for f in sorted(self.formats))
-        calls = "\n    ".join(self.calls)
+        calls = "\n    ".join(calls_list)
         source = f"""/* Generated by SIQ (shared/cgen) from bundle {self.bundle_id or "-"}. Do not edit.
 {summary}
    arena {arena} B, patch {patch_words * 4} B, accumulators {self.scratch * 4} B */
@@ -361,7 +635,7 @@ int siq_predict(const uint8_t *pixels, int32_t *logits);
 {kernels}
 {_array("uint8_t", "siq_inq", input_table(self.m), "{}")}
 {"".join(self.data)}
-/* the one static arena: the two activation regions, the patch buffer, the accumulators */
+/* the one static arena: the activations, the patch buffer, the accumulators */
 static uint32_t siq_arena[{total // 4}];
 #define siq_patch (siq_arena + {arena // 4})
 #define SIQ_PATCH_BYTES {patch_words * 4}u
@@ -369,10 +643,7 @@ static uint32_t siq_arena[{total // 4}];
 {"".join(self.funcs)}
 int siq_predict(const uint8_t *pixels, int32_t *logits)
 {{
-    uint8_t *r0 = (uint8_t *)siq_arena;
-    uint8_t *r1 = r0 + {region0};
-    (void)r0;
-    (void)r1;
+    {decl}
     if (pixels == NULL || logits == NULL) {{
         return -1;
     }}

@@ -14,6 +14,12 @@ __all__ = [
     "maxpool",
     "gather",
     "conv",
+    "gather_group",
+    "depthwise",
+    "add",
+    "avgpool",
+    "global_avgpool",
+    "flatten",
     "linear_input",
     "linear_logits",
     "linear_relu",
@@ -34,9 +40,30 @@ static void {name}(const uint8_t *px, uint8_t *dst)
 """
 
 
-def maxpool(name: str, shape: tuple[int, int, int], k: int, s: int, ph: int, pw: int) -> str:
-    """A max-pool on codes (one that does not follow a convolution)."""
+def _windows(
+    name: str, shape: tuple[int, int, int], k: int, s: int, out: tuple[int, int], reduce: str
+) -> str:
+    """A pool on codes: per output value, `reduce` over its k x k window. `reduce` is
+    "max", or the C expression of the stored code from the window's `sum`."""
     c, _, w = shape
+    ph, pw = out
+    at = f"((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c"
+    if reduce == "max":
+        start, step, result = (
+            "best",
+            f"""{{
+                        uint32_t v = siq_get(src, {at});
+                        best = v > best ? v : best;
+                    }}""",
+            "best",
+        )
+    else:
+        start, step, result = (
+            "sum",
+            f"""
+                        sum += siq_get(src, {at});""",
+            reduce,
+        )
     return f"""
 static void {name}(const uint8_t *src, uint8_t *dst)
 {{
@@ -44,16 +71,25 @@ static void {name}(const uint8_t *src, uint8_t *dst)
     for (y = 0; y < {ph}u; y++)
         for (x = 0; x < {pw}u; x++)
             for (c = 0; c < {c}u; c++) {{
-                uint32_t best = 0;
+                uint32_t {start} = 0;
                 for (dy = 0; dy < {k}u; dy++)
-                    for (dx = 0; dx < {k}u; dx++) {{
-                        uint32_t v = siq_get(src, ((y * {s}u + dy) * {w}u + x * {s}u + dx) * {c}u + c);
-                        best = v > best ? v : best;
-                    }}
-                siq_put(dst, (y * {pw}u + x) * {c}u + c, best);
+                    for (dx = 0; dx < {k}u; dx++) {step}
+                siq_put(dst, (y * {pw}u + x) * {c}u + c, {result});
             }}
 }}
 """
+
+
+def maxpool(name: str, shape: tuple[int, int, int], k: int, s: int, ph: int, pw: int) -> str:
+    """A max-pool on codes (one that does not follow a convolution)."""
+    return _windows(name, shape, k, s, (ph, pw), "max")
+
+
+def avgpool(
+    name: str, shape: tuple[int, int, int], k: int, s: int, out: tuple[int, int], div: str
+) -> str:
+    """An average pool on codes: `div` is the C expression of (sum + n // 2) // n."""
+    return _windows(name, shape, k, s, out, div)
 
 
 def gather(
@@ -125,15 +161,46 @@ static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint
 """
 
 
+def _store(at: str, value: str, req: str, accumulators: bool) -> tuple[str, str]:
+    """(the dst parameter, the statement storing channel `ch`'s accumulator `value` at index
+    `at`): the int32 itself when the node's value is accumulators, else its code `req` (a C
+    expression of `acc`)."""
+    if accumulators:
+        return "int32_t *dst", f"dst[{at}] = {value};"
+    return (
+        "uint8_t *dst",
+        f"""{{
+                int32_t acc = {value};
+                siq_put(dst, {at}, {req});
+            }}""",
+    )
+
+
 def conv(
-    n: str, pooled: tuple[int, int], window: tuple[int, int], o: int, rows: str, req: str
+    n: str,
+    pooled: tuple[int, int],
+    window: tuple[int, int],
+    o: int,
+    rows: str,
+    req: str,
+    *,
+    fetch: str | None = None,
+    groups: tuple[int, int] = (1, 0),
+    accumulators: bool = False,
 ) -> str:
-    """A convolution with ReLU and, when window = (k, s) != (1, 1), the max-pool after it:
-    per pooled position, the max of the accumulators over the window, then requantised."""
+    """A convolution with its activation and, when window = (k, s) != (1, 1), the max-pool
+    after it: per pooled position, the max of the accumulators over the window, then
+    requantised (`req`), or stored as int32 when `accumulators`. `fetch` makes the patch for
+    (oy, ox) = (py * s + dy, px * s + dx) and sets `x` to it (default: the gather into the
+    patch buffer); `groups` = (g, input channels per group): one gather and one row-kernel call
+    per group, with `o` its first output row (`rows` writes from siq_acc + o)."""
     ph, pw = pooled
     pk, ps = window
-    return f"""
-static void siq_{n}(const uint8_t *src, uint8_t *dst)
+    g, ci = groups
+    dst, store = _store(f"(py * {pw}u + px) * {o}u + ch", "siq_acc[ch]", req, accumulators)
+    if fetch is None and g == 1:  # the layout every chain has had (its bytes unchanged)
+        return f"""
+static void siq_{n}(const uint8_t *src, {dst})
 {{
     uint32_t py, px, dy, dx, ch;
     const uint32_t o = 0;
@@ -145,11 +212,161 @@ static void siq_{n}(const uint8_t *src, uint8_t *dst)
                     siq_gather_{n}((uint8_t *)siq_patch, src, py * {ps}u + dy, px * {ps}u + dx);
                     {rows};
                 }}
-            for (ch = 0; ch < {o}u; ch++) {{
-                int32_t acc = siq_acc[ch];
-                siq_put(dst, (py * {pw}u + px) * {o}u + ch, {req});
-            }}
+            for (ch = 0; ch < {o}u; ch++) {store}
         }}
+}}
+"""
+    if g > 1:
+        step = f"""for (grp = 0; grp < {g}u; grp++) {{
+                        const uint32_t o = grp * {o // g}u;
+                        siq_gather_{n}((uint8_t *)siq_patch, src, py * {ps}u + dy, px * {ps}u + dx, grp * {ci}u);
+                        {rows};
+                    }}"""
+        head = """uint32_t py, px, dy, dx, ch, grp;
+    const uint8_t *x = (const uint8_t *)siq_patch;
+    memset(siq_patch, 0, SIQ_PATCH_BYTES); /* the padding past K stays zero */"""
+    else:
+        step = f"""const uint8_t *x;
+                    const uint32_t o = 0;
+                    {fetch}
+                    {rows};"""
+        head = "uint32_t py, px, dy, dx, ch;"
+    return f"""
+static void siq_{n}(const uint8_t *src, {dst})
+{{
+    {head}
+    for (py = 0; py < {ph}u; py++)
+        for (px = 0; px < {pw}u; px++) {{
+            for (dy = 0; dy < {pk}u; dy++)
+                for (dx = 0; dx < {pk}u; dx++) {{
+                    {step}
+                }}
+            for (ch = 0; ch < {o}u; ch++) {store}
+        }}
+}}
+"""
+
+
+def gather_group(
+    n: str, shape: tuple[int, int, int], geometry: tuple[int, int, int], ci: int
+) -> str:
+    """`siq_gather_<n>` of a grouped convolution: the (kh, kw, ci) patch of channels
+    c0 .. c0 + ci - 1 at one output position, zeros where the window is padding."""
+    c, h, w = shape
+    k, s, p = geometry
+    return f"""
+static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint32_t ox, uint32_t c0)
+{{
+    uint32_t kh, kw;
+    for (kh = 0; kh < {k}u; kh++) {{
+        int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
+        for (kw = 0; kw < {k}u; kw++) {{
+            int32_t ix = (int32_t)(ox * {s}u + kw) - {p};
+            uint32_t at = (kh * {k}u + kw) * {ci}u;
+            if (iy < 0 || iy >= {h} || ix < 0 || ix >= {w})
+                siq_zero(patch, at, {ci}u);
+            else
+                siq_copy(patch, at, src, ((uint32_t)iy * {w}u + (uint32_t)ix) * {c}u + c0, {ci}u);
+        }}
+    }}
+}}
+"""
+
+
+def depthwise(
+    n: str,
+    shape: tuple[int, int, int],
+    geometry: tuple[int, int, int],
+    out: tuple[int, int],
+    wtype: str,
+    req: str,
+    accumulators: bool,
+) -> str:
+    """A depthwise convolution on channels-last codes: per output position, every channel's
+    k x k taps; a tap's C weights (`siq_dw_<n>`, (kh, kw, C) order, of C type `wtype`) meet the
+    pixel's C codes in one pass; taps in the padding are skipped (code 0 adds nothing)."""
+    c, h, w = shape
+    k, s, p = geometry
+    ho, wo = out
+    dst, store = _store(f"(oy * {wo}u + ox) * {c}u + ch", "sums[ch]", req, accumulators)
+    return f"""
+static void siq_{n}(const uint8_t *src, {dst})
+{{
+    int32_t *sums = siq_acc;
+    uint32_t oy, ox, kh, kw, ch;
+    for (oy = 0; oy < {ho}u; oy++)
+        for (ox = 0; ox < {wo}u; ox++) {{
+            for (ch = 0; ch < {c}u; ch++)
+                sums[ch] = siq_b_{n}[ch];
+            for (kh = 0; kh < {k}u; kh++) {{
+                int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
+                if (iy < 0 || iy >= {h})
+                    continue;
+                for (kw = 0; kw < {k}u; kw++) {{
+                    int32_t ix = (int32_t)(ox * {s}u + kw) - {p};
+                    const {wtype} *wt = siq_dw_{n} + (kh * {k}u + kw) * {c}u;
+                    const uint32_t base = ((uint32_t)iy * {w}u + (uint32_t)ix) * {c}u;
+                    if (ix < 0 || ix >= {w})
+                        continue;
+                    for (ch = 0; ch < {c}u; ch++)
+                        sums[ch] += (int32_t)wt[ch] * (int32_t)siq_get(src, base + ch);
+                }}
+            }}
+            for (ch = 0; ch < {c}u; ch++) {store}
+        }}
+}}
+"""
+
+
+def add(n: str, count: int, accumulators: bool, mx: int, my: int, s: int, top: str) -> str:
+    """out = clip((x * M_x + y * M_y + 2^(s-1)) >> s, 0, top) over `count` values: x int32
+    accumulators or codes, y codes, int64 sums."""
+    xt = "int32_t" if accumulators else "uint8_t"
+    xv = "x[i]" if accumulators else "(int32_t)siq_get(x, i)"
+    out = f"siq_shift_clip(v, {s}u)"
+    if top != "SIQ_TOP":
+        out = f"siq_umin({out}, {top})"
+    return f"""
+static void siq_{n}(const {xt} *x, const uint8_t *y, uint8_t *dst)
+{{
+    uint32_t i;
+    for (i = 0; i < {count}u; i++) {{
+        int64_t v = (int64_t){xv} * {mx} + (int64_t)siq_get(y, i) * {my} + INT64_C({1 << (s - 1)});
+        siq_put(dst, i, {out});
+    }}
+}}
+"""
+
+
+def global_avgpool(name: str, shape: tuple[int, int, int], div: str) -> str:
+    """(C, H, W) channels-last -> (C,): per channel (sum + n // 2) // n, n = H * W."""
+    c, h, w = shape
+    return f"""
+static void {name}(const uint8_t *src, uint8_t *dst)
+{{
+    uint32_t c, i;
+    for (c = 0; c < {c}u; c++) {{
+        uint32_t sum = 0;
+        for (i = 0; i < {h * w}u; i++)
+            sum += siq_get(src, i * {c}u + c);
+        siq_put(dst, c, {div});
+    }}
+}}
+"""
+
+
+def flatten(name: str, shape: tuple[int, int, int]) -> str:
+    """A flatten whose value something other than a linear layer reads: the channels-last map
+    copied into (C, H, W) order (a linear layer instead reads the map in place, its weight
+    columns permuted)."""
+    c, h, w = shape
+    return f"""
+static void {name}(const uint8_t *src, uint8_t *dst)
+{{
+    uint32_t c, i;
+    for (c = 0; c < {c}u; c++)
+        for (i = 0; i < {h * w}u; i++)
+            siq_put(dst, c * {h * w}u + i, siq_get(src, i * {c}u + c));
 }}
 """
 

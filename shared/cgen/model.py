@@ -34,7 +34,7 @@ import numpy as np
 
 from shared.bundle.bitpack import pack_codes, unpack_codes
 from shared.errors import UnsupportedModelError
-from shared.network import weight_shape
+from shared.network import activation, as_dag, groups, requantises, weight_shape
 
 __all__ = [
     "DenseLayer",
@@ -51,7 +51,7 @@ __all__ = [
 
 @dataclass
 class DenseLayer:
-    """A weighted layer with its codes unpacked: `codes` (O, C, k, k) or (O, I), uint8."""
+    """A weighted layer with its codes unpacked: `codes` (O, C/groups, k, k) or (O, I), uint8."""
 
     name: str
     op: str  # "conv2d" | "linear"
@@ -59,16 +59,28 @@ class DenseLayer:
     codebook: np.ndarray  # (2^b,) int64
     bits: int
     bias: np.ndarray  # (O,) int64
-    relu: bool
+    activation: str  # "relu" | "relu6" | "none" (the accumulators are its value)
     multiplier: np.ndarray | None = None  # (1,) or (O,) int64
     shift: np.ndarray | None = None
     kernel: int = 1
     stride: int = 1
     padding: int = 0
+    groups: int = 1
+    clamp_max: int | None = None  # relu6's upper clip (a code)
 
     @property
     def out(self) -> int:
         return int(self.codes.shape[0])
+
+    @property
+    def requantises(self) -> bool:
+        """Whether its value is codes (relu, relu6), not accumulators."""
+        return self.activation != "none"
+
+    @property
+    def depthwise(self) -> bool:
+        """A convolution with one input and one output channel per group, groups > 1."""
+        return self.groups > 1 and self.codes.shape[1] == 1 and self.out == self.groups
 
     def weights(self) -> np.ndarray:
         """Integer weights codebook[codes], int64, in the layer's weight shape."""
@@ -77,7 +89,8 @@ class DenseLayer:
 
 @dataclass
 class DenseModel:
-    """Everything the generator needs: the graph, input spec, and dense weighted layers."""
+    """Everything the generator needs: the graph in DAG form (`shared.network.as_dag`), the
+    input spec, and the dense weighted layers."""
 
     graph: list[dict[str, Any]]
     input_shape: tuple[int, int, int]  # (C, H, W)
@@ -85,25 +98,30 @@ class DenseModel:
     activation_bits: int
     num_classes: int
     layers: dict[str, DenseLayer] = field(default_factory=dict)
+    adds: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # name -> (M_x, M_y, s)
 
 
 def dense_model(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> DenseModel:
     """Read a (validated) bundle's manifest and tensors into a DenseModel."""
     spec = manifest["input"]
     model = DenseModel(
-        graph=[dict(layer) for layer in manifest["graph"]],
+        graph=as_dag(manifest["graph"]),
         input_shape=(int(spec["channels"]), int(spec["height"]), int(spec["width"])),
         input_scale=float(spec["scale"]),
         activation_bits=int(manifest["activation_bits"]),
         num_classes=len(spec["class_names"]),
     )
     for layer in model.graph:
+        if layer["op"] == "add":
+            name = layer["name"]
+            mx, my = (int(v) for v in tensors[f"{name}.multiplier"].reshape(-1))
+            model.adds[name] = (mx, my, int(tensors[f"{name}.shift"].reshape(-1)[0]))
         if layer["op"] not in ("conv2d", "linear"):
             continue
         name, bits = layer["name"], int(layer["weight_bits"])
         shape = weight_shape(layer)
         codes = unpack_codes(tensors[f"{name}.codes"], bits, int(np.prod(shape))).reshape(shape)
-        relu = bool(layer["relu"])
+        requant = requantises(layer)
         model.layers[name] = DenseLayer(
             name=name,
             op=layer["op"],
@@ -111,12 +129,14 @@ def dense_model(manifest: dict[str, Any], tensors: dict[str, np.ndarray]) -> Den
             codebook=tensors[f"{name}.codebook"].astype(np.int64),
             bits=bits,
             bias=tensors[f"{name}.bias"].astype(np.int64),
-            relu=relu,
-            multiplier=tensors[f"{name}.multiplier"].astype(np.int64) if relu else None,
-            shift=tensors[f"{name}.shift"].astype(np.int64) if relu else None,
+            activation=activation(layer),
+            multiplier=tensors[f"{name}.multiplier"].astype(np.int64) if requant else None,
+            shift=tensors[f"{name}.shift"].astype(np.int64) if requant else None,
             kernel=int(layer.get("kernel_size", 1)),
             stride=int(layer.get("stride", 1)),
             padding=int(layer.get("padding", 0)),
+            groups=groups(layer),
+            clamp_max=int(layer["clamp_max"]) if activation(layer) == "relu6" else None,
         )
     return model
 
@@ -149,7 +169,7 @@ def pair_slots(activation_bits: int) -> list[tuple[int, int]]:
 def patch_order(layer: DenseLayer, source: tuple[int, ...] | None) -> np.ndarray:
     """Codes as (O, K) rows in the order the chip's patch holds the inputs.
 
-    conv2d: (kh, kw, C). linear after a flatten of (C, H, W) feature maps held channels-last:
+    conv2d: (kh, kw, C/groups) (a grouped convolution's rows are its groups' in turn). linear after a flatten of (C, H, W) feature maps held channels-last:
     (H, W, C); `source` is those maps' shape, or None when the input is already a vector in
     its natural order (the image itself, or another linear layer).
     """

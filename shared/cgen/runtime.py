@@ -161,11 +161,16 @@ static inline void siq_zero(uint8_t *dst, uint32_t di, uint32_t n)
     }}
 }}
 
-/* clip((acc * m + round) >> s, 0, TOP) with round = 2^(s-1), 1 <= s <= 62: the engine's
-   formula. Only 32-bit shifts (no 64-bit shift helper), and a negative sum is code 0. */
-static inline uint32_t siq_requant(int32_t acc, int32_t m, int64_t round, uint32_t s)
+/* clip(v >> s, 0, TOP), 1 <= s <= 62, where v already holds the rounding term 2^(s-1).
+   Only 32-bit shifts (no 64-bit shift helper), and a negative sum is code 0. Always inlined:
+   a call per requantised value would cost more than its body. */
+#if defined(__GNUC__)
+#define SIQ_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SIQ_ALWAYS_INLINE
+#endif
+static inline SIQ_ALWAYS_INLINE uint32_t siq_shift_clip(int64_t v, uint32_t s)
 {{
-    int64_t v = (int64_t)acc * m + round;
     uint64_t u;
     uint32_t hi, lo, q;
     if (v < 0) {{
@@ -183,6 +188,19 @@ static inline uint32_t siq_requant(int32_t acc, int32_t m, int64_t round, uint32
         q = (hi << (32u - s)) | (lo >> s);
     }}
     return q > SIQ_TOP ? SIQ_TOP : q;
+}}
+
+/* clip((acc * m + round) >> s, 0, TOP) with round = 2^(s-1), 1 <= s <= 62: the engine's
+   requantisation. */
+static inline uint32_t siq_requant(int32_t acc, int32_t m, int64_t round, uint32_t s)
+{{
+    return siq_shift_clip((int64_t)acc * m + round, s);
+}}
+
+/* relu6: the requantised code clipped at clamp_max (<= TOP) */
+static inline uint32_t siq_umin(uint32_t a, uint32_t b)
+{{
+    return a < b ? a : b;
 }}
 
 /* A row's accumulator into out: stored when first, else the larger one (a fused max-pool). */
@@ -264,9 +282,12 @@ static void siq_rows_{fmt}(const uint8_t *w, uint32_t rb, {tab}const uint8_t *x,
                          uint32_t words, const int32_t *bias, int32_t *out, uint32_t n, int first)
 {{
     const uint8_t *end = x + 4u * words;{second}
+    /* the rows past the last whole group of {ROWS}: a bound the compiler sees, so it knows the
+       tail loop's trip count (at -O3 it otherwise warns that a dead tail could overrun) */
+    const uint32_t full = n - n % {ROWS}u;
     uint32_t o = 0, m = {_MASK[activation_bits <= 4]};
     SIQ_OPAQUE(m);
-    for (; o + {ROWS} <= n; o += {ROWS}, w += {ROWS} * rb) {{
+    for (; o < full; o += {ROWS}, w += {ROWS} * rb) {{
         const uint8_t *wp = w, *xp = x;
         int32_t s0 = bias[o], s1 = bias[o + 1], s2 = bias[o + 2], s3 = bias[o + 3];
         do {{

@@ -87,30 +87,3 @@ def test_the_library_is_integer_only_and_self_contained():
     ):
         assert f"#define {name}" in header
     assert "int siq_predict(const uint8_t *pixels, int32_t *logits);" in header
-
-
-def test_a_graph_without_a_final_linear_layer_is_refused(monkeypatch):
-    """A valid bundle whose last weighted layer is a convolution (then a flatten): the engine
-    runs it, the generator says clearly that it does not."""
-    from shared.errors import UnsupportedModelError
-    from tests import factories
-
-    arch = {
-        "input": (1, 5, 5),
-        "graph": [
-            {
-                "op": "conv2d",
-                "name": "conv1",
-                "out_channels": 3,
-                "kernel_size": 5,
-                "stride": 1,
-                "padding": 0,
-            },
-            {"op": "flatten", "name": "flatten"},
-        ],
-        "preprocess": {"kind": "digit"},
-    }
-    monkeypatch.setitem(factories.ARCHS, "conv_last", arch)
-    bundle = decode_bundle(make_random_bundle(0, arch="conv_last"))
-    with pytest.raises(UnsupportedModelError, match="convolution without ReLU"):
-        generate_bundle_c(bundle)

@@ -19,6 +19,7 @@ from server.training.pipeline import JobCancelled, run_pipeline
 from server.training.quantsim import QuantSimNet, calibrate, choose_activation_scale
 from shared.bundle import read_bundle_file
 from shared.errors import ConfigError
+from shared.network import as_chain
 
 
 @pytest.mark.parametrize(
@@ -60,11 +61,17 @@ def test_lenet_graph_uses_only_engine_ops() -> None:
     assert [g["op"] for g in graph] == [
         "conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten", "linear", "linear",
     ]  # fmt: skip
-    assert [g["relu"] for g in graph if "relu" in g] == [True, True, True, False]
+    assert [g["activation"] for g in graph if "activation" in g] == ["relu"] * 3 + ["none"]
+    assert [g["inputs"] for g in graph][:2] == [["input"], ["conv1"]]
+    chain = as_chain(graph)  # what its bundles hold: the version-2 chain form
+    assert chain is not None and [g.get("relu") for g in chain if "relu" in g] == [
+        True, True, True, False,
+    ]  # fmt: skip
+    assert all("inputs" not in g and "groups" not in g for g in chain)
     assert graph[5]["in_features"] == 512
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ConfigError):
-        build_model("resnet", 1, 10, 28)
+        build_model("alexnet", 1, 10, 28)
 
 
 def test_activation_scale_clips_outliers() -> None:
@@ -178,3 +185,38 @@ def test_every_model_family_fits_the_per_layer_maps_bound() -> None:
         for channels in (1, 3):
             model = build_model(arch, channels, 10, 64)
             assert len(weighted_layers(model)) <= MAX_LAYERS, arch
+
+
+def test_a_job_names_its_network_family_and_gets_that_familys_recipe() -> None:
+    from server.params import ARCHS
+    from server.recipes import RECIPES
+    from server.training.models import MODEL_BUILDERS
+    from server.training.pipeline import load_job_dataset
+
+    assert set(ARCHS) == set(MODEL_BUILDERS)
+    ds = load_job_dataset(JobParams(dataset="digits", arch="dsnet", test_limit=10), None)
+    assert ds.arch == "dsnet" and ds.recipe == RECIPES["digits"].archs["dsnet"]
+    assert load_job_dataset(JobParams(dataset="digits", test_limit=10), None).arch == "lenet"
+    with pytest.raises(ConfigError, match="arch") as info:
+        JobParams.from_dict({"dataset": "digits", "arch": "alexnet"})
+    assert getattr(info.value, "field", None) == "arch"
+
+
+@pytest.mark.parametrize("arch", ["mobilenet", "resnet"])
+def test_photo_recipes_of_the_new_families_train(arch: str) -> None:
+    """A few batches of each photo family's recipe (augmentation, rates) on random photos."""
+    from server.data import Dataset
+    from server.data.dataset import DIGIT_CLASSES
+    from server.recipes import RECIPES
+    from server.training.pipeline import train_float
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70, 3, 64, 64), dtype=np.uint8)
+    y = rng.integers(0, 10, 70)
+    photo = {"kind": "photo", "resize": 64, "crop": 64}
+    ds = Dataset("p", x, y, x[:8], y[:8], DIGIT_CLASSES, photo, "photonet", RECIPES["imagefolder"])
+    ds = ds.with_arch(arch)
+    recipe = ds.recipe
+    assert recipe.photo_augment is not None and recipe.epochs > RECIPES["imagefolder"].epochs
+    fm = train_float(ds, JobParams(dataset="p", epochs=2 * recipe.batch_size / 63))
+    assert 0 <= fm.float_accuracy <= 1 and len(fm.model.norms) > 0
