@@ -11,6 +11,9 @@ HTTP edge raises these; each app's error handler answers `error_body(exc)` with 
     │   └── UploadError             the request does not carry images the way /recognize takes them
     │       └── BodyTimeoutError        the request body did not arrive in time               (408)
     ├── DatasetError            a data set is missing, corrupt, or empty                  (422)
+    │   └── ArchiveError            an uploaded data-set archive cannot be used
+    │       ├── ArchiveTooLargeError    over a size, file-count or compression-ratio limit (413)
+    │       └── UnsupportedArchiveError not a zip, tar or tar.gz archive                (415)
     ├── ConfigError             a setting or a job parameter cannot be used               (422)
     │   ├── UnknownDatasetError     a job names a data set the server does not have
     │   └── UnsupportedModelError   a valid bundle whose graph the C generator cannot express
@@ -38,6 +41,9 @@ __all__ = [
     "UploadError",
     "BodyTimeoutError",
     "DatasetError",
+    "ArchiveError",
+    "ArchiveTooLargeError",
+    "UnsupportedArchiveError",
     "ConfigError",
     "UnknownDatasetError",
     "NotFoundError",
@@ -90,6 +96,20 @@ class BodyTimeoutError(UploadError):
 class DatasetError(SIQError):
     code = "dataset_error"
     http_status = 422
+
+
+class ArchiveError(DatasetError):
+    code = "bad_archive"
+
+
+class ArchiveTooLargeError(ArchiveError):
+    code = "archive_too_large"
+    http_status = 413
+
+
+class UnsupportedArchiveError(ArchiveError):
+    code = "unsupported_archive"
+    http_status = 415
 
 
 class ConfigError(SIQError):

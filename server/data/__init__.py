@@ -5,6 +5,11 @@ here imports torch: the HTTP service lists data sets and checks job submissions 
 
 Every loader returns a `Dataset` (server/data/dataset.py) carrying its family's recipe of
 training defaults (server.recipes.RECIPES).
+
+Data sets uploaded over HTTP (server/data/upload.py builds them) are image folders too, kept
+in an uploads folder of their own (`<state dir>/datasets`, server/service/datasets.py):
+`list_datasets` and `check_dataset` take it as `uploads_dir`, and `dataset_root` says which
+of the two folders a job loads a name from. A name in the data directory wins.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "check_dataset",
+    "dataset_root",
 ]
 
 # The named sources; every other name is an image folder. Both are always accepted at
@@ -32,21 +38,37 @@ _NAMED = {mnist.NAME: mnist, digits.NAME: digits}
 BUILTIN_DATASETS = tuple(sorted(_NAMED))
 
 
-def list_datasets(data_dir: Path | None) -> list[DatasetInfo]:
-    """{name, classes, train_count, test_count, image_size} for every data set available."""
+def list_datasets(data_dir: Path | None, uploads_dir: Path | None = None) -> list[DatasetInfo]:
+    """{name, classes, train_count, test_count, image_size} for every data set available
+    (image folders add `class_counts`; uploaded ones say `uploaded: true`)."""
     out = mnist.available(data_dir) + digits.available(data_dir)
     names = {d["name"] for d in out}
-    out.extend(d for d in imagefolder.available(data_dir) if d["name"] not in names)
+    for folder, uploaded in ((data_dir, False), (uploads_dir, True)):
+        for info in imagefolder.available(folder):
+            if info["name"] not in names:
+                names.add(info["name"])
+                out.append({**info, "uploaded": uploaded})
     return out
 
 
-def check_dataset(name: str, data_dir: Path | None) -> None:
+def check_dataset(name: str, data_dir: Path | None, uploads_dir: Path | None = None) -> None:
     """UnknownDatasetError (naming the available ones) unless `name` can be asked for."""
-    available = sorted({d["name"] for d in list_datasets(data_dir)} | set(BUILTIN_DATASETS))
+    listed = {d["name"] for d in list_datasets(data_dir, uploads_dir)}
+    available = sorted(listed | set(BUILTIN_DATASETS))
     if name not in available:
         raise UnknownDatasetError(
             f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"
         )
+
+
+def dataset_root(name: str, data_dir: Path | None, uploads_dir: Path | None) -> Path | None:
+    """The folder a job hands `load_dataset` for `name`: the uploads folder for an uploaded
+    data set the data directory does not also hold, else the data directory."""
+    if name in _NAMED or uploads_dir is None or not (uploads_dir / name).is_dir():
+        return data_dir
+    if data_dir is not None and (data_dir / name).exists():
+        return data_dir
+    return uploads_dir
 
 
 def load_dataset(

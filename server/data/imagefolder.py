@@ -159,9 +159,19 @@ def find_imagefolders(data_dir: Path) -> list[DatasetInfo]:
                 "train_count": len(layout.train),
                 "test_count": len(layout.test),
                 "image_size": [3, INPUT_SIZE, INPUT_SIZE],
+                "class_counts": _class_counts(layout),
             }
         )
     return out
+
+
+def _class_counts(layout: _Layout) -> dict[str, dict[str, int]]:
+    """{class: {"train": n, "test": m}}, image files per class and split."""
+    counts = {c: {"train": 0, "test": 0} for c in layout.classes}
+    for split, items in (("train", layout.train), ("test", layout.test)):
+        for _, label in items:
+            counts[layout.classes[label]][split] += 1
+    return counts
 
 
 def _limit(items: list[tuple[Path, int]], limit: int | None, seed: int) -> list:

@@ -22,12 +22,13 @@ from typing import IO
 
 from fastapi import FastAPI
 
-from server.service.api import bundles, jobs, onchip, pages, sweeps, system
+from server.service.api import bundles, datasets, jobs, onchip, pages, sweeps, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
+from server.service.datasets import DatasetStore
 from server.service.executor import make_runner
-from server.service.guard import Guard
+from server.service.guard import BodyBound, Guard
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
 from server.service.openapi import install_openapi
@@ -96,13 +97,15 @@ def create_app(
     sweep_store = SweepStore(settings.db_path, store, settings.checkpoint_dir)
     sweep_store.init_schema()
     coordinator = SweepCoordinator(sweep_store, runner.wake, settings.poll_interval_s)
-    ctx = ServerContext(settings, store, bundle_store, runner, metrics, sweep_store)
+    dataset_store = DatasetStore(settings)
+    ctx = ServerContext(settings, store, bundle_store, runner, metrics, sweep_store, dataset_store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lock = state_lock or _lock_state_dir(settings)
         keeper = _hold_open(settings.db_path)
         try:
+            dataset_store.clean()
             added = bundle_store.scan(settings.publish_rule)
             if added:
                 log.info("registered %d bundle file(s) found in %s", added, settings.bundle_dir)
@@ -134,12 +137,21 @@ def create_app(
         protect_reads=settings.protect_reads,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        large_bodies={
+            ("POST", datasets.UPLOAD_PATH): BodyBound(
+                settings.dataset_max_upload_bytes,
+                settings.dataset_upload_timeout_s,
+                "SIQ_DATASET_MAX_UPLOAD_BYTES",
+                "SIQ_DATASET_UPLOAD_TIMEOUT_S",
+            )
+        },
     )
     app.include_router(jobs.router)
     app.include_router(bundles.router)
     app.include_router(onchip.router)
     app.include_router(sweeps.router)
     app.include_router(system.router)
+    app.include_router(datasets.router)
     app.include_router(pages.router)  # the dashboard at / (server/service/api/pages.py)
     return app
 

@@ -6,7 +6,8 @@ sees it. A pure ASGI middleware, so it can answer without reading the body:
   SIQ_PROTECT_READS so are reads, the API description (/openapi.json, /docs, /redoc) and
   /metrics included; /healthz and /readyz stay open for orchestrators;
 - a body over SIQ_MAX_BODY_BYTES is refused with 413: from Content-Length at once, or while
-  it streams in when the length is not declared;
+  it streams in when the length is not declared; a route that takes large bodies (POST
+  /datasets: an archive) has its own bound and deadline (`large_bodies`);
 - a body that has not all arrived SIQ_BODY_TIMEOUT_S after its headers is answered 408: one
   deadline for the whole body, not per read, so a sender that trickles a byte now and then
   is cut off as surely as one that stops (uvicorn has no read timeout of its own, so a slow
@@ -24,12 +25,13 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import AuthError, SIQError, error_body
 
-__all__ = ["Guard", "token_problem", "OPEN_PATHS", "PROTECTED_READ_PATHS"]
+__all__ = ["Guard", "BodyBound", "token_problem", "OPEN_PATHS", "PROTECTED_READ_PATHS"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,21 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BodyBound:
+    """How large a request body may be and how long it may take to arrive, and the
+    settings that say so (named in the 413 and 408 answers)."""
+
+    max_bytes: int
+    timeout_s: float
+    size_setting: str
+    timeout_setting: str = "SIQ_BODY_TIMEOUT_S"
+
+    def too_large(self) -> str:
+        return f"the request body is over the {self.max_bytes}-byte limit ({self.size_setting})"
+
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -69,19 +86,23 @@ class Guard:
         protect_reads: bool,
         max_body_bytes: int,
         body_timeout_s: float,
+        large_bodies: Mapping[tuple[str, str], BodyBound] | None = None,
     ) -> None:
+        """`large_bodies`: (method, path) -> the bound of a route that takes more than
+        `max_body_bytes` or longer than `body_timeout_s`."""
         self.app = app
         self.token = token
         self.protect_reads = protect_reads
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
+        self.bound = BodyBound(max_body_bytes, body_timeout_s, "SIQ_MAX_BODY_BYTES")
+        self.large_bodies = dict(large_bodies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(scope, headers)
+        bound = self.large_bodies.get((scope["method"], scope["path"]), self.bound)
+        refusal = self._refusal(scope, headers, bound)
         if refusal is not None:
             await _answer(send, refusal.http_status, error_body(refusal), _auth_headers(refusal))
             return
@@ -111,7 +132,7 @@ class Guard:
             return {"type": "http.disconnect"}
 
         try:
-            await self.app(scope, self._limited(receive, refuse), tracking_send)
+            await self.app(scope, self._limited(receive, refuse, bound), tracking_send)
         except Exception:
             if refused:
                 return
@@ -120,10 +141,7 @@ class Guard:
                 message = "internal error; the server log has the details"
                 await _answer(send, 500, _body(500, "internal_error", message))
 
-    def _too_large(self) -> str:
-        return f"the request body is over the {self.max_body_bytes}-byte limit (SIQ_MAX_BODY_BYTES)"
-
-    def _refusal(self, scope: Scope, headers: dict[str, str]) -> SIQError | None:
+    def _refusal(self, scope: Scope, headers: dict[str, str], bound: BodyBound) -> SIQError | None:
         path, method = scope["path"], scope["method"]
         if path not in OPEN_PATHS:
             needs_token = method not in _READ_METHODS or (
@@ -136,18 +154,21 @@ class Guard:
             length is not None
             and length.isascii()
             and length.isdigit()
-            and int(length) > self.max_body_bytes
+            and int(length) > bound.max_bytes
         ):
-            err = SIQError(self._too_large())
+            err = SIQError(bound.too_large())
             err.code, err.http_status = "body_too_large", 413
             return err
         return None
 
     def _limited(
-        self, receive: Receive, refuse: Callable[[int, str, str], Awaitable[Message]]
+        self,
+        receive: Receive,
+        refuse: Callable[[int, str, str], Awaitable[Message]],
+        bound: BodyBound,
     ) -> Receive:
         received, complete = 0, False
-        deadline = asyncio.get_running_loop().time() + self.body_timeout_s  # the whole body's
+        deadline = asyncio.get_running_loop().time() + bound.timeout_s  # the whole body's
 
         async def limited_receive() -> Message:
             nonlocal received, complete
@@ -158,14 +179,14 @@ class Guard:
                     message = await receive()
             except TimeoutError:
                 late = (
-                    f"the request body did not arrive within {self.body_timeout_s:g} s "
-                    f"(SIQ_BODY_TIMEOUT_S, for the whole body; {received} bytes came)"
+                    f"the request body did not arrive within {bound.timeout_s:g} s "
+                    f"({bound.timeout_setting}, for the whole body; {received} bytes came)"
                 )
                 return await refuse(408, "body_timeout", late)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    return await refuse(413, "body_too_large", self._too_large())
+                if received > bound.max_bytes:
+                    return await refuse(413, "body_too_large", bound.too_large())
                 complete = not message.get("more_body", False)
             return message
 

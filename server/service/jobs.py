@@ -349,6 +349,14 @@ class JobStore:
             claimed = conn.execute("SELECT * FROM jobs WHERE id = ?", (row[0],)).fetchone()
         return JobRecord.from_row(claimed)
 
+    def active_datasets(self) -> set[str]:
+        """The data sets queued and running jobs name (DELETE /datasets refuses those)."""
+        with connect(self.db_path, write=False) as conn:
+            rows = conn.execute(
+                "SELECT config FROM jobs WHERE status IN ('queued', 'running')"
+            ).fetchall()
+        return {_stored_params(r[0]).dataset for r in rows}
+
     def running_with_cancel_request(self) -> set[str]:
         with connect(self.db_path, write=False) as conn:
             rows = conn.execute(

@@ -21,8 +21,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from server.data import dataset_root
 from server.service.job_worker import job_main
 from server.service.jobs import JobStore
 from server.service.settings import ServerSettings
@@ -50,7 +52,8 @@ class JobRunner:
         """Runs `settings.pipeline` for the jobs of `store`, at most
         `settings.max_concurrent_jobs` at once; `on_job_end(job_id)` after each."""
         self.store = store
-        self.pipeline, self.data_dir = settings.pipeline, settings.data_dir
+        self.pipeline = settings.pipeline
+        self.data = (settings.data_dir, settings.uploads_dir)  # where data sets are found
         self.bundle_dir = settings.bundle_dir
         self.publish_rule = settings.publish_rule
         self.max_concurrent = settings.max_concurrent_jobs
@@ -107,15 +110,16 @@ class JobRunner:
             job = self.store.claim_next()
             if job is None:
                 break
-            self._spawn(job.id, job.attempt)
+            data_dir = dataset_root(job.spec.params.dataset, *self.data)
+            self._spawn(job.id, job.attempt, data_dir)
 
-    def _spawn(self, job_id: str, attempt: int) -> None:
+    def _spawn(self, job_id: str, attempt: int, data_dir: Path | None) -> None:
         args = (
             str(self.store.db_path),
             job_id,
             attempt,
             self.pipeline,
-            str(self.data_dir) if self.data_dir else None,
+            str(data_dir) if data_dir else None,
             str(self.bundle_dir),
             self.publish_rule.as_dict(),
         )

@@ -32,6 +32,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
 
+from server.data import dataset_root
 from server.service.bundles import BundleStore
 from server.service.checkpoints import read_checkpoint, write_checkpoint
 from server.service.jobs import JobRecord, JobStore, progress_of
@@ -221,13 +222,18 @@ class RayRunner:
     def _submit(self, job: JobRecord) -> None:
         try:
             checkpoint = self._checkpoint_for(job)
+            # an uploaded data set is in the server's state directory: a Ray node reads it
+            # only where it shares that filesystem (its own SIQ_DATA_DIR comes first)
+            data_dir = dataset_root(
+                job.spec.params.dataset, self.settings.data_dir, self.settings.uploads_dir
+            )
             ref = self._remote.remote(
                 self._ledger,
                 job.id,
                 job.attempt,
                 job.spec,
                 self.settings.pipeline,
-                str(self.settings.data_dir) if self.settings.data_dir else None,
+                str(data_dir) if data_dir else None,
                 checkpoint,
             )
         except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly

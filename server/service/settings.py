@@ -59,6 +59,29 @@ class ServerSettings(BaseSettings):
     publish_min_accuracy_over_chance: float = Field(0.05, le=1, description="negative: off")
     publish_max_drop: float = Field(0.05, le=1, description="vs current latest; negative: off")
     max_queued_jobs: int = Field(16, ge=1, le=10_000, description="then submits get 429")
+    # data sets uploaded over POST /datasets (server/data/archive.py, upload.py): the archive
+    # is streamed to disk, then unpacked under these limits
+    dataset_max_upload_bytes: int = Field(
+        1 << 30, ge=1024, le=1 << 40, description="an archive above this is refused (413)"
+    )
+    dataset_upload_timeout_s: float = Field(
+        900.0, gt=0, le=86_400, description="an archive must arrive within this (408)"
+    )
+    dataset_max_files: int = Field(
+        50_000, ge=1, le=10_000_000, description="members in an archive, folders included"
+    )
+    dataset_max_file_bytes: int = Field(
+        32 << 20, ge=1, le=1 << 40, description="one unpacked file (a decompression bomb)"
+    )
+    dataset_max_total_bytes: int = Field(
+        4 << 30, ge=1, le=1 << 44, description="all unpacked files (a decompression bomb)"
+    )
+    dataset_max_ratio: float = Field(
+        100.0, ge=1, le=1_000_000, description="unpacked bytes / archive bytes (a bomb)"
+    )
+    dataset_test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="test share of a <class>/* archive's hash split"
+    )
 
     @field_validator("api_token", "bundle_hmac_key")
     @classmethod
@@ -92,6 +115,11 @@ class ServerSettings(BaseSettings):
     @property
     def bundle_dir(self) -> Path:
         return self.state_dir / "bundles"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Data sets uploaded over POST /datasets (server/service/datasets.py)."""
+        return self.state_dir / "datasets"
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -130,6 +130,11 @@ class BundleList(BaseModel):
     items: list[BundleInfo]
 
 
+class ClassCount(BaseModel):
+    train: int
+    test: int
+
+
 class DatasetInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -138,6 +143,10 @@ class DatasetInfo(BaseModel):
     train_count: int
     test_count: int
     image_size: list[int]
+    class_counts: dict[str, ClassCount] | None = Field(
+        None, description="image files per class and split (image folders)"
+    )
+    uploaded: bool = Field(False, description="uploaded over POST /datasets (DELETE-able)")
 
 
 class HealthStatus(BaseModel):

@@ -22,6 +22,13 @@ float64); a layer without such constants gets the int64 formula, `(acc + bias) *
 values that survive the clip, truncating division is the floor). A max-pool after a layer
 whose requantisation runs in float32 is applied to the accumulators, as the engine does.
 
+The graph is walked in DAG form (`shared.network.graph.as_dag`; a version 1 or 2 chain is
+the DAG whose nodes each read the one before, and exports as it always did), one ONNX value
+per node: adds in int64 with the contract's formula, average pools as integer sums divided
+with its rounding, relu6 as every requantisation form clipped at `clamp_max`, accumulators
+(activation "none") as the logits or an add's first input (`layers`). A max-pool goes into
+the requantisation before it only where it is that node's one reader.
+
 Runtimes must not rewrite this arithmetic: ONNX Runtime's fusions that fold a Mul or Add
 into a Conv/MatMul's weights (`UNSAFE_FUSIONS`) would; `shared.engine.onnx_engine` turns them off
 and the tests check which ops its optimised graph keeps.
@@ -75,7 +82,8 @@ def to_onnx(
     `quantize_input`'s own float64 ops). Output `logits`: int32 (N, classes), equal to
     `IntegerNetwork.forward_int`. `logits_dtype=None` leaves the logits in the last layer's
     accumulator type (float32 from a float32 layer: exact integers), sparing a Cast.
-    ExportError when the network cannot be expressed.
+    A chain (format versions 1, 2) or a DAG (version 3). ExportError when the network cannot
+    be expressed in the carrier.
     """
     if carrier not in ("int", "float", "fast") or inputs not in ("codes", "images"):
         raise ValueError("carrier must be int, float or fast; inputs codes or images")

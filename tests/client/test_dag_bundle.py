@@ -24,8 +24,7 @@ MODEL = "random-dag"  # the data set of tests.factories' DAG bundles
 BACKENDS = ["onnxruntime", "numpy"]
 
 
-@pytest.fixture(scope="module")
-def dag_bundle() -> bytes:
+def dag_network() -> bytes:
     """A small MobileNet/ResNet-like photo network: stem, a depthwise-separable block whose
     pointwise accumulators add to the stem's codes, a strided separable block, an average
     pool, a global average pool and a linear layer; 3 x 16 x 16 photos, 4 classes."""
@@ -36,6 +35,11 @@ def dag_bundle() -> bytes:
     x = b.conv(b.depthwise(x, 3, stride=2, padding=1), 12, 1, activation="relu6")
     x = b.global_avgpool(b.avgpool(x, 2, 1))
     return encode_bundle(*b.network(b.linear(x, 4, activation="none")))
+
+
+@pytest.fixture(scope="module")
+def dag_bundle() -> bytes:
+    return dag_network()
 
 
 @pytest.fixture(scope="module")

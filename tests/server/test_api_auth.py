@@ -57,8 +57,8 @@ def test_protect_reads_covers_reads_but_not_health(tmp_path: Path) -> None:
     "settings, protected",
     [
         ({}, set()),
-        ({"api_token": TOKEN}, {"post"}),
-        ({"api_token": TOKEN, "protect_reads": True}, {"post", "get"}),
+        ({"api_token": TOKEN}, {"post", "delete"}),
+        ({"api_token": TOKEN, "protect_reads": True}, {"post", "delete", "get"}),
     ],
     ids=["no token", "token", "token and protected reads"],
 )
@@ -76,4 +76,5 @@ def test_the_api_description_declares_the_token_where_it_is_checked(
             demanded = method in protected and path not in ("/healthz", "/readyz")
             assert ("security" in operation) == demanded, (method, path)
             assert ("401" in operation["responses"]) == demanded, (method, path)
-            assert ("507" in operation["responses"]) == (method == "post"), (method, path)
+            writes = method in ("post", "delete")
+            assert ("507" in operation["responses"]) == writes, (method, path)

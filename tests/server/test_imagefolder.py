@@ -117,6 +117,7 @@ def test_find_and_registry(tmp_path: Path) -> None:
         "train_count": 6,
         "test_count": 3,
         "image_size": [3, S, S],
+        "class_counts": {"a": {"train": 3, "test": 1}, "b": {"train": 3, "test": 2}},
     }
     assert found["flat"]["train_count"] + found["flat"]["test_count"] == 8
     names = [d["name"] for d in list_datasets(tmp_path)]

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.service.bundles import BundleStore
+from server.service.datasets import DatasetStore
 from server.service.executor import Runner
 from server.service.guard import token_problem
 from server.service.jobs import JobStore
@@ -38,6 +39,7 @@ class ServerContext:
     runner: Runner
     metrics: ServerMetrics
     sweeps: SweepStore
+    datasets: DatasetStore
 
 
 def get_context(request: Request) -> ServerContext:

@@ -128,7 +128,7 @@ def submit_job(
     runner: RunnerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> QuantizeJobPublic:
-    check_dataset(body.dataset, settings.data_dir)
+    check_dataset(body.dataset, settings.data_dir, settings.uploads_dir)
     job, created = jobs.create(JobSpec(params=body), idempotency_key, settings.max_queued_jobs)
     if created:
         runner.wake()

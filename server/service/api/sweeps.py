@@ -47,7 +47,7 @@ def submit_sweep(
     sweeps: SweepStoreDep,
     runner: RunnerDep,
 ) -> dict[str, Any]:
-    check_dataset(body.dataset, settings.data_dir)
+    check_dataset(body.dataset, settings.data_dir, settings.uploads_dir)
     sweep_id = sweeps.create(body)
     runner.wake()
     response.headers["Location"] = f"/quantize-sweeps/{sweep_id}"

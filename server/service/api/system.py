@@ -1,17 +1,15 @@
-"""Health, readiness, Prometheus metrics and the data sets the server can train on."""
+"""Health, readiness and Prometheus metrics (the data sets: api/datasets.py)."""
 
 from __future__ import annotations
 
 import tempfile
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from server.data import list_datasets
-from server.service.api.deps import ContextDep, SettingsDep, require_reader
-from server.service.api.errors import ERROR_RESPONSES
+from server.service.api.deps import ContextDep
 from server.service.metrics import CONTENT_TYPE_LATEST
-from shared.api import DatasetInfo, HealthStatus
+from shared.api import HealthStatus
 
 __all__ = ["router"]
 
@@ -52,15 +50,3 @@ def readyz(ctx: ContextDep) -> Response:
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
 def metrics(ctx: ContextDep) -> Response:
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get(
-    "/datasets",
-    response_model=list[DatasetInfo],
-    dependencies=[Depends(require_reader)],
-    responses={code: ERROR_RESPONSES[code] for code in (401, 403)},  # SIQ_PROTECT_READS
-    tags=["datasets"],
-    summary="Data sets available for quantize jobs",
-)
-def datasets(settings: SettingsDep) -> list[DatasetInfo]:
-    return [DatasetInfo(**d) for d in list_datasets(settings.data_dir)]
