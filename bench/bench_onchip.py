@@ -3,6 +3,7 @@
 
     python -m bench.bench_onchip                       # what `make bench` runs
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
+    python -m bench.bench_onchip --cmsis-nn DIR        # also against Arm's CMSIS-NN (issue 29)
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
 W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus mixed-width configs
@@ -12,6 +13,13 @@ Per bundle: the C library is checked against shared.engine on the host (every MN
 image) and in QEMU (Cortex-M3 and Cortex-M4), and its flash, RAM and instructions per
 inference are measured. Instruction counts come from QEMU's -icount (deterministic), so
 they need no interleaved rounds; only wall-clock figures would.
+
+With `--cmsis-nn DIR` (a CMSIS-NN source tree; never part of the product) the W4A4 bundle and
+the 8-bit baseline are also compared with the same network on CMSIS-NN's int8 and int4-weight
+kernels (bench/onchip_peers.py), at each project's own flags, -O2 and -Os, with estimated
+cycles from an instruction trace (scripts/onchip/cycles.py) and the Cortex-M0 rows; without
+it those rows say skipped and why. `--measure-bundles FOLDER --cmsis-nn DIR` does it for kept
+bundles without training.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.onchip_peers import compare, skipped
 from bench.onchip_report import render
 from bench.report import default_data_dir, utc_now
 from scripts.onchip.toolchain import (
@@ -110,6 +119,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true")
+    p.add_argument(
+        "--cmsis-nn",
+        type=Path,
+        default=None,
+        help="a CMSIS-NN source tree (github.com/ARM-software/CMSIS-NN): compare with its int8 "
+        "and int4-weight kernels; skipped without it",
+    )
+    p.add_argument(
+        "--cmsis-nn-commit", default=None, help="its commit, when DIR is no git checkout"
+    )
+    p.add_argument(
+        "--peer-images", type=int, default=300, help="MNIST images for the peers' accuracy"
+    )
+    p.add_argument("--peer-chip-images", type=int, default=5, help="images run per peer build")
+    p.add_argument(
+        "--no-cycles",
+        dest="cycles",
+        action="store_false",
+        help="no instruction traces (per-layer figures and estimated cycles take minutes)",
+    )
     p.add_argument(
         "--smallest-from",
         type=Path,
@@ -242,6 +271,30 @@ def _order(bundle: Bundle) -> tuple[int, int]:
     return rank, -int(bundle.manifest["weight_bits"])
 
 
+def cmsis_rows(
+    args: argparse.Namespace, bundles: list[Bundle], ds: Any, work: Path
+) -> dict[str, Any]:
+    """The CMSIS-NN comparison (bench/onchip_peers.py) of the uniform-width W4A4 k-means bundle
+    and the 8-bit baseline, or why it is skipped."""
+    siq: dict[str, Bundle] = {}
+    for bundle in bundles:
+        bits = {int(v["weight_bits"]) for v in bundle.manifest["graph"] if "weight_bits" in v}
+        if (
+            bits == {4}
+            and _quantizer(bundle) == "kmeans"
+            and bundle.manifest["activation_bits"] == 4
+        ):
+            siq.setdefault("SIQ W4A4", bundle)
+        elif bits == {8} and _quantizer(bundle) == "uniform":
+            siq.setdefault("SIQ 8-bit baseline", bundle)
+    if "SIQ W4A4" not in siq:
+        return skipped("no uniform-width W4A4 k-means MNIST bundle in this run")
+    siq = {"SIQ W4A4": siq["SIQ W4A4"], **{k: v for k, v in siq.items() if k != "SIQ W4A4"}}
+    _log("CMSIS-NN comparison" + (f" ({args.cmsis_nn})" if args.cmsis_nn else ": skipped"))
+    calibration = ds.train_x[:200] if len(ds.train_x) else ds.test_x[-200:]
+    return compare(args, siq, ds.test_x, ds.test_y, calibration, work)
+
+
 def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Rows for the bundles a run kept (--keep-bundles), without training: their float
     figures come from their manifests, which must name one float MNIST model."""
@@ -275,6 +328,7 @@ def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
             row["float_accuracy"] = res["float_accuracy"]
             row["bundle_bytes"] = size
             res["mnist"].append(row)
+        res["cmsis"] = cmsis_rows(args, [b for b, _ in mnist], ds, Path(tmp) / "cmsis")
         office = [b for b in bundles if b[0].manifest["provenance"]["dataset"] == "office10"]
         if office and not args.no_office10:
             bundle, size = office[0]
@@ -330,6 +384,7 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         keep = args.keep_bundles or work / "bundles"
+        bundles: list[Bundle] = []
         for b, a, wq, layers in configs:
             cfg = JobParams(
                 **base, weight_bits=b, activation_bits=a, weight_quantizer=wq, bits_per_layer=layers
@@ -342,6 +397,8 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
             row["float_accuracy"] = fm.float_accuracy
             row["bundle_bytes"] = r.bundle_bytes
             res["mnist"].append(row)
+            bundles.append(bundle)
+        res["cmsis"] = cmsis_rows(args, bundles, ds, work / "cmsis")
         if save is not None:
             save({**res, "seconds": time.perf_counter() - started}, partial=True)
         if not args.no_office10:

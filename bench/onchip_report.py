@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render", "GOALS"]
+__all__ = ["render", "cmsis_section", "GOALS"]
 
 KB = 1024
 # the W4A4 MNIST network's goals (issue 12)
@@ -338,5 +338,134 @@ def render(
         "",
         *_energy(siq),
         "",
+        *cmsis_section(res.get("cmsis")),
     ]
     return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def cmsis_section(cmp: dict[str, Any] | None) -> list[str]:
+    """The CMSIS-NN comparison (bench/onchip_peers.py), or the line saying why it was skipped."""
+    lines = ["## Against Arm's CMSIS-NN (int8 and int4 weights), same network, same harness", ""]
+    if not cmp or cmp.get("skipped"):
+        why = cmp["skipped"] if cmp else "not run (results from before the comparison existed)"
+        return [*lines, f"Skipped: {why}.", ""]
+    lines += [
+        f"CMSIS-NN from `{cmp['cmsis_nn']}`, {cmp['version']}. The W4A4 bundle's network "
+        "(its integer layers without rounding) quantised as TensorFlow Lite Micro does: int8 "
+        "activations (asymmetric), weights int8 per channel, or int4 (arm_convolve_s4 per "
+        "channel, arm_fully_connected_s4 per tensor); arm_convolve_wrapper_s8 / "
+        "arm_convolve_s4, arm_max_pool_s8, arm_fully_connected_per_channel_s8 / "
+        "arm_fully_connected_s4 (bench/cmsis_peer.py). Both libraries are linked into the same "
+        "QEMU Cortex-M4 firmware (mps2-an386, -icount) with newlib's memcpy / memset; flash = "
+        "text + rodata + data of the library as linked (unused kernels dropped), RAM = its data "
+        "+ bss + deepest stack.",
+        "",
+        "| peer | weights | accuracy (host, first test images) | agrees with SIQ W4A4's labels |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, p in cmp["peers"].items():
+        lines.append(
+            f"| {name} | int{p['weight_bits']} | {100 * p['accuracy']:.2f} % ({p['host_images']}) "
+            f"| {100 * p['agrees_with_siq_engine']:.2f} % |"
+        )
+    sets = cmp["flag_sets"]
+    lines += [
+        "",
+        "Flags: "
+        + "; ".join(
+            f"**{k}**: SIQ `{' '.join(v['siq'])}`, CMSIS-NN `{' '.join(v['cmsis_nn'])}`"
+            for k, v in sets.items()
+        )
+        + " (all with `-mcpu=cortex-m4 -mthumb -mfloat-abi=soft`).",
+        "",
+        "| flags | build | flash B | RAM B | M4 instructions | vs CMSIS-NN int8 | vs CMSIS-NN int4 | logits as expected |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    builds = cmp["builds"]
+    for flags in sets:
+        rows = [r for r in builds if r["flags"] == flags]
+        int8 = next((r for r in rows if r["build"] == "CMSIS-NN int8"), None)
+        int4 = next((r for r in rows if r["build"] == "CMSIS-NN int4 weights"), None)
+        for r in rows:
+            lines.append(
+                f"| {flags} | {r['build']} | {r['flash_bytes']:,} | {r['ram_bytes']:,} | "
+                f"{r['instructions']:,.0f} | {_ratio(r['instructions'], int8 and int8['instructions'])} | "
+                f"{_ratio(r['instructions'], int4 and int4['instructions'])} | {r['equal']} |"
+            )
+    lines += [
+        "",
+        "Flash ratios against CMSIS-NN int4 weights: "
+        + "; ".join(
+            f"{flags}: {_ratio(r['flash_bytes'], p['flash_bytes'])}"
+            for flags in sets
+            for r in builds
+            for p in builds
+            if r["flags"] == p["flags"] == flags
+            and r["build"] == "SIQ W4A4"
+            and p["build"] == "CMSIS-NN int4 weights"
+        )
+        + ". \"Logits as expected\": SIQ's equal shared.engine's; a peer's equal its own host build's.",
+        "",
+    ]
+    traced = [r for r in builds if "trace" in r]
+    m0_traced = [r for r in cmp.get("m0", []) if "trace" in r]
+    if traced or m0_traced:
+        lines += [
+            f"### Estimated cycles per inference (estimates, not measurements), {cmp['traced_flags']} builds",
+            "",
+            "From QEMU's executed instruction stream (one instruction per block, registers before "
+            "each) and the instruction timing tables of Arm's Cortex-M4 (ARM DDI 0439B, Table 3-1) "
+            "and Cortex-M0 (ARM DDI 0432C, Table 3-1) technical reference manuals, cited in "
+            "scripts/onchip/cycles.py with the model's assumptions (pipeline refill P = 2 on the "
+            "M4; with W flash wait states, each data word read from flash and each taken branch "
+            "costs W more; sequential fetch hidden).",
+            "",
+            "| chip | build | instructions | cycles, 0 wait states | flash wait states W | cycles at W | loads from flash | taken branches |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for chip, rows in (("M4", traced), ("M0", m0_traced)):
+            for r in rows:
+                t = r["trace"]
+                w = t["wait_states"]
+                lines.append(
+                    f"| {chip} | {r['build']} | {t['instructions']:,} | {t['cycles_0ws']:,} | {w} | "
+                    f"{t[f'cycles_{w}ws']:,} | {t['flash_loads']:,} | {t['taken_branches']:,} |"
+                )
+        lines += [
+            "",
+            "Per layer (M4; a layer's instructions run from its first weight or table read to the "
+            "next layer's, so a pool and the requantisation go with the layer before; `input` is "
+            "the work before the first layer's weights are read):",
+            "",
+            "| build | layer | instructions | cycles, 0 wait states | loads from flash |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in traced:
+            for layer, v in r["trace"]["layers"].items():
+                lines.append(
+                    f"| {r['build']} | {layer} | {v['instructions']:,} | {v['cycles_0ws']:,} | "
+                    f"{v['flash_loads']:,} |"
+                )
+        lines.append("")
+    m0 = cmp.get("m0", [])
+    if m0:
+        lines += [
+            "### Cortex-M0 (QEMU microbit: nRF51, 256 KB flash, 16 KB SRAM; no DSP, no divide)",
+            "",
+            "| flags | build | fits | flash B | RAM B | M0 instructions | logits as expected |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
+        for r in m0:
+            if r["fits"]:
+                lines.append(
+                    f"| {r['flags']} | {r['build']} | yes | {r['flash_bytes']:,} | {r['ram_bytes']:,} | "
+                    f"{r['instructions']:,.0f} | {r['equal']} |"
+                )
+            else:
+                lines.append(f"| {r['flags']} | {r['build']} | no: {r['why']} | | | | |")
+        lines.append("")
+    return lines

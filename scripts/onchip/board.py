@@ -1,9 +1,11 @@
-"""Board support for the QEMU test firmware (mps2-an385 = Cortex-M3, mps2-an386 = Cortex-M4F):
-linker script, startup code with semihosting, SysTick, a stack high-water mark, and the
-harness that runs embedded images through `siq_predict`. Nothing of it is part of the
-generated library; it only hosts it.
+"""Board support for the QEMU test firmware (mps2-an385 = Cortex-M3, mps2-an386 = Cortex-M4F,
+microbit = the nRF51's Cortex-M0): linker script, startup code with semihosting, SysTick, a
+stack high-water mark, and the harness that runs embedded images through `siq_predict`.
+Nothing of it is part of the generated library; it only hosts it (memcpy and memset come
+from newlib, as on a real part).
 
-Both boards have code memory at 0x0 and SRAM at 0x20000000. Output goes through Arm
+Every board has code memory at 0x0 and SRAM at 0x20000000; the microbit's are small (256 KB
+flash, 16 KB SRAM), so a firmware that does not fit fails at link time, as on the part. Output goes through Arm
 semihosting (`bkpt 0xAB`). Time comes from SysTick on the processor clock, counted with its
 wrap-around interrupt; under `qemu -icount shift=N` it advances with instructions, and the
 firmware measures a calibration loop of a known instruction count so the host can turn ticks
@@ -12,17 +14,33 @@ into instructions without knowing the clock.
 
 from __future__ import annotations
 
-__all__ = ["LINKER_SCRIPT", "STARTUP_C", "harness_c", "HOST_HARNESS_C", "CALIBRATION_LOOPS"]
+__all__ = [
+    "linker_script",
+    "LINKER_SCRIPT",
+    "STARTUP_C",
+    "harness_c",
+    "HOST_HARNESS_C",
+    "CALIBRATION_LOOPS",
+]
 
 CALIBRATION_LOOPS = 1_000_000  # iterations of a 2-instruction loop (subs, bne)
 
-LINKER_SCRIPT = """
+
+def linker_script(flash: str = "4M", ram: str = "1M") -> str:
+    """The firmware's memory map: flash at 0x0, SRAM at 0x20000000, of these lengths."""
+    return (
+        f"""
 MEMORY
-{
-  FLASH (rx)  : ORIGIN = 0x00000000, LENGTH = 4M
-  RAM   (rwx) : ORIGIN = 0x20000000, LENGTH = 1M
-}
-ENTRY(siq_reset)
+{{
+  FLASH (rx)  : ORIGIN = 0x00000000, LENGTH = {flash}
+  RAM   (rwx) : ORIGIN = 0x20000000, LENGTH = {ram}
+}}
+"""
+        + _SECTIONS
+    )
+
+
+_SECTIONS = """ENTRY(siq_reset)
 SECTIONS
 {
   .text : {
@@ -49,10 +67,10 @@ SECTIONS
   __stack_top = ORIGIN(RAM) + LENGTH(RAM);
 }
 """
+LINKER_SCRIPT = linker_script()
 
 STARTUP_C = r"""
 #include <stdint.h>
-#include <string.h>
 
 extern uint32_t __data_start, __data_end, __data_load, __bss_start, __bss_end;
 extern uint32_t __stack_limit, __stack_top;
@@ -150,26 +168,8 @@ uint32_t siq_stack_lowest(void)
 
 void siq_calibrate(uint32_t loops)
 {
-    __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(loops) : : "cc");
-}
-
-void *memcpy(void *d, const void *s, size_t n)
-{
-    uint8_t *dp = d;
-    const uint8_t *sp = s;
-    while (n--) {
-        *dp++ = *sp++;
-    }
-    return d;
-}
-
-void *memset(void *d, int c, size_t n)
-{
-    uint8_t *dp = d;
-    while (n--) {
-        *dp++ = (uint8_t)c;
-    }
-    return d;
+    /* unified syntax: gcc hands Thumb-1 (Cortex-M0) inline assembly over in divided syntax */
+    __asm__ volatile(".syntax unified\n1: subs %0, %0, #1\n bne 1b" : "+r"(loops) : : "cc");
 }
 
 void siq_reset(void)

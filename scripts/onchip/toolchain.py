@@ -1,9 +1,12 @@
-"""Compile and run generated libraries: with the host's gcc, and cross-compiled for Cortex-M3 /
-Cortex-M4 into a QEMU firmware (tests and the on-chip benchmark use this; the generator itself
-needs no compiler).
+"""Compile and run generated libraries: with the host's gcc, and cross-compiled for Cortex-M0 /
+Cortex-M3 / Cortex-M4 into a QEMU firmware (tests and the on-chip benchmark use this; the
+generator itself needs no compiler).
 
     exe = host_build(cmodel, work)              ; logits = host_run(exe, images)
     fw = firmware_build(cmodel, work, "m4", images) ; run = qemu_run(fw)
+
+`opt` picks the optimisation flags: None is the project's own (OWN_FLAGS), or e.g. ["-Os"].
+A peer library (bench/cmsis_peer.py) links through `link_library` + `firmware_link` instead.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ import numpy as np
 from scripts.onchip.board import (
     CALIBRATION_LOOPS,
     HOST_HARNESS_C,
-    LINKER_SCRIPT,
     STARTUP_C,
     harness_c,
+    linker_script,
 )
 from shared.cgen.emit import CModel
 
 __all__ = [
     "STRICT_FLAGS",
+    "OWN_FLAGS",
     "CPUS",
+    "Board",
     "missing_host_tools",
     "missing_arm_tools",
     "host_build",
@@ -35,15 +40,39 @@ __all__ = [
     "Firmware",
     "QemuRun",
     "firmware_build",
+    "firmware_link",
+    "link_library",
+    "cpu_flags",
+    "run_tool",
+    "ARM_GCC",
     "qemu_run",
+    "qemu_command",
     "library_sizes",
     "undefined_symbols",
 ]
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 OPT = "-O2"
-# name -> (gcc -mcpu, QEMU board)
-CPUS = {"m3": ("cortex-m3", "mps2-an385"), "m4": ("cortex-m4", "mps2-an386")}
+# the flags the bench builds the generated library with: pre-register-allocation scheduling
+# hoists the table loads of the row kernels and spills them (more instructions per MAC)
+OWN_FLAGS = [OPT, "-fno-schedule-insns"]
+
+
+@dataclass(frozen=True)
+class Board:
+    mcpu: str  # gcc -mcpu
+    qemu: str  # qemu-system-arm -M
+    flash: str = "4M"  # the memory the firmware links into
+    ram: str = "1M"
+
+
+# mps2-an385 / an386: Arm's FPGA images (big memories); microbit: the nRF51822, a Cortex-M0
+# (ARMv6-M: no DSP, no divide, no 32x32->64 multiply) with 256 KB flash and 16 KB SRAM
+CPUS = {
+    "m0": Board("cortex-m0", "microbit", "256K", "16K"),
+    "m3": Board("cortex-m3", "mps2-an385"),
+    "m4": Board("cortex-m4", "mps2-an386"),
+}
 ARM_GCC, ARM_SIZE, QEMU = "arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm"
 ICOUNT_SHIFT = 0  # one instruction = 1 ns of guest time
 
@@ -61,7 +90,7 @@ def missing_arm_tools() -> str | None:
     return None
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def run_tool(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, capture_output=True, **kw)
     if done.returncode != 0:
         err = (
@@ -83,14 +112,14 @@ def host_build(model: CModel, work: Path) -> Path:
     src = _write(model, work)
     (work / "host_main.c").write_text(HOST_HARNESS_C)
     exe = work / "siq_host"
-    _run(["gcc", *STRICT_FLAGS, OPT, "-o", str(exe), str(src), str(work / "host_main.c")])
+    run_tool(["gcc", *STRICT_FLAGS, OPT, "-o", str(exe), str(src), str(work / "host_main.c")])
     return exe
 
 
 def host_run(exe: Path, images: np.ndarray, classes: int, timeout: float = 120.0) -> np.ndarray:
     """uint8 images (N, C, H, W) -> int64 logits (N, classes)."""
     data = np.ascontiguousarray(images, dtype=np.uint8).tobytes()
-    out = _run([str(exe)], input=data, timeout=timeout).stdout
+    out = run_tool([str(exe)], input=data, timeout=timeout).stdout
     return np.frombuffer(out, dtype="<i4").reshape(len(images), classes).astype(np.int64)
 
 
@@ -121,13 +150,13 @@ class QemuRun:
 
 def undefined_symbols(obj: Path) -> set[str]:
     """Symbols an object file needs from elsewhere (the library may need memcpy / memset)."""
-    out = _run(["arm-none-eabi-nm", "-u", str(obj)], text=True).stdout
+    out = run_tool(["arm-none-eabi-nm", "-u", str(obj)], text=True).stdout
     return {line.split()[-1] for line in out.splitlines() if line.strip()}
 
 
 def library_sizes(obj: Path, size_tool: str = ARM_SIZE) -> dict[str, int]:
     """Section sizes of an object file, summed into text / rodata / data / bss."""
-    out = _run([size_tool, "-A", str(obj)], text=True).stdout
+    out = run_tool([size_tool, "-A", str(obj)], text=True).stdout
     sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
     for line in out.splitlines():
         parts = line.split()
@@ -142,22 +171,46 @@ def library_sizes(obj: Path, size_tool: str = ARM_SIZE) -> dict[str, int]:
     return sizes
 
 
-def firmware_build(model: CModel, work: Path, cpu: str, images: np.ndarray) -> Firmware:
+def cpu_flags(cpu: str) -> list[str]:
+    return [f"-mcpu={CPUS[cpu].mcpu}", "-mthumb", "-mfloat-abi=soft"]
+
+
+def firmware_build(
+    model: CModel, work: Path, cpu: str, images: np.ndarray, opt: list[str] | None = None
+) -> Firmware:
     """siq_model.c (strict flags) + startup + a harness with the images in flash -> ELF."""
-    mcpu, _ = CPUS[cpu]
     src = _write(model, work)
-    # pre-register-allocation scheduling hoists the table loads of the row kernels and spills
-    # them (measured: 2.3 instead of 2.0 instructions per multiply-accumulate)
-    flags = [f"-mcpu={mcpu}", "-mthumb", "-mfloat-abi=soft", OPT, "-fno-schedule-insns"]
+    flags = [*cpu_flags(cpu), *(OWN_FLAGS if opt is None else opt)]
     obj = work / f"siq_model_{cpu}.o"
-    _run([ARM_GCC, *STRICT_FLAGS, *flags, "-ffreestanding", "-c", "-o", str(obj), str(src)])
+    run_tool([ARM_GCC, *STRICT_FLAGS, *flags, "-ffreestanding", "-c", "-o", str(obj), str(src)])
+    return firmware_link(obj, work, cpu, images, flags)
+
+
+def link_library(objs: list[Path], out: Path, roots: list[str]) -> Path:
+    """Objects -> one relocatable object holding only what `roots` reach (a library's flash as
+    linked, unused kernels dropped); compile the objects with -ffunction-sections
+    -fdata-sections."""
+    keep = [f"-Wl,--undefined={r}" for r in roots]
+    run_tool(
+        [ARM_GCC, "-nostdlib", "-r", "-Wl,--gc-sections", f"-Wl,--entry={roots[0]}", *keep]
+        + ["-o", str(out), *map(str, objs)]
+    )
+    return out
+
+
+def firmware_link(
+    obj: Path, work: Path, cpu: str, images: np.ndarray, flags: list[str]
+) -> Firmware:
+    """A compiled library (its `siq_model.h` in `work`) + startup + a harness with the images
+    in flash -> ELF for `cpu`'s board, built with the same `flags`."""
+    board = CPUS[cpu]
     flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
     (work / "startup.c").write_text(STARTUP_C)
     (work / "main.c").write_text(harness_c(len(flat), flat.shape[1], flat.tobytes()))
-    (work / "link.ld").write_text(LINKER_SCRIPT)
+    (work / "link.ld").write_text(linker_script(board.flash, board.ram))
     elf = work / f"siq_{cpu}.elf"
     board_flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", *flags, "-ffreestanding"]
-    _run(
+    run_tool(
         [
             ARM_GCC,
             *board_flags,
@@ -170,6 +223,9 @@ def firmware_build(model: CModel, work: Path, cpu: str, images: np.ndarray) -> F
             str(obj),
             str(work / "startup.c"),
             str(work / "main.c"),
+            # memcpy / memset from newlib (optimised per architecture): what a library that
+            # calls them gets on a real part, not a byte loop of the harness
+            "-lc",
             "-lgcc",
         ]
     )
@@ -179,15 +235,12 @@ def firmware_build(model: CModel, work: Path, cpu: str, images: np.ndarray) -> F
 _LINE = re.compile(r"^([LTCS]) (.*)$")
 
 
-def qemu_run(fw: Firmware, classes: int, timeout: float = 120.0) -> QemuRun:
-    """Run the firmware on its board; raise unless every line it owes came back."""
-    import time
-
-    _, board = CPUS[fw.cpu]
-    cmd = [
+def qemu_command(fw: Firmware, *extra: str) -> list[str]:
+    """The QEMU command line that runs `fw` on its board, counting instructions (-icount)."""
+    return [
         QEMU,
         "-M",
-        board,
+        CPUS[fw.cpu].qemu,
         "-display",
         "none",
         "-serial",
@@ -198,9 +251,17 @@ def qemu_run(fw: Firmware, classes: int, timeout: float = 120.0) -> QemuRun:
         "enable=on,target=native",
         "-icount",
         f"shift={ICOUNT_SHIFT}",
+        *extra,
         "-kernel",
         str(fw.elf),
     ]
+
+
+def qemu_run(fw: Firmware, classes: int, timeout: float = 120.0) -> QemuRun:
+    """Run the firmware on its board; raise unless every line it owes came back."""
+    import time
+
+    cmd = qemu_command(fw)
     started = time.perf_counter()
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
@@ -210,7 +271,7 @@ def qemu_run(fw: Firmware, classes: int, timeout: float = 120.0) -> QemuRun:
     # a fault before semihosting works exits 0 with no output: only SIQ-OK counts
     if done.returncode != 0 or "SIQ-OK" not in out:
         raise RuntimeError(
-            f"firmware on {board} failed (status {done.returncode}); output:\n{out[-2000:]}"
+            f"firmware on {CPUS[fw.cpu].qemu} failed (status {done.returncode}); output:\n{out[-2000:]}"
         )
     logits: dict[int, list[int]] = {}
     ticks: dict[int, int] = {}
