@@ -268,6 +268,9 @@ class QuantizeSweepCreate(JobKnobs):
         json_schema_extra=_DISTINCT,
         description="a float model each",
     )
+    epochs: float | None = Field(  # a sweep trains its float models: no 0 here
+        None, gt=0, le=MAX_EPOCHS, description="float training epochs (default: the data set's)"
+    )
     byte_budget: int | None = Field(
         None, ge=1, description="the best bundle is the most accurate of at most this size"
     )
@@ -281,8 +284,6 @@ class QuantizeSweepCreate(JobKnobs):
 
     @model_validator(mode="after")
     def _grid(self) -> QuantizeSweepCreate:
-        if self.epochs == 0:
-            raise ValueError("epochs: a sweep trains its float models, so at least some epochs")
         for name in ("weight_bits", "activation_bits", "seeds"):
             values = getattr(self, name)
             if len(set(values)) != len(values):

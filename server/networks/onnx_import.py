@@ -91,7 +91,13 @@ def import_onnx(path: Path, max_nodes: int) -> ImportedNetwork:
             f"the model has {len(model.graph.node)} nodes; this server takes at most "
             f"{max_nodes} (SIQ_NETWORK_MAX_NODES)"
         )
-    return _Importer(model).run()
+    try:
+        return _Importer(model).run()
+    except NetworkError:
+        raise
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        # a node without the inputs or attributes its op has: a malformed model, not ours
+        raise NetworkError(f"a malformed ONNX model ({type(exc).__name__}: {exc})") from None
 
 
 def _attrs(node: Any) -> dict[str, Any]:

@@ -134,7 +134,12 @@ def create_app(
     )
     app.state.ctx = ctx
     # security declared as this server checks it; the data sets it has at each request
-    install_openapi(app, settings, lambda: dataset_names(settings.data_dir, settings.uploads_dir))
+    install_openapi(
+        app,
+        settings,
+        lambda: dataset_names(settings.data_dir, settings.uploads_dir),
+        lambda: [n["name"] for n in network_store.listing()],
+    )
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
     # outermost: refuses a bad token or an oversized body before anything reads the body

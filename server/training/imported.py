@@ -22,6 +22,7 @@ from server.params import JobParams
 from server.progress import ProgressFn, Reporter
 from server.training.augment import augment_for
 from server.training.compress import check_layer_names
+from server.training.device import resolve_device
 from server.training.models import GraphNet, Node
 from server.training.pipeline import (
     VALIDATION_FRACTION,
@@ -98,6 +99,7 @@ def network_float_model(
     """The brought network, fine-tuned for `config.epochs` epochs (none when unset or 0)
     with the data set's recipe, as the float model SIQ starts from."""
     started = time.perf_counter()
+    device = resolve_device(config.device)
     net = decode_network(network)
     check_fits(net, ds, config.network or "")
     model = build_network(net)
@@ -118,6 +120,8 @@ def network_float_model(
             progress=(report or Reporter(None)).part(0, 1, "training", "fine-tuning: "),
             cancel=cancel,
             augment=augment_for(recipe),
+            mixup=recipe.mixup,
+            device=device,
         )
     model.eval()
     return FloatModel(

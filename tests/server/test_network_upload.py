@@ -267,3 +267,24 @@ def test_a_job_whose_data_set_does_not_fit_the_network_is_422(
     assert resp.status_code == 422 and "no network named 'absent'" in resp.text
     resp = client.post("/quantize-jobs", json={**job, "arch": "lenet"})
     assert resp.status_code == 422 and "not both" in resp.text
+
+
+def test_the_cli_quantises_an_onnx_file_on_an_image_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from server.cli import quantize_main
+    from shared.bundle import decode_bundle
+
+    torch.manual_seed(0)
+    model = tmp_path / "my net.onnx"
+    model.write_bytes(to_onnx(TinyResNet(10), SHAPE))
+    argv = ["--network", str(model), "--dataset", str(SAMPLE_DIR / "office10")]
+    argv += ["--weight-bits", "4", "--activation-bits", "5", "--max-iterations", "1"]
+    argv += ["--retrain-epochs", "0.2", "--train-limit", "20", "--test-limit", "10"]
+    assert quantize_main([*argv, "--out", str(tmp_path / "out")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    bundle = decode_bundle(Path(result["bundle_path"]).read_bytes())
+    assert bundle.manifest["provenance"]["config"]["network"] == "my_net"
+    assert quantize_main([*argv[:1], str(tmp_path / "absent.onnx"), *argv[2:], "--out", "x"]) == 2

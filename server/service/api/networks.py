@@ -16,13 +16,15 @@ from server.service.api.errors import ERROR_RESPONSES
 from server.service.networks import NAME_PATTERN
 from shared.api import ErrorResponse
 
-__all__ = ["router", "UPLOAD_PATH"]
+__all__ = ["router", "UPLOAD_PATH", "ONNX_MEDIA_TYPE"]
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 UPLOAD_PATH = "/networks"  # the front door gives its body SIQ_NETWORK_MAX_UPLOAD_BYTES
+# the body's one documented media type (ONNX has no registered one); any Content-Type is taken
+ONNX_MEDIA_TYPE = "application/x-onnx"
 
 _UPLOAD_DOC = f"""The body is a float ONNX model (protobuf, its weights inside it), streamed to
-disk: `curl --data-binary @net.onnx '.../networks?name=mynet'`. One input (N, C, H, W) with
+disk: `curl --data-binary @net.onnx '.../networks?name=mynet'` (any Content-Type). One input (N, C, H, W) with
 fixed C, H = W: the data set's preprocessed images in [0, 1]; one output, the logits.
 
 The ops the integer contract runs: {", ".join(o for o in ONNX_OPS if o != "Constant")}
@@ -69,9 +71,7 @@ def get_one(name: str, ctx: ContextDep) -> dict[str, Any]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
+            "content": {ONNX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
         }
     },
 )
