@@ -18,6 +18,7 @@ mean over seeds for the targets.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iterations", type=int, default=3)
     p.add_argument("--arch", default=None, help="network family (default: the data set's)")
     p.add_argument("--train-limit", type=int, default=None, help="first N training photos")
+    p.add_argument("--mixup", type=float, default=None, help="the recipe's mixup alpha instead")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--resume", action="store_true", help="keep the runs already in the JSON")
@@ -183,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     ds = load_dataset("office10", Path(data_env), train_limit=args.train_limit)
     ds = ds.with_arch(args.arch)
+    if args.mixup is not None:
+        ds = dataclasses.replace(ds, recipe=ds.recipe.model_copy(update={"mixup": args.mixup}))
     result: dict = {
         "dataset": "office10",
         "arch": ds.arch,
+        "mixup": ds.recipe.mixup,
         "command": " ".join(["python -m bench.bench_office10", *(argv or sys.argv[1:])]),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

@@ -65,6 +65,7 @@ class Recipe(BaseModel):
     augment_shift: int = 0  # random shifts of up to this many pixels
     photo_augment: PhotoAugment | None = None
     handwriting_augment: HandwritingAugment | None = None
+    mixup: float = 0.0  # float training mixes batch pairs, lam ~ Beta(mixup, mixup); 0: off
     # the recipes of other network families than the data set's own, by arch
     archs: dict[str, Recipe] = {}
 

@@ -138,6 +138,7 @@ def train_float(
         progress=(report or Reporter(None)).part(0, 1, "training", "float training: "),
         cancel=cancel,
         augment=augment_for(recipe),
+        mixup=recipe.mixup,
     )
     return FloatModel(
         model=model,

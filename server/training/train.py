@@ -99,15 +99,20 @@ def train_model(
     distill: float = 0.0,
     temperature: float = 4.0,
     on_step: Callable[[int, int], object] | None = None,
+    mixup: float = 0.0,
 ) -> float:
     """Train `model` in place for `epochs` (fractions allowed) epochs; returns the mean loss
     of the last 50 batches. `augment` transforms each float batch after the random shifts.
     With a `teacher`, the loss is knowledge distillation (Hinton et al. 2015):
     (1 - distill) * cross-entropy + distill * T^2 * KL(teacher || model) at temperature T.
-    `on_step(step, steps)` runs after each optimiser step (1-based)."""
+    `on_step(step, steps)` runs after each optimiser step (1-based). `mixup` > 0: each batch
+    is mixed with a shuffle of itself, x = lam x + (1 - lam) x', the loss likewise, lam ~
+    Beta(mixup, mixup) (Zhang et al. 2018); 0 leaves the batches (and the random stream) as
+    they are."""
     n = len(y)
     steps = max(1, math.ceil(epochs * n / batch_size))
     gen = torch.Generator().manual_seed(seed)
+    mix_rng = np.random.default_rng(seed)
     xs = torch.from_numpy(np.ascontiguousarray(x_u8))  # (N, C, H, W) uint8
     ys = torch.from_numpy(np.ascontiguousarray(y)).long()  # (N,)
     opt = torch.optim.AdamW(list(model.parameters()), lr=lr, weight_decay=weight_decay)
@@ -133,8 +138,17 @@ def train_model(
         xb = random_shift(to_float(xs[idx]), augment_shift, gen)  # (B, C, H, W)
         if augment is not None:
             xb = augment(xb, gen)
-        logits = model(xb)
-        loss = nn.functional.cross_entropy(logits, ys[idx])
+        yb = ys[idx]
+        if mixup > 0:
+            lam = float(mix_rng.beta(mixup, mixup))
+            other = torch.randperm(len(idx), generator=gen)
+            xb = lam * xb + (1.0 - lam) * xb[other]
+            logits = model(xb)
+            ce = nn.functional.cross_entropy
+            loss = lam * ce(logits, yb) + (1.0 - lam) * ce(logits, yb[other])
+        else:
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
         if teacher is not None and distill > 0:
             loss = (1.0 - distill) * loss + distill * _distillation(
                 logits, teacher, xb, temperature

@@ -485,7 +485,9 @@ class _Emitter:
         self.scratch = max(self.scratch, c)
         geometry = (k, dense.stride, dense.padding)
         self.funcs.append(
-            layers.depthwise(n, (c, h, w), geometry, out, ctype, req, not dense.requantises)
+            layers.depthwise(
+                n, (c, h, w), geometry, out, ctype, req, not dense.requantises, self.a <= 4
+            )
         )
         self._value(dense.name, (c, *out), not dense.requantises)
         plan.out_bytes = self.values[dense.name].nbytes

@@ -281,14 +281,25 @@ def depthwise(
     wtype: str,
     req: str,
     accumulators: bool,
+    nibbles: bool,
 ) -> str:
     """A depthwise convolution on channels-last codes: per output position, every channel's
     k x k taps; a tap's C weights (`siq_dw_<n>`, (kh, kw, C) order, of C type `wtype`) meet the
-    pixel's C codes in one pass; taps in the padding are skipped (code 0 adds nothing)."""
+    pixel's C codes in one pass; taps in the padding are skipped (code 0 adds nothing). With
+    `nibbles` (two codes a byte) and an even C, each byte is loaded once for its two channels."""
     c, h, w = shape
     k, s, p = geometry
     ho, wo = out
     dst, store = _store(f"(oy * {wo}u + ox) * {c}u + ch", "sums[ch]", req, accumulators)
+    if nibbles and c % 2 == 0:  # a byte holds two channels' codes: one load for both
+        taps = f"""                    for (ch = 0; ch < {c}u; ch += 2) {{
+                        uint32_t v = src[(base + ch) >> 1];
+                        sums[ch] += (int32_t)wt[ch] * (int32_t)(v & 15u);
+                        sums[ch + 1] += (int32_t)wt[ch + 1] * (int32_t)(v >> 4);
+                    }}"""
+    else:
+        taps = f"""                    for (ch = 0; ch < {c}u; ch++)
+                        sums[ch] += (int32_t)wt[ch] * (int32_t)siq_get(src, base + ch);"""
     return f"""
 static void siq_{n}(const uint8_t *src, {dst})
 {{
@@ -308,8 +319,7 @@ static void siq_{n}(const uint8_t *src, {dst})
                     const uint32_t base = ((uint32_t)iy * {w}u + (uint32_t)ix) * {c}u;
                     if (ix < 0 || ix >= {w})
                         continue;
-                    for (ch = 0; ch < {c}u; ch++)
-                        sums[ch] += (int32_t)wt[ch] * (int32_t)siq_get(src, base + ch);
+{taps}
                 }}
             }}
             for (ch = 0; ch < {c}u; ch++) {store}

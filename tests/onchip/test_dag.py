@@ -6,6 +6,7 @@ runs, and a chain keeps its two regions."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from scripts.onchip.toolchain import host_build, host_run, missing_host_tools
 from shared.bundle import Bundle, decode_bundle
 from shared.cgen import generate_bundle_c
-from shared.cgen.emit import _plan_arena
+from shared.cgen.emit import _divide, _plan_arena
 from shared.engine.reference import run_reference
 from shared.network import quantize_input
 from tests.factories import GraphBuilder, make_random_bundle, random_dag_bundle
@@ -234,3 +235,21 @@ def test_a_chain_keeps_its_two_regions():
     out = [p.out_bytes for p in model.layers if p.out_bytes]
     assert model.activation_bytes == max(out[0::2]) + max(out[1::2])
     assert f"uint8_t *r1 = r0 + {max(out[0::2])};" in model.files["siq_model.c"]
+
+
+@pytest.mark.parametrize(
+    ("n", "bits"), [(4, 4), (9, 4), (9, 8), (35, 4), (49, 8), (3, 8), (2000, 8)]
+)
+def test_the_average_pools_division_is_exact_on_every_reachable_sum(n, bits):
+    """The C expression for (sum + n // 2) // n, evaluated as uint32 on every sum of n codes:
+    a multiply-shift where one is exact (no division on a Cortex-M0), else `/`."""
+    largest = n * ((1 << bits) - 1)
+    expr = _divide(n, largest)
+    assert ("/" in expr) == (n == 2000)  # 2000 * 255 sums: no exact 32-bit multiply-shift
+    python = re.sub(r"(\d+)u\b", r"\1", expr)
+    total = np.arange(largest + 1, dtype=np.uint64)
+    got = eval(python.replace("/", "//"), {"sum": total})  # noqa: S307 - our own expression
+    assert np.array_equal(got, (total + n // 2) // n)
+    multiplier = re.search(r"\* (\d+)u", expr)
+    if multiplier:  # the product is uint32 in C: it must not wrap
+        assert (largest + n // 2) * int(multiplier.group(1)) < 2**32
