@@ -34,6 +34,7 @@ from client.metrics import ClientMetrics, MetricsMiddleware
 from client.serving.pipeline import make_pipeline
 from client.settings import BundleSource, ClientSettings, load_settings
 from client.workers import serve_workers
+from shared.api.head import HeadAsGet
 from shared.errors import BodyTimeoutError, ConfigError, SIQError, error_body, error_headers
 
 __all__ = ["create_app", "serve_main"]
@@ -125,6 +126,7 @@ def create_app(
     app.state.settings, app.state.manager, app.state.metrics = settings, manager, metrics
     app.state.pipeline = pipeline
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route: GET's headers, no body
     app.add_exception_handler(SIQError, _siq_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -48,6 +48,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _binary = {"type": "string", "format": "binary"}
+_PARTS = ("file", "files")  # each part an image
 
 RECOGNIZE: dict[str, Any] = {
     "summary": "Recognise one image or several",
@@ -61,9 +62,11 @@ RECOGNIZE: dict[str, Any] = {
                         "type": "object",
                         "properties": {
                             "file": {**_binary, "description": "one image"},
-                            "files": {"type": "array", "items": _binary},
+                            "files": {"type": "array", "items": _binary, "minItems": 1},
                         },
+                        "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
                     },
+                    "encoding": {part: {"contentType": ", ".join(IMAGE_TYPES)} for part in _PARTS},
                 },
                 **{media: {"schema": _binary} for media in IMAGE_TYPES},
             },

@@ -177,6 +177,11 @@ class JobKnobs(BaseModel):
             return {k: v for k, v in data.items() if v is not None}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers_are_integers(cls, data: Any) -> Any:
+        return _whole_numbers(data)
+
 
 class JobParams(JobKnobs):
     """Every knob of one quantize job: what the pipeline runs."""
@@ -212,13 +217,24 @@ class QuantizeJobCreate(JobParams):
     activation_bits: ActivationBits
 
 
+_DISTINCT: dict[str, Any] = {"uniqueItems": True}  # the schema says what `_grid` checks
+
+
 class QuantizeSweepCreate(JobKnobs):
     """A job's knobs, with lists where a job has one value: weight_bits, activation_bits
     and seeds span the grid; the other knobs apply to every run."""
 
-    weight_bits: list[WeightBits] = Field(min_length=1, max_length=8)
-    activation_bits: list[ActivationBits] = Field(min_length=1, max_length=7)
-    seeds: list[Seed] = Field([0], min_length=1, max_length=8, description="a float model each")
+    weight_bits: list[WeightBits] = Field(min_length=1, max_length=8, json_schema_extra=_DISTINCT)
+    activation_bits: list[ActivationBits] = Field(
+        min_length=1, max_length=7, json_schema_extra=_DISTINCT
+    )
+    seeds: list[Seed] = Field(
+        [0],
+        min_length=1,
+        max_length=8,
+        json_schema_extra=_DISTINCT,
+        description="a float model each",
+    )
     byte_budget: int | None = Field(
         None, ge=1, description="the best bundle is the most accurate of at most this size"
     )
@@ -251,6 +267,19 @@ class QuantizeSweepCreate(JobKnobs):
         """The parameters of one cell of the grid."""
         cell = {"weight_bits": weight_bits, "activation_bits": activation_bits, "seed": seed}
         return JobParams.model_validate({"dataset": self.dataset, **cell, **self.knobs()})
+
+
+def _whole_numbers(value: Any) -> Any:
+    """`value` with every whole-number float (4.0) an int, in lists and maps too: JSON
+    Schema counts 4.0 as an integer, so an integer knob takes it (4.5 is still refused, and
+    so are strings and booleans: the models stay strict)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

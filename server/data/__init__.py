@@ -28,6 +28,7 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "check_dataset",
+    "dataset_names",
     "dataset_root",
 ]
 
@@ -51,10 +52,16 @@ def list_datasets(data_dir: Path | None, uploads_dir: Path | None = None) -> lis
     return out
 
 
+def dataset_names(data_dir: Path | None, uploads_dir: Path | None = None) -> list[str]:
+    """The names a job may ask for, sorted: what `check_dataset` accepts and the OpenAPI
+    document lists (server/service/openapi.py)."""
+    listed = {d["name"] for d in list_datasets(data_dir, uploads_dir)}
+    return sorted(listed | set(BUILTIN_DATASETS))
+
+
 def check_dataset(name: str, data_dir: Path | None, uploads_dir: Path | None = None) -> None:
     """UnknownDatasetError (naming the available ones) unless `name` can be asked for."""
-    listed = {d["name"] for d in list_datasets(data_dir, uploads_dir)}
-    available = sorted(listed | set(BUILTIN_DATASETS))
+    available = dataset_names(data_dir, uploads_dir)
     if name not in available:
         raise UnknownDatasetError(
             f"unknown data set {name!r}; available: {', '.join(available)} (see GET /datasets)"

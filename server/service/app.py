@@ -22,6 +22,7 @@ from typing import IO
 
 from fastapi import FastAPI
 
+from server.data import dataset_names
 from server.service.api import bundles, datasets, jobs, onchip, pages, sweeps, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
@@ -127,7 +128,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    install_openapi(app, settings)  # security declared as this server checks it
+    # security declared as this server checks it; the data sets it has at each request
+    install_openapi(app, settings, lambda: dataset_names(settings.data_dir, settings.uploads_dir))
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
     # outermost: refuses a bad token or an oversized body before anything reads the body

@@ -7,10 +7,18 @@ or not the server has a token. Here an operation declares `security` (and docume
 writes, or SIQ_PROTECT_READS guards reads (then /metrics too, which the front door guards).
 With no token, the document has no security scheme at all. Every operation that writes
 documents 507 (a full disk, api/errors.py).
+
+The `dataset` of a request body is an enum of the data sets this server has now
+(`server.data.dataset_names`, what the route checks), so a name the document offers is one
+the server takes. Data sets come and go while the server runs (a folder in SIQ_DATA_DIR, an
+upload), so that list is filled in on every request for the document; the rest is built
+once.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -27,8 +35,11 @@ _READS = frozenset({"get", "head", "options"})
 _AUTH_STATUSES = ("401", "403")
 
 
-def install_openapi(app: FastAPI, settings: ServerSettings) -> None:
-    """Make `app.openapi()` answer the document for `settings` (built once, then cached)."""
+def install_openapi(
+    app: FastAPI, settings: ServerSettings, datasets: Callable[[], list[str]]
+) -> None:
+    """Make `app.openapi()` answer the document for `settings`, its request bodies'
+    `dataset` listing `datasets()` as they are at the time of the request."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -39,9 +50,24 @@ def install_openapi(app: FastAPI, settings: ServerSettings) -> None:
                 routes=app.routes,
             )
             app.openapi_schema = describe_auth(doc, settings)
-        return app.openapi_schema
+        return list_datasets(copy.deepcopy(app.openapi_schema), datasets())
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def list_datasets(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """`doc` with the `dataset` of every JSON request body an enum of `names`."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+            body = schemas.get(ref.rpartition("/")[2], {})
+            prop = body.get("properties", {}).get("dataset")
+            if prop is not None:
+                keep = {k: prop[k] for k in ("title", "description") if k in prop}
+                body["properties"]["dataset"] = {"type": "string", "enum": names, **keep}
+    return doc
 
 
 def describe_auth(doc: dict[str, Any], settings: ServerSettings) -> dict[str, Any]:

@@ -209,3 +209,15 @@ def test_inference_workers_must_be_positive(monkeypatch, tmp_path):
     monkeypatch.setenv("SIQ_INFERENCE_WORKERS", "0")
     with pytest.raises(ConfigError, match="SIQ_INFERENCE_WORKERS"):
         load_settings()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/bundle", "/metrics", "/", "/v2"])
+def test_head_answers_gets_status_and_headers_without_the_body(http, path):
+    with http:
+        got, head = http.get(path), http.head(path)
+    assert head.status_code == got.status_code == 200, head.text
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    if path != "/metrics":  # the metrics text counts the GET just made
+        assert head.headers["content-length"] == got.headers["content-length"]
+    assert http.post(path).status_code == 405  # only HEAD is GET

@@ -31,6 +31,16 @@ def test_the_openapi_documents_what_recognize_answers(make_app, bundle_file):
     assert {"multipart/form-data", "image/png"} <= set(post["requestBody"]["content"])
 
 
+def test_the_openapi_says_a_form_holds_at_least_one_image(make_app, bundle_file):
+    # an empty form, or an empty `files`, was schema-valid and is 422 "no image" (issue 28)
+    spec = TestClient(make_app(str(bundle_file))).get("/openapi.json").json()
+    form = spec["paths"]["/recognize"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["anyOf"] == [{"required": ["file"]}, {"required": ["files"]}]
+    assert form["schema"]["properties"]["files"]["minItems"] == 1
+    for part in ("file", "files"):
+        assert "image/png" in form["encoding"][part]["contentType"]
+
+
 @pytest.mark.slow
 def test_a_partial_body_is_answered_408_and_disconnected(tmp_path, service_env, bundle_file):
     env = dict(service_env, SIQ_BUNDLE=str(bundle_file), SIQ_STATE_DIR=str(tmp_path / "s"),

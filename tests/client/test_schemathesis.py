@@ -1,6 +1,8 @@
-"""A schema fuzzer over the client's OpenAPI (issue 11): a real `python -m client` serving a
-bundle file, schemathesis bounded to a few dozen examples per operation, and not one 5xx or
-undocumented status or content type."""
+"""A schema fuzzer over the client's OpenAPI (issues 11 and 28): a real `python -m client`
+serving a bundle file, in the serving process and with one inference child, schemathesis with
+every check and nothing excluded, bounded to a few dozen examples per operation: not one
+5xx, undocumented status or content type, schema-valid request refused (the images it sends
+are digits: tests/schema_fuzz_hooks.py), and HEAD on the GET routes answered."""
 
 from __future__ import annotations
 

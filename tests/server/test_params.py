@@ -3,6 +3,8 @@ fields; the recipes are each family's defaults."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -68,3 +70,27 @@ def test_reporter_maps_slices_and_throttle_keeps_iterations_and_the_end() -> Non
     assert throttle.passes({**first, "iteration": {"iteration": 1}})  # type: ignore[arg-type]
     assert throttle.passes({**first, "fraction": 1.0})  # type: ignore[arg-type]
     assert throttle.passes({**first, "stage": "packaging"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"weight_bits": 4.0},
+        {"seed": 7.0, "max_iterations": 2.0},
+        {"bits_per_layer": {"fc1": 2.0}, "size_budget_bytes": 4096.0},
+    ],
+)
+def test_whole_number_floats_are_integers_as_json_schema_says(body: dict) -> None:
+    job = QuantizeJobCreate.model_validate(
+        {"dataset": "mnist", "weight_bits": 4, "activation_bits": 4, **body}
+    )
+    assert job.model_dump(include=set(body)) == body  # 4 == 4.0: the values kept
+    assert json.dumps(job.model_dump(include=set(body))).count(".0") == 0  # as integers
+
+
+@pytest.mark.parametrize("value", [4.5, "4", True, float("inf")])
+def test_integer_knobs_still_refuse_fractions_strings_and_booleans(value: object) -> None:
+    with pytest.raises(ValidationError):
+        QuantizeJobCreate.model_validate(
+            {"dataset": "mnist", "weight_bits": value, "activation_bits": 4}
+        )
