@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
         "and int4-weight kernels; skipped without it",
     )
     p.add_argument(
+        "--cmsis-from",
+        type=Path,
+        default=None,
+        help="with --render-only: take the CMSIS-NN comparison of this onchip.json (another "
+        "run, e.g. --measure-bundles of kept bundles) into --out's, labelled with its command",
+    )
+    p.add_argument(
         "--cmsis-nn-commit", default=None, help="its commit, when DIR is no git checkout"
     )
     p.add_argument(
@@ -461,6 +468,15 @@ def main(argv: list[str] | None = None) -> int:
             res["mnist"] += part["mnist"]
             res["seconds"] = max(res["seconds"], part["seconds"])
             res["environment"]["command"] += " ; " + part["environment"]["command"]
+        if args.cmsis_from:
+            other = json.loads(args.cmsis_from.read_text())
+            res["cmsis"] = {
+                **other["cmsis"],
+                "command": other["environment"]["command"],
+                "when": other["environment"]["when"],
+                "note": other["environment"]["note"],
+            }
+            out_json.write_text(json.dumps(res, indent=1))
         if args.merge:
             res["mnist"].sort(key=_row_order)
             res["environment"]["command"] += " ; " + command

@@ -23,6 +23,7 @@ arm_fully_connected_per_channel_s8 / arm_fully_connected_s4.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import subprocess
@@ -464,7 +465,9 @@ def _compile_kernels(root: Path, out: Path, compiler: list[str]) -> list[Path]:
 
 def _compiler(root: Path, cpu: str | None, opt: list[str]) -> list[str]:
     """gcc (cpu None: the host's) with CMSIS-NN's include folder, unused code removable."""
-    base = ["gcc"] if cpu is None else [ARM_GCC, *cpu_flags(cpu), "-ffreestanding"]
+    # not -ffreestanding: it implies -fno-builtin, and CMSIS-NN reads unaligned words with
+    # memcpy(&v, p, 4), which must compile to one load as in its own build
+    base = ["gcc"] if cpu is None else [ARM_GCC, *cpu_flags(cpu)]
     defines = ["-DARM_NN_ENABLE_F32=0", "-DARM_NN_ENABLE_F16=0"]  # as its CMakeLists.txt
     return [
         *base,
@@ -492,8 +495,8 @@ def peer_firmware(
     for `cpu` with `opt` (e.g. OWN_FLAGS, ["-O2"], ["-Os"])."""
     src = _write_model(net, work)
     compiler = _compiler(root, cpu, opt)
-    tag = re.sub(r"[^A-Za-z0-9]+", "_", "_".join([cpu, *opt]))
-    kernels = _compile_kernels(root, work.parent / f"cmsis_kernels_{tag}", compiler)
+    tag = hashlib.sha256(" ".join(compiler).encode()).hexdigest()[:12]  # one folder per command
+    kernels = _compile_kernels(root, work.parent / f"cmsis_kernels_{cpu}_{tag}", compiler)
     model = work / f"peer_model_{cpu}.o"
     run_tool([*compiler, "-c", "-o", str(model), str(src)])
     lib = link_library([model, *kernels], work / f"peer_{cpu}.o", ["siq_predict"])

@@ -101,6 +101,7 @@ def compare(
         "version": cmsis_nn_version(root, args.cmsis_nn_commit),
         "flag_sets": {k: {"siq": v[0], "cmsis_nn": v[1]} for k, v in FLAG_SETS.items()},
         "traced_flags": TRACED if args.cycles else None,
+        "bundles": {name: bundle.id for name, bundle in siq.items()},
         "peers": {},
         "builds": [],
         "m0": [],

@@ -353,6 +353,13 @@ def cmsis_section(cmp: dict[str, Any] | None) -> list[str]:
     if not cmp or cmp.get("skipped"):
         why = cmp["skipped"] if cmp else "not run (results from before the comparison existed)"
         return [*lines, f"Skipped: {why}.", ""]
+    if cmp.get("command"):
+        lines += [
+            f"Measured by a separate run, `{cmp['command']}` ({cmp['when']}), on the bundles "
+            + ", ".join(f"{k} `{v[:12]}`" for k, v in cmp.get("bundles", {}).items())
+            + f" (not the tables' above). {cmp['note']}",
+            "",
+        ]
     lines += [
         f"CMSIS-NN from `{cmp['cmsis_nn']}`, {cmp['version']}. The W4A4 bundle's network "
         "(its integer layers without rounding) quantised as TensorFlow Lite Micro does: int8 "

@@ -121,3 +121,41 @@ def test_a_second_runs_row_can_be_the_smallest_and_is_labelled() -> None:
     assert "99.39% float" in section and "**W2A4 SIQ k-means**: 99.31%" in section
     assert "in the second run: W2A4 SIQ k-means" in section
     assert "Not shown" not in section
+
+
+def test_a_cmsis_nn_comparison_from_another_run_is_rendered_with_its_command(tmp_path) -> None:
+    res = json.loads(RESULTS.read_text())
+    (tmp_path / "onchip.json").write_text(json.dumps(res))
+    build = {"flash_bytes": 1000, "ram_bytes": 100, "instructions": 3.0e6, "equal": True}
+    other = {
+        **res,
+        "environment": {**res["environment"], "command": "python -m bench.bench_onchip --peer"},
+        "cmsis": {
+            "skipped": None,
+            "cmsis_nn": "/x/CMSIS-NN",
+            "version": "commit 99f736a6",
+            "flag_sets": {"-O2": {"siq": ["-O2"], "cmsis_nn": ["-O2"]}},
+            "traced_flags": None,
+            "bundles": {"SIQ W4A4": "ab" * 32},
+            "peers": {},
+            "builds": [
+                {**build, "build": "SIQ W4A4", "flags": "-O2"},
+                {**build, "build": "CMSIS-NN int8", "flags": "-O2", "instructions": 4.0e6},
+            ],
+            "m0": [{"build": "CMSIS-NN int8", "flags": "-O2", "fits": False, "why": "too big"}],
+        },
+    }
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    argv = ["--render-only", "--out", str(tmp_path), "--cmsis-from", str(tmp_path / "other.json")]
+    assert main(argv) == 0
+    md = (tmp_path / "onchip.md").read_text()
+    assert "Measured by a separate run, `python -m bench.bench_onchip --peer`" in md
+    assert "| -O2 | SIQ W4A4 | 1,000 | 100 | 3,000,000 | 0.75 |" in md
+    assert "| -O2 | CMSIS-NN int8 | no: too big |" in md
+    # without --cmsis-nn the section says why it is skipped
+    assert "Skipped:" in main_md_without_cmsis(tmp_path, res)
+
+
+def main_md_without_cmsis(tmp_path: Path, res: dict) -> str:
+    res = {**res, "cmsis": {"skipped": "no CMSIS-NN source tree given", "builds": [], "m0": []}}
+    return render(res)
