@@ -18,11 +18,11 @@ import torch
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.byo_nets import TinyResNet, to_onnx
 from server.data import load_dataset
 from server.service.app import create_app
 from tests.samples import SAMPLE_DIR
 from tests.server.api_helpers import REAL_PIPELINE, make_settings, wait_job
-from tests.server.byo_nets import TinyResNet, to_onnx
 
 SHAPE = (3, 64, 64)  # office10's images as the server preprocesses them
 
