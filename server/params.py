@@ -119,8 +119,8 @@ def _null_means_default(schema: dict[str, Any], cls: type) -> None:
 
 
 class JobKnobs(BaseModel):
-    """The knobs of a quantize job that every cell of a sweep shares (README, "Job
-    parameters")."""
+    """The knobs of a quantize job that every cell of a sweep shares (README, "Jobs"; every
+    knob's bounds and help are in /openapi.json)."""
 
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, json_schema_extra=_null_means_default
