@@ -149,6 +149,20 @@ class DatasetInfo(BaseModel):
     uploaded: bool = Field(False, description="uploaded over POST /datasets (DELETE-able)")
 
 
+class NetworkInfo(BaseModel):
+    """A network uploaded as a float ONNX model (GET /networks)."""
+
+    name: str
+    input_shape: list[int] = Field(description="(C, H, W) of the images it takes")
+    num_classes: int
+    parameters: int = Field(description="float weights, batch-norm statistics included")
+    nodes: int = Field(description="nodes of its graph in the integer contract")
+    onnx_sha256: str | None = None
+    onnx_bytes: int | None = None
+    created: str | None = None
+    graph: list[dict[str, Any]] = Field(description="the contract's nodes (DAG form)")
+
+
 class HealthStatus(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

@@ -307,3 +307,19 @@ def test_epochs_fine_tune_the_brought_weights_and_none_keep_them(
         fm = network_float_model(network, ds, config)
         weight = "ops.fc_Gemm.weight"
         assert (not torch.equal(fm.model.state_dict()[weight], brought[weight])) is changed
+
+
+def test_writes_need_the_token_when_one_is_set(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, REAL_PIPELINE, api_token="secret")
+    (tmp_path / "data").mkdir()
+    with TestClient(create_app(settings)) as client:
+        assert post_network(client, _model(HEAD, INITS)).status_code == 401
+        assert list(settings.networks_dir.iterdir()) == []
+        auth = {"Authorization": "Bearer secret"}
+        resp = client.post(
+            "/networks", params={"name": "n"}, content=_model(HEAD, INITS), headers=auth
+        )
+        assert resp.status_code == 201, resp.text
+        assert client.get("/networks").status_code == 200  # reads stay open
+        assert client.delete("/networks/n").status_code == 401
+        assert client.delete("/networks/n", headers=auth).status_code == 204

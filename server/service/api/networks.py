@@ -4,7 +4,7 @@ server/networks/onnx_import.py. A job names one as `network`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +14,7 @@ from server.service.api.datasets import receive_body
 from server.service.api.deps import ContextDep, require_reader, require_writer
 from server.service.api.errors import ERROR_RESPONSES
 from server.service.networks import NAME_PATTERN
-from shared.api import ErrorResponse
+from shared.api import ErrorResponse, NetworkInfo
 
 __all__ = ["router", "UPLOAD_PATH", "ONNX_MEDIA_TYPE"]
 
@@ -38,27 +38,30 @@ SIQ_NETWORK_MAX_UPLOAD_BYTES or SIQ_NETWORK_MAX_NODES is a 413. A job names the 
 
 @router.get(
     "",
+    response_model=list[NetworkInfo],
     dependencies=[Depends(require_reader)],
     responses={code: ERROR_RESPONSES[code] for code in (401, 403)},
     summary="Networks uploaded as ONNX models, with their input shape and graph",
 )
-def list_all(ctx: ContextDep) -> list[dict[str, Any]]:
-    return ctx.networks.listing()
+def list_all(ctx: ContextDep) -> list[NetworkInfo]:
+    return [NetworkInfo(**n) for n in ctx.networks.listing()]
 
 
 @router.get(
     "/{name}",
+    response_model=NetworkInfo,
     dependencies=[Depends(require_reader)],
     responses={code: ERROR_RESPONSES[code] for code in (401, 403, 404)},
     summary="One network",
 )
-def get_one(name: str, ctx: ContextDep) -> dict[str, Any]:
-    return ctx.networks.get(name)
+def get_one(name: str, ctx: ContextDep) -> NetworkInfo:
+    return NetworkInfo(**ctx.networks.get(name))
 
 
 @router.post(
     "",
     status_code=201,
+    response_model=NetworkInfo,
     dependencies=[Depends(require_writer)],
     responses={
         **{code: ERROR_RESPONSES[code] for code in (401, 403, 408)},
@@ -87,7 +90,7 @@ async def upload(
             json_schema_extra={"pattern": NAME_PATTERN},
         ),
     ],
-) -> dict[str, Any]:
+) -> NetworkInfo:
     store = ctx.networks
     store.check_new_name(name)
     with store.staging() as staging:
@@ -96,7 +99,7 @@ async def upload(
             raise NetworkError("the body is empty: send the ONNX model's bytes")
         info = await run_in_threadpool(store.add, name, model, staging)
     response.headers["Location"] = f"/networks/{name}"
-    return info
+    return NetworkInfo(**info)
 
 
 @router.delete(
