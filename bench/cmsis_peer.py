@@ -96,7 +96,7 @@ def cmsis_nn_version(root: Path, commit: str | None = None) -> str:
         m = re.search(r'<release version="([^"]+)"', pdsc.read_text(errors="replace"))
         release = m.group(1) if m else None
     parts = [f"commit {commit}" if commit else "commit unknown (pass --cmsis-nn-commit)"]
-    if release:
+    if release and release != "0.0.0":  # a checkout's .pdsc holds a placeholder
         parts.append(f"latest release in its .pdsc: {release}")
     return ", ".join(parts)
 
