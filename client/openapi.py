@@ -65,6 +65,7 @@ RECOGNIZE: dict[str, Any] = {
                             "files": {"type": "array", "items": _binary, "minItems": 1},
                         },
                         "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
+                        "additionalProperties": False,  # another field is 422
                     },
                     "encoding": {part: {"contentType": ", ".join(IMAGE_TYPES)} for part in _PARTS},
                 },

@@ -2,7 +2,9 @@
 
 Progress goes to stderr; the last line on stdout is one JSON object of results (float_accuracy,
 quantized_accuracy, bundle_path, bundle_bytes, float_bytes, iterations, seconds, ...).
-Exit status 0 on success, 2 on a bad parameter or data set, 130 when interrupted.
+`--network FILE.onnx` quantises a float ONNX model instead of training a network family, and
+`--dataset` may be an image folder's path. Exit status 0 on success, 2 on a bad parameter,
+data set or network, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import typing
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, quantise with SIQ and write a bundle; prints one JSON line.",
     )
     for name, info in JobParams.model_fields.items():
+        if name == "network":  # a file here, not a name on a server: --network below
+            continue
         help_text = info.description or ""
         annotation = info.annotation
         if not info.is_required() and info.default is not None:
@@ -71,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=help_text,
         )
+    p.add_argument(
+        "--network",
+        type=Path,
+        default=None,
+        help="a float ONNX model to quantise instead of training a family (--epochs then "
+        "fine-tunes it, default 0); its input must be the data set's images",
+    )
     p.add_argument("--out", required=True, type=Path, help="directory for <id>.siq")
     p.add_argument(
         "--data-dir", type=Path, default=None, help="data directory (default: $SIQ_DATA_DIR)"
@@ -101,6 +113,18 @@ def _printer(started: float) -> ProgressFn:
     return progress
 
 
+def _network(path: Path, values: dict[str, Any]) -> tuple[JobParams, bytes]:
+    """The job's parameters and the stored form of the ONNX model at `path` (checked as
+    POST /networks checks an upload, without its size limits)."""
+    from server.networks import NetworkError, encode_network, import_onnx
+
+    if not path.is_file():
+        raise NetworkError(f"--network {path}: no such file")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).lstrip("._-")[:64] or "network"
+    config = JobParams.from_dict({**values, "network": name})
+    return config, encode_network(import_onnx(path, max_nodes=1_000_000), {})
+
+
 def quantize_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     data_dir = args.data_dir
@@ -109,12 +133,22 @@ def quantize_main(argv: list[str]) -> int:
     try:
         import torch
 
+        from server.training.imported import run_network_pipeline
         from server.training.pipeline import run_pipeline
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        config = JobParams.from_dict({k: getattr(args, k) for k in JobParams.model_fields})
-        result = run_pipeline(config, data_dir, args.out, progress=_printer(time.monotonic()))
+        folder = Path(args.dataset)
+        if folder.is_dir() and not (data_dir is not None and (data_dir / args.dataset).is_dir()):
+            data_dir, args.dataset = folder.resolve().parent, folder.resolve().name  # a folder
+        values = {k: getattr(args, k) for k in JobParams.model_fields if k != "network"}
+        progress = _printer(time.monotonic())
+        if args.network is None:
+            config = JobParams.from_dict(values)
+            result = run_pipeline(config, data_dir, args.out, progress=progress)
+        else:
+            config, network = _network(args.network, values)
+            result = run_network_pipeline(config, data_dir, args.out, network, progress=progress)
     except SIQError as exc:
         print(f"error ({exc.code}): {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,8 @@ __all__ = [
     "WeightBits",
     "ActivationBits",
     "Seed",
+    "Device",
+    "NetworkName",
     "JobKnobs",
     "JobParams",
     "QuantizeJobCreate",
@@ -83,6 +85,18 @@ ActivationBits = Annotated[
     int, Field(ge=2, le=8, description="bits per activation: unsigned a-bit feature maps")
 ]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+# where training runs: auto = cuda when a CUDA GPU is visible, else cpu (server/training/device.py)
+Device = Literal["auto", "cpu", "cuda"]
+NetworkName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="a network uploaded with POST /networks: the job starts from its weights "
+        "(epochs then fine-tune it, default 0) instead of training a family",
+    ),
+]
 LayerName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 LayerBits = Annotated[int, Field(ge=1, le=8)]
 LayerSparsity = Annotated[float, Field(ge=0, lt=1)]
@@ -104,8 +118,8 @@ def _null_means_default(schema: dict[str, Any], cls: type) -> None:
 
 
 class JobKnobs(BaseModel):
-    """The knobs of a quantize job that every cell of a sweep shares (README, "Job
-    parameters")."""
+    """The knobs of a quantize job that every cell of a sweep shares (README, "Jobs"; every
+    knob's bounds and help are in /openapi.json)."""
 
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, json_schema_extra=_null_means_default
@@ -118,7 +132,11 @@ class JobKnobs(BaseModel):
         "dsnet (digits) (default: the data set's)",
     )
     epochs: float | None = Field(
-        None, gt=0, le=MAX_EPOCHS, description="float training epochs (default: the data set's)"
+        None,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="float training epochs (default: the data set's); with `network`, "
+        "fine-tuning epochs (default 0)",
     )
     retrain_epochs: float | None = Field(
         None,
@@ -170,6 +188,12 @@ class JobKnobs(BaseModel):
         "measured sensitivity; weight_bits is then the widest codebook a layer may get",
     )
 
+    device: Device | None = Field(
+        None,
+        description="where training runs: auto (cuda when a GPU is visible), cpu or cuda "
+        "(default: the server's SIQ_DEVICE, auto)",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _null_is_default(cls, data: Any) -> Any:
@@ -189,6 +213,15 @@ class JobParams(JobKnobs):
     weight_bits: WeightBits = 4
     activation_bits: ActivationBits = 4
     seed: Seed = Field(0, description="seeds data order, initialisation, validation split")
+    network: NetworkName | None = None
+
+    @model_validator(mode="after")
+    def _network_or_family(self) -> Self:
+        if self.network is not None and self.arch is not None:
+            raise ValueError("arch: a job names a network family or a `network`, not both")
+        if self.network is None and self.epochs == 0:
+            raise ValueError("epochs: 0 epochs only with a `network` (fine-tuning)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter and the config `version`: what a bundle's manifest records."""
@@ -234,6 +267,9 @@ class QuantizeSweepCreate(JobKnobs):
         max_length=8,
         json_schema_extra=_DISTINCT,
         description="a float model each",
+    )
+    epochs: float | None = Field(  # a sweep trains its float models: no 0 here
+        None, gt=0, le=MAX_EPOCHS, description="float training epochs (default: the data set's)"
     )
     byte_budget: int | None = Field(
         None, ge=1, description="the best bundle is the most accurate of at most this size"

@@ -7,6 +7,11 @@ valid is what the services take. Every check still runs on every case.
   bodies are dropped.
 - POST /datasets (the server's one application/octet-stream body) takes an archive of
   images in classes; random bytes are rightly 415. It gets a small zip of two classes.
+- POST /networks takes a float ONNX model (its documented media type, application/x-onnx):
+  a small one for digits. A job that names it fits digits and mnist only (another data set
+  is rightly 422 at submit), and names a network or an `arch`, not both; 0 `epochs` only
+  fine-tune a network (a job without one is rightly 422). Such positive bodies
+  are dropped.
 - POST /recognize takes images of a digit. Left alone, schemathesis sends 1x1 one-colour
   files (no digit to find: rightly 422) or random bytes; the image media types the client
   documents (a raw body, or the multipart parts whose `encoding` names them) get drawn
@@ -42,7 +47,13 @@ def _is(case, method: str, path: str) -> bool:
 def filter_case(context, case) -> bool:
     if _positive(case) and _is(case, "POST", "/quantize-sweeps") and isinstance(case.body, dict):
         grid = (case.body.get(k) for k in ("weight_bits", "activation_bits", "seeds"))
-        return math.prod(len(v) if isinstance(v, list) else 1 for v in grid) <= MAX_RUNS
+        if math.prod(len(v) if isinstance(v, list) else 1 for v in grid) > MAX_RUNS:
+            return False
+    if _positive(case) and _is(case, "POST", "/quantize-jobs") and isinstance(case.body, dict):
+        body = case.body
+        if body.get("network") is not None:
+            return body.get("arch") is None and body.get("dataset") in ("digits", "mnist")
+        return body.get("epochs") != 0
     if _positive(case) and _is(case, "POST", "/recognize") and isinstance(case.body, dict):
         return "files" not in case.body
     return True
@@ -81,3 +92,34 @@ def dataset_zip() -> bytes:
 
 
 schemathesis.openapi.media_type("application/octet-stream", st.just(dataset_zip()))
+
+
+def digits_onnx() -> bytes:
+    """A float ONNX model POST /networks takes, for digits and mnist (1x28x28, 10 classes):
+    conv -> relu -> global average pool -> flatten -> gemm."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+        for name, shape in (("w", (4, 1, 3, 3)), ("fc", (10, 4)), ("fcb", (10,)))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+schemathesis.openapi.media_type("application/x-onnx", st.just(digits_onnx()))

@@ -23,7 +23,7 @@ from typing import IO
 from fastapi import FastAPI
 
 from server.data import dataset_names
-from server.service.api import bundles, datasets, jobs, onchip, pages, sweeps, system
+from server.service.api import bundles, datasets, jobs, networks, onchip, pages, sweeps, system
 from server.service.api.deps import ServerContext
 from server.service.api.errors import install_error_handlers
 from server.service.bundles import BundleStore
@@ -32,6 +32,7 @@ from server.service.executor import make_runner
 from server.service.guard import BodyBound, Guard
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
+from server.service.networks import NetworkStore
 from server.service.openapi import install_openapi
 from server.service.settings import ServerSettings, load_settings, prepare_state_dir
 from server.service.sweeps import SweepCoordinator, SweepStore
@@ -99,7 +100,10 @@ def create_app(
     sweep_store.init_schema()
     coordinator = SweepCoordinator(sweep_store, runner.wake, settings.poll_interval_s)
     dataset_store = DatasetStore(settings)
-    ctx = ServerContext(settings, store, bundle_store, runner, metrics, sweep_store, dataset_store)
+    network_store = NetworkStore(settings)
+    ctx = ServerContext(
+        settings, store, bundle_store, runner, metrics, sweep_store, dataset_store, network_store
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,6 +111,7 @@ def create_app(
         keeper = _hold_open(settings.db_path)
         try:
             dataset_store.clean()
+            network_store.clean()
             added = bundle_store.scan(settings.publish_rule)
             if added:
                 log.info("registered %d bundle file(s) found in %s", added, settings.bundle_dir)
@@ -129,7 +134,12 @@ def create_app(
     )
     app.state.ctx = ctx
     # security declared as this server checks it; the data sets it has at each request
-    install_openapi(app, settings, lambda: dataset_names(settings.data_dir, settings.uploads_dir))
+    install_openapi(
+        app,
+        settings,
+        lambda: dataset_names(settings.data_dir, settings.uploads_dir),
+        lambda: [n["name"] for n in network_store.listing()],
+    )
     install_error_handlers(app)
     app.middleware("http")(metrics.middleware)
     # outermost: refuses a bad token or an oversized body before anything reads the body
@@ -145,7 +155,13 @@ def create_app(
                 settings.dataset_upload_timeout_s,
                 "SIQ_DATASET_MAX_UPLOAD_BYTES",
                 "SIQ_DATASET_UPLOAD_TIMEOUT_S",
-            )
+            ),
+            ("POST", networks.UPLOAD_PATH): BodyBound(
+                settings.network_max_upload_bytes,
+                settings.network_upload_timeout_s,
+                "SIQ_NETWORK_MAX_UPLOAD_BYTES",
+                "SIQ_NETWORK_UPLOAD_TIMEOUT_S",
+            ),
         },
     )
     app.include_router(jobs.router)
@@ -154,6 +170,7 @@ def create_app(
     app.include_router(sweeps.router)
     app.include_router(system.router)
     app.include_router(datasets.router)
+    app.include_router(networks.router)
     app.include_router(pages.router)  # the dashboard at / (server/service/api/pages.py)
     return app
 

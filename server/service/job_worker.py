@@ -21,6 +21,7 @@ from server.service.bundles import BundleStore
 from server.service.checkpoints import read_checkpoint, write_checkpoint
 from server.service.job_execution import execute_job
 from server.service.jobs import JobStore, progress_of
+from server.service.networks import read_network
 from server.service.publishing import PublishRule
 from server.service.verdicts import error_record
 
@@ -79,8 +80,13 @@ def job_main(
     spec = store.get(job_id).spec
     reporter = _Reporter(store, job_id, attempt)
     checkpoint_dir = Path(db_path).parent / "checkpoints"  # ServerSettings.checkpoint_dir
+    networks_dir = Path(db_path).parent / "networks"  # ServerSettings.networks_dir
     try:
-        lead = spec.lead_job
+        lead, network = spec.lead_job, spec.params.network
+        if lead:
+            checkpoint: bytes | None = read_checkpoint(checkpoint_dir, lead)
+        else:  # a job that names a network starts from it
+            checkpoint = read_network(networks_dir, network) if network else None
         out = execute_job(
             pipeline_ref,
             spec,
@@ -89,7 +95,7 @@ def job_main(
             progress=reporter.progress,
             should_cancel=reporter.should_cancel,
             job_id=job_id,
-            checkpoint=read_checkpoint(checkpoint_dir, lead) if lead else None,
+            checkpoint=checkpoint,
             on_checkpoint=lambda data: write_checkpoint(checkpoint_dir, job_id, data),
         )
         # A cancel accepted while the pipeline evaluated or packaged is honoured: `succeeded`

@@ -357,6 +357,14 @@ class JobStore:
             ).fetchall()
         return {_stored_params(r[0]).dataset for r in rows}
 
+    def active_networks(self) -> set[str]:
+        """The networks queued and running jobs name (DELETE /networks refuses those)."""
+        with connect(self.db_path, write=False) as conn:
+            rows = conn.execute(
+                "SELECT config FROM jobs WHERE status IN ('queued', 'running')"
+            ).fetchall()
+        return {n for r in rows if (n := _stored_params(r[0]).network) is not None}
+
     def running_with_cancel_request(self) -> set[str]:
         with connect(self.db_path, write=False) as conn:
             rows = conn.execute(

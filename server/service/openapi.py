@@ -8,7 +8,8 @@ writes, or SIQ_PROTECT_READS guards reads (then /metrics too, which the front do
 With no token, the document has no security scheme at all. Every operation that writes
 documents 507 (a full disk, api/errors.py).
 
-The `dataset` of a request body is an enum of the data sets this server has now
+The `dataset` of a request body is an enum of the data sets this server has now, and its
+`network` one of the networks uploaded (POST /networks), or null while there are none
 (`server.data.dataset_names`, what the route checks), so a name the document offers is one
 the server takes. Data sets come and go while the server runs (a folder in SIQ_DATA_DIR, an
 upload), so that list is filled in on every request for the document; the rest is built
@@ -36,10 +37,14 @@ _AUTH_STATUSES = ("401", "403")
 
 
 def install_openapi(
-    app: FastAPI, settings: ServerSettings, datasets: Callable[[], list[str]]
+    app: FastAPI,
+    settings: ServerSettings,
+    datasets: Callable[[], list[str]],
+    networks: Callable[[], list[str]] = list,
 ) -> None:
     """Make `app.openapi()` answer the document for `settings`, its request bodies'
-    `dataset` listing `datasets()` as they are at the time of the request."""
+    `dataset` listing `datasets()` and `network` listing `networks()` as they are at the
+    time of the request."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -50,7 +55,8 @@ def install_openapi(
                 routes=app.routes,
             )
             app.openapi_schema = describe_auth(doc, settings)
-        return list_datasets(copy.deepcopy(app.openapi_schema), datasets())
+        doc = list_datasets(copy.deepcopy(app.openapi_schema), datasets())
+        return list_networks(doc, networks())
 
     app.openapi = openapi  # type: ignore[method-assign]
 
@@ -68,6 +74,31 @@ def list_datasets(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
                 keep = {k: prop[k] for k in ("title", "description") if k in prop}
                 body["properties"]["dataset"] = {"type": "string", "enum": names, **keep}
     return doc
+
+
+def list_networks(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """`doc` with the optional `network` of every JSON request body an enum of `names` (or
+    null only, while the server has none)."""
+    for body in _json_bodies(doc):
+        prop = body.get("properties", {}).get("network")
+        if prop is not None:
+            keep = {k: prop[k] for k in ("title", "description", "default") if k in prop}
+            named = [{"type": "string", "enum": names}] if names else []
+            body["properties"]["network"] = {"anyOf": [*named, {"type": "null"}], **keep}
+    return doc
+
+
+def _json_bodies(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schemas of the document's JSON request bodies."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    out = []
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+            if ref.rpartition("/")[2] in schemas:
+                out.append(schemas[ref.rpartition("/")[2]])
+    return out
 
 
 def describe_auth(doc: dict[str, Any], settings: ServerSettings) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from server.data import dataset_root
 from server.service.bundles import BundleStore
 from server.service.checkpoints import read_checkpoint, write_checkpoint
 from server.service.jobs import JobRecord, JobStore, progress_of
+from server.service.networks import read_network
 from server.service.ray_task import NAMESPACE, TASK_NAME, JobLedger, Outcome, run_job_task
 from server.service.settings import ServerSettings
 from server.service.verdicts import error_record, interrupted, job_error
@@ -246,8 +247,9 @@ class RayRunner:
     def _checkpoint_for(self, job: JobRecord) -> Any:
         """A sweep cell's float checkpoint, put into the object store once per lead job."""
         lead = job.spec.lead_job
-        if lead is None:
-            return None
+        if lead is None:  # a job that names a network gets its stored bytes instead
+            name = job.spec.params.network
+            return ray.put(read_network(self.settings.networks_dir, name)) if name else None
         if lead not in self._checkpoint_refs:
             data = read_checkpoint(self.settings.checkpoint_dir, lead)
             self._checkpoint_refs[lead] = ray.put(data)

@@ -82,6 +82,18 @@ class ServerSettings(BaseSettings):
     dataset_test_fraction: float = Field(
         0.2, gt=0, lt=1, description="test share of a <class>/* archive's hash split"
     )
+    # float ONNX networks uploaded over POST /networks (server/networks/)
+    network_max_upload_bytes: int = Field(
+        64 << 20, ge=1024, le=1 << 32, description="an ONNX model above this is refused (413)"
+    )
+    network_upload_timeout_s: float = Field(
+        300.0, gt=0, le=86_400, description="an ONNX model must arrive within this (408)"
+    )
+    network_max_nodes: int = Field(
+        2000, ge=1, le=1_000_000, description="ONNX nodes a model may have (413 above)"
+    )
+    # where training runs when a job does not say (auto: cuda when a GPU is visible)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("api_token", "bundle_hmac_key")
     @classmethod
@@ -120,6 +132,11 @@ class ServerSettings(BaseSettings):
     def uploads_dir(self) -> Path:
         """Data sets uploaded over POST /datasets (server/service/datasets.py)."""
         return self.state_dir / "datasets"
+
+    @property
+    def networks_dir(self) -> Path:
+        """Networks uploaded over POST /networks (server/service/networks.py)."""
+        return self.state_dir / "networks"
 
     @property
     def checkpoint_dir(self) -> Path:

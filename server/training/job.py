@@ -13,6 +13,7 @@ from typing import Any
 
 from server.job_spec import JobSpec, PlainJob, SweepCell, SweepLead
 from server.progress import ProgressFn
+from server.training.imported import run_network_pipeline
 from server.training.pipeline import PipelineResult, run_pipeline
 from server.training.sweep import run_sweep_run
 from shared.errors import ConfigError
@@ -32,10 +33,15 @@ def run_job(
     on_checkpoint: Callable[[bytes], object] | None = None,
 ) -> dict[str, Any]:
     """Run one job; its bundle is written to `out_dir/<id>.siq`. ConfigError for a sweep
-    cell without its lead's float checkpoint."""
+    cell without its lead's float checkpoint, or a job naming a network without its stored
+    bytes (the executors hand either over as `checkpoint`)."""
     hooks: dict[str, Any] = {"progress": progress, "should_cancel": should_cancel, "job_id": job_id}
     result: PipelineResult
     match spec.role:
+        case PlainJob() if spec.params.network is not None:
+            if checkpoint is None:
+                raise ConfigError(f"network {spec.params.network!r} was not given to the job")
+            result = run_network_pipeline(spec.params, data_dir, out_dir, checkpoint, **hooks)
         case PlainJob():
             result = run_pipeline(spec.params, data_dir, out_dir, **hooks)
         case SweepLead():

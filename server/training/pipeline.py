@@ -34,6 +34,7 @@ from server.training.compress import (
     prune_to_fit,
     wants_compression,
 )
+from server.training.device import resolve_device
 from server.training.export import encode_quantized, engine_accuracy
 from server.training.models import (
     GraphNet,
@@ -124,6 +125,7 @@ def train_float(
     train_x, train_y, val_x, val_y = split_validation(ds, VALIDATION_FRACTION, config.seed)
     seed_everything(config.seed)
     c, size, _ = ds.input_shape
+    device = resolve_device(config.device)
     model = build_model(ds.arch, c, ds.num_classes, size)
     train_model(
         model,
@@ -139,6 +141,7 @@ def train_float(
         cancel=cancel,
         augment=augment_for(recipe),
         mixup=recipe.mixup,
+        device=device,
     )
     return FloatModel(
         model=model,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -100,6 +101,7 @@ def train_model(
     temperature: float = 4.0,
     on_step: Callable[[int, int], object] | None = None,
     mixup: float = 0.0,
+    device: torch.device | None = None,
 ) -> float:
     """Train `model` in place for `epochs` (fractions allowed) epochs; returns the mean loss
     of the last 50 batches. `augment` transforms each float batch after the random shifts.
@@ -109,6 +111,68 @@ def train_model(
     is mixed with a shuffle of itself, x = lam x + (1 - lam) x', the loss likewise, lam ~
     Beta(mixup, mixup) (Zhang et al. 2018); 0 leaves the batches (and the random stream) as
     they are."""
+    with _placed(device, model, teacher):
+        return _train(
+            model,
+            x_u8,
+            y,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            augment_shift=augment_shift,
+            seed=seed,
+            progress=progress,
+            cancel=cancel,
+            augment=augment,
+            teacher=teacher,
+            distill=distill,
+            temperature=temperature,
+            on_step=on_step,
+            mixup=mixup,
+            device=device,
+        )
+
+
+@contextmanager
+def _placed(device: torch.device | None, *models: nn.Module | None) -> Iterator[None]:
+    """The models on `device` for the block, back on the CPU after it (the rest of SIQ runs
+    there); nothing moves for the CPU."""
+    if device is None or device.type == "cpu":
+        yield
+        return
+    for m in models:
+        if m is not None:
+            m.to(device)
+    try:
+        yield
+    finally:
+        for m in models:
+            if m is not None:
+                m.to("cpu")
+
+
+def _train(
+    model: nn.Module,
+    x_u8: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    augment_shift: int,
+    seed: int,
+    progress: SubProgress | None,
+    cancel: CancelCheck | None,
+    augment: AugmentFn | None,
+    teacher: nn.Module | None,
+    distill: float,
+    temperature: float,
+    on_step: Callable[[int, int], object] | None,
+    mixup: float,
+    device: torch.device | None,
+) -> float:
     n = len(y)
     steps = max(1, math.ceil(epochs * n / batch_size))
     gen = torch.Generator().manual_seed(seed)
@@ -139,6 +203,8 @@ def train_model(
         if augment is not None:
             xb = augment(xb, gen)
         yb = ys[idx]
+        if device is not None and device.type != "cpu":  # made on the CPU (seeded), then moved
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         if mixup > 0:
             lam = float(mix_rng.beta(mixup, mixup))
             other = torch.randperm(len(idx), generator=gen)

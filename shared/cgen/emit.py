@@ -37,6 +37,9 @@ from shared.network import INPUT, WEIGHTED_OPS, quantize_input, windows
 
 __all__ = ["LayerPlan", "CModel", "generate_c", "input_table"]
 
+# the image's codes in the arena, when the pixels cannot be read where they are (no node name
+# has a ':', so no node's value is called this)
+_INPUT_CODES = "input:codes"
 CHUNK = 32  # linear rows requantised per pass (the accumulator scratch holds this many)
 
 
@@ -136,6 +139,35 @@ def _divide(n: int, largest: int) -> str:
     return f"(sum + {half}u) / {n}u"
 
 
+ROW_FORMATS = ("t4", "t3", "t2", "i8", "bits")  # every row kernel runtime.row_kernel writes
+# what each node's C names are made of: siq_<node>, siq_gather_<node>, siq_w_<node>, ...
+_NODE_PREFIXES = ("", "gather_", "w_", "b_", "t_", "cb_", "m_", "r_", "s_", "dw_")
+# the names of the library's own code and data that a node's names must not take
+_RESERVED = set(
+    re.findall(
+        r"\bsiq_\w+", PRELUDE + "".join(row_kernel(f, a) for f in ROW_FORMATS for a in (4, 8))
+    )
+) | {
+    "siq_arena",
+    "siq_patch",
+    "siq_acc",
+    "siq_inq",
+    "siq_predict",
+    "siq_quantize_input",
+}
+
+
+def _identifiers(names: list[str]) -> dict[str, str]:
+    """The C identifier part of each node: its name with '.' as '_' (so chains keep their
+    names: siq_conv1, siq_w_conv1), or, when any of the C names made from them would clash
+    with each other or with the library's own, `n<index>` for every node."""
+    idents = {name: re.sub(r"[^A-Za-z0-9_]", "_", name) for name in names}
+    made = [f"siq_{p}{i}" for i in idents.values() for p in _NODE_PREFIXES]
+    if len(set(made)) == len(made) and not _RESERVED & set(made):
+        return idents
+    return {name: f"n{i}" for i, name in enumerate(names)}
+
+
 def _plan_arena(
     sizes: dict[str, int], lives: dict[str, tuple[int, int]]
 ) -> tuple[dict[str, int], int]:
@@ -185,11 +217,7 @@ class _Emitter:
             for x in node["inputs"]:
                 users[x].append(node)
         self.users = users
-        for node in graph:
-            name = re.sub(r"[^A-Za-z0-9_]", "_", node["name"])
-            while name in self.ident.values():
-                name += "_"
-            self.ident[node["name"]] = name
+        self.ident = _identifiers([node["name"] for node in graph])
         self.values[INPUT] = _Value(self.m.input_shape, False, "pixels")
         if not self._reads_pixels(graph):
             self._quantize_input()
@@ -281,11 +309,11 @@ class _Emitter:
         c, h, w = self.m.input_shape
         name = "siq_quantize_input"
         self.funcs.append(layers.quantize_input(name, c, h, w))
-        self._value("input.codes", (c, h, w))
-        self.values[INPUT] = _Value((c, h, w), False, "view", of="input.codes")
-        self.steps.append((name, [], "input.codes"))
+        self._value(_INPUT_CODES, (c, h, w))
+        self.values[INPUT] = _Value((c, h, w), False, "view", of=_INPUT_CODES)
+        self.steps.append((name, [], _INPUT_CODES))
         self.plans.append(
-            LayerPlan("input", "quantize", out_bytes=self.values["input.codes"].nbytes)
+            LayerPlan("input", "quantize", out_bytes=self.values[_INPUT_CODES].nbytes)
         )
 
     def _step(self, node: dict[str, Any], func: str, shape: tuple[int, ...]) -> None:

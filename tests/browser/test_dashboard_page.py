@@ -42,7 +42,7 @@ def _job_fields(server: ServiceProcess) -> dict[str, dict[str, Any]]:
     ref = openapi["paths"]["/quantize-jobs"]["post"]["requestBody"]["content"]["application/json"]
     body = openapi["components"]["schemas"][ref["schema"]["$ref"].rsplit("/", 1)[1]]
     return {
-        name: next(b for b in prop.get("anyOf", [prop]) if b.get("type") != "null")
+        name: next((b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"), prop)
         for name, prop in body["properties"].items()
     }
 
@@ -117,13 +117,18 @@ def test_the_form_allows_what_the_api_allows(page, server) -> None:
     )
     assert choices == fields["weight_quantizer"]["enum"]
 
+    def below(schema: dict[str, Any]) -> str:
+        """The first value under the range: an exclusive minimum itself, else minimum - 1."""
+        low = schema.get("exclusiveMinimum")
+        return str(low if low is not None else schema["minimum"] - 1)
+
     posts: list[str] = []
     page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
     page.locator("summary").click()
     epochs, iterations = form.get_by_test_id("epochs"), form.get_by_test_id("max-iterations")
     for field, value, valid in [
         (epochs, str(fields["epochs"]["maximum"] * 10), False),  # 1,000 used to pass
-        (epochs, "0", False),  # more than 0: an exclusive minimum, checked by the page
+        (epochs, below(fields["epochs"]), False),  # an exclusive minimum the page checks
         (epochs, str(fields["epochs"]["maximum"]), True),
         (iterations, str(fields["max_iterations"]["maximum"] + 1), False),
         (iterations, str(fields["max_iterations"]["maximum"]), True),

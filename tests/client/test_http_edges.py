@@ -32,11 +32,12 @@ def test_the_openapi_documents_what_recognize_answers(make_app, bundle_file):
 
 
 def test_the_openapi_says_a_form_holds_at_least_one_image(make_app, bundle_file):
-    # an empty form, or an empty `files`, was schema-valid and is 422 "no image" (issue 28)
+    # an empty form, an empty `files` or another field was schema-valid and is 422 (issue 28)
     spec = TestClient(make_app(str(bundle_file))).get("/openapi.json").json()
     form = spec["paths"]["/recognize"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["anyOf"] == [{"required": ["file"]}, {"required": ["files"]}]
     assert form["schema"]["properties"]["files"]["minItems"] == 1
+    assert form["schema"]["additionalProperties"] is False  # any other field is 422
     for part in ("file", "files"):
         assert "image/png" in form["encoding"][part]["contentType"]
 

@@ -253,3 +253,14 @@ def test_the_average_pools_division_is_exact_on_every_reachable_sum(n, bits):
     multiplier = re.search(r"\* (\d+)u", expr)
     if multiplier:  # the product is uint32 in C: it must not wrap
         assert (largest + n // 2) * int(multiplier.group(1)) < 2**32
+
+
+def test_node_names_that_would_clash_in_c_are_renamed(tmp_path):
+    """Node names are free ([A-Za-z0-9_.]): 'w_fc' would name the same C array as fc's
+    weights (siq_w_fc), 'get' the library's siq_get, 'a.b' and 'a_b' one identifier."""
+    b = GraphBuilder(0, (3, 7, 5))
+    x = b.conv("input", 4, 3, name="get")
+    x = b.conv(x, 4, 1, name="a.b")
+    x = b.flatten(b.conv(x, 4, 1, name="a_b"), name="w_fc")
+    bundle = b.bundle(b.linear(x, 3, activation="none", name="fc"))
+    assert_host_matches(bundle, tmp_path)

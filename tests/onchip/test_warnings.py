@@ -1,6 +1,6 @@
 """The generated library builds warning-free with its strict flags (warnings are errors) at
 every optimisation level users build with: -O0, -O1, -O2, -O3 and -Os, with the host's gcc
-and, where the cross toolchain is installed, for the Cortex-M3 and M4. (At -O3,
+and, where the cross toolchain is installed, for the Cortex-M0, M3 and M4. (At -O3,
 arm-none-eabi-gcc 12 once warned -Waggressive-loop-optimizations on the row kernels' dead
 tail loop: issue 29.)"""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.onchip.toolchain import ARM_GCC, CPUS, STRICT_FLAGS, missing_arm_tools
+from scripts.onchip.toolchain import ARM_GCC, STRICT_FLAGS, cpu_flags, missing_arm_tools
 from shared.bundle import decode_bundle
 from shared.cgen import CModel, generate_bundle_c
 from tests.factories import make_random_bundle, random_dag_bundle
@@ -66,7 +66,6 @@ def test_host_gcc_at_every_level(tmp_path):
 
 
 @pytest.mark.skipif(missing_arm_tools() is not None, reason=f"{missing_arm_tools()}")
-@pytest.mark.parametrize("cpu", ["m3", "m4"])
+@pytest.mark.parametrize("cpu", ["m0", "m3", "m4"])
 def test_cortex_m_at_every_level(tmp_path, cpu):
-    flags = [f"-mcpu={CPUS[cpu][0]}", "-mthumb", "-mfloat-abi=soft", "-ffreestanding"]
-    assert compile_all(ARM_GCC, flags, tmp_path) == []
+    assert compile_all(ARM_GCC, [*cpu_flags(cpu), "-ffreestanding"], tmp_path) == []

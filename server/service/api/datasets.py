@@ -17,9 +17,9 @@ from server.service.api.errors import ERROR_RESPONSES
 from server.service.datasets import NAME_PATTERN
 from server.service.settings import ServerSettings
 from shared.api import DatasetInfo, ErrorResponse
-from shared.errors import ArchiveError, NotFoundError
+from shared.errors import ArchiveError, NotFoundError, SIQError
 
-__all__ = ["router", "UPLOAD_PATH"]
+__all__ = ["router", "UPLOAD_PATH", "receive_body"]
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 UPLOAD_PATH = "/datasets"  # the front door gives its body SIQ_DATASET_MAX_UPLOAD_BYTES
@@ -124,15 +124,16 @@ async def upload(
     store.check_new_name(name)  # before a byte of the body is read
     with store.staging() as staging:
         archive = staging / "archive"
-        if await _receive(request, archive) == 0:
+        if await receive_body(request, archive) == 0:
             raise ArchiveError("the body is empty: send the archive's bytes")
         info = await run_in_threadpool(store.add, name, archive, staging, test_fraction)
     response.headers["Location"] = f"/datasets/{name}"
     return DatasetInfo(**info)
 
 
-async def _receive(request: Request, path: Path) -> int:
-    """Stream the body into `path` (the front door bounds its size and time); its size."""
+async def receive_body(request: Request, path: Path, error: type[SIQError] = ArchiveError) -> int:
+    """Stream the body into `path` (the front door bounds its size and time); its size.
+    A body cut short is `error` (422)."""
     size = 0
     try:
         async with await anyio.open_file(path, "wb") as out:
@@ -140,7 +141,7 @@ async def _receive(request: Request, path: Path) -> int:
                 size += len(chunk)
                 await out.write(chunk)
     except ClientDisconnect:
-        raise ArchiveError(f"the archive did not arrive whole ({size} bytes came)") from None
+        raise error(f"the body did not arrive whole ({size} bytes came)") from None
     return size
 
 

@@ -15,6 +15,7 @@ from server.service.executor import Runner
 from server.service.guard import token_problem
 from server.service.jobs import JobStore
 from server.service.metrics import ServerMetrics
+from server.service.networks import NetworkStore
 from server.service.settings import ServerSettings
 from server.service.sweeps import SweepStore
 
@@ -40,6 +41,7 @@ class ServerContext:
     metrics: ServerMetrics
     sweeps: SweepStore
     datasets: DatasetStore
+    networks: NetworkStore
 
 
 def get_context(request: Request) -> ServerContext:

@@ -19,9 +19,9 @@ from server.job_spec import JobSpec
 from server.params import QuantizeJobCreate
 from server.service.api.bounded_body import BoundedBodyRoute
 from server.service.api.deps import (
+    ContextDep,
     JobStoreDep,
     RunnerDep,
-    SettingsDep,
     require_reader,
     require_writer,
 )
@@ -123,12 +123,17 @@ _WRITE: dict[str, Any] = {
 def submit_job(
     body: QuantizeJobCreate,
     response: Response,
-    settings: SettingsDep,
+    ctx: ContextDep,
     jobs: JobStoreDep,
     runner: RunnerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> QuantizeJobPublic:
+    settings = ctx.settings
     check_dataset(body.dataset, settings.data_dir, settings.uploads_dir)
+    if body.network is not None:
+        ctx.networks.check_job(body.network, body.dataset)
+    if body.device is None and settings.device != "auto":  # the server's default, recorded
+        body = body.model_copy(update={"device": settings.device})
     job, created = jobs.create(JobSpec(params=body), idempotency_key, settings.max_queued_jobs)
     if created:
         runner.wake()
