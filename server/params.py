@@ -20,6 +20,7 @@ list only what the caller set. A bundle's manifest keeps them versioned (`to_dic
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
@@ -323,6 +324,9 @@ def _config_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     name = ".".join(str(p) for p in first.get("loc", ())) or "config"
     message = first.get("msg", "invalid")
+    named = re.match(r"Value error, (\w+): (.*)", message, re.S)
+    if not first.get("loc") and named and named.group(1) in JobParams.model_fields:
+        name, message = named.groups()  # a rule between fields names the one at fault
     if first.get("type") == "extra_forbidden":
         message = "unknown parameter (not a job parameter)"
     return _field_error(name, message)

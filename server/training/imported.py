@@ -16,22 +16,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from server.data import Dataset, split_validation
+from server.data import Dataset
 from server.networks import StoredNetwork, decode_network
 from server.params import JobParams
 from server.progress import ProgressFn, Reporter
-from server.training.augment import augment_for
 from server.training.compress import check_layer_names
-from server.training.device import resolve_device
 from server.training.models import GraphNet, Node
 from server.training.pipeline import (
-    VALIDATION_FRACTION,
     FloatModel,
     PipelineResult,
     load_job_dataset,
     quantize_model,
+    train_float,
 )
-from server.training.train import CancelCheck, evaluate, seed_everything, train_model
+from server.training.train import CancelCheck
 from shared.errors import ConfigError
 
 __all__ = ["build_network", "check_fits", "network_float_model", "run_network_pipeline"]
@@ -98,40 +96,10 @@ def network_float_model(
 ) -> FloatModel:
     """The brought network, fine-tuned for `config.epochs` epochs (none when unset or 0)
     with the data set's recipe, as the float model SIQ starts from."""
-    started = time.perf_counter()
-    device = resolve_device(config.device)
     net = decode_network(network)
     check_fits(net, ds, config.network or "")
-    model = build_network(net)
-    train_x, train_y, val_x, val_y = split_validation(ds, VALIDATION_FRACTION, config.seed)
-    seed_everything(config.seed)
-    if config.epochs:
-        recipe = ds.recipe.for_job(config)
-        train_model(
-            model,
-            train_x,
-            train_y,
-            epochs=config.epochs,
-            lr=recipe.lr,
-            batch_size=recipe.batch_size,
-            weight_decay=recipe.weight_decay,
-            augment_shift=recipe.augment_shift,
-            seed=config.seed,
-            progress=(report or Reporter(None)).part(0, 1, "training", "fine-tuning: "),
-            cancel=cancel,
-            augment=augment_for(recipe),
-            mixup=recipe.mixup,
-            device=device,
-        )
-    model.eval()
-    return FloatModel(
-        model=model,
-        float_accuracy=evaluate(model, ds.test_x, ds.test_y),
-        val_accuracy=evaluate(model, val_x, val_y),
-        seconds=time.perf_counter() - started,
-        val=(val_x, val_y),
-        train=(train_x, train_y),
-    )
+    tune = config if config.epochs else config.model_copy(update={"epochs": 0.0})
+    return train_float(ds, tune, report=report, cancel=cancel, model=build_network(net))
 
 
 def run_network_pipeline(

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from server.data import Dataset, load_dataset, split_validation
 from server.params import JobParams
 from server.progress import ProgressFn, Reporter
+from server.recipes import Recipe
 from server.training.augment import augment_for
 from server.training.batchnorm import fold_batchnorm
 from server.training.compress import (
@@ -118,15 +120,41 @@ def train_float(
     *,
     report: Reporter | None = None,
     cancel: CancelCheck | None = None,
+    model: GraphNet | None = None,
 ) -> FloatModel:
-    """Train the data set's model family in float (seeded); accuracy on the test set."""
+    """Train the data set's model family in float (seeded), or `model` when given (a
+    network a user brought: no training at 0 epochs); accuracy on the test set."""
     started = time.perf_counter()
     recipe = ds.recipe.for_job(config)
     train_x, train_y, val_x, val_y = split_validation(ds, VALIDATION_FRACTION, config.seed)
     seed_everything(config.seed)
     c, size, _ = ds.input_shape
     device = resolve_device(config.device)
-    model = build_model(ds.arch, c, ds.num_classes, size)
+    if model is None:
+        model = build_model(ds.arch, c, ds.num_classes, size)
+    if recipe.epochs > 0:
+        _fit(model, train_x, train_y, recipe, config.seed, device, report, cancel)
+    model.eval()
+    return FloatModel(
+        model=model,
+        float_accuracy=evaluate(model, ds.test_x, ds.test_y),
+        val_accuracy=evaluate(model, val_x, val_y),
+        seconds=time.perf_counter() - started,
+        val=(val_x, val_y),
+        train=(train_x, train_y),
+    )
+
+
+def _fit(
+    model: GraphNet,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    recipe: Recipe,
+    seed: int,
+    device: torch.device,
+    report: Reporter | None,
+    cancel: CancelCheck | None,
+) -> None:
     train_model(
         model,
         train_x,
@@ -136,20 +164,12 @@ def train_float(
         batch_size=recipe.batch_size,
         weight_decay=recipe.weight_decay,
         augment_shift=recipe.augment_shift,
-        seed=config.seed,
+        seed=seed,
         progress=(report or Reporter(None)).part(0, 1, "training", "float training: "),
         cancel=cancel,
         augment=augment_for(recipe),
         mixup=recipe.mixup,
         device=device,
-    )
-    return FloatModel(
-        model=model,
-        float_accuracy=evaluate(model, ds.test_x, ds.test_y),
-        val_accuracy=evaluate(model, val_x, val_y),
-        seconds=time.perf_counter() - started,
-        val=(val_x, val_y),
-        train=(train_x, train_y),
     )
 
 

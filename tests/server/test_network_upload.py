@@ -18,11 +18,11 @@ import torch
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.byo_nets import TinyResNet, to_onnx
 from server.data import load_dataset
 from server.service.app import create_app
 from tests.samples import SAMPLE_DIR
 from tests.server.api_helpers import REAL_PIPELINE, make_settings, wait_job
-from tests.server.byo_nets import TinyResNet, to_onnx
 
 SHAPE = (3, 64, 64)  # office10's images as the server preprocesses them
 
@@ -288,3 +288,22 @@ def test_the_cli_quantises_an_onnx_file_on_an_image_folder(
     bundle = decode_bundle(Path(result["bundle_path"]).read_bytes())
     assert bundle.manifest["provenance"]["config"]["network"] == "my_net"
     assert quantize_main([*argv[:1], str(tmp_path / "absent.onnx"), *argv[2:], "--out", "x"]) == 2
+
+
+def test_epochs_fine_tune_the_brought_weights_and_none_keep_them(
+    trained_onnx: bytes, tmp_path: Path
+) -> None:
+    from server.networks import decode_network, encode_network, import_onnx
+    from server.params import JobParams
+    from server.training.imported import build_network, network_float_model
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(trained_onnx)
+    network = encode_network(import_onnx(path, 1000), {})
+    ds = load_dataset("office10", SAMPLE_DIR, train_limit=20, test_limit=10)
+    brought = build_network(decode_network(network)).state_dict()
+    for epochs, changed in ((None, False), (0, False), (1, True)):
+        config = JobParams(dataset="office10", network="n", epochs=epochs)
+        fm = network_float_model(network, ds, config)
+        weight = "ops.fc_Gemm.weight"
+        assert (not torch.equal(fm.model.state_dict()[weight], brought[weight])) is changed

@@ -14,9 +14,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.byo_nets import TinyResNet, to_onnx
 from server.networks import NetworkError, decode_network, encode_network, import_onnx
 from server.training.imported import build_network
-from tests.server.byo_nets import TinyResNet, to_onnx
 
 ort_session = lambda data: ort.InferenceSession(data, providers=["CPUExecutionProvider"])  # noqa: E731
 

@@ -4,12 +4,14 @@ they would: what the bring-your-own-network tests and bench/bench_byo.py upload.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TinyResNet", "to_onnx"]
+__all__ = ["TinyResNet", "to_onnx", "train_plain", "accuracy"]
 
 
 class Block(nn.Module):
@@ -75,3 +77,46 @@ def _export(model: nn.Module, shape: tuple[int, int, int], buf: io.BytesIO) -> N
         output_names=["logits"],
         dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
     )
+
+
+def train_plain(
+    model: nn.Module,
+    x_u8: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: float,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> None:
+    """What a user's own training script does: AdamW, cosine schedule, random horizontal
+    flips, cross-entropy, on images scaled to [0, 1] (no SIQ code)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(x_u8).float() / 255.0
+    t = torch.from_numpy(y).long()
+    steps = max(1, math.ceil(epochs * len(t) / batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    model.train()
+    order, pos = torch.randperm(len(t), generator=gen), 0
+    for _ in range(steps):
+        if pos + batch_size > len(t) and pos > 0:
+            order, pos = torch.randperm(len(t), generator=gen), 0
+        idx = order[pos : pos + batch_size]
+        pos += batch_size
+        xb = x[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+        loss = nn.functional.cross_entropy(model(xb), t[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+
+
+def accuracy(model: nn.Module, x_u8: np.ndarray, y: np.ndarray) -> float:
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x_u8).float() / 255.0).argmax(1).numpy()
+    return float((pred == y).mean())
