@@ -1,10 +1,13 @@
 """HTTP benchmark: POST /recognize of a real `python -m client` process against the ceiling of
 its stack, a bare FastAPI route that only reads the uploaded file (bench/bare_upload.py), on the
 same uvicorn (one worker process), with the same load generator (bench_client.http_load: asyncio
-streams, pre-encoded multipart requests, keep-alive), in one run.
+streams, pre-encoded multipart requests, keep-alive), in one run; and, for the MNIST PNGs, against
+the service a user would write in thirty lines (bench/peer_service.py: FastAPI, Pillow, ONNX
+Runtime int8 of the same network), whose labels must agree with /recognize's on the images sent.
 
     python -m bench.bench_http [--digit-bundle FILE] [--photo-bundle FILE] [--rounds 9]
                                [--requests 400] [--concurrency 16] [--workers 1,2]
+                               [--inference-processes N] [--no-peer]
 
 Two image kinds, each against the network it is made for: MNIST-size PNGs (28x28 test digits)
 with a digit bundle, and 300x300 JPEG photos (office10 test photos, centre square resized) with
@@ -40,9 +43,10 @@ from bench.sections import replace_section
 from scripts.processes import ServiceProcess, start_service
 from shared.bundle import decode_bundle
 
-__all__ = ["main", "photo_jpegs", "measure", "section", "SECTION"]
+__all__ = ["main", "photo_jpegs", "peer_model", "measure", "section", "SECTION"]
 
 SECTION = "bench_http"  # its section of client.md, which bench_client keeps (bench/sections.py)
+PEER = "the thirty-line service (FastAPI, Pillow, ONNX Runtime int8; bench/peer_service.py)"
 
 
 def photo_jpegs(count: int, side: int = 300, quality: int = 90) -> list[bytes]:
@@ -92,6 +96,39 @@ def photo_bundle(path: str | None, work: Path) -> tuple[bytes, str]:
     )
 
 
+def peer_model(bundle_data: bytes, work: Path) -> Path:
+    """The thirty-line service's model: the bundle's network with dequantised weights, exported
+    to ONNX float32 and statically quantised to int8 QDQ by ONNX Runtime (bench/peers.py),
+    calibrated on 256 MNIST test PNGs after the 64 the benchmark sends."""
+    from bench.bench_client import float_model
+    from bench.peers import export_float_onnx, quantize_qdq
+    from shared.image import decode_image, preprocess
+
+    bundle = decode_bundle(bundle_data)
+    spec = bundle.manifest["input"]["preprocess"]
+    images = load_images(64 + 256)[64:]
+    calibration = np.stack([preprocess(decode_image(b), spec) for b in images])
+    float_path = export_float_onnx(
+        float_model(bundle), tuple(calibration.shape[1:]), work / "peer_float.onnx"
+    )
+    return quantize_qdq(float_path, calibration, work / "peer_int8.onnx")
+
+
+def answered_labels(service: ServiceProcess, images: list[bytes]) -> list[int]:
+    """The label a service's POST /recognize gives each image, one request each: the client's
+    answer (`results[0].label`) or the thirty-line service's (`label`)."""
+    import httpx
+
+    labels = []
+    with httpx.Client(base_url=f"http://{service.host}:{service.port}", timeout=30) as http:
+        for image in images:
+            answer = http.post("/recognize", files={"file": ("image", image)})
+            answer.raise_for_status()
+            body = answer.json()
+            labels.append(int(body["results"][0]["label"] if "results" in body else body["label"]))
+    return labels
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time that process `pid` and its children (worker processes) have used so far, all
     threads, from /proc/.../schedstat (nanoseconds); 0.0 where /proc has no such files.
@@ -123,9 +160,14 @@ def _env(**settings: str) -> dict[str, str]:
     return env
 
 
-def _start(stack: ExitStack, module: str, work: Path, name: str, **settings: str):
-    args = ["--log-level", "warning"]
-    service = start_service(module, env=_env(**settings), log_path=work / f"{name}.log", args=args)
+def _start(
+    stack: ExitStack, module: str, work: Path, name: str, *args: str, **settings: str
+) -> ServiceProcess:
+    """`python -m module --log-level warning *args` with the SIQ_* `settings`, stopped with
+    `stack`."""
+    log = work / f"{name}.log"
+    args = ("--log-level", "warning", *args)
+    service = start_service(module, env=_env(**settings), log_path=log, args=args)
     stack.enter_context(service)
     return service
 
@@ -139,12 +181,16 @@ def measure(
     concurrency: int,
     workers: tuple[int, ...] = (1,),
     processes: int = 0,
+    peers: dict[str, tuple[Path, Path]] | None = None,
 ) -> dict[str, Any]:
     """kinds: name -> (encoded images, bundle file, None for /recognize or the model name to
     send them to /v2/models/{model}/infer as tritonclient does). Per kind, the bare route
     (the same images uploaded) and the client
     with each worker count (and, with `processes`, one worker with that many inference
-    processes: `client_w1_p{N}`), in interleaved rounds; req/s, p50, p99, per-round ratios."""
+    processes: `client_w1_p{N}`), in interleaved rounds; req/s, p50, p99, per-round ratios.
+    peers: kind -> (int8 ONNX model, bundle file) of a thirty-line service (`peer`) measured in
+    the same rounds; each client's row then has its ratio to the peer too, and the peer's row
+    the share of images on which its label agrees with the first client's."""
     with ExitStack() as stack:
         bare = _start(stack, "bench.bare_upload", work, "bare")
         targets: dict[str, list[tuple[str, ServiceProcess]]] = {}
@@ -166,10 +212,20 @@ def measure(
                     **settings,
                 )
                 targets[kind].append((label, client))
+        for kind, (model, bundle) in (peers or {}).items():
+            args = ("--model", str(model), "--bundle", str(bundle))
+            peer = _start(stack, "bench.peer_service", work, f"peer-{kind}", *args)
+            targets[kind].append(("peer", peer))
         bare.wait_ready("/healthz", timeout=60)
         for kind in targets:
-            for _, service in targets[kind][1:]:
-                service.wait_ready("/readyz", timeout=120)
+            for who, service in targets[kind][1:]:
+                service.wait_ready("/healthz" if who == "peer" else "/readyz", timeout=120)
+        agreement = {}
+        for kind in peers or {}:
+            images, services = kinds[kind][0], dict(targets[kind])
+            theirs = answered_labels(services["peer"], images)
+            ours = answered_labels(targets[kind][1][1], images)
+            agreement[kind] = float(np.mean([a == b for a, b in zip(theirs, ours, strict=True)]))
 
         def run(service: ServiceProcess, kind: str, count: int) -> dict:
             images, _, model = kinds[kind]
@@ -225,6 +281,14 @@ def measure(
                     if c["server_cpu_ms_per_request"] > 0
                 ]
                 row[who]["cpu_ratio_to_bare"] = float(np.median(cpu)) if cpu else None
+        if "peer" in by_who:
+            peer_rps = [s["requests_per_s"] for s in by_who["peer"]]
+            row["peer"]["label_agreement"] = agreement[kind]
+            for who, runs in by_who.items():
+                if who.startswith("client"):
+                    ratios = [s["requests_per_s"] / p for s, p in zip(runs, peer_rps, strict=True)]
+                    row[who]["ratio_to_peer"] = float(np.median(ratios))
+                    row[who]["round_ratios_to_peer"] = ratios
         out[kind] = row
     return {
         "rounds": rounds,
@@ -264,7 +328,7 @@ def section(result: dict[str, Any]) -> str:
         plural = "es" * (processes > 1)
         variants.append((f"client_w1_p{processes}", f"{processes} inference process{plural}"))
     for kind, row in result["kinds"].items():
-        for who, where in variants:
+        for who, where in variants + [("peer", PEER)] * ("peer" in row):
             c, b = row[who], row["bare"]
             cpu = c["cpu_ratio_to_bare"]
             lines.append(
@@ -279,6 +343,7 @@ def section(result: dict[str, Any]) -> str:
         f"Bundle for {result['labels'][kind]}: {result['bundles'][kind]}."
         for kind in result["kinds"]
     ]
+    lines += peer_lines(result, variants)
     if len(workers) > 1:
         lines += [
             "",
@@ -307,6 +372,48 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def peer_lines(result: dict[str, Any], variants: list[tuple[str, str]]) -> list[str]:
+    """The table of /recognize against the thirty-line service, in the same rounds ([] when
+    it was not measured)."""
+    kinds = {kind: row for kind, row in result["kinds"].items() if "peer" in row}
+    if not kinds:
+        return []
+    lines = [
+        "",
+        f"/recognize against {PEER}: the bundle's network with dequantised weights, exported "
+        "to ONNX and statically quantised to int8 QDQ by onnxruntime.quantization (calibrated "
+        "on other MNIST test digits), the bundle's preprocessing through shared.image, one "
+        "ONNX Runtime thread, `async def` route, one uvicorn worker; the ratio is the median "
+        "of each round's /recognize / thirty-line.",
+        "",
+        "| image | recognition runs | thirty-line req/s | /recognize req/s "
+        "| **/recognize / thirty-line** | ratio range over rounds | labels agree |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, row in kinds.items():
+        peer = row["peer"]
+        for who, where in variants:
+            c = row[who]
+            lines.append(
+                f"| {result['labels'][kind]} | {where} | {peer['requests_per_s']:.0f} | "
+                f"{c['requests_per_s']:.0f} | **{c['ratio_to_peer']:.2f}** | "
+                f"{min(c['round_ratios_to_peer']):.2f}-{max(c['round_ratios_to_peer']):.2f} | "
+                f"{peer['label_agreement']:.1%} |"
+            )
+    return lines
+
+
+def disagreements(result: dict[str, Any], minimum: float) -> list[str]:
+    """One line per image kind whose thirty-line service agrees with /recognize on fewer than
+    `minimum` of the images sent: then the two do not run the same network."""
+    return [
+        f"{result['labels'][kind]}: the thirty-line service's labels agree with /recognize's "
+        f"on {row['peer']['label_agreement']:.1%} of the images, under {minimum:.0%}"
+        for kind, row in result["kinds"].items()
+        if "peer" in row and row["peer"]["label_agreement"] < minimum
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_http")
     p.add_argument("--digit-bundle", help="digit bundle file (default: a quick MNIST run)")
@@ -321,6 +428,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also measure one worker with this many SIQ_INFERENCE_PROCESSES",
     )
+    p.add_argument(
+        "--no-peer", action="store_true", help="leave out the thirty-line service (no torch)"
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.85,
+        help="least share of images on which the thirty-line service's labels must agree with "
+        "/recognize's (its float/int8 rounding differs from the integer contract's)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--note", default="The machine was shared with other work while measuring.")
     args = p.parse_args(argv)
@@ -333,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "digit.siq").write_bytes(data)
         kinds["png"] = (load_images(64), work / "digit.siq", None)
         bundles["png"], labels["png"] = source, "MNIST digit, 28x28 PNG"
+        peers = {} if args.no_peer else {"png": (peer_model(data, work), work / "digit.siq")}
         # the same PNGs as the Open Inference Protocol's binary BYTES input (tritonclient's)
         model = decode_bundle(data).dataset or "siq"
         kinds["png_v2"] = (kinds["png"][0], work / "digit.siq", model)
@@ -357,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             workers=workers,
             processes=args.inference_processes,
+            peers=peers,
         )
     result.update(
         bundles=bundles,
@@ -370,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     text = section(result)
     replace_section(args.out / "client.md", SECTION, text)
     print(text)
-    return 0
+    problems = disagreements(result, args.min_agreement)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def cmsis_nn_version(root: Path, commit: str | None = None) -> str:
         m = re.search(r'<release version="([^"]+)"', pdsc.read_text(errors="replace"))
         release = m.group(1) if m else None
     parts = [f"commit {commit}" if commit else "commit unknown (pass --cmsis-nn-commit)"]
-    if release:
+    if release and release != "0.0.0":  # a checkout's .pdsc holds a placeholder
         parts.append(f"latest release in its .pdsc: {release}")
     return ", ".join(parts)
 
@@ -156,6 +156,16 @@ def _float_chain(bundle: Bundle) -> list[dict[str, Any]]:
     return out
 
 
+def _windows(x: np.ndarray, k: int, s: int) -> list[np.ndarray]:
+    """The k * k strided views of NCHW maps, one per kernel position (floor mode)."""
+    ho, wo = graph.windows(x.shape[2], k, s), graph.windows(x.shape[3], k, s)
+    return [
+        x[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
+        for i in range(k)
+        for j in range(k)
+    ]
+
+
 def _float_forward(chain: list[dict[str, Any]], x: np.ndarray, top: int) -> np.ndarray:
     """NCHW float forward of the chain (code units), for the logits' calibration."""
     for layer in chain:
@@ -163,33 +173,14 @@ def _float_forward(chain: list[dict[str, Any]], x: np.ndarray, top: int) -> np.n
         if op == "conv2d":
             k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
             x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-            n, c, h, wd = x.shape
-            ho, wo = graph.windows(h, k, s), graph.windows(wd, k, s)
-            cols = np.stack(
-                [
-                    x[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
-                    for i in range(k)
-                    for j in range(k)
-                ],
-                axis=2,
-            )  # (N, C, k*k, Ho, Wo)
-            w = layer["w"].reshape(len(layer["w"]), c, k * k)
+            cols = np.stack(_windows(x, k, s), axis=2)  # (N, C, k*k, Ho, Wo)
+            w = layer["w"].reshape(len(layer["w"]), x.shape[1], k * k)
             acc = np.einsum("nckhw,ock->nohw", cols, w) + layer["b"][None, :, None, None]
             x = acc * layer["real"][None, :, None, None]
         elif op == "linear":
             x = (x.reshape(len(x), -1) @ layer["w"].T + layer["b"]) * layer["real"]
         elif op == "maxpool2d":
-            k, s = layer["kernel_size"], layer["stride"]
-            n, c, h, wd = x.shape
-            ho, wo = graph.windows(h, k, s), graph.windows(wd, k, s)
-            x = np.max(
-                [
-                    x[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
-                    for i in range(k)
-                    for j in range(k)
-                ],
-                axis=0,
-            )
+            x = np.max(_windows(x, layer["kernel_size"], layer["stride"]), axis=0)
         if op in ("conv2d", "linear") and layer["relu"]:
             x = np.clip(x, 0, top)
     return x

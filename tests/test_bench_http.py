@@ -3,7 +3,7 @@ bench_client rewrites the rest, and says the ratio of each image kind."""
 
 from __future__ import annotations
 
-from bench.bench_http import SECTION, section
+from bench.bench_http import PEER, SECTION, disagreements, section
 from bench.sections import kept_sections, replace_section
 
 
@@ -54,3 +54,52 @@ def test_the_inference_process_client_gets_its_own_row():
     assert "| PNG | in the server process |" in text and "**0.61**" in text
     assert "| PNG | 1 inference process |" in text and "**0.66**" in text
     assert "inference process |" not in section(fake_result())  # only when measured
+
+
+def with_peer(result: dict, agreement: float = 0.97) -> dict:
+    """fake_result with the thirty-line service measured beside the client."""
+    kinds = result["kinds"]["png"]
+    kinds["peer"] = dict(kinds["bare"], requests_per_s=500.0, ratio_to_bare=0.5,
+                         round_ratios=[0.5, 0.5], cpu_ratio_to_bare=0.5,
+                         label_agreement=agreement)  # fmt: skip
+    for who in ("client_w1", "client_w2"):
+        ratio = kinds[who]["requests_per_s"] / 500.0
+        kinds[who] |= {"ratio_to_peer": ratio, "round_ratios_to_peer": [ratio, ratio]}
+    return result
+
+
+def test_the_thirty_line_service_gets_a_row_and_its_ratio():
+    text = section(with_peer(fake_result()))
+    assert f"| PNG | {PEER} | 1000 | 500 | **0.50** |" in text  # beside the bare route
+    assert "| PNG | in the server process | 500 | 610 | **1.22** | 1.22-1.22 | 97.0% |" in text
+    assert PEER not in section(fake_result())  # only when measured
+    assert disagreements(with_peer(fake_result()), 0.85) == []
+    (problem,) = disagreements(with_peer(fake_result(), agreement=0.5), 0.85)
+    assert "50.0%" in problem and "PNG" in problem
+
+
+def test_the_thirty_line_service_answers_the_label_of_the_same_network(tmp_path):
+    """bench/peer_service.py on an ONNX model of a bundle's own network: its label is the
+    integer engine's on the same PNG, by the same preprocessing."""
+    from fastapi.testclient import TestClient
+
+    from bench.bench_client import load_images
+    from bench.peer_service import make_app
+    from shared.bundle import decode_bundle
+    from shared.engine import IntegerNetwork
+    from shared.image import decode_image, preprocess
+    from shared.onnx import to_onnx
+    from tests.factories import make_random_bundle
+
+    data = make_random_bundle(0)
+    bundle = decode_bundle(data)
+    (tmp_path / "b.siq").write_bytes(data)
+    (tmp_path / "m.onnx").write_bytes(to_onnx(bundle, inputs="images"))
+    spec = bundle.manifest["input"]["preprocess"]
+    engine = IntegerNetwork(bundle)
+    with TestClient(make_app(tmp_path / "m.onnx", tmp_path / "b.siq")) as http:
+        for png in load_images(4):
+            answer = http.post("/recognize", files={"file": ("d.png", png, "image/png")})
+            expected = engine.predict(preprocess(decode_image(png), spec)[None])[0][0]
+            assert answer.status_code == 200 and answer.json() == {"label": int(expected)}
+        assert http.get("/healthz").json() == {"status": "ok"}
