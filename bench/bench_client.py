@@ -95,7 +95,7 @@ def float_model(bundle):
         info = scales.get(name, {})
         if op in ("conv2d", "linear", "add"):
             act = activation(layer)
-            top = float(layer.get("clamp_max", 0)) * float(info.get("output_scale", 0.0))
+            top = float(layer.get("clamp_max") or 0) * float(info.get("output_scale") or 0.0)
             tops[name] = None if act == "none" else (top or 6.0) if act == "relu6" else math.inf
         if op == "maxpool2d":
             modules[name] = nn.MaxPool2d(layer["kernel_size"], layer["stride"])
