@@ -699,8 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle.write_bytes(make_random_bundle(0))
         result: dict[str, Any] = {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "note": "The machine was shared with other engineers' work while this ran (load "
-            f"average {os.getloadavg()[0]:.1f} at the start on {os.cpu_count()} CPUs); figures drift.",
+            "note": f"Load average {os.getloadavg()[0]:.1f} at the start on {os.cpu_count()} "
+            "CPUs (other work on the machine raises it); figures drift with it.",
             "client_src": "this checkout" if src == REPO else str(src),
             "workers": os.cpu_count() or 1,
             "attackers": args.attackers,
