@@ -138,9 +138,10 @@ def quantize_main(argv: list[str]) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        folder = Path(args.dataset)
-        if folder.is_dir() and not (data_dir is not None and (data_dir / args.dataset).is_dir()):
-            data_dir, args.dataset = folder.resolve().parent, folder.resolve().name  # a folder
+        folder = Path(args.dataset)  # a data set's name, or an image folder's path
+        named = folder.name == args.dataset and data_dir is not None
+        if folder.is_dir() and not (named and (data_dir / args.dataset).is_dir()):
+            data_dir, args.dataset = folder.resolve().parent, folder.resolve().name
         values = {k: getattr(args, k) for k in JobParams.model_fields if k != "network"}
         progress = _printer(time.monotonic())
         if args.network is None:
