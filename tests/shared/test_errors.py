@@ -7,6 +7,8 @@ import pytest
 
 from shared.api import ErrorResponse
 from shared.errors import (
+    ArchiveError,
+    ArchiveTooLargeError,
     AuthError,
     BodyTimeoutError,
     BundleError,
@@ -21,6 +23,7 @@ from shared.errors import (
     QueueFullError,
     SIQError,
     UnknownDatasetError,
+    UnsupportedArchiveError,
     UnsupportedImageError,
     UnsupportedModelError,
     UploadError,
@@ -37,6 +40,9 @@ STATUSES: list[tuple[type[SIQError], int]] = [
     (ImageTooLargeError, 413),
     (UploadError, 422),
     (DatasetError, 422),
+    (ArchiveError, 422),  # POST /datasets: a path that escapes, a link, a bad layout
+    (ArchiveTooLargeError, 413),  # ... too many files or bytes, or inflating past the ratio
+    (UnsupportedArchiveError, 415),  # ... neither zip nor tar
     (ConfigError, 422),
     (UnknownDatasetError, 422),
     (UnsupportedModelError, 422),  # GET /bundles/{id}/c of a graph the C generator cannot express
