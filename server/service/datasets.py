@@ -18,22 +18,20 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from server.data import BUILTIN_DATASETS, DatasetInfo, list_datasets
 from server.data.archive import ArchiveLimits
 from server.data.upload import build_dataset
 from server.service.settings import ServerSettings
-from shared.errors import ConfigError, ConflictError, NotFoundError
+from server.service.uploads import DELETING, NAME_PATTERN, STAGING, check_name, staging_folder
+from shared.errors import ConflictError, NotFoundError
 
-__all__ = ["DatasetStore", "NAME_PATTERN"]
+__all__ = ["DatasetStore"]
 
 log = logging.getLogger(__name__)
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_STAGING, _DELETING = ".tmp-", ".deleting-"
 
 
 class DatasetStore:
@@ -53,7 +51,7 @@ class DatasetStore:
         """Make the folder; remove staging and half-deleted folders a killed server left."""
         self.root.mkdir(parents=True, exist_ok=True)
         for path in self.root.iterdir():
-            if path.name.startswith((_STAGING, _DELETING)):
+            if path.name.startswith((STAGING, DELETING)):
                 log.info("removing %s, left by an upload or delete that did not finish", path)
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -63,13 +61,7 @@ class DatasetStore:
     def check_new_name(self, name: str) -> None:
         """ConfigError (422) for a name that cannot be a data set's, ConflictError (409) for
         one that is taken: a built-in, the data directory's or an upload's."""
-        if not re.fullmatch(NAME_PATTERN, name):
-            err = ConfigError(
-                f"data set name {name[:80]!r} is not allowed: 1 to 64 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
-            err.field = "name"  # type: ignore[attr-defined]
-            raise err
+        check_name(name, "data set")
         taken = name in BUILTIN_DATASETS or (self.root / name).exists()
         taken = taken or (self.data_dir is not None and (self.data_dir / name).exists())
         if taken:
@@ -78,15 +70,9 @@ class DatasetStore:
                 "(uploaded ones only) or choose another name"
             )
 
-    @contextmanager
-    def staging(self) -> Iterator[Path]:
+    def staging(self) -> AbstractContextManager[Path]:
         """A fresh folder for one upload, removed when the block ends, whatever happens."""
-        path = self.root / f"{_STAGING}{uuid.uuid4().hex}"
-        path.mkdir(parents=True)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+        return staging_folder(self.root)
 
     def add(
         self, name: str, archive: Path, staging: Path, test_fraction: float | None = None
@@ -116,7 +102,7 @@ class DatasetStore:
             raise NotFoundError(f"no uploaded data set named {name[:80]!r}{hint}")
         with self._lock:
             # renamed away first: a job submitted from now on finds no such data set
-            away = self.root / f"{_DELETING}{uuid.uuid4().hex}"
+            away = self.root / f"{DELETING}{uuid.uuid4().hex}"
             path.rename(away)
             if name in in_use():
                 away.rename(path)

@@ -16,22 +16,22 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from server.data import list_datasets
 from server.networks import encode_network, import_onnx, read_info
 from server.service.settings import ServerSettings
+from server.service.uploads import DELETING, NAME_PATTERN, STAGING, check_name, staging_folder
 from shared.errors import ConfigError, ConflictError, NotFoundError
 
-__all__ = ["NetworkStore", "NAME_PATTERN", "network_path", "read_network"]
+__all__ = ["NetworkStore", "network_path", "read_network"]
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_STAGING, _DELETING, _SUFFIX = ".tmp-", ".deleting-", ".safetensors"
+_SUFFIX = ".safetensors"
 
 
 def network_path(networks_dir: Path, name: str) -> Path:
@@ -57,7 +57,7 @@ class NetworkStore:
         """Make the folder; remove what an upload or delete that did not finish left."""
         self.root.mkdir(parents=True, exist_ok=True)
         for path in self.root.iterdir():
-            if path.name.startswith((_STAGING, _DELETING)):
+            if path.name.startswith((STAGING, DELETING)):
                 log.info("removing %s, left by an upload or delete that did not finish", path)
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
@@ -93,27 +93,16 @@ class NetworkStore:
         }
 
     def check_new_name(self, name: str) -> None:
-        if not re.fullmatch(NAME_PATTERN, name):
-            err = ConfigError(
-                f"network name {name[:80]!r} is not allowed: 1 to 64 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
-            err.field = "name"  # type: ignore[attr-defined]
-            raise err
+        check_name(name, "network")
         if network_path(self.root, name).exists():
             raise ConflictError(
                 f"a network named {name!r} exists already; DELETE /networks/{name} first or "
                 "choose another name"
             )
 
-    @contextmanager
-    def staging(self) -> Iterator[Path]:
-        path = self.root / f"{_STAGING}{uuid.uuid4().hex}"
-        path.mkdir(parents=True)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+    def staging(self) -> AbstractContextManager[Path]:
+        """A fresh folder for one upload, removed when the block ends, whatever happens."""
+        return staging_folder(self.root)
 
     def add(self, name: str, model: Path, staging: Path) -> dict[str, Any]:
         """Import the ONNX model at `model` (NetworkError naming the node otherwise) and put
@@ -170,7 +159,7 @@ class NetworkStore:
         if not re.fullmatch(NAME_PATTERN, name) or not path.is_file():
             raise NotFoundError(f"no network named {name[:80]!r}")
         with self._lock:
-            away = self.root / f"{_DELETING}{uuid.uuid4().hex}"
+            away = self.root / f"{DELETING}{uuid.uuid4().hex}"
             path.rename(away)
             if name in in_use():
                 away.rename(path)

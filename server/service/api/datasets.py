@@ -14,8 +14,8 @@ from starlette.requests import ClientDisconnect
 
 from server.service.api.deps import ContextDep, require_reader, require_writer
 from server.service.api.errors import ERROR_RESPONSES
-from server.service.datasets import NAME_PATTERN
 from server.service.settings import ServerSettings
+from server.service.uploads import NAME_PATTERN
 from shared.api import DatasetInfo, ErrorResponse
 from shared.errors import ArchiveError, NotFoundError, SIQError
 

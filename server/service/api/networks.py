@@ -13,7 +13,7 @@ from server.networks import ONNX_OPS, NetworkError
 from server.service.api.datasets import receive_body
 from server.service.api.deps import ContextDep, require_reader, require_writer
 from server.service.api.errors import ERROR_RESPONSES
-from server.service.networks import NAME_PATTERN
+from server.service.uploads import NAME_PATTERN
 from shared.api import ErrorResponse, NetworkInfo
 
 __all__ = ["router", "UPLOAD_PATH", "ONNX_MEDIA_TYPE"]
