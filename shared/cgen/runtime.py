@@ -169,6 +169,16 @@ static inline void siq_zero(uint8_t *dst, uint32_t di, uint32_t n)
 #else
 #define SIQ_ALWAYS_INLINE
 #endif
+/* GCC's scheduling before register allocation hoists a row kernel's table loads ahead of
+   their multiplies and runs out of registers (spills: more instructions per multiply-
+   accumulate, at -O2 and -O3); the library turns it off for its table kernels (the int8
+   kernel is faster with it), so a build with no flag of the user's gets them as measured
+   (bench/results/onchip.md). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define SIQ_KERNEL __attribute__((optimize("no-schedule-insns")))
+#else
+#define SIQ_KERNEL
+#endif
 static inline SIQ_ALWAYS_INLINE uint32_t siq_shift_clip(int64_t v, uint32_t s)
 {{
     uint64_t u;
@@ -278,7 +288,7 @@ def row_kernel(fmt: str, activation_bits: int) -> str:
         return "\n".join(lines)
 
     return f"""
-static void siq_rows_{fmt}(const uint8_t *w, uint32_t rb, {tab}const uint8_t *x,
+static {"SIQ_KERNEL " if fmt in ("t4", "t3", "t2") else ""}void siq_rows_{fmt}(const uint8_t *w, uint32_t rb, {tab}const uint8_t *x,
                          uint32_t words, const int32_t *bias, int32_t *out, uint32_t n, int first)
 {{
     const uint8_t *end = x + 4u * words;{second}
