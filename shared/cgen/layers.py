@@ -107,6 +107,8 @@ def gather(
     stride, padding = geometry) into the patch buffer, zeros where the window is padding."""
     c, h, w = shape
     k, s, p = geometry
+    if pixels and p == 0 and k * k * c <= UNROLLED_PATCH:
+        return _gather_pixels_unrolled(n, shape, k, s, activation_bits)
     if pixels:  # through the input quantiser, CHW pixels -> (kh, kw, C) patch codes
         inside = "1" if p == 0 else f"iy >= 0 && iy < {h} && ix >= 0 && ix < {w}"
         nibble = activation_bits <= 4
@@ -160,6 +162,42 @@ def gather(
     return f"""
 static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint32_t ox)
 {{{body}
+}}
+"""
+
+
+# the largest patch (values) of pixels that a gather writes out value by value, every offset a
+# literal: a first convolution's patch in about three instructions a value
+UNROLLED_PATCH = 128
+
+
+def _gather_pixels_unrolled(
+    n: str, shape: tuple[int, int, int], k: int, s: int, activation_bits: int
+) -> str:
+    """`siq_gather_<n>` of a first convolution without padding: each patch word built from its
+    values through the input quantiser, every pixel offset a literal (the patch's padding
+    values past K are zero: nothing is ORed into them)."""
+    c, h, w = shape
+    per_word = 8 if activation_bits <= 4 else 4
+    width = 32 // per_word
+    count = k * k * c
+    lines = []
+    for start in range(0, count, per_word):
+        terms = []
+        for i in range(start, min(start + per_word, count)):
+            kh, kw, ch = i // (k * c), (i // c) % k, i % c
+            shift = width * (i - start)
+            term = f"(uint32_t)siq_inq[b[{(ch * h + kh) * w + kw}]]"
+            terms.append(f"{term} << {shift}" if shift else term)
+        lines.append(f"    v = {' | '.join(terms)};")
+        lines.append(f"    SIQ_MEMCPY4(patch + {4 * (start // per_word)}, &v);")
+    body = "\n".join(lines)
+    return f"""
+static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint32_t ox)
+{{
+    const uint8_t *b = src + oy * {s * w}u + ox * {s}u;
+    uint32_t v;
+{body}
 }}
 """
 
