@@ -343,6 +343,12 @@ def render(
     return "\n".join(lines)
 
 
+def _traced_flags(cmp: dict[str, Any]) -> str:
+    """The traced flag sets: a list, or one name (an older onchip.json)."""
+    flags = cmp["traced_flags"]
+    return flags if isinstance(flags, str) else " and ".join(flags)
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "–"
 
@@ -422,7 +428,7 @@ def cmsis_section(cmp: dict[str, Any] | None) -> list[str]:
     m0_traced = [r for r in cmp.get("m0", []) if "trace" in r]
     if traced or m0_traced:
         lines += [
-            f"### Estimated cycles per inference (estimates, not measurements), {cmp['traced_flags']} builds",
+            f"### Estimated cycles per inference (estimates, not measurements), {_traced_flags(cmp)} builds",
             "",
             "From QEMU's executed instruction stream (one instruction per block, registers before "
             "each) and the instruction timing tables of Arm's Cortex-M4 (ARM DDI 0439B, Table 3-1) "
@@ -431,15 +437,15 @@ def cmsis_section(cmp: dict[str, Any] | None) -> list[str]:
             "M4; with W flash wait states, each data word read from flash and each taken branch "
             "costs W more; sequential fetch hidden).",
             "",
-            "| chip | build | instructions | cycles, 0 wait states | flash wait states W | cycles at W | loads from flash | taken branches |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| chip | flags | build | instructions | cycles, 0 wait states | flash wait states W | cycles at W | loads from flash | taken branches |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for chip, rows in (("M4", traced), ("M0", m0_traced)):
             for r in rows:
                 t = r["trace"]
                 w = t["wait_states"]
                 lines.append(
-                    f"| {chip} | {r['build']} | {t['instructions']:,} | {t['cycles_0ws']:,} | {w} | "
+                    f"| {chip} | {r['flags']} | {r['build']} | {t['instructions']:,} | {t['cycles_0ws']:,} | {w} | "
                     f"{t[f'cycles_{w}ws']:,} | {t['flash_loads']:,} | {t['taken_branches']:,} |"
                 )
         lines += [
@@ -448,13 +454,13 @@ def cmsis_section(cmp: dict[str, Any] | None) -> list[str]:
             "next layer's, so a pool and the requantisation go with the layer before; `input` is "
             "the work before the first layer's weights are read):",
             "",
-            "| build | layer | instructions | cycles, 0 wait states | loads from flash |",
-            "|---|---|---:|---:|---:|",
+            "| flags | build | layer | instructions | cycles, 0 wait states | loads from flash |",
+            "|---|---|---|---:|---:|---:|",
         ]
         for r in traced:
             for layer, v in r["trace"]["layers"].items():
                 lines.append(
-                    f"| {r['build']} | {layer} | {v['instructions']:,} | {v['cycles_0ws']:,} | "
+                    f"| {r['flags']} | {r['build']} | {layer} | {v['instructions']:,} | {v['cycles_0ws']:,} | "
                     f"{v['flash_loads']:,} |"
                 )
         lines.append("")
