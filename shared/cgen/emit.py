@@ -707,6 +707,11 @@ extern "C" {{
 #define SIQ_ACTIVATION_BITS {a}
 #define SIQ_ARENA_BYTES {total} /* static RAM: activations, patch, accumulators, decoded weights */
 
+/* Build with -O2 (fastest) or -Os (smallest) and no other flag; it builds warning-free from
+   -O0 to -O3 with -std=c99 -Wall -Wextra -Werror -pedantic. With __ARM_FEATURE_DSP
+   (Cortex-M4, M7, M33 with DSP) the SIMD multiply-accumulate is used; -DSIQ_PORTABLE forces
+   plain C. */
+
 /* pixels: C x H x W preprocessed image, 8-bit (the engine's float input times 255);
    logits: SIQ_NUM_CLASSES integer logits. Returns 0, or -1 on a null argument. */
 int siq_predict(const uint8_t *pixels, int32_t *logits);
