@@ -65,6 +65,7 @@ __all__ = [
     "cmsis_nn_version",
     "quantize_tflite",
     "peer_c_source",
+    "peer_kernels",
     "peer_header",
     "peer_firmware",
     "peer_host_logits",
@@ -590,6 +591,13 @@ def peer_c_source(net: PeerNetwork) -> str:
 """
     )
     return "".join(parts)
+
+
+def peer_kernels(net: PeerNetwork) -> list[str]:
+    """The CMSIS-NN functions its layers call, in order of first call (a wrapper names the
+    wrapper; which kernel it chooses is the module docstring's)."""
+    called = re.findall(r"return (arm_\w+)\(", peer_c_source(net))
+    return list(dict.fromkeys(called))
 
 
 def _compile_kernels(root: Path, out: Path, compiler: list[str]) -> list[Path]:
