@@ -4,6 +4,7 @@
     python -m bench.bench_onchip                       # what `make bench` runs
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
     python -m bench.bench_onchip --cmsis-nn DIR        # also against Arm's CMSIS-NN (issue 29)
+    python -m bench.bench_onchip --m0net               # the smallest chip: m0net on the M0
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
 W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus mixed-width configs
@@ -24,6 +25,11 @@ are the office10 W4A5 bundle and its 8-bit build (CMSIS-NN's depthwise, 1x1, ave
 and add kernels; traced only with --office10-trace); without it those rows say skipped and
 why. `--measure-bundles FOLDER --cmsis-nn DIR` does it for kept
 bundles without training.
+
+`--m0net` runs only the smallest chip's part (bench/onchip_m0.py: the m0net family trained,
+quantised per `--m0net-bits`, generated for the least flash and measured on the Cortex-M0);
+its results go into --out's onchip.json under "m0" (the other rows stay; a full run keeps
+them too), which is then rendered.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from bench.cmsis_peer import missing_cmsis_nn
+from bench.onchip_m0 import M0_BITS, parse_bits, run_m0
 from bench.onchip_peers import compare, skipped
 from bench.onchip_report import render
 from bench.report import default_data_dir, utc_now
@@ -185,6 +192,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="with --render-only: the onchip.json of another run (another float model) whose "
         "rows also compete, labelled, in the 'smallest bundle at 99.2 %%' section",
+    )
+    m0 = p.add_argument_group("the smallest chip (--m0net)")
+    m0.add_argument(
+        "--m0net",
+        action="store_true",
+        help="train m0net on MNIST, quantise, generate for the least flash and measure it on the "
+        "Cortex-M0 (QEMU microbit); the result goes into --out's onchip.json",
+    )
+    m0.add_argument(
+        "--m0net-bits",
+        action="append",
+        default=None,
+        help=f"a config at 4-bit activations, like W4 or W4:conv3=3 (repeatable; default "
+        f"{' '.join(M0_BITS)})",
+    )
+    m0.add_argument("--m0-epochs", type=float, default=None, help="float epochs (the recipe's)")
+    m0.add_argument("--m0-retrain-epochs", type=float, default=None, help="(the recipe's)")
+    m0.add_argument("--m0-max-iterations", type=int, default=3)
+    m0.add_argument("--m0-images", type=int, default=10, help="MNIST images run on the M0")
+    m0.add_argument(
+        "--m0-float-cache",
+        type=Path,
+        default=None,
+        help="m0net's float model: reused when the file exists, else trained and saved there",
     )
     return p
 
@@ -558,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.mixed_bits or []:
             if spec != "none":
                 parse_mixed(spec)
+        for spec in args.m0net_bits or []:
+            parse_bits(spec)
     except ValueError as exc:
         print(f"[bench_onchip] {exc}", file=sys.stderr)
         return 2
@@ -593,8 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         args.out.mkdir(parents=True, exist_ok=True)
 
-        def save(res: dict[str, Any], partial: bool) -> None:
-            res["environment"] = {
+        def environment() -> dict[str, Any]:
+            return {
                 "when": utc_now(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                 "tools": _tool_versions(),
@@ -605,11 +638,20 @@ def main(argv: list[str] | None = None) -> int:
                     "training times, not the instruction counts (QEMU -icount is deterministic).",
                 ),
             }
+
+        def save(res: dict[str, Any], partial: bool) -> None:
+            res["environment"] = environment()
+            if out_json.is_file() and "m0" not in res:  # the smallest chip's run stays
+                res["m0"] = json.loads(out_json.read_text()).get("m0")
             # the MNIST rows, kept if the run is stopped in office10 (render with --render-only)
             target = args.out / "onchip.partial.json" if partial else out_json
             target.write_text(json.dumps(res, indent=1))
 
-        if args.office10_only:
+        if args.m0net:
+            res = json.loads(out_json.read_text())
+            res["m0"] = {**run_m0(args, _log), "environment": environment()}
+            out_json.write_text(json.dumps(res, indent=1))
+        elif args.office10_only:
             res = json.loads(out_json.read_text())
             with tempfile.TemporaryDirectory() as tmp:
                 keep = args.keep_bundles or Path(tmp) / "bundles"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render", "cmsis_section", "GOALS"]
+__all__ = ["render", "cmsis_section", "m0_section", "GOALS"]
 
 KB = 1024
 # the W4A4 MNIST network's goals (issue 12)
@@ -311,7 +311,7 @@ def render(
         tried += "; in the second run: " + ", ".join(
             _name(r) for r in other if r["quantizer"] == "kmeans"
         )
-    lines += ["", f"Tried: {tried}."]
+    lines += ["", f"Tried: {tried}.", *m0_section(res.get("m0"))]
     lines += office10_section(res.get("office10"))
     lines += [
         "",
@@ -568,4 +568,97 @@ def cmsis_section(cmp: dict[str, Any] | None, network: str | None = None) -> lis
             else:
                 lines.append(f"| {r['flags']} | {r['build']} | no: {r['why']} | | | | |")
         lines.append("")
+    return lines
+
+
+def m0_section(m0: dict[str, Any] | None) -> list[str]:
+    """The smallest chip (issue 29): m0net on the Cortex-M0, from `bench_onchip --m0net`
+    (bench/onchip_m0.py); nothing before such a run."""
+    if not m0:
+        return []
+    env, budget = m0["environment"], m0["budget"]
+    rows = m0["rows"]
+    lines = [
+        "",
+        "## The smallest chip: MNIST on a Cortex-M0 (m0net)",
+        "",
+        f"Made by `{env['command']}` on {env['when']} ({env['machine']}). {env['note']}",
+        "",
+        f"`m0net` ({m0['parameters']:,} float parameters before batch norm is folded; "
+        f"{m0['float_accuracy'] * 100:.2f}% float, trained {m0['float_seconds']:.0f} s"
+        + (f", from {m0['float_cache']}" if m0.get("float_cache") else "")
+        + "): conv5 12 -> maxpool2 (12x12), conv3 24 -> maxpool2 (6x6), conv3 32 -> maxpool2 "
+        "(3x3), global average pool, linear 10; every max-pool taken over its convolution's "
+        "accumulators, so no unpooled map is ever stored. Quantised by the server pipeline "
+        "(k-means codebooks, 4-bit activations), generated with `for_size` (`python -m client "
+        "export-c --for-size`: codes at their own width with a 2^b-entry codebook, one small "
+        "row kernel, no 256-entry pair tables). Accuracy is the host build's argmax on all "
+        "10,000 MNIST test images, whose logits equal the engine's (`host = engine`). On QEMU's "
+        "microbit (nRF51, Cortex-M0: no DSP, no divide, no 64-bit multiply): flash = text + "
+        "rodata + data of `siq_model.o` linked with what it takes from newlib and libgcc "
+        "(memcpy, memset, `__aeabi_lmul`; the harness, startup code and images not counted), "
+        "RAM = that data + bss (the static arena) + the deepest stack of `siq_predict`; "
+        "instructions per inference under `qemu -icount` (median of the images run).",
+        "",
+        "| config | weights | C accuracy % | host = engine | flags | M0 = engine | flash B | "
+        "RAM B | arena B | stack B | M0 instructions | per MAC |",
+        "|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for b in r["builds"]:
+            lines.append(
+                f"| {r['config']} | {r['weights']:,} | {100 * r['c_accuracy']:.2f} | "
+                f"{r['host_equal']} ({r['host_images']:,}) | {b['flags']} | {b['equal']} "
+                f"({b['images']}) | {b['flash_bytes']:,} | {b['ram_bytes']:,} | "
+                f"{r['arena_bytes']:,} | {b['stack_bytes']} | "
+                f"{b['instructions_median']:,.0f} | {b['instructions_per_mac']:.1f} |"
+            )
+    ok = [
+        r
+        for r in rows
+        if r["c_accuracy"] >= GOALS["accuracy_for_smallest"]
+        and r["host_equal"]
+        and r["builds"][0]["equal"]
+    ]
+    lines += ["", "Goals (the first flag set's build):", ""]
+    if not ok:
+        best_acc = max(r["c_accuracy"] for r in rows)
+        lines.append(
+            f"**Not reached by this run**: no configuration reached 99.2 % (best "
+            f"{best_acc * 100:.2f} %)."
+        )
+    else:
+        best = min(ok, key=lambda r: r["builds"][0]["flash_bytes"])
+        b = best["builds"][0]
+        lines += [
+            "| goal | measured | |",
+            "|---|---:|---|",
+            f"| MNIST integer accuracy ≥ 99.2 % ({best['config']}) | "
+            f"{100 * best['c_accuracy']:.2f} % | {_yes(True)} |",
+            f"| C = engine on the host (all test images) and on the M0 | "
+            f"{best['host_images']:,} / {b['images']} images | "
+            f"{_yes(best['host_equal'] and b['equal'])} |",
+            f"| flash ≤ {budget['flash_bytes']:,} B ({b['flags']}) | {b['flash_bytes']:,} B | "
+            f"{_yes(b['flash_bytes'] <= budget['flash_bytes'])} |",
+            f"| RAM ≤ {budget['ram_bytes']:,} B | {b['ram_bytes']:,} B | "
+            f"{_yes(b['ram_bytes'] <= budget['ram_bytes'])} |",
+            f"| stretch: flash ≤ {budget['stretch_flash_bytes']:,} B | {b['flash_bytes']:,} B | "
+            f"{_yes(b['flash_bytes'] <= budget['stretch_flash_bytes'])} |",
+            "",
+            f"Per layer ({best['config']}; weights = packed codes, tables = codebook, consts = "
+            "bias and requantisation constants; out = the value it writes into the arena):",
+            "",
+            "| layer | op | format | weights B | tables B | consts B | out B | MACs |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
+            *(
+                f"| {p['name']} | {p['op']} | {p['format'] or '–'} | {p['weight_bytes']} | "
+                f"{p['table_bytes']} | {p['const_bytes']} | {p['out_bytes']} | {p['macs']:,} |"
+                for p in best["layers"]
+            ),
+        ]
+    lines += [
+        "",
+        f"Tried against the MNIST test set: {len(rows)} configuration(s) of one float model "
+        f"({', '.join(r['config'] for r in rows)}).",
+    ]
     return lines

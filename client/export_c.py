@@ -28,10 +28,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--out", required=True, help="directory for siq_model.h, siq_model.c, siq_example.c"
     )
+    parser.add_argument(
+        "--for-size",
+        action="store_true",
+        help="the least flash: every layer's codes at their own width with a 2^b-entry "
+        "codebook, one small row kernel (for a Cortex-M0 or another part with little flash; "
+        "more instructions per multiply-accumulate); build it with -Os",
+    )
     args = parser.parse_args(argv)
     try:
         bundle = read_bundle_file(args.bundle)
-        model = generate_bundle_c(bundle)
+        model = generate_bundle_c(bundle, for_size=args.for_size)
     except SIQError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -64,7 +64,7 @@ MAX_ITERATIONS = 20
 MAX_LAYERS = 32
 # The network families a job may name (server/training/models.py builds them; a test checks
 # the two lists agree): chains lenet and photonet, and the DAGs with batch norm.
-Arch = Literal["lenet", "photonet", "mobilenet", "resnet", "dsnet"]
+Arch = Literal["lenet", "photonet", "mobilenet", "resnet", "dsnet", "m0net"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 MIN_BUDGET = 2048  # below this not even the manifest fits
 MAX_RUNS = 64  # cells of a sweep's grid
@@ -130,7 +130,7 @@ class JobKnobs(BaseModel):
     arch: Arch | None = Field(
         None,
         description="network family: lenet, photonet (chains), mobilenet, resnet (photos), "
-        "dsnet (digits) (default: the data set's)",
+        "dsnet, m0net (digits; m0net: the Cortex-M0's, 2 KB of RAM) (default: the data set's)",
     )
     epochs: float | None = Field(
         None,

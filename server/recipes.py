@@ -99,7 +99,15 @@ RECIPES: dict[str, Recipe] = {
                 lr=5e-3,
                 augment_shift=2,
                 handwriting_augment=HandwritingAugment(),
-            )
+            ),
+            # the Cortex-M0's net (issue 29): ~10 k weights learn longer at a higher rate
+            "m0net": Recipe(
+                epochs=12,
+                retrain_epochs=1.0,
+                lr=8e-3,
+                augment_shift=2,
+                handwriting_augment=HandwritingAugment(),
+            ),
         },
     ),
     "digits": Recipe(

@@ -48,6 +48,7 @@ __all__ = [
     "qemu_run",
     "qemu_command",
     "library_sizes",
+    "linked_library_sizes",
     "undefined_symbols",
 ]
 
@@ -196,6 +197,21 @@ def link_library(objs: list[Path], out: Path, roots: list[str]) -> Path:
         + ["-o", str(out), *map(str, objs)]
     )
     return out
+
+
+def linked_library_sizes(fw: Firmware, flags: list[str]) -> dict[str, int]:
+    """The library's sections as linked into a firmware for `fw.cpu`: siq_model.o with what
+    it takes from the C library and libgcc (memcpy, memset, the 64-bit multiply helper of an
+    ARMv6-M, ...), unreached code dropped: what it costs a part's flash and RAM (the harness
+    and startup code are not counted). `flags`: those it was compiled with (they pick the
+    multilib)."""
+    out = fw.obj.with_name(f"{fw.obj.stem}_linked.o")
+    run_tool(
+        [ARM_GCC, *cpu_flags(fw.cpu), *flags, "-nostdlib", "-r", "-Wl,--gc-sections"]
+        + ["-Wl,--entry=siq_predict", "-Wl,--undefined=siq_predict", "-o", str(out)]
+        + [str(fw.obj), "-lc", "-lgcc"]
+    )
+    return library_sizes(out)
 
 
 def firmware_link(

@@ -42,6 +42,8 @@ __all__ = [
     "build_mobilenet",
     "build_resnet",
     "build_dsnet",
+    "build_m0net",
+    "M0NET_CHANNELS",
 ]
 
 HIDDEN = 512
@@ -211,9 +213,11 @@ class GraphBuilder:
         groups: int = 1,
         activation: str = "relu",
         bn: bool = True,
+        padding: int | None = None,
     ) -> str:
-        """conv2d (padding kernel // 2), with a BatchNorm2d unless bn=False."""
-        conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=not bn)
+        """conv2d (padding kernel // 2 unless given), with a BatchNorm2d unless bn=False."""
+        pad = kernel // 2 if padding is None else padding
+        conv = nn.Conv2d(cin, cout, kernel, stride, pad, groups=groups, bias=not bn)
         self.modules[name] = conv
         if bn:
             self.norms[name] = nn.BatchNorm2d(cout)
@@ -228,6 +232,12 @@ class GraphBuilder:
     def add(self, name: str, acc: str, codes: str, activation: str = "relu") -> str:
         """add(acc, codes): the first input may be accumulators, the second is codes."""
         self.nodes.append(Node("add", name, (acc, codes), activation))
+        return name
+
+    def maxpool(self, name: str, src: str, kernel: int) -> str:
+        """maxpool2d with stride = kernel."""
+        self.modules[name] = nn.MaxPool2d(kernel)
+        self.nodes.append(Node("maxpool2d", name, (src,)))
         return name
 
     def global_avgpool(self, name: str, src: str) -> str:
@@ -413,6 +423,36 @@ def build_dsnet(in_channels: int, num_classes: int, input_size: int) -> GraphNet
     src, c = _separable(g, src, ((32, 2), (64, 2), (64, 1), (96, 2)), 16)
     src = g.global_avgpool("pool", src)
     g.linear("fc", src, c, num_classes)
+    return g.build()
+
+
+# m0net's convolution widths: the first map (12x12 at 4 bits) is the arena's largest value
+M0NET_CHANNELS = (12, 24, 32)
+
+
+@register("m0net")
+def build_m0net(in_channels: int, num_classes: int, input_size: int) -> GraphNet:
+    """The smallest chip's digits net (1x28x28; a Cortex-M0 with 2 KB of RAM, issue 29):
+    conv5 (no padding) -> BN -> ReLU -> maxpool2 (12x12), then two (conv3 pad 1 -> BN -> ReLU
+    -> maxpool2) blocks (6x6, 3x3), global average pool, linear. Every max-pool follows its
+    convolution alone, so the C generator takes it over the accumulators and never stores the
+    unpooled map: the largest value the chip holds is 12x12x12 codes (864 B at 4 bits). About
+    10 k weights, 0.9 M multiply-adds an image."""
+    c1, c2, c3 = M0NET_CHANNELS
+    side = windows(windows(input_size, 5, 1), 2, 2)
+    for _ in range(2):
+        side = windows(side, 2, 2)
+    if side < 1:
+        raise ConfigError(f"m0net needs input_size >= 16, got {input_size}")
+    g = GraphBuilder()
+    src = g.conv("conv1", "input", in_channels, c1, 5, padding=0)
+    src = g.maxpool("pool1", src, 2)
+    src = g.conv("conv2", src, c1, c2, 3)
+    src = g.maxpool("pool2", src, 2)
+    src = g.conv("conv3", src, c2, c3, 3)
+    src = g.maxpool("pool3", src, 2)
+    src = g.global_avgpool("gap", src)
+    g.linear("fc", src, c3, num_classes)
     return g.build()
 
 

@@ -34,9 +34,10 @@ __all__ = [
 ]
 
 
-def generate_bundle_c(bundle: Bundle) -> CModel:
-    """The C library of a decoded bundle, with its example program."""
-    model = generate_c(dense_model(bundle.manifest, bundle.tensors), bundle.id)
+def generate_bundle_c(bundle: Bundle, *, for_size: bool = False) -> CModel:
+    """The C library of a decoded bundle, with its example program (`for_size`: the least
+    flash, see `generate_c`)."""
+    model = generate_c(dense_model(bundle.manifest, bundle.tensors), bundle.id, for_size=for_size)
     model.example = {EXAMPLE_FILE: example_program(bundle.manifest, bundle.id)}
     return model
 

@@ -192,8 +192,9 @@ def _plan_arena(
 
 
 class _Emitter:
-    def __init__(self, model: DenseModel, bundle_id: str | None):
+    def __init__(self, model: DenseModel, bundle_id: str | None, for_size: bool = False):
         self.m = model
+        self.for_size = for_size
         self.a = model.activation_bits
         self.g = group_size(self.a)
         self.bundle_id = bundle_id
@@ -378,7 +379,7 @@ class _Emitter:
         """Emit the layer's constant data; returns (kernel call prefix, row bytes, K', plan).
         A grouped convolution's rows are packed per group (each group's rows are a kernel
         call of their own)."""
-        fmt = weight_format(dense, self.a)
+        fmt = "bits" if self.for_size else weight_format(dense, self.a)
         self.formats.add(fmt)
         rows = patch_order(dense, source)
         packed = pack_rows(dense, rows, fmt, self.a)  # (O, row bytes)
@@ -685,6 +686,11 @@ int siq_predict(const uint8_t *pixels, int32_t *logits)
         return model
 
 
-def generate_c(model: DenseModel, bundle_id: str | None = None) -> CModel:
-    """The C library for a model: `files` holds siq_model.h and siq_model.c."""
-    return _Emitter(model, bundle_id).run()
+def generate_c(
+    model: DenseModel, bundle_id: str | None = None, *, for_size: bool = False
+) -> CModel:
+    """The C library for a model: `files` holds siq_model.h and siq_model.c. `for_size`
+    stores every weighted layer as `bits` (its codes at b bits and a 2^b-entry codebook, no
+    256-entry pair tables, one small row kernel): the least flash, at more instructions per
+    multiply-accumulate (a Cortex-M0 with 16 KB of flash, issue 29)."""
+    return _Emitter(model, bundle_id, for_size).run()

@@ -55,10 +55,10 @@ def _with_statistics(model: GraphNet, x: np.ndarray) -> GraphNet:
     return model.eval()
 
 
-@pytest.mark.parametrize("arch", ["mobilenet", "resnet", "dsnet"])
+@pytest.mark.parametrize("arch", ["mobilenet", "resnet", "dsnet", "m0net"])
 def test_folded_network_is_the_unfolded_one_in_eval_mode(arch: str) -> None:
     torch.manual_seed(0)
-    channels = 1 if arch == "dsnet" else 3
+    channels = 1 if arch in ("dsnet", "m0net") else 3
     x = _images(16, channels)
     model = _with_statistics(build_model(arch, channels, 10, SIZE), x)
     assert len(model.norms) > 0
