@@ -500,16 +500,22 @@ def _office10_float(args: argparse.Namespace, office: Any, cfg: Any) -> tuple[An
     return fm, False
 
 
+def _office10_data(args: argparse.Namespace) -> Any:
+    """office10 (cut to --office10-train-limit) with --office10-arch's network and recipe."""
+    from server.data import load_dataset
+
+    office = load_dataset("office10", args.data_dir, train_limit=args.office10_train_limit)
+    return office.with_arch(args.office10_arch)
+
+
 def office10_rows(args: argparse.Namespace, keep: Path, work: Path) -> dict[str, Any]:
     """The office10 network of `--office10-arch` (default: the photo recipe's), trained once
     (or read from --office10-float-cache), quantised as W4A5 SIQ k-means and as the 8-bit
     build of the same graph (W8A8 uniform), both measured on the host and the Cortex-M4."""
-    from server.data import load_dataset
     from server.params import JobParams
     from server.training.pipeline import quantize_model
 
-    office = load_dataset("office10", args.data_dir, train_limit=args.office10_train_limit)
-    office = office.with_arch(args.office10_arch)
+    office = _office10_data(args)
     base = dict(
         dataset="office10",
         arch=args.office10_arch,
@@ -624,6 +630,13 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
                 return 1
+        cache = args.office10_float_cache
+        if cache is not None and cache.exists() and not (args.no_office10 or args.m0net):
+            try:  # before any training: a cache of another network is refused at once
+                _office10_float(args, _office10_data(args), None)
+            except ValueError as exc:
+                print(f"[bench_onchip] {exc}", file=sys.stderr)
+                return 2
         args.out.mkdir(parents=True, exist_ok=True)
 
         def environment() -> dict[str, Any]:
