@@ -208,7 +208,6 @@ def test_an_older_single_office10_row_still_renders() -> None:
 
 def test_an_office10_float_cache_of_another_network_is_refused(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from types import SimpleNamespace
 
     from bench.bench_onchip import _office10_float
     from server.training.models import build_model
