@@ -553,7 +553,7 @@ def office10_measure(
     for i, (bundle, size) in enumerate(bundles):
         tag = f"office10_{i}"
         row = measure(bundle, office.test_x, office.test_y, {"m4": count}, work / tag)
-        row["float_accuracy"] = bundle.manifest["metrics"]["float_accuracy"]
+        row["float_accuracy"] = bundle.manifest["metrics"].get("float_accuracy")
         row["bundle_bytes"] = size
         if args.office10_trace:
             _log(f"  tracing {tag} on the M4 (one photo)")
