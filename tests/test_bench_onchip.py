@@ -246,3 +246,19 @@ def test_a_float_cache_of_another_network_is_refused_before_any_training(
     argv = ["--office10-arch", "resnet", "--office10-float-cache", str(tmp_path / "f.pt")]
     assert main([*argv, "--out", str(tmp_path)]) == 2
     assert "is not a float resnet for office10" in capsys.readouterr().err
+
+
+def test_office10_only_with_kept_bundles_needs_an_office10_bundle(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import bench.bench_onchip as bench
+
+    monkeypatch.setattr(bench, "missing_host_tools", lambda: None)
+    monkeypatch.setattr(bench, "missing_arm_tools", lambda: None)
+    (tmp_path / "onchip.json").write_text(RESULTS.read_text())
+    argv = ["--office10-only", "--measure-bundles", str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "no office10 bundle in" in capsys.readouterr().err
+    res = json.loads(RESULTS.read_text())
+    res["office10"] = {**_office10_rows(), "bundles_from": "/tmp/kept"}
+    assert "its bundles kept by an earlier run, `/tmp/kept`" in render(res)
