@@ -4,6 +4,10 @@
     python -m bench.bench_onchip                       # what `make bench` runs
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
     python -m bench.bench_onchip --cmsis-nn DIR        # also against Arm's CMSIS-NN (issue 29)
+    python -m bench.bench_onchip --office10-only --office10-arch mobilenet \
+        --office10-float-cache F.pt --keep-bundles K --cmsis-nn DIR   # only the office10 part
+    python -m bench.bench_onchip --office10-only --measure-bundles K --office10-trace
+                                                       # its kept bundles again, per node
     python -m bench.bench_onchip --m0net               # the smallest chip: m0net on the M0
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
