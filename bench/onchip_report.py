@@ -588,7 +588,7 @@ def m0_section(m0: dict[str, Any] | None) -> list[str]:
         f"`m0net` ({m0['parameters']:,} float parameters before batch norm is folded; "
         f"{m0['float_accuracy'] * 100:.2f}% float, trained {m0['float_seconds']:.0f} s"
         + (f", from {m0['float_cache']}" if m0.get("float_cache") else "")
-        + "): conv5 12 -> maxpool2 (12x12), conv3 24 -> maxpool2 (6x6), conv3 32 -> maxpool2 "
+        + "): conv5 12 -> maxpool2 (12x12), conv3 24 -> maxpool2 (6x6), conv3 48 -> maxpool2 "
         "(3x3), global average pool, linear 10; every max-pool taken over its convolution's "
         "accumulators, so no unpooled map is ever stored. Quantised by the server pipeline "
         "(k-means codebooks, 4-bit activations), generated with `for_size` (`python -m client "
