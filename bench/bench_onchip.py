@@ -4,12 +4,18 @@
     python -m bench.bench_onchip                       # what `make bench` runs
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
     python -m bench.bench_onchip --cmsis-nn DIR        # also against Arm's CMSIS-NN (issue 29)
+    python -m bench.bench_onchip --office10-only --office10-arch mobilenet \
+        --office10-float-cache F.pt --keep-bundles K --cmsis-nn DIR   # only the office10 part
+    python -m bench.bench_onchip --office10-only --measure-bundles K --office10-trace
+                                                       # its kept bundles again, per node
     python -m bench.bench_onchip --m0net               # the smallest chip: m0net on the M0
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
 W8A8 (uniform weights: the TFLite-Micro / CMSIS-NN way), plus mixed-width configs
 (`--mixed-bits`, e.g. W2 with fc1 at 1 bit: smaller on the chip than W2A4, whose flash is mostly
-fc1's codes) and an office10 photonet (W4A5).
+fc1's codes); and the office10 network of `--office10-arch` (default the photo recipe's,
+e.g. mobilenet: depthwise-separable blocks, global pooling) as W4A5 SIQ and as its 8-bit build
+(W8A8 uniform), from one float model (`--office10-float-cache` keeps it between runs).
 Per bundle: the C library is checked against shared.engine on the host (every MNIST test
 image) and in QEMU (Cortex-M3 and Cortex-M4), and its flash, RAM and instructions per
 inference are measured. Instruction counts come from QEMU's -icount (deterministic), so
@@ -18,8 +24,10 @@ they need no interleaved rounds; only wall-clock figures would.
 With `--cmsis-nn DIR` (a CMSIS-NN source tree; never part of the product) the W4A4 bundle and
 the 8-bit baseline are also compared with the same network on CMSIS-NN's int8 and int4-weight
 kernels (bench/onchip_peers.py), at each project's own flags, -O2 and -Os, with estimated
-cycles from an instruction trace (scripts/onchip/cycles.py) and the Cortex-M0 rows; without
-it those rows say skipped and why. `--measure-bundles FOLDER --cmsis-nn DIR` does it for kept
+cycles from an instruction trace (scripts/onchip/cycles.py) and the Cortex-M0 rows, and so
+are the office10 W4A5 bundle and its 8-bit build (CMSIS-NN's depthwise, 1x1, average-pool
+and add kernels; traced only with --office10-trace); without it those rows say skipped and
+why. `--measure-bundles FOLDER --cmsis-nn DIR` does it for kept
 bundles without training.
 
 `--m0net` runs only the smallest chip's part (bench/onchip_m0.py: the m0net family trained,
@@ -43,10 +51,12 @@ from typing import Any
 
 import numpy as np
 
+from bench.cmsis_peer import missing_cmsis_nn
 from bench.onchip_m0 import M0_BITS, parse_bits, run_m0
 from bench.onchip_peers import compare, skipped
 from bench.onchip_report import render
 from bench.report import default_data_dir, utc_now
+from scripts.onchip.cycles import trace_estimate
 from scripts.onchip.toolchain import (
     firmware_build,
     host_build,
@@ -86,7 +96,34 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a k-means config at 4-bit activations with per-layer bits, like W2:fc1=1 "
         f"(repeatable; default {' '.join(MIXED_BITS)}; --mixed-bits none for none)",
     )
-    p.add_argument("--office10-epochs", type=float, default=15.0)
+    p.add_argument(
+        "--office10-arch",
+        default=None,
+        help="the office10 network (photonet, mobilenet, resnet; default: the photo recipe's)",
+    )
+    p.add_argument(
+        "--office10-epochs",
+        type=float,
+        default=15.0,
+        help="office10 float epochs (a bench budget; the arch's recipe trains longer)",
+    )
+    p.add_argument(
+        "--office10-float-cache",
+        type=Path,
+        default=None,
+        help="the office10 float model (torch.save'd FloatModel of --office10-arch): reused "
+        "when the file exists, else trained and saved there",
+    )
+    p.add_argument(
+        "--office10-train-limit", type=int, default=None, help="office10 training photos"
+    )
+    p.add_argument(
+        "--office10-trace",
+        action="store_true",
+        help="per-node instructions of the office10 builds from an instruction trace (and "
+        "the office10 CMSIS-NN builds' estimated cycles): tens of millions of traced "
+        "instructions each",
+    )
     p.add_argument("--keep-bundles", type=Path, default=None, help="also write the bundles here")
     p.add_argument(
         "--float-cache",
@@ -101,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
         "--measure-bundles",
         type=Path,
         default=None,
-        help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles folder)",
+        help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles "
+        "folder); with --office10-only its office10 bundles only",
     )
     p.add_argument("--no-office10", action="store_true")
     p.add_argument(
@@ -121,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--m4-images", type=int, default=100, help="MNIST images run on the Cortex-M4")
     p.add_argument("--m3-images", type=int, default=20)
-    p.add_argument("--office10-images", type=int, default=20)
+    p.add_argument("--office10-images", type=int, default=20, help="photos run on the M4")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -369,13 +407,7 @@ def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
         res["cmsis"] = cmsis_rows(args, [b for b, _ in mnist], ds, Path(tmp) / "cmsis")
         office = [b for b in bundles if b[0].manifest["provenance"]["dataset"] == "office10"]
         if office and not args.no_office10:
-            bundle, size = office[0]
-            ods = load_dataset("office10", args.data_dir)
-            count = min(args.office10_images, len(ods.test_y))
-            row = measure(bundle, ods.test_x, ods.test_y, {"m4": count}, Path(tmp) / "office10")
-            row["float_accuracy"] = bundle.manifest["metrics"]["float_accuracy"]
-            row["bundle_bytes"] = size
-            res["office10"] = row
+            res["office10"] = office10_kept(args, office, Path(tmp))
     res["seconds"] = time.perf_counter() - started
     return res
 
@@ -440,41 +472,142 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
         if save is not None:
             save({**res, "seconds": time.perf_counter() - started}, partial=True)
         if not args.no_office10:
-            res["office10"] = office10_row(args, keep, work)
+            res["office10"] = office10_rows(args, keep, work)
     res["seconds"] = time.perf_counter() - started
     return res
 
 
-def office10_row(args: argparse.Namespace, keep: Path, work: Path) -> dict[str, Any]:
-    """Train an office10 photonet (`--office10-epochs`), quantise it to W4A5 and measure it on
-    the host and the Cortex-M4 (`--office10-images` photos)."""
-    from server.data import load_dataset
-    from server.params import JobParams
-    from server.training.pipeline import quantize_model, train_float
+def _office10_float(args: argparse.Namespace, office: Any, cfg: Any) -> tuple[Any, bool]:
+    """The office10 float model: from --office10-float-cache when the file exists (it must be
+    the arch's network), else trained (and saved there); (model, reused)."""
+    import torch
 
-    office = load_dataset("office10", args.data_dir)
-    cfg = JobParams(
+    from server.training.models import build_model
+    from server.training.pipeline import train_float
+
+    cache = args.office10_float_cache
+    if cache is not None and cache.exists():
+        fm = torch.load(cache, weights_only=False)
+        c, size, _ = office.input_shape
+        want = build_model(office.arch, c, office.num_classes, size).state_dict()
+        got = fm.model.state_dict()
+        if {k: v.shape for k, v in got.items()} != {k: v.shape for k, v in want.items()}:
+            raise ValueError(f"{cache} is not a float {office.arch} for office10 (other weights)")
+        _log(f"office10 float {office.arch} from {cache} ({fm.float_accuracy:.4f})")
+        return fm, True
+    epochs = f"{cfg.epochs} epochs" if cfg.epochs else "the recipe's epochs"
+    _log(f"office10 float training ({office.arch}, {epochs})")
+    fm = train_float(office, cfg)
+    if cache is not None:
+        torch.save(fm, cache)
+    return fm, False
+
+
+def _office10_data(args: argparse.Namespace) -> Any:
+    """office10 (cut to --office10-train-limit) with --office10-arch's network and recipe."""
+    from server.data import load_dataset
+
+    office = load_dataset("office10", args.data_dir, train_limit=args.office10_train_limit)
+    return office.with_arch(args.office10_arch)
+
+
+def office10_rows(args: argparse.Namespace, keep: Path, work: Path) -> dict[str, Any]:
+    """The office10 network of `--office10-arch` (default: the photo recipe's), trained once
+    (or read from --office10-float-cache), quantised as W4A5 SIQ k-means and as the 8-bit
+    build of the same graph (W8A8 uniform), both measured on the host and the Cortex-M4."""
+    from server.params import JobParams
+    from server.training.pipeline import quantize_model
+
+    office = _office10_data(args)
+    base = dict(
         dataset="office10",
-        weight_bits=4,
-        activation_bits=5,
+        arch=args.office10_arch,
         epochs=args.office10_epochs,
         max_iterations=args.max_iterations,
+        train_limit=args.office10_train_limit,
     )
-    _log(f"office10 float training ({args.office10_epochs} epochs)")
-    ofm = train_float(office, cfg)
-    r = quantize_model(ofm, office, cfg, keep)
-    _log(f"office10 W4A5: engine accuracy {r.quantized_accuracy:.4f}")
-    bundle = read_bundle_file(r.bundle_path or "")
-    row = measure(
-        bundle,
-        office.test_x,
-        office.test_y,
-        {"m4": min(args.office10_images, len(office.test_y))},
-        work / "office10",
-    )
-    row["float_accuracy"] = ofm.float_accuracy
-    row["bundle_bytes"] = r.bundle_bytes
-    return row
+    fm, reused = _office10_float(args, office, JobParams(**base))
+    if reused:
+        base["epochs"] = None  # not this run's --office10-epochs
+    bundles = []
+    for bits, acts, quantizer in ((4, 5, "kmeans"), (8, 8, "uniform")):
+        cfg = JobParams(**base, weight_bits=bits, activation_bits=acts, weight_quantizer=quantizer)
+        r = quantize_model(fm, office, cfg, keep)
+        _log(f"office10 W{bits}A{acts} {quantizer}: engine accuracy {r.quantized_accuracy:.4f}")
+        bundles.append((read_bundle_file(r.bundle_path or ""), r.bundle_bytes))
+    res = office10_measure(args, bundles, office, work)
+    res.update(float_accuracy=fm.float_accuracy, float_seconds=fm.seconds)
+    if reused:
+        res["float_cache"] = str(args.office10_float_cache)
+    return res
+
+
+def _kept_office10(folder: Path) -> list[tuple[Bundle, int]]:
+    """The office10 bundles of a --keep-bundles folder, with their sizes."""
+    kept = [(read_bundle_file(f), f.stat().st_size) for f in sorted(folder.glob("*.siq"))]
+    return [b for b in kept if b[0].manifest["provenance"]["dataset"] == "office10"]
+
+
+def office10_kept(
+    args: argparse.Namespace, bundles: list[tuple[Bundle, int]], work: Path
+) -> dict[str, Any]:
+    """office10_measure of kept office10 bundles (--measure-bundles), their float accuracy
+    from their manifests."""
+    from server.data import load_dataset
+
+    res = office10_measure(args, bundles, load_dataset("office10", args.data_dir), work)
+    res["float_accuracy"] = bundles[0][0].manifest["metrics"]["float_accuracy"]
+    res["bundles_from"] = str(args.measure_bundles)
+    return res
+
+
+def office10_measure(
+    args: argparse.Namespace, bundles: list[tuple[Bundle, int]], office: Any, work: Path
+) -> dict[str, Any]:
+    """Rows of the office10 bundles (SIQ k-means first, then the 8-bit build), each on the
+    host (every test photo) and the Cortex-M4 (`--office10-images`), with a per-node
+    instruction table when --office10-trace; and the CMSIS-NN comparison of the two."""
+    bundles = sorted(bundles, key=lambda b: _order(b[0]))
+    count = min(args.office10_images, len(office.test_y))
+    config = bundles[0][0].manifest["provenance"].get("config") or {}
+    res: dict[str, Any] = {"arch": config.get("arch") or office.arch}
+    res["rows"] = []
+    for i, (bundle, size) in enumerate(bundles):
+        tag = f"office10_{i}"
+        row = measure(bundle, office.test_x, office.test_y, {"m4": count}, work / tag)
+        row["float_accuracy"] = bundle.manifest["metrics"].get("float_accuracy")
+        row["bundle_bytes"] = size
+        if args.office10_trace:
+            _log(f"  tracing {tag} on the M4 (one photo)")
+            fw = firmware_build(
+                generate_bundle_c(bundle), work / tag / "trace", "m4", office.test_x[:1]
+            )
+            row["chips"]["m4"]["trace"] = trace_estimate(fw).as_dict()
+        res["rows"].append(row)
+    siq = {_build_name(b): b for b, _ in bundles}
+    calibration = office.train_x[:100] if len(office.train_x) else office.test_x[-100:]
+    if args.cmsis_nn is None:
+        res["cmsis"] = skipped(missing_cmsis_nn(None) or "")
+    else:
+        _log(f"office10 CMSIS-NN comparison ({args.cmsis_nn})")
+        res["cmsis"] = compare(
+            args,
+            siq,
+            office.test_x,
+            office.test_y,
+            calibration,
+            work / "office10_cmsis",
+            cycles=args.office10_trace,
+            m0=False,
+        )
+    return res
+
+
+def _build_name(bundle: Bundle) -> str:
+    """'SIQ W4A5' for a k-means bundle, 'SIQ 8-bit baseline' for the uniform W8A8 one."""
+    if _quantizer(bundle) == "uniform":
+        return "SIQ 8-bit baseline"
+    return f"SIQ W{bundle.manifest['weight_bits']}A{bundle.manifest['activation_bits']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,6 +652,13 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
                 return 1
+        cache = args.office10_float_cache
+        if cache is not None and cache.exists() and not (args.no_office10 or args.m0net):
+            try:  # before any training: a cache of another network is refused at once
+                _office10_float(args, _office10_data(args), None)
+            except ValueError as exc:
+                print(f"[bench_onchip] {exc}", file=sys.stderr)
+                return 2
         args.out.mkdir(parents=True, exist_ok=True)
 
         def environment() -> dict[str, Any]:
@@ -548,8 +688,18 @@ def main(argv: list[str] | None = None) -> int:
             out_json.write_text(json.dumps(res, indent=1))
         elif args.office10_only:
             res = json.loads(out_json.read_text())
+            kept = _kept_office10(args.measure_bundles) if args.measure_bundles else None
+            if kept == []:
+                print(
+                    f"[bench_onchip] no office10 bundle in {args.measure_bundles}", file=sys.stderr
+                )
+                return 2
             with tempfile.TemporaryDirectory() as tmp:
-                res["office10"] = office10_row(args, Path(tmp) / "bundles", Path(tmp))
+                if kept:  # a run's kept office10 bundles, not quantised again
+                    res["office10"] = office10_kept(args, kept, Path(tmp))
+                else:
+                    keep = args.keep_bundles or Path(tmp) / "bundles"
+                    res["office10"] = office10_rows(args, keep, Path(tmp))
             res["environment"]["command"] += f" ; then the office10 row by {command}"
             res["environment"]["note"] += f" The office10 row was measured again on {utc_now()}."
             out_json.write_text(json.dumps(res, indent=1))

@@ -1,4 +1,5 @@
-"""Arm's CMSIS-NN as a benchmark peer: the bench's MNIST network, quantised the way TensorFlow
+"""Arm's CMSIS-NN as a benchmark peer: a bench bundle's network (the MNIST LeNet, the office10
+DAGs: depthwise-separable blocks, residual adds, global pooling), quantised the way TensorFlow
 Lite Micro does it, run by CMSIS-NN's kernels in the same firmware harness as SIQ's library.
 
 CMSIS-NN is never part of the product: the bench takes a source tree (`--cmsis-nn DIR`, a
@@ -6,23 +7,32 @@ checkout or `git archive` of github.com/ARM-software/CMSIS-NN) and compiles its 
 to a generated `siq_model.c` that has SIQ's interface (`siq_predict`), so that the harness,
 the sizes and the instruction counts are the same code for both.
 
-The network is the SIQ bundle's own: every layer's real-valued function is its integer one
-without rounding, `y = clip((W x + b) * M, 0, A)` in the previous layer's code units (W, b
-the bundle's integers, M = multiplier / 2^shift, A = 2^bits - 1), the logits `W x + b`.
+The network is the SIQ bundle's own: every node's real-valued function is its integer one
+without rounding, in its input's code units: a weighted node `y = clip((W x + b) * M, 0, top)`
+(W, b the bundle's integers, M = multiplier / 2^shift, top = 2^bits - 1 or relu6's clamp_max),
+or `W x + b` where it has no activation (a residual branch, the logits); an add
+`clip(x * Mx + y * My, 0, top)`; pools the mean or maximum of their windows.
 TFLite Micro's quantisation of that float network:
-- activations asymmetric int8: a hidden layer's range [0, A] is (scale A / 255, zero point
-  -128), its ReLU and clip the kernel's [-128, 127]; the input pixel / 255 is (1/255, -128);
-  the logits' range is calibrated on images;
+- activations asymmetric int8: a clipped node's range [0, top] is (scale top / 255, zero
+  point -128), its ReLU / ReLU6 and clip the kernel's [-128, 127]; the input pixel / 255 is
+  (1/255, -128); the range of an unclipped node (a residual branch, the logits) is
+  calibrated on images; pools keep their input's quantisation;
 - weights symmetric, per output channel: int8 in [-127, 127], or int4 in [-7, 7] (packed two
   per byte, the first in the low nibble); arm_fully_connected_s4 is per tensor only;
 - int32 biases at input scale x weight scale; requantisation multipliers as TFLite's
-  QuantizeMultiplier (a Q31 mantissa and a left shift).
-Kernels: arm_convolve_wrapper_s8 / arm_convolve_s4, arm_max_pool_s8,
-arm_fully_connected_per_channel_s8 / arm_fully_connected_s4.
+  QuantizeMultiplier (a Q31 mantissa and a left shift); an add as TFLite's int8 add
+  prepares it (both inputs onto twice the larger scale, a left shift of 20).
+Kernels (the wrappers TFLite Micro calls): arm_convolve_wrapper_s8 / _s4 (a 1x1 convolution
+goes to arm_convolve_1x1_s8_fast / arm_convolve_1x1_s4_fast), arm_depthwise_conv_wrapper_s8
+(arm_depthwise_conv_3x3_s8 for 3x3 at padding <= 1) / arm_depthwise_conv_wrapper_s4,
+arm_max_pool_s8, arm_avgpool_s8 (also the global average pool), arm_elementwise_add_s8,
+arm_fully_connected_per_channel_s8 / arm_fully_connected_s4. A grouped convolution that is
+not depthwise has no CMSIS-NN kernel (refused).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -55,6 +65,7 @@ __all__ = [
     "cmsis_nn_version",
     "quantize_tflite",
     "peer_c_source",
+    "peer_kernels",
     "peer_header",
     "peer_firmware",
     "peer_host_logits",
@@ -65,6 +76,7 @@ KERNEL_DIRS = (
     "FullyConnectedFunctions",
     "PoolingFunctions",
     "NNSupportFunctions",
+    "BasicMathFunctions",
 )
 # CMSIS-NN's own build: its CMakeLists.txt's CMSIS_OPTIMIZATION_LEVEL, and its inline-assembly
 # requantisation (arm_nnsupportfunctions.h)
@@ -103,11 +115,12 @@ def cmsis_nn_version(root: Path, commit: str | None = None) -> str:
 
 @dataclass
 class PeerLayer:
-    """One CMSIS-NN call. conv / fc: int8 (or packed int4) weights in OHWI / (O, I) order."""
+    """One CMSIS-NN call: a node of the bundle's graph. conv / fc weights in OHWI / (O, I)
+    order, depthwise ones in (1, kh, kw, O), int8 (int4 ones in [-7, 7] before packing)."""
 
     name: str
-    kind: str  # "conv", "pool", "fc"
-    in_shape: tuple[int, int, int]  # (H, W, C); fc: (1, 1, I)
+    kind: str  # "conv", "dwconv", "fc", "maxpool", "avgpool", "add"
+    in_shape: tuple[int, int, int]  # (H, W, C) of its (first) input; fc: (1, 1, I)
     out_shape: tuple[int, int, int]
     kernel: int = 1
     stride: int = 1
@@ -118,6 +131,11 @@ class PeerLayer:
     shift: np.ndarray | None = None
     input_offset: int = 0  # -input zero point
     output_offset: int = 0  # output zero point
+    inputs: tuple[str, ...] = ()  # the tensors it reads: node names, "input" the image
+    ch_mult: int = 1  # dwconv: output channels per input channel
+    # add: (input_1_offset, input_1_mult, input_1_shift, input_2_offset, input_2_mult,
+    # input_2_shift, left_shift, out_mult, out_shift), as TFLite's add prepares them
+    add_params: tuple[int, ...] = ()
 
 
 @dataclass
@@ -130,28 +148,35 @@ class PeerNetwork:
     logit_zero: int = 0
 
 
-def _float_chain(bundle: Bundle) -> list[dict[str, Any]]:
-    """The bundle's chain as float layers in code units (module docstring)."""
-    m = bundle.manifest
-    chain = graph.as_chain(m["graph"])
-    if chain is None:
-        raise ValueError("the CMSIS-NN peer builds chain networks only")
+def _float_nodes(bundle: Bundle) -> list[dict[str, Any]]:
+    """The bundle's graph in DAG form with each weighted node's float function in code units
+    (module docstring): `w`, `b` scaled by its real multiplier (1 without one), `top` its clip
+    (None: accumulators); an add's `rx`, `ry` (its multipliers / 2^shift)."""
     from shared.bundle import layer_weights
 
+    tensors = bundle.tensors
+    bits = int(bundle.manifest["activation_bits"])
     out = []
-    for layer in chain:
-        entry = dict(layer)
-        if layer["op"] in ("conv2d", "linear"):
-            name = layer["name"]
-            w = layer_weights(layer, bundle.tensors).astype(np.float64)
-            b = bundle.tensors[f"{name}.bias"].astype(np.float64)
-            if layer["relu"]:
-                mult = bundle.tensors[f"{name}.multiplier"].astype(np.float64)
-                shift = bundle.tensors[f"{name}.shift"].astype(np.float64)
+    for node in graph.as_dag(bundle.manifest["graph"]):
+        entry = dict(node)
+        name = node["name"]
+        if node["op"] in graph.WEIGHTED_OPS:
+            w = layer_weights(node, tensors).astype(np.float64)
+            b = tensors[f"{name}.bias"].astype(np.float64)
+            if graph.requantises(node):
+                mult = tensors[f"{name}.multiplier"].astype(np.float64)
+                shift = tensors[f"{name}.shift"].astype(np.float64)
                 real = np.broadcast_to(mult / np.exp2(shift), (len(w),))
+                entry["top"] = graph.clamp_top(node, bits)
             else:
-                real = np.ones(len(w))
-            entry["w"], entry["b"], entry["real"] = w, b, real
+                real, entry["top"] = np.ones(len(w)), None
+            entry["w"] = w * real.reshape(-1, *([1] * (w.ndim - 1)))
+            entry["b"] = b * real
+        elif node["op"] == "add":
+            mx, my = (float(v) for v in tensors[f"{name}.multiplier"])
+            scale = float(np.exp2(float(tensors[f"{name}.shift"][0])))
+            entry["rx"], entry["ry"] = mx / scale, my / scale
+            entry["top"] = graph.clamp_top(node, bits)
         out.append(entry)
     return out
 
@@ -166,24 +191,50 @@ def _windows(x: np.ndarray, k: int, s: int) -> list[np.ndarray]:
     ]
 
 
-def _float_forward(chain: list[dict[str, Any]], x: np.ndarray, top: int) -> np.ndarray:
-    """NCHW float forward of the chain (code units), for the logits' calibration."""
-    for layer in chain:
-        op = layer["op"]
-        if op == "conv2d":
-            k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
-            x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-            cols = np.stack(_windows(x, k, s), axis=2)  # (N, C, k*k, Ho, Wo)
-            w = layer["w"].reshape(len(layer["w"]), x.shape[1], k * k)
-            acc = np.einsum("nckhw,ock->nohw", cols, w) + layer["b"][None, :, None, None]
-            x = acc * layer["real"][None, :, None, None]
-        elif op == "linear":
-            x = (x.reshape(len(x), -1) @ layer["w"].T + layer["b"]) * layer["real"]
-        elif op == "maxpool2d":
-            x = np.max(_windows(x, layer["kernel_size"], layer["stride"]), axis=0)
-        if op in ("conv2d", "linear") and layer["relu"]:
-            x = np.clip(x, 0, top)
-    return x
+def _float_node(node: dict[str, Any], xs: list[np.ndarray]) -> np.ndarray:
+    """One node's float value (code units, NCHW) from its inputs' values, without rounding."""
+    op, x = node["op"], xs[0]
+    if op == "conv2d":
+        k, s, p, g = node["kernel_size"], node["stride"], node["padding"], graph.groups(node)
+        x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        cols = np.stack(_windows(x, k, s), axis=2)  # (N, C, k*k, Ho, Wo)
+        n, c, _, ho, wo = cols.shape
+        o = len(node["w"])
+        cols = cols.reshape(n, g, c // g, k * k, ho, wo)
+        w = node["w"].reshape(g, o // g, c // g, k * k)
+        y = np.einsum("ngckhw,gock->ngohw", cols, w).reshape(n, o, ho, wo)
+        y = y + node["b"][None, :, None, None]
+    elif op == "linear":
+        y = x.reshape(len(x), -1) @ node["w"].T + node["b"]
+    elif op == "add":
+        y = x * node["rx"] + xs[1] * node["ry"]
+    elif op == "maxpool2d":
+        return np.max(_windows(x, node["kernel_size"], node["stride"]), axis=0)
+    elif op == "avgpool2d":
+        return np.mean(_windows(x, node["kernel_size"], node["stride"]), axis=0)
+    elif op == "global_avgpool":
+        return x.mean(axis=(2, 3))
+    elif op == "flatten":
+        return x.reshape(len(x), -1)
+    else:
+        raise ValueError(f"the CMSIS-NN peer has no kernel for {op!r}")
+    return y if node.get("top") is None else np.clip(y, 0, node["top"])
+
+
+def _float_ranges(nodes: list[dict[str, Any]], x: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Every node's (min, max) over the images x (input codes, float), for the calibration
+    of the tensors whose range no clip fixes; a value is dropped after its last use."""
+    last = {name: i for i, node in enumerate(nodes) for name in node["inputs"]}
+    values: dict[str, np.ndarray] = {graph.INPUT: x}
+    ranges = {}
+    for i, node in enumerate(nodes):
+        y = _float_node(node, [values[name] for name in node["inputs"]])
+        ranges[node["name"]] = (float(y.min()), float(y.max()))
+        values[node["name"]] = y
+        for name in node["inputs"]:
+            if last[name] == i:
+                del values[name]
+    return ranges
 
 
 def quantize_multiplier_q31(real: float) -> tuple[int, int]:
@@ -211,72 +262,104 @@ def _per_channel(w: np.ndarray, bits: int, per_tensor: bool) -> tuple[np.ndarray
     return q.reshape(w.shape), scale
 
 
+def _asymmetric(lo: float, hi: float) -> tuple[float, int]:
+    """TFLite's int8 (scale, zero point) of a calibrated range, widened to hold 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-9) / 255.0
+    return scale, int(round(-128 - lo / scale))
+
+
+def _add_params(r1: float, r2: float, s_out: float, zp: tuple[int, int, int]) -> tuple[int, ...]:
+    """TFLite's int8 add (PrepareGeneralSubOp): inputs of real scales r1, r2 onto s_out, with
+    a left shift of 20; zp: the zero points of input 1, input 2 and the output."""
+    left_shift = 20
+    twice = 2 * max(r1, r2)
+    m1, m2 = quantize_multiplier_q31(r1 / twice), quantize_multiplier_q31(r2 / twice)
+    mo = quantize_multiplier_q31(twice / ((1 << left_shift) * s_out))
+    return (-zp[0], *m1, -zp[1], *m2, left_shift, *mo)
+
+
+def _dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(H, W, C) as CMSIS-NN holds a (C, H, W) map or a (features,) vector."""
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else (1, 1, shape[0])
+
+
 def quantize_tflite(bundle: Bundle, calibration: np.ndarray, weight_bits: int = 8) -> PeerNetwork:
     """The bundle's network as CMSIS-NN layers, int8 activations and int8 or int4 weights;
-    `calibration`: uint8 images (N, C, H, W) that set the logits' int8 range."""
+    `calibration`: uint8 images (N, C, H, W) that set the int8 ranges of the accumulator
+    tensors (a residual branch before its add, the logits)."""
     if weight_bits not in (8, 4):
         raise ValueError(f"CMSIS-NN weights are int8 or int4, not {weight_bits} bits")
     m = bundle.manifest
-    top = (1 << int(m["activation_bits"])) - 1
     input_scale = float(m["input"]["scale"])
-    chain = _float_chain(bundle)
+    nodes = _float_nodes(bundle)
     c, h, w = (int(m["input"][k]) for k in ("channels", "height", "width"))
-    logits = _float_forward(chain, calibration.astype(np.float64) / 255.0 / input_scale, top)
-    lo, hi = min(float(logits.min()), 0.0), max(float(logits.max()), 0.0)
-    out_scale_logits = max(hi - lo, 1e-9) / 255.0
-    net = PeerNetwork(weight_bits, (c, h, w), int(logits.shape[1]))
-    net.logit_scale = out_scale_logits
-    net.logit_zero = int(round(-128 - lo / out_scale_logits))
-    shape = (h, w, c)  # NHWC as CMSIS-NN holds it
-    s_in, zp_in = 1.0 / 255.0, -128  # the pixels / 255, as int8 (pixel - 128)
-    first = True
-    flat_from: tuple[int, int, int] | None = None
-    for layer in chain:
-        op = layer["op"]
+    ranges = _float_ranges(nodes, calibration.astype(np.float64) / 255.0 / input_scale)
+    shapes: dict[str, tuple[int, ...]] = {graph.INPUT: (c, h, w)}
+    # each tensor's int8 (scale in its node's code units, zero point); the pixels / 255 are
+    # int8 (pixel - 128) at scale 1 / 255
+    quant: dict[str, tuple[float, int]] = {graph.INPUT: (1.0 / (255.0 * input_scale), -128)}
+    alias: dict[str, str] = {}  # a flatten's name -> the tensor it reads
+    net = PeerNetwork(weight_bits, (c, h, w), 0)
+    for node in nodes:
+        name, op = node["name"], node["op"]
+        srcs = tuple(alias.get(x, x) for x in node["inputs"])
+        src = node["inputs"][0]
+        shapes[name] = out = graph.output_shape(node, shapes[src])
         if op == "flatten":
-            flat_from = shape
-            shape = (1, 1, shape[0] * shape[1] * shape[2])
+            alias[name] = srcs[0]
+            quant[name] = quant[src]
             continue
-        if op == "maxpool2d":
-            k, s = layer["kernel_size"], layer["stride"]
-            out = (graph.windows(shape[0], k, s), graph.windows(shape[1], k, s), shape[2])
-            net.layers.append(PeerLayer(layer["name"], "pool", shape, out, kernel=k, stride=s))
-            shape = out
+        if op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+            quant[name] = quant[src]  # pools keep their input's quantisation
+            ih, iw, ic = _dims(shapes[src])
+            k, s = (ih, 1) if op == "global_avgpool" else (node["kernel_size"], node["stride"])
+            kind = "maxpool" if op == "maxpool2d" else "avgpool"
+            layer = PeerLayer(name, kind, (ih, iw, ic), _dims(out), kernel=k, stride=s)
+            if op == "global_avgpool" and ih != iw:
+                raise ValueError(f"{name}: the peer pools square maps only, not {ih}x{iw}")
+            net.layers.append(dataclasses.replace(layer, inputs=srcs))
             continue
-        wf = layer["w"] * layer["real"].reshape(-1, *([1] * (layer["w"].ndim - 1)))
-        if first:
-            wf = wf / input_scale  # the first layer reads pixels / 255, not input codes
-        bf = layer["b"] * layer["real"]
+        top = node.get("top")
+        quant[name] = (top / 255.0, -128) if top is not None else _asymmetric(*ranges[name])
+        s_out, zp_out = quant[name]
+        if op == "add":
+            (s1, zp1), (s2, zp2) = quant[node["inputs"][0]], quant[node["inputs"][1]]
+            params = _add_params(s1 * node["rx"], s2 * node["ry"], s_out, (zp1, zp2, zp_out))
+            layer = PeerLayer(name, "add", _dims(out), _dims(out), add_params=params)
+            net.layers.append(dataclasses.replace(layer, inputs=srcs, output_offset=zp_out))
+            continue
+        s_in, zp_in = quant[src]
+        wf = node["w"]
         if op == "conv2d":
-            k, s, p = layer["kernel_size"], layer["stride"], layer["padding"]
-            wf = wf.transpose(0, 2, 3, 1)  # OHWI
-            out = (
-                graph.windows(shape[0] + 2 * p, k, s),
-                graph.windows(shape[1] + 2 * p, k, s),
-                len(wf),
-            )
-            kind = "conv"
+            k, s, p, g = node["kernel_size"], node["stride"], node["padding"], graph.groups(node)
+            ic = node["in_channels"]
+            if g == 1:
+                kind, wf = "conv", wf.transpose(0, 2, 3, 1)  # OHWI
+            elif g == ic:
+                kind = "dwconv"
+            else:
+                raise ValueError(f"{name}: CMSIS-NN has no grouped convolution ({g} groups)")
         else:
-            k, s, p = 1, 1, 0
-            if flat_from is not None:  # torch's (C, H, W) flatten order -> NHWC
-                fh, fw, fc = flat_from
-                wf = wf.reshape(len(wf), fc, fh, fw).transpose(0, 2, 3, 1).reshape(len(wf), -1)
-            out = (1, 1, len(wf))
-            kind = "fc"
+            k, s, p, g, kind = 1, 1, 0, 1, "fc"
+            flat = shapes[src]
+            origin = shapes[srcs[0]]
+            if len(flat) == 1 and len(origin) == 3 and origin[1] * origin[2] > 1:
+                fc_, fh, fw = origin  # torch's (C, H, W) flatten order -> NHWC
+                wf = wf.reshape(len(wf), fc_, fh, fw).transpose(0, 2, 3, 1).reshape(len(wf), -1)
         per_tensor = kind == "fc" and weight_bits == 4  # arm_fully_connected_s4
         q, s_w = _per_channel(wf, weight_bits, per_tensor)
-        if layer["relu"]:
-            s_out, zp_out = top / 255.0, -128
-        else:
-            s_out, zp_out = out_scale_logits, net.logit_zero
-        bias = np.round(bf / (s_in * s_w)).astype(np.int64)
+        if kind == "dwconv":
+            q = q[:, 0].transpose(1, 2, 0)[None]  # (O, 1, k, k) -> (1, k, k, O)
+        bias = np.round(node["b"] / (s_in * s_w)).astype(np.int64)
         pairs = [quantize_multiplier_q31(s_in * sw / s_out) for sw in s_w]
+        in_dims = _dims(shapes[srcs[0]]) if kind != "fc" else (1, 1, int(math.prod(shapes[src])))
         net.layers.append(
             PeerLayer(
-                layer["name"],
+                name,
                 kind,
-                shape,
-                out,
+                in_dims,
+                _dims(out),
                 kernel=k,
                 stride=s,
                 padding=p,
@@ -286,9 +369,15 @@ def quantize_tflite(bundle: Bundle, calibration: np.ndarray, weight_bits: int = 
                 shift=np.array([b for _, b in pairs], dtype=np.int32),
                 input_offset=-zp_in,
                 output_offset=zp_out,
+                inputs=srcs,
+                ch_mult=len(q[0, 0, 0]) // in_dims[2] if kind == "dwconv" else 1,
             )
         )
-        shape, s_in, zp_in, first, flat_from = out, s_out, zp_out, False, None
+    last = nodes[-1]
+    if last["op"] not in graph.WEIGHTED_OPS or last.get("top") is not None:
+        raise ValueError("the CMSIS-NN peer needs logits: a last weighted node without a clip")
+    net.classes = int(shapes[last["name"]][0])
+    net.logit_scale, net.logit_zero = quant[last["name"]]
     return net
 
 
@@ -322,100 +411,165 @@ int siq_predict(const uint8_t *pixels, int32_t *logits);
 """
 
 
+def _buffers(net: PeerNetwork) -> tuple[dict[str, int], list[int]]:
+    """Each tensor's activation buffer (tensor -> index) and the buffers' sizes: a tensor
+    takes a buffer whose tensor is no longer read (never one its own layer reads), so a
+    chain ping-pongs between two and a residual block holds its shortcut in a third."""
+    c, h, w = net.input_shape
+    size = {graph.INPUT: c * h * w} | {p.name: math.prod(p.out_shape) for p in net.layers}
+    last = {p_in: i for i, p in enumerate(net.layers) for p_in in p.inputs}
+    last[net.layers[-1].name] = len(net.layers)  # the logits are read at the end
+    where = {graph.INPUT: 0}
+    sizes = [size[graph.INPUT]]
+    held: list[str] = [graph.INPUT]  # the tensor each buffer holds
+    for i, p in enumerate(net.layers):
+        free = [b for b, t in enumerate(held) if last.get(t, -1) < i]
+        b = max(free, key=lambda j: sizes[j]) if free else len(sizes)
+        if b == len(sizes):
+            sizes.append(0)
+            held.append(p.name)
+        sizes[b] = max(sizes[b], size[p.name])
+        held[b], where[p.name] = p.name, b
+    return where, sizes
+
+
+def _scratch_bytes(p: PeerLayer, s4: bool) -> int:
+    """An upper bound of the scratch its CMSIS-NN wrapper asks for on a DSP core (its
+    *_get_buffer_size; siq_predict checks it before each call)."""
+    ih, iw, ic = p.in_shape
+    if p.kind == "conv":
+        if p.kernel == 1 and p.stride == 1 and p.padding == 0 and not s4:
+            return 0  # arm_convolve_1x1_s8_fast
+        cols = ic * p.kernel * p.kernel
+        return 4 * (cols + (-cols) % 4)
+    if p.kind == "dwconv":
+        if p.kernel == 3 and p.padding <= 1 and p.ch_mult == 1 and not s4:
+            return 0  # arm_depthwise_conv_3x3_s8
+        return 2 * ic * p.kernel * p.kernel
+    if p.kind == "avgpool":
+        return 4 * ic
+    return 0
+
+
+def _layer_call(p: PeerLayer, s4: bool, src: list[str], dst: str) -> tuple[list[str], list[str]]:
+    """(the constant arrays, the body) of one layer's function."""
+    ih, iw, ic = p.in_shape
+    oh, ow, oc = p.out_shape
+    n = p.name
+    if p.kind in ("maxpool", "avgpool"):
+        kernel = "arm_max_pool_s8" if p.kind == "maxpool" else "arm_avgpool_s8"
+        ctx = "{ scratch, sizeof scratch }" if p.kind == "avgpool" else "{ NULL, 0 }"
+        body = [
+            f"    const cmsis_nn_context ctx = {ctx};",
+            f"    const cmsis_nn_pool_params pp = {{ {{ {p.stride}, {p.stride} }}, {{ 0, 0 }}, {{ -128, 127 }} }};",
+            f"    const cmsis_nn_dims in = {{ 1, {ih}, {iw}, {ic} }}, f = {{ 1, {p.kernel}, {p.kernel}, 1 }}, out = {{ 1, {oh}, {ow}, {oc} }};",
+        ]
+        if p.kind == "avgpool":
+            body += [
+                f"    if (arm_avgpool_s8_get_buffer_size({ow}, {ic}) > (int32_t)sizeof scratch) {{",
+                "        return -2;",
+                "    }",
+            ]
+        return [], [*body, f"    return {kernel}(&ctx, &pp, &in, {src[0]}, &f, &out, {dst});"]
+    if p.kind == "add":
+        a = p.add_params
+        return [], [
+            f"    return arm_elementwise_add_s8({src[0]}, {src[1]}, {a[0]}, {a[1]}, {a[2]}, "
+            f"{a[3]}, {a[4]}, {a[5]}, {a[6]}, {dst}, {p.output_offset}, {a[7]}, {a[8]}, "
+            f"-128, 127, {oh * ow * oc});"
+        ]
+    assert p.weights is not None and p.bias is not None
+    assert p.multiplier is not None and p.shift is not None
+    wname = f"cmsis_w_{n}"
+    data = [
+        _array("int8_t", wname, _pack_int4(p.weights) if s4 else p.weights),
+        _array("int32_t", f"cmsis_b_{n}", p.bias),
+        _array("int32_t", f"cmsis_m_{n}", p.multiplier),
+        _array("int32_t", f"cmsis_s_{n}", p.shift),
+    ]
+    width = "s4" if s4 else "s8"
+    args = f"&in, {src[0]}, &f, {wname}, &bias, cmsis_b_{n}, &out, {dst}"
+    dims = [
+        f"    const cmsis_nn_dims in = {{ 1, {ih}, {iw}, {ic} }}, out = {{ 1, {oh}, {ow}, {oc} }};",
+        f"    const cmsis_nn_dims bias = {{ 1, 1, 1, {oc} }};",
+    ]
+    if p.kind == "fc":
+        body = [
+            f"    const cmsis_nn_fc_params fp = {{ {p.input_offset}, 0, {p.output_offset}, {{ -128, 127 }} }};",
+            *dims,
+            f"    const cmsis_nn_dims f = {{ {ic}, 1, 1, {oc} }};",
+            "    const cmsis_nn_context ctx = { NULL, 0 };",
+        ]
+        if s4:
+            return data, [
+                *body,
+                f"    const cmsis_nn_per_tensor_quant_params q = {{ cmsis_m_{n}[0], cmsis_s_{n}[0] }};",
+                f"    return arm_fully_connected_s4(&ctx, &fp, &q, {args});",
+            ]
+        return data, [
+            *body,
+            f"    const cmsis_nn_per_channel_quant_params q = {{ (int32_t *)cmsis_m_{n}, (int32_t *)cmsis_s_{n} }};",
+            f"    return arm_fully_connected_per_channel_s8(&ctx, &fp, &q, {args});",
+        ]
+    tiles = (
+        f"{{ {p.stride}, {p.stride} }}, {{ {p.padding}, {p.padding} }}, {{ 1, 1 }}, {{ -128, 127 }}"
+    )
+    if p.kind == "conv":
+        params = f"    const cmsis_nn_conv_params cp = {{ {p.input_offset}, {p.output_offset}, {tiles} }};"
+        fdims = f"    const cmsis_nn_dims f = {{ {oc}, {p.kernel}, {p.kernel}, {ic} }};"
+        size = f"arm_convolve_wrapper_{width}_get_buffer_size(&cp, &in, &f, &out)"
+        call = f"arm_convolve_wrapper_{width}(&ctx, &cp, &q, {args})"
+    else:
+        params = (
+            f"    const cmsis_nn_dw_conv_params cp = {{ {p.input_offset}, {p.output_offset}, "
+            f"{p.ch_mult}, {tiles} }};"
+        )
+        fdims = f"    const cmsis_nn_dims f = {{ 1, {p.kernel}, {p.kernel}, {oc} }};"
+        size = f"arm_depthwise_conv_wrapper_{width}_get_buffer_size(&cp, &in, &f, &out)"
+        call = f"arm_depthwise_conv_wrapper_{width}(&ctx, &cp, &q, {args})"
+    return data, [
+        params,
+        f"    const cmsis_nn_per_channel_quant_params q = {{ (int32_t *)cmsis_m_{n}, (int32_t *)cmsis_s_{n} }};",
+        *dims,
+        fdims,
+        "    const cmsis_nn_context ctx = { scratch, sizeof scratch };",
+        f"    if ({size} > (int32_t)sizeof scratch) {{",
+        "        return -2;",
+        "    }",
+        f"    return {call};",
+    ]
+
+
 def peer_c_source(net: PeerNetwork) -> str:
-    """siq_model.c: the weights, two ping-pong activation buffers, a scratch buffer, and one
-    noinline function per layer calling its CMSIS-NN kernel."""
+    """siq_model.c: the weights, the activation buffers (`_buffers`), a scratch buffer, and
+    one noinline function per layer calling its CMSIS-NN kernel."""
     s4 = net.weight_bits == 4
     c, h, w = net.input_shape
-    sizes = [h * w * c] + [math.prod(p.out_shape) for p in net.layers]
-    ping = max(sizes[0::2])
-    pong = max(sizes[1::2])
-    scratch = max(
-        [4 * p.in_shape[2] * p.kernel * p.kernel for p in net.layers if p.kind == "conv"] + [4]
-    )
+    where, sizes = _buffers(net)
+    scratch = max([_scratch_bytes(p, s4) for p in net.layers] + [4])
     parts = [
         '#include <stddef.h>\n#include <stdint.h>\n#include "arm_nnfunctions.h"\n'
         '#include "siq_model.h"\n\n',
-        f"static int8_t buf_a[{ping}] __attribute__((aligned(4)));\n",
-        f"static int8_t buf_b[{pong}] __attribute__((aligned(4)));\n",
+        *(
+            f"static int8_t buf_{i}[{n}] __attribute__((aligned(4)));\n"
+            for i, n in enumerate(sizes)
+        ),
         f"static int32_t scratch[{(scratch + 3) // 4}];\n\n",
     ]
     calls = []
-    for i, p in enumerate(net.layers):
-        src, dst = ("buf_a", "buf_b") if i % 2 == 0 else ("buf_b", "buf_a")
-        ih, iw, ic = p.in_shape
-        oh, ow, oc = p.out_shape
-        fn = f"layer_{p.name}"
-        body: list[str] = []
-        if p.kind == "pool":
-            body += [
-                "    const cmsis_nn_context ctx = { NULL, 0 };",
-                f"    const cmsis_nn_pool_params pp = {{ {{ {p.stride}, {p.stride} }}, {{ 0, 0 }}, {{ -128, 127 }} }};",
-                f"    const cmsis_nn_dims in = {{ 1, {ih}, {iw}, {ic} }}, f = {{ 1, {p.kernel}, {p.kernel}, 1 }}, out = {{ 1, {oh}, {ow}, {oc} }};",
-                f"    return arm_max_pool_s8(&ctx, &pp, &in, {src}, &f, &out, {dst});",
-            ]
-        else:
-            assert p.weights is not None and p.bias is not None
-            assert p.multiplier is not None and p.shift is not None
-            wname = f"cmsis_w_{p.name}"
-            if s4:
-                parts.append(_array("int8_t", wname, _pack_int4(p.weights)))
-            else:
-                parts.append(_array("int8_t", wname, p.weights))
-            parts.append(_array("int32_t", f"cmsis_b_{p.name}", p.bias))
-            parts.append(_array("int32_t", f"cmsis_m_{p.name}", p.multiplier))
-            parts.append(_array("int32_t", f"cmsis_s_{p.name}", p.shift))
-            dims = (
-                f"    const cmsis_nn_dims in = {{ 1, {ih}, {iw}, {ic} }}, out = {{ 1, {oh}, {ow}, {oc} }};\n"
-                f"    const cmsis_nn_dims bias = {{ 1, 1, 1, {oc} }};"
-            )
-            if p.kind == "conv":
-                body += [
-                    f"    const cmsis_nn_conv_params cp = {{ {p.input_offset}, {p.output_offset}, "
-                    f"{{ {p.stride}, {p.stride} }}, {{ {p.padding}, {p.padding} }}, {{ 1, 1 }}, {{ -128, 127 }} }};",
-                    f"    const cmsis_nn_per_channel_quant_params q = {{ (int32_t *)cmsis_m_{p.name}, (int32_t *)cmsis_s_{p.name} }};",
-                    dims,
-                    f"    const cmsis_nn_dims f = {{ {oc}, {p.kernel}, {p.kernel}, {ic} }};",
-                    "    const cmsis_nn_context ctx = { scratch, sizeof scratch };",
-                ]
-                if s4:
-                    body += [
-                        "    if (arm_convolve_s4_get_buffer_size(&in, &f) > (int32_t)sizeof scratch) {",
-                        "        return -2;",
-                        "    }",
-                        f"    return arm_convolve_s4(&ctx, &cp, &q, &in, {src}, &f, {wname}, &bias, cmsis_b_{p.name}, &out, {dst});",
-                    ]
-                else:
-                    body += [
-                        "    if (arm_convolve_wrapper_s8_get_buffer_size(&cp, &in, &f, &out) > (int32_t)sizeof scratch) {",
-                        "        return -2;",
-                        "    }",
-                        f"    return arm_convolve_wrapper_s8(&ctx, &cp, &q, &in, {src}, &f, {wname}, &bias, cmsis_b_{p.name}, &out, {dst});",
-                    ]
-            else:
-                body += [
-                    f"    const cmsis_nn_fc_params fp = {{ {p.input_offset}, 0, {p.output_offset}, {{ -128, 127 }} }};",
-                    dims.replace(f"{{ 1, {ih}, {iw}, {ic} }}", f"{{ 1, 1, 1, {ic} }}"),
-                    f"    const cmsis_nn_dims f = {{ {ic}, 1, 1, {oc} }};",
-                    "    const cmsis_nn_context ctx = { NULL, 0 };",
-                ]
-                if s4:
-                    body += [
-                        f"    const cmsis_nn_per_tensor_quant_params q = {{ cmsis_m_{p.name}[0], cmsis_s_{p.name}[0] }};",
-                        f"    return arm_fully_connected_s4(&ctx, &fp, &q, &in, {src}, &f, {wname}, &bias, cmsis_b_{p.name}, &out, {dst});",
-                    ]
-                else:
-                    body += [
-                        f"    const cmsis_nn_per_channel_quant_params q = {{ (int32_t *)cmsis_m_{p.name}, (int32_t *)cmsis_s_{p.name} }};",
-                        f"    return arm_fully_connected_per_channel_s8(&ctx, &fp, &q, &in, {src}, &f, {wname}, &bias, cmsis_b_{p.name}, &out, {dst});",
-                    ]
-        calls.append(
-            f"static int __attribute__((noinline)) {fn}(void)\n{{\n" + "\n".join(body) + "\n}\n\n"
+    for p in net.layers:
+        data, body = _layer_call(
+            p, s4, [f"buf_{where[t]}" for t in p.inputs], f"buf_{where[p.name]}"
         )
-    out_buf = "buf_b" if len(net.layers) % 2 else "buf_a"
+        parts += data
+        calls.append(
+            f"static int __attribute__((noinline)) layer_{p.name}(void)\n{{\n"
+            + "\n".join(body)
+            + "\n}\n\n"
+        )
     parts += calls
     steps = "\n".join(
-        f"    if ({f'layer_{p.name}'}() != 0) {{\n        return -2;\n    }}" for p in net.layers
+        f"    if (layer_{p.name}() != 0) {{\n        return -2;\n    }}" for p in net.layers
     )
     parts.append(
         f"""int siq_predict(const uint8_t *pixels, int32_t *logits)
@@ -426,17 +580,24 @@ def peer_c_source(net: PeerNetwork) -> str:
     }}
     /* C x H x W pixels -> H x W x C int8 (pixel - 128) */
     for (i = 0; i < {h * w * c}; i++) {{
-        buf_a[(i % {h * w}) * {c} + i / {h * w}] = (int8_t)(pixels[i] - 128);
+        buf_{where[graph.INPUT]}[(i % {h * w}) * {c} + i / {h * w}] = (int8_t)(pixels[i] - 128);
     }}
 {steps}
     for (i = 0; i < {net.classes}; i++) {{
-        logits[i] = {out_buf}[i];
+        logits[i] = buf_{where[net.layers[-1].name]}[i];
     }}
     return 0;
 }}
 """
     )
     return "".join(parts)
+
+
+def peer_kernels(net: PeerNetwork) -> list[str]:
+    """The CMSIS-NN functions its layers call, in order of first call (a wrapper names the
+    wrapper; which kernel it chooses is the module docstring's)."""
+    called = re.findall(r"return (arm_\w+)\(", peer_c_source(net))
+    return list(dict.fromkeys(called))
 
 
 def _compile_kernels(root: Path, out: Path, compiler: list[str]) -> list[Path]:

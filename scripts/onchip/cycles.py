@@ -216,14 +216,15 @@ class CycleEstimate:
 
 def layer_regions(elf: Path) -> list[tuple[int, int, str]]:
     """(start, end, layer) of each layer's weight and table arrays (siq_w_<layer>,
-    siq_t_<layer>, cmsis_w_<layer>): a load from one of them says which layer runs."""
+    siq_t_<layer>, a depthwise layer's siq_dw_<layer>, cmsis_w_<layer>): a load from one of
+    them says which layer runs."""
     out = run_tool(["arm-none-eabi-nm", "-S", str(elf)], text=True).stdout
     regions = []
     for line in out.splitlines():
         parts = line.split()
         if len(parts) != 4:
             continue
-        m = re.match(r"^(?:siq|cmsis)_[wt]_(\w+)$", parts[3])
+        m = re.match(r"^(?:siq_(?:[wt]|dw)|cmsis_w)_(\w+)$", parts[3])
         if m:
             start = int(parts[0], 16)
             regions.append((start, start + int(parts[1], 16), m.group(1)))

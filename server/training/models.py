@@ -427,7 +427,7 @@ def build_dsnet(in_channels: int, num_classes: int, input_size: int) -> GraphNet
 
 
 # m0net's convolution widths: the first map (12x12 at 4 bits) is the arena's largest value
-M0NET_CHANNELS = (12, 24, 32)
+M0NET_CHANNELS = (12, 24, 48)
 
 
 @register("m0net")
@@ -437,7 +437,7 @@ def build_m0net(in_channels: int, num_classes: int, input_size: int) -> GraphNet
     -> maxpool2) blocks (6x6, 3x3), global average pool, linear. Every max-pool follows its
     convolution alone, so the C generator takes it over the accumulators and never stores the
     unpooled map: the largest value the chip holds is 12x12x12 codes (864 B at 4 bits). About
-    10 k weights, 0.9 M multiply-adds an image."""
+    14 k weights, 1.0 M multiply-adds an image."""
     c1, c2, c3 = M0NET_CHANNELS
     side = windows(windows(input_size, 5, 1), 2, 2)
     for _ in range(2):

@@ -71,3 +71,18 @@ def test_a_trace_counts_what_icount_counts(tmp_path) -> None:
     assert 0 <= run.instructions[0] - est.instructions <= 64
     assert est.cycles > est.instructions and est.cycles_waiting > est.cycles
     assert set(est.layers) <= {"input", *(layer["name"] for layer in bundle.manifest["graph"])}
+
+
+@pytest.mark.skipif(missing_arm_tools() is not None, reason="Cortex-M toolchain absent")
+def test_a_depthwise_layer_has_its_region(tmp_path) -> None:
+    """A depthwise layer's weights are siq_dw_<node>: its instructions are its own, not the
+    layer's before it (bench_onchip's per-node table of the office10 MobileNet)."""
+    from scripts.onchip.cycles import layer_regions
+    from tests.factories import GraphBuilder
+
+    b = GraphBuilder(2, (3, 9, 9))
+    x = b.depthwise(b.conv("input", 8, 3, name="stem"), 3, padding=1, name="dw")
+    bundle = b.bundle(b.linear(b.global_avgpool(x), 4, activation="none", name="fc"))
+    images = np.zeros((1, 3, 9, 9), dtype=np.uint8)
+    fw = firmware_build(generate_bundle_c(bundle), tmp_path, "m4", images)
+    assert {name for _, _, name in layer_regions(fw.elf)} == {"stem", "dw", "fc"}
