@@ -649,8 +649,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.m0net:
             res = json.loads(out_json.read_text())
-            res["m0"] = {**run_m0(args, _log), "environment": environment()}
-            out_json.write_text(json.dumps(res, indent=1))
+
+            def save_m0(m0: dict[str, Any]) -> None:  # after each config: a stopped run keeps it
+                res["m0"] = {**m0, "environment": environment()}
+                out_json.write_text(json.dumps(res, indent=1))
+
+            save_m0(run_m0(args, _log, save_m0))
         elif args.office10_only:
             res = json.loads(out_json.read_text())
             with tempfile.TemporaryDirectory() as tmp:
