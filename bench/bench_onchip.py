@@ -4,6 +4,10 @@
     python -m bench.bench_onchip                       # what `make bench` runs
     python -m bench.bench_onchip --render-only         # rewrite onchip.md from onchip.json
     python -m bench.bench_onchip --cmsis-nn DIR        # also against Arm's CMSIS-NN (issue 29)
+    python -m bench.bench_onchip --office10-only --office10-arch mobilenet \
+        --office10-float-cache F.pt --keep-bundles K --cmsis-nn DIR   # only the office10 part
+    python -m bench.bench_onchip --office10-only --measure-bundles K --office10-trace
+                                                       # its kept bundles again, per node
     python -m bench.bench_onchip --m0net               # the smallest chip: m0net on the M0
 
 Trains one float LeNet on MNIST and quantises it as W4A4 / W3A4 / W2A4 (SIQ, k-means) and
@@ -135,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
         "--measure-bundles",
         type=Path,
         default=None,
-        help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles folder)",
+        help="train nothing: measure the *.siq bundles of this folder (a --keep-bundles "
+        "folder); with --office10-only its office10 bundles only",
     )
     p.add_argument("--no-office10", action="store_true")
     p.add_argument(
@@ -410,9 +415,7 @@ def measure_folder(args: argparse.Namespace) -> dict[str, Any]:
         res["cmsis"] = cmsis_rows(args, [b for b, _ in mnist], ds, Path(tmp) / "cmsis")
         office = [b for b in bundles if b[0].manifest["provenance"]["dataset"] == "office10"]
         if office and not args.no_office10:
-            ods = load_dataset("office10", args.data_dir)
-            res["office10"] = office10_measure(args, office, ods, Path(tmp))
-            res["office10"]["float_accuracy"] = office[0][0].manifest["metrics"]["float_accuracy"]
+            res["office10"] = office10_kept(args, office, Path(tmp))
     res["seconds"] = time.perf_counter() - started
     return res
 
@@ -508,16 +511,22 @@ def _office10_float(args: argparse.Namespace, office: Any, cfg: Any) -> tuple[An
     return fm, False
 
 
+def _office10_data(args: argparse.Namespace) -> Any:
+    """office10 (cut to --office10-train-limit) with --office10-arch's network and recipe."""
+    from server.data import load_dataset
+
+    office = load_dataset("office10", args.data_dir, train_limit=args.office10_train_limit)
+    return office.with_arch(args.office10_arch)
+
+
 def office10_rows(args: argparse.Namespace, keep: Path, work: Path) -> dict[str, Any]:
     """The office10 network of `--office10-arch` (default: the photo recipe's), trained once
     (or read from --office10-float-cache), quantised as W4A5 SIQ k-means and as the 8-bit
     build of the same graph (W8A8 uniform), both measured on the host and the Cortex-M4."""
-    from server.data import load_dataset
     from server.params import JobParams
     from server.training.pipeline import quantize_model
 
-    office = load_dataset("office10", args.data_dir, train_limit=args.office10_train_limit)
-    office = office.with_arch(args.office10_arch)
+    office = _office10_data(args)
     base = dict(
         dataset="office10",
         arch=args.office10_arch,
@@ -541,6 +550,25 @@ def office10_rows(args: argparse.Namespace, keep: Path, work: Path) -> dict[str,
     return res
 
 
+def _kept_office10(folder: Path) -> list[tuple[Bundle, int]]:
+    """The office10 bundles of a --keep-bundles folder, with their sizes."""
+    kept = [(read_bundle_file(f), f.stat().st_size) for f in sorted(folder.glob("*.siq"))]
+    return [b for b in kept if b[0].manifest["provenance"]["dataset"] == "office10"]
+
+
+def office10_kept(
+    args: argparse.Namespace, bundles: list[tuple[Bundle, int]], work: Path
+) -> dict[str, Any]:
+    """office10_measure of kept office10 bundles (--measure-bundles), their float accuracy
+    from their manifests."""
+    from server.data import load_dataset
+
+    res = office10_measure(args, bundles, load_dataset("office10", args.data_dir), work)
+    res["float_accuracy"] = bundles[0][0].manifest["metrics"]["float_accuracy"]
+    res["bundles_from"] = str(args.measure_bundles)
+    return res
+
+
 def office10_measure(
     args: argparse.Namespace, bundles: list[tuple[Bundle, int]], office: Any, work: Path
 ) -> dict[str, Any]:
@@ -555,7 +583,7 @@ def office10_measure(
     for i, (bundle, size) in enumerate(bundles):
         tag = f"office10_{i}"
         row = measure(bundle, office.test_x, office.test_y, {"m4": count}, work / tag)
-        row["float_accuracy"] = bundle.manifest["metrics"]["float_accuracy"]
+        row["float_accuracy"] = bundle.manifest["metrics"].get("float_accuracy")
         row["bundle_bytes"] = size
         if args.office10_trace:
             _log(f"  tracing {tag} on the M4 (one photo)")
@@ -635,6 +663,13 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 print(f"[bench_onchip] cannot run: {why}", file=sys.stderr)
                 return 1
+        cache = args.office10_float_cache
+        if cache is not None and cache.exists() and not (args.no_office10 or args.m0net):
+            try:  # before any training: a cache of another network is refused at once
+                _office10_float(args, _office10_data(args), None)
+            except ValueError as exc:
+                print(f"[bench_onchip] {exc}", file=sys.stderr)
+                return 2
         args.out.mkdir(parents=True, exist_ok=True)
 
         def environment() -> dict[str, Any]:
@@ -670,9 +705,18 @@ def main(argv: list[str] | None = None) -> int:
             save_m0(run_m0(args, _log, save_m0))
         elif args.office10_only:
             res = json.loads(out_json.read_text())
+            kept = _kept_office10(args.measure_bundles) if args.measure_bundles else None
+            if kept == []:
+                print(
+                    f"[bench_onchip] no office10 bundle in {args.measure_bundles}", file=sys.stderr
+                )
+                return 2
             with tempfile.TemporaryDirectory() as tmp:
-                keep = args.keep_bundles or Path(tmp) / "bundles"
-                res["office10"] = office10_rows(args, keep, Path(tmp))
+                if kept:  # a run's kept office10 bundles, not quantised again
+                    res["office10"] = office10_kept(args, kept, Path(tmp))
+                else:
+                    keep = args.keep_bundles or Path(tmp) / "bundles"
+                    res["office10"] = office10_rows(args, keep, Path(tmp))
             res["environment"]["command"] += f" ; then the office10 row by {command}"
             res["environment"]["note"] += f" The office10 row was measured again on {utc_now()}."
             out_json.write_text(json.dumps(res, indent=1))

@@ -356,11 +356,12 @@ def office10_section(office: dict[str, Any] | None) -> list[str]:
         ]
     rows = office["rows"]
     first = rows[0]
-    float_from = (
-        f"read from `{office['float_cache']}`"
-        if office.get("float_cache")
-        else "trained by this run"
-    )
+    if office.get("bundles_from"):
+        float_from = f"its bundles kept by an earlier run, `{office['bundles_from']}`"
+    elif office.get("float_cache"):
+        float_from = f"read from `{office['float_cache']}`"
+    else:
+        float_from = "trained by this run"
     lines = [
         "",
         f"## office10 {office['arch']} (3x64x64 RGB) on the Cortex-M4, against its 8-bit build",

@@ -133,7 +133,7 @@ RECIPES: dict[str, Recipe] = {
         archs={
             arch: Recipe(
                 epochs=epochs,
-                retrain_epochs=4.0,
+                retrain_epochs=20.0,
                 lr=4e-3,
                 retrain_lr=5e-4,
                 batch_size=64,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -207,7 +208,6 @@ def test_an_older_single_office10_row_still_renders() -> None:
 
 def test_an_office10_float_cache_of_another_network_is_refused(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from types import SimpleNamespace
 
     from bench.bench_onchip import _office10_float
     from server.training.models import build_model
@@ -223,3 +223,42 @@ def test_an_office10_float_cache_of_another_network_is_refused(tmp_path: Path) -
     office.arch = "photonet"
     got, reused = _office10_float(args, office, None)
     assert reused and got.float_accuracy == 0.3
+
+
+def test_a_float_cache_of_another_network_is_refused_before_any_training(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    import bench.bench_onchip as bench
+    from server.training.models import build_model
+    from server.training.pipeline import FloatModel
+
+    empty = (np.zeros((0, 3, 64, 64)), np.zeros(0))
+    torch.save(
+        FloatModel(build_model("photonet", 3, 10, 64), 0.3, 0.3, 1.0, empty, empty),
+        tmp_path / "f.pt",
+    )
+    office = SimpleNamespace(arch="resnet", input_shape=(3, 64, 64), num_classes=10)
+    monkeypatch.setattr(bench, "_office10_data", lambda args: office)
+    monkeypatch.setattr(bench, "missing_host_tools", lambda: None)
+    monkeypatch.setattr(bench, "missing_arm_tools", lambda: None)
+    monkeypatch.setattr(bench, "run", lambda *a: pytest.fail("trained before the check"))
+    argv = ["--office10-arch", "resnet", "--office10-float-cache", str(tmp_path / "f.pt")]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert "is not a float resnet for office10" in capsys.readouterr().err
+
+
+def test_office10_only_with_kept_bundles_needs_an_office10_bundle(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import bench.bench_onchip as bench
+
+    monkeypatch.setattr(bench, "missing_host_tools", lambda: None)
+    monkeypatch.setattr(bench, "missing_arm_tools", lambda: None)
+    (tmp_path / "onchip.json").write_text(RESULTS.read_text())
+    argv = ["--office10-only", "--measure-bundles", str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "no office10 bundle in" in capsys.readouterr().err
+    res = json.loads(RESULTS.read_text())
+    res["office10"] = {**_office10_rows(), "bundles_from": "/tmp/kept"}
+    assert "its bundles kept by an earlier run, `/tmp/kept`" in render(res)
