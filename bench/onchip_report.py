@@ -729,6 +729,8 @@ def m0_section(m0: dict[str, Any] | None) -> list[str]:
     lines += [
         "",
         f"Tried against the MNIST test set: {len(rows)} configuration(s) of one float model "
-        f"({', '.join(r['config'] for r in rows)}).",
-    ]
+        f"({', '.join(r['config'] for r in rows)})"
+        + ("." if m0.get("complete", True) else "; the run was stopped before the others its "
+           "command names."),
+    ]  # fmt: skip
     return lines
