@@ -73,6 +73,7 @@ class Insn:
     text: str  # the operands
     base: int | None  # a load's base register (15 = pc), None for anything else
     regs: int  # LDM / STM / PUSH / POP: the registers moved; LDRD / STRD: 2
+    offset: int = 0  # a load's immediate offset inside the brackets ("[r3, #64]": 64)
 
 
 def _mnemonic(raw: str) -> str:
@@ -120,6 +121,11 @@ def _parse(mnemonic: str, operands: str, size: int) -> Insn:
         if op.startswith("ldr"):
             m = re.search(r"\[(\w+)", operands)
             base = _REGS.get(m.group(1)) if m else 15  # "ldr r0, [pc, #8]" or a label
+            # gcc reaches static arrays from one anchor register plus an offset: the array
+            # read is at base + offset (a post-indexed "[r3], #4" reads at the base)
+            imm = re.search(r"\[\w+,\s*#(-?\d+)\]", operands)
+            if imm and base != 15:
+                return Insn(size, op, operands, base, regs, int(imm.group(1)))
     return Insn(size, op, operands, base, regs)
 
 
@@ -255,7 +261,7 @@ def _accumulate(est, code, records, regions) -> None:  # noqa: ANN001
         taken = pc_next is not None and pc_next != pc + insn.size and insn.op in _BRANCHES | {"pop"}
         flash = 0
         if insn.base is not None:
-            address = (pc + 4) & ~3 if insn.base == 15 else regs[insn.base]
+            address = (pc + 4) & ~3 if insn.base == 15 else regs[insn.base] + insn.offset
             if address < RAM_START:
                 flash = insn.regs if insn.op.startswith("ldm") or insn.op == "ldrd" else 1
                 for start, end, name in regions:

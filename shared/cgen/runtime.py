@@ -182,9 +182,13 @@ static inline void siq_zero(uint8_t *dst, uint32_t di, uint32_t n)
    their multiplies and runs out of registers (spills: more instructions per multiply-
    accumulate, at -O2 and -O3); the library turns it off for its table kernels (the int8
    kernel is faster with it), so a build with no flag of the user's gets them as measured
-   (bench/results/onchip.md). */
+   (bench/results/onchip.md). Never inlined nor cloned: a kernel with one caller would be
+   folded into it, a tiny layer's weights into immediates (no array left to attribute
+   instructions to, scripts/onchip/cycles.py). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
-#define SIQ_KERNEL __attribute__((optimize("no-schedule-insns")))
+#define SIQ_KERNEL __attribute__((optimize("no-schedule-insns"), noinline, noclone))
+#elif defined(__GNUC__)
+#define SIQ_KERNEL __attribute__((noinline))
 #else
 #define SIQ_KERNEL
 #endif

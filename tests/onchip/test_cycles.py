@@ -86,3 +86,17 @@ def test_a_depthwise_layer_has_its_region(tmp_path) -> None:
     images = np.zeros((1, 3, 9, 9), dtype=np.uint8)
     fw = firmware_build(generate_bundle_c(bundle), tmp_path, "m4", images)
     assert {name for _, _, name in layer_regions(fw.elf)} == {"stem", "dw", "fc"}
+
+
+def test_a_load_through_an_anchor_names_the_array_at_base_plus_offset() -> None:
+    """gcc reads static arrays from one anchor register plus an offset: a load at conv1's
+    start + 0x1000 reads fc1's array, not conv1's (the per-layer split once put most of a
+    convolution under the layer before it)."""
+    code = {0x100: _parse("ldr.w", "r0, [r1, #4096]", 4), 0x104: _parse("ldr", "r0, [r1], #4", 2)}
+    regs = [0] * 16
+    regs[1] = 0x1000
+    regions = [(0x1000, 0x1100, "conv1"), (0x2000, 0x2100, "fc1")]
+    est = estimate("m4", code, [(0x100, regs)], regions)
+    assert list(est.layers) == ["fc1"]
+    est = estimate("m4", code, [(0x104, regs)], regions)  # post-indexed: reads at the base
+    assert list(est.layers) == ["conv1"]
