@@ -33,7 +33,8 @@ bundles without training.
 `--m0net` runs only the smallest chip's part (bench/onchip_m0.py: the m0net family trained,
 quantised per `--m0net-bits`, generated for the least flash and measured on the Cortex-M0);
 its results go into --out's onchip.json under "m0" (the other rows stay; a full run keeps
-them too), which is then rendered.
+them too; a new --out starts from bench/results' onchip.json), which is then rendered.
+`--render-only --m0-from RUN/onchip.json` takes such a run's results into --out's.
 """
 
 from __future__ import annotations
@@ -216,6 +217,13 @@ def _parser() -> argparse.ArgumentParser:
     m0.add_argument("--m0-retrain-epochs", type=float, default=None, help="(the recipe's)")
     m0.add_argument("--m0-max-iterations", type=int, default=3)
     m0.add_argument("--m0-images", type=int, default=10, help="MNIST images run on the M0")
+    m0.add_argument(
+        "--m0-from",
+        type=Path,
+        default=None,
+        help="with --render-only: take the smallest chip's results of this onchip.json (an "
+        "--m0net run's) into --out's",
+    )
     m0.add_argument(
         "--m0-float-cache",
         type=Path,
@@ -643,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
                 "note": other["environment"]["note"],
             }
             out_json.write_text(json.dumps(res, indent=1))
+        if args.m0_from:
+            res["m0"] = json.loads(args.m0_from.read_text())["m0"]
+            out_json.write_text(json.dumps(res, indent=1))
         if args.merge:
             res["mnist"].sort(key=_row_order)
             res["environment"]["command"] += " ; " + command
@@ -682,10 +693,16 @@ def main(argv: list[str] | None = None) -> int:
             target = args.out / "onchip.partial.json" if partial else out_json
             target.write_text(json.dumps(res, indent=1))
 
-        if args.m0net:
-            res = json.loads(out_json.read_text())
-            res["m0"] = {**run_m0(args, _log), "environment": environment()}
-            out_json.write_text(json.dumps(res, indent=1))
+        if args.m0net:  # into --out's results, else a copy of the committed ones
+            res = json.loads(
+                (out_json if out_json.is_file() else RESULTS / "onchip.json").read_text()
+            )
+
+            def save_m0(m0: dict[str, Any]) -> None:  # after each config: a stopped run keeps it
+                res["m0"] = {**m0, "environment": environment()}
+                out_json.write_text(json.dumps(res, indent=1))
+
+            save_m0(run_m0(args, _log, save_m0))
         elif args.office10_only:
             res = json.loads(out_json.read_text())
             kept = _kept_office10(args.measure_bundles) if args.measure_bundles else None

@@ -134,8 +134,9 @@ def measure_m0(
     return row
 
 
-def run_m0(args: Any, log: Any) -> dict[str, Any]:
-    """Train (or reuse `--m0-float-cache`), quantise every `--m0net-bits` config, measure."""
+def run_m0(args: Any, log: Any, save: Any = None) -> dict[str, Any]:
+    """Train (or reuse `--m0-float-cache`), quantise every `--m0net-bits` config, measure;
+    `save(res)` after each config's row (`res["complete"]` is False until the last)."""
     import torch
 
     from server.data import load_dataset
@@ -153,7 +154,7 @@ def run_m0(args: Any, log: Any) -> dict[str, Any]:
         max_iterations=args.m0_max_iterations,
         train_limit=args.train_limit,
     )
-    res: dict[str, Any] = {"arch": ARCH, "rows": [], "budget": BUDGET}
+    res: dict[str, Any] = {"arch": ARCH, "rows": [], "budget": BUDGET, "complete": False}
     cache = args.m0_float_cache
     if cache is not None and cache.exists():
         fm = torch.load(cache, weights_only=False)
@@ -183,5 +184,8 @@ def run_m0(args: Any, log: Any) -> dict[str, Any]:
             res["rows"].append(row)
             b = row["builds"][0]
             log(f"  {b['flags']}: equal={b['equal']} flash={b['flash_bytes']} ram={b['ram_bytes']}")
-    res["seconds"] = time.perf_counter() - started
+            res["seconds"] = time.perf_counter() - started
+            if save is not None:
+                save(res)
+    res["complete"] = True
     return res

@@ -328,6 +328,74 @@ def render(
     return "\n".join(lines)
 
 
+def cmsis_goals(builds: list[dict[str, Any]]) -> list[str]:
+    """Issue 29's goals from the comparison's builds: at -O2 and -Os SIQ W4A4 at most 0.75x
+    CMSIS-NN int8's instructions and no layer (where traced) above CMSIS-NN int8's same layer;
+    at every flag set W4A4 no slower than SIQ's 8-bit build and its flash at most 1.0x the
+    CMSIS-NN int4-weight build's."""
+    found = {(r["flags"], r["build"]): r for r in builds}
+    rows: list[tuple[str, str, bool]] = []
+    for flags in dict.fromkeys(r["flags"] for r in builds):
+        siq = found.get((flags, "SIQ W4A4"))
+        int8 = found.get((flags, "CMSIS-NN int8"))
+        int4 = found.get((flags, "CMSIS-NN int4 weights"))
+        own8 = found.get((flags, "SIQ 8-bit baseline"))
+        if siq is None:
+            continue
+        if int8 and flags != "own":
+            ratio = siq["instructions"] / int8["instructions"]
+            rows.append(
+                (f"{flags}: instructions ≤ 0.75 × CMSIS-NN int8", f"{ratio:.3f} ×", ratio <= 0.75)
+            )
+        if int8 and "trace" in siq and "trace" in int8:
+            for layer, v in siq["trace"]["layers"].items():
+                peer = int8["trace"]["layers"].get(layer)
+                if layer == "input" or peer is None:
+                    continue
+                ratio = v["instructions"] / peer["instructions"]
+                rows.append(
+                    (
+                        f"{flags}: {layer} instructions ≤ CMSIS-NN int8's {layer}",
+                        f"{v['instructions']:,} / {peer['instructions']:,} = {ratio:.2f} ×",
+                        ratio <= 1.0,
+                    )
+                )
+        if own8:
+            ratio = siq["instructions"] / own8["instructions"]
+            rows.append(
+                (f"{flags}: instructions ≤ SIQ 8-bit baseline", f"{ratio:.3f} ×", ratio <= 1.0)
+            )
+        if int4:
+            ratio = siq["flash_bytes"] / int4["flash_bytes"]
+            rows.append(
+                (f"{flags}: flash ≤ 1.0 × CMSIS-NN int4 weights", f"{ratio:.3f} ×", ratio <= 1.0)
+            )
+            ratio = siq["instructions"] / int4["instructions"]
+            rows.append(
+                (
+                    f"{flags}: instructions ≤ 0.75 × CMSIS-NN int4 weights",
+                    f"{ratio:.3f} ×",
+                    ratio <= 0.75,
+                )
+            )
+    if not rows:
+        return []
+    return [
+        "Goals (issue 29; SIQ W4A4, M4; a layer's figures from the traces below):",
+        "",
+        "| goal | measured | |",
+        "|---|---:|---|",
+        *(f"| {goal} | {got} | {_yes(ok)} |" for goal, got, ok in rows),
+        "",
+    ]
+
+
+def _traced_flags(cmp: dict[str, Any]) -> str:
+    """The traced flag sets: a list, or one name (an older onchip.json)."""
+    flags = cmp["traced_flags"]
+    return flags if isinstance(flags, str) else " and ".join(flags)
+
+
 def _office_name(row: dict[str, Any]) -> str:
     kind = "SIQ k-means" if row["quantizer"] == "kmeans" else "8-bit build (W8A8 uniform)"
     return f"W{row['weight_bits']}A{row['activation_bits']} {kind}"
@@ -512,11 +580,12 @@ def cmsis_section(cmp: dict[str, Any] | None, network: str | None = None) -> lis
         + ". \"Logits as expected\": SIQ's equal shared.engine's; a peer's equal its own host build's.",
         "",
     ]
+    lines += cmsis_goals(builds)
     traced = [r for r in builds if "trace" in r]
     m0_traced = [r for r in cmp.get("m0", []) if "trace" in r]
     if traced or m0_traced:
         lines += [
-            f"{h}# Estimated cycles per inference (estimates, not measurements), {cmp['traced_flags']} builds",
+            f"{h}# Estimated cycles per inference (estimates, not measurements), {_traced_flags(cmp)} builds",
             "",
             "From QEMU's executed instruction stream (one instruction per block, registers before "
             "each) and the instruction timing tables of Arm's Cortex-M4 (ARM DDI 0439B, Table 3-1) "
@@ -525,15 +594,15 @@ def cmsis_section(cmp: dict[str, Any] | None, network: str | None = None) -> lis
             "M4; with W flash wait states, each data word read from flash and each taken branch "
             "costs W more; sequential fetch hidden).",
             "",
-            "| chip | build | instructions | cycles, 0 wait states | flash wait states W | cycles at W | loads from flash | taken branches |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| chip | flags | build | instructions | cycles, 0 wait states | flash wait states W | cycles at W | loads from flash | taken branches |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for chip, rows in (("M4", traced), ("M0", m0_traced)):
             for r in rows:
                 t = r["trace"]
                 w = t["wait_states"]
                 lines.append(
-                    f"| {chip} | {r['build']} | {t['instructions']:,} | {t['cycles_0ws']:,} | {w} | "
+                    f"| {chip} | {r['flags']} | {r['build']} | {t['instructions']:,} | {t['cycles_0ws']:,} | {w} | "
                     f"{t[f'cycles_{w}ws']:,} | {t['flash_loads']:,} | {t['taken_branches']:,} |"
                 )
         lines += [
@@ -542,13 +611,13 @@ def cmsis_section(cmp: dict[str, Any] | None, network: str | None = None) -> lis
             "next layer's, so a pool and the requantisation go with the layer before; `input` is "
             "the work before the first layer's weights are read):",
             "",
-            "| build | layer | instructions | cycles, 0 wait states | loads from flash |",
-            "|---|---|---:|---:|---:|",
+            "| flags | build | layer | instructions | cycles, 0 wait states | loads from flash |",
+            "|---|---|---|---:|---:|---:|",
         ]
         for r in traced:
             for layer, v in r["trace"]["layers"].items():
                 lines.append(
-                    f"| {r['build']} | {layer} | {v['instructions']:,} | {v['cycles_0ws']:,} | "
+                    f"| {r['flags']} | {r['build']} | {layer} | {v['instructions']:,} | {v['cycles_0ws']:,} | "
                     f"{v['flash_loads']:,} |"
                 )
         lines.append("")
@@ -660,6 +729,8 @@ def m0_section(m0: dict[str, Any] | None) -> list[str]:
     lines += [
         "",
         f"Tried against the MNIST test set: {len(rows)} configuration(s) of one float model "
-        f"({', '.join(r['config'] for r in rows)}).",
-    ]
+        f"({', '.join(r['config'] for r in rows)})"
+        + ("." if m0.get("complete", True) else "; the run was stopped before the others its "
+           "command names."),
+    ]  # fmt: skip
     return lines

@@ -53,6 +53,7 @@ def main(argv: list[str]) -> int:
                 "activation_bytes": model.activation_bytes,
                 "patch_bytes": model.patch_bytes,
                 "accumulator_bytes": model.scratch_bytes,
+                "decoded_weight_bytes": model.decoded_bytes,
                 "weight_bytes": sum(p.weight_bytes + p.table_bytes for p in model.layers),
             }
         )

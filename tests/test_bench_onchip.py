@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.bench_onchip import main, parse_mixed
-from bench.onchip_report import render
+from bench.onchip_report import cmsis_goals, render
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "onchip.json"
 
@@ -161,6 +161,38 @@ def test_a_cmsis_nn_comparison_from_another_run_is_rendered_with_its_command(tmp
 def main_md_without_cmsis(tmp_path: Path, res: dict) -> str:
     res = {**res, "cmsis": {"skipped": "no CMSIS-NN source tree given", "builds": [], "m0": []}}
     return render(res)
+
+
+def test_cmsis_goals_judge_issue_29s_targets():
+    """Totals against 0.75x CMSIS-NN int8 at -O2 / -Os, each traced layer against the peer's
+    same layer (the input's conversion left out), W4A4 against SIQ's 8-bit build, flash
+    against the int4-weight build."""
+
+    def row(build, instructions, flash, layers=None):
+        r = {"flags": "-O2", "build": build, "instructions": instructions, "flash_bytes": flash}
+        if layers:
+            r["trace"] = {"layers": {k: {"instructions": v} for k, v in layers.items()}}
+        return r
+
+    builds = [
+        row("SIQ W4A4", 700, 99, {"input": 50, "conv1": 400, "fc1": 250}),
+        row("SIQ 8-bit baseline", 800, 200),
+        row("CMSIS-NN int8", 1000, 300, {"input": 5, "conv1": 500, "fc1": 200}),
+        row("CMSIS-NN int4 weights", 2000, 100),
+    ]
+    table = "\n".join(cmsis_goals(builds))
+    assert "| -O2: instructions ≤ 0.75 × CMSIS-NN int8 | 0.700 × | **pass** |" in table
+    assert (
+        "| -O2: conv1 instructions ≤ CMSIS-NN int8's conv1 | 400 / 500 = 0.80 × | **pass** |"
+        in table
+    )
+    assert (
+        "| -O2: fc1 instructions ≤ CMSIS-NN int8's fc1 | 250 / 200 = 1.25 × | **FAIL** |" in table
+    )
+    assert "input instructions" not in table
+    assert "| -O2: instructions ≤ SIQ 8-bit baseline | 0.875 × | **pass** |" in table
+    assert "| -O2: flash ≤ 1.0 × CMSIS-NN int4 weights | 0.990 × | **pass** |" in table
+    assert cmsis_goals([row("CMSIS-NN int8", 1, 1)]) == []
 
 
 def _office10_rows() -> dict:

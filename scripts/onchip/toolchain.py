@@ -54,9 +54,9 @@ __all__ = [
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 OPT = "-O2"
-# the flags the bench builds the generated library with: pre-register-allocation scheduling
-# hoists the table loads of the row kernels and spills them (more instructions per MAC)
-OWN_FLAGS = [OPT, "-fno-schedule-insns"]
+# the flags the bench builds the generated library with: what its header recommends, no more
+# (the table kernels turn off GCC's pre-allocation scheduling themselves: runtime.SIQ_KERNEL)
+OWN_FLAGS = [OPT]
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,21 @@ from shared.cgen.model import (
     group_size,
     pack_rows,
     padded_length,
+    pair_slots,
     pair_table,
     patch_order,
     weight_format,
 )
-from shared.cgen.runtime import PRELUDE, bytes_per_word, interleave_rows, row_kernel
+from shared.cgen.runtime import (
+    DECODED_FORMATS,
+    PRELUDE,
+    ROWS,
+    bytes_per_word,
+    decode_kernel,
+    decoded_kernel,
+    interleave_rows,
+    row_kernel,
+)
 from shared.errors import UnsupportedModelError
 from shared.network import INPUT, WEIGHTED_OPS, quantize_input, windows
 
@@ -41,6 +51,9 @@ __all__ = ["LayerPlan", "CModel", "generate_c", "input_table"]
 # has a ':', so no node's value is called this)
 _INPUT_CODES = "input:codes"
 CHUNK = 32  # linear rows requantised per pass (the accumulator scratch holds this many)
+# RAM a convolution may take to hold decoded weight words (runtime.DECODED_FORMATS): all its
+# rows when they fit, else ROWS rows at a time
+DECODE_BYTES = 4096
 
 
 @dataclass
@@ -71,11 +84,12 @@ class CModel:
     activation_bytes: int  # the two activation regions
     patch_bytes: int
     scratch_bytes: int  # the accumulators
+    decoded_bytes: int = 0  # a convolution's weights decoded into 16-bit pairs
     example: dict[str, str] = field(default_factory=dict)  # file name -> text
 
     @property
     def arena_bytes(self) -> int:
-        return self.activation_bytes + self.patch_bytes + self.scratch_bytes
+        return self.activation_bytes + self.patch_bytes + self.scratch_bytes + self.decoded_bytes
 
 
 def input_table(model: DenseModel) -> np.ndarray:
@@ -145,9 +159,14 @@ _NODE_PREFIXES = ("", "gather_", "w_", "b_", "t_", "cb_", "m_", "r_", "s_", "dw_
 # the names of the library's own code and data that a node's names must not take
 _RESERVED = set(
     re.findall(
-        r"\bsiq_\w+", PRELUDE + "".join(row_kernel(f, a) for f in ROW_FORMATS for a in (4, 8))
+        r"\bsiq_\w+",
+        PRELUDE
+        + "".join(row_kernel(f, a) for f in ROW_FORMATS for a in (4, 8))
+        + "".join(decode_kernel(f, a) for f in DECODED_FORMATS for a in (4, 8))
+        + decoded_kernel(4),
     )
 ) | {
+    "siq_dec",
     "siq_arena",
     "siq_patch",
     "siq_acc",
@@ -206,6 +225,8 @@ class _Emitter:
         self.values: dict[str, _Value] = {}
         self.patch_values = 0
         self.scratch = 1
+        self.decoded = 0  # 32-bit words of the decoded-weights buffer (an even number)
+        self.decoders: set[str] = set()
         self.ident: dict[str, str] = {}
 
     # --- the graph walk -------------------------------------------------------------------
@@ -466,20 +487,55 @@ class _Emitter:
         acc = not dense.requantises
         pixels = src.where == "pixels"
         in_place = not pixels and g == 1 and k == 1 and p == 0 and kp == c
-        if in_place:  # a pointwise convolution reads each pixel's C codes where they are
-            per_value = "/ 2u" if self.a <= 4 else ""
-            fetch = f"x = src + ((py * {ps}u + dy) * {st}u * {w}u + (px * {ps}u + dx) * {st}u) * {c}u {per_value};"
-            rows = call.format(x="x", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0")
+        per_value = "/ 2u" if self.a <= 4 else ""
+        at = f"(py * {ps}u + dy) * {st}u * {w}u + (px * {ps}u + dx) * {st}u"
+        first = "dy == 0 && dx == 0"
+        words = kp // self.g  # activation words of a row
+        row_words = words * len(pair_slots(self.a))  # its decoded weight words
+        decodes = g == 1 and plan.fmt in DECODED_FORMATS and not self.for_size
+        setup = ""
+        if decodes and o * row_words * 4 <= DECODE_BYTES:  # every row decoded, once
+            self.decoded = max(self.decoded, o * row_words)
+            setup = self._decode(dense, plan, "0", f"{o * words}u")
+            call = f"siq_rows_d(siq_dec, {{x}}, {words}u, 1u, 0u, siq_b_{n} + o, {{out}}, {{n}}, {{first}})"
+        elif (
+            decodes
+            and not pixels
+            and p == 0
+            and c % self.g == 0
+            and kp == k * k * c
+            and ROWS * row_words * 4 <= DECODE_BYTES
+        ):  # ROWS rows decoded at a time, the input's k kernel rows read where they are
+            self.decoded = max(self.decoded, ROWS * row_words)
+            setup = self._decode(dense, plan, f"o * {rb}u", f"cnt * {words}u")
+            read = f"src + (({at}) * {c}u) {per_value}"
+            rows = (
+                f"siq_rows_d(siq_dec, {read}, {k * c // self.g}u, {k}u, ({w * c}u {per_value}), "
+                f"siq_b_{n} + o, siq_acc, cnt, {first})"
+            )
             self.funcs.append(
-                layers.conv(n, (ph, pw), (pk, ps), o, rows, req, fetch=fetch, accumulators=acc)
+                layers.conv_decoded(n, (ph, pw), (pk, ps), o, setup, rows, req, accumulators=acc)
+            )
+            call = ""
+        if not call:
+            pass
+        elif in_place:  # a pointwise convolution reads each pixel's C codes where they are
+            fetch = f"x = src + ({at}) * {c}u {per_value};"
+            rows = call.format(x="x", out="siq_acc", n=f"{o}u", first=first)
+            self.funcs.append(
+                layers.conv(
+                    n, (ph, pw), (pk, ps), o, rows, req, fetch=fetch, accumulators=acc, setup=setup
+                )
             )
         elif g == 1:
             plan.patch_values = kp
             self.funcs.append(layers.gather(n, (c, h, w), (k, st, p), pixels, kp, self.a))
             rows = call.format(
-                x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first="dy == 0 && dx == 0"
+                x="(const uint8_t *)siq_patch", out="siq_acc", n=f"{o}u", first=first
             )
-            self.funcs.append(layers.conv(n, (ph, pw), (pk, ps), o, rows, req, accumulators=acc))
+            self.funcs.append(
+                layers.conv(n, (ph, pw), (pk, ps), o, rows, req, accumulators=acc, setup=setup)
+            )
         else:
             plan.patch_values = kp
             self.funcs.append(layers.gather_group(n, (c, h, w), (k, st, p), c // g))
@@ -494,6 +550,15 @@ class _Emitter:
         plan.out_bytes = self.values[dense.name if pool is None else pool["name"]].nbytes
         self.steps.append((f"siq_{n}", [x], dense.name if pool is None else pool["name"]))
         self.plans.append(plan)
+
+    def _decode(self, dense: DenseLayer, plan: LayerPlan, start: str, units: str) -> str:
+        """The statement decoding `units` (row, activation word) units of the layer's packed
+        weights, from byte `start` on, into siq_dec."""
+        assert plan.fmt is not None
+        self.decoders.add(plan.fmt)
+        n = self.ident[dense.name]
+        tab = f"siq_t_{n}, " if plan.fmt != "i8" else ""
+        return f"siq_decode_{plan.fmt}(siq_w_{n} + {start}, {tab}siq_dec, {units});"
 
     def _depthwise(self, dense: DenseLayer, x: str, out: tuple[int, int]) -> None:
         """Weights decoded at generation time, as int8 where the codebook fits, else int16."""
@@ -621,6 +686,7 @@ class _Emitter:
             activation_bytes=arena,
             patch_bytes=patch_words * 4,
             scratch_bytes=self.scratch * 4,
+            decoded_bytes=self.decoded * 4,
         )
         total = model.arena_bytes  # what SIQ_ARENA_BYTES and export-c say
         header = f"""/* Generated by SIQ (shared/cgen) from bundle {self.bundle_id or "-"}. Do not edit.
@@ -639,7 +705,12 @@ extern "C" {{
 #define SIQ_INPUT_WIDTH {w}
 #define SIQ_NUM_CLASSES {self.m.num_classes}
 #define SIQ_ACTIVATION_BITS {a}
-#define SIQ_ARENA_BYTES {total} /* the static arena: activations, patch, accumulators */
+#define SIQ_ARENA_BYTES {total} /* static RAM: activations, patch, accumulators, decoded weights */
+
+/* Build with -O2 (fastest) or -Os (smallest) and no other flag; it builds warning-free from
+   -O0 to -O3 with -std=c99 -Wall -Wextra -Werror -pedantic. With __ARM_FEATURE_DSP
+   (Cortex-M4, M7, M33 with DSP) the SIMD multiply-accumulate is used; -DSIQ_PORTABLE forces
+   plain C. */
 
 /* pixels: C x H x W preprocessed image, 8-bit (the engine's float input times 255);
    logits: SIQ_NUM_CLASSES integer logits. Returns 0, or -1 on a null argument. */
@@ -658,19 +729,23 @@ int siq_predict(const uint8_t *pixels, int32_t *logits);
             for p in self.plans
         )
         kernels = "".join(row_kernel(f, a) for f in sorted(self.formats))
+        kernels += "".join(decode_kernel(f, a) for f in sorted(self.decoders))
+        if self.decoders:
+            kernels += decoded_kernel(a)
         calls = "\n    ".join(calls_list)
         source = f"""/* Generated by SIQ (shared/cgen) from bundle {self.bundle_id or "-"}. Do not edit.
 {summary}
-   arena {arena} B, patch {patch_words * 4} B, accumulators {self.scratch * 4} B */
+   arena {arena} B, patch {patch_words * 4} B, accumulators {self.scratch * 4} B, decoded weights {self.decoded * 4} B */
 {PRELUDE.format(top=(1 << a) - 1, nibble=1 if a <= 4 else 0)}
 {kernels}
 {_array("uint8_t", "siq_inq", input_table(self.m), "{}")}
 {"".join(self.data)}
 /* the one static arena: the activations, the patch buffer, the accumulators */
-static uint32_t siq_arena[{total // 4}];
+static uint32_t siq_arena[{(total - model.decoded_bytes) // 4}];
 #define siq_patch (siq_arena + {arena // 4})
 #define SIQ_PATCH_BYTES {patch_words * 4}u
 #define siq_acc ((int32_t *)(siq_arena + {arena // 4 + patch_words}))
+{f"static uint64_t siq_dec[{self.decoded // 2}]; /* a convolution's decoded weights */" if self.decoded else ""}
 {"".join(self.funcs)}
 int siq_predict(const uint8_t *pixels, int32_t *logits)
 {{

@@ -9,11 +9,14 @@ the first layer reads the caller's CHW pixels through the input quantiser table 
 
 from __future__ import annotations
 
+from shared.cgen.runtime import ROWS
+
 __all__ = [
     "quantize_input",
     "maxpool",
     "gather",
     "conv",
+    "conv_decoded",
     "gather_group",
     "depthwise",
     "add",
@@ -104,6 +107,8 @@ def gather(
     stride, padding = geometry) into the patch buffer, zeros where the window is padding."""
     c, h, w = shape
     k, s, p = geometry
+    if pixels and p == 0 and k * k * c <= UNROLLED_PATCH:
+        return _gather_pixels_unrolled(n, shape, k, s, activation_bits)
     if pixels:  # through the input quantiser, CHW pixels -> (kh, kw, C) patch codes
         inside = "1" if p == 0 else f"iy >= 0 && iy < {h} && ix >= 0 && ix < {w}"
         nibble = activation_bits <= 4
@@ -161,6 +166,42 @@ static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint
 """
 
 
+# the largest patch (values) of pixels that a gather writes out value by value, every offset a
+# literal: a first convolution's patch in about three instructions a value
+UNROLLED_PATCH = 128
+
+
+def _gather_pixels_unrolled(
+    n: str, shape: tuple[int, int, int], k: int, s: int, activation_bits: int
+) -> str:
+    """`siq_gather_<n>` of a first convolution without padding: each patch word built from its
+    values through the input quantiser, every pixel offset a literal (the patch's padding
+    values past K are zero: nothing is ORed into them)."""
+    c, h, w = shape
+    per_word = 8 if activation_bits <= 4 else 4
+    width = 32 // per_word
+    count = k * k * c
+    lines = []
+    for start in range(0, count, per_word):
+        terms = []
+        for i in range(start, min(start + per_word, count)):
+            kh, kw, ch = i // (k * c), (i // c) % k, i % c
+            shift = width * (i - start)
+            term = f"(uint32_t)siq_inq[b[{(ch * h + kh) * w + kw}]]"
+            terms.append(f"{term} << {shift}" if shift else term)
+        lines.append(f"    v = {' | '.join(terms)};")
+        lines.append(f"    SIQ_MEMCPY4(patch + {4 * (start // per_word)}, &v);")
+    body = "\n".join(lines)
+    return f"""
+static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint32_t ox)
+{{
+    const uint8_t *b = src + oy * {s * w}u + ox * {s}u;
+    uint32_t v;
+{body}
+}}
+"""
+
+
 def _store(at: str, value: str, req: str, accumulators: bool) -> tuple[str, str]:
     """(the dst parameter, the statement storing channel `ch`'s accumulator `value` at index
     `at`): the int32 itself when the node's value is accumulators, else its code `req` (a C
@@ -187,13 +228,15 @@ def conv(
     fetch: str | None = None,
     groups: tuple[int, int] = (1, 0),
     accumulators: bool = False,
+    setup: str = "",
 ) -> str:
     """A convolution with its activation and, when window = (k, s) != (1, 1), the max-pool
     after it: per pooled position, the max of the accumulators over the window, then
     requantised (`req`), or stored as int32 when `accumulators`. `fetch` makes the patch for
     (oy, ox) = (py * s + dy, px * s + dx) and sets `x` to it (default: the gather into the
     patch buffer); `groups` = (g, input channels per group): one gather and one row-kernel call
-    per group, with `o` its first output row (`rows` writes from siq_acc + o)."""
+    per group, with `o` its first output row (`rows` writes from siq_acc + o). `setup` runs
+    once first (the weights' decoding)."""
     ph, pw = pooled
     pk, ps = window
     g, ci = groups
@@ -204,7 +247,7 @@ static void siq_{n}(const uint8_t *src, {dst})
 {{
     uint32_t py, px, dy, dx, ch;
     const uint32_t o = 0;
-    memset(siq_patch, 0, SIQ_PATCH_BYTES); /* the padding past K stays zero */
+    memset(siq_patch, 0, SIQ_PATCH_BYTES); /* the padding past K stays zero */{setup and chr(10) + "    " + setup}
     for (py = 0; py < {ph}u; py++)
         for (px = 0; px < {pw}u; px++) {{
             for (dy = 0; dy < {pk}u; dy++)
@@ -230,7 +273,7 @@ static void siq_{n}(const uint8_t *src, {dst})
                     const uint32_t o = 0;
                     {fetch}
                     {rows};"""
-        head = "uint32_t py, px, dy, dx, ch;"
+        head = "uint32_t py, px, dy, dx, ch;" + (setup and "\n    " + setup)
     return f"""
 static void siq_{n}(const uint8_t *src, {dst})
 {{
@@ -243,6 +286,45 @@ static void siq_{n}(const uint8_t *src, {dst})
                 }}
             for (ch = 0; ch < {o}u; ch++) {store}
         }}
+}}
+"""
+
+
+def conv_decoded(
+    n: str,
+    pooled: tuple[int, int],
+    window: tuple[int, int],
+    o: int,
+    decode: str,
+    rows: str,
+    req: str,
+    *,
+    accumulators: bool = False,
+) -> str:
+    """A convolution (and its fused max-pool, as `conv`) that runs ROWS output channels at a
+    time: `decode` puts rows o .. o + cnt - 1 into siq_dec, then every pooled position runs
+    `rows` (reading the input map where it is) and stores those channels."""
+    ph, pw = pooled
+    pk, ps = window
+    dst, store = _store(f"(py * {pw}u + px) * {o}u + ch", "siq_acc[j]", req, accumulators)
+    return f"""
+static void siq_{n}(const uint8_t *src, {dst})
+{{
+    uint32_t o, py, px, dy, dx, j, ch;
+    for (o = 0; o < {o}u; o += {ROWS}u) {{
+        const uint32_t cnt = {o}u - o < {ROWS}u ? {o}u - o : {ROWS}u;
+        {decode}
+        for (py = 0; py < {ph}u; py++)
+            for (px = 0; px < {pw}u; px++) {{
+                for (dy = 0; dy < {pk}u; dy++)
+                    for (dx = 0; dx < {pk}u; dx++)
+                        {rows};
+                for (j = 0; j < cnt; j++) {{
+                    ch = o + j;
+                    {store}
+                }}
+            }}
+    }}
 }}
 """
 

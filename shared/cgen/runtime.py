@@ -13,7 +13,16 @@ import numpy as np
 
 from shared.cgen.model import pair_slots
 
-__all__ = ["PRELUDE", "row_kernel", "bytes_per_word", "interleave_rows", "ROWS"]
+__all__ = [
+    "PRELUDE",
+    "row_kernel",
+    "decode_kernel",
+    "decoded_kernel",
+    "DECODED_FORMATS",
+    "bytes_per_word",
+    "interleave_rows",
+    "ROWS",
+]
 
 # {top}: largest activation code; {nibble}: 1 when two codes share a byte.
 PRELUDE = r"""
@@ -169,6 +178,16 @@ static inline void siq_zero(uint8_t *dst, uint32_t di, uint32_t n)
 #else
 #define SIQ_ALWAYS_INLINE
 #endif
+/* GCC's scheduling before register allocation hoists a row kernel's table loads ahead of
+   their multiplies and runs out of registers (spills: more instructions per multiply-
+   accumulate, at -O2 and -O3); the library turns it off for its table kernels (the int8
+   kernel is faster with it), so a build with no flag of the user's gets them as measured
+   (bench/results/onchip.md). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define SIQ_KERNEL __attribute__((optimize("no-schedule-insns")))
+#else
+#define SIQ_KERNEL
+#endif
 static inline SIQ_ALWAYS_INLINE uint32_t siq_shift_clip(int64_t v, uint32_t s)
 {{
     uint64_t u;
@@ -278,7 +297,7 @@ def row_kernel(fmt: str, activation_bits: int) -> str:
         return "\n".join(lines)
 
     return f"""
-static void siq_rows_{fmt}(const uint8_t *w, uint32_t rb, {tab}const uint8_t *x,
+static {"SIQ_KERNEL " if fmt in ("t4", "t3", "t2") else ""}void siq_rows_{fmt}(const uint8_t *w, uint32_t rb, {tab}const uint8_t *x,
                          uint32_t words, const int32_t *bias, int32_t *out, uint32_t n, int first)
 {{
     const uint8_t *end = x + 4u * words;{second}
@@ -330,6 +349,97 @@ def interleave_rows(packed: np.ndarray, per_word: int) -> np.ndarray:
 
 
 _MASK = {True: "0x000F000Fu", False: "0x00FF00FFu"}
+
+# Weight formats whose rows a convolution may decode into RAM once per inference (or per group
+# of ROWS rows) as the 16-bit centroid pairs SMLAD takes: the weight words of `_weight_expr`,
+# a 64-bit word per two pair slots (the low half first), stored; `siq_rows_d` then reads two
+# slots' weights with one load (LDRD) instead of a byte load and a table load per slot (a
+# convolution reuses every weight at each output position).
+DECODED_FORMATS = ("t4", "t3", "t2", "i8")
+
+
+def decode_kernel(fmt: str, activation_bits: int) -> str:
+    """C text of `siq_decode_<fmt>`: `units` (row, activation word) units of packed weights,
+    `bytes_per_word` bytes each, into their pair-slot words (two to a 64-bit word), in the same
+    order."""
+    slots = len(pair_slots(activation_bits))
+    per_word = bytes_per_word(fmt, activation_bits)
+    tab = "const uint32_t *tab, " if fmt in ("t4", "t3", "t2") else ""
+    second = "\n    const uint32_t *tab_hi = tab + 256;" if fmt == "t2" else ""
+    words = "\n".join(
+        f"        out[{j // 2}] = (uint64_t){_weight_expr(fmt, j, 0)} |\n"
+        f"                 (uint64_t){_weight_expr(fmt, j + 1, 0)} << 32;"
+        for j in range(0, slots, 2)
+    )
+    return f"""
+static void siq_decode_{fmt}(const uint8_t *w, {tab}uint64_t *out, uint32_t units)
+{{
+    const uint8_t *wp = w;{second}
+    for (; units; units--, wp += {per_word}, out += {slots // 2}) {{
+{words}
+    }}
+}}
+"""
+
+
+def decoded_kernel(activation_bits: int) -> str:
+    """C text of `siq_rows_d`: out[o] = bias[o] + row o . x over decoded weight words `wd`
+    (`siq_decode_*`'s order: ROWS rows interleaved per activation word, the rows left over one
+    after another). x is `segs` runs of `words` activation words, `stride` bytes apart: one run
+    for a patch, a convolution's k kernel rows when it reads its input map in place."""
+    slots = len(pair_slots(activation_bits))
+
+    def body(rows: int) -> str:
+        lines = []
+        for j in range(0, slots, 2):  # two slots of a row: one 64-bit load (LDRD)
+            lines.append(f"                p = {_act_expr(activation_bits, j)};")
+            lines.append(f"                q = {_act_expr(activation_bits, j + 1)};")
+            for r in range(rows):
+                at = (r * slots + j) // 2
+                lines.append(f"                d = wd[{at}];")
+                lines.append(f"                s{r} = siq_smlad((uint32_t)d, p, s{r});")
+                lines.append(f"                s{r} = siq_smlad((uint32_t)(d >> 32), q, s{r});")
+        return "\n".join(lines)
+
+    def loop(rows: int) -> str:
+        return f"""        do {{
+            const uint8_t *xp = xs, *end = xs + 4u * words;
+            do {{
+                uint32_t v = siq_load32(xp), p, q;
+                uint64_t d;
+                xp += 4;
+{body(rows)}
+                wd += {rows * slots // 2};
+            }} while (xp != end);
+            xs += stride;
+        }} while (--seg);"""
+
+    return f"""
+static SIQ_KERNEL void siq_rows_d(const uint64_t *wd, const uint8_t *x, uint32_t words, uint32_t segs,
+                       uint32_t stride, const int32_t *bias, int32_t *out, uint32_t n, int first)
+{{
+    const uint32_t full = n - n % {ROWS}u;
+    uint32_t o = 0, m = {_MASK[activation_bits <= 4]};
+    SIQ_OPAQUE(m);
+    for (; o < full; o += {ROWS}) {{
+        const uint8_t *xs = x;
+        uint32_t seg = segs;
+        int32_t s0 = bias[o], s1 = bias[o + 1], s2 = bias[o + 2], s3 = bias[o + 3];
+{loop(ROWS)}
+        siq_emit(out + o, s0, first);
+        siq_emit(out + o + 1, s1, first);
+        siq_emit(out + o + 2, s2, first);
+        siq_emit(out + o + 3, s3, first);
+    }}
+    for (; o < n; o++) {{
+        const uint8_t *xs = x;
+        uint32_t seg = segs;
+        int32_t s0 = bias[o];
+{loop(1)}
+        siq_emit(out + o, s0, first);
+    }}
+}}
+"""
 
 
 _BITS_KERNEL = r"""

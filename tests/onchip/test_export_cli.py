@@ -28,12 +28,13 @@ def test_export_c_writes_the_library(tmp_path, capsys):
     header = (tmp_path / "c" / "siq_model.h").read_text()
     declared = int(re.search(r"#define SIQ_ARENA_BYTES (\d+)", header).group(1))  # type: ignore[union-attr]
     assert out["arena_bytes"] == declared == model.arena_bytes
-    parts = out["activation_bytes"] + out["patch_bytes"] + out["accumulator_bytes"]
-    assert parts == declared
-    assert (
-        f"static uint32_t siq_arena[{declared // 4}];"
-        in (tmp_path / "c" / "siq_model.c").read_text()
-    )
+    arena = out["activation_bytes"] + out["patch_bytes"] + out["accumulator_bytes"]
+    assert arena + out["decoded_weight_bytes"] == declared
+    source = (tmp_path / "c" / "siq_model.c").read_text()
+    assert f"static uint32_t siq_arena[{arena // 4}];" in source
+    # a convolution's weights decoded into RAM (lenet's conv1: all 16 rows of 4 words)
+    assert out["decoded_weight_bytes"] > 0
+    assert f"static uint64_t siq_dec[{out['decoded_weight_bytes'] // 8}];" in source
     assert out["build"] == "cc -std=c99 -O2 -o siq_example siq_example.c siq_model.c"
 
 

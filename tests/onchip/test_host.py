@@ -87,3 +87,23 @@ def test_the_library_is_integer_only_and_self_contained():
     ):
         assert f"#define {name}" in header
     assert "int siq_predict(const uint8_t *pixels, int32_t *logits);" in header
+
+
+def test_convolutions_decode_their_weights_into_ram():
+    """LeNet's conv1 (16 rows of 4 words: 1 KB) decodes all its rows once, conv2 (too many
+    rows for DECODE_BYTES) four rows at a time, reading its input map in place; the linear
+    layers keep their table kernel; for_size decodes nothing. (The logits of these very
+    libraries are the engine's: the tests above.)"""
+    bundle = decode_bundle(
+        make_random_bundle(3, arch="lenet", weight_bits=4, activation_bits=4, per_channel=True)
+    )
+    model = generate_bundle_c(bundle)
+    source = model.files["siq_model.c"]
+    assert "siq_decode_t4(siq_w_conv1 + 0, siq_t_conv1, siq_dec, " in source
+    assert "siq_decode_t4(siq_w_conv2 + o * " in source
+    assert re.search(r"siq_rows_d\(siq_dec, src \+ ", source)  # conv2 reads src in place
+    assert "siq_rows_t4(siq_w_fc1" in source
+    assert 0 < model.decoded_bytes <= 4096
+    assert f"static uint64_t siq_dec[{model.decoded_bytes // 8}];" in source
+    small = generate_bundle_c(bundle, for_size=True)
+    assert small.decoded_bytes == 0 and "siq_dec" not in small.files["siq_model.c"]
