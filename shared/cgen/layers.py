@@ -355,6 +355,20 @@ static void siq_gather_{n}(uint8_t *patch, const uint8_t *src, uint32_t oy, uint
 """
 
 
+def _inner(k: int, s: int, p: int, size: int, out: int) -> tuple[int, int]:
+    """(first, count) of the output rows (or columns) whose k taps all lie inside the map."""
+    first = -(-p // s)
+    last = min(out, (size - k + p) // s + 1) if size - k + p >= 0 else first
+    return first, max(0, last - first)
+
+
+def _in_range(var: str, first: int, count: int) -> str:
+    """C condition `first <= var < first + count` (one unsigned compare)."""
+    if count == 0:
+        return "0"
+    return f"{var} < {count}u" if first == 0 else f"{var} - {first}u < {count}u"
+
+
 def depthwise(
     n: str,
     shape: tuple[int, int, int],
@@ -365,47 +379,76 @@ def depthwise(
     accumulators: bool,
     nibbles: bool,
 ) -> str:
-    """A depthwise convolution on channels-last codes: per output position, every channel's
-    k x k taps; a tap's C weights (`siq_dw_<n>`, (kh, kw, C) order, of C type `wtype`) meet the
-    pixel's C codes in one pass; taps in the padding are skipped (code 0 adds nothing). With
-    `nibbles` (two codes a byte) and an even C, each byte is loaded once for its two channels."""
+    """A depthwise convolution on channels-last codes, one channel at a time: its k x k
+    weights (`siq_dw_<n>`, (kh, kw, C) order, of C type `wtype`) held in locals across the
+    output positions and the sum in a register. An output whose window lies inside the map
+    reads its k * k codes at literal offsets (with `nibbles` and an even C every code of the
+    channel sits in the same half of its byte); one whose window meets the padding takes the
+    slow path that skips the taps outside (code 0 adds nothing)."""
     c, h, w = shape
     k, s, p = geometry
     ho, wo = out
-    dst, store = _store(f"(oy * {wo}u + ox) * {c}u + ch", "sums[ch]", req, accumulators)
-    if nibbles and c % 2 == 0:  # a byte holds two channels' codes: one load for both
-        taps = f"""                    for (ch = 0; ch < {c}u; ch += 2) {{
-                        uint32_t v = src[(base + ch) >> 1];
-                        sums[ch] += (int32_t)wt[ch] * (int32_t)(v & 15u);
-                        sums[ch + 1] += (int32_t)wt[ch + 1] * (int32_t)(v >> 4);
-                    }}"""
+    taps = [(kh, kw) for kh in range(k) for kw in range(k)]
+    weights = "\n".join(
+        f"        const int32_t w{i} = wt[{(kh * k + kw) * c}u];" for i, (kh, kw) in enumerate(taps)
+    )
+    at = f"((uint32_t)iy0 * {w}u + (uint32_t)ix0) * {c}u + ch"
+    if nibbles and c % 2 == 0:  # the channel's codes are all low or all high nibbles
+        base = f"const uint8_t *px = src + (({at}) >> 1);"
+        code = "(int32_t)((uint32_t)px[{o}] >> half & 15u)"
+        offsets = [(kh * w + kw) * c // 2 for kh, kw in taps]
+        half = "\n        const uint32_t half = (ch & 1u) << 2;"
+    elif nibbles:
+        base = f"const uint32_t at = {at};"
+        code = "(int32_t)siq_get(src, at + {o}u)"
+        offsets = [(kh * w + kw) * c for kh, kw in taps]
+        half = ""
     else:
-        taps = f"""                    for (ch = 0; ch < {c}u; ch++)
-                        sums[ch] += (int32_t)wt[ch] * (int32_t)siq_get(src, base + ch);"""
+        base = f"const uint8_t *px = src + {at};"
+        code = "(int32_t)px[{o}]"
+        offsets = [(kh * w + kw) * c for kh, kw in taps]
+        half = ""
+    fast = " +\n                         ".join(
+        f"w{i} * {code.format(o=o)}" for i, o in enumerate(offsets)
+    )
+    y0, ny = _inner(k, s, p, h, ho)
+    x0, nx = _inner(k, s, p, w, wo)
+    dst, store = _store(f"(oy * {wo}u + ox) * {c}u + ch", "sum", req, accumulators)
     return f"""
 static void siq_{n}(const uint8_t *src, {dst})
 {{
-    int32_t *sums = siq_acc;
-    uint32_t oy, ox, kh, kw, ch;
-    for (oy = 0; oy < {ho}u; oy++)
-        for (ox = 0; ox < {wo}u; ox++) {{
-            for (ch = 0; ch < {c}u; ch++)
-                sums[ch] = siq_b_{n}[ch];
-            for (kh = 0; kh < {k}u; kh++) {{
-                int32_t iy = (int32_t)(oy * {s}u + kh) - {p};
-                if (iy < 0 || iy >= {h})
-                    continue;
-                for (kw = 0; kw < {k}u; kw++) {{
-                    int32_t ix = (int32_t)(ox * {s}u + kw) - {p};
-                    const {wtype} *wt = siq_dw_{n} + (kh * {k}u + kw) * {c}u;
-                    const uint32_t base = ((uint32_t)iy * {w}u + (uint32_t)ix) * {c}u;
-                    if (ix < 0 || ix >= {w})
-                        continue;
-{taps}
+    uint32_t ch, oy, ox, kh, kw;
+    for (ch = 0; ch < {c}u; ch++) {{
+        const {wtype} *wt = siq_dw_{n} + ch;
+{weights}
+        const int32_t bias = siq_b_{n}[ch];{half}
+        for (oy = 0; oy < {ho}u; oy++) {{
+            const int32_t iy0 = (int32_t)(oy * {s}u) - {p};
+            const int row_inside = {_in_range("oy", y0, ny)};
+            for (ox = 0; ox < {wo}u; ox++) {{
+                const int32_t ix0 = (int32_t)(ox * {s}u) - {p};
+                int32_t sum = bias;
+                if (row_inside && {_in_range("ox", x0, nx)}) {{
+                    {base}
+                    sum += {fast};
+                }} else {{ /* the window meets the padding */
+                    for (kh = 0; kh < {k}u; kh++) {{
+                        int32_t iy = iy0 + (int32_t)kh;
+                        if (iy < 0 || iy >= {h})
+                            continue;
+                        for (kw = 0; kw < {k}u; kw++) {{
+                            int32_t ix = ix0 + (int32_t)kw;
+                            if (ix < 0 || ix >= {w})
+                                continue;
+                            sum += (int32_t)wt[(kh * {k}u + kw) * {c}u] *
+                                   (int32_t)siq_get(src, ((uint32_t)iy * {w}u + (uint32_t)ix) * {c}u + ch);
+                        }}
+                    }}
                 }}
+                {store}
             }}
-            for (ch = 0; ch < {c}u; ch++) {store}
         }}
+    }}
 }}
 """
 

@@ -75,6 +75,11 @@ def _depthwise_residual(b: GraphBuilder) -> str:  # accumulators of a depthwise 
     return b.global_avgpool(b.add(b.depthwise(x, 3, padding=1, activation="none"), x))
 
 
+def _depthwise_interior(b: GraphBuilder) -> str:  # even channels: windows inside the map
+    x = b.depthwise(b.conv("input", 6, 1), 3, padding=1)  # and at its borders
+    return b.flatten(b.depthwise(x, 3, stride=2))  # no padding: every window inside
+
+
 def _pointwise_in_place(b: GraphBuilder) -> str:  # 8 channels: whole activation words
     x = b.conv("input", 8, 3, padding=1)
     return b.global_avgpool(b.conv(x, 6, 1, activation="relu6"))
@@ -149,6 +154,7 @@ OPS: dict[str, Callable[[GraphBuilder], str]] = {
     "depthwise": _depthwise,
     "depthwise_from_pixels": _depthwise_from_pixels,
     "depthwise_residual": _depthwise_residual,
+    "depthwise_interior": _depthwise_interior,
     "pointwise_in_place": _pointwise_in_place,
     "pointwise_gathered": _pointwise_gathered,
     "pointwise_pooled": _pointwise_pooled,
