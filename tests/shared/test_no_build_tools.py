@@ -16,8 +16,9 @@ PROCESS_CALLS = re.compile(
     r"^(os\.(system|popen|spawn\w*|exec\w*|posix_spawn\w*|fork\w*)"
     r"|asyncio\.create_subprocess_\w+|shutil\.which)$"
 )
-# programs a test harness would name: compilers, binutils, emulators
-TOOL_NAMES = re.compile(r"\b(gcc|clang|arm-none-eabi[\w-]*|qemu[\w-]*)\b", re.I)
+# programs a test harness would name: compilers, binutils, emulators, as commands spell them
+# (lower case: the generated C's own prose, "GCC's scheduling", names no program to run)
+TOOL_NAMES = re.compile(r"\b(gcc|clang|arm-none-eabi[\w-]*|qemu[\w-]*)\b")
 
 
 def _dotted(node: ast.AST) -> str:
