@@ -6,6 +6,7 @@ measures them; the sample's MNIST digits train a small job in seconds."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.skipif(missing_host_tools() is not None, reason="no hos
 KB = 1024
 
 
+@functools.cache
 def m0net_bundle() -> Bundle:
     """An untrained m0net (batch-norm statistics of real digits, folded), uniform 4-bit
     codebooks, calibrated on the sample's digits: what the chip holds, but for the values."""
@@ -55,6 +57,7 @@ def test_m0net_is_the_small_graph_the_chip_needs():
     assert 10_000 < weights < 16_000
 
 
+@pytest.mark.timeout(900)  # builds the bundle (minutes on a loaded machine; then cached)
 def test_for_size_stores_codes_and_codebooks_only():
     bundle = m0net_bundle()
     small, fast = generate_bundle_c(bundle, for_size=True), generate_bundle_c(bundle)
@@ -76,7 +79,7 @@ def test_random_dags_for_size_match_the_reference(tmp_path, seed, activation_bit
     np.testing.assert_array_equal(host_run(exe, images, want.shape[1]), want)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_m0net_on_the_m0_within_12_kb_of_flash_and_2_kb_of_ram(tmp_path):
     if missing_arm_tools() is not None:
         pytest.skip(f"Cortex-M toolchain: {missing_arm_tools()}")
