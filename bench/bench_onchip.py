@@ -56,6 +56,7 @@ from bench.cmsis_peer import missing_cmsis_nn
 from bench.onchip_m0 import M0_BITS, parse_bits, run_m0
 from bench.onchip_peers import compare, skipped
 from bench.onchip_report import render
+from bench.onchip_rows import engine_logits, library_fields
 from bench.report import default_data_dir, utc_now
 from scripts.onchip.cycles import trace_estimate
 from scripts.onchip.toolchain import (
@@ -68,7 +69,6 @@ from scripts.onchip.toolchain import (
 )
 from shared.bundle import Bundle, read_bundle_file
 from shared.cgen import generate_bundle_c
-from shared.engine import IntegerNetwork
 from shared.network import cost_report
 
 __all__ = ["main"]
@@ -248,11 +248,6 @@ def parse_mixed(spec: str) -> tuple[int, dict[str, int]]:
     return int(head[1:]), layers
 
 
-def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    net = IntegerNetwork(bundle)
-    return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
-
-
 def _quantizer(bundle: Bundle) -> str | None:
     layers: dict[str, dict[str, Any]] = bundle.manifest["layers"]
     return next((entry.get("weight_quantizer") for entry in layers.values()), None)
@@ -263,7 +258,7 @@ def measure(
 ) -> dict[str, Any]:
     """Host check on all images, QEMU runs on the first chips[cpu] images of each CPU."""
     cmodel = generate_bundle_c(bundle)
-    want = _engine_logits(bundle, images)
+    want = engine_logits(bundle, images)
     classes = want.shape[1]
     # all 10,000 MNIST images on a shared, niced machine can take minutes (not a timing)
     host = host_run(host_build(cmodel, work / "host"), images, classes, timeout=1800)
@@ -278,28 +273,7 @@ def measure(
             if "weight_bits" in layer
         },
         "engine_accuracy_manifest": bundle.manifest["metrics"].get("quantized_accuracy"),
-        "host_images": len(images),
-        "host_equal": bool(np.array_equal(host, want)),
-        "c_accuracy": float((host.argmax(axis=1) == labels).mean()),
-        "engine_accuracy": float((want.argmax(axis=1) == labels).mean()),
-        "macs": sum(p.macs for p in cmodel.layers),
-        "activation_bytes": cmodel.activation_bytes,  # SIQ_ARENA_BYTES adds patch and scratch
-        "patch_bytes": cmodel.patch_bytes,
-        "scratch_bytes": cmodel.scratch_bytes,
-        "layers": [
-            {
-                "name": p.name,
-                "op": p.op,
-                "format": p.fmt,
-                "weight_bytes": p.weight_bytes,
-                "table_bytes": p.table_bytes,
-                "const_bytes": p.const_bytes,
-                "out_bytes": p.out_bytes,
-                "macs": p.macs,
-                "pool": p.pool,
-            }
-            for p in cmodel.layers
-        ],
+        **library_fields(cmodel, host, want, labels),
         "cost": cost_report(bundle.manifest),
         "chips": {},
     }

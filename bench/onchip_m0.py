@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.onchip_rows import engine_logits, library_fields
 from scripts.onchip.toolchain import (
     firmware_build,
     host_build,
@@ -32,7 +33,6 @@ from scripts.onchip.toolchain import (
 )
 from shared.bundle import Bundle, read_bundle_file
 from shared.cgen import generate_bundle_c
-from shared.engine import IntegerNetwork
 from shared.network import weight_shape
 
 __all__ = ["ARCH", "BUDGET", "M0_BITS", "M0_FLAGS", "parse_bits", "measure_m0", "run_m0"]
@@ -59,17 +59,12 @@ def parse_bits(spec: str) -> tuple[int, dict[str, int] | None]:
     return int(head[1:]), layers or None
 
 
-def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    net = IntegerNetwork(bundle)
-    return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
-
-
 def measure_m0(
     bundle: Bundle, images: np.ndarray, labels: np.ndarray, chip_images: int, work: Path
 ) -> dict[str, Any]:
     """One bundle's row: the host check on every image, then per flag set the M0's."""
     cmodel = generate_bundle_c(bundle, for_size=True)
-    want = _engine_logits(bundle, images)
+    want = engine_logits(bundle, images)
     classes = want.shape[1]
     host = host_run(host_build(cmodel, work / "host"), images, classes, timeout=3600)
     layer_bits = {
@@ -87,28 +82,8 @@ def measure_m0(
             for layer in bundle.manifest["graph"]
             if "weight_bits" in layer
         ),
-        "host_images": len(images),
-        "host_equal": bool(np.array_equal(host, want)),
-        "c_accuracy": float((host.argmax(axis=1) == labels).mean()),
-        "engine_accuracy": float((want.argmax(axis=1) == labels).mean()),
-        "macs": sum(p.macs for p in cmodel.layers),
+        **library_fields(cmodel, host, want, labels),
         "arena_bytes": cmodel.arena_bytes,
-        "activation_bytes": cmodel.activation_bytes,
-        "patch_bytes": cmodel.patch_bytes,
-        "scratch_bytes": cmodel.scratch_bytes,
-        "layers": [
-            {
-                "name": p.name,
-                "op": p.op,
-                "format": p.fmt,
-                "weight_bytes": p.weight_bytes,
-                "table_bytes": p.table_bytes,
-                "const_bytes": p.const_bytes,
-                "out_bytes": p.out_bytes,
-                "macs": p.macs,
-            }
-            for p in cmodel.layers
-        ],
         "builds": [],
     }
     for flags in M0_FLAGS:

@@ -28,6 +28,7 @@ from bench.cmsis_peer import (
     peer_kernels,
     quantize_tflite,
 )
+from bench.onchip_rows import engine_logits
 from scripts.onchip.cycles import trace_estimate
 from scripts.onchip.toolchain import OWN_FLAGS as SIQ_OWN_FLAGS
 from scripts.onchip.toolchain import Firmware, firmware_build, qemu_run
@@ -139,7 +140,7 @@ def compare(
             w = work / f"siq_{len(res['builds'])}"
             fw = firmware_build(generate_bundle_c(bundle), w, "m4", images, siq_opt)
             row = {"build": name, "flags": flags, **_figures(fw, len(images), classes)}
-            row["equal"] = row.pop("logits") == _engine_logits(bundle, images).tolist()
+            row["equal"] = row.pop("logits") == engine_logits(bundle, images).tolist()
             if cycles and flags in TRACED:
                 row["trace"] = _traced(
                     firmware_build(generate_bundle_c(bundle), w, "m4", images[:1], siq_opt)
@@ -160,11 +161,6 @@ def compare(
     return res
 
 
-def _engine_logits(bundle: Bundle, images: np.ndarray) -> np.ndarray:
-    net = IntegerNetwork(bundle)
-    return net.forward_int(net.quantize_input(images.astype(np.float32) / np.float32(255.0)))
-
-
 def _m0_rows(
     args: Any,
     siq: dict[str, Bundle],
@@ -182,7 +178,7 @@ def _m0_rows(
                 lambda w, n_img, b=b, f=flags: firmware_build(
                     generate_bundle_c(b), w, "m0", images[:n_img], [f]
                 ),
-                _engine_logits(b, images).tolist(),
+                engine_logits(b, images).tolist(),
             )
             for n, b in siq.items()
         ]
